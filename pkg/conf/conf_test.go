@@ -1,0 +1,165 @@
+package conf
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+var kubedbPaths = Paths{Cert: "/opt/pgpool-II/tls/tls.crt", Key: "/opt/pgpool-II/tls/tls.key", CA: "/opt/pgpool-II/tls/ca.pem"}
+
+func read(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", "golden", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden file:\n%s", name, Diff(string(want), got, 2))
+	}
+}
+
+// TestRenderGolden renders both layouts for every sslMode x clientAuthMode.
+func TestRenderGolden(t *testing.T) {
+	for _, layout := range []string{"kubedb", "k8s"} {
+		confText := read(t, layout+"-pgpool.conf")
+		hbaText := read(t, layout+"-pool_hba.conf")
+		for _, ssl := range SSLModes {
+			for _, auth := range ClientAuthModes {
+				name := fmt.Sprintf("%s-%s-%s.golden", layout, ssl, auth)
+				t.Run(name, func(t *testing.T) {
+					var out strings.Builder
+					hba, err := RenderHBA(hbaText, ssl, auth)
+					if err != nil {
+						fmt.Fprintf(&out, "error: %v\n", err)
+						golden(t, name, out.String())
+						return
+					}
+					c := ParsePgpoolConf(confText)
+					if ssl == "disable" {
+						DisableTLS(c)
+					} else {
+						EnableTLS(c, kubedbPaths)
+					}
+					fmt.Fprintf(&out, "### pgpool.conf diff\n%s### pool_hba.conf\n%s", Diff(confText, c.String(), 1), hba)
+					golden(t, name, out.String())
+
+					// Unrelated lines and comments are kept.
+					for _, l := range strings.Split(confText, "\n") {
+						if k, _, _, ok := splitLine(l); ok && strings.HasPrefix(k, "ssl") {
+							continue
+						}
+						if !strings.Contains(c.String(), l) {
+							t.Errorf("line %q was lost", l)
+						}
+					}
+					for _, l := range strings.Split(hbaText, "\n") {
+						if !isRemoteRule(strings.TrimSpace(l)) && !strings.Contains(hba, l) {
+							t.Errorf("hba line %q was lost", l)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestAddRemoveRoundTrip(t *testing.T) {
+	for _, layout := range []string{"kubedb", "k8s"} {
+		orig := read(t, layout+"-pgpool.conf")
+		c := ParsePgpoolConf(orig)
+		EnableTLS(c, kubedbPaths)
+		if !c.Bool("ssl") {
+			t.Fatalf("%s: ssl not on after EnableTLS", layout)
+		}
+		if v, _ := c.Get("ssl_ca_cert"); v != kubedbPaths.CA {
+			t.Fatalf("%s: ssl_ca_cert = %q", layout, v)
+		}
+		DisableTLS(c)
+		if c.Bool("ssl") {
+			t.Fatalf("%s: ssl still on", layout)
+		}
+		if layout == "kubedb" && c.String() != orig {
+			t.Errorf("remove did not restore the seed's file:\n%s", Diff(orig, c.String(), 1))
+		}
+		if _, ok := c.Get("ssl_cert"); ok {
+			t.Errorf("%s: ssl_cert still set", layout)
+		}
+	}
+}
+
+func TestHBARoundTrip(t *testing.T) {
+	orig := read(t, "kubedb-pool_hba.conf")
+	tls, err := RenderHBA(orig, "require", "cert")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ssl, auth, ok := HBAModes(tls); !ok || ssl != "require" || auth != "cert" {
+		t.Fatalf("HBAModes = %q %q %v", ssl, auth, ok)
+	}
+	again, _ := RenderHBA(tls, "require", "cert")
+	if again != tls {
+		t.Fatalf("render is not idempotent:\n%s", Diff(tls, again, 1))
+	}
+	plain, _ := RenderHBA(tls, "disable", "md5")
+	if strings.Contains(plain, "hostssl") || strings.Count(plain, "kubectl-pgpool") != 2 {
+		t.Fatalf("disable kept TLS rules:\n%s", plain)
+	}
+	if GuessAuthMode(orig) != "md5" {
+		t.Fatal("GuessAuthMode")
+	}
+}
+
+func TestGetLastWins(t *testing.T) {
+	c := ParsePgpoolConf("ssl = on\nport = 9999 # the port\nssl = 'off'\n#ssl_cert = 'x'\n")
+	if c.Bool("ssl") {
+		t.Fatal("last line should win")
+	}
+	c.Set("port", "5432")
+	if !strings.Contains(c.String(), "port = 5432 # the port") {
+		t.Fatalf("comment lost: %q", c.String())
+	}
+	c.Set("ssl_cert", Quote("/a'b"))
+	if !strings.Contains(c.String(), "#ssl_cert = 'x'\nssl_cert = '/a''b'\n") {
+		t.Fatalf("not placed after template: %q", c.String())
+	}
+	if v, _ := c.Get("ssl_cert"); v != "/a'b" {
+		t.Fatalf("quote round trip: %q", v)
+	}
+}
+
+func TestValidateModes(t *testing.T) {
+	for _, tc := range []struct {
+		ssl, auth, err string
+	}{
+		{"require", "cert", ""},
+		{"prefer", "cert", "needs every client on TLS"},
+		{"bogus", "md5", "unknown ssl mode"},
+		{"require", "trust", "unknown client auth mode"},
+	} {
+		err := ValidateModes(tc.ssl, tc.auth)
+		if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%s/%s: %v, want %q", tc.ssl, tc.auth, err, tc.err)
+		}
+	}
+}
