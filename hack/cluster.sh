@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# The project's local Kubernetes cluster: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kwok (one fake node) and
+# cert-manager's controllers, all built from the Go module proxy by
+# hack/build-cluster-bins.sh and bound to 127.0.0.1.
+#
+#   hack/cluster.sh up      start it (or report that it is up), print the kubeconfig path
+#   hack/cluster.sh down    stop exactly the processes it started (by PID), remove the state
+#   hack/cluster.sh status  say whether it is up
+#
+# Environment: CLUSTER_DIR (state, default .cluster in the repo), PORT_BASE
+# (default 16400: etcd +0/+1, apiserver +43, controller-manager +57,
+# scheduler +59, kwok +80).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DIR="${CLUSTER_DIR:-$ROOT/.cluster}"
+mkdir -p "$(dirname "$DIR")"
+DIR="$(cd "$(dirname "$DIR")" && pwd)/$(basename "$DIR")"
+BASE="${PORT_BASE:-16400}"
+ETCD_PORT=$((BASE + 0)) ETCD_PEER=$((BASE + 1)) API_PORT=$((BASE + 43))
+KCM_PORT=$((BASE + 57)) SCHED_PORT=$((BASE + 59)) KWOK_PORT=$((BASE + 80))
+KUBECONFIG_OUT="$DIR/kubeconfig"
+NODE=kwok-node-0
+
+ts() { date +%H:%M:%S; }
+say() { echo "$(ts) $*" >&2; }
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+is_up() {
+	[ -f "$KUBECONFIG_OUT" ] || return 1
+	for p in "$DIR"/pids/*.pid; do alive "$p" || return 1; done
+	"$BIN/kubectl" --kubeconfig "$KUBECONFIG_OUT" get --raw /readyz >/dev/null 2>&1
+}
+
+# start NAME BINARY ARGS...: run a daemon in its own session; record its own PID.
+start() {
+	local name=$1
+	shift
+	setsid "$@" >"$DIR/logs/$name.log" 2>&1 </dev/null &
+	echo $! >"$DIR/pids/$name.pid"
+	say "started $name (pid $!, log $DIR/logs/$name.log)"
+}
+
+# wait_for WHAT SECONDS COMMAND...: poll a readiness probe with a deadline.
+wait_for() {
+	local what=$1 secs=$2
+	shift 2
+	local deadline=$((SECONDS + secs)) n=0
+	until "$@" >/dev/null 2>&1; do
+		if [ $SECONDS -ge $deadline ]; then
+			say "timed out after ${secs}s waiting for $what; last lines of the logs:"
+			tail -n 5 "$DIR"/logs/*.log >&2 || true
+			return 1
+		fi
+		n=$((n + 1))
+		[ $((n % 20)) -eq 0 ] && say "still waiting for $what ($((SECONDS + secs - deadline))s)..."
+		sleep 0.25
+	done
+	say "$what is ready"
+}
+
+pki() {
+	local d="$DIR/pki"
+	mkdir -p "$d"
+	cd "$d"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=kubectl-pgpool-local-ca" \
+		-keyout ca.key -out ca.crt 2>/dev/null
+	cat >server.ext <<-EOF
+		subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+		extendedKeyUsage=serverAuth
+	EOF
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr 2>/dev/null
+	openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+		-extfile server.ext -out apiserver.crt 2>/dev/null
+	echo "extendedKeyUsage=clientAuth" >client.ext
+	openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kubernetes-admin" -keyout admin.key -out admin.csr 2>/dev/null
+	openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+		-extfile client.ext -out admin.crt 2>/dev/null
+	openssl genrsa -out sa.key 2048 2>/dev/null
+	openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+	cd - >/dev/null
+}
+
+kubeconfig() {
+	cat >"$KUBECONFIG_OUT" <<-EOF
+		apiVersion: v1
+		kind: Config
+		clusters:
+		- name: kubectl-pgpool-local
+		  cluster:
+		    server: https://127.0.0.1:$API_PORT
+		    certificate-authority: $DIR/pki/ca.crt
+		users:
+		- name: admin
+		  user:
+		    client-certificate: $DIR/pki/admin.crt
+		    client-key: $DIR/pki/admin.key
+		contexts:
+		- name: kubectl-pgpool-local
+		  context: {cluster: kubectl-pgpool-local, user: admin}
+		current-context: kubectl-pgpool-local
+	EOF
+}
+
+kwok_stages() {
+	local kdir
+	kdir="$(cd "$ROOT/test/cluster/kwok" && go mod download -json sigs.k8s.io/kwok | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+	{
+		cat "$kdir/kustomize/stage/node/fast/"*.yaml
+		echo "---"
+		cat "$kdir/kustomize/stage/node/heartbeat-with-lease/"*.yaml
+		echo "---"
+		cat "$kdir/kustomize/stage/pod/fast/"*.yaml
+	} | grep -v '^#' >"$DIR/kwok-stages.yaml"
+}
+
+up() {
+	local t0=$SECONDS
+	BIN="$("$ROOT/hack/build-cluster-bins.sh")"
+	if is_up; then
+		say "cluster is already up; nothing to do"
+		echo "$KUBECONFIG_OUT"
+		return 0
+	fi
+	if [ -d "$DIR/pids" ]; then
+		say "found a stopped or half-started cluster in $DIR; cleaning it up first"
+		down
+	fi
+	mkdir -p "$DIR/pids" "$DIR/logs" "$DIR/etcd"
+	echo "$BIN" >"$DIR/bin-dir"
+	say "generating certificates"
+	pki
+	kubeconfig
+	local K=("$BIN/kubectl" --kubeconfig "$KUBECONFIG_OUT")
+
+	start etcd "$BIN/etcd" --name default --data-dir "$DIR/etcd" \
+		--listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+		--listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
+		--initial-cluster "default=http://127.0.0.1:$ETCD_PEER" --unsafe-no-fsync --log-level warn
+	wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+
+	start kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+		--tls-cert-file "$DIR/pki/apiserver.crt" --tls-private-key-file "$DIR/pki/apiserver.key" \
+		--client-ca-file "$DIR/pki/ca.crt" \
+		--kubelet-client-certificate "$DIR/pki/admin.crt" --kubelet-client-key "$DIR/pki/admin.key" \
+		--kubelet-preferred-address-types Hostname,InternalIP \
+		--service-account-issuer https://kubernetes.default.svc.cluster.local \
+		--service-account-key-file "$DIR/pki/sa.pub" --service-account-signing-key-file "$DIR/pki/sa.key" \
+		--service-cluster-ip-range 10.96.0.0/16 --authorization-mode RBAC --allow-privileged \
+		--endpoint-reconciler-type none --cert-dir "$DIR/pki/apiserver-certs"
+	wait_for kube-apiserver 90 "${K[@]}" get --raw /readyz
+
+	start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$KUBECONFIG_OUT" \
+		--authentication-kubeconfig "$KUBECONFIG_OUT" --authorization-kubeconfig "$KUBECONFIG_OUT" \
+		--bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
+		--controllers '*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-route' \
+		--service-account-private-key-file "$DIR/pki/sa.key" --root-ca-file "$DIR/pki/ca.crt" \
+		--use-service-account-credentials=false --cert-dir "$DIR/pki/kcm-certs"
+	start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$KUBECONFIG_OUT" \
+		--authentication-kubeconfig "$KUBECONFIG_OUT" --authorization-kubeconfig "$KUBECONFIG_OUT" \
+		--bind-address 127.0.0.1 --secure-port "$SCHED_PORT" --leader-elect=false --cert-dir "$DIR/pki/sched-certs"
+
+	say "installing cert-manager's CRDs"
+	local cmdir
+	cmdir="$(cd "$ROOT/test/cluster/certmanager" && go mod download -json github.com/cert-manager/cert-manager | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+	"${K[@]}" apply --server-side -f "$cmdir/deploy/crds/" >/dev/null
+	"${K[@]}" wait --for condition=established --timeout 60s -f "$cmdir/deploy/crds/" >/dev/null
+	"${K[@]}" create namespace cert-manager >/dev/null
+	start cert-manager "$BIN/cert-manager-controller" --kubeconfig "$KUBECONFIG_OUT"
+
+	kwok_stages
+	start kwok "$BIN/kwok" --kubeconfig "$KUBECONFIG_OUT" --config "$DIR/kwok-stages.yaml" \
+		--manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+		--node-ip 127.0.0.1 --node-port "$KWOK_PORT" --server-address "127.0.0.1:$KWOK_PORT"
+	"${K[@]}" apply -f - >/dev/null <<-EOF
+		apiVersion: v1
+		kind: Node
+		metadata:
+		  name: $NODE
+		  annotations: {kwok.x-k8s.io/node: fake}
+		  labels: {type: kwok, kubernetes.io/hostname: $NODE, kubernetes.io/os: linux}
+		status:
+		  allocatable: {cpu: "64", memory: 256Gi, pods: "500"}
+		  capacity: {cpu: "64", memory: 256Gi, pods: "500"}
+	EOF
+	wait_for "node $NODE Ready" 60 "${K[@]}" wait --for condition=Ready --timeout 1s node/$NODE
+	wait_for "node $NODE without the not-ready taint" 60 \
+		bash -c "! '$BIN/kubectl' --kubeconfig '$KUBECONFIG_OUT' get node $NODE -o jsonpath='{.spec.taints[*].key}' | grep -q not-ready"
+	wait_for "default ServiceAccount" 60 "${K[@]}" -n default get serviceaccount default
+
+	"${K[@]}" apply -f - >/dev/null <<-EOF
+		apiVersion: cert-manager.io/v1
+		kind: Issuer
+		metadata: {name: cluster-up-probe, namespace: cert-manager}
+		spec: {selfSigned: {}}
+	EOF
+	wait_for "cert-manager" 60 "${K[@]}" -n cert-manager wait --for condition=Ready --timeout 1s issuer/cluster-up-probe
+	"${K[@]}" -n cert-manager delete issuer cluster-up-probe >/dev/null
+	say "cluster is up in $((SECONDS - t0))s; use it with: export KUBECONFIG=$KUBECONFIG_OUT"
+	echo "$KUBECONFIG_OUT"
+}
+
+down() {
+	if [ ! -d "$DIR" ]; then
+		say "no cluster state in $DIR; nothing to do"
+		return 0
+	fi
+	local order=(kubelet containerd kwok cert-manager kube-scheduler kube-controller-manager kube-apiserver etcd)
+	for name in "${order[@]}"; do
+		local f="$DIR/pids/$name.pid"
+		[ -f "$f" ] || continue
+		local pid
+		pid="$(cat "$f")"
+		if kill -0 "$pid" 2>/dev/null; then
+			say "stopping $name (pid $pid)"
+			kill -TERM "$pid" 2>/dev/null || true
+			local deadline=$((SECONDS + 15))
+			while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+			if kill -0 "$pid" 2>/dev/null; then
+				say "$name did not stop in 15s; killing it"
+				kill -KILL "$pid" 2>/dev/null || true
+			fi
+		fi
+		rm -f "$f"
+	done
+	rm -rf "$DIR"
+	say "cluster stopped and $DIR removed"
+}
+
+case "${1:-}" in
+up) up ;;
+down) down ;;
+status)
+	BIN="$(cat "$DIR/bin-dir" 2>/dev/null || echo /nonexistent)"
+	if is_up; then echo "up: export KUBECONFIG=$KUBECONFIG_OUT"; else
+		echo "down"
+		exit 1
+	fi
+	;;
+*)
+	echo "usage: $0 up|down|status" >&2
+	exit 2
+	;;
+esac

@@ -1,0 +1,477 @@
+// Package apply carries out plan steps against the API server: it is the
+// plan.Runner that turns each typed step into Kubernetes calls (server-side
+// apply of Certificates, patches with resourceVersion preconditions,
+// evictions, watches), honouring --dry-run=server and the per-step timeout.
+package apply
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/typed/certmanager/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+)
+
+// FieldManager is the field manager of every write.
+const FieldManager = "kubectl-pgpool"
+
+// Clients are the API clients the Runner writes with.
+type Clients struct {
+	Core         corev1client.CoreV1Interface
+	Policy       policyv1client.PolicyV1Interface
+	Coordination coordinationv1client.CoordinationV1Interface
+	CertManager  cmclient.CertmanagerV1Interface
+	Dynamic      dynamic.Interface
+}
+
+// Runner executes steps. ServerDryRun sends every write with DryRun All and
+// skips waits.
+type Runner struct {
+	Clients      Clients
+	Target       *target.Target
+	ServerDryRun bool
+	// Timeout bounds each step (default 5m, as KubeDB's spec.timeout).
+	Timeout time.Duration
+	// RetryInterval is the pause after a PDB refused an eviction.
+	RetryInterval time.Duration
+
+	leaseUID types.UID
+}
+
+var _ plan.Runner = (*Runner)(nil)
+
+func (r *Runner) dryRun() []string {
+	if r.ServerDryRun {
+		return []string{metav1.DryRunAll}
+	}
+	return nil
+}
+
+// Run carries out one step.
+func (r *Runner) Run(ctx context.Context, s plan.Step, report func(string)) (string, error) {
+	timeout := r.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	msg, err := r.run(ctx, s, report)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("%w (step timeout %s; raise it with --timeout)", err, timeout)
+	}
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("%w: %w", err, plan.ErrTimeout)
+	}
+	return msg, err
+}
+
+func (r *Runner) run(ctx context.Context, s plan.Step, report func(string)) (string, error) {
+	if r.ServerDryRun {
+		switch s.Kind {
+		case plan.Wait, plan.Rollout, plan.Verify:
+			return "skipped: nothing to wait for in a server dry run", nil
+		}
+	}
+	switch s.Kind {
+	case plan.Lock:
+		return r.lock(ctx, s)
+	case plan.Unlock:
+		return r.unlock(ctx, s)
+	case plan.Apply:
+		return r.applyCertificate(ctx, s)
+	case plan.Wait:
+		after, _ := strconv.Atoi(s.Data["afterRevision"])
+		crt, err := tls.WaitReady(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, after, report)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("Ready, revision %d", tls.Revision(crt)), nil
+	case plan.Trigger:
+		if err := tls.TriggerIssuance(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, r.dryRun()); err != nil {
+			return "", err
+		}
+		return "Issuing condition set", nil
+	case plan.Patch:
+		return r.patch(ctx, s)
+	case plan.Evict:
+		return r.evict(ctx, s, report)
+	case plan.Rollout:
+		if err := restart.WaitRollout(ctx, r.Clients.Dynamic.Resource(r.Target.GVR), s.Object.Namespace, s.Object.Name, restart.Options{OnProgress: report}); err != nil {
+			return "", err
+		}
+		return "all pods replaced and Ready", nil
+	case plan.Verify:
+		return r.verify(ctx, s)
+	case plan.Delete:
+		return r.delete(ctx, s)
+	case plan.Record:
+		return r.record(ctx, s)
+	}
+	return "", fmt.Errorf("unknown step kind %q", s.Kind)
+}
+
+func (r *Runner) answer(what string) string {
+	if r.ServerDryRun {
+		return "server accepted (dry run): " + what
+	}
+	return what
+}
+
+// Holder returns a lock holder identity for this process.
+func Holder() string {
+	host, _ := os.Hostname()
+	user := os.Getenv("USER")
+	if user == "" {
+		user = "unknown"
+	}
+	return fmt.Sprintf("%s@%s pid %d", user, host, os.Getpid())
+}
+
+func (r *Runner) lock(ctx context.Context, s plan.Step) (string, error) {
+	now := metav1.NewMicroTime(time.Now())
+	secs := int32(3600)
+	holder := s.Data["holder"]
+	l := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: s.Object.Name, Namespace: s.Object.Namespace,
+			Labels:      map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: r.Target.Name},
+			Annotations: map[string]string{"kubectl-pgpool.io/operation": s.Data["operation"]}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, AcquireTime: &now, RenewTime: &now, LeaseDurationSeconds: &secs},
+	}
+	created, err := r.Clients.Coordination.Leases(s.Object.Namespace).Create(ctx, l, metav1.CreateOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
+	if apierrors.IsAlreadyExists(err) {
+		return "", LockHeldError(ctx, r.Clients.Coordination, s.Object.Namespace, s.Object.Name)
+	}
+	if err != nil {
+		return "", fmt.Errorf("create Lease %s/%s: %w", s.Object.Namespace, s.Object.Name, err)
+	}
+	r.leaseUID = created.UID
+	return r.answer("held by " + holder), nil
+}
+
+// LockHeldError describes who holds the lock.
+func LockHeldError(ctx context.Context, c coordinationv1client.CoordinationV1Interface, ns, name string) error {
+	l, err := c.Leases(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("another kubectl-pgpool operation holds the lock (Lease %s/%s)", ns, name)
+	}
+	holder, op := "", l.Annotations["kubectl-pgpool.io/operation"]
+	if l.Spec.HolderIdentity != nil {
+		holder = *l.Spec.HolderIdentity
+	}
+	since := ""
+	if l.Spec.AcquireTime != nil {
+		since = " since " + l.Spec.AcquireTime.UTC().Format(time.RFC3339)
+	}
+	return fmt.Errorf("another kubectl-pgpool operation (%s by %s%s) holds the lock Lease %s/%s: wait for it to finish; if it died, delete the lock with `kubectl delete lease -n %s %s`", op, holder, since, ns, name, ns, name)
+}
+
+func (r *Runner) unlock(ctx context.Context, s plan.Step) (string, error) {
+	if r.leaseUID == "" && !r.ServerDryRun {
+		return "not held", nil
+	}
+	opts := metav1.DeleteOptions{DryRun: r.dryRun()}
+	if r.leaseUID != "" {
+		opts.Preconditions = &metav1.Preconditions{UID: &r.leaseUID}
+	}
+	err := r.Clients.Coordination.Leases(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("delete Lease %s/%s: %w", s.Object.Namespace, s.Object.Name, err)
+	}
+	return r.answer("released"), nil
+}
+
+func (r *Runner) applyCertificate(ctx context.Context, s plan.Step) (string, error) {
+	force := true
+	crt, err := r.Clients.CertManager.Certificates(s.Object.Namespace).Patch(ctx, s.Object.Name, types.ApplyPatchType,
+		[]byte(s.Data["manifest"]), metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: r.dryRun()})
+	if err != nil {
+		return "", fmt.Errorf("apply Certificate %s/%s: %w", s.Object.Namespace, s.Object.Name, err)
+	}
+	return r.answer(fmt.Sprintf("applied (generation %d)", crt.Generation)), nil
+}
+
+func (r *Runner) patch(ctx context.Context, s plan.Step) (string, error) {
+	ns, name := s.Object.Namespace, s.Object.Name
+	opts := metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}
+	switch s.Object.Kind {
+	case "Secret", "ConfigMap":
+		// A merge patch with the resourceVersion we read: if anyone changed
+		// the config since discovery, the server answers 409 instead of us
+		// overwriting their change.
+		body := map[string]any{"metadata": map[string]any{"resourceVersion": s.Data["resourceVersion"]}}
+		data := map[string]string{}
+		for k, v := range s.Payload {
+			if s.Object.Kind == "Secret" {
+				v = base64.StdEncoding.EncodeToString([]byte(v))
+			}
+			data[k] = v
+		}
+		body["data"] = data
+		b, _ := json.Marshal(body)
+		var err error
+		if s.Object.Kind == "Secret" {
+			_, err = r.Clients.Core.Secrets(ns).Patch(ctx, name, types.MergePatchType, b, opts)
+		} else {
+			_, err = r.Clients.Core.ConfigMaps(ns).Patch(ctx, name, types.MergePatchType, b, opts)
+		}
+		if apierrors.IsConflict(err) {
+			return "", fmt.Errorf("%s %s/%s changed since it was read: run the command again to plan against the new contents", s.Object.Kind, ns, name)
+		}
+		if err != nil {
+			return "", fmt.Errorf("patch %s %s/%s: %w", s.Object.Kind, ns, name, err)
+		}
+		return r.answer("patched"), nil
+	case "Certificate":
+		_, err := r.Clients.CertManager.Certificates(ns).Patch(ctx, name, types.MergePatchType, []byte(s.Data["patch"]), opts)
+		if err != nil {
+			return "", fmt.Errorf("patch Certificate %s/%s: %w", ns, name, err)
+		}
+		return r.answer("patched"), nil
+	default:
+		pt := types.JSONPatchType
+		if s.Data["patchType"] == "merge" {
+			pt = types.MergePatchType
+		}
+		u, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, name, pt, []byte(s.Data["patch"]), opts)
+		if apierrors.IsInvalid(err) || (err != nil && strings.Contains(err.Error(), "test operation")) {
+			return "", fmt.Errorf("patch %s %s/%s: its pod template changed since it was read (%v): run the command again", s.Object.Kind, ns, name, err)
+		}
+		if err != nil {
+			return "", fmt.Errorf("patch %s %s/%s: %w", s.Object.Kind, ns, name, err)
+		}
+		return r.answer(fmt.Sprintf("patched (generation %d)", u.GetGeneration())), nil
+	}
+}
+
+func (r *Runner) evict(ctx context.Context, s plan.Step, report func(string)) (string, error) {
+	ns, name := s.Object.Namespace, s.Object.Name
+	uid := types.UID(s.Data["uid"])
+	o := restart.Options{RetryInterval: r.RetryInterval, DryRun: r.dryRun(), OnProgress: report}
+	t0 := time.Now()
+	if err := restart.Evict(ctx, r.Clients.Policy, ns, name, uid, o); err != nil {
+		return "", err
+	}
+	if r.ServerDryRun {
+		return r.answer("eviction allowed"), nil
+	}
+	report(fmt.Sprintf("evicted pod %s", name))
+	known := map[types.UID]bool{}
+	for _, u := range strings.Split(s.Data["known"], ",") {
+		known[types.UID(u)] = true
+	}
+	want, _ := strconv.Atoi(s.Data["want"])
+	p, err := restart.WaitReplaced(ctx, r.Clients.Core, ns, name, uid, restart.Replacement{
+		SameName: s.Data["sameName"] == "true", Selector: s.Data["selector"], Known: known, Want: want,
+	}, o)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("replaced by %s (uid %s) and Ready in %s", p.Name, shortUID(p.UID), time.Since(t0).Round(100*time.Millisecond)), nil
+}
+
+func shortUID(u types.UID) string {
+	if len(u) > 8 {
+		return string(u[:8])
+	}
+	return string(u)
+}
+
+func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
+	ns := s.Object.Namespace
+	var problems []string
+	// 1. The config says what it should.
+	kind, cname, _ := strings.Cut(s.Data["config"], "/")
+	var pgpoolConf string
+	if kind == "Secret" {
+		sec, err := r.Clients.Core.Secrets(ns).Get(ctx, cname, metav1.GetOptions{})
+		if err != nil {
+			return "", fmt.Errorf("verify: get Secret %s/%s: %w", ns, cname, err)
+		}
+		pgpoolConf = string(sec.Data["pgpool.conf"])
+	} else {
+		cm, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, cname, metav1.GetOptions{})
+		if err != nil {
+			return "", fmt.Errorf("verify: get ConfigMap %s/%s: %w", ns, cname, err)
+		}
+		pgpoolConf = cm.Data["pgpool.conf"]
+	}
+	on := s.Data["ssl"] == "on"
+	if conf.ParsePgpoolConf(pgpoolConf).Bool("ssl") != on {
+		problems = append(problems, fmt.Sprintf("%s %s/%s: pgpool.conf does not have ssl %s", kind, ns, cname, s.Data["ssl"]))
+	}
+	// 2. The pod template mounts the TLS volume or not.
+	u, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Get(ctx, s.Object.Name, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("verify: get %s %s/%s: %w", s.Object.Kind, ns, s.Object.Name, err)
+	}
+	if mounted(u, s.Data["tlsMountPath"]) != on {
+		problems = append(problems, fmt.Sprintf("%s %s/%s: TLS volume at %s is %s", s.Object.Kind, ns, s.Object.Name, s.Data["tlsMountPath"], map[bool]string{true: "still mounted", false: "not mounted"}[mounted(u, s.Data["tlsMountPath"])]))
+	}
+	// 3. Every pod is new and Ready.
+	pods, err := r.Clients.Core.Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: s.Data["selector"]})
+	if err != nil {
+		return "", fmt.Errorf("verify: list pods: %w", err)
+	}
+	known := map[string]bool{}
+	for _, k := range strings.Split(s.Data["known"], ",") {
+		known[k] = true
+	}
+	readyN := 0
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if known[string(p.UID)] {
+			problems = append(problems, fmt.Sprintf("pod %s was not restarted", p.Name))
+		}
+		if target.PodReady(p) {
+			readyN++
+		}
+	}
+	want, _ := strconv.Atoi(s.Data["want"])
+	if readyN < want {
+		problems = append(problems, fmt.Sprintf("%d of %d pods Ready", readyN, want))
+	}
+	// 4. The served certificate comes from the expected issuer.
+	detail := ""
+	if on {
+		sec, err := r.Clients.Core.Secrets(ns).Get(ctx, target.ServerCertName(r.Target.Name), metav1.GetOptions{})
+		if err != nil {
+			return "", fmt.Errorf("verify: get Secret %s/%s: %w", ns, target.ServerCertName(r.Target.Name), err)
+		}
+		if got := sec.Annotations[cmapi.IssuerNameAnnotationKey]; got != s.Data["issuer"] {
+			problems = append(problems, fmt.Sprintf("Secret %s/%s was issued by %q, expected %q", ns, sec.Name, got, s.Data["issuer"]))
+		}
+		if info, err := tls.ReadSecret(sec); err == nil {
+			detail = fmt.Sprintf("; server certificate serial %s, issuer %s, expires %s", info.Serial, info.Issuer, info.NotAfter.UTC().Format(time.RFC3339))
+		} else {
+			problems = append(problems, err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		return "", fmt.Errorf("verify failed: %s", strings.Join(problems, "; "))
+	}
+	return fmt.Sprintf("%d pods replaced and Ready, ssl %s%s", readyN, s.Data["ssl"], detail), nil
+}
+
+func mounted(u *unstructured.Unstructured, path string) bool {
+	cs, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
+	for _, c := range cs {
+		cm, _ := c.(map[string]any)
+		ms, _, _ := unstructured.NestedSlice(cm, "volumeMounts")
+		for _, m := range ms {
+			mm, _ := m.(map[string]any)
+			if mm["mountPath"] == path {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (r *Runner) delete(ctx context.Context, s plan.Step) (string, error) {
+	opts := metav1.DeleteOptions{DryRun: r.dryRun()}
+	var err error
+	switch s.Object.Kind {
+	case "Certificate":
+		err = r.Clients.CertManager.Certificates(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
+	case "Secret":
+		err = r.Clients.Core.Secrets(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
+	default:
+		return "", fmt.Errorf("cannot delete a %s", s.Object.Kind)
+	}
+	if apierrors.IsNotFound(err) {
+		return "already gone", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("delete %s %s/%s: %w", s.Object.Kind, s.Object.Namespace, s.Object.Name, err)
+	}
+	return r.answer("deleted"), nil
+}
+
+// LastOperation is the value of the last-operation annotation.
+type LastOperation struct {
+	Operation string `json:"operation"`
+	Time      string `json:"time"`
+	Result    string `json:"result"`
+	Error     string `json:"error,omitempty"`
+	By        string `json:"by,omitempty"`
+}
+
+func (r *Runner) record(ctx context.Context, s plan.Step) (string, error) {
+	failure := plan.FailureFrom(ctx)
+	lo := LastOperation{Operation: s.Data["operation"], Time: time.Now().UTC().Format(time.RFC3339), Result: "Succeeded", By: Holder()}
+	if failure != nil {
+		lo.Result, lo.Error = "Failed", failure.Error()
+	}
+	b, _ := json.Marshal(lo)
+	ann := map[string]any{target.AnnotationLastOperation: string(b)}
+	if failure == nil {
+		if s.Data["tls"] == "" {
+			ann[target.AnnotationTLS] = nil
+		} else {
+			ann[target.AnnotationTLS] = s.Data["tls"]
+		}
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	ns, name := s.Object.Namespace, s.Object.Name
+	_, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, name, types.MergePatchType, patch,
+		metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
+	if err != nil {
+		return "", fmt.Errorf("annotate %s %s/%s: %w", s.Object.Kind, ns, name, err)
+	}
+	reason, typ, msg := "TLS"+camel(lo.Operation)+"Succeeded", corev1.EventTypeNormal, fmt.Sprintf("kubectl-pgpool tls %s succeeded", lo.Operation)
+	if failure != nil {
+		reason, typ, msg = "TLS"+camel(lo.Operation)+"Failed", corev1.EventTypeWarning, fmt.Sprintf("kubectl-pgpool tls %s failed: %s", lo.Operation, failure)
+	}
+	now := metav1.Now()
+	ev := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: name + ".", Namespace: ns},
+		InvolvedObject: corev1.ObjectReference{APIVersion: s.Object.APIVersion, Kind: s.Object.Kind, Namespace: ns, Name: name,
+			UID: types.UID(r.Target.UID)},
+		Reason: reason, Message: truncate(msg, 1000), Type: typ, FirstTimestamp: now, LastTimestamp: now, Count: 1,
+		Source: corev1.EventSource{Component: FieldManager}, ReportingController: "kubectl-pgpool.io/cli", ReportingInstance: Holder(),
+	}
+	if _, err := r.Clients.Core.Events(ns).Create(ctx, ev, metav1.CreateOptions{DryRun: r.dryRun()}); err != nil {
+		return "", fmt.Errorf("create Event on %s %s/%s: %w", s.Object.Kind, ns, name, err)
+	}
+	return r.answer(fmt.Sprintf("%s recorded (Event %s)", lo.Result, reason)), nil
+}
+
+func camel(op string) string {
+	var sb strings.Builder
+	for _, p := range strings.Split(op, "-") {
+		if p != "" {
+			sb.WriteString(strings.ToUpper(p[:1]) + p[1:])
+		}
+	}
+	return sb.String()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

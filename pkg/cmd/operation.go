@@ -1,0 +1,231 @@
+package cmd
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
+
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ops"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
+)
+
+// OperationOptions are the flags and state every mutating command shares.
+type OperationOptions struct {
+	genericiooptions.IOStreams
+	ConfigFlags *genericclioptions.ConfigFlags
+
+	DryRun  string
+	Output  string
+	Timeout time.Duration
+	Apply   string
+	Yes     bool
+	NoColor bool
+
+	Name      string
+	Namespace string
+	Clients   *Clients
+	// RESTConfigHook, when set, may wrap the REST config before clients are
+	// built (benchmarks count API requests with it).
+	RESTConfigHook func(*rest.Config)
+	// RetryInterval is the pause after a PDB refused an eviction (tests
+	// shorten it).
+	RetryInterval time.Duration
+	// Holder overrides the lock holder identity.
+	Holder string
+}
+
+func (o *OperationOptions) addFlags(c *cobra.Command) {
+	c.Flags().StringVar(&o.DryRun, "dry-run", "none", `"none", "client" (print the plan, change nothing) or "server" (also send every write with dryRun=All and show the server's answers)`)
+	c.Flags().Lookup("dry-run").NoOptDefVal = "client"
+	c.Flags().StringVarP(&o.Output, "output", "o", "text", "output format of the plan and the result: text, json or yaml")
+	c.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "time limit of each step (as KubeDB's spec.timeout)")
+	c.Flags().StringVar(&o.Apply, "apply", "IfReady", `"IfReady" (refuse unless every pod is Ready) or "Always" (as KubeDB's spec.apply)`)
+	c.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation (none is asked without a terminal)")
+	c.Flags().BoolVar(&o.NoColor, "no-color", false, "plain output even on a terminal")
+}
+
+// complete resolves the namespace and builds the clients.
+func (o *OperationOptions) complete(args []string) error {
+	if len(args) != 1 {
+		return UsageError{fmt.Errorf("expected exactly one argument, the pgpool's name (got %d)", len(args))}
+	}
+	o.Name = args[0]
+	ns, _, err := o.ConfigFlags.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return fmt.Errorf("resolve the namespace: %w", err)
+	}
+	o.Namespace = ns
+	if o.Clients != nil {
+		return nil
+	}
+	cfg, err := o.ConfigFlags.ToRESTConfig()
+	if err != nil {
+		return fmt.Errorf("load kubeconfig: %w", err)
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.UserAgent = "kubectl-pgpool"
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 50, 100
+	}
+	if o.RESTConfigHook != nil {
+		o.RESTConfigHook(cfg)
+	}
+	o.Clients, err = NewClients(cfg)
+	return err
+}
+
+// validate checks the shared flags (no I/O).
+func (o *OperationOptions) validate() error {
+	switch o.DryRun {
+	case "none", "client", "server":
+	default:
+		return UsageError{fmt.Errorf(`--dry-run must be "none", "client" or "server", not %q`, o.DryRun)}
+	}
+	switch o.Output {
+	case "text", "json", "yaml":
+	default:
+		return UsageError{fmt.Errorf(`--output must be "text", "json" or "yaml", not %q`, o.Output)}
+	}
+	switch o.Apply {
+	case "IfReady", "Always":
+	default:
+		return UsageError{fmt.Errorf(`--apply must be "IfReady" or "Always", not %q`, o.Apply)}
+	}
+	if o.Timeout <= 0 {
+		return UsageError{fmt.Errorf("--timeout must be positive")}
+	}
+	return nil
+}
+
+// Output document of -o json|yaml.
+type outputDoc struct {
+	DryRun string       `json:"dryRun"`
+	Plan   *plan.Plan   `json:"plan"`
+	Result *plan.Result `json:"result,omitempty"`
+}
+
+// run is discover -> preflight -> plan -> print -> confirm -> execute -> result.
+func (o *OperationOptions) run(ctx context.Context, req ops.Request) error {
+	t, err := target.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
+	if err != nil {
+		return err
+	}
+	if err := o.preflight(ctx, t, req); err != nil {
+		return err
+	}
+	req.ApplyAlways = o.Apply == "Always"
+	req.Holder = o.Holder
+	if req.Holder == "" {
+		req.Holder = apply.Holder()
+	}
+	if req.Operation == ops.Rotate || req.Operation == ops.Remove {
+		req.Issuer = t.State.Issuer
+	}
+	p, err := ops.Build(t, req)
+	if err != nil {
+		return err
+	}
+	color := !o.NoColor && os.Getenv("NO_COLOR") == ""
+	if o.Output == "text" {
+		ui.RenderPlan(o.Out, p, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)), o.DryRun)
+	}
+	if o.DryRun == "client" {
+		return o.printDoc(outputDoc{DryRun: o.DryRun, Plan: p})
+	}
+	if o.DryRun == "none" && !o.Yes && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
+		ok, err := confirm(o.In, o.ErrOut, fmt.Sprintf("Apply this plan to %s? [y/N] ", t))
+		if err != nil || !ok {
+			return fmt.Errorf("cancelled: nothing was changed")
+		}
+	}
+	live := color && ui.IsTerminal(o.ErrOut)
+	prog := ui.NewProgress(o.ErrOut, ui.NewStyles(o.ErrOut, live), len(p.Steps), live)
+	runner := &apply.Runner{Clients: o.Clients.apply(), Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, RetryInterval: o.RetryInterval}
+	prog.Start()
+	res, execErr := plan.Execute(ctx, p, runner, prog.Event)
+	prog.Stop()
+	if o.Output == "text" {
+		ui.RenderResult(o.Out, res, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)))
+		if o.DryRun == "server" {
+			for i, s := range res.Steps {
+				fmt.Fprintf(o.Out, "%3d. %-7s %s: %s\n", i+1, s.Kind, s.Object, s.Message)
+			}
+		}
+	}
+	if err := o.printDoc(outputDoc{DryRun: o.DryRun, Plan: p, Result: res}); err != nil {
+		return err
+	}
+	return execErr
+}
+
+func (o *OperationOptions) printDoc(d outputDoc) error {
+	switch o.Output {
+	case "json":
+		enc := json.NewEncoder(o.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(d)
+	case "yaml":
+		b, err := yaml.Marshal(d)
+		if err != nil {
+			return err
+		}
+		_, err = o.Out.Write(b)
+		return err
+	}
+	return nil
+}
+
+func confirm(in io.Reader, out io.Writer, q string) (bool, error) {
+	fmt.Fprint(out, q)
+	line, err := bufio.NewReader(in).ReadString('\n')
+	if err != nil && line == "" {
+		return false, err
+	}
+	a := strings.ToLower(strings.TrimSpace(line))
+	return a == "y" || a == "yes", nil
+}
+
+// preflight runs the read-only checks that need the API: cert-manager is
+// served, the issuer is Ready, nobody holds the lock. (Checks of today's
+// state against the operation are part of ops.Build.)
+func (o *OperationOptions) preflight(ctx context.Context, t *target.Target, req ops.Request) error {
+	if _, err := o.Clients.Discovery.ServerResourcesForGroupVersion("cert-manager.io/v1"); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
+		}
+		return fmt.Errorf("check for cert-manager's API: %w", err)
+	}
+	if req.Operation == ops.Add || req.Operation == ops.ChangeIssuer {
+		ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
+		if err := tls.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref); err != nil {
+			return err
+		}
+	}
+	_, err := o.Clients.Coordination.Leases(t.Namespace).Get(ctx, ops.LeaseName(t.Name), metav1.GetOptions{})
+	switch {
+	case err == nil:
+		return apply.LockHeldError(ctx, o.Clients.Coordination, t.Namespace, ops.LeaseName(t.Name))
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("check the lock Lease %s/%s: %w", t.Namespace, ops.LeaseName(t.Name), err)
+	}
+	return nil
+}

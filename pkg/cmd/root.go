@@ -1,0 +1,187 @@
+// Package cmd owns the cobra commands of kubectl-pgpool: one Options struct
+// per command with Complete (resolve namespace, clients, defaults), Validate
+// (flags only, no I/O) and Run, all IO through genericiooptions.IOStreams,
+// and no package-level state.
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/typed/certmanager/v1"
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+)
+
+// BuildInfo is what `kubectl pgpool version` prints.
+type BuildInfo struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit"`
+	Date    string `json:"date"`
+}
+
+// NewRootCmd builds `kubectl pgpool`.
+func NewRootCmd(streams genericiooptions.IOStreams, info BuildInfo) *cobra.Command {
+	flags := genericclioptions.NewConfigFlags(true)
+	root := &cobra.Command{
+		Use:   "kubectl-pgpool",
+		Short: "Reconfigure TLS of pgpool-II on Kubernetes from your terminal",
+		Long: `kubectl pgpool turns TLS on and off for a pgpool-II deployment, rotates its
+certificates and moves it to another cert-manager issuer: it discovers the
+pgpool, checks first, prints a plan, and carries it out with live progress,
+restarting one pod at a time through the Eviction API.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl pgpool"},
+	}
+	flags.AddFlags(root.PersistentFlags())
+	root.AddCommand(newTLSCmd(streams, flags), newVersionCmd(streams, info))
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	root.SetIn(streams.In)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return UsageError{fmt.Errorf("%w\nSee '%s --help'", err, c.CommandPath())}
+	})
+	return root
+}
+
+func newTLSCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "tls",
+		Short: "Add, rotate, change the issuer of, remove or inspect TLS of a pgpool",
+	}
+	c.AddCommand(
+		newAddCmd(streams, flags),
+		newRotateCmd(streams, flags),
+		newChangeIssuerCmd(streams, flags),
+		newRemoveCmd(streams, flags),
+		newStatusCmd(streams, flags),
+	)
+	return c
+}
+
+// UsageError is bad usage: exit code 2.
+type UsageError struct{ Err error }
+
+func (e UsageError) Error() string { return e.Err.Error() }
+func (e UsageError) Unwrap() error { return e.Err }
+
+// ExitCode maps an error to the process exit code: 0 success, 1 failure,
+// 2 bad usage, 124 timeout.
+func ExitCode(err error) int {
+	var ue UsageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		return 2
+	case errors.Is(err, plan.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return 124
+	}
+	return 1
+}
+
+// Explain turns known API errors into a sentence that says what to do.
+func Explain(err error) string {
+	msg := err.Error()
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		switch se.Status().Code {
+		case http.StatusForbidden:
+			return msg + "\nYour credentials lack a permission kubectl-pgpool needs: see the RBAC section of the README (kubectl auth can-i --list -n NAMESPACE shows what you may do)."
+		case http.StatusUnauthorized:
+			return msg + "\nThe API server did not accept your credentials: check your kubeconfig (kubectl config current-context)."
+		}
+	}
+	if strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host") {
+		return msg + "\nThe API server cannot be reached: check --kubeconfig/--context (kubectl cluster-info)."
+	}
+	return msg
+}
+
+// Clients are every API client the commands use, built from one REST config
+// (only the typed groups the plugin needs, to keep the binary small).
+type Clients struct {
+	Config       *rest.Config
+	Core         corev1client.CoreV1Interface
+	Policy       policyv1client.PolicyV1Interface
+	Coordination coordinationv1client.CoordinationV1Interface
+	CertManager  cmclient.CertmanagerV1Interface
+	Dynamic      dynamic.Interface
+	Discovery    discovery.DiscoveryInterface
+}
+
+// NewClients builds the clients from a REST config.
+func NewClients(cfg *rest.Config) (*Clients, error) {
+	c := &Clients{Config: cfg}
+	var err error
+	if c.Core, err = corev1client.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if c.Policy, err = policyv1client.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if c.Coordination, err = coordinationv1client.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if c.CertManager, err = cmclient.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if c.Dynamic, err = dynamic.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if c.Discovery, err = discovery.NewDiscoveryClientForConfig(cfg); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Clients) target() target.Clients {
+	return target.Clients{Core: c.Core, Dynamic: c.Dynamic, CertManager: c.CertManager}
+}
+
+func (c *Clients) apply() apply.Clients {
+	return apply.Clients{Core: c.Core, Policy: c.Policy, Coordination: c.Coordination, CertManager: c.CertManager, Dynamic: c.Dynamic}
+}
+
+// completePgpools completes the names of workloads in the namespace that run
+// a pgpool container.
+func completePgpools(flags *genericclioptions.ConfigFlags) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		cfg, err := flags.ToRESTConfig()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ns, _, _ := flags.ToRawKubeConfigLoader().Namespace()
+		dyn, err := dynamic.NewForConfig(cfg)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		names, _ := target.List(cmd.Context(), dyn, ns)
+		var out []string
+		for _, n := range names {
+			if strings.HasPrefix(n, toComplete) {
+				out = append(out, n)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}

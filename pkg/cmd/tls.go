@@ -1,0 +1,253 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ops"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+)
+
+// AddOptions are the options of `tls add`.
+type AddOptions struct {
+	OperationOptions
+	Issuer      string
+	IssuerKind  string
+	SSLMode     string
+	AuthMode    string
+	ClientUser  string
+	ClientOrgs  []string
+	ClientOUs   []string
+	ServerDNS   []string
+	Duration    time.Duration
+	RenewBefore time.Duration
+}
+
+// NewAddOptions returns AddOptions with the defaults of the seed.
+func NewAddOptions(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *AddOptions {
+	return &AddOptions{OperationOptions: OperationOptions{IOStreams: streams, ConfigFlags: flags},
+		IssuerKind: "Issuer", SSLMode: "require", AuthMode: "md5", ClientUser: "postgres"}
+}
+
+func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
+	o := NewAddOptions(streams, flags)
+	c := &cobra.Command{
+		Use:   "add NAME --issuer ISSUER",
+		Short: "Turn TLS on: issue certificates, configure pgpool, mount them, restart pod by pod",
+		Example: `  # The seed's scenario: TLS required, clients log in with a certificate
+  kubectl pgpool tls add pgpool -n demo --issuer pgpool-issuer \
+    --ssl-mode require --client-auth-mode cert --client-org pgpool --client-ou client
+
+  # Show the plan only
+  kubectl pgpool tls add pgpool -n demo --issuer pgpool-issuer --dry-run=client
+
+  # A ClusterIssuer, scram passwords over TLS, the plan and result as JSON
+  kubectl pgpool tls add pgpool -n demo --issuer ca --issuer-kind ClusterIssuer --client-auth-mode scram -o json --yes`,
+		ValidArgsFunction: completePgpools(flags),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.addFlags(c)
+	c.Flags().StringVar(&o.Issuer, "issuer", "", "cert-manager issuer that signs the certificates (required)")
+	c.Flags().StringVar(&o.IssuerKind, "issuer-kind", o.IssuerKind, "Issuer or ClusterIssuer")
+	c.Flags().StringVar(&o.SSLMode, "ssl-mode", o.SSLMode, "disable, allow, prefer, require, verify-ca or verify-full (see the README's table)")
+	c.Flags().StringVar(&o.AuthMode, "client-auth-mode", o.AuthMode, "md5, scram or cert")
+	c.Flags().StringVar(&o.ClientUser, "client-user", o.ClientUser, "CN of the client certificate: the pgpool user it logs in as")
+	c.Flags().StringSliceVar(&o.ClientOrgs, "client-org", nil, "O of the client certificate's subject (repeatable)")
+	c.Flags().StringSliceVar(&o.ClientOUs, "client-ou", nil, "OU of the client certificate's subject (repeatable)")
+	c.Flags().StringSliceVar(&o.ServerDNS, "server-dns-name", nil, "extra DNS name for the server certificate (repeatable)")
+	c.Flags().DurationVar(&o.Duration, "duration", 0, "certificate lifetime (cert-manager's default: 2160h)")
+	c.Flags().DurationVar(&o.RenewBefore, "renew-before", 0, "renew this long before expiry (cert-manager's default: a third of the lifetime)")
+	_ = c.RegisterFlagCompletionFunc("ssl-mode", fixed(conf.SSLModes))
+	_ = c.RegisterFlagCompletionFunc("client-auth-mode", fixed(conf.ClientAuthModes))
+	_ = c.RegisterFlagCompletionFunc("issuer-kind", fixed([]string{"Issuer", "ClusterIssuer"}))
+	return c
+}
+
+func fixed(vals []string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return vals, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// Complete resolves the namespace and clients.
+func (o *AddOptions) Complete(args []string) error { return o.complete(args) }
+
+// Validate checks the flags.
+func (o *AddOptions) Validate() error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	if o.Issuer == "" {
+		return UsageError{fmt.Errorf("--issuer is required: name the cert-manager Issuer (or, with --issuer-kind ClusterIssuer, the ClusterIssuer) that signs pgpool's certificates")}
+	}
+	if err := validIssuerKind(o.IssuerKind); err != nil {
+		return err
+	}
+	if err := conf.ValidateModes(o.SSLMode, o.AuthMode); err != nil {
+		return UsageError{err}
+	}
+	if o.SSLMode == "disable" {
+		return UsageError{fmt.Errorf("--ssl-mode disable means no TLS: use `kubectl pgpool tls remove` to turn TLS off")}
+	}
+	if o.ClientUser == "" {
+		return UsageError{fmt.Errorf("--client-user must not be empty")}
+	}
+	if o.RenewBefore > 0 && o.Duration > 0 && o.RenewBefore >= o.Duration {
+		return UsageError{fmt.Errorf("--renew-before (%s) must be shorter than --duration (%s)", o.RenewBefore, o.Duration)}
+	}
+	return nil
+}
+
+// Run adds TLS.
+func (o *AddOptions) Run(ctx context.Context) error {
+	return o.run(ctx, ops.Request{
+		Operation: ops.Add, Issuer: target.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind},
+		SSLMode: o.SSLMode, AuthMode: o.AuthMode, ClientUser: o.ClientUser, ClientOrgs: o.ClientOrgs, ClientOUs: o.ClientOUs,
+		ExtraDNS: o.ServerDNS, Duration: o.Duration, RenewBefore: o.RenewBefore,
+	})
+}
+
+func validIssuerKind(k string) error {
+	if k != "Issuer" && k != "ClusterIssuer" {
+		return UsageError{fmt.Errorf(`--issuer-kind must be "Issuer" or "ClusterIssuer", not %q`, k)}
+	}
+	return nil
+}
+
+// RotateOptions are the options of `tls rotate`.
+type RotateOptions struct{ OperationOptions }
+
+func newRotateCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
+	o := &RotateOptions{OperationOptions{IOStreams: streams, ConfigFlags: flags}}
+	c := &cobra.Command{
+		Use:   "rotate NAME",
+		Short: "Re-issue every certificate now, then restart the pods one at a time",
+		Example: `  kubectl pgpool tls rotate pgpool -n demo
+  kubectl pgpool tls rotate pgpool -n demo --dry-run=server`,
+		ValidArgsFunction: completePgpools(flags),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.complete(args); err != nil {
+				return err
+			}
+			if err := o.validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.addFlags(c)
+	return c
+}
+
+// Run rotates the certificates.
+func (o *RotateOptions) Run(ctx context.Context) error {
+	return o.run(ctx, ops.Request{Operation: ops.Rotate})
+}
+
+// ChangeIssuerOptions are the options of `tls change-issuer`.
+type ChangeIssuerOptions struct {
+	OperationOptions
+	Issuer     string
+	IssuerKind string
+}
+
+func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
+	o := &ChangeIssuerOptions{OperationOptions: OperationOptions{IOStreams: streams, ConfigFlags: flags}, IssuerKind: "Issuer"}
+	c := &cobra.Command{
+		Use:   "change-issuer NAME --issuer NEW",
+		Short: "Move the certificates to another issuer (cert-manager re-issues them), then restart",
+		Example: `  kubectl pgpool tls change-issuer pgpool -n demo --issuer pp-new-issuer
+  kubectl pgpool tls change-issuer pgpool -n demo --issuer ca --issuer-kind ClusterIssuer`,
+		ValidArgsFunction: completePgpools(flags),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.complete(args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.addFlags(c)
+	c.Flags().StringVar(&o.Issuer, "issuer", "", "the new issuer (required)")
+	c.Flags().StringVar(&o.IssuerKind, "issuer-kind", o.IssuerKind, "Issuer or ClusterIssuer")
+	return c
+}
+
+// Validate checks the flags.
+func (o *ChangeIssuerOptions) Validate() error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	if o.Issuer == "" {
+		return UsageError{fmt.Errorf("--issuer is required: name the new Issuer or ClusterIssuer")}
+	}
+	return validIssuerKind(o.IssuerKind)
+}
+
+// Run changes the issuer.
+func (o *ChangeIssuerOptions) Run(ctx context.Context) error {
+	return o.run(ctx, ops.Request{Operation: ops.ChangeIssuer, Issuer: target.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind}})
+}
+
+// RemoveOptions are the options of `tls remove`.
+type RemoveOptions struct {
+	OperationOptions
+	KeepCertificates bool
+	AuthMode         string
+}
+
+func newRemoveCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
+	o := &RemoveOptions{OperationOptions: OperationOptions{IOStreams: streams, ConfigFlags: flags}}
+	c := &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Turn TLS off: plain pool_hba rules, unmount the certificates, restart, delete them",
+		Example: `  kubectl pgpool tls remove pgpool -n demo
+  kubectl pgpool tls remove pgpool -n demo --keep-certificates --client-auth-mode scram`,
+		ValidArgsFunction: completePgpools(flags),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.complete(args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.addFlags(c)
+	c.Flags().BoolVar(&o.KeepCertificates, "keep-certificates", false, "keep the Certificates and their Secrets")
+	c.Flags().StringVar(&o.AuthMode, "client-auth-mode", "", "md5 or scram for remote clients after remove (default: today's mode; md5 if it was cert)")
+	return c
+}
+
+// Validate checks the flags.
+func (o *RemoveOptions) Validate() error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	if o.AuthMode != "" && o.AuthMode != "md5" && o.AuthMode != "scram" {
+		return UsageError{fmt.Errorf(`--client-auth-mode after remove must be "md5" or "scram" (cert needs TLS), not %q`, o.AuthMode)}
+	}
+	return nil
+}
+
+// Run removes TLS.
+func (o *RemoveOptions) Run(ctx context.Context) error {
+	return o.run(ctx, ops.Request{Operation: ops.Remove, KeepCertificates: o.KeepCertificates, AuthMode: o.AuthMode})
+}

@@ -1,0 +1,504 @@
+// Package ops builds the Plan of each TLS operation (add, rotate,
+// change-issuer, remove) from a discovered target and the user's request.
+// Building is pure: it reads the target snapshot and writes nothing; the
+// same Plan is then printed, dry-run or executed.
+package ops
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+)
+
+// Operations.
+const (
+	Add          = "add"
+	Rotate       = "rotate"
+	ChangeIssuer = "change-issuer"
+	Remove       = "remove"
+)
+
+// Request is what the user asked for.
+type Request struct {
+	Operation        string
+	Issuer           target.IssuerRef
+	SSLMode          string
+	AuthMode         string
+	ClientUser       string
+	ClientOrgs       []string
+	ClientOUs        []string
+	ExtraDNS         []string
+	Duration         time.Duration
+	RenewBefore      time.Duration
+	KeepCertificates bool
+	// ApplyAlways: --apply Always (do not require every pod Ready first).
+	ApplyAlways bool
+	// Holder identifies who holds the lock (user, host, pid).
+	Holder string
+}
+
+// StateError is returned when the operation does not fit today's state.
+type StateError struct{ Msg string }
+
+func (e *StateError) Error() string { return e.Msg }
+
+// LeaseName is the lock's Lease.
+func LeaseName(pgpool string) string { return pgpool + "-kubectl-pgpool-lock" }
+
+// Build returns the plan for r on t, or an error that says why the
+// operation does not fit (and which command does).
+func Build(t *target.Target, r Request) (*plan.Plan, error) {
+	if err := fits(t, r); err != nil {
+		return nil, err
+	}
+	b := &builder{t: t, r: r, p: &plan.Plan{Operation: r.Operation, Target: workloadObject(t)}}
+	b.lock()
+	switch r.Operation {
+	case Add:
+		if err := b.add(); err != nil {
+			return nil, err
+		}
+	case Rotate:
+		b.rotate()
+	case ChangeIssuer:
+		b.changeIssuer()
+	case Remove:
+		if err := b.remove(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("unknown operation %q", r.Operation)
+	}
+	b.record()
+	return b.p, nil
+}
+
+func fits(t *target.Target, r Request) error {
+	name := t.Namespace + "/" + t.Name
+	switch r.Operation {
+	case Add:
+		if t.State.Enabled {
+			return &StateError{fmt.Sprintf("pgpool %s already has TLS (ssl = on in %s %s): use `kubectl pgpool tls rotate %s` to re-issue its certificates, `kubectl pgpool tls change-issuer %s --issuer NAME` to move it to another issuer, or `kubectl pgpool tls remove %s` first", name, t.Config.Kind, t.Config.Name, t.Name, t.Name, t.Name)}
+		}
+		if err := conf.ValidateModes(r.SSLMode, r.AuthMode); err != nil {
+			return err
+		}
+		if r.SSLMode == "disable" {
+			return fmt.Errorf("--ssl-mode disable turns TLS off: use `kubectl pgpool tls remove %s` for that", t.Name)
+		}
+	default:
+		if !t.State.Enabled {
+			return &StateError{fmt.Sprintf("pgpool %s has no TLS (ssl is off in %s %s): use `kubectl pgpool tls add %s --issuer NAME` first", name, t.Config.Kind, t.Config.Name, t.Name)}
+		}
+	}
+	if r.Operation == Rotate || r.Operation == ChangeIssuer {
+		for _, n := range []string{target.ServerCertName(t.Name), target.ClientCertName(t.Name)} {
+			if t.Certificates[n] == nil {
+				return &StateError{fmt.Sprintf("pgpool %s has TLS but no Certificate %s/%s: its TLS was not set up by kubectl-pgpool or KubeDB; run `kubectl pgpool tls remove %s` and then `kubectl pgpool tls add %s --issuer NAME`", name, t.Namespace, n, t.Name, t.Name)}
+			}
+		}
+	}
+	if r.Operation == ChangeIssuer && t.State.Issuer.Name == r.Issuer.Name && kindOf(t.State.Issuer.Kind) == kindOf(r.Issuer.Kind) {
+		return &StateError{fmt.Sprintf("pgpool %s already uses %s %q: to re-issue from it use `kubectl pgpool tls rotate %s`", name, kindOf(r.Issuer.Kind), r.Issuer.Name, t.Name)}
+	}
+	if !r.ApplyAlways {
+		var notReady []string
+		for i := range t.Pods {
+			if !target.PodReady(&t.Pods[i]) {
+				notReady = append(notReady, t.Pods[i].Name)
+			}
+		}
+		if len(notReady) > 0 || int32(len(t.Pods)) < t.Replicas {
+			return &StateError{fmt.Sprintf("pgpool %s is not ready: %d of %d pods Ready (not Ready: %s); wait for it, or pass --apply Always to change it anyway", name, len(t.Pods)-len(notReady), t.Replicas, orNone(notReady))}
+		}
+	}
+	return nil
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "missing pods"
+	}
+	return strings.Join(s, ", ")
+}
+
+func kindOf(k string) string {
+	if k == "" {
+		return "Issuer"
+	}
+	return k
+}
+
+type builder struct {
+	t *target.Target
+	r Request
+	p *plan.Plan
+}
+
+func (b *builder) add1(s plan.Step) { b.p.Steps = append(b.p.Steps, s) }
+
+func workloadObject(t *target.Target) plan.Object {
+	return plan.Object{APIVersion: t.APIVersion, Kind: t.Kind, Namespace: t.Namespace, Name: t.Name}
+}
+
+func certObject(t *target.Target, name string) plan.Object {
+	return plan.Object{APIVersion: "cert-manager.io/v1", Kind: "Certificate", Namespace: t.Namespace, Name: name}
+}
+
+func (b *builder) lock() {
+	b.add1(plan.Step{
+		Kind:        plan.Lock,
+		Object:      plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
+		Description: fmt.Sprintf("take the kubectl-pgpool lock on %s (no other operation may run until it is released)", b.t),
+		Data:        map[string]string{"holder": b.r.Holder, "operation": b.r.Operation},
+	})
+}
+
+func (b *builder) params() tls.Params {
+	var pods []string
+	if b.t.Kind != "Deployment" {
+		for i := int32(0); i < b.t.Replicas; i++ {
+			pods = append(pods, b.t.Name+"-"+strconv.Itoa(int(i)))
+		}
+	}
+	return tls.Params{
+		Namespace: b.t.Namespace, Name: b.t.Name,
+		Issuer:   cmmeta.IssuerReference{Name: b.r.Issuer.Name, Kind: kindOf(b.r.Issuer.Kind), Group: "cert-manager.io"},
+		Services: b.t.Services, Headless: b.t.Headless, PodNames: pods, ExtraDNS: b.r.ExtraDNS,
+		ClientUser: b.r.ClientUser, ClientOrgs: b.r.ClientOrgs, ClientOUs: b.r.ClientOUs,
+		Duration: b.r.Duration, RenewBefore: b.r.RenewBefore,
+		ServerSecret: target.ServerCertName(b.t.Name), ClientSecret: target.ClientCertName(b.t.Name),
+	}
+}
+
+func (b *builder) add() error {
+	p := b.params()
+	server := tls.ServerCertificate(p, target.ServerCertName(b.t.Name))
+	client := tls.ClientCertificate(p, target.ClientCertName(b.t.Name))
+	for _, c := range []struct {
+		what string
+		obj  any
+		name string
+		desc string
+	}{
+		{"server", server, server.Name, fmt.Sprintf("server certificate from %s %q, CN=%s, %d DNS names + 127.0.0.1, secret %s", p.Issuer.Kind, p.Issuer.Name, server.Spec.CommonName, len(server.Spec.DNSNames), server.Spec.SecretName)},
+		{"client", client, client.Name, fmt.Sprintf("client certificate from %s %q, CN=%s%s, secret %s", p.Issuer.Kind, p.Issuer.Name, client.Spec.CommonName, subjectSuffix(b.r), client.Spec.SecretName)},
+	} {
+		m, err := json.Marshal(c.obj)
+		if err != nil {
+			return err
+		}
+		b.add1(plan.Step{Kind: plan.Apply, Object: certObject(b.t, c.name), Description: c.desc, Data: map[string]string{"manifest": string(m)}})
+	}
+	for _, n := range []string{server.Name, client.Name} {
+		after := 0
+		if old := b.t.Certificates[n]; old != nil && tls.IsReady(old) && sameIssuer(old.Spec.IssuerRef, p.Issuer) {
+			after = tls.Revision(old) - 1 // kept from an earlier remove: Ready is enough
+		}
+		b.waitCert(n, after)
+	}
+	pc := conf.ParsePgpoolConf(b.t.Config.PgpoolConf)
+	conf.EnableTLS(pc, b.t.Paths())
+	hba, err := conf.RenderHBA(b.t.Config.PoolHBA, b.r.SSLMode, b.r.AuthMode)
+	if err != nil {
+		return err
+	}
+	b.patchConfig(pc.String(), hba, fmt.Sprintf("ssl = on with the certificate at %s; pool_hba.conf rules for sslMode %s, clientAuthMode %s", target.PgpoolTLSDir, b.r.SSLMode, b.r.AuthMode))
+	if !b.t.State.VolumePresent {
+		b.addVolume()
+	}
+	if b.r.AuthMode == "cert" {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("clientAuthMode cert: pgpool still logs in to PostgreSQL itself as %q, so that user needs a pool_passwd entry (or trust for pgpool in the backend's pg_hba.conf); see the README", b.r.ClientUser))
+	}
+	b.roll(true)
+	b.verify("on")
+	return nil
+}
+
+func subjectSuffix(r Request) string {
+	s := ""
+	for _, o := range r.ClientOrgs {
+		s += ",O=" + o
+	}
+	for _, o := range r.ClientOUs {
+		s += ",OU=" + o
+	}
+	return s
+}
+
+func sameIssuer(a, b cmmeta.IssuerReference) bool {
+	return a.Name == b.Name && kindOf(a.Kind) == kindOf(b.Kind)
+}
+
+func (b *builder) waitCert(name string, afterRevision int) {
+	desc := fmt.Sprintf("wait for Certificate %s to be Ready", name)
+	if afterRevision > 0 {
+		desc = fmt.Sprintf("wait for Certificate %s to be Ready with a revision after %d", name, afterRevision)
+	}
+	b.add1(plan.Step{Kind: plan.Wait, Object: certObject(b.t, name), Description: desc,
+		Data: map[string]string{"afterRevision": strconv.Itoa(afterRevision)}})
+}
+
+func (b *builder) patchConfig(pgpoolConf, hba, summary string) {
+	diff := ""
+	if d := conf.Diff(b.t.Config.PgpoolConf, pgpoolConf, 1); d != "" {
+		diff += "pgpool.conf:\n" + maskSecrets(d)
+	}
+	if d := conf.Diff(b.t.Config.PoolHBA, hba, 1); d != "" {
+		diff += "pool_hba.conf:\n" + d
+	}
+	b.add1(plan.Step{
+		Kind:        plan.Patch,
+		Object:      plan.Object{APIVersion: "v1", Kind: b.t.Config.Kind, Namespace: b.t.Namespace, Name: b.t.Config.Name},
+		Description: summary,
+		Diff:        diff,
+		Data:        map[string]string{"resourceVersion": b.t.Config.ResourceVersion},
+		Payload:     map[string]string{"pgpool.conf": pgpoolConf, "pool_hba.conf": hba},
+	})
+}
+
+// maskSecrets hides the values of password-like keys in a diff.
+func maskSecrets(diff string) string {
+	lines := strings.Split(diff, "\n")
+	for i, l := range lines {
+		if len(l) > 2 && strings.Contains(strings.ToLower(l), "password") {
+			if eq := strings.Index(l, "="); eq > 0 {
+				lines[i] = l[:eq+1] + " ******"
+			}
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (b *builder) volumeName() string {
+	name := target.TLSVolumeName
+	for _, v := range b.t.Template.Spec.Volumes {
+		if v.Name == name {
+			return "kubectl-pgpool-tls"
+		}
+	}
+	return name
+}
+
+func (b *builder) addVolume() {
+	name := b.volumeName()
+	keyMode, readMode := int32(0o600), int32(0o444)
+	vol := corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName:  target.ServerCertName(b.t.Name),
+		DefaultMode: &readMode,
+		Items: []corev1.KeyToPath{
+			{Key: "tls.crt", Path: "tls.crt"},
+			{Key: "tls.key", Path: "tls.key", Mode: &keyMode},
+			{Key: "ca.crt", Path: "ca.pem"},
+		},
+	}}}
+	mount := corev1.VolumeMount{Name: name, MountPath: b.t.TLSMountPath, ReadOnly: true}
+	ci := strconv.Itoa(b.t.ContainerIndex)
+	ops := []map[string]any{{"op": "test", "path": "/spec/template/spec/containers/" + ci + "/name", "value": b.t.Container}}
+	if len(b.t.Template.Spec.Volumes) == 0 {
+		ops = append(ops, map[string]any{"op": "add", "path": "/spec/template/spec/volumes", "value": []corev1.Volume{vol}})
+	} else {
+		ops = append(ops, map[string]any{"op": "add", "path": "/spec/template/spec/volumes/-", "value": vol})
+	}
+	if len(b.t.Template.Spec.Containers[b.t.ContainerIndex].VolumeMounts) == 0 {
+		ops = append(ops, map[string]any{"op": "add", "path": "/spec/template/spec/containers/" + ci + "/volumeMounts", "value": []corev1.VolumeMount{mount}})
+	} else {
+		ops = append(ops, map[string]any{"op": "add", "path": "/spec/template/spec/containers/" + ci + "/volumeMounts/-", "value": mount})
+	}
+	patch, _ := json.Marshal(ops)
+	sc := b.t.Template.Spec.SecurityContext
+	if sc == nil || sc.FSGroup == nil {
+		if cs := b.t.Template.Spec.Containers[b.t.ContainerIndex].SecurityContext; cs != nil && cs.RunAsUser != nil && *cs.RunAsUser != 0 {
+			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the pod runs as UID %d without an fsGroup: tls.key (mode 0600, owned by root) will not be readable by pgpool; set spec.template.spec.securityContext.fsGroup", *cs.RunAsUser))
+		}
+	}
+	b.add1(plan.Step{
+		Kind:        plan.Patch,
+		Object:      workloadObject(b.t),
+		Description: fmt.Sprintf("mount Secret %s as volume %q at %s in container %s (tls.crt, tls.key mode 0600, ca.crt as ca.pem)", target.ServerCertName(b.t.Name), name, b.t.TLSMountPath, b.t.Container),
+		Diff:        fmt.Sprintf("+ volume %s: secret %s\n+ container %s volumeMount %s -> %s (readOnly)\n", name, target.ServerCertName(b.t.Name), b.t.Container, name, b.t.TLSMountPath),
+		Data:        map[string]string{"patch": string(patch), "patchType": "json"},
+	})
+}
+
+func (b *builder) removeVolume() {
+	c := b.t.Template.Spec.Containers[b.t.ContainerIndex]
+	mi, name := -1, ""
+	for i, m := range c.VolumeMounts {
+		if m.MountPath == b.t.TLSMountPath {
+			mi, name = i, m.Name
+		}
+	}
+	if mi < 0 {
+		return
+	}
+	vi := -1
+	for i, v := range b.t.Template.Spec.Volumes {
+		if v.Name == name {
+			vi = i
+		}
+	}
+	ci := strconv.Itoa(b.t.ContainerIndex)
+	mp := "/spec/template/spec/containers/" + ci + "/volumeMounts/" + strconv.Itoa(mi)
+	ops := []map[string]any{
+		{"op": "test", "path": mp + "/name", "value": name},
+		{"op": "remove", "path": mp},
+	}
+	if vi >= 0 {
+		vp := "/spec/template/spec/volumes/" + strconv.Itoa(vi)
+		ops = append(ops, map[string]any{"op": "test", "path": vp + "/name", "value": name}, map[string]any{"op": "remove", "path": vp})
+	}
+	patch, _ := json.Marshal(ops)
+	b.add1(plan.Step{
+		Kind:        plan.Patch,
+		Object:      workloadObject(b.t),
+		Description: fmt.Sprintf("remove the TLS volume %q (mounted at %s) from the pod template", name, b.t.TLSMountPath),
+		Diff:        fmt.Sprintf("- volume %s\n- container %s volumeMount %s -> %s\n", name, c.Name, name, b.t.TLSMountPath),
+		Data:        map[string]string{"patch": string(patch), "patchType": "json"},
+	})
+}
+
+// roll adds the pod replacement steps. templateChanged: the steps before
+// changed the pod template, so a controller with a rolling update strategy
+// replaces the pods by itself and we wait for that instead of evicting.
+func (b *builder) roll(templateChanged bool) {
+	t := b.t
+	if templateChanged && t.UpdateStrategy != "OnDelete" {
+		b.p.Restart = "rollout"
+		b.add1(plan.Step{Kind: plan.Rollout, Object: workloadObject(t),
+			Description: fmt.Sprintf("wait for the %s controller's rolling update (%s strategy) to replace all %d pods", t.Kind, t.UpdateStrategy, t.Replicas)})
+		return
+	}
+	b.p.Restart = "evict"
+	known := make([]string, 0, len(t.Pods))
+	for _, p := range t.Pods {
+		known = append(known, string(p.UID))
+	}
+	sel, _ := metav1.LabelSelectorAsSelector(t.Selector)
+	pods := append([]corev1.Pod(nil), t.Pods...)
+	for i := len(pods) - 1; i >= 0; i-- { // highest ordinal first
+		p := pods[i]
+		b.add1(plan.Step{
+			Kind:        plan.Evict,
+			Object:      plan.Object{APIVersion: "v1", Kind: "Pod", Namespace: t.Namespace, Name: p.Name},
+			Description: fmt.Sprintf("evict pod %s and wait for its replacement to be Ready", p.Name),
+			Data: map[string]string{
+				"uid": string(p.UID), "sameName": strconv.FormatBool(t.Kind != "Deployment"),
+				"selector": sel.String(), "want": strconv.Itoa(int(t.Replicas)), "known": strings.Join(known, ","),
+			},
+		})
+	}
+}
+
+func (b *builder) verify(ssl string) {
+	known := make([]string, 0, len(b.t.Pods))
+	for _, p := range b.t.Pods {
+		known = append(known, string(p.UID))
+	}
+	sel, _ := metav1.LabelSelectorAsSelector(b.t.Selector)
+	what := "ssl = on in the config, the TLS volume mounted, the server certificate issued by " + b.r.Issuer.Name
+	if ssl == "off" {
+		what = "ssl off in the config, no TLS volume"
+	}
+	b.add1(plan.Step{
+		Kind:        plan.Verify,
+		Object:      workloadObject(b.t),
+		Description: fmt.Sprintf("verify: %s; every pod replaced once and Ready", what),
+		Data: map[string]string{
+			"ssl": ssl, "issuer": b.r.Issuer.Name, "issuerKind": kindOf(b.r.Issuer.Kind), "selector": sel.String(),
+			"known": strings.Join(known, ","), "want": strconv.Itoa(int(b.t.Replicas)),
+			"config": b.t.Config.Kind + "/" + b.t.Config.Name, "tlsMountPath": b.t.TLSMountPath,
+		},
+	})
+}
+
+func (b *builder) rotate() {
+	b.r.Issuer = b.t.State.Issuer
+	names := []string{target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)}
+	for _, n := range names {
+		b.add1(plan.Step{Kind: plan.Trigger, Object: certObject(b.t, n),
+			Description: fmt.Sprintf("re-issue Certificate %s now (set its Issuing condition, as cmctl renew does)", n)})
+	}
+	for _, n := range names {
+		b.waitCert(n, tls.Revision(b.t.Certificates[n]))
+	}
+	b.roll(false)
+	b.verify("on")
+}
+
+func (b *builder) changeIssuer() {
+	names := []string{target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)}
+	ref := map[string]any{"spec": map[string]any{"issuerRef": map[string]string{"name": b.r.Issuer.Name, "kind": kindOf(b.r.Issuer.Kind), "group": "cert-manager.io"}}}
+	patch, _ := json.Marshal(ref)
+	for _, n := range names {
+		old := b.t.Certificates[n].Spec.IssuerRef
+		b.add1(plan.Step{Kind: plan.Patch, Object: certObject(b.t, n),
+			Description: fmt.Sprintf("move Certificate %s to %s %q (cert-manager re-issues it)", n, kindOf(b.r.Issuer.Kind), b.r.Issuer.Name),
+			Diff:        fmt.Sprintf("- issuerRef: %s %s\n+ issuerRef: %s %s\n", kindOf(old.Kind), old.Name, kindOf(b.r.Issuer.Kind), b.r.Issuer.Name),
+			Data:        map[string]string{"patch": string(patch), "patchType": "merge"}})
+	}
+	for _, n := range names {
+		b.waitCert(n, tls.Revision(b.t.Certificates[n]))
+	}
+	b.roll(false)
+	b.verify("on")
+}
+
+func (b *builder) remove() error {
+	auth := b.r.AuthMode
+	if auth == "" {
+		auth = b.t.State.AuthMode
+	}
+	if auth == "cert" {
+		b.p.Warnings = append(b.p.Warnings, "clientAuthMode was cert, which needs TLS: remote clients will authenticate with md5 after remove (choose with --client-auth-mode)")
+		auth = "md5"
+	}
+	pc := conf.ParsePgpoolConf(b.t.Config.PgpoolConf)
+	conf.DisableTLS(pc)
+	hba, err := conf.RenderHBA(b.t.Config.PoolHBA, "disable", auth)
+	if err != nil {
+		return err
+	}
+	b.r.SSLMode, b.r.AuthMode = "disable", auth
+	b.patchConfig(pc.String(), hba, fmt.Sprintf("ssl off, certificate paths dropped; pool_hba.conf rules for plain connections with %s", auth))
+	b.removeVolume()
+	b.roll(b.t.State.VolumePresent)
+	b.verify("off")
+	if !b.r.KeepCertificates {
+		for _, n := range []string{target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)} {
+			if b.t.Certificates[n] != nil {
+				b.add1(plan.Step{Kind: plan.Delete, Object: certObject(b.t, n), Description: "delete Certificate " + n})
+			}
+			b.add1(plan.Step{Kind: plan.Delete, Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: b.t.Namespace, Name: n},
+				Description: "delete its Secret " + n + " (the private key goes with it)"})
+		}
+	}
+	return nil
+}
+
+func (b *builder) record() {
+	tlsAnn := ""
+	if b.r.Operation != Remove {
+		ssl, auth := b.r.SSLMode, b.r.AuthMode
+		if b.r.Operation != Add {
+			ssl, auth = b.t.State.SSLMode, b.t.State.AuthMode
+		}
+		tlsAnn = target.TLSAnnotation(ssl, auth, target.IssuerRef{Name: b.r.Issuer.Name, Kind: kindOf(b.r.Issuer.Kind)})
+	}
+	b.add1(plan.Step{Kind: plan.Record, Object: workloadObject(b.t), Always: true,
+		Description: fmt.Sprintf("record the outcome: annotation %s and an Event on %s", target.AnnotationLastOperation, b.t),
+		Data:        map[string]string{"operation": b.r.Operation, "tls": tlsAnn}})
+	b.add1(plan.Step{Kind: plan.Unlock, Object: plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
+		Always: true, Description: "release the lock"})
+}

@@ -1,0 +1,205 @@
+// Package plan owns the Plan of a TLS operation as data: an ordered list of
+// typed steps (create, patch, delete, evict, wait, verify, ...), each naming
+// its target object and carrying a readable change. The same Plan is printed
+// for --dry-run, executed by Execute, and compared with golden files in tests.
+// Executing a step is delegated to a Runner, so this package does no
+// Kubernetes I/O and prints nothing: progress leaves as Events.
+package plan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Kind is what a step does.
+type Kind string
+
+// The step kinds.
+const (
+	Lock    Kind = "lock"    // take the operation lock on the workload
+	Apply   Kind = "apply"   // create or update an object (server-side apply)
+	Patch   Kind = "patch"   // patch part of an object
+	Trigger Kind = "trigger" // set a Certificate's Issuing condition (re-issue now)
+	Wait    Kind = "wait"    // wait for a condition, by watch, with a deadline
+	Evict   Kind = "evict"   // evict a pod and wait for its Ready replacement
+	Rollout Kind = "rollout" // wait for the workload controller's own rolling update
+	Verify  Kind = "verify"  // check the result
+	Delete  Kind = "delete"  // delete an object
+	Record  Kind = "record"  // record the outcome on the workload (annotation and Event)
+	Unlock  Kind = "unlock"  // release the lock
+)
+
+// Writes reports whether a step of kind k writes to the API server.
+func (k Kind) Writes() bool {
+	switch k {
+	case Lock, Apply, Patch, Trigger, Evict, Delete, Record, Unlock:
+		return true
+	}
+	return false
+}
+
+// Object names a Kubernetes object.
+type Object struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name"`
+}
+
+func (o Object) String() string {
+	if o.Namespace == "" {
+		return o.Kind + "/" + o.Name
+	}
+	return o.Kind + " " + o.Namespace + "/" + o.Name
+}
+
+// Step is one typed step of a Plan.
+type Step struct {
+	Kind        Kind   `json:"kind"`
+	Object      Object `json:"object"`
+	Description string `json:"description"`
+	// Diff is a readable change (e.g. of pgpool.conf); never Secret data.
+	Diff string `json:"diff,omitempty"`
+	// Always steps run even after an earlier step failed (unlock, record).
+	Always bool `json:"always,omitempty"`
+	// Data is what the Runner needs to carry out the step: a patch, a
+	// manifest, a condition. Printed in json/yaml output, so never secret.
+	Data map[string]string `json:"data,omitempty"`
+	// Payload is what the Runner needs that must not be printed (the new
+	// contents of a config object that may hold passwords).
+	Payload map[string]string `json:"-"`
+}
+
+// Plan is the ordered list of steps of one operation on one pgpool.
+type Plan struct {
+	Operation string `json:"operation"`
+	Target    Object `json:"target"`
+	// Restart says how pods are replaced: "evict" or "rollout".
+	Restart  string   `json:"restart,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
+	Steps    []Step   `json:"steps"`
+}
+
+// Runner carries out one step against a cluster. report sends progress
+// lines while the step runs (e.g. "PDB refused eviction, retrying").
+type Runner interface {
+	Run(ctx context.Context, s Step, report func(msg string)) (result string, err error)
+}
+
+// EventType is the kind of progress event.
+type EventType string
+
+// Event types.
+const (
+	StepStarted   EventType = "started"
+	StepProgress  EventType = "progress"
+	StepSucceeded EventType = "succeeded"
+	StepFailed    EventType = "failed"
+	StepSkipped   EventType = "skipped"
+)
+
+// Event is a progress event of Execute.
+type Event struct {
+	Type    EventType     `json:"type"`
+	Index   int           `json:"index"`
+	Step    Step          `json:"-"`
+	Message string        `json:"message,omitempty"`
+	Elapsed time.Duration `json:"elapsed"`
+	Err     error         `json:"-"`
+}
+
+// StepResult is what happened to one step.
+type StepResult struct {
+	Kind        Kind    `json:"kind"`
+	Object      Object  `json:"object"`
+	Description string  `json:"description"`
+	Status      string  `json:"status"` // succeeded, failed, skipped
+	Message     string  `json:"message,omitempty"`
+	Seconds     float64 `json:"seconds"`
+}
+
+// Result is the outcome of Execute.
+type Result struct {
+	Operation string       `json:"operation"`
+	Target    Object       `json:"target"`
+	Succeeded bool         `json:"succeeded"`
+	Error     string       `json:"error,omitempty"`
+	Seconds   float64      `json:"seconds"`
+	Steps     []StepResult `json:"steps"`
+}
+
+// Execute runs the steps in order. After the first failure the remaining
+// steps are skipped, except those marked Always, which still run (with a
+// context that is not cancelled, so a lock is released after Ctrl-C). The
+// returned error is the first failure.
+func Execute(ctx context.Context, p *Plan, r Runner, onEvent func(Event)) (*Result, error) {
+	if onEvent == nil {
+		onEvent = func(Event) {}
+	}
+	start := time.Now()
+	res := &Result{Operation: p.Operation, Target: p.Target}
+	var firstErr error
+	for i, s := range p.Steps {
+		sr := StepResult{Kind: s.Kind, Object: s.Object, Description: s.Description}
+		if firstErr != nil && !s.Always {
+			sr.Status = "skipped"
+			res.Steps = append(res.Steps, sr)
+			onEvent(Event{Type: StepSkipped, Index: i, Step: s})
+			continue
+		}
+		runCtx := ctx
+		if s.Always {
+			var cancel context.CancelFunc
+			runCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if firstErr != nil {
+				runCtx = withFailure(runCtx, firstErr)
+			}
+		}
+		t0 := time.Now()
+		onEvent(Event{Type: StepStarted, Index: i, Step: s})
+		msg, err := r.Run(runCtx, s, func(m string) {
+			onEvent(Event{Type: StepProgress, Index: i, Step: s, Message: m, Elapsed: time.Since(t0)})
+		})
+		el := time.Since(t0)
+		sr.Seconds = el.Seconds()
+		sr.Message = msg
+		if err != nil {
+			sr.Status = "failed"
+			sr.Message = err.Error()
+			onEvent(Event{Type: StepFailed, Index: i, Step: s, Elapsed: el, Err: err, Message: err.Error()})
+			if firstErr == nil {
+				firstErr = fmt.Errorf("step %d (%s %s): %w", i+1, s.Kind, s.Object, err)
+			}
+		} else {
+			sr.Status = "succeeded"
+			onEvent(Event{Type: StepSucceeded, Index: i, Step: s, Elapsed: el, Message: msg})
+		}
+		res.Steps = append(res.Steps, sr)
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.Succeeded = firstErr == nil
+	if firstErr != nil {
+		res.Error = firstErr.Error()
+	}
+	return res, firstErr
+}
+
+type failureKey struct{}
+
+func withFailure(ctx context.Context, err error) context.Context {
+	return context.WithValue(ctx, failureKey{}, err)
+}
+
+// FailureFrom returns the error that failed the operation, for Always steps
+// that record the outcome; nil when every step so far succeeded.
+func FailureFrom(ctx context.Context) error {
+	err, _ := ctx.Value(failureKey{}).(error)
+	return err
+}
+
+// ErrTimeout marks a step that ran out of time; the command maps it to
+// exit code 124.
+var ErrTimeout = errors.New("timed out")

@@ -1,0 +1,259 @@
+// Package restart owns replacing pgpool pods one at a time: eviction through
+// the Eviction API (so PodDisruptionBudgets are honoured: HTTP 429 means a
+// PDB said no, and the eviction is retried), then waiting by watch for the
+// replacement (a new UID) to be Ready; and waiting for a workload
+// controller's own rolling update. Progress leaves through callbacks; this
+// package prints nothing.
+package restart
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+)
+
+// Options tune EvictAndWait.
+type Options struct {
+	// RetryInterval is the pause after a 429 before evicting again (default 2s).
+	RetryInterval time.Duration
+	// DryRun is sent with the eviction; when set, nothing is waited for.
+	DryRun []string
+	// OnProgress receives human progress lines.
+	OnProgress func(string)
+}
+
+// Replacement says how a pod's replacement is recognised.
+type Replacement struct {
+	// SameName: a StatefulSet/PetSet pod comes back under its own name.
+	SameName bool
+	// Selector selects the workload's pods (used when !SameName).
+	Selector string
+	// Known are the UIDs of pods that existed before the roll; a replacement
+	// is a Ready pod whose UID is not among them.
+	Known map[types.UID]bool
+	// Want is how many Ready pods the workload should have (when !SameName).
+	Want int
+}
+
+func (o *Options) progress(format string, args ...any) {
+	if o.OnProgress != nil {
+		o.OnProgress(fmt.Sprintf(format, args...))
+	}
+}
+
+// Evict evicts one pod through the Eviction API, retrying while a
+// PodDisruptionBudget refuses (429) until ctx ends. A pod that is already
+// gone counts as evicted.
+func Evict(ctx context.Context, policy policyv1client.PolicyV1Interface, ns, name string, uid types.UID, o Options) error {
+	if o.RetryInterval == 0 {
+		o.RetryInterval = 2 * time.Second
+	}
+	ev := &policyv1.Eviction{
+		ObjectMeta:    metav1.ObjectMeta{Name: name, Namespace: ns},
+		DeleteOptions: &metav1.DeleteOptions{DryRun: o.DryRun, Preconditions: &metav1.Preconditions{UID: &uid}},
+	}
+	attempts := 0
+	for {
+		attempts++
+		err := policy.Evictions(ns).Evict(ctx, ev)
+		switch {
+		case err == nil:
+			return nil
+		case apierrors.IsNotFound(err):
+			return nil
+		case apierrors.IsConflict(err) && uid != "":
+			// The UID precondition failed: the pod was already replaced.
+			return nil
+		case apierrors.IsTooManyRequests(err):
+			o.progress("a PodDisruptionBudget refused evicting pod %s (attempt %d): %s; retrying in %s", name, attempts, reason(err), o.RetryInterval)
+			t := time.NewTimer(o.RetryInterval)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("evict pod %s/%s: a PodDisruptionBudget kept refusing for %d attempts (last: %s): %w", ns, name, attempts, reason(err), ctx.Err())
+			case <-t.C:
+			}
+		default:
+			return fmt.Errorf("evict pod %s/%s: %w", ns, name, err)
+		}
+	}
+}
+
+func reason(err error) string {
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		return se.Status().Message
+	}
+	return err.Error()
+}
+
+// WaitReplaced waits, by watch, until the pod evicted as (name, uid) has a
+// Ready replacement, and returns it.
+func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, name string, uid types.UID, r Replacement, o Options) (*corev1.Pod, error) {
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			lo.LabelSelector = r.Selector
+			return core.Pods(ns).List(ctx, lo)
+		},
+		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			lo.LabelSelector = r.Selector
+			return core.Pods(ns).Watch(ctx, lo)
+		},
+	}
+	pods := map[string]*corev1.Pod{}
+	var found *corev1.Pod
+	phase := ""
+	say := func(p string) {
+		if p != phase {
+			phase = p
+			o.progress("%s", p)
+		}
+	}
+	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(e watch.Event) (bool, error) {
+		p, ok := e.Object.(*corev1.Pod)
+		if !ok {
+			return false, nil
+		}
+		if e.Type == watch.Deleted {
+			delete(pods, p.Name)
+		} else {
+			pods[p.Name] = p
+		}
+		if r.SameName {
+			cur := pods[name]
+			switch {
+			case cur == nil:
+				say(fmt.Sprintf("pod %s is gone; waiting for its replacement", name))
+			case cur.UID == uid:
+				say(fmt.Sprintf("pod %s is terminating", name))
+			case !ready(cur):
+				say(fmt.Sprintf("replacement pod %s created; waiting for it to be Ready", name))
+			default:
+				found = cur
+				return true, nil
+			}
+			return false, nil
+		}
+		readyPods, fresh := 0, (*corev1.Pod)(nil)
+		oldGone := true
+		for _, p := range pods {
+			if p.UID == uid {
+				oldGone = false
+			}
+			if ready(p) {
+				readyPods++
+				if !r.Known[p.UID] {
+					fresh = p
+				}
+			}
+		}
+		if fresh != nil && oldGone && readyPods >= r.Want {
+			found = fresh
+			return true, nil
+		}
+		say(fmt.Sprintf("%d of %d pods Ready; waiting for a replacement of %s", readyPods, r.Want, name))
+		return false, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil || errors.Is(err, watchtools.ErrWatchClosed) {
+			return nil, fmt.Errorf("timed out waiting for pod %s/%s to be replaced and Ready (last: %s): %w", ns, name, phase, context.DeadlineExceeded)
+		}
+		return nil, fmt.Errorf("watch pods in %s: %w", ns, err)
+	}
+	return found, nil
+}
+
+func ready(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// WaitRollout waits, by watch on the workload, until its controller has
+// finished a rolling update: observedGeneration caught up with the
+// generation, every replica updated and ready (StatefulSet: currentRevision
+// == updateRevision; Deployment: updated == available == replicas, no old
+// pods left).
+func WaitRollout(ctx context.Context, dyn dynamic.NamespaceableResourceInterface, ns, name string, o Options) error {
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			lo.FieldSelector = "metadata.name=" + name
+			return dyn.Namespace(ns).List(ctx, lo)
+		},
+		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			lo.FieldSelector = "metadata.name=" + name
+			return dyn.Namespace(ns).Watch(ctx, lo)
+		},
+	}
+	last := ""
+	_, err := watchtools.UntilWithSync(ctx, lw, &unstructured.Unstructured{}, nil, func(e watch.Event) (bool, error) {
+		u, ok := e.Object.(*unstructured.Unstructured)
+		if !ok {
+			return false, nil
+		}
+		if e.Type == watch.Deleted {
+			return false, fmt.Errorf("%s %s/%s was deleted during the rollout", u.GetKind(), ns, name)
+		}
+		done, msg := RolloutDone(u)
+		if msg != last {
+			last = msg
+			o.progress("%s", msg)
+		}
+		return done, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("timed out waiting for the rollout of %s/%s (last: %s): %w", ns, name, last, context.DeadlineExceeded)
+		}
+		return err
+	}
+	return nil
+}
+
+// RolloutDone judges a StatefulSet/Deployment/PetSet status.
+func RolloutDone(u *unstructured.Unstructured) (bool, string) {
+	gen := u.GetGeneration()
+	obs, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
+	want, ok, _ := unstructured.NestedInt64(u.Object, "spec", "replicas")
+	if !ok {
+		want = 1
+	}
+	updated, _, _ := unstructured.NestedInt64(u.Object, "status", "updatedReplicas")
+	readyN, _, _ := unstructured.NestedInt64(u.Object, "status", "readyReplicas")
+	total, _, _ := unstructured.NestedInt64(u.Object, "status", "replicas")
+	if obs < gen {
+		return false, "waiting for the controller to observe the new pod template"
+	}
+	msg := fmt.Sprintf("%d of %d pods updated, %d Ready", updated, want, readyN)
+	if updated < want || readyN < want || total > want {
+		return false, msg
+	}
+	if u.GetKind() == "Deployment" {
+		avail, _, _ := unstructured.NestedInt64(u.Object, "status", "availableReplicas")
+		return avail >= want, msg
+	}
+	cur, _, _ := unstructured.NestedString(u.Object, "status", "currentRevision")
+	upd, _, _ := unstructured.NestedString(u.Object, "status", "updateRevision")
+	return cur == upd, msg
+}

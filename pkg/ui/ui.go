@@ -1,0 +1,230 @@
+// Package ui owns what a person sees: plans rendered with lipgloss on a
+// terminal (plain text in a pipe or with --no-color), live progress of an
+// executing plan (a spinner line per running step on a TTY, one plain line
+// per event otherwise), and the final summary. It only writes to the
+// writers it is given.
+package ui
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/charmbracelet/lipgloss"
+	"github.com/mattn/go-isatty"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+)
+
+// IsTerminal reports whether w is a terminal.
+func IsTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+// Styles are the lipgloss styles; the zero Styles render plain text.
+type Styles struct {
+	on                                           bool
+	Title, Kind, Object, Dim, Add, Del, OK, Fail lipgloss.Style
+}
+
+// NewStyles returns coloured styles when color is true, plain ones otherwise.
+func NewStyles(w io.Writer, color bool) Styles {
+	if !color {
+		return Styles{}
+	}
+	r := lipgloss.NewRenderer(w)
+	return Styles{
+		on:     true,
+		Title:  r.NewStyle().Bold(true),
+		Kind:   r.NewStyle().Foreground(lipgloss.Color("12")).Bold(true),
+		Object: r.NewStyle().Foreground(lipgloss.Color("14")),
+		Dim:    r.NewStyle().Faint(true),
+		Add:    r.NewStyle().Foreground(lipgloss.Color("10")),
+		Del:    r.NewStyle().Foreground(lipgloss.Color("9")),
+		OK:     r.NewStyle().Foreground(lipgloss.Color("10")).Bold(true),
+		Fail:   r.NewStyle().Foreground(lipgloss.Color("9")).Bold(true),
+	}
+}
+
+func (s Styles) r(st lipgloss.Style, text string) string {
+	if !s.on {
+		return text
+	}
+	return st.Render(text)
+}
+
+// RenderPlan writes the plan as numbered steps with their diffs.
+func RenderPlan(w io.Writer, p *plan.Plan, s Styles, dryRun string) {
+	title := fmt.Sprintf("Plan: tls %s on %s %s/%s", p.Operation, p.Target.Kind, p.Target.Namespace, p.Target.Name)
+	if p.Restart != "" {
+		title += fmt.Sprintf(" (pods replaced by %s)", p.Restart)
+	}
+	if dryRun != "" && dryRun != "none" {
+		title += fmt.Sprintf(" [dry run: %s]", dryRun)
+	}
+	fmt.Fprintln(w, s.r(s.Title, title))
+	for _, warn := range p.Warnings {
+		fmt.Fprintln(w, s.r(s.Fail, "warning: ")+warn)
+	}
+	for i, st := range p.Steps {
+		fmt.Fprintf(w, "%3d. %s %s\n", i+1, s.r(s.Kind, fmt.Sprintf("%-7s", st.Kind)), s.r(s.Object, st.Object.String()))
+		fmt.Fprintf(w, "     %s\n", s.r(s.Dim, st.Description))
+		for _, l := range strings.Split(strings.TrimSuffix(st.Diff, "\n"), "\n") {
+			if l == "" {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(l, "+"):
+				l = s.r(s.Add, l)
+			case strings.HasPrefix(l, "-"):
+				l = s.r(s.Del, l)
+			default:
+				l = s.r(s.Dim, l)
+			}
+			fmt.Fprintf(w, "       %s\n", l)
+		}
+	}
+}
+
+// RenderResult writes the summary of an executed plan.
+func RenderResult(w io.Writer, res *plan.Result, s Styles) {
+	if res.Succeeded {
+		fmt.Fprintf(w, "%s tls %s on %s %s/%s succeeded in %s\n", s.r(s.OK, "✓"), res.Operation, res.Target.Kind, res.Target.Namespace, res.Target.Name, dur(res.Seconds))
+		return
+	}
+	fmt.Fprintf(w, "%s tls %s on %s %s/%s failed after %s: %s\n", s.r(s.Fail, "✗"), res.Operation, res.Target.Kind, res.Target.Namespace, res.Target.Name, dur(res.Seconds), res.Error)
+}
+
+func dur(sec float64) string {
+	return (time.Duration(sec * float64(time.Second))).Round(10 * time.Millisecond).String()
+}
+
+// Progress renders plan events. On a terminal it keeps a live spinner line
+// for the running step; otherwise it writes one plain line per event.
+type Progress struct {
+	w     io.Writer
+	s     Styles
+	live  bool
+	total int
+
+	mu      sync.Mutex
+	current string
+	sub     string
+	started time.Time
+	frame   int
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+var spinner = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
+
+// NewProgress returns a renderer for a plan of total steps; live selects the
+// terminal view.
+func NewProgress(w io.Writer, s Styles, total int, live bool) *Progress {
+	return &Progress{w: w, s: s, total: total, live: live}
+}
+
+// Start begins the spinner (live mode only).
+func (p *Progress) Start() {
+	if !p.live {
+		return
+	}
+	p.stop, p.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+				p.mu.Lock()
+				p.frame++
+				p.redraw()
+				p.mu.Unlock()
+			}
+		}
+	}()
+}
+
+// Stop ends the spinner.
+func (p *Progress) Stop() {
+	if p.stop == nil {
+		return
+	}
+	close(p.stop)
+	<-p.done
+	p.mu.Lock()
+	p.clear()
+	p.mu.Unlock()
+}
+
+func (p *Progress) clear() {
+	if p.live && p.current != "" {
+		fmt.Fprint(p.w, "\r\033[2K")
+	}
+}
+
+func (p *Progress) redraw() {
+	if p.current == "" {
+		return
+	}
+	line := fmt.Sprintf("%s %s %s", spinner[p.frame%len(spinner)], p.current, p.s.r(p.s.Dim, "("+time.Since(p.started).Round(100*time.Millisecond).String()+")"))
+	if p.sub != "" {
+		line += p.s.r(p.s.Dim, " — "+p.sub)
+	}
+	fmt.Fprint(p.w, "\r\033[2K"+line)
+}
+
+// Event renders one plan event.
+func (p *Progress) Event(e plan.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	label := fmt.Sprintf("[%d/%d] %s %s", e.Index+1, p.total, e.Step.Kind, e.Step.Object)
+	if !p.live {
+		switch e.Type {
+		case plan.StepStarted:
+			fmt.Fprintf(p.w, "%s: started: %s\n", label, e.Step.Description)
+		case plan.StepProgress:
+			fmt.Fprintf(p.w, "%s: %s\n", label, e.Message)
+		case plan.StepSucceeded:
+			fmt.Fprintf(p.w, "%s: done in %s%s\n", label, e.Elapsed.Round(10*time.Millisecond), suffix(e.Message))
+		case plan.StepFailed:
+			fmt.Fprintf(p.w, "%s: FAILED after %s: %s\n", label, e.Elapsed.Round(10*time.Millisecond), e.Message)
+		case plan.StepSkipped:
+			fmt.Fprintf(p.w, "%s: skipped (an earlier step failed)\n", label)
+		}
+		return
+	}
+	switch e.Type {
+	case plan.StepStarted:
+		p.current, p.sub, p.started = label, "", time.Now()
+		p.redraw()
+	case plan.StepProgress:
+		p.sub = e.Message
+		p.redraw()
+	case plan.StepSucceeded, plan.StepFailed, plan.StepSkipped:
+		p.clear()
+		mark, msg := p.s.r(p.s.OK, "✓"), suffix(e.Message)
+		switch e.Type {
+		case plan.StepFailed:
+			mark, msg = p.s.r(p.s.Fail, "✗"), ": "+e.Message
+		case plan.StepSkipped:
+			mark, msg = p.s.r(p.s.Dim, "-"), " skipped"
+		}
+		fmt.Fprintf(p.w, "%s %s %s%s\n", mark, label, p.s.r(p.s.Dim, "("+e.Elapsed.Round(10*time.Millisecond).String()+")"), msg)
+		p.current, p.sub = "", ""
+	}
+}
+
+func suffix(m string) string {
+	if m == "" {
+		return ""
+	}
+	return ": " + m
+}
