@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs a command with KUBECTL_PGPOOL_KUBECONFIG pointing to the local cluster.
+# If the cluster is not up, starts it first and stops it afterwards.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+started=0
+if ! "$ROOT/hack/cluster.sh" status >/dev/null 2>&1; then
+	started=1
+	trap '"$ROOT/hack/cluster.sh" down' EXIT
+fi
+KC="$("$ROOT/hack/cluster.sh" up | tail -n 1)"
+[ $started = 1 ] || echo "using the running local cluster ($KC)" >&2
+KUBECTL_PGPOOL_KUBECONFIG="$KC" "$@"

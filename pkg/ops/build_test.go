@@ -1,0 +1,208 @@
+package ops
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func readConf(t *testing.T, name string) string {
+	b, err := os.ReadFile(filepath.Join("..", "conf", "testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// fixture is a discovered KubeDB-layout (StatefulSet) or pgpool2_on_k8s
+// (Deployment) pgpool with 3 Ready pods, without TLS.
+func fixture(t *testing.T, kind string) *target.Target {
+	layout, cfgKind := "kubedb", "Secret"
+	if kind == "Deployment" {
+		layout, cfgKind = "k8s", "ConfigMap"
+	}
+	tg := &target.Target{
+		Namespace: "demo", Name: "pgpool", Kind: kind, APIVersion: "apps/v1", UID: "w-uid", Replicas: 3,
+		UpdateStrategy: "OnDelete", Container: "pgpool", ContainerIndex: 0,
+		Selector:     &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pgpool"}},
+		Config:       target.Config{Kind: cfgKind, Name: "pgpool-config", MountPath: "/config", ResourceVersion: "42", PgpoolConf: readConf(t, layout+"-pgpool.conf"), PoolHBA: readConf(t, layout+"-pool_hba.conf")},
+		TLSMountPath: "/config/tls", Services: []string{"pgpool", "pgpool-pods"}, Headless: "pgpool-pods",
+		Certificates: map[string]*cmapi.Certificate{},
+	}
+	if kind == "Deployment" {
+		tg.UpdateStrategy, tg.Services, tg.Headless = "RollingUpdate", []string{"pgpool"}, ""
+	}
+	one := int64(70)
+	tg.Template.Spec.SecurityContext = &corev1.PodSecurityContext{FSGroup: &one}
+	tg.Template.Spec.Containers = []corev1.Container{{Name: "pgpool", VolumeMounts: []corev1.VolumeMount{{Name: "pgpool-config", MountPath: "/config"}}}}
+	tg.Template.Spec.Volumes = []corev1.Volume{{Name: "pgpool-config"}}
+	for i := 0; i < 3; i++ {
+		tg.Pods = append(tg.Pods, corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pgpool-%d", i), UID: types.UID(fmt.Sprintf("uid-%d", i))},
+			Status:     corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+		})
+	}
+	return tg
+}
+
+// withTLS turns the fixture into one that add has run on.
+func withTLS(t *testing.T, tg *target.Target) *target.Target {
+	p, err := Build(tg, seedAdd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range p.Steps {
+		if s.Kind == plan.Patch && s.Object.Kind == tg.Config.Kind {
+			tg.Config.PgpoolConf, tg.Config.PoolHBA = s.Payload["pgpool.conf"], s.Payload["pool_hba.conf"]
+		}
+	}
+	tg.State = target.TLSState{Enabled: true, SSLMode: "require", AuthMode: "cert", Issuer: target.IssuerRef{Name: "pgpool-issuer", Kind: "Issuer"}, VolumePresent: true}
+	tg.Template.Spec.Containers[0].VolumeMounts = append(tg.Template.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: "certs", MountPath: "/config/tls"})
+	tg.Template.Spec.Volumes = append(tg.Template.Spec.Volumes, corev1.Volume{Name: "certs"})
+	rev := 1
+	for _, n := range []string{"pgpool-server-cert", "pgpool-client-cert"} {
+		tg.Certificates[n] = &cmapi.Certificate{
+			ObjectMeta: metav1.ObjectMeta{Name: n, Generation: 1},
+			Spec:       cmapi.CertificateSpec{IssuerRef: cmmeta.IssuerReference{Name: "pgpool-issuer", Kind: "Issuer"}},
+			Status:     cmapi.CertificateStatus{Revision: &rev},
+		}
+	}
+	return tg
+}
+
+func seedAdd() Request {
+	return Request{Operation: Add, Issuer: target.IssuerRef{Name: "pgpool-issuer", Kind: "Issuer"}, SSLMode: "require", AuthMode: "cert",
+		ClientUser: "postgres", ClientOrgs: []string{"pgpool"}, ClientOUs: []string{"client"}, Holder: "tester"}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from golden:\n%s", name, conf.Diff(string(want), string(got), 2))
+	}
+}
+
+func TestPlansGolden(t *testing.T) {
+	for _, kind := range []string{"StatefulSet", "Deployment"} {
+		for _, tc := range []struct {
+			op  string
+			tg  func() *target.Target
+			req Request
+		}{
+			{Add, func() *target.Target { return fixture(t, kind) }, seedAdd()},
+			{Rotate, func() *target.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Rotate, Holder: "tester"}},
+			{ChangeIssuer, func() *target.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: ChangeIssuer, Issuer: target.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"}},
+			{Remove, func() *target.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Remove, Holder: "tester"}},
+		} {
+			name := strings.ToLower(kind) + "-" + tc.op
+			t.Run(name, func(t *testing.T) {
+				p, err := Build(tc.tg(), tc.req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var text bytes.Buffer
+				ui.RenderPlan(&text, p, ui.Styles{}, "client")
+				golden(t, name+".txt", text.Bytes())
+				js, _ := json.MarshalIndent(p, "", "  ")
+				golden(t, name+".json", append(js, '\n'))
+				if strings.Contains(text.String()+string(js), "PRIVATE KEY") {
+					t.Fatal("a plan shows key material")
+				}
+				checkShape(t, p, kind)
+			})
+		}
+	}
+}
+
+// checkShape asserts the invariants every plan keeps.
+func checkShape(t *testing.T, p *plan.Plan, kind string) {
+	t.Helper()
+	if p.Steps[0].Kind != plan.Lock {
+		t.Fatalf("first step is %s, want lock", p.Steps[0].Kind)
+	}
+	last := p.Steps[len(p.Steps)-1]
+	if last.Kind != plan.Unlock || !last.Always {
+		t.Fatal("last step must be an Always unlock")
+	}
+	var evicted []string
+	for _, s := range p.Steps {
+		if s.Kind == plan.Evict {
+			evicted = append(evicted, s.Object.Name)
+		}
+	}
+	if len(evicted) > 0 && kind == "StatefulSet" && strings.Join(evicted, ",") != "pgpool-2,pgpool-1,pgpool-0" {
+		t.Fatalf("eviction order %v, want highest ordinal first", evicted)
+	}
+}
+
+func TestBuildRefusesWhatDoesNotFit(t *testing.T) {
+	tg := fixture(t, "StatefulSet")
+	for _, tc := range []struct {
+		tg   *target.Target
+		req  Request
+		want string
+	}{
+		{tg, Request{Operation: Rotate}, "tls add pgpool --issuer"},
+		{tg, Request{Operation: Remove}, "has no TLS"},
+		{withTLS(t, fixture(t, "StatefulSet")), seedAdd(), "tls rotate pgpool"},
+		{withTLS(t, fixture(t, "StatefulSet")), Request{Operation: ChangeIssuer, Issuer: target.IssuerRef{Name: "pgpool-issuer"}}, "already uses Issuer"},
+	} {
+		if _, err := Build(tc.tg, tc.req); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.req.Operation, err, tc.want)
+		}
+	}
+	notReady := fixture(t, "StatefulSet")
+	notReady.Pods[1].Status.Conditions[0].Status = corev1.ConditionFalse
+	if _, err := Build(notReady, seedAdd()); err == nil || !strings.Contains(err.Error(), "pgpool-1") || !strings.Contains(err.Error(), "--apply Always") {
+		t.Errorf("not ready: %v", err)
+	}
+	r := seedAdd()
+	r.ApplyAlways = true
+	if _, err := Build(notReady, r); err != nil {
+		t.Errorf("--apply Always: %v", err)
+	}
+}
+
+func TestDeploymentAddWaitsForRollout(t *testing.T) {
+	tg := fixture(t, "Deployment")
+	p, err := Build(tg, seedAdd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Restart != "rollout" {
+		t.Fatalf("restart = %q, want rollout (the template change makes the Deployment roll by itself)", p.Restart)
+	}
+	for _, s := range p.Steps {
+		if s.Kind == plan.Evict {
+			t.Fatal("a Deployment whose template changed must not also be evicted (pods would restart twice)")
+		}
+	}
+}

@@ -1,0 +1,434 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ops"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
+)
+
+type layout struct {
+	name, fixture, kind, selector, configKind string
+}
+
+var layouts = []layout{
+	{"kubedb", "kubedb.yaml", "StatefulSet", kubedbSelector, "Secret"},
+	{"pgpool2-on-k8s", "pgpool2-on-k8s.yaml", "Deployment", "app=pgpool", "ConfigMap"},
+}
+
+// setup makes a namespace with the seed's issuers and a pgpool of the layout.
+func setup(t *testing.T, l layout, replicas int) string {
+	t.Helper()
+	ns := env.Namespace(t)
+	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
+	env.Apply(t, ns, env.Fixture(t, l.fixture), replicas)
+	waitIssuer(t, ns, "pgpool-issuer")
+	waitIssuer(t, ns, "pp-new-issuer")
+	env.WaitPodsReady(t, ns, l.selector, replicas, 2*time.Minute)
+	return ns
+}
+
+// The seed's scenario on both layouts with 1 and 3 replicas: add (sslMode
+// require, clientAuthMode cert, client subject O=pgpool OU=client, issuer
+// pgpool-issuer), rotate, change-issuer to pp-new-issuer, remove; after each,
+// the objects are checked and every pod was replaced exactly once.
+func TestTLSLifecycle(t *testing.T) {
+	for _, l := range layouts {
+		for _, replicas := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s/%d", l.name, replicas), func(t *testing.T) {
+				ns := setup(t, l, replicas)
+				run := func(args ...string) string {
+					t.Helper()
+					out, errOut, err := plugin(t, env.Kubeconfig, ns, args...)
+					if err != nil {
+						t.Fatalf("kubectl pgpool %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out, errOut)
+					}
+					return out
+				}
+				roll := func(args ...string) string {
+					t.Helper()
+					before := env.WaitPodsReady(t, ns, l.selector, replicas, time.Minute)
+					log := watchPods(t, ns, l.selector)
+					out := run(args...)
+					after := env.WaitPodsReady(t, ns, l.selector, replicas, time.Minute)
+					log.Stop()
+					checkReplacedOnce(t, before, after, log.Added())
+					checkUnlocked(t, ns)
+					checkLastOperation(t, ns, l, args[1], "Succeeded")
+					return out
+				}
+
+				// add
+				addArgs := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require",
+					"--client-auth-mode", "cert", "--client-org", "pgpool", "--client-ou", "client", "--yes"}
+				checkDryRuns(t, ns, l, addArgs)
+				roll(addArgs...)
+				checkConfig(t, ns, l, true, "hostssl  all  all  0.0.0.0/0  cert")
+				checkVolume(t, ns, l, true)
+				srv := secretInfo(t, ns, "pgpool-server-cert")
+				cli := secretInfo(t, ns, "pgpool-client-cert")
+				if srv.Issuer != "CN=ca,O=kubedb" || cli.Issuer != "CN=ca,O=kubedb" {
+					t.Fatalf("issuers after add: server %q client %q, want CN=ca,O=kubedb", srv.Issuer, cli.Issuer)
+				}
+				if cli.Subject != "CN=postgres,OU=client,O=pgpool" {
+					t.Fatalf("client subject %q, want CN=postgres,OU=client,O=pgpool", cli.Subject)
+				}
+				if !containsAll(srv.DNSNames, "pgpool", "pgpool."+ns+".svc", "pgpool."+ns+".svc.cluster.local", "localhost") {
+					t.Fatalf("server DNS names %v", srv.DNSNames)
+				}
+				if l.kind == "StatefulSet" && !containsAll(srv.DNSNames, fmt.Sprintf("pgpool-%d.pgpool-pods.%s.svc", replicas-1, ns)) {
+					t.Fatalf("server DNS names lack the pods: %v", srv.DNSNames)
+				}
+				status, _, err := plugin(t, env.Kubeconfig, ns, "tls", "status", "pgpool", "-o", "json")
+				if err != nil || !strings.Contains(status, `"sslMode": "require"`) || !strings.Contains(status, `"clientAuthMode": "cert"`) {
+					t.Fatalf("status after add: %v\n%s", err, status)
+				}
+
+				// A second add is refused and says what to use.
+				_, _, err = plugin(t, env.Kubeconfig, ns, addArgs...)
+				if err == nil || !strings.Contains(err.Error(), "tls rotate") {
+					t.Fatalf("second add: %v, want an error pointing to tls rotate", err)
+				}
+
+				// rotate
+				revs := revisions(t, ns)
+				roll("tls", "rotate", "pgpool", "--yes")
+				srv2, cli2 := secretInfo(t, ns, "pgpool-server-cert"), secretInfo(t, ns, "pgpool-client-cert")
+				if srv2.Serial == srv.Serial || cli2.Serial == cli.Serial {
+					t.Fatal("rotate did not change the serials")
+				}
+				if srv2.Issuer != "CN=ca,O=kubedb" {
+					t.Fatalf("issuer after rotate %q", srv2.Issuer)
+				}
+				for n, r := range revisions(t, ns) {
+					if r <= revs[n] {
+						t.Fatalf("%s revision %d -> %d", n, revs[n], r)
+					}
+				}
+
+				// change-issuer
+				roll("tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer", "--yes")
+				srv3, cli3 := secretInfo(t, ns, "pgpool-server-cert"), secretInfo(t, ns, "pgpool-client-cert")
+				if srv3.Issuer != "CN=ca-updated,O=kubedb-updated" || cli3.Issuer != "CN=ca-updated,O=kubedb-updated" {
+					t.Fatalf("issuers after change-issuer: %q %q", srv3.Issuer, cli3.Issuer)
+				}
+				if srv3.CASubject != "CN=ca-updated,O=kubedb-updated" {
+					t.Fatalf("ca.crt after change-issuer: %q", srv3.CASubject)
+				}
+				checkConfig(t, ns, l, true, "hostssl  all  all  0.0.0.0/0  cert")
+
+				// remove
+				roll("tls", "remove", "pgpool", "--yes")
+				checkConfig(t, ns, l, false, "host     all  all  0.0.0.0/0  md5")
+				checkVolume(t, ns, l, false)
+				ctx := testenv.Context(t, time.Minute)
+				for _, n := range []string{"pgpool-server-cert", "pgpool-client-cert"} {
+					if _, err := env.CertMgr.CertmanagerV1().Certificates(ns).Get(ctx, n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+						t.Fatalf("Certificate %s after remove: %v", n, err)
+					}
+					if _, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+						t.Fatalf("Secret %s after remove: %v", n, err)
+					}
+				}
+				if l.kind == "StatefulSet" {
+					// The seed's file is back byte for byte.
+					s, _ := env.Kube.CoreV1().Secrets(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
+					orig := env.Fixture(t, l.fixture)[0].Object["stringData"].(map[string]any)["pgpool.conf"].(string)
+					if string(s.Data["pgpool.conf"]) != orig {
+						t.Fatalf("pgpool.conf after remove differs from the original:\n%s", conf.Diff(orig, string(s.Data["pgpool.conf"]), 1))
+					}
+				}
+				// A rotate now is refused and says to add first.
+				_, _, err = plugin(t, env.Kubeconfig, ns, "tls", "rotate", "pgpool", "--yes")
+				if err == nil || !strings.Contains(err.Error(), "tls add") {
+					t.Fatalf("rotate without TLS: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// checkDryRuns runs add with --dry-run=client and =server and checks that
+// nothing changed (resourceVersions of the workload and config, no
+// Certificates, no lock).
+func checkDryRuns(t *testing.T, ns string, l layout, addArgs []string) {
+	t.Helper()
+	before := resourceVersions(t, ns, l)
+	out, _, err := plugin(t, env.Kubeconfig, ns, append(addArgs, "--dry-run=client")...)
+	if err != nil || !strings.Contains(out, "Plan: tls add") || !strings.Contains(out, "+ ssl = on") {
+		t.Fatalf("dry-run=client: %v\n%s", err, out)
+	}
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, append(addArgs, "--dry-run=server")...)
+	if err != nil || !strings.Contains(out, "server accepted (dry run)") {
+		t.Fatalf("dry-run=server: %v\n%s\n%s", err, out, errOut)
+	}
+	if after := resourceVersions(t, ns, l); after != before {
+		t.Fatalf("dry runs changed objects: %s -> %s", before, after)
+	}
+	ctx := testenv.Context(t, time.Minute)
+	crts, err := env.CertMgr.CertmanagerV1().Certificates(ns).List(ctx, metav1.ListOptions{LabelSelector: tls.LabelInstance})
+	if err != nil || len(crts.Items) != 0 {
+		t.Fatalf("dry runs created Certificates: %v %d", err, len(crts.Items))
+	}
+	checkUnlocked(t, ns)
+}
+
+func resourceVersions(t *testing.T, ns string, l layout) string {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	gvr := target.StatefulSets
+	if l.kind == "Deployment" {
+		gvr = target.Deployments
+	}
+	w, err := env.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfgRV string
+	if l.configKind == "Secret" {
+		s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgRV = s.ResourceVersion
+	} else {
+		c, err := env.Kube.CoreV1().ConfigMaps(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgRV = c.ResourceVersion
+	}
+	return w.GetResourceVersion() + "/" + cfgRV
+}
+
+func checkReplacedOnce(t *testing.T, before, after []corev1.Pod, added map[types.UID]string) {
+	t.Helper()
+	old := map[types.UID]bool{}
+	for _, p := range before {
+		old[p.UID] = true
+	}
+	for _, p := range after {
+		if old[p.UID] {
+			t.Fatalf("pod %s was not replaced", p.Name)
+		}
+	}
+	if len(added) != len(before) {
+		t.Fatalf("%d pods were created for %d replicas (each must be replaced exactly once): %v", len(added), len(before), added)
+	}
+}
+
+func checkUnlocked(t *testing.T, ns string) {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	_, err := env.Kube.CoordinationV1().Leases(ns).Get(ctx, ops.LeaseName("pgpool"), metav1.GetOptions{})
+	if !apierrors.IsNotFound(err) {
+		t.Fatalf("lock Lease still there (or error): %v", err)
+	}
+}
+
+func checkLastOperation(t *testing.T, ns string, l layout, op, result string) {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	gvr := target.StatefulSets
+	if l.kind == "Deployment" {
+		gvr = target.Deployments
+	}
+	w, err := env.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lo apply.LastOperation
+	if err := json.Unmarshal([]byte(w.GetAnnotations()[target.AnnotationLastOperation]), &lo); err != nil {
+		t.Fatalf("last-operation annotation: %v", err)
+	}
+	if lo.Operation != op || lo.Result != result {
+		t.Fatalf("last operation %+v, want %s %s", lo, op, result)
+	}
+	evs, err := env.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=pgpool,involvedObject.kind=" + l.kind})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range evs.Items {
+		if e.Source.Component == "kubectl-pgpool" && strings.Contains(e.Message, "tls "+op+" ") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no Event for tls %s on the %s", op, l.kind)
+	}
+}
+
+func checkConfig(t *testing.T, ns string, l layout, on bool, hbaLine string) {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	var pc, hba string
+	if l.configKind == "Secret" {
+		s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, hba = string(s.Data["pgpool.conf"]), string(s.Data["pool_hba.conf"])
+	} else {
+		c, err := env.Kube.CoreV1().ConfigMaps(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, hba = c.Data["pgpool.conf"], c.Data["pool_hba.conf"]
+	}
+	f := conf.ParsePgpoolConf(pc)
+	if f.Bool("ssl") != on {
+		t.Fatalf("pgpool.conf ssl = %v, want %v:\n%s", f.Bool("ssl"), on, pc)
+	}
+	if on {
+		for k, want := range map[string]string{"ssl_cert": "/opt/pgpool-II/tls/tls.crt", "ssl_key": "/opt/pgpool-II/tls/tls.key", "ssl_ca_cert": "/opt/pgpool-II/tls/ca.pem"} {
+			if v, _ := f.Get(k); v != want {
+				t.Fatalf("%s = %q, want %q", k, v, want)
+			}
+		}
+	}
+	if !strings.Contains(hba, hbaLine) {
+		t.Fatalf("pool_hba.conf lacks %q:\n%s", hbaLine, hba)
+	}
+	if !strings.Contains(hba, "127.0.0.1/32") {
+		t.Fatalf("pool_hba.conf lost its loopback rule:\n%s", hba)
+	}
+}
+
+func checkVolume(t *testing.T, ns string, l layout, want bool) {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	gvr := target.StatefulSets
+	if l.kind == "Deployment" {
+		gvr = target.Deployments
+	}
+	w, err := env.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(w.Object["spec"].(map[string]any)["template"])
+	got := strings.Contains(string(b), `"mountPath":"/config/tls"`) && strings.Contains(string(b), `"secretName":"pgpool-server-cert"`)
+	if got != want {
+		t.Fatalf("TLS volume present = %v, want %v: %s", got, want, b)
+	}
+	if want && !strings.Contains(string(b), `"key":"tls.key","mode":384`) {
+		t.Fatalf("tls.key is not mode 0600: %s", b)
+	}
+}
+
+func revisions(t *testing.T, ns string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, n := range []string{"pgpool-server-cert", "pgpool-client-cert"} {
+		c, err := env.CertMgr.CertmanagerV1().Certificates(ns).Get(context.Background(), n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[n] = tls.Revision(c)
+	}
+	return out
+}
+
+func containsAll(list []string, want ...string) bool {
+	set := map[string]bool{}
+	for _, s := range list {
+		set[s] = true
+	}
+	for _, w := range want {
+		if !set[w] {
+			return false
+		}
+	}
+	return true
+}
+
+// Preflight errors name the object and what to do, and write nothing.
+func TestTLSPreflightErrors(t *testing.T) {
+	l := layouts[0]
+	ns := setup(t, l, 1)
+	before := resourceVersions(t, ns, l)
+	for _, tc := range []struct {
+		args []string
+		want string
+		code int
+	}{
+		{[]string{"tls", "add", "nosuch", "--issuer", "pgpool-issuer"}, `no pgpool named "nosuch"`, 1},
+		{[]string{"tls", "add", "pgpool", "--issuer", "nosuch"}, `Issuer "nosuch" not found in namespace`, 1},
+		{[]string{"tls", "add", "pgpool", "--issuer", "x", "--issuer-kind", "ClusterIssuer"}, `ClusterIssuer "x" not found`, 1},
+		{[]string{"tls", "add", "pgpool"}, "--issuer is required", 2},
+		{[]string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "prefer", "--client-auth-mode", "cert"}, "needs every client on TLS", 2},
+		{[]string{"tls", "rotate", "pgpool"}, "tls add pgpool --issuer", 1},
+		{[]string{"tls", "remove", "pgpool"}, "has no TLS", 1},
+		{[]string{"tls", "rotate", "pgpool", "--dry-run=maybe"}, `--dry-run must be`, 2},
+	} {
+		_, _, err := plugin(t, env.Kubeconfig, ns, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+			continue
+		}
+		if code := cmd.ExitCode(err); code != tc.code {
+			t.Errorf("%v: exit code %d, want %d", tc.args, code, tc.code)
+		}
+	}
+	// A held lock stops the operation before any write.
+	ctx := testenv.Context(t, time.Minute)
+	holder := "someone@elsewhere"
+	_, err := env.Kube.CoordinationV1().Leases(ns).Create(ctx, leaseFor(ns, holder), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes")
+	if err == nil || !strings.Contains(err.Error(), holder) || !strings.Contains(err.Error(), "kubectl delete lease") {
+		t.Fatalf("add with a held lock: %v", err)
+	}
+	if after := resourceVersions(t, ns, l); after != before {
+		t.Fatalf("failed commands changed objects: %s -> %s", before, after)
+	}
+	crts, _ := env.CertMgr.CertmanagerV1().Certificates(ns).List(ctx, metav1.ListOptions{})
+	for _, c := range crts.Items {
+		if c.Name != "pgpool-ca" && c.Name != "pgpool-new-ca" {
+			t.Fatalf("failed commands created Certificate %s", c.Name)
+		}
+	}
+	_ = cmapi.Certificate{}
+}
+
+// The plugin run as a ServiceAccount without RBAC gets a 403 that points to
+// the README's RBAC section.
+func TestTLSForbiddenExplained(t *testing.T) {
+	ns := setup(t, layouts[0], 1)
+	cfg := env.ServiceAccountConfig(t, ns, "nobody")
+	kc := env.ServiceAccountKubeconfig(t, cfg, ns)
+	_, _, err := plugin(t, kc, ns, "tls", "status", "pgpool")
+	if err == nil || !apierrors.IsForbidden(err) {
+		t.Fatalf("status as a ServiceAccount without RBAC: %v, want 403", err)
+	}
+	if !strings.Contains(cmd.Explain(err), "RBAC section of the README") {
+		t.Fatalf("explanation: %s", cmd.Explain(err))
+	}
+}
+
+func leaseFor(ns, holder string) *coordinationv1.Lease {
+	now := metav1.NewMicroTime(time.Now())
+	return &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: ops.LeaseName("pgpool"), Namespace: ns, Annotations: map[string]string{"kubectl-pgpool.io/operation": "rotate"}},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: &holder, AcquireTime: &now},
+	}
+}

@@ -1,0 +1,436 @@
+// Package testenv gives the plugin's tests a real local Kubernetes cluster
+// (hack/cluster.sh: etcd, kube-apiserver, kube-controller-manager,
+// kube-scheduler, kwok and cert-manager's controllers). It attaches to a
+// running cluster when KUBECTL_PGPOOL_KUBECONFIG names its kubeconfig, and
+// otherwise starts one for the test binary (and stops it afterwards). It only
+// runs the cached binaries; it imports none of their modules. Every test gets
+// a fresh namespace, deleted afterwards, and the fixtures under test/fixtures.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	watchtools "k8s.io/client-go/tools/watch"
+
+	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned"
+)
+
+// EnvKubeconfig names the kubeconfig of a running local cluster to attach to.
+const EnvKubeconfig = "KUBECTL_PGPOOL_KUBECONFIG"
+
+// Env is a running cluster.
+type Env struct {
+	Kubeconfig string
+	Config     *rest.Config
+	Kube       kubernetes.Interface
+	CertMgr    cmclient.Interface
+	Dynamic    dynamic.Interface
+	Mapper     meta.RESTMapper
+	Root       string // repository root
+	stop       func()
+}
+
+// RepoRoot finds the repository root from this source file.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Run is for TestMain: it attaches to or starts a cluster, stores it in
+// *env, runs the tests and stops a cluster it started.
+func Run(m *testing.M, env **Env) int {
+	e, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		return 1
+	}
+	*env = e
+	defer e.Stop()
+	return m.Run()
+}
+
+// Start attaches to the cluster named by KUBECTL_PGPOOL_KUBECONFIG, or starts
+// a private one with hack/cluster.sh on free loopback ports.
+func Start() (*Env, error) {
+	root := RepoRoot()
+	e := &Env{Root: root, stop: func() {}}
+	if kc := os.Getenv(EnvKubeconfig); kc != "" {
+		e.Kubeconfig = kc
+	} else {
+		dir, err := os.MkdirTemp("", "kubectl-pgpool-cluster-")
+		if err != nil {
+			return nil, err
+		}
+		base, err := freePortBase()
+		if err != nil {
+			return nil, err
+		}
+		env := append(os.Environ(), "CLUSTER_DIR="+filepath.Join(dir, "cluster"), fmt.Sprintf("PORT_BASE=%d", base))
+		cmd := exec.Command(filepath.Join(root, "hack", "cluster.sh"), "up")
+		cmd.Env = env
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("start a local cluster (hack/cluster.sh up): %w", err)
+		}
+		e.Kubeconfig = strings.TrimSpace(lastLine(string(out)))
+		e.stop = func() {
+			down := exec.Command(filepath.Join(root, "hack", "cluster.sh"), "down")
+			down.Env = env
+			down.Stderr = os.Stderr
+			_ = down.Run()
+			_ = os.RemoveAll(dir)
+		}
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", e.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", e.Kubeconfig, err)
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	e.Config = cfg
+	if e.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if e.CertMgr, err = cmclient.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if e.Dynamic, err = dynamic.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	e.Mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	if _, err := e.Kube.Discovery().ServerVersion(); err != nil {
+		return nil, fmt.Errorf("cluster at %s does not answer: %w", e.Kubeconfig, err)
+	}
+	return e, nil
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// freePortBase finds a base port with the 100 ports above it free.
+func freePortBase() (int, error) {
+	for try := 0; try < 50; try++ {
+		var b [2]byte
+		_, _ = rand.Read(b[:])
+		base := 20000 + (int(b[0])<<8|int(b[1]))%300*100 // 20000..49900, step 100
+		ok := true
+		for _, off := range []int{0, 1, 43, 57, 59, 80} {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+off))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return base, nil
+		}
+	}
+	return 0, errors.New("no free loopback ports found")
+}
+
+// Stop stops a cluster that Start started.
+func (e *Env) Stop() { e.stop() }
+
+// Context returns a context bounded by d and cancelled at the test's end.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var unsafeChars = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// Namespace creates a fresh namespace for t (deleted when t ends) and waits
+// for its default ServiceAccount.
+func (e *Env) Namespace(t testing.TB) string {
+	t.Helper()
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	base := unsafeChars.ReplaceAllString(strings.ToLower(t.Name()), "-")
+	if len(base) > 40 {
+		base = base[len(base)-40:]
+	}
+	name := strings.Trim("t-"+strings.Trim(base, "-")+"-"+hex.EncodeToString(b[:]), "-")
+	ctx := Context(t, time.Minute)
+	if _, err := e.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = e.Kube.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
+	})
+	e.WaitFor(t, ctx, "default ServiceAccount in "+name, func(ctx context.Context) (bool, error) {
+		_, err := e.Kube.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	}, e.watchServiceAccounts(name))
+	return name
+}
+
+// watchServiceAccounts returns a function that blocks until the next
+// ServiceAccount event in ns (so WaitFor re-checks on change, not on a timer).
+func (e *Env) watchServiceAccounts(ns string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		w, err := e.Kube.CoreV1().ServiceAccounts(ns).Watch(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		defer w.Stop()
+		select {
+		case <-w.ResultChan():
+		case <-ctx.Done():
+		}
+		return nil
+	}
+}
+
+// WaitFor re-evaluates cond after every change signalled by next until it is
+// true or ctx ends (then the test fails with what).
+func (e *Env) WaitFor(t testing.TB, ctx context.Context, what string, cond func(context.Context) (bool, error), next func(context.Context) error) {
+	t.Helper()
+	for {
+		ok, err := cond(ctx)
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if ok {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = next(wctx)
+		cancel()
+	}
+}
+
+// Fixture reads test/fixtures/NAME as objects.
+func (e *Env) Fixture(t testing.TB, name string) []*unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.Root, "test", "fixtures", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatalf("decode %s: %v", name, err)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		out = append(out, &unstructured.Unstructured{Object: m})
+	}
+	return out
+}
+
+// Apply creates the objects in ns (cluster-scoped and namespaced objects
+// that name their own namespace keep it), setting spec.replicas of
+// workloads to replicas when it is > 0. Objects that exist are updated by
+// server-side apply.
+func (e *Env) Apply(t testing.TB, ns string, objs []*unstructured.Unstructured, replicas int) {
+	t.Helper()
+	ctx := Context(t, time.Minute)
+	for _, o := range objs {
+		o = o.DeepCopy()
+		if replicas > 0 && (o.GetKind() == "StatefulSet" || o.GetKind() == "Deployment") {
+			_ = unstructured.SetNestedField(o.Object, int64(replicas), "spec", "replicas")
+		}
+		gvk := o.GroupVersionKind()
+		m, err := e.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("map %s: %v", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = e.Dynamic.Resource(m.Resource)
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			if o.GetNamespace() == "" {
+				o.SetNamespace(ns)
+			}
+			ri = e.Dynamic.Resource(m.Resource).Namespace(o.GetNamespace())
+		}
+		data, err := o.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		force := true
+		if _, err := ri.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: "testenv", Force: &force}); err != nil {
+			t.Fatalf("apply %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+	}
+}
+
+// WaitPodsReady waits, by watch, until n pods matching selector in ns are
+// Ready, and returns them.
+func (e *Env) WaitPodsReady(t testing.TB, ns, selector string, n int, d time.Duration) []corev1.Pod {
+	t.Helper()
+	ctx := Context(t, d)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (k8sruntime.Object, error) {
+			o.LabelSelector = selector
+			return e.Kube.CoreV1().Pods(ns).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = selector
+			return e.Kube.CoreV1().Pods(ns).Watch(ctx, o)
+		},
+	}
+	pods := map[string]corev1.Pod{}
+	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(ev watch.Event) (bool, error) {
+		p, ok := ev.Object.(*corev1.Pod)
+		if !ok {
+			return false, nil
+		}
+		if ev.Type == watch.Deleted {
+			delete(pods, p.Name)
+		} else {
+			pods[p.Name] = *p
+		}
+		ready := 0
+		for _, p := range pods {
+			if PodReady(&p) {
+				ready++
+			}
+		}
+		return ready == n && len(pods) == n, nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for %d Ready pods (%s) in %s: %v (have %d)", n, selector, ns, err, len(pods))
+	}
+	var out []corev1.Pod
+	for _, p := range pods {
+		out = append(out, p)
+	}
+	return out
+}
+
+// PodReady reports whether p is Ready and not terminating.
+func PodReady(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// WaitObject waits, by watch, until cond holds for the named object of gvr.
+func WaitObject[T k8sruntime.Object](t testing.TB, ctx context.Context, lw cache.ListerWatcher, obj T, what string, cond func(T) bool) T {
+	t.Helper()
+	ev, err := watchtools.UntilWithSync(ctx, lw, obj, nil, func(ev watch.Event) (bool, error) {
+		o, ok := ev.Object.(T)
+		return ok && ev.Type != watch.Deleted && cond(o), nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+	return ev.Object.(T)
+}
+
+// NameSelector is a field selector on metadata.name.
+func NameSelector(name string) string {
+	return fields.OneTermEqualSelector("metadata.name", name).String()
+}
+
+// ServiceAccountConfig creates ServiceAccount name in ns and returns a REST
+// config that authenticates as it with a token from the TokenRequest API.
+func (e *Env) ServiceAccountConfig(t testing.TB, ns, name string) *rest.Config {
+	t.Helper()
+	ctx := Context(t, time.Minute)
+	_, err := e.Kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("create ServiceAccount %s/%s: %v", ns, name, err)
+	}
+	exp := int64(3600)
+	tr, err := e.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("request a token for ServiceAccount %s/%s: %v", ns, name, err)
+	}
+	cfg := rest.AnonymousClientConfig(e.Config)
+	cfg.BearerToken = tr.Status.Token
+	return cfg
+}
+
+// ServiceAccountKubeconfig writes a kubeconfig for cfg (from
+// ServiceAccountConfig) into a temp dir and returns its path.
+func (e *Env) ServiceAccountKubeconfig(t testing.TB, cfg *rest.Config, ns string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	content := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: %q, certificate-authority-data: %q}
+users:
+- name: u
+  user: {token: %q}
+contexts:
+- name: c
+  context: {cluster: c, user: u, namespace: %q}
+current-context: c
+`, cfg.Host, b64(cfg.CAData, cfg.CAFile), cfg.BearerToken, ns)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func b64(data []byte, file string) string {
+	if len(data) == 0 && file != "" {
+		data, _ = os.ReadFile(file)
+	}
+	return base64.StdEncoding.EncodeToString(data)
+}
