@@ -42,7 +42,10 @@ lint: ## gofmt, go vet, golangci-lint
 krew-validate: ## krew's own manifest validation
 	@[ -x $(TOOLS)/validate-krew-manifest-$(KREW_VERSION) ] || { GOBIN=$(TOOLS)/krew go install sigs.k8s.io/krew/cmd/validate-krew-manifest@$(KREW_VERSION) && \
 		mv $(TOOLS)/krew/validate-krew-manifest $(TOOLS)/validate-krew-manifest-$(KREW_VERSION); }
-	$(TOOLS)/validate-krew-manifest-$(KREW_VERSION) -manifest krew-manifest.yaml -skip-install
+	@# krew wants the file named after the plugin
+	@d=$$(mktemp -d) && cp krew-manifest.yaml $$d/pgpool.yaml && \
+		$(TOOLS)/validate-krew-manifest-$(KREW_VERSION) -manifest $$d/pgpool.yaml -skip-install 2>&1 | grep -v '^\s' ; \
+		rc=$${PIPESTATUS[0]}; rm -rf $$d; exit $$rc
 
 e2e: ## tests against the local cluster (starts it when it is not up, stops it after)
 	@hack/with-cluster.sh go test -count=1 -timeout 60m ./test/...

@@ -107,11 +107,12 @@ kwok_stages() {
 	local kdir
 	kdir="$(cd "$ROOT/test/cluster/kwok" && go mod download -json sigs.k8s.io/kwok | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
 	{
-		cat "$kdir/kustomize/stage/node/fast/"*.yaml
-		echo "---"
-		cat "$kdir/kustomize/stage/node/heartbeat-with-lease/"*.yaml
-		echo "---"
-		cat "$kdir/kustomize/stage/pod/fast/"*.yaml
+		for f in "$kdir"/kustomize/stage/node/fast/*.yaml "$kdir"/kustomize/stage/node/heartbeat-with-lease/*.yaml \
+			"$kdir"/kustomize/stage/pod/fast/*.yaml; do
+			[ "$(basename "$f")" = kustomization.yaml ] && continue
+			echo "---"
+			cat "$f"
+		done
 	} | grep -v '^#' >"$DIR/kwok-stages.yaml"
 }
 
@@ -172,8 +173,8 @@ up() {
 
 	kwok_stages
 	start kwok "$BIN/kwok" --kubeconfig "$KUBECONFIG_OUT" --config "$DIR/kwok-stages.yaml" \
-		--manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-		--node-ip 127.0.0.1 --node-port "$KWOK_PORT" --server-address "127.0.0.1:$KWOK_PORT"
+		--manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+		--node-ip 127.0.0.1 --node-port "$KWOK_PORT" --node-lease-duration-seconds 40 --server-address "127.0.0.1:$KWOK_PORT"
 	"${K[@]}" apply -f - >/dev/null <<-EOF
 		apiVersion: v1
 		kind: Node

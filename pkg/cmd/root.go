@@ -35,9 +35,13 @@ type BuildInfo struct {
 	Date    string `json:"date"`
 }
 
-// NewRootCmd builds `kubectl pgpool`.
-func NewRootCmd(streams genericiooptions.IOStreams, info BuildInfo) *cobra.Command {
+// NewRootCmd builds `kubectl pgpool`. configure, if given, may adjust the
+// connection flags (benchmarks set WrapConfigFn to count API requests).
+func NewRootCmd(streams genericiooptions.IOStreams, info BuildInfo, configure ...func(*genericclioptions.ConfigFlags)) *cobra.Command {
 	flags := genericclioptions.NewConfigFlags(true)
+	for _, c := range configure {
+		c(flags)
+	}
 	root := &cobra.Command{
 		Use:   "kubectl-pgpool",
 		Short: "Reconfigure TLS of pgpool-II on Kubernetes from your terminal",

@@ -5,21 +5,17 @@ package e2e
 
 import (
 	"bytes"
-	"os"
 	"context"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
-	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
@@ -47,25 +43,7 @@ func plugin(t testing.TB, kubeconfig, ns string, args ...string) (string, string
 // waitIssuer waits, by watch, for an Issuer to be Ready.
 func waitIssuer(t testing.TB, ns, name string) {
 	t.Helper()
-	ctx := testenv.Context(t, 2*time.Minute)
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = testenv.NameSelector(name)
-			return env.CertMgr.CertmanagerV1().Issuers(ns).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = testenv.NameSelector(name)
-			return env.CertMgr.CertmanagerV1().Issuers(ns).Watch(ctx, o)
-		},
-	}
-	testenv.WaitObject(t, ctx, lw, &cmapi.Issuer{}, "Issuer "+name+" Ready", func(i *cmapi.Issuer) bool {
-		for _, c := range i.Status.Conditions {
-			if c.Type == cmapi.IssuerConditionReady && c.Status == cmmeta.ConditionTrue {
-				return true
-			}
-		}
-		return false
-	})
+	env.WaitIssuerReady(t, testenv.Context(t, 2*time.Minute), ns, name)
 }
 
 // podLog records, by watch, every pod UID that appears in a namespace, and

@@ -47,6 +47,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	watchtools "k8s.io/client-go/tools/watch"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned"
 )
 
@@ -433,4 +435,27 @@ func b64(data []byte, file string) string {
 		data, _ = os.ReadFile(file)
 	}
 	return base64.StdEncoding.EncodeToString(data)
+}
+
+// WaitIssuerReady waits, by watch, for Issuer ns/name to be Ready.
+func (e *Env) WaitIssuerReady(t testing.TB, ctx context.Context, ns, name string) {
+	t.Helper()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (k8sruntime.Object, error) {
+			o.FieldSelector = NameSelector(name)
+			return e.CertMgr.CertmanagerV1().Issuers(ns).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = NameSelector(name)
+			return e.CertMgr.CertmanagerV1().Issuers(ns).Watch(ctx, o)
+		},
+	}
+	WaitObject(t, ctx, lw, &cmapi.Issuer{}, "Issuer "+ns+"/"+name+" Ready", func(i *cmapi.Issuer) bool {
+		for _, c := range i.Status.Conditions {
+			if c.Type == cmapi.IssuerConditionReady && c.Status == cmmeta.ConditionTrue {
+				return true
+			}
+		}
+		return false
+	})
 }

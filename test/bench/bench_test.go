@@ -1,0 +1,114 @@
+// Package bench measures kubectl-pgpool on the local cluster: per operation
+// and replica count, the wall time, the time spent waiting on controllers
+// (cert-manager issuing, pods replaced, rollouts) and the API requests made,
+// counted at the client transport.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m, &env)) }
+
+type countingRT struct {
+	n    *atomic.Int64
+	next http.RoundTripper
+}
+
+func (c countingRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
+}
+
+func BenchmarkTLS(b *testing.B) {
+	for _, replicas := range []int{1, 3, 10} {
+		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
+			ns := env.Namespace(b)
+			env.Apply(b, ns, env.Fixture(b, "issuers.yaml"), 0)
+			env.Apply(b, ns, env.Fixture(b, "kubedb.yaml"), replicas)
+			env.WaitPodsReady(b, ns, "app.kubernetes.io/instance=pgpool", replicas, 2*time.Minute)
+			for _, op := range [][]string{
+				{"add", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert"},
+				{"rotate"},
+				{"change-issuer", "--issuer", "pp-new-issuer"},
+				{"remove"},
+			} {
+				b.Run(op[0], func(b *testing.B) {
+					for i := 0; i < b.N; i++ {
+						if i > 0 {
+							b.Fatal("run with -benchtime 1x: each operation depends on the one before")
+						}
+						runOp(b, ns, op)
+					}
+				})
+			}
+		})
+	}
+}
+
+func runOp(b *testing.B, ns string, op []string) {
+	var requests atomic.Int64
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: "bench"}, func(f *genericclioptions.ConfigFlags) {
+		f.WrapConfigFn = func(c *rest.Config) *rest.Config {
+			c.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingRT{&requests, rt} })
+			return c
+		}
+	})
+	args := append([]string{"--kubeconfig", env.Kubeconfig, "-n", ns, "tls", op[0], "pgpool"}, op[1:]...)
+	root.SetArgs(append(args, "--yes", "-o", "json"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	waitForIssuers(b, ns)
+	b.ResetTimer()
+	t0 := time.Now()
+	err := root.ExecuteContext(ctx)
+	wall := time.Since(t0)
+	b.StopTimer()
+	if err != nil {
+		b.Fatalf("%v: %v\n%s", op, err, errOut)
+	}
+	var doc struct {
+		Result plan.Result `json:"result"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		b.Fatalf("parse -o json: %v", err)
+	}
+	waiting := 0.0
+	for _, s := range doc.Result.Steps {
+		switch s.Kind {
+		case plan.Wait, plan.Evict, plan.Rollout:
+			waiting += s.Seconds
+		}
+	}
+	b.ReportMetric(wall.Seconds(), "wall-s")
+	b.ReportMetric(waiting, "controller-wait-s")
+	b.ReportMetric(float64(requests.Load()), "api-requests")
+	b.ReportMetric(0, "ns/op")
+}
+
+// waitForIssuers makes sure the fixture's issuers are Ready before timing.
+func waitForIssuers(b *testing.B, ns string) {
+	b.Helper()
+	for _, n := range []string{"pgpool-issuer", "pp-new-issuer"} {
+		ctx := testenv.Context(b, 2*time.Minute)
+		env.WaitIssuerReady(b, ctx, ns, n)
+	}
+}
