@@ -156,7 +156,7 @@ up() {
 	start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$KUBECONFIG_OUT" \
 		--authentication-kubeconfig "$KUBECONFIG_OUT" --authorization-kubeconfig "$KUBECONFIG_OUT" \
 		--bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
-		--controllers '*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-route' \
+		--controllers '*,-node-ipam-controller' \
 		--service-account-private-key-file "$DIR/pki/sa.key" --root-ca-file "$DIR/pki/ca.crt" \
 		--use-service-account-credentials=false --cert-dir "$DIR/pki/kcm-certs"
 	start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$KUBECONFIG_OUT" \
@@ -203,11 +203,8 @@ up() {
 	echo "$KUBECONFIG_OUT"
 }
 
-down() {
-	if [ ! -d "$DIR" ]; then
-		say "no cluster state in $DIR; nothing to do"
-		return 0
-	fi
+# stop_processes stops exactly the processes this script started, by PID.
+stop_processes() {
 	local order=(kubelet containerd kwok cert-manager kube-scheduler kube-controller-manager kube-apiserver etcd)
 	for name in "${order[@]}"; do
 		local f="$DIR/pids/$name.pid"
@@ -226,12 +223,26 @@ down() {
 		fi
 		rm -f "$f"
 	done
+}
+
+down() {
+	if [ ! -d "$DIR" ]; then
+		say "no cluster state in $DIR; nothing to do"
+		return 0
+	fi
+	stop_processes
 	rm -rf "$DIR"
 	say "cluster stopped and $DIR removed"
 }
 
 case "${1:-}" in
-up) up ;;
+up)
+	if ! (up); then
+		say "cluster-up failed; stopping what it started (logs kept in $DIR/logs)"
+		stop_processes
+		exit 1
+	fi
+	;;
 down) down ;;
 status)
 	BIN="$(cat "$DIR/bin-dir" 2>/dev/null || echo /nonexistent)"
