@@ -8,7 +8,8 @@ export KUBECONFIG="$("$ROOT/hack/cluster.sh" up | tail -n 1)"
 BIN="$(cat "$ROOT/.cluster/bin-dir")"
 K="$BIN/kubectl"
 P="$ROOT/bin/kubectl-pgpool"
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*" >&2; "$@"; }
+if [ -t 2 ]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
+step() { printf '\n%s$ %s%s\n' "$B" "$*" "$N" >&2; "$@"; }
 
 if $K get namespace demo >/dev/null 2>&1; then
 	echo "deleting the namespace demo of an earlier demo" >&2

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"time"
@@ -143,11 +144,14 @@ func (r *Runner) answer(what string) string {
 // Holder returns a lock holder identity for this process.
 func Holder() string {
 	host, _ := os.Hostname()
-	user := os.Getenv("USER")
-	if user == "" {
-		user = "unknown"
+	name := os.Getenv("USER")
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
 	}
-	return fmt.Sprintf("%s@%s pid %d", user, host, os.Getpid())
+	if name == "" {
+		name = "unknown"
+	}
+	return fmt.Sprintf("%s@%s pid %d", name, host, os.Getpid())
 }
 
 func (r *Runner) lock(ctx context.Context, s plan.Step) (string, error) {

@@ -118,6 +118,7 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 	pods := map[string]*corev1.Pod{}
 	var found *corev1.Pod
 	phase := ""
+	seenOld := false
 	say := func(p string) {
 		if p != phase {
 			phase = p
@@ -134,9 +135,14 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 		} else {
 			pods[p.Name] = p
 		}
+		if p.UID == uid {
+			seenOld = true
+		}
 		if r.SameName {
 			cur := pods[name]
 			switch {
+			case cur == nil && !seenOld:
+				// Still syncing the initial list: say nothing yet.
 			case cur == nil:
 				say(fmt.Sprintf("pod %s is gone; waiting for its replacement", name))
 			case cur.UID == uid:
