@@ -146,7 +146,7 @@ up() {
 		--tls-cert-file "$DIR/pki/apiserver.crt" --tls-private-key-file "$DIR/pki/apiserver.key" \
 		--client-ca-file "$DIR/pki/ca.crt" \
 		--kubelet-client-certificate "$DIR/pki/admin.crt" --kubelet-client-key "$DIR/pki/admin.key" \
-		--kubelet-preferred-address-types Hostname,InternalIP \
+		--kubelet-preferred-address-types InternalIP,Hostname \
 		--service-account-issuer https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file "$DIR/pki/sa.pub" --service-account-signing-key-file "$DIR/pki/sa.key" \
 		--service-cluster-ip-range 10.96.0.0/16 --authorization-mode RBAC --allow-privileged \

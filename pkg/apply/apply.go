@@ -28,12 +28,14 @@ import (
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
 // FieldManager is the field manager of every write.
@@ -41,6 +43,7 @@ const FieldManager = "kubectl-pgpool"
 
 // Clients are the API clients the Runner writes with.
 type Clients struct {
+	Config       *rest.Config
 	Core         corev1client.CoreV1Interface
 	Policy       policyv1client.PolicyV1Interface
 	Coordination coordinationv1client.CoordinationV1Interface
@@ -58,8 +61,15 @@ type Runner struct {
 	Timeout time.Duration
 	// RetryInterval is the pause after a PDB refused an eviction.
 	RetryInterval time.Duration
+	// Verify is --verify: "true" (handshake with every replaced pod when it
+	// can be reached), "false", or "required".
+	Verify string
+	// Dial reaches pgpool's port of a pod; nil means the API server's
+	// port-forward.
+	Dial verify.Dialer
 
-	leaseUID types.UID
+	leaseUID          types.UID
+	verifyUnavailable bool
 }
 
 var _ plan.Runner = (*Runner)(nil)
@@ -293,7 +303,17 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, report func(string)) (s
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("replaced by %s (uid %s) and Ready in %s", p.Name, shortUID(p.UID), time.Since(t0).Round(100*time.Millisecond)), nil
+	msg := fmt.Sprintf("replaced by %s (uid %s) and Ready in %s", p.Name, shortUID(p.UID), time.Since(t0).Round(100*time.Millisecond))
+	if e := s.Data["expectTLS"]; e != "" {
+		hs, err := r.checkPod(ctx, p.Name, e == "on", report)
+		if err != nil {
+			return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
+		}
+		if hs != "" {
+			msg += "; " + hs
+		}
+	}
+	return msg, nil
 }
 
 func shortUID(u types.UID) string {
@@ -344,6 +364,7 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 		known[k] = true
 	}
 	readyN := 0
+	handshakes := 0
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		if known[string(p.UID)] {
@@ -351,6 +372,12 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 		}
 		if target.PodReady(p) {
 			readyN++
+			hs, err := r.checkPod(ctx, p.Name, on, func(string) {})
+			if err != nil {
+				problems = append(problems, err.Error())
+			} else if hs != "" && hs != "handshake not checked" {
+				handshakes++
+			}
 		}
 	}
 	want, _ := strconv.Atoi(s.Data["want"])
@@ -376,7 +403,13 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 	if len(problems) > 0 {
 		return "", fmt.Errorf("verify failed: %s", strings.Join(problems, "; "))
 	}
-	return fmt.Sprintf("%d pods replaced and Ready, ssl %s%s", readyN, s.Data["ssl"], detail), nil
+	hs := fmt.Sprintf("; handshake checked on %d pods", handshakes)
+	if r.Verify == VerifyOff {
+		hs = "; handshake check off (--verify=false)"
+	} else if r.verifyUnavailable {
+		hs = "; handshake not checked (pods cannot be reached by port-forward)"
+	}
+	return fmt.Sprintf("%d pods replaced and Ready, ssl %s%s%s", readyN, s.Data["ssl"], detail, hs), nil
 }
 
 func mounted(u *unstructured.Unstructured, path string) bool {

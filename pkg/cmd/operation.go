@@ -26,6 +26,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
 // OperationOptions are the flags and state every mutating command shares.
@@ -39,6 +40,7 @@ type OperationOptions struct {
 	Apply   string
 	Yes     bool
 	NoColor bool
+	Verify  string
 
 	Name      string
 	Namespace string
@@ -51,6 +53,9 @@ type OperationOptions struct {
 	RetryInterval time.Duration
 	// Holder overrides the lock holder identity.
 	Holder string
+	// Dial, when set, replaces the port-forward that reaches pgpool for the
+	// handshake check (tests dial a local pgpool).
+	Dial verify.Dialer
 }
 
 func (o *OperationOptions) addFlags(c *cobra.Command) {
@@ -61,6 +66,7 @@ func (o *OperationOptions) addFlags(c *cobra.Command) {
 	c.Flags().StringVar(&o.Apply, "apply", "IfReady", `"IfReady" (refuse unless every pod is Ready) or "Always" (as KubeDB's spec.apply)`)
 	c.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation (none is asked without a terminal)")
 	c.Flags().BoolVar(&o.NoColor, "no-color", false, "plain output even on a terminal")
+	c.Flags().StringVar(&o.Verify, "verify", "true", `prove by a TLS handshake (through port-forward) that each replaced pod serves the new certificate: "true" (skip, with a note, where pods cannot be reached), "false", or "required"`)
 }
 
 // complete resolves the namespace and builds the clients.
@@ -109,6 +115,11 @@ func (o *OperationOptions) validate() error {
 	case "IfReady", "Always":
 	default:
 		return UsageError{fmt.Errorf(`--apply must be "IfReady" or "Always", not %q`, o.Apply)}
+	}
+	switch o.Verify {
+	case "true", "false", "required":
+	default:
+		return UsageError{fmt.Errorf(`--verify must be "true", "false" or "required", not %q`, o.Verify)}
 	}
 	if o.Timeout <= 0 {
 		return UsageError{fmt.Errorf("--timeout must be positive")}
@@ -159,7 +170,7 @@ func (o *OperationOptions) run(ctx context.Context, req ops.Request) error {
 	}
 	live := color && ui.IsTerminal(o.ErrOut)
 	prog := ui.NewProgress(o.ErrOut, ui.NewStyles(o.ErrOut, live), len(p.Steps), live)
-	runner := &apply.Runner{Clients: o.Clients.apply(), Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, RetryInterval: o.RetryInterval}
+	runner := &apply.Runner{Clients: o.Clients.apply(), Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, RetryInterval: o.RetryInterval, Verify: o.Verify, Dial: o.Dial}
 	prog.Start()
 	res, execErr := plan.Execute(ctx, p, runner, prog.Event)
 	prog.Stop()

@@ -160,7 +160,7 @@ func (c *Clients) target() target.Clients {
 }
 
 func (c *Clients) apply() apply.Clients {
-	return apply.Clients{Core: c.Core, Policy: c.Policy, Coordination: c.Coordination, CertManager: c.CertManager, Dynamic: c.Dynamic}
+	return apply.Clients{Config: c.Config, Core: c.Core, Policy: c.Policy, Coordination: c.Coordination, CertManager: c.CertManager, Dynamic: c.Dynamic}
 }
 
 // completePgpools completes the names of workloads in the namespace that run

@@ -24,7 +24,7 @@ type StatusOptions struct {
 }
 
 func newStatusCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &StatusOptions{OperationOptions{IOStreams: streams, ConfigFlags: flags, DryRun: "none", Apply: "IfReady", Timeout: time.Minute}}
+	o := &StatusOptions{OperationOptions{IOStreams: streams, ConfigFlags: flags, DryRun: "none", Apply: "IfReady", Timeout: time.Minute, Verify: "true"}}
 	c := &cobra.Command{
 		Use:               "status NAME",
 		Short:             "Show what TLS is configured, its certificates and expiry, and the pods",

@@ -163,7 +163,8 @@ func isRemoteRule(t string) bool {
 		return false
 	}
 	addr := f[3]
-	return !(strings.HasPrefix(addr, "127.") || addr == "::1/128" || addr == "::1" || addr == "localhost" || addr == "samehost")
+	loopback := strings.HasPrefix(addr, "127.") || addr == "::1/128" || addr == "::1" || addr == "localhost" || addr == "samehost"
+	return !loopback
 }
 
 // HBAModes reads back the sslMode x clientAuthMode that RenderHBA wrote, if

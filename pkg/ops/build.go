@@ -373,6 +373,10 @@ func (b *builder) removeVolume() {
 // changed the pod template, so a controller with a rolling update strategy
 // replaces the pods by itself and we wait for that instead of evicting.
 func (b *builder) roll(templateChanged bool) {
+	expect := "on"
+	if b.r.Operation == Remove {
+		expect = "off"
+	}
 	t := b.t
 	if templateChanged && t.UpdateStrategy != "OnDelete" {
 		b.p.Restart = "rollout"
@@ -392,10 +396,11 @@ func (b *builder) roll(templateChanged bool) {
 		b.add1(plan.Step{
 			Kind:        plan.Evict,
 			Object:      plan.Object{APIVersion: "v1", Kind: "Pod", Namespace: t.Namespace, Name: p.Name},
-			Description: fmt.Sprintf("evict pod %s and wait for its replacement to be Ready", p.Name),
+			Description: fmt.Sprintf("evict pod %s, wait for its replacement to be Ready, check by handshake that it serves TLS %s", p.Name, expect),
 			Data: map[string]string{
 				"uid": string(p.UID), "sameName": strconv.FormatBool(t.Kind != "Deployment"),
 				"selector": sel.String(), "want": strconv.Itoa(int(t.Replicas)), "known": strings.Join(known, ","),
+				"expectTLS": expect,
 			},
 		})
 	}

@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
+	"k8s.io/client-go/util/retry"
 )
 
 // Labels put on every object kubectl-pgpool creates.
@@ -169,24 +170,27 @@ func Revision(c *cmapi.Certificate) int {
 // TriggerIssuance sets the Issuing condition through the status subresource,
 // as `cmctl renew` does; cert-manager then issues a new revision.
 func TriggerIssuance(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns, name string, dryRun []string) error {
-	crt, err := cm.Certificates(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("get Certificate %s/%s: %w", ns, name, err)
-	}
-	if c := Condition(crt, cmapi.CertificateConditionIssuing); c != nil && c.Status == cmmeta.ConditionTrue {
-		return nil // already issuing
-	}
-	now := metav1.Now()
-	crt.Status.Conditions = append(crt.Status.Conditions, cmapi.CertificateCondition{
-		Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue, Reason: "ManuallyTriggered",
-		Message: "Certificate re-issuance manually triggered by kubectl-pgpool", LastTransitionTime: &now,
-		ObservedGeneration: crt.Generation,
+	// cert-manager writes the status concurrently: re-read and retry on 409.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		crt, err := cm.Certificates(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("get Certificate %s/%s: %w", ns, name, err)
+		}
+		if c := Condition(crt, cmapi.CertificateConditionIssuing); c != nil && c.Status == cmmeta.ConditionTrue {
+			return nil // already issuing
+		}
+		now := metav1.Now()
+		crt.Status.Conditions = append(crt.Status.Conditions, cmapi.CertificateCondition{
+			Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue, Reason: "ManuallyTriggered",
+			Message: "Certificate re-issuance manually triggered by kubectl-pgpool", LastTransitionTime: &now,
+			ObservedGeneration: crt.Generation,
+		})
+		_, err = cm.Certificates(ns).UpdateStatus(ctx, crt, metav1.UpdateOptions{FieldManager: ManagerName, DryRun: dryRun})
+		if err != nil && !apierrors.IsConflict(err) {
+			return fmt.Errorf("set Issuing condition on Certificate %s/%s: %w", ns, name, err)
+		}
+		return err
 	})
-	_, err = cm.Certificates(ns).UpdateStatus(ctx, crt, metav1.UpdateOptions{FieldManager: ManagerName, DryRun: dryRun})
-	if err != nil {
-		return fmt.Errorf("set Issuing condition on Certificate %s/%s: %w", ns, name, err)
-	}
-	return nil
 }
 
 // WaitReady waits, by watch, until the Certificate is Ready for its current

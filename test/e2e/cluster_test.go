@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -120,13 +119,10 @@ func TestClusterEvictionBlockedByPDBGets429(t *testing.T) {
 	env.Apply(t, ns, env.Fixture(t, "kubedb.yaml"), 3)
 	pods := env.WaitPodsReady(t, ns, kubedbSelector, 3, time.Minute)
 	ctx := testenv.Context(t, time.Minute)
-	zero := intstr.FromInt32(0)
-	pdb, err := env.Kube.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, "pgpool", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pdb.Spec.MaxUnavailable = &zero
-	pdb, err = env.Kube.PolicyV1().PodDisruptionBudgets(ns).Update(ctx, pdb, metav1.UpdateOptions{})
+	// A patch, not an update: the disruption controller writes the status
+	// concurrently.
+	pdb, err := env.Kube.PolicyV1().PodDisruptionBudgets(ns).Patch(ctx, "pgpool", types.MergePatchType,
+		[]byte(`{"spec":{"maxUnavailable":0}}`), metav1.PatchOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

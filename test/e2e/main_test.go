@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"sync"
@@ -127,5 +126,3 @@ func (l *podLog) Added() map[types.UID]string {
 	}
 	return out
 }
-
-func contains(s, sub string) bool { return bytes.Contains([]byte(s), []byte(sub)) }

@@ -163,7 +163,7 @@ func freePortBase() (int, error) {
 				ok = false
 				break
 			}
-			l.Close()
+			_ = l.Close()
 		}
 		if ok {
 			return base, nil

@@ -1,0 +1,119 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
+)
+
+// PortForwardDialer returns a verify.Dialer that reaches port of a pod in ns
+// through the API server's port-forward (the same path as `kubectl
+// port-forward`), without opening any local listener.
+func PortForwardDialer(cfg *rest.Config, core corev1client.CoreV1Interface, ns string, port int) verify.Dialer {
+	return func(ctx context.Context, pod string) (net.Conn, error) {
+		transport, upgrader, err := spdy.RoundTripperFor(cfg)
+		if err != nil {
+			return nil, err
+		}
+		u := core.RESTClient().Post().Namespace(ns).Resource("pods").Name(pod).SubResource("portforward").URL()
+		d := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+		sc, _, err := d.Dial(portforward.PortForwardProtocolV1Name)
+		if err != nil {
+			return nil, fmt.Errorf("port-forward to pod %s/%s: %w", ns, pod, err)
+		}
+		h := http.Header{}
+		h.Set(corev1.StreamType, corev1.StreamTypeError)
+		h.Set(corev1.PortHeader, strconv.Itoa(port))
+		h.Set(corev1.PortForwardRequestIDHeader, "0")
+		errStream, err := sc.CreateStream(h)
+		if err != nil {
+			_ = sc.Close()
+			return nil, fmt.Errorf("port-forward to pod %s/%s: error stream: %w", ns, pod, err)
+		}
+		_ = errStream.Close()
+		h.Set(corev1.StreamType, corev1.StreamTypeData)
+		data, err := sc.CreateStream(h)
+		if err != nil {
+			_ = sc.Close()
+			return nil, fmt.Errorf("port-forward to pod %s/%s: data stream: %w", ns, pod, err)
+		}
+		c := &streamConn{conn: sc, data: data, errc: make(chan error, 1)}
+		go func() {
+			msg, _ := io.ReadAll(errStream)
+			if len(msg) > 0 {
+				c.errc <- fmt.Errorf("port-forward to pod %s/%s port %d: %s", ns, pod, port, msg)
+			}
+		}()
+		return c, nil
+	}
+}
+
+// streamConn is a port-forward data stream as a net.Conn. Deadlines close
+// the connection when they pass (the stream has no deadlines of its own).
+type streamConn struct {
+	conn io.Closer
+	data io.ReadWriteCloser
+	errc chan error
+
+	mu    sync.Mutex
+	timer *time.Timer
+	once  sync.Once
+}
+
+func (c *streamConn) Read(b []byte) (int, error) {
+	n, err := c.data.Read(b)
+	if err != nil {
+		select {
+		case e := <-c.errc:
+			return n, e
+		default:
+		}
+	}
+	return n, err
+}
+
+func (c *streamConn) Write(b []byte) (int, error) { return c.data.Write(b) }
+
+func (c *streamConn) Close() error {
+	c.once.Do(func() {
+		_ = c.data.Close()
+		_ = c.conn.Close()
+	})
+	return nil
+}
+
+func (c *streamConn) LocalAddr() net.Addr  { return pfAddr{} }
+func (c *streamConn) RemoteAddr() net.Addr { return pfAddr{} }
+
+func (c *streamConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	if !t.IsZero() {
+		c.timer = time.AfterFunc(time.Until(t), func() { _ = c.Close() })
+	}
+	return nil
+}
+
+func (c *streamConn) SetReadDeadline(t time.Time) error  { return c.SetDeadline(t) }
+func (c *streamConn) SetWriteDeadline(t time.Time) error { return c.SetDeadline(t) }
+
+type pfAddr struct{}
+
+func (pfAddr) Network() string { return "portforward" }
+func (pfAddr) String() string  { return "portforward" }
