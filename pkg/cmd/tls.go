@@ -71,8 +71,8 @@ func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 	c.Flags().StringSliceVar(&o.ServerDNS, "server-dns-name", nil, "extra DNS name for the server certificate (repeatable)")
 	c.Flags().DurationVar(&o.Duration, "duration", 0, "certificate lifetime (cert-manager's default: 2160h)")
 	c.Flags().DurationVar(&o.RenewBefore, "renew-before", 0, "renew this long before expiry (cert-manager's default: a third of the lifetime)")
-	_ = c.RegisterFlagCompletionFunc("ssl-mode", fixed(conf.SSLModes))
-	_ = c.RegisterFlagCompletionFunc("client-auth-mode", fixed(conf.ClientAuthModes))
+	_ = c.RegisterFlagCompletionFunc("ssl-mode", fixed(conf.SSLModes()))
+	_ = c.RegisterFlagCompletionFunc("client-auth-mode", fixed(conf.ClientAuthModes()))
 	_ = c.RegisterFlagCompletionFunc("issuer-kind", fixed([]string{"Issuer", "ClusterIssuer"}))
 	return c
 }

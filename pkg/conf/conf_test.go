@@ -44,8 +44,8 @@ func TestRenderGolden(t *testing.T) {
 	for _, layout := range []string{"kubedb", "k8s"} {
 		confText := read(t, layout+"-pgpool.conf")
 		hbaText := read(t, layout+"-pool_hba.conf")
-		for _, ssl := range SSLModes {
-			for _, auth := range ClientAuthModes {
+		for _, ssl := range SSLModes() {
+			for _, auth := range ClientAuthModes() {
 				name := fmt.Sprintf("%s-%s-%s.golden", layout, ssl, auth)
 				t.Run(name, func(t *testing.T) {
 					var out strings.Builder

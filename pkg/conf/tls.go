@@ -5,11 +5,14 @@ import (
 	"strings"
 )
 
-// SSL modes, as KubeDB's Pgpool spec.sslMode.
-var SSLModes = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+// SSLModes are the ssl modes, as KubeDB's Pgpool spec.sslMode.
+func SSLModes() []string {
+	return []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+}
 
-// Client authentication modes, as KubeDB's Pgpool spec.clientAuthMode.
-var ClientAuthModes = []string{"md5", "scram", "cert"}
+// ClientAuthModes are the client authentication modes, as KubeDB's Pgpool
+// spec.clientAuthMode.
+func ClientAuthModes() []string { return []string{"md5", "scram", "cert"} }
 
 // Paths are where pgpool itself reads the TLS files (ssl_cert, ssl_key,
 // ssl_ca_cert), inside the container.
@@ -21,11 +24,11 @@ type Paths struct {
 
 // ValidateModes checks an sslMode x clientAuthMode pair.
 func ValidateModes(sslMode, authMode string) error {
-	if !contains(SSLModes, sslMode) {
-		return fmt.Errorf("unknown ssl mode %q: use one of %s", sslMode, strings.Join(SSLModes, ", "))
+	if !contains(SSLModes(), sslMode) {
+		return fmt.Errorf("unknown ssl mode %q: use one of %s", sslMode, strings.Join(SSLModes(), ", "))
 	}
-	if !contains(ClientAuthModes, authMode) {
-		return fmt.Errorf("unknown client auth mode %q: use one of %s", authMode, strings.Join(ClientAuthModes, ", "))
+	if !contains(ClientAuthModes(), authMode) {
+		return fmt.Errorf("unknown client auth mode %q: use one of %s", authMode, strings.Join(ClientAuthModes(), ", "))
 	}
 	if authMode == "cert" && !TLSRequired(sslMode) {
 		return fmt.Errorf("client auth mode cert needs every client on TLS: use --ssl-mode require, verify-ca or verify-full (got %s)", sslMode)

@@ -127,7 +127,7 @@ func (t *Target) Paths() conf.Paths {
 	return conf.Paths{Cert: PgpoolTLSDir + "/tls.crt", Key: PgpoolTLSDir + "/tls.key", CA: PgpoolTLSDir + "/ca.pem"}
 }
 
-// Ref returns the workload's plan object.
+// String names the workload, e.g. "StatefulSet demo/pgpool".
 func (t *Target) String() string { return fmt.Sprintf("%s %s/%s", t.Kind, t.Namespace, t.Name) }
 
 // NotFoundError is returned when no workload has the name.

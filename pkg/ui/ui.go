@@ -120,7 +120,7 @@ type Progress struct {
 	done    chan struct{}
 }
 
-var spinner = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
+const spinner = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 // NewProgress returns a renderer for a plan of total steps; live selects the
 // terminal view.
@@ -174,7 +174,7 @@ func (p *Progress) redraw() {
 	if p.current == "" {
 		return
 	}
-	line := fmt.Sprintf("%s %s %s", spinner[p.frame%len(spinner)], p.current, p.s.r(p.s.Dim, "("+time.Since(p.started).Round(100*time.Millisecond).String()+")"))
+	line := fmt.Sprintf("%s %s %s", string([]rune(spinner)[p.frame%len([]rune(spinner))]), p.current, p.s.r(p.s.Dim, "("+time.Since(p.started).Round(100*time.Millisecond).String()+")"))
 	if p.sub != "" {
 		line += p.s.r(p.s.Dim, " — "+p.sub)
 	}

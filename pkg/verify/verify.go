@@ -161,7 +161,7 @@ func Check(ctx context.Context, dial Dialer, pod string, want Expect) (*Served, 
 	return s, nil
 }
 
-// ErrNoAnswer: the connection closed before pgpool answered the
+// ErrNoAnswer means the connection closed before pgpool answered the
 // SSLRequest, so nothing listens there (or the forward failed).
 var ErrNoAnswer = errors.New("no answer to SSLRequest")
 
