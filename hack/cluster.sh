@@ -109,10 +109,33 @@ kwok_stages() {
 	{
 		for f in "$kdir"/kustomize/stage/node/fast/*.yaml "$kdir"/kustomize/stage/node/heartbeat-with-lease/*.yaml \
 			"$kdir"/kustomize/stage/pod/fast/*.yaml; do
-			[ "$(basename "$f")" = kustomization.yaml ] && continue
+			case "$(basename "$f")" in kustomization.yaml | pod-delete.yaml) continue ;; esac
 			echo "---"
 			cat "$f"
 		done
+		# kwok's pod-delete, with the one second of graceful termination a
+		# kubelet would take at least: without it a StatefulSet pod is gone
+		# and back before the disruption controller sees it go, and the PDB
+		# keeps it as "disrupted" for two minutes (DeletionTimeout).
+		cat <<-EOF
+			---
+			apiVersion: kwok.x-k8s.io/v1alpha1
+			kind: Stage
+			metadata:
+			  name: pod-delete
+			spec:
+			  resourceRef:
+			    apiGroup: v1
+			    kind: Pod
+			  selector:
+			    matchExpressions:
+			    - key: '.metadata.deletionTimestamp'
+			      operator: 'Exists'
+			  delay:
+			    durationMilliseconds: 1000
+			  next:
+			    delete: true
+		EOF
 	} | grep -v '^#' >"$DIR/kwok-stages.yaml"
 }
 
