@@ -133,7 +133,16 @@ func (r *Runner) run(ctx context.Context, s plan.Step, report func(string)) (str
 		if err := restart.WaitRollout(ctx, r.Clients.Dynamic.Resource(r.Target.GVR), s.Object.Namespace, s.Object.Name, restart.Options{OnProgress: report}); err != nil {
 			return "", err
 		}
-		return "all pods replaced and Ready", nil
+		known := map[types.UID]bool{}
+		for _, u := range strings.Split(s.Data["known"], ",") {
+			if u != "" {
+				known[types.UID(u)] = true
+			}
+		}
+		if err := restart.WaitGone(ctx, r.Clients.Core, s.Object.Namespace, s.Data["selector"], known, restart.Options{OnProgress: report}); err != nil {
+			return "", err
+		}
+		return "all pods replaced and Ready, the old ones gone", nil
 	case plan.Verify:
 		return r.verify(ctx, s)
 	case plan.Delete:

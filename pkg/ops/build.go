@@ -380,8 +380,14 @@ func (b *builder) roll(templateChanged bool) {
 	t := b.t
 	if templateChanged && t.UpdateStrategy != "OnDelete" {
 		b.p.Restart = "rollout"
+		known := make([]string, 0, len(t.Pods))
+		for _, p := range t.Pods {
+			known = append(known, string(p.UID))
+		}
+		sel, _ := metav1.LabelSelectorAsSelector(t.Selector)
 		b.add1(plan.Step{Kind: plan.Rollout, Object: workloadObject(t),
-			Description: fmt.Sprintf("wait for the %s controller's rolling update (%s strategy) to replace all %d pods", t.Kind, t.UpdateStrategy, t.Replicas)})
+			Description: fmt.Sprintf("wait for the %s controller's rolling update (%s strategy) to replace all %d pods, and for the old pods to be gone", t.Kind, t.UpdateStrategy, t.Replicas),
+			Data:        map[string]string{"selector": sel.String(), "known": strings.Join(known, ",")}})
 		return
 	}
 	b.p.Restart = "evict"

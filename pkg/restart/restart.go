@@ -263,3 +263,50 @@ func RolloutDone(u *unstructured.Unstructured) (bool, string) {
 	upd, _, _ := unstructured.NestedString(u.Object, "status", "updateRevision")
 	return cur == upd, msg
 }
+
+// WaitGone waits, by watch, until no pod with one of the given UIDs is left
+// (old pods of a rollout that are still terminating).
+func WaitGone(ctx context.Context, core corev1client.CoreV1Interface, ns, selector string, uids map[types.UID]bool, o Options) error {
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			lo.LabelSelector = selector
+			return core.Pods(ns).List(ctx, lo)
+		},
+		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			lo.LabelSelector = selector
+			return core.Pods(ns).Watch(ctx, lo)
+		},
+	}
+	left := map[types.UID]string{}
+	last := -1
+	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, func(store cache.Store) (bool, error) {
+		for _, obj := range store.List() {
+			if p, ok := obj.(*corev1.Pod); ok && uids[p.UID] {
+				left[p.UID] = p.Name
+			}
+		}
+		return len(left) == 0, nil
+	}, func(e watch.Event) (bool, error) {
+		p, ok := e.Object.(*corev1.Pod)
+		if !ok || !uids[p.UID] {
+			return false, nil
+		}
+		if e.Type == watch.Deleted {
+			delete(left, p.UID)
+		} else {
+			left[p.UID] = p.Name
+		}
+		if len(left) != last {
+			last = len(left)
+			o.progress("%d old pods still terminating", len(left))
+		}
+		return len(left) == 0, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("timed out waiting for %d old pods to terminate: %w", len(left), context.DeadlineExceeded)
+		}
+		return err
+	}
+	return nil
+}
