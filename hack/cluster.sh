@@ -30,6 +30,7 @@ alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 is_up() {
 	[ -f "$KUBECONFIG_OUT" ] || return 1
 	for p in "$DIR"/pids/*.pid; do alive "$p" || return 1; done
+	if [ "${REAL_NODE:-}" = 1 ] && [ ! -f "$DIR/pids/kubelet.pid" ]; then return 1; fi
 	"$BIN/kubectl" --kubeconfig "$KUBECONFIG_OUT" get --raw /readyz >/dev/null 2>&1
 }
 
@@ -139,6 +140,125 @@ kwok_stages() {
 	} | grep -v '^#' >"$DIR/kwok-stages.yaml"
 }
 
+# --- the optional real node (REAL_NODE=1): containerd + runc + CNI bridge + kubelet ---
+REAL_NODE_NAME=localhost
+KUBELET_PORT=$((BASE + 50)) KUBELET_HEALTHZ=$((BASE + 48))
+
+real_node_check() {
+	local missing=()
+	for b in containerd ctr runc iptables; do command -v "$b" >/dev/null || missing+=("$b"); done
+	[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+	command -v debootstrap >/dev/null || missing+=(debootstrap)
+	if [ ${#missing[@]} -gt 0 ]; then
+		say "the real node needs Debian's containerd, runc, containernetworking-plugins, iptables and debootstrap (missing: ${missing[*]})"
+		return 1
+	fi
+}
+
+real_node_up() {
+	real_node_check
+	local IMG N="$DIR/node"
+	IMG="$("$ROOT/hack/build-images.sh" | tail -n 1)"
+	mkdir -p "$N/containerd" "$N/cni/net.d" "$N/cni/ipam" "$N/kubelet"
+	cat >"$N/containerd/config.toml" <<-EOF
+		version = 2
+		root = "$N/containerd/root"
+		state = "$N/containerd/state"
+		[grpc]
+		  address = "$N/containerd/containerd.sock"
+		[ttrpc]
+		  address = "$N/containerd/containerd.sock.ttrpc"
+		[plugins."io.containerd.internal.v1.opt"]
+		  path = "$N/containerd/opt"
+		[plugins."io.containerd.grpc.v1.cri"]
+		  sandbox_image = "docker.io/kubectl-pgpool/pause:local"
+		  restrict_oom_score_adj = true
+		  netns_mounts_under_state_dir = true
+		  enable_selinux = false
+		  [plugins."io.containerd.grpc.v1.cri".containerd]
+		    snapshotter = "overlayfs"
+		    default_runtime_name = "runc"
+		    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+		      runtime_type = "io.containerd.runc.v2"
+		      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+		        SystemdCgroup = false
+		        BinaryName = "$(command -v runc)"
+		  [plugins."io.containerd.grpc.v1.cri".cni]
+		    bin_dir = "/usr/lib/cni"
+		    conf_dir = "$N/cni/net.d"
+	EOF
+	cat >"$N/cni/net.d/10-kubectl-pgpool.conflist" <<-EOF
+		{"cniVersion": "0.4.0", "name": "kubectl-pgpool", "plugins": [
+		  {"type": "bridge", "bridge": "kpgpool0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+		   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.77.0/24"}]], "dataDir": "$N/cni/ipam"}},
+		  {"type": "portmap", "capabilities": {"portMappings": true}},
+		  {"type": "loopback"}]}
+	EOF
+	start containerd containerd --config "$N/containerd/config.toml"
+	wait_for containerd 30 ctr --address "$N/containerd/containerd.sock" version
+	for i in pause pgpool; do
+		say "importing image $i into containerd"
+		ctr --address "$N/containerd/containerd.sock" -n k8s.io images import --no-unpack=false "$IMG/$i.tar" >/dev/null
+	done
+	cat >"$N/kubelet/config.yaml" <<-EOF
+		apiVersion: kubelet.config.k8s.io/v1beta1
+		kind: KubeletConfiguration
+		address: 127.0.0.1
+		port: $KUBELET_PORT
+		readOnlyPort: 0
+		healthzBindAddress: 127.0.0.1
+		healthzPort: $KUBELET_HEALTHZ
+		authentication:
+		  anonymous: {enabled: false}
+		  webhook: {enabled: false}
+		  x509: {clientCAFile: $DIR/pki/ca.crt}
+		authorization: {mode: AlwaysAllow}
+		cgroupDriver: cgroupfs
+		failCgroupV1: false
+		cgroupsPerQOS: false
+		enforceNodeAllocatable: []
+		failSwapOn: false
+		containerRuntimeEndpoint: unix://$N/containerd/containerd.sock
+		volumePluginDir: $N/kubelet/volume-plugins
+		resolvConf: ""
+		registerWithTaints:
+		- {key: kubectl-pgpool.io/real-node, value: "true", effect: NoSchedule}
+		evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
+		imageGCHighThresholdPercent: 100
+		imageGCLowThresholdPercent: 99
+		serializeImagePulls: false
+		localStorageCapacityIsolation: false
+		shutdownGracePeriod: 0s
+	EOF
+	start kubelet "$BIN/kubelet" --config "$N/kubelet/config.yaml" --kubeconfig "$KUBECONFIG_OUT" \
+		--root-dir "$N/kubelet/root" --cert-dir "$N/kubelet/pki" --hostname-override "$REAL_NODE_NAME" \
+		--node-labels kubectl-pgpool.io/real-node=true --node-ip 192.0.2.10
+	wait_for "node $REAL_NODE_NAME Ready" 120 "$BIN/kubectl" --kubeconfig "$KUBECONFIG_OUT" wait --for condition=Ready --timeout 1s node/$REAL_NODE_NAME
+}
+
+# real_node_down removes the real node's containers (their shims outlive
+# containerd otherwise), its mounts and its bridge.
+real_node_down() {
+	local N="$DIR/node" sock="$DIR/node/containerd/containerd.sock"
+	[ -d "$N" ] || return 0
+	if [ -f "$DIR/pids/kubelet.pid" ]; then stop_one kubelet; fi
+	if [ -S "$sock" ] && alive "$DIR/pids/containerd.pid"; then
+		say "removing the real node's containers"
+		for t in $(ctr --address "$sock" -n k8s.io tasks ls -q 2>/dev/null); do
+			ctr --address "$sock" -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true
+		done
+		for t in $(ctr --address "$sock" -n k8s.io tasks ls -q 2>/dev/null); do
+			ctr --address "$sock" -n k8s.io tasks rm -f "$t" >/dev/null 2>&1 || true
+		done
+		for c in $(ctr --address "$sock" -n k8s.io containers ls -q 2>/dev/null); do
+			ctr --address "$sock" -n k8s.io containers rm "$c" >/dev/null 2>&1 || true
+		done
+	fi
+	stop_one containerd
+	grep -o " $N[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	ip link delete kpgpool0 >/dev/null 2>&1 || true
+}
+
 up() {
 	local t0=$SECONDS
 	BIN="$("$ROOT/hack/build-cluster-bins.sh")"
@@ -169,7 +289,7 @@ up() {
 		--tls-cert-file "$DIR/pki/apiserver.crt" --tls-private-key-file "$DIR/pki/apiserver.key" \
 		--client-ca-file "$DIR/pki/ca.crt" \
 		--kubelet-client-certificate "$DIR/pki/admin.crt" --kubelet-client-key "$DIR/pki/admin.key" \
-		--kubelet-preferred-address-types InternalIP,Hostname \
+		--kubelet-preferred-address-types Hostname,InternalIP \
 		--service-account-issuer https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file "$DIR/pki/sa.pub" --service-account-signing-key-file "$DIR/pki/sa.key" \
 		--service-cluster-ip-range 10.96.0.0/16 --authorization-mode RBAC --allow-privileged \
@@ -222,16 +342,19 @@ up() {
 	EOF
 	wait_for "cert-manager" 60 "${K[@]}" -n cert-manager wait --for condition=Ready --timeout 1s issuer/cluster-up-probe
 	"${K[@]}" -n cert-manager delete issuer cluster-up-probe >/dev/null
+	if [ "${REAL_NODE:-}" = 1 ]; then
+		real_node_up
+	fi
 	say "cluster is up in $((SECONDS - t0))s; use it with: export KUBECONFIG=$KUBECONFIG_OUT"
 	echo "$KUBECONFIG_OUT"
 }
 
-# stop_processes stops exactly the processes this script started, by PID.
-stop_processes() {
-	local order=(kubelet containerd kwok cert-manager kube-scheduler kube-controller-manager kube-apiserver etcd)
-	for name in "${order[@]}"; do
-		local f="$DIR/pids/$name.pid"
-		[ -f "$f" ] || continue
+# stop_one NAME stops one process this script started, by its PID.
+stop_one() {
+	local name=$1
+	local f="$DIR/pids/$name.pid"
+	[ -f "$f" ] || return 0
+	{
 		local pid
 		pid="$(cat "$f")"
 		if kill -0 "$pid" 2>/dev/null; then
@@ -245,6 +368,14 @@ stop_processes() {
 			fi
 		fi
 		rm -f "$f"
+	}
+}
+
+# stop_processes stops exactly the processes this script started, by PID.
+stop_processes() {
+	real_node_down
+	for name in kwok cert-manager kube-scheduler kube-controller-manager kube-apiserver etcd; do
+		stop_one "$name"
 	done
 }
 

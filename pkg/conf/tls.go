@@ -206,3 +206,16 @@ func GuessAuthMode(text string) string {
 	}
 	return "md5"
 }
+
+// LoopbackTrust returns the host rules of pool_hba.conf that trust loopback
+// addresses without TLS.
+func LoopbackTrust(text string) []string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 5 && (f[0] == "host" || f[0] == "hostnossl") && !isRemoteRule(strings.TrimSpace(l)) && f[len(f)-1] == "trust" {
+			out = append(out, strings.Join(f, " "))
+		}
+	}
+	return out
+}

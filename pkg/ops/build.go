@@ -218,6 +218,9 @@ func (b *builder) add() error {
 	if !b.t.State.VolumePresent {
 		b.addVolume()
 	}
+	if lines := conf.LoopbackTrust(b.t.Config.PoolHBA); len(lines) > 0 {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pool_hba.conf trusts loopback addresses (%s): connections through `kubectl port-forward` arrive from 127.0.0.1 and skip TLS and %s auth; remove those lines if that is not what you want", strings.Join(lines, "; "), b.r.AuthMode))
+	}
 	if b.r.AuthMode == "cert" {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("clientAuthMode cert: pgpool still logs in to PostgreSQL itself as %q, so that user needs a pool_passwd entry (or trust for pgpool in the backend's pg_hba.conf); see the README", b.r.ClientUser))
 	}

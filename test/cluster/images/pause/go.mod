@@ -1,0 +1,3 @@
+module github.com/kubectl-pgpool/kubectl-pgpool/test/cluster/images/pause
+
+go 1.26.0
