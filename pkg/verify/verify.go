@@ -29,13 +29,14 @@ const sslRequestCode = 80877103
 
 // Served is what one pgpool answered.
 type Served struct {
-	TLS      bool   `json:"tls"`
-	Version  string `json:"version,omitempty"` // e.g. TLS 1.3
-	Serial   string `json:"serial,omitempty"`
-	SHA256   string `json:"sha256,omitempty"`
-	Subject  string `json:"subject,omitempty"`
-	Issuer   string `json:"issuer,omitempty"`
-	Verified bool   `json:"verified"` // the chain verified against the given CA
+	TLS      bool      `json:"tls"`
+	Version  string    `json:"version,omitempty"` // e.g. TLS 1.3
+	Serial   string    `json:"serial,omitempty"`
+	SHA256   string    `json:"sha256,omitempty"`
+	Subject  string    `json:"subject,omitempty"`
+	NotAfter time.Time `json:"notAfter,omitempty"`
+	Issuer   string    `json:"issuer,omitempty"`
+	Verified bool      `json:"verified"` // the chain verified against the given CA
 }
 
 // Expect is what a pod should serve.
@@ -98,7 +99,7 @@ func Probe(ctx context.Context, conn net.Conn, roots *x509.CertPool, serverName 
 	leaf := st.PeerCertificates[0]
 	sum := sha256.Sum256(leaf.Raw)
 	s := &Served{TLS: true, Version: tls.VersionName(st.Version), Serial: leaf.SerialNumber.Text(16),
-		SHA256: hex.EncodeToString(sum[:]), Subject: leaf.Subject.String(), Issuer: leaf.Issuer.String()}
+		SHA256: hex.EncodeToString(sum[:]), Subject: leaf.Subject.String(), Issuer: leaf.Issuer.String(), NotAfter: leaf.NotAfter}
 	inter := x509.NewCertPool()
 	for _, c := range st.PeerCertificates[1:] {
 		inter.AddCert(c)

@@ -65,7 +65,7 @@ func TestTLSLifecycle(t *testing.T) {
 				roll := func(args ...string) string {
 					t.Helper()
 					before := env.WaitPodsReady(t, ns, l.selector, replicas, time.Minute)
-					log := watchPods(t, ns, l.selector)
+					log := env.WatchPods(t, ns, l.selector)
 					out := run(args...)
 					after := env.WaitPodsReady(t, ns, l.selector, replicas, time.Minute)
 					log.Stop()

@@ -23,6 +23,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -458,4 +459,94 @@ func (e *Env) WaitIssuerReady(t testing.TB, ctx context.Context, ns, name string
 		}
 		return false
 	})
+}
+
+// PodLog records, by watch, every pod UID that appears in a namespace, and
+// the lowest number of Ready pods seen, from the moment it starts.
+type PodLog struct {
+	mu       sync.Mutex
+	added    map[types.UID]string
+	ready    map[types.UID]bool
+	minReady int
+	stop     context.CancelFunc
+	done     chan struct{}
+}
+
+// WatchPods starts recording pods matching selector in ns.
+func (e *Env) WatchPods(t testing.TB, ns, selector string) *PodLog {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	list, err := e.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &PodLog{added: map[types.UID]string{}, ready: map[types.UID]bool{}, stop: cancel, done: make(chan struct{})}
+	for _, p := range list.Items {
+		l.ready[p.UID] = PodReady(&p)
+	}
+	l.minReady = countTrue(l.ready)
+	w, err := e.Kube.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(l.done)
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			l.mu.Lock()
+			switch ev.Type {
+			case watch.Added:
+				l.added[p.UID] = p.Name
+				l.ready[p.UID] = PodReady(p)
+			case watch.Modified:
+				l.ready[p.UID] = PodReady(p)
+			case watch.Deleted:
+				delete(l.ready, p.UID)
+			}
+			if n := countTrue(l.ready); n < l.minReady {
+				l.minReady = n
+			}
+			l.mu.Unlock()
+		}
+	}()
+	t.Cleanup(l.Stop)
+	return l
+}
+
+func countTrue(m map[types.UID]bool) int {
+	n := 0
+	for _, v := range m {
+		if v {
+			n++
+		}
+	}
+	return n
+}
+
+// Stop ends the watch.
+func (l *PodLog) Stop() {
+	l.stop()
+	<-l.done
+}
+
+// Added returns the pods created since the watch began.
+func (l *PodLog) Added() map[types.UID]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[types.UID]string{}
+	for k, v := range l.added {
+		out[k] = v
+	}
+	return out
+}
+
+// MinReady is the lowest number of Ready pods seen since the watch began.
+func (l *PodLog) MinReady() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.minReady
 }
