@@ -17,13 +17,13 @@ build: ## bin/kubectl-pgpool
 install: build ## copy the plugin and its completion shim to /usr/local/bin
 	install -m 0755 bin/kubectl-pgpool kubectl_complete-pgpool /usr/local/bin/
 
-cluster-up: ## start the local cluster (builds it the first time: ~15 min)
+cluster-up: ## start the local cluster (builds it the first time: ~25 min); REAL_NODE=1 adds the real node
 	@hack/cluster.sh up
 
 cluster-down: ## stop the local cluster and remove its state
 	@hack/cluster.sh down
 
-demo: build ## local cluster + KubeDB-layout pgpool + add, rotate, change-issuer, remove
+demo: build ## local cluster with its real node + KubeDB-layout pgpool + add (then psql), rotate, change-issuer, remove
 	@hack/demo.sh
 
 test: lint unit krew-validate e2e ## everything CI runs
@@ -47,8 +47,8 @@ krew-validate: ## krew's own manifest validation
 		$(TOOLS)/validate-krew-manifest-$(KREW_VERSION) -manifest $$d/pgpool.yaml -skip-install 2>&1 | grep -v '^\s' ; \
 		rc=$${PIPESTATUS[0]}; rm -rf $$d; exit $$rc
 
-e2e: ## tests against the local cluster (starts it when it is not up, stops it after)
-	@hack/with-cluster.sh go test -count=1 -timeout 60m ./test/...
+e2e: ## tests against the local cluster with its real node (starts it when it is not up, stops it after)
+	@REAL_NODE=1 hack/with-cluster.sh go test -count=1 -p 1 -timeout 60m ./test/...
 
 bench: ## wall time, controller wait and API requests per operation and replica count
 	@hack/with-cluster.sh go test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/bench/

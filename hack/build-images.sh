@@ -56,13 +56,14 @@ if [ ! -f "$OUT/pgpool.tar" ]; then
 		{ tail -n 20 "$WORK/debootstrap.log" >&2; exit 1; }
 	# KubeDB's images run as UID/GID 70; give the postgres user that id.
 	chroot "$R" sh -c 'groupmod -g 70 postgres && usermod -u 70 -g 70 postgres' >/dev/null
-	chroot "$R" sh -c 'chown -R 70:70 /var/lib/postgresql /var/run/postgresql /etc/postgresql 2>/dev/null || true'
+	chroot "$R" sh -c 'chown -R 70:70 /var/lib/postgresql /run/postgresql /etc/postgresql /var/log/postgresql 2>/dev/null || true'
 	rm -rf "$R"/usr/share/doc/* "$R"/usr/share/man/* "$R"/usr/share/info/* "$R"/var/cache/apt/archives/*.deb \
 		"$R"/var/lib/apt/lists/* "$R"/usr/share/locale/*
 	install -m 0755 "$ROOT/test/cluster/images/pgpool-entrypoint.sh" "$R/usr/local/bin/pgpool-entrypoint"
 	install -m 0755 "$ROOT/test/cluster/images/postgres-entrypoint.sh" "$R/usr/local/bin/postgres-entrypoint"
-	mkdir -p "$R/opt/pgpool-II/etc" "$R/opt/pgpool-II/tls" "$R/var/run/pgpool"
-	chown -R 70:70 "$R/opt/pgpool-II" "$R/var/run/pgpool"
+	# (not "$R/var/run/...": /var/run is an absolute symlink to /run)
+	mkdir -p "$R/opt/pgpool-II/etc" "$R/opt/pgpool-II/tls" "$R/run/pgpool"
+	chown -R 70:70 "$R/opt/pgpool-II" "$R/run/pgpool"
 	archive pgpool kubectl-pgpool/pgpool:local "$R" /usr/local/bin/pgpool-entrypoint 70
 fi
 echo "$OUT"

@@ -30,7 +30,6 @@ alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 is_up() {
 	[ -f "$KUBECONFIG_OUT" ] || return 1
 	for p in "$DIR"/pids/*.pid; do alive "$p" || return 1; done
-	if [ "${REAL_NODE:-}" = 1 ] && [ ! -f "$DIR/pids/kubelet.pid" ]; then return 1; fi
 	"$BIN/kubectl" --kubeconfig "$KUBECONFIG_OUT" get --raw /readyz >/dev/null 2>&1
 }
 
@@ -232,7 +231,7 @@ real_node_up() {
 	EOF
 	start kubelet "$BIN/kubelet" --config "$N/kubelet/config.yaml" --kubeconfig "$KUBECONFIG_OUT" \
 		--root-dir "$N/kubelet/root" --cert-dir "$N/kubelet/pki" --hostname-override "$REAL_NODE_NAME" \
-		--node-labels kubectl-pgpool.io/real-node=true --node-ip 192.0.2.10
+		--node-labels kubectl-pgpool.io/real-node=true
 	wait_for "node $REAL_NODE_NAME Ready" 120 "$BIN/kubectl" --kubeconfig "$KUBECONFIG_OUT" wait --for condition=Ready --timeout 1s node/$REAL_NODE_NAME
 }
 
@@ -263,7 +262,12 @@ up() {
 	local t0=$SECONDS
 	BIN="$("$ROOT/hack/build-cluster-bins.sh")"
 	if is_up; then
-		say "cluster is already up; nothing to do"
+		if [ "${REAL_NODE:-}" = 1 ] && [ ! -f "$DIR/pids/kubelet.pid" ]; then
+			say "cluster is up; adding the real node"
+			real_node_up
+		else
+			say "cluster is already up; nothing to do"
+		fi
 		echo "$KUBECONFIG_OUT"
 		return 0
 	fi

@@ -1,35 +1,58 @@
 #!/usr/bin/env bash
-# The main job on the local cluster: a KubeDB-layout pgpool with 3 replicas and
-# the seed's issuers in namespace demo, then tls add (sslMode require,
-# clientAuthMode cert), rotate, change-issuer and remove, with live progress.
+# The main job on the local cluster's real node: a KubeDB-layout pgpool with 3
+# replicas (real pgpool-II pods with a PostgreSQL backend) and the seed's
+# issuers in namespace demo, then tls add (sslMode require, clientAuthMode
+# cert) and a psql login with the client certificate through
+# `kubectl port-forward`, as the seed does; then rotate, change-issuer and
+# remove, each with live progress.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+export REAL_NODE=1
 export KUBECONFIG="$("$ROOT/hack/cluster.sh" up | tail -n 1)"
 BIN="$(cat "$ROOT/.cluster/bin-dir")"
 K="$BIN/kubectl"
 P="$ROOT/bin/kubectl-pgpool"
 if [ -t 2 ]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
 step() { printf '\n%s$ %s%s\n' "$B" "$*" "$N" >&2; "$@"; }
+WORK="$(mktemp -d)"
+PF=""
+cleanup() { [ -n "$PF" ] && kill "$PF" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
 
 if $K get namespace demo >/dev/null 2>&1; then
 	echo "deleting the namespace demo of an earlier demo" >&2
 	$K delete namespace demo --wait=true >/dev/null
 fi
 $K create namespace demo >/dev/null
-$K wait -n demo --for=jsonpath='{.metadata.name}'=default serviceaccount/default --timeout=60s >/dev/null 2>&1 ||
-	$K wait -n demo --for=create serviceaccount/default --timeout=60s >/dev/null
+$K wait -n demo --for=create serviceaccount/default --timeout=60s >/dev/null
 step $K apply -n demo -f "$ROOT/test/fixtures/issuers.yaml"
-step $K apply -n demo -f "$ROOT/test/fixtures/kubedb.yaml"
+step $K apply -n demo -f "$ROOT/test/fixtures/kubedb-real.yaml"
 step $K wait -n demo --for=condition=Ready issuer/pgpool-issuer issuer/pp-new-issuer --timeout=120s
-step $K wait -n demo --for=jsonpath='{.status.readyReplicas}'=3 statefulset/pgpool --timeout=120s
+step $K wait -n demo --for=jsonpath='{.status.readyReplicas}'=3 statefulset/pgpool --timeout=180s
 
 step "$P" tls add pgpool -n demo --issuer pgpool-issuer --ssl-mode require --client-auth-mode cert \
 	--client-org pgpool --client-ou client --yes
-step "$P" tls status pgpool -n demo
-step $K get secret -n demo pgpool-config -o jsonpath='{.data.pgpool\.conf}' | base64 -d | grep '^ssl'
+step $K exec -n demo pgpool-0 -c pgpool -- grep '^ssl' /opt/pgpool-II/etc/pgpool.conf
+
+# As the seed: save the client certificate, port-forward, connect with psql.
+$K get secret -n demo pgpool-client-cert -o jsonpath='{.data.tls\.crt}' | base64 -d >"$WORK/client.crt"
+$K get secret -n demo pgpool-client-cert -o jsonpath='{.data.tls\.key}' | base64 -d >"$WORK/client.key"
+$K get secret -n demo pgpool-server-cert -o jsonpath='{.data.ca\.crt}' | base64 -d >"$WORK/ca.crt"
+chmod 0600 "$WORK/client.key"
+$K port-forward -n demo --address 127.0.0.1 svc/pgpool 0:9999 >"$WORK/pf.log" 2>&1 &
+PF=$!
+for _ in $(seq 100); do grep -q Forwarding "$WORK/pf.log" && break; sleep 0.1; done
+PORT="$(sed -n 's/Forwarding from 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/pf.log" | head -n 1)"
+step psql "sslmode=verify-ca port=$PORT host=localhost dbname=postgres user=postgres sslrootcert=$WORK/ca.crt sslcert=$WORK/client.crt sslkey=$WORK/client.key" \
+	-c "select 'logged in with the client certificate, no password' as result"
+kill "$PF" 2>/dev/null || true
+PF=""
+
 step "$P" tls rotate pgpool -n demo --yes
+step $K exec -n demo pgpool-0 -c pgpool -- openssl x509 -in /opt/pgpool-II/tls/tls.crt -enddate -noout
 step "$P" tls change-issuer pgpool -n demo --issuer pp-new-issuer --yes
+step $K exec -n demo pgpool-0 -c pgpool -- openssl x509 -in /opt/pgpool-II/tls/ca.pem -subject -nameopt RFC2253 -noout
 step "$P" tls status pgpool -n demo
 step "$P" tls remove pgpool -n demo --yes
-step "$P" tls status pgpool -n demo
+step $K exec -n demo pgpool-0 -c pgpool -- grep '^ssl' /opt/pgpool-II/etc/pgpool.conf
 printf '\nThe cluster is still up: export KUBECONFIG=%s (make cluster-down stops it)\n' "$KUBECONFIG" >&2
