@@ -7,7 +7,8 @@
 #   pgpool.tar  kubectl-pgpool/pgpool:local  Debian bookworm minbase with pgpool2,
 #               postgresql-15 and openssl (debootstrap from the machine's apt mirror),
 #               entrypoints from test/cluster/images/
-# Prints the directory on its last line.
+# Both stop on SIGINT (pgpool and PostgreSQL: fast shutdown; SIGTERM would
+# wait for clients to leave). Prints the directory on its last line.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${KUBECTL_PGPOOL_CACHE:-$HOME/.cache/kubectl-pgpool}"
@@ -31,7 +32,7 @@ archive() {
 	local diff
 	diff="sha256:$(sha256sum "$d/layer.tar" | cut -d' ' -f1)"
 	cat >"$d/config.json" <<-JSON
-		{"architecture":"amd64","os":"linux","config":{"Entrypoint":["$entry"],"User":"$user","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},"rootfs":{"type":"layers","diff_ids":["$diff"]}}
+		{"architecture":"amd64","os":"linux","config":{"Entrypoint":["$entry"],"User":"$user","StopSignal":"SIGINT","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},"rootfs":{"type":"layers","diff_ids":["$diff"]}}
 	JSON
 	echo "[{\"Config\":\"config.json\",\"RepoTags\":[\"$tag\"],\"Layers\":[\"layer.tar\"]}]" >"$d/manifest.json"
 	tar -C "$d" -cf "$OUT/$name.tar.tmp" manifest.json config.json layer.tar

@@ -25,6 +25,8 @@ import (
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 )
 
 // Options tune EvictAndWait.
@@ -147,7 +149,7 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 				say(fmt.Sprintf("pod %s is gone; waiting for its replacement", name))
 			case cur.UID == uid:
 				say(fmt.Sprintf("pod %s is terminating", name))
-			case !ready(cur):
+			case !target.PodReady(cur):
 				say(fmt.Sprintf("replacement pod %s created; waiting for it to be Ready", name))
 			default:
 				found = cur
@@ -161,7 +163,7 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 			if p.UID == uid {
 				oldGone = false
 			}
-			if ready(p) {
+			if target.PodReady(p) {
 				readyPods++
 				if !r.Known[p.UID] {
 					fresh = p
@@ -182,18 +184,6 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 		return nil, fmt.Errorf("watch pods in %s: %w", ns, err)
 	}
 	return found, nil
-}
-
-func ready(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // WaitRollout waits, by watch on the workload, until its controller has

@@ -32,7 +32,7 @@ var env *testenv.Env
 const selector = "app.kubernetes.io/instance=pgpool,app.kubernetes.io/name=pgpools.kubedb.com"
 
 func TestMain(m *testing.M) {
-	os.Setenv("REAL_NODE", "1") // a cluster the tests start gets the real node
+	_ = os.Setenv("REAL_NODE", "1") // a cluster the tests start gets the real node
 	os.Exit(testenv.Run(m, &env))
 }
 

@@ -51,6 +51,8 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 )
 
 // EnvKubeconfig names the kubeconfig of a running local cluster to attach to.
@@ -358,17 +360,7 @@ func (e *Env) WaitPodsReady(t testing.TB, ns, selector string, n int, d time.Dur
 }
 
 // PodReady reports whether p is Ready and not terminating.
-func PodReady(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
+func PodReady(p *corev1.Pod) bool { return target.PodReady(p) }
 
 // WaitObject waits, by watch, until cond holds for the named object of gvr.
 func WaitObject[T k8sruntime.Object](t testing.TB, ctx context.Context, lw cache.ListerWatcher, obj T, what string, cond func(T) bool) T {
