@@ -1,0 +1,93 @@
+package plan
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+type fakeRunner struct {
+	fail    map[int]bool
+	ran     []int
+	failure []error
+}
+
+func (f *fakeRunner) Run(ctx context.Context, s Step, report func(string)) (string, error) {
+	i := len(f.ran)
+	f.ran = append(f.ran, i)
+	f.failure = append(f.failure, FailureFrom(ctx))
+	report("working")
+	if f.fail[i] {
+		return "", errors.New("boom")
+	}
+	return "ok", nil
+}
+
+// After a failure the remaining steps are skipped, but Always steps (record,
+// unlock) still run and see the failure; the first error is returned.
+func TestExecuteSkipsAfterFailureButRunsAlways(t *testing.T) {
+	p := &Plan{Operation: "add", Steps: []Step{
+		{Kind: Lock}, {Kind: Apply}, {Kind: Patch}, {Kind: Record, Always: true}, {Kind: Unlock, Always: true},
+	}}
+	r := &fakeRunner{fail: map[int]bool{1: true}}
+	var events []EventType
+	res, err := Execute(context.Background(), p, r, func(e Event) { events = append(events, e.Type) })
+	if err == nil || res.Succeeded {
+		t.Fatal("want a failure")
+	}
+	want := []string{"succeeded", "failed", "skipped", "succeeded", "succeeded"}
+	for i, s := range res.Steps {
+		if s.Status != want[i] {
+			t.Errorf("step %d: %s, want %s", i, s.Status, want[i])
+		}
+	}
+	if len(r.ran) != 4 {
+		t.Fatalf("ran %d steps, want 4 (the skipped one not run)", len(r.ran))
+	}
+	if r.failure[2] == nil || r.failure[3] == nil {
+		t.Fatal("Always steps after a failure must see it through FailureFrom")
+	}
+	if r.failure[0] != nil {
+		t.Fatal("steps before the failure must not see one")
+	}
+	progress := 0
+	for _, e := range events {
+		if e == StepProgress {
+			progress++
+		}
+	}
+	if progress != 4 {
+		t.Fatalf("%d progress events, want 4", progress)
+	}
+}
+
+// Always steps run even when the context was cancelled (Ctrl-C), so the
+// lock is released.
+func TestAlwaysStepsRunAfterCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p := &Plan{Steps: []Step{{Kind: Unlock, Always: true}}}
+	var sawCancelled bool
+	r := runnerFunc(func(ctx context.Context, s Step, _ func(string)) (string, error) {
+		sawCancelled = ctx.Err() != nil
+		return "", nil
+	})
+	if _, err := Execute(ctx, p, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	if sawCancelled {
+		t.Fatal("the unlock step got a cancelled context")
+	}
+}
+
+type runnerFunc func(context.Context, Step, func(string)) (string, error)
+
+func (f runnerFunc) Run(ctx context.Context, s Step, r func(string)) (string, error) {
+	return f(ctx, s, r)
+}
+
+func TestWrites(t *testing.T) {
+	if Wait.Writes() || Verify.Writes() || Rollout.Writes() || !Patch.Writes() || !Evict.Writes() {
+		t.Fatal("Writes")
+	}
+}
