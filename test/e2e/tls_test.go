@@ -13,12 +13,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ops"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
@@ -170,6 +175,7 @@ func TestTLSLifecycle(t *testing.T) {
 // Certificates, no lock).
 func checkDryRuns(t *testing.T, ns string, l layout, addArgs []string) {
 	t.Helper()
+	waitSettled(t, ns, l)
 	before := resourceVersions(t, ns, l)
 	out, _, err := plugin(t, env.Kubeconfig, ns, append(addArgs, "--dry-run=client")...)
 	if err != nil || !strings.Contains(out, "Plan: tls add") || !strings.Contains(out, "+ ssl = on") {
@@ -431,4 +437,32 @@ func leaseFor(ns, holder string) *coordinationv1.Lease {
 		ObjectMeta: metav1.ObjectMeta{Name: ops.LeaseName("pgpool"), Namespace: ns, Annotations: map[string]string{"kubectl-pgpool.io/operation": "rotate"}},
 		Spec:       coordinationv1.LeaseSpec{HolderIdentity: &holder, AcquireTime: &now},
 	}
+}
+
+// waitSettled waits, by watch, until the workload controller has written its
+// last status for the current pods (so its resourceVersion stays put unless
+// someone else writes).
+func waitSettled(t *testing.T, ns string, l layout) {
+	t.Helper()
+	gvr := target.StatefulSets
+	if l.kind == "Deployment" {
+		gvr = target.Deployments
+	}
+	ctx := testenv.Context(t, time.Minute)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = testenv.NameSelector("pgpool")
+			return env.Dynamic.Resource(gvr).Namespace(ns).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = testenv.NameSelector("pgpool")
+			return env.Dynamic.Resource(gvr).Namespace(ns).Watch(ctx, o)
+		},
+	}
+	testenv.WaitObject(t, ctx, lw, &unstructured.Unstructured{}, l.kind+" status settled", func(u *unstructured.Unstructured) bool {
+		done, _ := restart.RolloutDone(u)
+		avail, _, _ := unstructured.NestedInt64(u.Object, "status", "availableReplicas")
+		want, _, _ := unstructured.NestedInt64(u.Object, "spec", "replicas")
+		return done && avail == want
+	})
 }
