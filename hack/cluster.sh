@@ -219,6 +219,7 @@ real_node_up() {
 		failSwapOn: false
 		containerRuntimeEndpoint: unix://$N/containerd/containerd.sock
 		volumePluginDir: $N/kubelet/volume-plugins
+		podLogsDir: $N/kubelet/pod-logs
 		resolvConf: ""
 		registerWithTaints:
 		- {key: kubectl-pgpool.io/real-node, value: "true", effect: NoSchedule}
@@ -256,6 +257,8 @@ real_node_down() {
 	stop_one containerd
 	grep -o " $N[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	ip link delete kpgpool0 >/dev/null 2>&1 || true
+	# libcni caches results outside containerd's dirs, named after our network.
+	rm -f /var/lib/cni/results/kubectl-pgpool-* 2>/dev/null || true
 }
 
 up() {
