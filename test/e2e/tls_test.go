@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
@@ -31,6 +31,14 @@ import (
 
 type layout struct {
 	name, fixture, kind, selector, configKind string
+}
+
+// gvr is the workload resource of the layout.
+func (l layout) gvr() schema.GroupVersionResource {
+	if l.kind == "Deployment" {
+		return target.Deployments
+	}
+	return target.StatefulSets
 }
 
 var layouts = []layout{
@@ -199,10 +207,7 @@ func checkDryRuns(t *testing.T, ns string, l layout, addArgs []string) {
 func resourceVersions(t *testing.T, ns string, l layout) string {
 	t.Helper()
 	ctx := testenv.Context(t, time.Minute)
-	gvr := target.StatefulSets
-	if l.kind == "Deployment" {
-		gvr = target.Deployments
-	}
+	gvr := l.gvr()
 	w, err := env.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -252,10 +257,7 @@ func checkUnlocked(t *testing.T, ns string) {
 func checkLastOperation(t *testing.T, ns string, l layout, op, result string) {
 	t.Helper()
 	ctx := testenv.Context(t, time.Minute)
-	gvr := target.StatefulSets
-	if l.kind == "Deployment" {
-		gvr = target.Deployments
-	}
+	gvr := l.gvr()
 	w, err := env.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -321,10 +323,7 @@ func checkConfig(t *testing.T, ns string, l layout, on bool, hbaLine string) {
 func checkVolume(t *testing.T, ns string, l layout, want bool) {
 	t.Helper()
 	ctx := testenv.Context(t, time.Minute)
-	gvr := target.StatefulSets
-	if l.kind == "Deployment" {
-		gvr = target.Deployments
-	}
+	gvr := l.gvr()
 	w, err := env.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -413,7 +412,6 @@ func TestTLSPreflightErrors(t *testing.T) {
 			t.Fatalf("failed commands created Certificate %s", c.Name)
 		}
 	}
-	_ = cmapi.Certificate{}
 }
 
 // The plugin run as a ServiceAccount without RBAC gets a 403 that points to
@@ -444,10 +442,7 @@ func leaseFor(ns, holder string) *coordinationv1.Lease {
 // someone else writes).
 func waitSettled(t *testing.T, ns string, l layout) {
 	t.Helper()
-	gvr := target.StatefulSets
-	if l.kind == "Deployment" {
-		gvr = target.Deployments
-	}
+	gvr := l.gvr()
 	ctx := testenv.Context(t, time.Minute)
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
