@@ -69,8 +69,8 @@ func (o *OperationOptions) addFlags(c *cobra.Command) {
 	c.Flags().StringVar(&o.Verify, "verify", "true", `prove by a TLS handshake (through port-forward) that each replaced pod serves the new certificate: "true" (skip, with a note, where pods cannot be reached), "false", or "required"`)
 }
 
-// complete resolves the namespace and builds the clients.
-func (o *OperationOptions) complete(args []string) error {
+// Complete resolves the namespace and builds the clients.
+func (o *OperationOptions) Complete(args []string) error {
 	if len(args) != 1 {
 		return UsageError{fmt.Errorf("expected exactly one argument, the pgpool's name (got %d)", len(args))}
 	}
@@ -99,8 +99,8 @@ func (o *OperationOptions) complete(args []string) error {
 	return err
 }
 
-// validate checks the shared flags (no I/O).
-func (o *OperationOptions) validate() error {
+// Validate checks the shared flags (no I/O).
+func (o *OperationOptions) Validate() error {
 	switch o.DryRun {
 	case "none", "client", "server":
 	default:
@@ -125,6 +125,26 @@ func (o *OperationOptions) validate() error {
 		return UsageError{fmt.Errorf("--timeout must be positive")}
 	}
 	return nil
+}
+
+// options is what every command's Options struct does.
+type options interface {
+	Complete(args []string) error
+	Validate() error
+	Run(ctx context.Context) error
+}
+
+// runE is the RunE of every command: Complete, Validate, Run.
+func runE(o options) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := o.Complete(args); err != nil {
+			return err
+		}
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		return o.Run(cmd.Context())
+	}
 }
 
 // Output document of -o json|yaml.
@@ -170,7 +190,7 @@ func (o *OperationOptions) run(ctx context.Context, req ops.Request) error {
 	}
 	live := color && ui.IsTerminal(o.ErrOut)
 	prog := ui.NewProgress(o.ErrOut, ui.NewStyles(o.ErrOut, live), len(p.Steps), live)
-	runner := &apply.Runner{Clients: o.Clients.apply(), Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, RetryInterval: o.RetryInterval, Verify: o.Verify, Dial: o.Dial}
+	runner := &apply.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, RetryInterval: o.RetryInterval, Verify: o.Verify, Dial: o.Dial}
 	prog.Start()
 	res, execErr := plan.Execute(ctx, p, runner, prog.Event)
 	prog.Stop()

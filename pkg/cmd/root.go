@@ -119,20 +119,17 @@ func Explain(err error) string {
 }
 
 // Clients are every API client the commands use, built from one REST config
-// (only the typed groups the plugin needs, to keep the binary small).
+// (only the typed groups the plugin needs, to keep the binary small): the
+// Runner's clients plus discovery.
 type Clients struct {
-	Config       *rest.Config
-	Core         corev1client.CoreV1Interface
-	Policy       policyv1client.PolicyV1Interface
-	Coordination coordinationv1client.CoordinationV1Interface
-	CertManager  cmclient.CertmanagerV1Interface
-	Dynamic      dynamic.Interface
-	Discovery    discovery.DiscoveryInterface
+	apply.Clients
+	Discovery discovery.DiscoveryInterface
 }
 
 // NewClients builds the clients from a REST config.
 func NewClients(cfg *rest.Config) (*Clients, error) {
-	c := &Clients{Config: cfg}
+	c := &Clients{}
+	c.Config = cfg
 	var err error
 	if c.Core, err = corev1client.NewForConfig(cfg); err != nil {
 		return nil, err
@@ -157,10 +154,6 @@ func NewClients(cfg *rest.Config) (*Clients, error) {
 
 func (c *Clients) target() target.Clients {
 	return target.Clients{Core: c.Core, Dynamic: c.Dynamic, CertManager: c.CertManager}
-}
-
-func (c *Clients) apply() apply.Clients {
-	return apply.Clients{Config: c.Config, Core: c.Core, Policy: c.Policy, Coordination: c.Coordination, CertManager: c.CertManager, Dynamic: c.Dynamic}
 }
 
 // completePgpools completes the names of workloads in the namespace that run

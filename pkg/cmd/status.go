@@ -30,15 +30,7 @@ func newStatusCmd(streams genericiooptions.IOStreams, flags *genericclioptions.C
 		Short:             "Show what TLS is configured, its certificates and expiry, and the pods",
 		Example:           "  kubectl pgpool tls status pgpool -n demo\n  kubectl pgpool tls status pgpool -n demo -o json",
 		ValidArgsFunction: completePgpools(flags),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.complete(args); err != nil {
-				return err
-			}
-			if err := o.validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runE(o),
 	}
 	c.Flags().StringVarP(&o.Output, "output", "o", "text", "text, json or yaml")
 	return c

@@ -50,15 +50,7 @@ func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
   # A ClusterIssuer, scram passwords over TLS, the plan and result as JSON
   kubectl pgpool tls add pgpool -n demo --issuer ca --issuer-kind ClusterIssuer --client-auth-mode scram -o json --yes`,
 		ValidArgsFunction: completePgpools(flags),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(args); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runE(o),
 	}
 	o.addFlags(c)
 	c.Flags().StringVar(&o.Issuer, "issuer", "", "cert-manager issuer that signs the certificates (required)")
@@ -83,12 +75,9 @@ func fixed(vals []string) func(*cobra.Command, []string, string) ([]string, cobr
 	}
 }
 
-// Complete resolves the namespace and clients.
-func (o *AddOptions) Complete(args []string) error { return o.complete(args) }
-
 // Validate checks the flags.
 func (o *AddOptions) Validate() error {
-	if err := o.validate(); err != nil {
+	if err := o.OperationOptions.Validate(); err != nil {
 		return err
 	}
 	if o.Issuer == "" {
@@ -139,15 +128,7 @@ func newRotateCmd(streams genericiooptions.IOStreams, flags *genericclioptions.C
 		Example: `  kubectl pgpool tls rotate pgpool -n demo
   kubectl pgpool tls rotate pgpool -n demo --dry-run=server`,
 		ValidArgsFunction: completePgpools(flags),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.complete(args); err != nil {
-				return err
-			}
-			if err := o.validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runE(o),
 	}
 	o.addFlags(c)
 	return c
@@ -173,15 +154,7 @@ func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericcliopt
 		Example: `  kubectl pgpool tls change-issuer pgpool -n demo --issuer pp-new-issuer
   kubectl pgpool tls change-issuer pgpool -n demo --issuer ca --issuer-kind ClusterIssuer`,
 		ValidArgsFunction: completePgpools(flags),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.complete(args); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runE(o),
 	}
 	o.addFlags(c)
 	c.Flags().StringVar(&o.Issuer, "issuer", "", "the new issuer (required)")
@@ -191,7 +164,7 @@ func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericcliopt
 
 // Validate checks the flags.
 func (o *ChangeIssuerOptions) Validate() error {
-	if err := o.validate(); err != nil {
+	if err := o.OperationOptions.Validate(); err != nil {
 		return err
 	}
 	if o.Issuer == "" {
@@ -220,15 +193,7 @@ func newRemoveCmd(streams genericiooptions.IOStreams, flags *genericclioptions.C
 		Example: `  kubectl pgpool tls remove pgpool -n demo
   kubectl pgpool tls remove pgpool -n demo --keep-certificates --client-auth-mode scram`,
 		ValidArgsFunction: completePgpools(flags),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.complete(args); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              runE(o),
 	}
 	o.addFlags(c)
 	c.Flags().BoolVar(&o.KeepCertificates, "keep-certificates", false, "keep the Certificates and their Secrets")
@@ -238,7 +203,7 @@ func newRemoveCmd(streams genericiooptions.IOStreams, flags *genericclioptions.C
 
 // Validate checks the flags.
 func (o *RemoveOptions) Validate() error {
-	if err := o.validate(); err != nil {
+	if err := o.OperationOptions.Validate(); err != nil {
 		return err
 	}
 	if o.AuthMode != "" && o.AuthMode != "md5" && o.AuthMode != "scram" {
