@@ -90,11 +90,8 @@ func (r *Runner) Run(ctx context.Context, s plan.Step, report func(string)) (str
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	msg, err := r.run(ctx, s, report)
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded) {
-		err = fmt.Errorf("%w (step timeout %s; raise it with --timeout)", err, timeout)
-	}
-	if err != nil && errors.Is(err, context.DeadlineExceeded) {
-		err = fmt.Errorf("%w: %w", err, plan.ErrTimeout)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("%w (step timeout %s; raise it with --timeout): %w", err, timeout, plan.ErrTimeout)
 	}
 	return msg, err
 }

@@ -149,11 +149,9 @@ func Execute(ctx context.Context, p *Plan, r Runner, onEvent func(Event)) (*Resu
 			onEvent(Event{Type: StepSkipped, Index: i, Step: s})
 			continue
 		}
-		runCtx := ctx
+		runCtx, cancel := ctx, context.CancelFunc(func() {})
 		if s.Always {
-			var cancel context.CancelFunc
 			runCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			defer cancel()
 			if firstErr != nil {
 				runCtx = withFailure(runCtx, firstErr)
 			}
@@ -163,6 +161,7 @@ func Execute(ctx context.Context, p *Plan, r Runner, onEvent func(Event)) (*Resu
 		msg, err := r.Run(runCtx, s, func(m string) {
 			onEvent(Event{Type: StepProgress, Index: i, Step: s, Message: m, Elapsed: time.Since(t0)})
 		})
+		cancel()
 		el := time.Since(t0)
 		sr.Seconds = el.Seconds()
 		sr.Message = msg

@@ -178,7 +178,7 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 		return false, nil
 	})
 	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, watchtools.ErrWatchClosed) {
+		if ctx.Err() != nil {
 			return nil, fmt.Errorf("timed out waiting for pod %s/%s to be replaced and Ready (last: %s): %w", ns, name, phase, context.DeadlineExceeded)
 		}
 		return nil, fmt.Errorf("watch pods in %s: %w", ns, err)

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -236,7 +235,7 @@ func WaitReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns, name
 		return false, nil
 	})
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, watchtools.ErrWatchClosed) || wait(err) {
+		if ctx.Err() != nil {
 			state := "it does not exist yet"
 			if last != nil {
 				state = fmt.Sprintf("revision %d, last status: %s", Revision(last), lastMsg)
@@ -247,8 +246,6 @@ func WaitReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns, name
 	}
 	return ev.Object.(*cmapi.Certificate), nil
 }
-
-func wait(err error) bool { return strings.Contains(err.Error(), "timed out waiting") }
 
 // IssuerReady checks that the issuer exists and is Ready.
 func IssuerReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns string, ref cmmeta.IssuerReference) error {
