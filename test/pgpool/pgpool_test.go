@@ -94,17 +94,25 @@ func pool(pem []byte) *x509.CertPool {
 	return p
 }
 
-// cert mode, sslMode require: verify-full with the client certificate
-// (CN=postgres) logs in without a password over TLS 1.3; without a client
-// certificate, with one from another CA, or without TLS it is refused.
-func TestCertAuth(t *testing.T) {
+// startTLS runs pgpool with TLS for sslMode x authMode in front of a fresh
+// backend, with certificates from pgpool-issuer in a fresh namespace.
+func startTLS(t *testing.T, sslMode, authMode string) (*pgpoolServer, string, certSet) {
+	t.Helper()
 	u := serverUser(t)
 	ns := setupCerts(t, "pgpool-issuer")
 	certs := issued(t, ns)
 	pg := newPgpool(t, u, startPostgres(t, u))
-	pg.Configure("require", "cert")
+	pg.Configure(sslMode, authMode)
 	pg.InstallSecrets(certs)
 	pg.Start()
+	return pg, ns, certs
+}
+
+// cert mode, sslMode require: verify-full with the client certificate
+// (CN=postgres) logs in without a password over TLS 1.3; without a client
+// certificate, with one from another CA, or without TLS it is refused.
+func TestCertAuth(t *testing.T) {
+	pg, _, certs := startTLS(t, "require", "cert")
 	ca, crt, key := files(t, certs)
 	base := fmt.Sprintf("host=localhost port=%d dbname=postgres user=postgres sslrootcert=%s", pg.Port, ca)
 
@@ -189,13 +197,7 @@ func trigger(t *testing.T, ns string) {
 // rotate: after new files are in place, a reload keeps serving the old
 // certificate (why the plugin restarts pods) and a restart serves the new.
 func TestRotateNeedsRestart(t *testing.T) {
-	u := serverUser(t)
-	ns := setupCerts(t, "pgpool-issuer")
-	certs := issued(t, ns)
-	pg := newPgpool(t, u, startPostgres(t, u))
-	pg.Configure("require", "md5")
-	pg.InstallSecrets(certs)
-	pg.Start()
+	pg, ns, certs := startTLS(t, "require", "md5")
 	ctx := testenv.Context(t, time.Minute)
 	want := &verify.Expect{Roots: pool(certs.CA)}
 	before, err := pg.Probe(ctx, want)
@@ -231,13 +233,7 @@ func TestRotateNeedsRestart(t *testing.T) {
 // restarts, the old CA no longer verifies the served certificate and the
 // new one does; ca.pem holds CN=ca-updated,O=kubedb-updated.
 func TestChangeIssuer(t *testing.T) {
-	u := serverUser(t)
-	ns := setupCerts(t, "pgpool-issuer")
-	old := issued(t, ns)
-	pg := newPgpool(t, u, startPostgres(t, u))
-	pg.Configure("require", "cert")
-	pg.InstallSecrets(old)
-	pg.Start()
+	pg, ns, old := startTLS(t, "require", "cert")
 	ctx := testenv.Context(t, 2*time.Minute)
 	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"issuerRef": map[string]string{"name": "pp-new-issuer", "kind": "Issuer", "group": "cert-manager.io"}}})
 	for _, n := range []string{"pgpool-server-cert", "pgpool-client-cert"} {
@@ -282,12 +278,7 @@ func TestChangeIssuer(t *testing.T) {
 // remove: with ssl off, the SSLRequest is answered 'N' and a plain password
 // login works.
 func TestRemove(t *testing.T) {
-	u := serverUser(t)
-	ns := setupCerts(t, "pgpool-issuer")
-	pg := newPgpool(t, u, startPostgres(t, u))
-	pg.Configure("require", "cert")
-	pg.InstallSecrets(issued(t, ns))
-	pg.Start()
+	pg, _, _ := startTLS(t, "require", "cert")
 	pg.Configure("disable", "md5")
 	pg.Restart()
 	s, err := pg.Probe(testenv.Context(t, time.Minute), nil)
@@ -306,13 +297,7 @@ func TestRemove(t *testing.T) {
 // change, and fails on a pgpool that is up but serves no TLS because it
 // cannot read its key (pgpool only logs a warning then).
 func TestVerifyStep(t *testing.T) {
-	u := serverUser(t)
-	ns := setupCerts(t, "pgpool-issuer")
-	certs := issued(t, ns)
-	pg := newPgpool(t, u, startPostgres(t, u))
-	pg.Configure("require", "cert")
-	pg.InstallSecrets(certs)
-	pg.Start()
+	pg, _, certs := startTLS(t, "require", "cert")
 	leaf, _ := tls.ParseFirstCert(certs.ServerCert)
 	kp, err := cryptotls.X509KeyPair(certs.ClientCert, certs.ClientKey)
 	if err != nil {
@@ -331,7 +316,7 @@ func TestVerifyStep(t *testing.T) {
 	if err := os.Chmod(pg.Paths().Key, 0); err != nil {
 		t.Fatal(err)
 	}
-	if u.cred == nil {
+	if pg.u.cred == nil {
 		t.Skip("as a non-root user the key stays readable to its owner; run as root (as CI does) for this half")
 	}
 	if err := os.Chown(pg.Paths().Key, 0, 0); err != nil {

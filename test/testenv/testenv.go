@@ -207,52 +207,18 @@ func (e *Env) Namespace(t testing.TB) string {
 		defer cancel()
 		_ = e.Kube.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
 	})
-	e.WaitFor(t, ctx, "default ServiceAccount in "+name, func(ctx context.Context) (bool, error) {
-		_, err := e.Kube.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return false, nil
-		}
-		return err == nil, err
-	}, e.watchServiceAccounts(name))
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (k8sruntime.Object, error) {
+			o.FieldSelector = NameSelector("default")
+			return e.Kube.CoreV1().ServiceAccounts(name).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = NameSelector("default")
+			return e.Kube.CoreV1().ServiceAccounts(name).Watch(ctx, o)
+		},
+	}
+	WaitObject(t, ctx, lw, &corev1.ServiceAccount{}, "default ServiceAccount in "+name, func(*corev1.ServiceAccount) bool { return true })
 	return name
-}
-
-// watchServiceAccounts returns a function that blocks until the next
-// ServiceAccount event in ns (so WaitFor re-checks on change, not on a timer).
-func (e *Env) watchServiceAccounts(ns string) func(ctx context.Context) error {
-	return func(ctx context.Context) error {
-		w, err := e.Kube.CoreV1().ServiceAccounts(ns).Watch(ctx, metav1.ListOptions{})
-		if err != nil {
-			return err
-		}
-		defer w.Stop()
-		select {
-		case <-w.ResultChan():
-		case <-ctx.Done():
-		}
-		return nil
-	}
-}
-
-// WaitFor re-evaluates cond after every change signalled by next until it is
-// true or ctx ends (then the test fails with what).
-func (e *Env) WaitFor(t testing.TB, ctx context.Context, what string, cond func(context.Context) (bool, error), next func(context.Context) error) {
-	t.Helper()
-	for {
-		ok, err := cond(ctx)
-		if err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if ok {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_ = next(wctx)
-		cancel()
-	}
 }
 
 // Fixture reads test/fixtures/NAME as objects.
