@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +41,25 @@ func (l layout) gvr() schema.GroupVersionResource {
 		return target.Deployments
 	}
 	return target.StatefulSets
+}
+
+// config reads the layout's config object: its resourceVersion, pgpool.conf
+// and pool_hba.conf.
+func (l layout) config(t *testing.T, ns string) (rv, pgpoolConf, hba string) {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	if l.configKind == "Secret" {
+		s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.ResourceVersion, string(s.Data["pgpool.conf"]), string(s.Data["pool_hba.conf"])
+	}
+	c, err := env.Kube.CoreV1().ConfigMaps(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.ResourceVersion, c.Data["pgpool.conf"], c.Data["pool_hba.conf"]
 }
 
 var layouts = []layout{
@@ -212,20 +233,7 @@ func resourceVersions(t *testing.T, ns string, l layout) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfgRV string
-	if l.configKind == "Secret" {
-		s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfgRV = s.ResourceVersion
-	} else {
-		c, err := env.Kube.CoreV1().ConfigMaps(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfgRV = c.ResourceVersion
-	}
+	cfgRV, _, _ := l.config(t, ns)
 	return w.GetResourceVersion() + "/" + cfgRV
 }
 
@@ -286,21 +294,7 @@ func checkLastOperation(t *testing.T, ns string, l layout, op, result string) {
 
 func checkConfig(t *testing.T, ns string, l layout, on bool, hbaLine string) {
 	t.Helper()
-	ctx := testenv.Context(t, time.Minute)
-	var pc, hba string
-	if l.configKind == "Secret" {
-		s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, hba = string(s.Data["pgpool.conf"]), string(s.Data["pool_hba.conf"])
-	} else {
-		c, err := env.Kube.CoreV1().ConfigMaps(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, hba = c.Data["pgpool.conf"], c.Data["pool_hba.conf"]
-	}
+	_, pc, hba := l.config(t, ns)
 	f := conf.ParsePgpoolConf(pc)
 	if f.Bool("ssl") != on {
 		t.Fatalf("pgpool.conf ssl = %v, want %v:\n%s", f.Bool("ssl"), on, pc)
@@ -460,4 +454,54 @@ func waitSettled(t *testing.T, ns string, l layout) {
 		want, _, _ := unstructured.NestedInt64(u.Object, "spec", "replicas")
 		return done && avail == want
 	})
+}
+
+// The README's Role is enough for the whole lifecycle: add, rotate,
+// change-issuer and remove run as a ServiceAccount bound to it and nothing
+// else. The README shows the same Role as the fixture.
+func TestTLSLifecycleWithREADMERBAC(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(env.Root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	role, err := os.ReadFile(filepath.Join(env.Root, "test", "fixtures", "rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "```yaml\n"+string(role)+"```") {
+		t.Fatal("the README's RBAC section does not show test/fixtures/rbac.yaml as it is")
+	}
+	l := layouts[0]
+	ns := setup(t, l, 1)
+	env.Apply(t, ns, env.Fixture(t, "rbac.yaml"), 0)
+	cfg := env.ServiceAccountConfig(t, ns, "operator")
+	binding := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "kubectl-pgpool"},
+		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubectl-pgpool"},
+		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "operator", "namespace": ns}},
+	}}
+	env.Apply(t, ns, []*unstructured.Unstructured{binding}, 0)
+	kc := env.ServiceAccountKubeconfig(t, cfg, ns)
+	for _, args := range [][]string{
+		{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes"},
+		{"tls", "rotate", "pgpool", "--yes"},
+		{"tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer", "--yes"},
+		{"tls", "status", "pgpool"},
+		{"tls", "remove", "pgpool", "--yes"},
+	} {
+		out, errOut, err := plugin(t, kc, ns, args...)
+		if err != nil {
+			t.Fatalf("%s as a ServiceAccount with the README's Role: %v\n%s\n%s", strings.Join(args, " "), err, out, errOut)
+		}
+	}
+	checkLastOperation(t, ns, l, "remove", "Succeeded")
+}
+
+// A step that runs out of --timeout exits 124 and says how to raise it.
+func TestTLSStepTimeoutExits124(t *testing.T) {
+	ns := setup(t, layouts[0], 1)
+	_, _, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes", "--timeout", "1ms")
+	if err == nil || cmd.ExitCode(err) != 124 || !strings.Contains(err.Error(), "raise it with --timeout") {
+		t.Fatalf("add with --timeout 1ms: exit %d, %v", cmd.ExitCode(err), err)
+	}
 }
