@@ -245,6 +245,9 @@ func (o *OperationOptions) preflight(ctx context.Context, t *target.Target, req 
 		}
 		return fmt.Errorf("check for cert-manager's API: %w", err)
 	}
+	if err := o.checkAccess(ctx, t, req); err != nil {
+		return err
+	}
 	if req.Operation == ops.Add || req.Operation == ops.ChangeIssuer {
 		ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
 		if err := tls.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref); err != nil {

@@ -18,6 +18,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
+	authorizationv1client "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
@@ -123,7 +124,8 @@ func Explain(err error) string {
 // Runner's clients plus discovery.
 type Clients struct {
 	apply.Clients
-	Discovery discovery.DiscoveryInterface
+	Discovery     discovery.DiscoveryInterface
+	Authorization authorizationv1client.AuthorizationV1Interface
 }
 
 // NewClients builds the clients from a REST config.
@@ -144,6 +146,9 @@ func NewClients(cfg *rest.Config) (*Clients, error) {
 		return nil, err
 	}
 	if c.Dynamic, err = dynamic.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if c.Authorization, err = authorizationv1client.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
 	if c.Discovery, err = discovery.NewDiscoveryClientForConfig(cfg); err != nil {

@@ -473,15 +473,45 @@ func TestTLSLifecycleWithREADMERBAC(t *testing.T) {
 	}
 	l := layouts[0]
 	ns := setup(t, l, 1)
-	env.Apply(t, ns, env.Fixture(t, "rbac.yaml"), 0)
 	cfg := env.ServiceAccountConfig(t, ns, "operator")
 	binding := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "kubectl-pgpool"},
 		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubectl-pgpool"},
 		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "operator", "namespace": ns}},
 	}}
-	env.Apply(t, ns, []*unstructured.Unstructured{binding}, 0)
 	kc := env.ServiceAccountKubeconfig(t, cfg, ns)
+
+	// First the Role without pods/eviction: add is refused before any write.
+	reduced := env.Fixture(t, "rbac.yaml")[0]
+	rules, _, _ := unstructured.NestedSlice(reduced.Object, "rules")
+	for _, r := range rules {
+		rm := r.(map[string]any)
+		var kept []any
+		for _, res := range rm["resources"].([]any) {
+			if res != "pods/eviction" {
+				kept = append(kept, res)
+			}
+		}
+		rm["resources"] = kept
+	}
+	_ = unstructured.SetNestedSlice(reduced.Object, rules, "rules")
+	env.Apply(t, ns, []*unstructured.Unstructured{reduced, binding}, 0)
+	waitSettled(t, ns, l)
+	before := resourceVersions(t, ns, l)
+	_, _, err = plugin(t, kc, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes")
+	if err == nil || !strings.Contains(err.Error(), "you may not create pods/eviction") || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("add without pods/eviction: %v, want a preflight error naming the permission", err)
+	}
+	if after := resourceVersions(t, ns, l); after != before {
+		t.Fatalf("a refused add changed objects: %s -> %s", before, after)
+	}
+	crts, _ := env.CertMgr.CertmanagerV1().Certificates(ns).List(testenv.Context(t, time.Minute), metav1.ListOptions{LabelSelector: tls.LabelInstance})
+	if len(crts.Items) != 0 {
+		t.Fatal("a refused add created Certificates")
+	}
+
+	// Then the README's Role as it is.
+	env.Apply(t, ns, env.Fixture(t, "rbac.yaml"), 0)
 	for _, args := range [][]string{
 		{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes"},
 		{"tls", "rotate", "pgpool", "--yes"},
