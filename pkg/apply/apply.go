@@ -97,11 +97,8 @@ func (r *Runner) Run(ctx context.Context, s plan.Step, report func(string)) (str
 }
 
 func (r *Runner) run(ctx context.Context, s plan.Step, report func(string)) (string, error) {
-	if r.ServerDryRun {
-		switch s.Kind {
-		case plan.Wait, plan.Rollout, plan.Verify:
-			return "skipped: nothing to wait for in a server dry run", nil
-		}
+	if r.ServerDryRun && !s.Kind.Writes() {
+		return "skipped: nothing to wait for in a server dry run", nil
 	}
 	switch s.Kind {
 	case plan.Lock:

@@ -107,7 +107,6 @@ type Event struct {
 	Step    Step          `json:"-"`
 	Message string        `json:"message,omitempty"`
 	Elapsed time.Duration `json:"elapsed"`
-	Err     error         `json:"-"`
 }
 
 // StepResult is what happened to one step.
@@ -168,7 +167,7 @@ func Execute(ctx context.Context, p *Plan, r Runner, onEvent func(Event)) (*Resu
 		if err != nil {
 			sr.Status = "failed"
 			sr.Message = err.Error()
-			onEvent(Event{Type: StepFailed, Index: i, Step: s, Elapsed: el, Err: err, Message: err.Error()})
+			onEvent(Event{Type: StepFailed, Index: i, Step: s, Elapsed: el, Message: err.Error()})
 			if firstErr == nil {
 				firstErr = fmt.Errorf("step %d (%s %s): %w", i+1, s.Kind, s.Object, err)
 			}

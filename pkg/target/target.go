@@ -98,7 +98,6 @@ type Target struct {
 	APIVersion     string                        `json:"apiVersion"`
 	GVR            schema.GroupVersionResource   `json:"-"`
 	UID            string                        `json:"uid"`
-	Generation     int64                         `json:"generation"`
 	Annotations    map[string]string             `json:"-"`
 	Template       corev1.PodTemplateSpec        `json:"-"`
 	Selector       *metav1.LabelSelector         `json:"-"`
@@ -181,7 +180,7 @@ func Discover(ctx context.Context, c Clients, ns, name string) (*Target, error) 
 func fromWorkload(obj *unstructured.Unstructured, kind string, gvr schema.GroupVersionResource) (*Target, error) {
 	t := &Target{
 		Namespace: obj.GetNamespace(), Name: obj.GetName(), Kind: kind, APIVersion: obj.GetAPIVersion(),
-		GVR: gvr, UID: string(obj.GetUID()), Generation: obj.GetGeneration(), Annotations: obj.GetAnnotations(),
+		GVR: gvr, UID: string(obj.GetUID()), Annotations: obj.GetAnnotations(),
 	}
 	tmpl, ok, err := unstructured.NestedMap(obj.Object, "spec", "template")
 	if err != nil || !ok {

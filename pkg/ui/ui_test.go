@@ -2,7 +2,6 @@ package ui
 
 import (
 	"bytes"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +18,7 @@ func TestPlainProgress(t *testing.T) {
 	p.Event(plan.Event{Type: plan.StepStarted, Index: 0, Step: s})
 	p.Event(plan.Event{Type: plan.StepProgress, Index: 0, Step: s, Message: "PDB said no"})
 	p.Event(plan.Event{Type: plan.StepSucceeded, Index: 0, Step: s, Elapsed: 1500 * time.Millisecond, Message: "replaced"})
-	p.Event(plan.Event{Type: plan.StepFailed, Index: 1, Step: s, Err: errors.New("x"), Message: "x"})
+	p.Event(plan.Event{Type: plan.StepFailed, Index: 1, Step: s, Message: "x"})
 	p.Stop()
 	out := b.String()
 	if strings.Contains(out, "\033") || strings.Contains(out, "\r") {
