@@ -87,6 +87,11 @@ func TestClusterEvictedStatefulSetPodIsRecreated(t *testing.T) {
 	pods := env.WaitPodsReady(t, ns, kubedbSelector, 1, time.Minute)
 	old := pods[0]
 	ctx := testenv.Context(t, time.Minute)
+	// The PDB starts with status.disruptionsAllowed 0 until the disruption
+	// controller has counted the Ready pod; evicting before that gets 429.
+	testenv.WaitObject(t, ctx, pdbLW(ns, "pgpool"), &policyv1.PodDisruptionBudget{}, "the PDB to allow a disruption", func(p *policyv1.PodDisruptionBudget) bool {
+		return p.Status.ObservedGeneration >= p.Generation && p.Status.DisruptionsAllowed >= 1
+	})
 	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: old.Name, Namespace: ns}}
 	if err := env.Kube.PolicyV1().Evictions(ns).Evict(ctx, ev); err != nil {
 		t.Fatalf("evict %s: %v", old.Name, err)
@@ -97,6 +102,19 @@ func TestClusterEvictedStatefulSetPodIsRecreated(t *testing.T) {
 	})
 	if p.Spec.NodeName == "" {
 		t.Fatal("replacement not scheduled")
+	}
+}
+
+func pdbLW(ns, name string) cache.ListerWatcher {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = testenv.NameSelector(name)
+			return env.Kube.PolicyV1().PodDisruptionBudgets(ns).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = testenv.NameSelector(name)
+			return env.Kube.PolicyV1().PodDisruptionBudgets(ns).Watch(ctx, o)
+		},
 	}
 }
 
@@ -127,17 +145,7 @@ func TestClusterEvictionBlockedByPDBGets429(t *testing.T) {
 		t.Fatal(err)
 	}
 	gen := pdb.Generation
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = testenv.NameSelector("pgpool")
-			return env.Kube.PolicyV1().PodDisruptionBudgets(ns).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = testenv.NameSelector("pgpool")
-			return env.Kube.PolicyV1().PodDisruptionBudgets(ns).Watch(ctx, o)
-		},
-	}
-	testenv.WaitObject(t, ctx, lw, &policyv1.PodDisruptionBudget{}, "the disruption controller to process the PDB", func(p *policyv1.PodDisruptionBudget) bool {
+	testenv.WaitObject(t, ctx, pdbLW(ns, "pgpool"), &policyv1.PodDisruptionBudget{}, "the disruption controller to process the PDB", func(p *policyv1.PodDisruptionBudget) bool {
 		return p.Status.ObservedGeneration >= gen && p.Status.CurrentHealthy == 3 && p.Status.DisruptionsAllowed == 0
 	})
 	err = env.Kube.PolicyV1().Evictions(ns).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pods[0].Name, Namespace: ns}})
