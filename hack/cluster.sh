@@ -159,6 +159,13 @@ real_node_up() {
 	local IMG N="$DIR/node"
 	IMG="$("$ROOT/hack/build-images.sh" | tail -n 1)"
 	mkdir -p "$N/containerd" "$N/cni/net.d" "$N/cni/ipam" "$N/kubelet"
+	# Two paths are fixed outside our directory: the kubelet's device-plugin
+	# socket (/var/lib/kubelet/device-plugins) and libcni's result cache
+	# (/var/lib/cni/results). Remember which of them we create, so that
+	# cluster-down removes exactly those.
+	for d in /var/lib/kubelet /var/lib/cni /var/lib/kubelet/device-plugins/kubelet.sock; do
+		[ -e "$d" ] || echo "$d" >>"$N/created-paths"
+	done
 	cat >"$N/containerd/config.toml" <<-EOF
 		version = 2
 		root = "$N/containerd/root"
@@ -252,6 +259,8 @@ real_node_down() {
 		done
 		for c in $(ctr --address "$sock" -n k8s.io containers ls -q 2>/dev/null); do
 			ctr --address "$sock" -n k8s.io containers rm "$c" >/dev/null 2>&1 || true
+			# The sandboxes' loopback results, named after the sandbox's ID.
+			rm -f /var/lib/cni/results/cni-loopback-"$c"-* 2>/dev/null || true
 		done
 	fi
 	stop_one containerd
@@ -259,6 +268,12 @@ real_node_down() {
 	ip link delete kpgpool0 >/dev/null 2>&1 || true
 	# libcni caches results outside containerd's dirs, named after our network.
 	rm -f /var/lib/cni/results/kubectl-pgpool-* 2>/dev/null || true
+	if [ -f "$N/created-paths" ]; then
+		while read -r d; do
+			say "removing $d (created by the real node)"
+			rm -rf "$d"
+		done <"$N/created-paths"
+	fi
 }
 
 up() {
