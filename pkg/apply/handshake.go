@@ -94,3 +94,16 @@ func (r *Runner) checkPod(ctx context.Context, pod string, tlsOn bool, report fu
 	}
 	return fmt.Sprintf("serves serial %s over %s", s.Serial, s.Version), nil
 }
+
+// Probe handshakes with one pod and compares what it serves with the TLS
+// Secret (tlsOn) or expects no TLS at all (!tlsOn). It is the check
+// behind `tls status`: the errors are verify's DialError (the pod cannot be
+// reached) and MismatchError (it serves something else), or a Secret that
+// cannot be read.
+func (r *Runner) Probe(ctx context.Context, pod string, tlsOn bool) (*verify.Served, error) {
+	want, err := r.expectation(ctx, tlsOn)
+	if err != nil {
+		return nil, err
+	}
+	return verify.Check(ctx, r.dialer(), pod, want)
+}

@@ -50,36 +50,46 @@ func PortForwardDialer(cfg *rest.Config, core corev1client.CoreV1Interface, ns s
 			_ = sc.Close()
 			return nil, fmt.Errorf("port-forward to pod %s/%s: data stream: %w", ns, pod, err)
 		}
-		c := &streamConn{conn: sc, data: data, errc: make(chan error, 1)}
+		c := &streamConn{conn: sc, data: data, errDone: make(chan struct{})}
 		go func() {
-			msg, _ := io.ReadAll(errStream)
-			if len(msg) > 0 {
-				c.errc <- fmt.Errorf("port-forward to pod %s/%s port %d: %s", ns, pod, port, msg)
+			defer close(c.errDone)
+			if msg, _ := io.ReadAll(errStream); len(msg) > 0 {
+				c.errMsg = fmt.Errorf("port-forward to pod %s/%s port %d: %s", ns, pod, port, msg)
 			}
 		}()
 		return c, nil
 	}
 }
 
+// errStreamWait bounds the wait for the error stream after the data stream
+// ended.
+const errStreamWait = 5 * time.Second
+
 // streamConn is a port-forward data stream as a net.Conn. Deadlines close
 // the connection when they pass (the stream has no deadlines of its own).
 type streamConn struct {
 	conn io.Closer
 	data io.ReadWriteCloser
-	errc chan error
+	// errMsg is what the error stream said; it is set before errDone closes.
+	errMsg  error
+	errDone chan struct{}
 
 	mu    sync.Mutex
 	timer *time.Timer
 	once  sync.Once
 }
 
+// Read reads the data stream. When it ends, the error stream says why (as
+// kubectl port-forward does, it is read to its end before giving up).
 func (c *streamConn) Read(b []byte) (int, error) {
 	n, err := c.data.Read(b)
 	if err != nil {
 		select {
-		case e := <-c.errc:
-			return n, e
-		default:
+		case <-c.errDone:
+			if c.errMsg != nil {
+				return n, c.errMsg
+			}
+		case <-time.After(errStreamWait):
 		}
 	}
 	return n, err

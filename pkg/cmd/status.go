@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -13,9 +14,11 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
 // StatusOptions are the options of `tls status`.
@@ -24,15 +27,23 @@ type StatusOptions struct {
 }
 
 func newStatusCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &StatusOptions{OperationOptions{IOStreams: streams, ConfigFlags: flags, DryRun: "none", Apply: "IfReady", Timeout: time.Minute, Verify: "true"}}
+	o := &StatusOptions{OperationOptions{IOStreams: streams, ConfigFlags: flags, DryRun: "none", Apply: "IfReady", Timeout: 20 * time.Second, Verify: "true"}}
 	c := &cobra.Command{
-		Use:               "status NAME",
-		Short:             "Show what TLS is configured, its certificates and expiry, and the pods",
-		Example:           "  kubectl pgpool tls status pgpool -n demo\n  kubectl pgpool tls status pgpool -n demo -o json",
+		Use:   "status NAME",
+		Short: "Show what TLS is configured, its certificates and expiry, and the pods",
+		Long: `Show the TLS configuration of a pgpool, its cert-manager Certificates and, by a
+TLS handshake with each pod through port-forward, what every pod really serves
+compared with the Certificate's Secret.`,
+		Example: `  kubectl pgpool tls status pgpool -n demo
+  kubectl pgpool tls status pgpool -n demo -o json
+  # exit 1 unless every pod is proven to serve the Secret's certificate
+  kubectl pgpool tls status pgpool -n demo --verify=required`,
 		ValidArgsFunction: completePgpools(flags),
 		RunE:              runE(o),
 	}
 	c.Flags().StringVarP(&o.Output, "output", "o", "text", "text, json or yaml")
+	c.Flags().StringVar(&o.Verify, "verify", "true", `handshake with each pod through port-forward and compare what it serves with the Secret: "true" (report), "false" (skip), or "required" (exit 1 unless every pod is proven)`)
+	c.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "time limit of each pod's handshake")
 	return c
 }
 
@@ -60,11 +71,17 @@ type CertStatus struct {
 	Secret   *tls.CertInfo `json:"secret,omitempty"`
 }
 
-// PodStatus is one pod.
+// PodStatus is one pod and, unless --verify=false, what its handshake
+// showed.
 type PodStatus struct {
 	Name  string `json:"name"`
 	Ready bool   `json:"ready"`
 	UID   string `json:"uid"`
+	// Check is "ok" (serves what the Secret holds, or no TLS when TLS is
+	// off), "mismatch", "unreachable", "error" or "skipped".
+	Check  string         `json:"check,omitempty"`
+	Detail string         `json:"detail,omitempty"`
+	Served *verify.Served `json:"served,omitempty"`
 }
 
 // Run prints the status.
@@ -96,6 +113,60 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	for i := range t.Pods {
 		st.Pods = append(st.Pods, PodStatus{Name: t.Pods[i].Name, Ready: target.PodReady(&t.Pods[i]), UID: string(t.Pods[i].UID)})
 	}
+	if o.Verify != apply.VerifyOff {
+		o.probe(ctx, t, st.Pods)
+	}
+	if err := o.print(t, &st); err != nil {
+		return err
+	}
+	if o.Verify == apply.VerifyRequired {
+		for _, p := range st.Pods {
+			if p.Check != "ok" {
+				return fmt.Errorf("pod %s is not proven to serve what it should (%s: %s)", p.Name, p.Check, p.Detail)
+			}
+		}
+	}
+	return nil
+}
+
+// probe fills in each pod's handshake result. Once a pod cannot be reached
+// at all (a kwok node has no kubelet to port-forward), the rest are skipped.
+func (o *StatusOptions) probe(ctx context.Context, t *target.Target, pods []PodStatus) {
+	r := &apply.Runner{Clients: o.Clients.Clients, Target: t, Dial: o.Dial}
+	unreachable := ""
+	for i := range pods {
+		p := &pods[i]
+		if unreachable != "" {
+			p.Check, p.Detail = "skipped", "pod "+unreachable+" could not be reached"
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		s, err := r.Probe(pctx, p.Name, t.State.Enabled)
+		cancel()
+		p.Served = s
+		var de *verify.DialError
+		var me *verify.MismatchError
+		switch {
+		case err == nil && s.TLS:
+			ca := "verified against its ca.crt"
+			if !s.Verified {
+				ca = "not verified: the Secret has no ca.crt"
+			}
+			p.Check, p.Detail = "ok", fmt.Sprintf("serves serial %s over %s, the Secret's certificate, %s", s.Serial, s.Version, ca)
+		case err == nil:
+			p.Check, p.Detail = "ok", "answers the SSLRequest with 'N' (no TLS), as configured"
+		case errors.As(err, &de):
+			p.Check, p.Detail = "unreachable", err.Error()
+			unreachable = p.Name
+		case errors.As(err, &me):
+			p.Check, p.Detail = "mismatch", err.Error()
+		default:
+			p.Check, p.Detail = "error", err.Error()
+		}
+	}
+}
+
+func (o *StatusOptions) print(t *target.Target, st *Status) error {
 	switch o.Output {
 	case "json":
 		enc := json.NewEncoder(o.Out)
@@ -127,6 +198,9 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	}
 	for _, p := range st.Pods {
 		fmt.Fprintf(w, "Pod %s:\tReady=%v\n", p.Name, p.Ready)
+		if p.Check != "" {
+			fmt.Fprintf(w, "  handshake:\t%s: %s\n", p.Check, p.Detail)
+		}
 	}
 	if st.LastOp != "" {
 		fmt.Fprintf(w, "Last operation:\t%s\n", st.LastOp)

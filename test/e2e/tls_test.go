@@ -134,6 +134,7 @@ func TestTLSLifecycle(t *testing.T) {
 				if err != nil || !strings.Contains(status, `"sslMode": "require"`) || !strings.Contains(status, `"clientAuthMode": "cert"`) {
 					t.Fatalf("status after add: %v\n%s", err, status)
 				}
+				checkStatusOnKwok(t, ns, status, replicas)
 
 				// A second add is refused and says what to use.
 				_, _, err = plugin(t, env.Kubeconfig, ns, addArgs...)
@@ -533,5 +534,31 @@ func TestTLSStepTimeoutExits124(t *testing.T) {
 	_, _, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes", "--timeout", "1ms")
 	if err == nil || cmd.ExitCode(err) != 124 || !strings.Contains(err.Error(), "raise it with --timeout") {
 		t.Fatalf("add with --timeout 1ms: exit %d, %v", cmd.ExitCode(err), err)
+	}
+}
+
+// checkStatusOnKwok: kwok pods cannot be port-forwarded, so status reports
+// the first pod unreachable, skips the rest, and --verify=required fails.
+func checkStatusOnKwok(t *testing.T, ns, out string, replicas int) {
+	t.Helper()
+	var st cmd.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status -o json: %v\n%s", err, out)
+	}
+	if len(st.Pods) != replicas {
+		t.Fatalf("status lists %d pods, want %d", len(st.Pods), replicas)
+	}
+	for i, p := range st.Pods {
+		want := "skipped"
+		if i == 0 {
+			want = "unreachable"
+		}
+		if p.Check != want || p.Served != nil {
+			t.Fatalf("status of pod %s on kwok: check %q (%s), want %q", p.Name, p.Check, p.Detail, want)
+		}
+	}
+	_, _, err := plugin(t, env.Kubeconfig, ns, "tls", "status", "pgpool", "--verify=required")
+	if err == nil || !strings.Contains(err.Error(), "is not proven to serve") {
+		t.Fatalf("status --verify=required on kwok: %v, want an error", err)
 	}
 }

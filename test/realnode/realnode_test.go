@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
@@ -133,6 +135,40 @@ func roll(t *testing.T, ns string, replicas int, args ...string) {
 	}
 }
 
+// status runs `tls status --verify=required -o json` and checks that every
+// pod was proven by its handshake: it serves the Secret's serial over TLS
+// 1.3 (tlsOn) or answers 'N'.
+func status(t *testing.T, ns string, replicas int, tlsOn bool) {
+	t.Helper()
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: "test"})
+	root.SetArgs([]string{"--kubeconfig", env.Kubeconfig, "-n", ns, "tls", "status", "pgpool", "--verify=required", "-o", "json"})
+	if err := root.ExecuteContext(testenv.Context(t, 2*time.Minute)); err != nil {
+		t.Fatalf("kubectl pgpool tls status --verify=required: %v\n%s\n%s", err, out, errOut)
+	}
+	var st cmd.Status
+	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+		t.Fatalf("status -o json: %v\n%s", err, out)
+	}
+	wantSerial := ""
+	if tlsOn {
+		crt, err := tls.ParseFirstCert(secretPEM(t, ns, "pgpool-server-cert", "tls.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantSerial = crt.SerialNumber.Text(16)
+	}
+	if len(st.Pods) != replicas {
+		t.Fatalf("status lists %d pods, want %d", len(st.Pods), replicas)
+	}
+	for _, p := range st.Pods {
+		s := p.Served
+		if p.Check != "ok" || s == nil || s.TLS != tlsOn || s.Serial != wantSerial || (tlsOn && (s.Version != "TLS 1.3" || !s.Verified)) {
+			t.Fatalf("status of pod %s: check %q (%s), served %+v; want TLS %v serial %q", p.Name, p.Check, p.Detail, s, tlsOn, wantSerial)
+		}
+	}
+}
+
 func secretPEM(t *testing.T, ns, name, key string) []byte {
 	t.Helper()
 	s, err := env.Kube.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
@@ -219,11 +255,13 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 			if first.Version != "TLS 1.3" || !first.Verified {
 				t.Fatalf("served after add: %+v", first)
 			}
+			status(t, ns, replicas, true)
 			fileEnd := execIn(t, ns, "openssl", "x509", "-in", "/opt/pgpool-II/tls/tls.crt", "-enddate", "-noout")
 
 			// rotate: the served certificate and the file in the pod change.
 			roll(t, ns, replicas, "tls", "rotate", "pgpool")
 			second := served(t, ns, secretPEM(t, ns, "pgpool-server-cert", "ca.crt"))
+			status(t, ns, replicas, true)
 			if second.Serial == first.Serial || second.NotAfter.Equal(first.NotAfter) {
 				t.Fatalf("rotate: pgpool still serves serial %s, ending %s", first.Serial, first.NotAfter)
 			}
@@ -252,6 +290,7 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 			if !strings.Contains(conf, "ssl = 'off'") {
 				t.Fatalf("the running pgpool.conf after remove:\n%s", conf)
 			}
+			status(t, ns, replicas, false)
 			port = portForward(t, ns, "svc/pgpool")
 			c := exec.Command("psql", fmt.Sprintf("host=localhost port=%d dbname=postgres user=postgres sslmode=disable", port), "-w", "-At", "-c", "select 'logged-in'")
 			c.Env = append(os.Environ(), "PGPASSWORD=pgpool-demo-password", "PGCONNECT_TIMEOUT=10")
