@@ -35,6 +35,7 @@ func needs(t *target.Target, req ops.Request, verifyRequired bool) []access {
 		{"coordination.k8s.io", "leases", "", "create"}, {"coordination.k8s.io", "leases", "", "delete"},
 		{"", "events", "", "create"}, {t.GVR.Group, t.GVR.Resource, "", "patch"},
 		{"", "pods", "", "list"}, {"", "pods", "", "watch"}, {"", "secrets", "", "get"},
+		{"policy", "poddisruptionbudgets", "", "list"},
 		{"cert-manager.io", "certificates", "", "watch"},
 	}
 	switch req.Operation {

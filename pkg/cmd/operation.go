@@ -23,6 +23,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ops"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
@@ -175,6 +176,11 @@ func (o *OperationOptions) run(ctx context.Context, req ops.Request) error {
 	if err != nil {
 		return err
 	}
+	if p.Restart == "evict" {
+		if err := o.checkBudgets(ctx, t); err != nil {
+			return err
+		}
+	}
 	color := !o.NoColor && os.Getenv("NO_COLOR") == ""
 	if o.Output == "text" {
 		ui.RenderPlan(o.Out, p, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)), o.DryRun)
@@ -208,7 +214,9 @@ func (o *OperationOptions) run(ctx context.Context, req ops.Request) error {
 	return execErr
 }
 
-func (o *OperationOptions) printDoc(d outputDoc) error {
+// printDoc writes d as JSON or YAML when -o asks for it (text is printed
+// by the caller).
+func (o *OperationOptions) printDoc(d any) error {
 	switch o.Output {
 	case "json":
 		enc := json.NewEncoder(o.Out)
@@ -233,6 +241,16 @@ func confirm(in io.Reader, out io.Writer, q string) (bool, error) {
 	}
 	a := strings.ToLower(strings.TrimSpace(line))
 	return a == "y" || a == "yes", nil
+}
+
+// checkBudgets refuses a roll that the PodDisruptionBudgets would block
+// outright (read-only, before the first write).
+func (o *OperationOptions) checkBudgets(ctx context.Context, t *target.Target) error {
+	pdbs, err := o.Clients.Policy.PodDisruptionBudgets(t.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list the PodDisruptionBudgets in %s: %w", t.Namespace, err)
+	}
+	return restart.CheckBudgets(pdbs.Items, t.Pods)
 }
 
 // preflight runs the read-only checks that need the API: cert-manager is

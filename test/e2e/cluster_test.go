@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
@@ -102,6 +103,21 @@ func TestClusterEvictedStatefulSetPodIsRecreated(t *testing.T) {
 	})
 	if p.Spec.NodeName == "" {
 		t.Fatal("replacement not scheduled")
+	}
+}
+
+// dynamicLW lists and watches the one object name of gvr (ns "" for
+// cluster-scoped resources).
+func dynamicLW(gvr schema.GroupVersionResource, ns, name string) cache.ListerWatcher {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = testenv.NameSelector(name)
+			return env.Dynamic.Resource(gvr).Namespace(ns).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = testenv.NameSelector(name)
+			return env.Dynamic.Resource(gvr).Namespace(ns).Watch(ctx, o)
+		},
 	}
 }
 

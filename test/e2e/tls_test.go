@@ -12,14 +12,14 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/tools/cache"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
@@ -439,17 +439,7 @@ func waitSettled(t *testing.T, ns string, l layout) {
 	t.Helper()
 	gvr := l.gvr()
 	ctx := testenv.Context(t, time.Minute)
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = testenv.NameSelector("pgpool")
-			return env.Dynamic.Resource(gvr).Namespace(ns).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = testenv.NameSelector("pgpool")
-			return env.Dynamic.Resource(gvr).Namespace(ns).Watch(ctx, o)
-		},
-	}
-	testenv.WaitObject(t, ctx, lw, &unstructured.Unstructured{}, l.kind+" status settled", func(u *unstructured.Unstructured) bool {
+	testenv.WaitObject(t, ctx, dynamicLW(gvr, ns, "pgpool"), &unstructured.Unstructured{}, l.kind+" status settled", func(u *unstructured.Unstructured) bool {
 		done, _ := restart.RolloutDone(u)
 		avail, _, _ := unstructured.NestedInt64(u.Object, "status", "availableReplicas")
 		want, _, _ := unstructured.NestedInt64(u.Object, "spec", "replicas")
@@ -561,4 +551,84 @@ func checkStatusOnKwok(t *testing.T, ns, out string, replicas int) {
 	if err == nil || !strings.Contains(err.Error(), "is not proven to serve") {
 		t.Fatalf("status --verify=required on kwok: %v, want an error", err)
 	}
+}
+
+// PodDisruptionBudgets that would refuse every eviction of the roll stop the
+// operation in preflight, with what to fix, before the first write: a budget
+// that allows no disruption with every pod healthy, two budgets over the
+// same pods, and a budget the disruption controller cannot compute.
+func TestTLSPreflightBlockingBudgets(t *testing.T) {
+	l := layouts[0]
+	ns := setup(t, l, 1)
+	ctx := testenv.Context(t, 2*time.Minute)
+	pdbs := env.Kube.PolicyV1().PodDisruptionBudgets(ns)
+	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes"}
+	patch := func(p string) int64 {
+		t.Helper()
+		b, err := pdbs.Patch(ctx, "pgpool", types.MergePatchType, []byte(p), metav1.PatchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Generation
+	}
+	waitPDB := func(what string, cond func(*policyv1.PodDisruptionBudget) bool) {
+		t.Helper()
+		testenv.WaitObject(t, ctx, pdbLW(ns, "pgpool"), &policyv1.PodDisruptionBudget{}, what, cond)
+	}
+	expectRefused := func(want string) {
+		t.Helper()
+		before := resourceVersions(t, ns, l)
+		_, _, err := plugin(t, env.Kubeconfig, ns, add...)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "nothing was changed") {
+			t.Fatalf("add: %v, want an error with %q", err, want)
+		}
+		if after := resourceVersions(t, ns, l); after != before {
+			t.Fatalf("a refused add changed objects: %s -> %s", before, after)
+		}
+	}
+
+	gen := patch(`{"spec":{"maxUnavailable":0}}`)
+	waitPDB("the PDB at maxUnavailable 0 to be computed", func(b *policyv1.PodDisruptionBudget) bool {
+		return b.Status.ObservedGeneration >= gen && b.Status.CurrentHealthy == 1 && b.Status.DisruptionsAllowed == 0
+	})
+	expectRefused("PodDisruptionBudget pgpool allows no disruption even though every pod it covers is healthy (maxUnavailable 0, 1 pods)")
+	gen = patch(`{"spec":{"maxUnavailable":1}}`)
+	waitPDB("the PDB at maxUnavailable 1 to be computed", func(b *policyv1.PodDisruptionBudget) bool {
+		return b.Status.ObservedGeneration >= gen && b.Status.DisruptionsAllowed == 1
+	})
+
+	extra := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "extra"}, Spec: policyv1.PodDisruptionBudgetSpec{
+		MaxUnavailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/instance": "pgpool"}}}}
+	if _, err := pdbs.Create(ctx, extra, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expectRefused("pod pgpool-0 is selected by 2 PodDisruptionBudgets (extra, pgpool)")
+	if err := pdbs.Delete(ctx, "extra", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A pod under the budget whose controller has no scale subresource (as
+	// a PetSet CRD without one): the disruption controller cannot know how
+	// many pods to expect for a maxUnavailable budget.
+	owner, err := env.Kube.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "stray-owner"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "stray", Labels: map[string]string{"app.kubernetes.io/instance": "pgpool"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: owner.Name, UID: owner.UID, Controller: ptr.To(true)}}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "stray"}}}}
+	if _, err := env.Kube.CoreV1().Pods(ns).Create(ctx, stray, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	patch(`{"spec":{"selector":{"matchLabels":{"app.kubernetes.io/name":null}}}}`)
+	waitPDB("the disruption controller to fail on the PDB", func(b *policyv1.PodDisruptionBudget) bool {
+		for _, c := range b.Status.Conditions {
+			if c.Type == policyv1.DisruptionAllowedCondition && c.Reason == policyv1.SyncFailedReason {
+				return true
+			}
+		}
+		return false
+	})
+	expectRefused("the disruption controller cannot compute PodDisruptionBudget pgpool (configmaps does not implement the scale subresource)")
+	checkUnlocked(t, ns)
 }
