@@ -7,9 +7,8 @@ DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 TOOLS   := $(HOME)/.cache/kubectl-pgpool/tools
 GOLANGCI_LINT_VERSION := v2.15.0
-KREW_VERSION := v0.4.3
 
-.PHONY: build install cluster-up cluster-down demo test unit lint krew-validate e2e bench clean
+.PHONY: build install cluster-up cluster-down demo test unit lint krew-validate dist e2e bench clean
 
 build: ## bin/kubectl-pgpool
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/kubectl-pgpool ./cmd/kubectl-pgpool
@@ -39,13 +38,11 @@ lint: ## gofmt, go vet, golangci-lint
 		mv $(TOOLS)/gl/golangci-lint $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION); }
 	$(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION) run ./...
 
-krew-validate: ## krew's own manifest validation
-	@[ -x $(TOOLS)/validate-krew-manifest-$(KREW_VERSION) ] || { GOBIN=$(TOOLS)/krew go install sigs.k8s.io/krew/cmd/validate-krew-manifest@$(KREW_VERSION) && \
-		mv $(TOOLS)/krew/validate-krew-manifest $(TOOLS)/validate-krew-manifest-$(KREW_VERSION); }
-	@# krew wants the file named after the plugin
-	@d=$$(mktemp -d) && cp krew-manifest.yaml $$d/pgpool.yaml && \
-		$(TOOLS)/validate-krew-manifest-$(KREW_VERSION) -manifest $$d/pgpool.yaml -skip-install 2>&1 | grep -v '^\s' ; \
-		rc=$${PIPESTATUS[0]}; rm -rf $$d; exit $$rc
+krew-validate: ## krew's manifest validation, and a real krew install of this platform's archive (hack/krew-check.sh)
+	@hack/krew-check.sh
+
+dist: ## release archives and dist/pgpool.yaml with their sha256 (VERSION=v0.1.0 PLATFORMS="linux/amd64 ...")
+	@hack/dist.sh
 
 e2e: ## tests against the local cluster with its real node (starts it when it is not up, stops it after)
 	@REAL_NODE=1 hack/with-cluster.sh go test -count=1 -p 1 -timeout 60m ./test/...
@@ -54,4 +51,4 @@ bench: ## wall time, controller wait and API requests per operation and replica 
 	@hack/with-cluster.sh go test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/bench/
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

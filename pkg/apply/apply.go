@@ -370,6 +370,11 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 	handshakes := 0
 	for i := range pods.Items {
 		p := &pods.Items[i]
+		if p.DeletionTimestamp != nil {
+			// An evicted pod of a Deployment may still be shutting down
+			// (its replacement has another name): it is on its way out.
+			continue
+		}
 		if known[string(p.UID)] {
 			problems = append(problems, fmt.Sprintf("pod %s was not restarted", p.Name))
 		}
