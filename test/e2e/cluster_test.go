@@ -8,6 +8,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -192,6 +193,7 @@ func TestClusterServiceAccountWithoutVerbGets403(t *testing.T) {
 		t.Fatalf("403 does not name the ServiceAccount: %v", err)
 	}
 	grantSecretsList(t, ns, "limited")
+	env.WaitAllowed(t, cfg, authorizationv1.ResourceAttributes{Namespace: ns, Resource: "secrets", Verb: "list"})
 	if _, err := c.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); err != nil {
 		t.Fatalf("list secrets with a Role allowing it: %v", err)
 	}

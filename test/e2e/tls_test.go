@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -503,6 +504,7 @@ func TestTLSLifecycleWithREADMERBAC(t *testing.T) {
 
 	// Then the README's Role as it is.
 	env.Apply(t, ns, env.Fixture(t, "rbac.yaml"), 0)
+	env.WaitAllowed(t, cfg, authorizationv1.ResourceAttributes{Namespace: ns, Resource: "pods", Subresource: "eviction", Verb: "create"})
 	for _, args := range [][]string{
 		{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes"},
 		{"tls", "rotate", "pgpool", "--yes"},
@@ -560,6 +562,7 @@ func checkStatusOnKwok(t *testing.T, ns, out string, replicas int) {
 func TestTLSPreflightBlockingBudgets(t *testing.T) {
 	l := layouts[0]
 	ns := setup(t, l, 1)
+	waitSettled(t, ns, l)
 	ctx := testenv.Context(t, 2*time.Minute)
 	pdbs := env.Kube.PolicyV1().PodDisruptionBudgets(ns)
 	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes"}

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -36,6 +37,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/discovery"
@@ -363,6 +365,34 @@ func (e *Env) ServiceAccountConfig(t testing.TB, ns, name string) *rest.Config {
 	cfg := rest.AnonymousClientConfig(e.Config)
 	cfg.BearerToken = tr.Status.Token
 	return cfg
+}
+
+// WaitAllowed waits until the credential cfg may do what attrs describe
+// (SelfSubjectAccessReview as that credential). The RBAC authorizer sees a
+// new Role or RoleBinding through its informers, a moment after the write;
+// nothing can be watched for that, so this asks again every 50ms until the
+// deadline.
+func (e *Env) WaitAllowed(t testing.TB, cfg *rest.Config, attrs authorizationv1.ResourceAttributes) {
+	t.Helper()
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := Context(t, time.Minute)
+	var last string
+	err = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		r, err := c.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attrs}}, metav1.CreateOptions{})
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		last = r.Status.Reason
+		return r.Status.Allowed, nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for RBAC to allow %s %s/%s in %s: %v (last: %s)", attrs.Verb, attrs.Resource, attrs.Subresource, attrs.Namespace, err, last)
+	}
 }
 
 // ServiceAccountKubeconfig writes a kubeconfig for cfg (from
