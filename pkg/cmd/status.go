@@ -118,6 +118,9 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		return err
 	}
 	if o.Verify == apply.VerifyRequired {
+		if len(st.Pods) == 0 {
+			return fmt.Errorf("%s has no pods, so nothing is proven (--verify=required)", t)
+		}
 		for _, p := range st.Pods {
 			if p.Check != "ok" {
 				return fmt.Errorf("pod %s is not proven to serve what it should (%s: %s)", p.Name, p.Check, p.Detail)
