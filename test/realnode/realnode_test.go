@@ -135,28 +135,41 @@ func roll(t *testing.T, ns string, replicas int, args ...string) {
 	}
 }
 
-// status runs `tls status --verify=required -o json` and checks that every
-// pod was proven by its handshake: it serves the Secret's serial over TLS
-// 1.3 (tlsOn) or answers 'N'.
-func status(t *testing.T, ns string, replicas int, tlsOn bool) {
+// runStatus runs `tls status --verify=required -o json`.
+func runStatus(t *testing.T, ns string) (cmd.Status, error) {
 	t.Helper()
 	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
 	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: "test"})
 	root.SetArgs([]string{"--kubeconfig", env.Kubeconfig, "-n", ns, "tls", "status", "pgpool", "--verify=required", "-o", "json"})
-	if err := root.ExecuteContext(testenv.Context(t, 2*time.Minute)); err != nil {
-		t.Fatalf("kubectl pgpool tls status --verify=required: %v\n%s\n%s", err, out, errOut)
-	}
+	runErr := root.ExecuteContext(testenv.Context(t, 2*time.Minute))
 	var st cmd.Status
 	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
-		t.Fatalf("status -o json: %v\n%s", err, out)
+		t.Fatalf("status -o json: %v (%v)\n%s\n%s", err, runErr, out, errOut)
+	}
+	return st, runErr
+}
+
+func serverSerial(t *testing.T, ns string) string {
+	t.Helper()
+	crt, err := tls.ParseFirstCert(secretPEM(t, ns, "pgpool-server-cert", "tls.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crt.SerialNumber.Text(16)
+}
+
+// status checks that `tls status --verify=required` proved every pod by its
+// handshake: it serves the Secret's serial over TLS 1.3 (tlsOn) or answers
+// 'N'.
+func status(t *testing.T, ns string, replicas int, tlsOn bool) {
+	t.Helper()
+	st, err := runStatus(t, ns)
+	if err != nil {
+		t.Fatalf("kubectl pgpool tls status --verify=required: %v", err)
 	}
 	wantSerial := ""
 	if tlsOn {
-		crt, err := tls.ParseFirstCert(secretPEM(t, ns, "pgpool-server-cert", "tls.crt"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		wantSerial = crt.SerialNumber.Text(16)
+		wantSerial = serverSerial(t, ns)
 	}
 	if len(st.Pods) != replicas {
 		t.Fatalf("status lists %d pods, want %d", len(st.Pods), replicas)
@@ -165,6 +178,41 @@ func status(t *testing.T, ns string, replicas int, tlsOn bool) {
 		s := p.Served
 		if p.Check != "ok" || s == nil || s.TLS != tlsOn || s.Serial != wantSerial || (tlsOn && (s.Version != "TLS 1.3" || !s.Verified)) {
 			t.Fatalf("status of pod %s: check %q (%s), served %+v; want TLS %v serial %q", p.Name, p.Check, p.Detail, s, tlsOn, wantSerial)
+		}
+	}
+}
+
+// renewedBehindPgpool has cert-manager re-issue the server certificate on
+// its own (as at renewBefore, or `cmctl renew`), without the plugin: the
+// Secret changes, but pgpool keeps serving the certificate it loaded at
+// start. `tls status` must show every pod as a mismatch that names the
+// served serial, and --verify=required must fail.
+func renewedBehindPgpool(t *testing.T, ns string, replicas int) {
+	t.Helper()
+	ctx := testenv.Context(t, 2*time.Minute)
+	cm := env.CertMgr.CertmanagerV1()
+	old := serverSerial(t, ns)
+	crt, err := cm.Certificates(ns).Get(ctx, "pgpool-server-cert", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tls.TriggerIssuance(ctx, cm, ns, crt.Name, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tls.WaitReady(ctx, cm, ns, crt.Name, tls.Revision(crt), nil); err != nil {
+		t.Fatal(err)
+	}
+	renewed := serverSerial(t, ns)
+	st, err := runStatus(t, ns)
+	if err == nil || !strings.Contains(err.Error(), "is not proven") {
+		t.Fatalf("status --verify=required after a renewal pgpool did not load: %v, want exit 1", err)
+	}
+	if len(st.Pods) != replicas {
+		t.Fatalf("status lists %d pods, want %d", len(st.Pods), replicas)
+	}
+	for _, p := range st.Pods {
+		if p.Check != "mismatch" || p.Served == nil || p.Served.Serial != old || !strings.Contains(p.Detail, "serial "+renewed) {
+			t.Fatalf("status of pod %s after a renewal behind pgpool: check %q (%s); want a mismatch serving %s, expecting %s", p.Name, p.Check, p.Detail, old, renewed)
 		}
 	}
 }
@@ -262,6 +310,7 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 			roll(t, ns, replicas, "tls", "rotate", "pgpool")
 			second := served(t, ns, secretPEM(t, ns, "pgpool-server-cert", "ca.crt"))
 			status(t, ns, replicas, true)
+			renewedBehindPgpool(t, ns, replicas)
 			if second.Serial == first.Serial || second.NotAfter.Equal(first.NotAfter) {
 				t.Fatalf("rotate: pgpool still serves serial %s, ending %s", first.Serial, first.NotAfter)
 			}
