@@ -43,7 +43,9 @@ func needs(t *target.Target, req ops.Request, verifyRequired bool) []access {
 		a = append(a, access{"cert-manager.io", "certificates", "", "create"}, access{"cert-manager.io", "certificates", "", "patch"},
 			access{"", cfg, "", "patch"})
 	case ops.Rotate:
-		a = append(a, access{"cert-manager.io", "certificates", "status", "update"})
+		if !req.RestartOnly {
+			a = append(a, access{"cert-manager.io", "certificates", "status", "update"})
+		}
 	case ops.ChangeIssuer:
 		a = append(a, access{"cert-manager.io", "certificates", "", "patch"})
 	case ops.Remove:

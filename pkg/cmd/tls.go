@@ -118,25 +118,37 @@ func validIssuerKind(k string) error {
 }
 
 // RotateOptions are the options of `tls rotate`.
-type RotateOptions struct{ OperationOptions }
+type RotateOptions struct {
+	OperationOptions
+	Reissue bool
+}
 
 func newRotateCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &RotateOptions{OperationOptions{IOStreams: streams, ConfigFlags: flags}}
+	o := &RotateOptions{OperationOptions: OperationOptions{IOStreams: streams, ConfigFlags: flags}}
 	c := &cobra.Command{
 		Use:   "rotate NAME",
 		Short: "Re-issue every certificate now, then restart the pods one at a time",
+		Long: `Re-issue the server and client Certificates now (as cmctl renew), wait for
+cert-manager, then restart the pods one at a time so that pgpool loads them.
+
+pgpool reads its certificate only at start. When cert-manager has renewed a
+certificate by itself (tls status shows every pod as a mismatch),
+--reissue=false restarts the pods without issuing another one.`,
 		Example: `  kubectl pgpool tls rotate pgpool -n demo
-  kubectl pgpool tls rotate pgpool -n demo --dry-run=server`,
+  kubectl pgpool tls rotate pgpool -n demo --dry-run=server
+  # pods serve an older certificate than the Secret holds (tls status: mismatch)
+  kubectl pgpool tls rotate pgpool -n demo --reissue=false`,
 		ValidArgsFunction: completePgpools(flags),
 		RunE:              runE(o),
 	}
 	o.addFlags(c)
+	c.Flags().BoolVar(&o.Reissue, "reissue", true, "re-issue the certificates first; false only restarts the pods so that they load what the Secrets hold")
 	return c
 }
 
 // Run rotates the certificates.
 func (o *RotateOptions) Run(ctx context.Context) error {
-	return o.run(ctx, ops.Request{Operation: ops.Rotate})
+	return o.run(ctx, ops.Request{Operation: ops.Rotate, RestartOnly: !o.Reissue})
 }
 
 // ChangeIssuerOptions are the options of `tls change-issuer`.

@@ -42,6 +42,10 @@ type Request struct {
 	Duration         time.Duration
 	RenewBefore      time.Duration
 	KeepCertificates bool
+	// RestartOnly: rotate without re-issuing (--reissue=false): restart the
+	// pods so that pgpool loads the certificates the Secrets hold now (after
+	// cert-manager renewed them by itself).
+	RestartOnly bool
 	// ApplyAlways: --apply Always (do not require every pod Ready first).
 	ApplyAlways bool
 	// Holder identifies who holds the lock (user, host, pid).
@@ -440,12 +444,14 @@ func (b *builder) verify(ssl string) {
 func (b *builder) rotate() {
 	b.r.Issuer = b.t.State.Issuer
 	names := []string{target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)}
-	for _, n := range names {
-		b.add1(plan.Step{Kind: plan.Trigger, Object: certObject(b.t, n),
-			Description: fmt.Sprintf("re-issue Certificate %s now (set its Issuing condition, as cmctl renew does)", n)})
-	}
-	for _, n := range names {
-		b.waitCert(n, tls.Revision(b.t.Certificates[n]))
+	if !b.r.RestartOnly {
+		for _, n := range names {
+			b.add1(plan.Step{Kind: plan.Trigger, Object: certObject(b.t, n),
+				Description: fmt.Sprintf("re-issue Certificate %s now (set its Issuing condition, as cmctl renew does)", n)})
+		}
+		for _, n := range names {
+			b.waitCert(n, tls.Revision(b.t.Certificates[n]))
+		}
 	}
 	b.roll(false)
 	b.verify("on")

@@ -117,6 +117,7 @@ func TestPlansGolden(t *testing.T) {
 			tg  func() *target.Target
 			req Request
 		}{
+			{"rotate-restart-only", func() *target.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Rotate, RestartOnly: true, Holder: "tester"}},
 			{Add, func() *target.Target { return fixture(t, kind) }, seedAdd()},
 			{Rotate, func() *target.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Rotate, Holder: "tester"}},
 			{ChangeIssuer, func() *target.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: ChangeIssuer, Issuer: target.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"}},

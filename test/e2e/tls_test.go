@@ -159,6 +159,18 @@ func TestTLSLifecycle(t *testing.T) {
 					}
 				}
 
+				// rotate --reissue=false: only the restart.
+				revs = revisions(t, ns)
+				roll("tls", "rotate", "pgpool", "--reissue=false", "--yes")
+				if s := secretInfo(t, ns, "pgpool-server-cert"); s.Serial != srv2.Serial {
+					t.Fatalf("rotate --reissue=false changed the server serial %s -> %s", srv2.Serial, s.Serial)
+				}
+				for n, r := range revisions(t, ns) {
+					if r != revs[n] {
+						t.Fatalf("rotate --reissue=false: %s revision %d -> %d", n, revs[n], r)
+					}
+				}
+
 				// change-issuer
 				roll("tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer", "--yes")
 				srv3, cli3 := secretInfo(t, ns, "pgpool-server-cert"), secretInfo(t, ns, "pgpool-client-cert")

@@ -311,6 +311,9 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 			second := served(t, ns, secretPEM(t, ns, "pgpool-server-cert", "ca.crt"))
 			status(t, ns, replicas, true)
 			renewedBehindPgpool(t, ns, replicas)
+			// ...and rotate --reissue=false makes them load it.
+			roll(t, ns, replicas, "tls", "rotate", "pgpool", "--reissue=false")
+			status(t, ns, replicas, true)
 			if second.Serial == first.Serial || second.NotAfter.Equal(first.NotAfter) {
 				t.Fatalf("rotate: pgpool still serves serial %s, ending %s", first.Serial, first.NotAfter)
 			}
