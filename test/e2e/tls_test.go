@@ -44,6 +44,16 @@ func (l layout) gvr() schema.GroupVersionResource {
 	return target.StatefulSets
 }
 
+// workload reads the layout's workload pgpool in ns.
+func (l layout) workload(t *testing.T, ns string) *unstructured.Unstructured {
+	t.Helper()
+	w, err := env.Dynamic.Resource(l.gvr()).Namespace(ns).Get(testenv.Context(t, time.Minute), "pgpool", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 // config reads the layout's config object: its resourceVersion, pgpool.conf
 // and pool_hba.conf.
 func (l layout) config(t *testing.T, ns string) (rv, pgpoolConf, hba string) {
@@ -241,12 +251,7 @@ func checkDryRuns(t *testing.T, ns string, l layout, addArgs []string) {
 
 func resourceVersions(t *testing.T, ns string, l layout) string {
 	t.Helper()
-	ctx := testenv.Context(t, time.Minute)
-	gvr := l.gvr()
-	w, err := env.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := l.workload(t, ns)
 	cfgRV, _, _ := l.config(t, ns)
 	return w.GetResourceVersion() + "/" + cfgRV
 }
@@ -278,12 +283,7 @@ func checkUnlocked(t *testing.T, ns string) {
 
 func checkLastOperation(t *testing.T, ns string, l layout, op, result string) {
 	t.Helper()
-	ctx := testenv.Context(t, time.Minute)
-	gvr := l.gvr()
-	w, err := env.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := l.workload(t, ns)
 	var lo apply.LastOperation
 	if err := json.Unmarshal([]byte(w.GetAnnotations()[target.AnnotationLastOperation]), &lo); err != nil {
 		t.Fatalf("last-operation annotation: %v", err)
@@ -291,7 +291,7 @@ func checkLastOperation(t *testing.T, ns string, l layout, op, result string) {
 	if lo.Operation != op || lo.Result != result {
 		t.Fatalf("last operation %+v, want %s %s", lo, op, result)
 	}
-	evs, err := env.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=pgpool,involvedObject.kind=" + l.kind})
+	evs, err := env.Kube.CoreV1().Events(ns).List(testenv.Context(t, time.Minute), metav1.ListOptions{FieldSelector: "involvedObject.name=pgpool,involvedObject.kind=" + l.kind})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,12 +330,7 @@ func checkConfig(t *testing.T, ns string, l layout, on bool, hbaLine string) {
 
 func checkVolume(t *testing.T, ns string, l layout, want bool) {
 	t.Helper()
-	ctx := testenv.Context(t, time.Minute)
-	gvr := l.gvr()
-	w, err := env.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := l.workload(t, ns)
 	b, _ := json.Marshal(w.Object["spec"].(map[string]any)["template"])
 	got := strings.Contains(string(b), `"mountPath":"/config/tls"`) && strings.Contains(string(b), `"secretName":"pgpool-server-cert"`)
 	if got != want {
