@@ -72,11 +72,7 @@ func (r *Runner) checkPod(ctx context.Context, pod string, tlsOn bool, report fu
 	if r.Verify == VerifyOff || r.verifyUnavailable {
 		return "", nil
 	}
-	want, err := r.expectation(ctx, tlsOn)
-	if err != nil {
-		return "", err
-	}
-	s, err := verify.Check(ctx, r.dialer(), pod, want)
+	s, err := r.Probe(ctx, pod, tlsOn)
 	var de *verify.DialError
 	if errors.As(err, &de) {
 		if r.Verify == VerifyRequired {

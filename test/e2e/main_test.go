@@ -4,14 +4,10 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"testing"
 	"time"
 
-	"k8s.io/cli-runtime/pkg/genericiooptions"
-
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
 
@@ -21,17 +17,11 @@ func TestMain(m *testing.M) {
 	os.Exit(testenv.Run(m, &env))
 }
 
-// plugin runs `kubectl pgpool ARGS...` in-process against the local cluster
-// as the admin, and returns stdout, stderr and the error.
+// plugin runs `kubectl pgpool ARGS...` in-process and returns stdout,
+// stderr and the error.
 func plugin(t testing.TB, kubeconfig, ns string, args ...string) (string, string, error) {
 	t.Helper()
-	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
-	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: "test"})
-	root.SetArgs(append([]string{"--kubeconfig", kubeconfig, "-n", ns}, args...))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	err := root.ExecuteContext(ctx)
-	return out.String(), errOut.String(), err
+	return testenv.Plugin(kubeconfig, ns, 5*time.Minute, args...)
 }
 
 // waitIssuer waits, by watch, for an Issuer to be Ready.

@@ -114,18 +114,9 @@ func TestTLSPetSetDiscoveryAndServerDryRun(t *testing.T) {
 	if err != nil || !strings.Contains(out, "PetSet "+ns+"/pgpool (3 replicas, OnDelete)") || !strings.Contains(out, "TLS:                        off") {
 		t.Fatalf("status of a PetSet: %v\n%s\n%s", err, out, errOut)
 	}
-	rv := func() string {
-		p, err := env.Dynamic.Resource(target.PetSets).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p.GetResourceVersion() + "/" + s.ResourceVersion
-	}
-	before := rv()
+	// The KubeDB layout with the PetSet in place of the StatefulSet.
+	l := layout{"kubedb-petset", "kubedb.yaml", "PetSet", kubedbSelector, "Secret"}
+	before := resourceVersions(t, ns, l)
 	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert"}
 	out, errOut, err = plugin(t, env.Kubeconfig, ns, append(add, "--dry-run=client")...)
 	if err != nil || !strings.Contains(out, "Plan: tls add on PetSet "+ns+"/pgpool") || !strings.Contains(out, "+ ssl = on") {
@@ -138,7 +129,7 @@ func TestTLSPetSetDiscoveryAndServerDryRun(t *testing.T) {
 	if !strings.Contains(out, "PetSet "+ns+"/pgpool") {
 		t.Fatalf("the server dry run does not show the PetSet's patch:\n%s", out)
 	}
-	if after := rv(); after != before {
+	if after := resourceVersions(t, ns, l); after != before {
 		t.Fatalf("dry runs changed the PetSet or its config: %s -> %s", before, after)
 	}
 	checkUnlocked(t, ns)

@@ -38,8 +38,11 @@ type layout struct {
 
 // gvr is the workload resource of the layout.
 func (l layout) gvr() schema.GroupVersionResource {
-	if l.kind == "Deployment" {
+	switch l.kind {
+	case "Deployment":
 		return target.Deployments
+	case "PetSet":
+		return target.PetSets
 	}
 	return target.StatefulSets
 }

@@ -20,7 +20,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
@@ -99,12 +98,8 @@ func psql(t *testing.T, connstr string) (string, bool) {
 
 func plugin(t *testing.T, ns string, args ...string) {
 	t.Helper()
-	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
-	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: "test"})
-	root.SetArgs(append([]string{"--kubeconfig", env.Kubeconfig, "-n", ns}, append(args, "--yes", "--verify=required")...))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	if err := root.ExecuteContext(ctx); err != nil {
+	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, append(args, "--yes", "--verify=required")...)
+	if err != nil {
 		t.Fatalf("kubectl pgpool %s: %v\n%s\n%s", strings.Join(args, " "), err, out, errOut)
 	}
 }
@@ -138,12 +133,9 @@ func roll(t *testing.T, ns string, replicas int, args ...string) {
 // runStatus runs `tls status --verify=required -o json`.
 func runStatus(t *testing.T, ns string) (cmd.Status, error) {
 	t.Helper()
-	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
-	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: "test"})
-	root.SetArgs([]string{"--kubeconfig", env.Kubeconfig, "-n", ns, "tls", "status", "pgpool", "--verify=required", "-o", "json"})
-	runErr := root.ExecuteContext(testenv.Context(t, 2*time.Minute))
+	out, errOut, runErr := testenv.Plugin(env.Kubeconfig, ns, 2*time.Minute, "tls", "status", "pgpool", "--verify=required", "-o", "json")
 	var st cmd.Status
-	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v (%v)\n%s\n%s", err, runErr, out, errOut)
 	}
 	return st, runErr

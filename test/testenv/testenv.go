@@ -40,6 +40,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -54,6 +55,7 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 )
 
@@ -365,6 +367,18 @@ func (e *Env) ServiceAccountConfig(t testing.TB, ns, name string) *rest.Config {
 	cfg := rest.AnonymousClientConfig(e.Config)
 	cfg.BearerToken = tr.Status.Token
 	return cfg
+}
+
+// Plugin runs `kubectl pgpool ARGS...` in-process with kubeconfig and -n ns
+// (bounded by d), and returns stdout, stderr and the command's error.
+func Plugin(kubeconfig, ns string, d time.Duration, args ...string) (string, string, error) {
+	streams, _, out, errOut := genericiooptions.NewTestIOStreams()
+	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: "test"})
+	root.SetArgs(append([]string{"--kubeconfig", kubeconfig, "-n", ns}, args...))
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	return out.String(), errOut.String(), err
 }
 
 // WaitAllowed waits until the credential cfg may do what attrs describe
