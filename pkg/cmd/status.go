@@ -52,6 +52,7 @@ type Status struct {
 	SSL          bool              `json:"ssl"`
 	SSLMode      string            `json:"sslMode"`
 	AuthMode     string            `json:"clientAuthMode"`
+	HBAEnforced  bool              `json:"poolHBAEnforced"`
 	Issuer       target.IssuerRef  `json:"issuer,omitempty"`
 	TLSVolume    bool              `json:"tlsVolume"`
 	TLSMountPath string            `json:"tlsMountPath"`
@@ -90,7 +91,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	}
 	pc := conf.ParsePgpoolConf(t.Config.PgpoolConf)
 	st := Status{Workload: t.String(), Config: t.Config.Kind + " " + t.Config.Name, SSL: t.State.Enabled,
-		SSLMode: t.State.SSLMode, AuthMode: t.State.AuthMode, Issuer: t.State.Issuer, TLSVolume: t.State.VolumePresent,
+		SSLMode: t.State.SSLMode, AuthMode: t.State.AuthMode, HBAEnforced: t.State.HBAEnforced, Issuer: t.State.Issuer, TLSVolume: t.State.VolumePresent,
 		TLSMountPath: t.TLSMountPath, LastOp: t.Annotations[target.AnnotationLastOperation], Paths: map[string]string{}}
 	for _, k := range []string{"ssl_cert", "ssl_key", "ssl_ca_cert"} {
 		if v, ok := pc.Get(k); ok {
@@ -176,6 +177,11 @@ func (o *StatusOptions) print(t *target.Target, st *Status) error {
 	fmt.Fprintf(w, "Config:\t%s (mounted at %s)\n", st.Config, t.Config.MountPath)
 	fmt.Fprintf(w, "TLS:\t%s\n", map[bool]string{true: "on", false: "off"}[st.SSL])
 	fmt.Fprintf(w, "sslMode / clientAuthMode:\t%s / %s\n", st.SSLMode, st.AuthMode)
+	if st.HBAEnforced {
+		fmt.Fprintf(w, "pool_hba.conf:\tenforced (enable_pool_hba = on)\n")
+	} else {
+		fmt.Fprintf(w, "pool_hba.conf:\tNOT enforced (enable_pool_hba = off): pgpool admits clients without reading it, so sslMode require and cert are not enforced\n")
+	}
 	if st.Issuer.Name != "" {
 		fmt.Fprintf(w, "Issuer:\t%s %s\n", st.Issuer.Kind, st.Issuer.Name)
 	}

@@ -32,7 +32,7 @@ type AddOptions struct {
 // NewAddOptions returns AddOptions with the defaults of the seed.
 func NewAddOptions(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *AddOptions {
 	return &AddOptions{OperationOptions: OperationOptions{IOStreams: streams, ConfigFlags: flags},
-		IssuerKind: "Issuer", SSLMode: "require", AuthMode: "md5", ClientUser: "postgres"}
+		IssuerKind: "Issuer", SSLMode: "require", ClientUser: "postgres"}
 }
 
 func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
@@ -56,7 +56,7 @@ func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 	c.Flags().StringVar(&o.Issuer, "issuer", "", "cert-manager issuer that signs the certificates (required)")
 	c.Flags().StringVar(&o.IssuerKind, "issuer-kind", o.IssuerKind, "Issuer or ClusterIssuer")
 	c.Flags().StringVar(&o.SSLMode, "ssl-mode", o.SSLMode, "disable, allow, prefer, require, verify-ca or verify-full (see the README's table)")
-	c.Flags().StringVar(&o.AuthMode, "client-auth-mode", o.AuthMode, "md5, scram or cert")
+	c.Flags().StringVar(&o.AuthMode, "client-auth-mode", o.AuthMode, "md5, scram or cert: the method of pool_hba.conf's plain password rules (default: keep each rule's method)")
 	c.Flags().StringVar(&o.ClientUser, "client-user", o.ClientUser, "CN of the client certificate: the pgpool user it logs in as")
 	c.Flags().StringSliceVar(&o.ClientOrgs, "client-org", nil, "O of the client certificate's subject (repeatable)")
 	c.Flags().StringSliceVar(&o.ClientOUs, "client-ou", nil, "OU of the client certificate's subject (repeatable)")
@@ -86,7 +86,11 @@ func (o *AddOptions) Validate() error {
 	if err := validIssuerKind(o.IssuerKind); err != nil {
 		return err
 	}
-	if err := conf.ValidateModes(o.SSLMode, o.AuthMode); err != nil {
+	mode := o.AuthMode
+	if mode == "" {
+		mode = "md5" // keep each rule's method: any sslMode fits
+	}
+	if err := conf.ValidateModes(o.SSLMode, mode); err != nil {
 		return UsageError{err}
 	}
 	if o.SSLMode == "disable" {
@@ -209,7 +213,7 @@ func newRemoveCmd(streams genericiooptions.IOStreams, flags *genericclioptions.C
 	}
 	o.addFlags(c)
 	c.Flags().BoolVar(&o.KeepCertificates, "keep-certificates", false, "keep the Certificates and their Secrets")
-	c.Flags().StringVar(&o.AuthMode, "client-auth-mode", "", "md5 or scram for remote clients after remove (default: today's mode; md5 if it was cert)")
+	c.Flags().StringVar(&o.AuthMode, "client-auth-mode", "", "md5 or scram for cert rules that tls add did not write (default md5); rules tls add changed get their original back")
 	return c
 }
 

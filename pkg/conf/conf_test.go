@@ -39,47 +39,32 @@ func golden(t *testing.T, name, got string) {
 	}
 }
 
-// TestRenderGolden renders both layouts for every sslMode x clientAuthMode.
+// TestRenderGolden renders pgpool.conf of both layouts with TLS on (and
+// pool_hba enforced) and off.
 func TestRenderGolden(t *testing.T) {
 	for _, layout := range []string{"kubedb", "k8s"} {
 		confText := read(t, layout+"-pgpool.conf")
-		hbaText := read(t, layout+"-pool_hba.conf")
-		for _, ssl := range SSLModes() {
-			for _, auth := range ClientAuthModes() {
-				name := fmt.Sprintf("%s-%s-%s.golden", layout, ssl, auth)
-				t.Run(name, func(t *testing.T) {
-					var out strings.Builder
-					hba, err := RenderHBA(hbaText, ssl, auth)
-					if err != nil {
-						fmt.Fprintf(&out, "error: %v\n", err)
-						golden(t, name, out.String())
-						return
+		for _, on := range []bool{true, false} {
+			name := fmt.Sprintf("%s-pgpool-ssl-%v.golden", layout, on)
+			t.Run(name, func(t *testing.T) {
+				c := ParsePgpoolConf(confText)
+				if on {
+					EnableTLS(c, kubedbPaths)
+					Enforce(c)
+				} else {
+					DisableTLS(c)
+				}
+				golden(t, name, "### pgpool.conf diff\n"+Diff(confText, c.String(), 1))
+				// Unrelated lines and comments are kept.
+				for _, l := range strings.Split(confText, "\n") {
+					if k, _, _, ok := splitLine(l); ok && strings.HasPrefix(k, "ssl") {
+						continue
 					}
-					c := ParsePgpoolConf(confText)
-					if ssl == "disable" {
-						DisableTLS(c)
-					} else {
-						EnableTLS(c, kubedbPaths)
+					if !strings.Contains(c.String(), l) {
+						t.Errorf("line %q was lost", l)
 					}
-					fmt.Fprintf(&out, "### pgpool.conf diff\n%s### pool_hba.conf\n%s", Diff(confText, c.String(), 1), hba)
-					golden(t, name, out.String())
-
-					// Unrelated lines and comments are kept.
-					for _, l := range strings.Split(confText, "\n") {
-						if k, _, _, ok := splitLine(l); ok && strings.HasPrefix(k, "ssl") {
-							continue
-						}
-						if !strings.Contains(c.String(), l) {
-							t.Errorf("line %q was lost", l)
-						}
-					}
-					for _, l := range strings.Split(hbaText, "\n") {
-						if !isRemoteRule(strings.TrimSpace(l)) && !strings.Contains(hba, l) {
-							t.Errorf("hba line %q was lost", l)
-						}
-					}
-				})
-			}
+				}
+			})
 		}
 	}
 }
@@ -105,28 +90,6 @@ func TestAddRemoveRoundTrip(t *testing.T) {
 		if _, ok := c.Get("ssl_cert"); ok {
 			t.Errorf("%s: ssl_cert still set", layout)
 		}
-	}
-}
-
-func TestHBARoundTrip(t *testing.T) {
-	orig := read(t, "kubedb-pool_hba.conf")
-	tls, err := RenderHBA(orig, "require", "cert")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ssl, auth, ok := HBAModes(tls); !ok || ssl != "require" || auth != "cert" {
-		t.Fatalf("HBAModes = %q %q %v", ssl, auth, ok)
-	}
-	again, _ := RenderHBA(tls, "require", "cert")
-	if again != tls {
-		t.Fatalf("render is not idempotent:\n%s", Diff(tls, again, 1))
-	}
-	plain, _ := RenderHBA(tls, "disable", "md5")
-	if strings.Contains(plain, "hostssl") || strings.Count(plain, "kubectl-pgpool") != 2 {
-		t.Fatalf("disable kept TLS rules:\n%s", plain)
-	}
-	if GuessAuthMode(orig) != "md5" {
-		t.Fatal("GuessAuthMode")
 	}
 }
 

@@ -67,111 +67,15 @@ func DisableTLS(c *PgpoolConf) {
 	c.Unset("ssl_ca_cert")
 }
 
-// hbaMethod is the pool_hba.conf method name of a client auth mode.
-func hbaMethod(authMode string) string {
-	switch authMode {
-	case "scram":
-		return "scram-sha-256"
-	default:
-		return authMode
-	}
-}
-
 const (
+	// hbaBegin starts the block of rules that earlier versions of the plugin
+	// wrote in place of every remote rule; HBAModes still reads it.
 	hbaBegin = "# BEGIN kubectl-pgpool: remote clients"
 	hbaEnd   = "# END kubectl-pgpool"
 )
 
-// HBARules returns the rules for remote clients (every address but loopback)
-// for an sslMode x clientAuthMode pair:
-//   - disable: "host" lines with the password method; pgpool runs without TLS;
-//   - allow, prefer: "host" lines (TLS and plain connections both match);
-//   - require, verify-ca, verify-full: "hostssl" lines only, so a plain
-//     connection matches no rule and is refused.
-//
-// The verify modes differ only on the client side (what the client checks).
-func HBARules(sslMode, authMode string) ([]string, error) {
-	if err := ValidateModes(sslMode, authMode); err != nil {
-		return nil, err
-	}
-	typ := "host"
-	if TLSRequired(sslMode) {
-		typ = "hostssl"
-	}
-	m := hbaMethod(authMode)
-	return []string{
-		fmt.Sprintf("%-8s all  all  0.0.0.0/0  %s", typ, m),
-		fmt.Sprintf("%-8s all  all  ::/0       %s", typ, m),
-	}, nil
-}
-
-// RenderHBA rewrites pool_hba.conf for sslMode x clientAuthMode. Comments,
-// "local" lines and rules for loopback addresses stay as they are; every other
-// host/hostssl/hostnossl rule is replaced by one marked block of HBARules,
-// placed where the first replaced rule was (or at the end).
-func RenderHBA(text, sslMode, authMode string) (string, error) {
-	rules, err := HBARules(sslMode, authMode)
-	if err != nil {
-		return "", err
-	}
-	block := append([]string{fmt.Sprintf("%s (sslMode %s, clientAuthMode %s)", hbaBegin, sslMode, authMode)}, rules...)
-	block = append(block, hbaEnd)
-
-	var out []string
-	placed := false
-	inBlock := false
-	for _, l := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		t := strings.TrimSpace(l)
-		switch {
-		case strings.HasPrefix(t, hbaBegin):
-			inBlock = true
-			if !placed {
-				out = append(out, block...)
-				placed = true
-			}
-			continue
-		case inBlock:
-			if strings.HasPrefix(t, hbaEnd) {
-				inBlock = false
-			}
-			continue
-		case isRemoteRule(t):
-			if !placed {
-				out = append(out, block...)
-				placed = true
-			}
-			continue
-		}
-		out = append(out, l)
-	}
-	if !placed {
-		if len(out) == 1 && out[0] == "" {
-			out = out[:0]
-		}
-		out = append(out, block...)
-	}
-	return strings.Join(out, "\n") + "\n", nil
-}
-
-// isRemoteRule reports whether a pool_hba.conf line is a host rule for
-// addresses other than loopback.
-func isRemoteRule(t string) bool {
-	f := strings.Fields(t)
-	if len(f) < 4 || strings.HasPrefix(f[0], "#") {
-		return false
-	}
-	switch f[0] {
-	case "host", "hostssl", "hostnossl":
-	default:
-		return false
-	}
-	addr := f[3]
-	loopback := strings.HasPrefix(addr, "127.") || addr == "::1/128" || addr == "::1" || addr == "localhost" || addr == "samehost"
-	return !loopback
-}
-
-// HBAModes reads back the sslMode x clientAuthMode that RenderHBA wrote, if
-// the file has its block.
+// HBAModes reads back the sslMode x clientAuthMode of the block that earlier
+// versions of the plugin wrote, if the file has one.
 func HBAModes(text string) (sslMode, authMode string, ok bool) {
 	for _, l := range strings.Split(text, "\n") {
 		t := strings.TrimSpace(l)
@@ -185,37 +89,4 @@ func HBAModes(text string) (sslMode, authMode string, ok bool) {
 		return strings.TrimSuffix(sslMode, ","), strings.TrimSuffix(authMode, ")"), true
 	}
 	return "", "", false
-}
-
-// GuessAuthMode returns the client auth mode of the first remote rule of a
-// pool_hba.conf that RenderHBA has not written, md5 when there is none.
-func GuessAuthMode(text string) string {
-	for _, l := range strings.Split(text, "\n") {
-		t := strings.TrimSpace(l)
-		if !isRemoteRule(t) {
-			continue
-		}
-		f := strings.Fields(t)
-		switch f[len(f)-1] {
-		case "scram-sha-256":
-			return "scram"
-		case "cert":
-			return "cert"
-		}
-		return "md5"
-	}
-	return "md5"
-}
-
-// LoopbackTrust returns the host rules of pool_hba.conf that trust loopback
-// addresses without TLS.
-func LoopbackTrust(text string) []string {
-	var out []string
-	for _, l := range strings.Split(text, "\n") {
-		f := strings.Fields(l)
-		if len(f) >= 5 && (f[0] == "host" || f[0] == "hostnossl") && !isRemoteRule(strings.TrimSpace(l)) && f[len(f)-1] == "trust" {
-			out = append(out, strings.Join(f, " "))
-		}
-	}
-	return out
 }

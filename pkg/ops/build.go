@@ -95,7 +95,7 @@ func fits(t *target.Target, r Request) error {
 		if t.State.Enabled {
 			return &StateError{fmt.Sprintf("pgpool %s already has TLS (ssl = on in %s %s): use `kubectl pgpool tls rotate %s` to re-issue its certificates, `kubectl pgpool tls change-issuer %s --issuer NAME` to move it to another issuer, or `kubectl pgpool tls remove %s` first", name, t.Config.Kind, t.Config.Name, t.Name, t.Name, t.Name)}
 		}
-		if err := conf.ValidateModes(r.SSLMode, r.AuthMode); err != nil {
+		if err := validModes(r.SSLMode, r.AuthMode); err != nil {
 			return err
 		}
 		if r.SSLMode == "disable" {
@@ -128,6 +128,15 @@ func fits(t *target.Target, r Request) error {
 		}
 	}
 	return nil
+}
+
+// validModes checks sslMode x authMode; authMode "" keeps the methods of
+// pool_hba.conf's rules.
+func validModes(sslMode, authMode string) error {
+	if authMode == "" {
+		authMode = "md5"
+	}
+	return conf.ValidateModes(sslMode, authMode)
 }
 
 func orNone(s []string) string {
@@ -214,11 +223,30 @@ func (b *builder) add() error {
 	}
 	pc := conf.ParsePgpoolConf(b.t.Config.PgpoolConf)
 	conf.EnableTLS(pc, b.t.Paths())
-	hba, err := conf.RenderHBA(b.t.Config.PoolHBA, b.r.SSLMode, b.r.AuthMode)
+	// pool_hba.conf is read only with enable_pool_hba = on: require and
+	// cert are not enforced without it.
+	enforce := conf.TLSRequired(b.r.SSLMode) || b.r.AuthMode == "cert"
+	wasEnforced := pc.Bool("enable_pool_hba")
+	edit, err := conf.EditHBA(b.t.Config.PoolHBA, b.r.SSLMode, b.r.AuthMode, wasEnforced || !enforce)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s %s/%s: %w", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
 	}
-	b.patchConfig(pc.String(), hba, fmt.Sprintf("ssl = on with the certificate at %s; pool_hba.conf rules for sslMode %s, clientAuthMode %s", target.PgpoolTLSDir, b.r.SSLMode, b.r.AuthMode))
+	if b.r.AuthMode == "" {
+		b.r.AuthMode = conf.GuessAuthMode(edit.Text)
+	}
+	summary := fmt.Sprintf("ssl = on with the certificate at %s; pool_hba.conf: %d remote rules changed for sslMode %s, clientAuthMode %s (every other line kept)", target.PgpoolTLSDir, len(edit.Changed), b.r.SSLMode, b.r.AuthMode)
+	if enforce && conf.Enforce(pc) {
+		summary += "; enable_pool_hba = on, so that pgpool enforces pool_hba.conf"
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("enable_pool_hba was off: pgpool did not read pool_hba.conf, so any client got in with or without TLS; the plan turns it on so that sslMode %s%s is enforced. From now on pgpool authenticates clients itself: md5 and scram users need a pool_passwd entry", b.r.SSLMode, map[bool]string{true: " and cert", false: ""}[b.r.AuthMode == "cert"]))
+	}
+	b.p.Warnings = append(b.p.Warnings, edit.Notes...)
+	if edit.AddedDefault {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pool_hba.conf has no rule for remote clients: the plan adds one block for all databases and users from any address with %s over TLS (remove restores the file)", b.r.AuthMode))
+	}
+	if edit.NoRemote {
+		b.p.Warnings = append(b.p.Warnings, "pool_hba.conf has no rule that admits remote clients, so only clients on the pod itself get in, before and after this change; none is added")
+	}
+	b.patchConfig(pc.String(), edit.Text, summary)
 	if !b.t.State.VolumePresent {
 		b.addVolume()
 	}
@@ -476,22 +504,16 @@ func (b *builder) changeIssuer() {
 }
 
 func (b *builder) remove() error {
-	auth := b.r.AuthMode
-	if auth == "" {
-		auth = b.t.State.AuthMode
-	}
-	if auth == "cert" {
-		b.p.Warnings = append(b.p.Warnings, "clientAuthMode was cert, which needs TLS: remote clients will authenticate with md5 after remove (choose with --client-auth-mode)")
-		auth = "md5"
-	}
 	pc := conf.ParsePgpoolConf(b.t.Config.PgpoolConf)
 	conf.DisableTLS(pc)
-	hba, err := conf.RenderHBA(b.t.Config.PoolHBA, "disable", auth)
+	conf.Unenforce(pc)
+	edit, err := conf.RestoreHBA(b.t.Config.PoolHBA, b.r.AuthMode)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s %s/%s: %w", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
 	}
-	b.r.SSLMode, b.r.AuthMode = "disable", auth
-	b.patchConfig(pc.String(), hba, fmt.Sprintf("ssl off, certificate paths dropped; pool_hba.conf rules for plain connections with %s", auth))
+	b.p.Warnings = append(b.p.Warnings, edit.Notes...)
+	b.r.SSLMode, b.r.AuthMode = "disable", conf.GuessAuthMode(edit.Text)
+	b.patchConfig(pc.String(), edit.Text, "ssl off, certificate paths dropped; pool_hba.conf and enable_pool_hba as they were before tls add")
 	b.removeVolume()
 	b.roll(b.t.State.VolumePresent)
 	b.verify("off")

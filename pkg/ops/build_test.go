@@ -207,3 +207,51 @@ func TestDeploymentAddWaitsForRollout(t *testing.T) {
 		}
 	}
 }
+
+// enable_pool_hba = off: add turns it on (shown in the diff, said in a
+// warning) and remove turns it back off, byte for byte.
+func TestAddEnforcesPoolHBA(t *testing.T) {
+	tg := fixture(t, "StatefulSet")
+	orig := strings.Replace(tg.Config.PgpoolConf, "enable_pool_hba = on", "enable_pool_hba = off", 1)
+	tg.Config.PgpoolConf = orig
+	p, err := Build(tg, seedAdd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := configStep(t, p, tg)
+	if !strings.Contains(cfg.Diff, "+ enable_pool_hba = on") || !strings.Contains(strings.Join(p.Warnings, "\n"), "enable_pool_hba was off") {
+		t.Fatalf("enable_pool_hba not turned on visibly:\n%s\n%v", cfg.Diff, p.Warnings)
+	}
+	tg = withTLS(t, tg)
+	p, err = Build(tg, Request{Operation: Remove, Holder: "tester"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := configStep(t, p, tg).Payload["pgpool.conf"]; got != orig {
+		t.Fatalf("remove did not restore pgpool.conf:\n%s", conf.Diff(orig, got, 1))
+	}
+	if got := configStep(t, p, tg).Payload["pool_hba.conf"]; got != readConf(t, "kubedb-pool_hba.conf") {
+		t.Fatalf("remove did not restore pool_hba.conf:\n%s", got)
+	}
+}
+
+// A pool_hba.conf line the parser cannot read stops add before any step.
+func TestAddRefusesUnreadableHBA(t *testing.T) {
+	tg := fixture(t, "StatefulSet")
+	tg.Config.PoolHBA += "host all all 0.0.0.0/0 gss\n"
+	_, err := Build(tg, seedAdd())
+	if err == nil || !strings.Contains(err.Error(), "Secret demo/pgpool-config: pool_hba.conf line 7") || !strings.Contains(err.Error(), `unknown method "gss"`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func configStep(t *testing.T, p *plan.Plan, tg *target.Target) plan.Step {
+	t.Helper()
+	for _, s := range p.Steps {
+		if s.Kind == plan.Patch && s.Object.Kind == tg.Config.Kind {
+			return s
+		}
+	}
+	t.Fatal("no config patch in the plan")
+	return plan.Step{}
+}

@@ -88,6 +88,9 @@ type TLSState struct {
 	Issuer   IssuerRef `json:"issuer,omitempty"`
 	// VolumePresent: the workload mounts a TLS volume at TLSMountPath.
 	VolumePresent bool `json:"volumePresent"`
+	// HBAEnforced: enable_pool_hba = on, so pgpool reads pool_hba.conf
+	// (without it, require and cert are not enforced).
+	HBAEnforced bool `json:"poolHBAEnforced"`
 }
 
 // Target is one pgpool as found in the cluster.
@@ -392,6 +395,7 @@ func TLSAnnotation(sslMode, authMode string, issuer IssuerRef) string {
 func (t *Target) readState() {
 	pc := conf.ParsePgpoolConf(t.Config.PgpoolConf)
 	t.State.Enabled = pc.Bool("ssl")
+	t.State.HBAEnforced = pc.Bool("enable_pool_hba")
 	for _, v := range t.Template.Spec.Containers[t.ContainerIndex].VolumeMounts {
 		if v.MountPath == t.TLSMountPath {
 			t.State.VolumePresent = true
@@ -410,7 +414,7 @@ func (t *Target) readState() {
 	if t.State.SSLMode == "" {
 		t.State.SSLMode = "disable"
 		if t.State.Enabled {
-			t.State.SSLMode = "prefer"
+			t.State.SSLMode = conf.HBASSLMode(t.Config.PoolHBA)
 		}
 	}
 	if crt := t.Certificates[ServerCertName(t.Name)]; crt != nil {

@@ -128,7 +128,7 @@ func TestTLSLifecycle(t *testing.T) {
 					"--client-auth-mode", "cert", "--client-org", "pgpool", "--client-ou", "client", "--yes"}
 				checkDryRuns(t, ns, l, addArgs)
 				roll(addArgs...)
-				checkConfig(t, ns, l, true, "hostssl  all  all  0.0.0.0/0  cert")
+				checkConfig(t, ns, l, true, "hostssl all all 0.0.0.0/0 cert")
 				checkVolume(t, ns, l, true)
 				srv := secretInfo(t, ns, "pgpool-server-cert")
 				cli := secretInfo(t, ns, "pgpool-client-cert")
@@ -193,11 +193,11 @@ func TestTLSLifecycle(t *testing.T) {
 				if srv3.CASubject != "CN=ca-updated,O=kubedb-updated" {
 					t.Fatalf("ca.crt after change-issuer: %q", srv3.CASubject)
 				}
-				checkConfig(t, ns, l, true, "hostssl  all  all  0.0.0.0/0  cert")
+				checkConfig(t, ns, l, true, "hostssl all all 0.0.0.0/0 cert")
 
 				// remove
 				roll("tls", "remove", "pgpool", "--yes")
-				checkConfig(t, ns, l, false, "host     all  all  0.0.0.0/0  md5")
+				checkConfig(t, ns, l, false, "host all all 0.0.0.0/0 md5")
 				checkVolume(t, ns, l, false)
 				ctx := testenv.Context(t, time.Minute)
 				for _, n := range []string{"pgpool-server-cert", "pgpool-client-cert"} {
@@ -323,8 +323,19 @@ func checkConfig(t *testing.T, ns string, l layout, on bool, hbaLine string) {
 			}
 		}
 	}
-	if !strings.Contains(hba, hbaLine) {
-		t.Fatalf("pool_hba.conf lacks %q:\n%s", hbaLine, hba)
+	rules, err := conf.ParseHBA(hba)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range rules {
+		found = found || r.String() == hbaLine
+	}
+	if !found {
+		t.Fatalf("pool_hba.conf lacks the rule %q:\n%s", hbaLine, hba)
+	}
+	if strings.Contains(hba, "kubectl-pgpool was:") == !on {
+		t.Fatalf("pool_hba.conf markers (the original rules) wrong for ssl %v:\n%s", on, hba)
 	}
 	if !strings.Contains(hba, "127.0.0.1/32") {
 		t.Fatalf("pool_hba.conf lost its loopback rule:\n%s", hba)

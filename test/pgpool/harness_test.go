@@ -170,7 +170,7 @@ func (p *pgpoolServer) Paths() conf.Paths {
 
 // Configure writes pgpool.conf (the seed's file, pointed at the local
 // backend and ports, then TLS on or off through pkg/conf) and pool_hba.conf
-// (RenderHBA over a base that has no loopback trust rules, because every
+// (EditHBA over baseHBA, which has no loopback trust rules, because every
 // client here connects from 127.0.0.1).
 func (p *pgpoolServer) Configure(sslMode, authMode string) {
 	p.t.Helper()
@@ -198,14 +198,19 @@ func (p *pgpoolServer) Configure(sslMode, authMode string) {
 	} else {
 		conf.EnableTLS(c, p.Paths())
 	}
-	hba, err := conf.RenderHBA("local all all trust\n", sslMode, authMode)
+	edit, err := conf.EditHBA(baseHBA, sslMode, authMode, true)
 	if err != nil {
 		p.t.Fatal(err)
 	}
+	hba := edit.Text
 	p.conf, p.hba = c.String(), hba
 	p.u.write(p.t, filepath.Join(p.dir, "pgpool.conf"), p.conf, 0o600)
 	p.u.write(p.t, filepath.Join(p.dir, "pool_hba.conf"), hba, 0o600)
 }
+
+// baseHBA is the pool_hba.conf the tier starts from: KubeDB's remote rules
+// without its loopback trust.
+const baseHBA = "local all all trust\nhost all all 0.0.0.0/0 md5\nhost all all ::/0 md5\n"
 
 // Start runs pgpool in the foreground (-n) as the server user and waits,
 // with a deadline, until it answers an SSLRequest.

@@ -1,0 +1,190 @@
+package conf
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestHBAGolden edits pool_hba.conf files with every kind of rule for each
+// sslMode x clientAuthMode (and "keep": no --client-auth-mode), and checks
+// that remove gives back the original bytes.
+func TestHBAGolden(t *testing.T) {
+	for _, file := range []string{"rules", "kubedb", "k8s"} {
+		orig := read(t, file+"-pool_hba.conf")
+		for _, ssl := range SSLModes() {
+			for _, auth := range append([]string{"keep"}, ClientAuthModes()...) {
+				name := fmt.Sprintf("hba-%s-%s-%s.golden", file, ssl, auth)
+				t.Run(name, func(t *testing.T) {
+					a := auth
+					if a == "keep" {
+						a = ""
+					}
+					var out strings.Builder
+					e, err := EditHBA(orig, ssl, a, true)
+					if err != nil {
+						fmt.Fprintf(&out, "error: %v\n", err)
+						golden(t, name, out.String())
+						return
+					}
+					fmt.Fprintf(&out, "### changed\n%s\n### notes\n%s\n### pool_hba.conf\n%s", strings.Join(e.Changed, "\n"), strings.Join(e.Notes, "\n"), e.Text)
+					golden(t, name, out.String())
+					if _, err := ParseHBA(e.Text); err != nil {
+						t.Fatalf("the edited file does not parse: %v", err)
+					}
+					again, err := EditHBA(e.Text, ssl, a, true)
+					if err != nil || again.Text != e.Text {
+						t.Fatalf("edit is not idempotent (%v):\n%s", err, Diff(e.Text, again.Text, 1))
+					}
+					back, err := RestoreHBA(e.Text, a)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if back.Text != orig {
+						t.Fatalf("remove does not give back the original:\n%s", Diff(orig, back.Text, 1))
+					}
+					checkNotWider(t, orig, e.Text, ssl)
+				})
+			}
+		}
+	}
+}
+
+// checkNotWider asserts, rule by rule, that the edit kept every rule's
+// database, user, address, order and every reject rule, and under a
+// TLS-required mode admits no remote client without TLS.
+func checkNotWider(t *testing.T, orig, edited, ssl string) {
+	t.Helper()
+	a, _ := ParseHBA(orig)
+	b, _ := ParseHBA(edited)
+	if len(a) != len(b) {
+		t.Fatalf("%d rules became %d", len(a), len(b))
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.Database != y.Database || x.User != y.User || x.Address != y.Address || x.Mask != y.Mask || strings.Join(x.Options, " ") != strings.Join(y.Options, " ") {
+			t.Errorf("rule %d changed its scope: %s -> %s", i, x, y)
+		}
+		if x.Method == "reject" && (y.Method != "reject" || y.Type != x.Type) {
+			t.Errorf("reject rule changed: %s -> %s", x, y)
+		}
+		if x.Method == "trust" && y.Method != "trust" || x.Method != "trust" && y.Method == "trust" {
+			t.Errorf("trust changed: %s -> %s", x, y)
+		}
+		if TLSRequired(ssl) && y.Remote() && y.Accepts() && y.Type != "hostssl" {
+			t.Errorf("sslMode %s: %s admits remote clients without TLS", ssl, y)
+		}
+	}
+}
+
+// The issue's example: after add, the reject rule and the per-database
+// rule are still there, and postgres still may not log in from anywhere.
+func TestHBAKeepsRejectAndScope(t *testing.T) {
+	orig := "host all postgres 0.0.0.0/0 reject\nhost appdb app 10.0.0.0/8 scram-sha-256\n"
+	e, err := EditHBA(orig, "require", "cert", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "host all postgres 0.0.0.0/0 reject\n" + hbaWasPrefix + "host appdb app 10.0.0.0/8 scram-sha-256\nhostssl appdb app 10.0.0.0/8 cert\n"
+	if e.Text != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", e.Text, want)
+	}
+	// Default (no --client-auth-mode): scram stays scram.
+	e, _ = EditHBA(orig, "require", "", true)
+	if !strings.Contains(e.Text, "hostssl appdb app 10.0.0.0/8 scram-sha-256\n") || GuessAuthMode(e.Text) != "scram" {
+		t.Fatalf("scram was not kept:\n%s", e.Text)
+	}
+}
+
+func TestHBAErrors(t *testing.T) {
+	for _, tc := range []struct{ text, ssl, want string }{
+		{"host all all 0.0.0.0/0 md5\nhost all all 0.0.0.0/0 ident\n", "require", "line 2"},
+		{"hots all all 0.0.0.0/0 md5\n", "require", `unknown connection type "hots"`},
+		{"host all all 0.0.0.0/0\n", "require", "needs DATABASE USER ADDRESS METHOD"},
+		{"host all all 10.0.0.1 md5\n", "require", "not a netmask"},
+		{"host all all 10.0.0.0/33 md5\n", "require", "not a valid CIDR"},
+		{"host all \"bob all 0.0.0.0/0 md5\n", "require", "unterminated double quote"},
+		{"host all all 0.0.0.0/0 ldap server\n", "require", "not a name=value option"},
+		{"hostnossl all all 0.0.0.0/0 md5\n", "require", "forbids"},
+	} {
+		_, err := EditHBA(tc.text, tc.ssl, "md5", true)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.text, err, tc.want)
+		}
+	}
+	if _, err := EditHBA("hostnossl all all 0.0.0.0/0 md5\n", "prefer", "md5", true); err != nil {
+		t.Errorf("prefer keeps hostnossl rules: %v", err)
+	}
+}
+
+// No remote rule: nothing is added when pool_hba is enforced (remote
+// clients are refused today); a default block when it was not read at all.
+func TestHBADefaultBlock(t *testing.T) {
+	orig := "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+	e, err := EditHBA(orig, "require", "", true)
+	if err != nil || e.Text != orig || !e.NoRemote {
+		t.Fatalf("enforced: %v %+v", err, e)
+	}
+	e, err = EditHBA(orig, "require", "scram", false)
+	if err != nil || !e.AddedDefault || !strings.Contains(e.Text, "hostssl all all 0.0.0.0/0 scram-sha-256\n") {
+		t.Fatalf("not enforced: %v %+v", err, e)
+	}
+	back, _ := RestoreHBA(e.Text, "")
+	if back.Text != orig {
+		t.Fatalf("remove kept the default block:\n%s", back.Text)
+	}
+}
+
+// A file written by an earlier version (one block for every remote rule)
+// gets plain host rules on remove.
+func TestHBALegacyBlock(t *testing.T) {
+	legacy := "local all all trust\n" + hbaBegin + " (sslMode require, clientAuthMode cert)\nhostssl  all  all  0.0.0.0/0  cert\nhostssl  all  all  ::/0       cert\n" + hbaEnd + "\n"
+	if ssl, auth, ok := HBAModes(legacy); !ok || ssl != "require" || auth != "cert" {
+		t.Fatalf("HBAModes = %q %q %v", ssl, auth, ok)
+	}
+	back, err := RestoreHBA(legacy, "scram")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, _ := ParseHBA(back.Text)
+	if len(rules) != 3 || rules[1].String() != "host all all 0.0.0.0/0 scram-sha-256" || rules[2].String() != "host all all ::/0 scram-sha-256" {
+		t.Fatalf("legacy block not made plain:\n%s", back.Text)
+	}
+}
+
+func TestEnforce(t *testing.T) {
+	for _, orig := range []string{
+		"port = 9999\n",
+		"port = 9999\n#enable_pool_hba = off\n",
+		"enable_pool_hba = off # default\nport = 9999\n",
+		"enable_pool_hba = on\n",
+	} {
+		c := ParsePgpoolConf(orig)
+		changed := Enforce(c)
+		if !c.Bool("enable_pool_hba") {
+			t.Fatalf("%q: not on:\n%s", orig, c)
+		}
+		if changed == strings.Contains(orig, "enable_pool_hba = on") {
+			t.Fatalf("%q: changed = %v", orig, changed)
+		}
+		if Enforce(c) {
+			t.Fatalf("%q: second Enforce changed it again", orig)
+		}
+		Unenforce(c)
+		if c.String() != orig {
+			t.Fatalf("Unenforce did not restore %q:\n%s", orig, c)
+		}
+	}
+}
+
+func TestHBARemote(t *testing.T) {
+	for addr, remote := range map[string]bool{
+		"127.0.0.1/32": false, "127.0.0.0/8": false, "::1/128": false, "localhost": false, "samehost": false,
+		"0.0.0.0/0": true, "::/0": true, "10.0.0.0/8": true, "samenet": true, "all": true, ".example.com": true, "0.0.0.0/1": true,
+	} {
+		r, _, err := parseRule(1, "host all all "+addr+" md5")
+		if err != nil || r.Remote() != remote {
+			t.Errorf("%s: Remote() = %v (%v), want %v", addr, r.Remote(), err, remote)
+		}
+	}
+}
