@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the local cluster's real node: a KubeDB-layout pgpool with 3
-# replicas (real pgpool-II pods with a PostgreSQL backend) and the seed's
-# issuers in namespace demo, then tls add (sslMode require, clientAuthMode
-# cert) and a psql login with the client certificate through
+# replicas (real pgpool-II pods with a PostgreSQL backend that serves TLS from
+# its own CA) and the seed's issuers in namespace demo, then tls add (sslMode
+# require, clientAuthMode cert, the backend's CA trusted) and a psql login with the client certificate through
 # `kubectl port-forward`, as the seed does; then rotate, change-issuer and
 # remove, each with live progress.
 set -euo pipefail
@@ -26,12 +26,14 @@ fi
 $K create namespace demo >/dev/null
 $K wait -n demo --for=create serviceaccount/default --timeout=60s >/dev/null
 step $K apply -n demo -f "$ROOT/test/fixtures/issuers.yaml"
+step $K apply -n demo -f "$ROOT/test/fixtures/backend-tls.yaml"
+step $K wait -n demo --for=condition=Ready certificate/pgpool-backend-cert --timeout=120s
 step $K apply -n demo -f "$ROOT/test/fixtures/kubedb-real.yaml"
 step $K wait -n demo --for=condition=Ready issuer/pgpool-issuer issuer/pp-new-issuer --timeout=120s
 step $K wait -n demo --for=jsonpath='{.status.readyReplicas}'=3 statefulset/pgpool --timeout=180s
 
 step "$P" tls add pgpool -n demo --issuer pgpool-issuer --ssl-mode require --client-auth-mode cert \
-	--client-org pgpool --client-ou client --yes
+	--client-org pgpool --client-ou client --backend-ca secret/pgpool-backend-cert --yes
 step $K exec -n demo pgpool-0 -c pgpool -- grep '^ssl' /opt/pgpool-II/etc/pgpool.conf
 
 # As the seed: save the client certificate, port-forward, connect with psql.

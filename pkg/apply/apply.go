@@ -67,6 +67,11 @@ type Runner struct {
 	// Dial reaches pgpool's port of a pod; nil means the API server's
 	// port-forward.
 	Dial verify.Dialer
+	// Password is the --verify-login user and password (steps whose login
+	// is "password"); Database is the database every login asks for
+	// (default postgres).
+	Password verify.Login
+	Database string
 
 	leaseUID          types.UID
 	verifyUnavailable bool
@@ -106,6 +111,9 @@ func (r *Runner) run(ctx context.Context, s plan.Step, report func(string)) (str
 	case plan.Unlock:
 		return r.unlock(ctx, s)
 	case plan.Apply:
+		if s.Object.Kind == "ConfigMap" {
+			return r.applyBundle(ctx, s)
+		}
 		return r.applyCertificate(ctx, s)
 	case plan.Wait:
 		after, _ := strconv.Atoi(s.Data["afterRevision"])
@@ -315,6 +323,13 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, report func(string)) (s
 		if hs != "" {
 			msg += "; " + hs
 		}
+		if hs != "" && hs != "handshake not checked" && s.Data["login"] != "" {
+			li, err := r.loginPod(ctx, p.Name, e == "on", s.Data["login"])
+			if err != nil {
+				return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
+			}
+			msg += "; " + li
+		}
 	}
 	return msg, nil
 }
@@ -367,7 +382,7 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 		known[k] = true
 	}
 	readyN := 0
-	handshakes := 0
+	handshakes, logins := 0, 0
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		if p.DeletionTimestamp != nil {
@@ -385,6 +400,13 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 				problems = append(problems, err.Error())
 			} else if hs != "" && hs != "handshake not checked" {
 				handshakes++
+				if s.Data["login"] != "" {
+					if _, err := r.loginPod(ctx, p.Name, on, s.Data["login"]); err != nil {
+						problems = append(problems, err.Error())
+					} else {
+						logins++
+					}
+				}
 			}
 		}
 	}
@@ -402,6 +424,9 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 		if got := sec.Annotations[cmapi.IssuerNameAnnotationKey]; got != s.Data["issuer"] {
 			problems = append(problems, fmt.Sprintf("Secret %s/%s was issued by %q, expected %q", ns, sec.Name, got, s.Data["issuer"]))
 		}
+		if p := r.bundleProblem(ctx, sec); p != "" {
+			problems = append(problems, p)
+		}
 		if info, err := tls.ReadSecret(sec); err == nil {
 			detail = fmt.Sprintf("; server certificate serial %s, issuer %s, expires %s", info.Serial, info.Issuer, info.NotAfter.UTC().Format(time.RFC3339))
 		} else {
@@ -412,6 +437,9 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 		return "", fmt.Errorf("verify failed: %s", strings.Join(problems, "; "))
 	}
 	hs := fmt.Sprintf("; handshake checked on %d pods", handshakes)
+	if s.Data["login"] != "" {
+		hs += fmt.Sprintf(", login with SELECT 1 on %d", logins)
+	}
 	if r.Verify == VerifyOff {
 		hs = "; handshake check off (--verify=false)"
 	} else if r.verifyUnavailable {
@@ -443,6 +471,19 @@ func (r *Runner) delete(ctx context.Context, s plan.Step) (string, error) {
 		err = r.Clients.CertManager.Certificates(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
 	case "Secret":
 		err = r.Clients.Core.Secrets(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
+	case "ConfigMap":
+		cm, gerr := r.Clients.Core.ConfigMaps(s.Object.Namespace).Get(ctx, s.Object.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(gerr) {
+			return "already gone", nil
+		}
+		if gerr != nil {
+			return "", fmt.Errorf("get ConfigMap %s/%s: %w", s.Object.Namespace, s.Object.Name, gerr)
+		}
+		if !tls.Ours(cm, r.Target.Name) {
+			return "", &tls.NotOursError{Kind: "ConfigMap", Namespace: s.Object.Namespace, Name: s.Object.Name}
+		}
+		opts.Preconditions = &metav1.Preconditions{UID: &cm.UID}
+		err = r.Clients.Core.ConfigMaps(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
 	default:
 		return "", fmt.Errorf("cannot delete a %s", s.Object.Kind)
 	}
@@ -519,4 +560,94 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// applyBundle writes the CA bundle ConfigMap: the issuer's CA from the
+// server Secret as it is now, then the CAs the plan carries. It refuses to
+// take over a ConfigMap of that name that is not the plugin's.
+func (r *Runner) applyBundle(ctx context.Context, s plan.Step) (string, error) {
+	ns := s.Object.Namespace
+	sec, err := r.Clients.Core.Secrets(ns).Get(ctx, s.Data["issuerCAFrom"], metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("read the issuer's CA from Secret %s/%s: %w", ns, s.Data["issuerCAFrom"], err)
+	}
+	issuerCA := sec.Data["ca.crt"]
+	if len(tls.Subjects(issuerCA)) == 0 {
+		return "", fmt.Errorf("Secret %s/%s has no ca.crt: its issuer does not publish its CA, which pgpool needs (ssl_ca_cert) to verify client certificates; use an issuer that writes ca.crt (CA, Vault, self-signed)", ns, sec.Name)
+	}
+	if cur, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, s.Object.Name, metav1.GetOptions{}); err == nil && !tls.Ours(cur, r.Target.Name) {
+		return "", &tls.NotOursError{Kind: "ConfigMap", Namespace: ns, Name: s.Object.Name}
+	} else if err != nil && !apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("get ConfigMap %s/%s: %w", ns, s.Object.Name, err)
+	}
+	cm := tls.BundleConfigMap(ns, r.Target.Name, issuerCA, []byte(s.Payload[tls.PreviousCAKey]), []byte(s.Payload[tls.BackendCAKey]))
+	body, err := json.Marshal(cm)
+	if err != nil {
+		return "", err
+	}
+	force := true
+	if _, err := r.Clients.Core.ConfigMaps(ns).Patch(ctx, s.Object.Name, types.ApplyPatchType, body,
+		metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: r.dryRun()}); err != nil {
+		return "", fmt.Errorf("apply ConfigMap %s/%s: %w", ns, s.Object.Name, err)
+	}
+	return r.answer(fmt.Sprintf("CA bundle: %s", strings.Join(tls.Subjects([]byte(cm.Data[tls.BundleKey])), "; "))), nil
+}
+
+// bundleProblem checks that the CA bundle starts with the server Secret's
+// CA (what pgpool reads as the first certificate of ca.pem).
+func (r *Runner) bundleProblem(ctx context.Context, sec *corev1.Secret) string {
+	name := tls.CABundleName(r.Target.Name)
+	cm, err := r.Clients.Core.ConfigMaps(sec.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return ""
+	}
+	if err != nil {
+		return fmt.Sprintf("get ConfigMap %s/%s: %v", sec.Namespace, name, err)
+	}
+	got, want := tls.Subjects([]byte(cm.Data[tls.BundleKey])), tls.Subjects(sec.Data["ca.crt"])
+	if len(want) > 0 && (len(got) == 0 || got[0] != want[0]) {
+		return fmt.Sprintf("ConfigMap %s/%s: the CA bundle starts with %v, not the issuer's CA %s", sec.Namespace, name, got, want[0])
+	}
+	return ""
+}
+
+// loginPod logs in through one pod and runs SELECT 1: with the client
+// certificate ("cert") or the --verify-login user ("password"), over TLS
+// when tlsOn.
+func (r *Runner) loginPod(ctx context.Context, pod string, tlsOn bool, how string) (string, error) {
+	l := verify.Login{TLS: tlsOn, ServerName: "localhost", Database: r.Database}
+	if l.Database == "" {
+		l.Database = "postgres"
+	}
+	want, err := r.expectation(ctx, tlsOn)
+	if err != nil {
+		return "", err
+	}
+	l.Roots = want.Roots
+	switch how {
+	case "cert":
+		if want.ClientCert == nil || want.ClientCert.Leaf == nil {
+			return "", fmt.Errorf("login check: Secret %s/%s holds no usable client certificate", r.Target.Namespace, target.ClientCertName(r.Target.Name))
+		}
+		l.ClientCert, l.User = want.ClientCert, want.ClientCert.Leaf.Subject.CommonName
+	case "password":
+		l.User, l.Password = r.Password.User, r.Password.Password
+		if r.Password.Database != "" {
+			l.Database = r.Password.Database
+		}
+		l.ClientCert = want.ClientCert
+	}
+	res, err := verify.LoginAndQuery(ctx, r.dialer(), pod, l)
+	if err != nil {
+		return "", err
+	}
+	backend := "plain"
+	if res.BackendSSL {
+		backend = "TLS"
+	}
+	via := "without TLS"
+	if res.TLSVersion != "" {
+		via = "over " + res.TLSVersion
+	}
+	return fmt.Sprintf("logged in as %s %s, SELECT 1 answered (pgpool to backend: %s)", l.User, via, backend), nil
 }

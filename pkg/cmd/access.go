@@ -37,6 +37,7 @@ func needs(t *target.Target, req ops.Request, verifyRequired bool) []access {
 		{"", "pods", "", "list"}, {"", "pods", "", "watch"}, {"", "secrets", "", "get"},
 		{"policy", "poddisruptionbudgets", "", "list"},
 		{"cert-manager.io", "certificates", "", "watch"},
+		{"", "configmaps", "", "get"},
 	}
 	switch req.Operation {
 	case ops.Add:
@@ -49,10 +50,14 @@ func needs(t *target.Target, req ops.Request, verifyRequired bool) []access {
 	case ops.ChangeIssuer:
 		a = append(a, access{"cert-manager.io", "certificates", "", "patch"})
 	case ops.Remove:
-		a = append(a, access{"", cfg, "", "patch"})
+		a = append(a, access{"", cfg, "", "patch"}, access{"", "configmaps", "", "delete"})
 		if !req.KeepCertificates {
 			a = append(a, access{"cert-manager.io", "certificates", "", "delete"}, access{"", "secrets", "", "delete"})
 		}
+	}
+	if req.Operation != ops.Remove {
+		// The CA bundle (server-side apply creates it the first time).
+		a = append(a, access{"", "configmaps", "", "create"}, access{"", "configmaps", "", "patch"})
 	}
 	a = append(a, access{"", "pods", "eviction", "create"})
 	if verifyRequired {

@@ -42,6 +42,11 @@ type OperationOptions struct {
 	Yes     bool
 	NoColor bool
 	Verify  string
+	// VerifyLogin names a Secret (keys username, password, optionally
+	// database) to log in with through each replaced pod.
+	VerifyLogin string
+	// BackendCA are --backend-ca sources (add, rotate, change-issuer).
+	BackendCA []string
 
 	Name      string
 	Namespace string
@@ -67,6 +72,7 @@ func (o *OperationOptions) addFlags(c *cobra.Command) {
 	c.Flags().StringVar(&o.Apply, "apply", "IfReady", `"IfReady" (refuse unless every pod is Ready) or "Always" (as KubeDB's spec.apply)`)
 	c.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation (none is asked without a terminal)")
 	c.Flags().BoolVar(&o.NoColor, "no-color", false, "plain output even on a terminal")
+	c.Flags().StringVar(&o.VerifyLogin, "verify-login", "", "Secret with the keys username and password (and optionally database): log in with it through each replaced pod and run SELECT 1, proving the path to the backend (cert auth logs in with the client certificate by itself)")
 	c.Flags().StringVar(&o.Verify, "verify", "true", `prove by a TLS handshake (through port-forward) that each replaced pod serves the new certificate: "true" (skip, with a note, where pods cannot be reached), "false", or "required"`)
 }
 
@@ -161,7 +167,8 @@ func (o *OperationOptions) run(ctx context.Context, req ops.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := o.preflight(ctx, t, req); err != nil {
+	warnings, login, err := o.preflight(ctx, t, &req)
+	if err != nil {
 		return err
 	}
 	req.ApplyAlways = o.Apply == "Always"
@@ -176,6 +183,7 @@ func (o *OperationOptions) run(ctx context.Context, req ops.Request) error {
 	if err != nil {
 		return err
 	}
+	p.Warnings = append(p.Warnings, warnings...)
 	if p.Restart == "evict" {
 		if err := o.checkBudgets(ctx, t); err != nil {
 			return err
@@ -196,7 +204,7 @@ func (o *OperationOptions) run(ctx context.Context, req ops.Request) error {
 	}
 	live := color && ui.IsTerminal(o.ErrOut)
 	prog := ui.NewProgress(o.ErrOut, ui.NewStyles(o.ErrOut, live), len(p.Steps), live)
-	runner := &apply.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, RetryInterval: o.RetryInterval, Verify: o.Verify, Dial: o.Dial}
+	runner := &apply.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, RetryInterval: o.RetryInterval, Verify: o.Verify, Dial: o.Dial, Password: login}
 	prog.Start()
 	res, execErr := plan.Execute(ctx, p, runner, prog.Event)
 	prog.Stop()
@@ -254,30 +262,85 @@ func (o *OperationOptions) checkBudgets(ctx context.Context, t *target.Target) e
 }
 
 // preflight runs the read-only checks that need the API: cert-manager is
-// served, the issuer is Ready, nobody holds the lock. (Checks of today's
-// state against the operation are part of ops.Build.)
-func (o *OperationOptions) preflight(ctx context.Context, t *target.Target, req ops.Request) error {
+// served, the issuer is Ready, nobody holds the lock, and pgpool will trust
+// every backend that serves TLS. It completes req with what it read (the
+// backends' CAs, the CA today) and returns warnings for the plan and the
+// --verify-login credentials. (Checks of today's state against the
+// operation are part of ops.Build.)
+func (o *OperationOptions) preflight(ctx context.Context, t *target.Target, req *ops.Request) ([]string, verify.Login, error) {
+	var login verify.Login
 	if _, err := o.Clients.Discovery.ServerResourcesForGroupVersion("cert-manager.io/v1"); err != nil {
 		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
+			return nil, login, fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
 		}
-		return fmt.Errorf("check for cert-manager's API: %w", err)
+		return nil, login, fmt.Errorf("check for cert-manager's API: %w", err)
 	}
-	if err := o.checkAccess(ctx, t, req); err != nil {
-		return err
+	if err := o.checkAccess(ctx, t, *req); err != nil {
+		return nil, login, err
 	}
 	if req.Operation == ops.Add || req.Operation == ops.ChangeIssuer {
 		ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
 		if err := tls.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref); err != nil {
-			return err
+			return nil, login, err
 		}
 	}
 	_, err := o.Clients.Coordination.Leases(t.Namespace).Get(ctx, ops.LeaseName(t.Name), metav1.GetOptions{})
 	switch {
 	case err == nil:
-		return apply.LockHeldError(ctx, o.Clients.Coordination, t.Namespace, ops.LeaseName(t.Name))
+		return nil, login, apply.LockHeldError(ctx, o.Clients.Coordination, t.Namespace, ops.LeaseName(t.Name))
 	case !apierrors.IsNotFound(err):
-		return fmt.Errorf("check the lock Lease %s/%s: %w", t.Namespace, ops.LeaseName(t.Name), err)
+		return nil, login, fmt.Errorf("check the lock Lease %s/%s: %w", t.Namespace, ops.LeaseName(t.Name), err)
 	}
-	return nil
+	if o.VerifyLogin != "" {
+		s, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, o.VerifyLogin, metav1.GetOptions{})
+		if err != nil {
+			return nil, login, fmt.Errorf("--verify-login: get Secret %s/%s: %w", t.Namespace, o.VerifyLogin, err)
+		}
+		login = verify.Login{User: string(s.Data["username"]), Password: string(s.Data["password"]), Database: string(s.Data["database"])}
+		if login.User == "" || login.Password == "" {
+			return nil, login, fmt.Errorf("--verify-login: Secret %s/%s needs the keys username and password", t.Namespace, o.VerifyLogin)
+		}
+		req.Login = "password"
+	}
+	if req.Operation == ops.Remove {
+		return nil, login, nil
+	}
+	if len(o.BackendCA) > 0 {
+		if req.BackendCA, err = o.readCAs(ctx, t.Namespace, o.BackendCA); err != nil {
+			return nil, login, err
+		}
+		req.BackendCASources = o.BackendCA
+	}
+	if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, target.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
+		req.CurrentCA = sec.Data["ca.crt"]
+	}
+	// The CAs pgpool will read: the issuer's, the previous one (kept during
+	// change-issuer), the backends'.
+	backendCA := req.BackendCA
+	if backendCA == nil && t.Bundle != nil {
+		backendCA = []byte(t.Bundle.Data[tls.BackendCAKey])
+	}
+	issuerCA := req.CurrentCA
+	if req.Operation == ops.Add || req.Operation == ops.ChangeIssuer {
+		issuerCA = o.issuerCA(ctx, t.Namespace, req.Issuer)
+	}
+	var previous []byte
+	if req.Operation == ops.ChangeIssuer {
+		previous = req.CurrentCA
+	}
+	var warnings []string
+	backends := o.checkBackends(ctx, t, tls.Pool(issuerCA, previous, backendCA))
+	for _, b := range backends {
+		if b.Check != "not-checked" {
+			continue
+		}
+		if o.Verify == apply.VerifyRequired && b.Via != "" {
+			return nil, login, fmt.Errorf("backend %d (%s:%d): %s (--verify=required)", b.Index, b.Host, b.Port, b.Detail)
+		}
+		warnings = append(warnings, fmt.Sprintf("backend %d (%s:%d) not checked for TLS: %s", b.Index, b.Host, b.Port, b.Detail))
+	}
+	if err := backendProblems(t, backends); err != nil {
+		return nil, login, err
+	}
+	return warnings, login, nil
 }

@@ -58,8 +58,18 @@ type Status struct {
 	TLSMountPath string            `json:"tlsMountPath"`
 	Certificates []CertStatus      `json:"certificates"`
 	Pods         []PodStatus       `json:"pods"`
+	CABundle     *BundleStatus     `json:"caBundle,omitempty"`
+	Backends     []BackendStatus   `json:"backends,omitempty"`
 	LastOp       string            `json:"lastOperation,omitempty"`
 	Paths        map[string]string `json:"pgpoolPaths,omitempty"`
+}
+
+// BundleStatus is the CA bundle pgpool reads as ssl_ca_cert, in order.
+type BundleStatus struct {
+	ConfigMap string   `json:"configMap"`
+	Issuer    []string `json:"issuerCA"`
+	Previous  []string `json:"previousCA,omitempty"`
+	Backend   []string `json:"backendCA,omitempty"`
 }
 
 // CertStatus is one Certificate and what its Secret holds.
@@ -112,8 +122,17 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	for i := range t.Pods {
 		st.Pods = append(st.Pods, PodStatus{Name: t.Pods[i].Name, Ready: target.PodReady(&t.Pods[i]), UID: string(t.Pods[i].UID)})
 	}
+	var trust []byte
+	if t.Bundle != nil {
+		st.CABundle = &BundleStatus{ConfigMap: t.Bundle.Name, Issuer: tls.Subjects([]byte(t.Bundle.Data[tls.IssuerCAKey])),
+			Previous: tls.Subjects([]byte(t.Bundle.Data[tls.PreviousCAKey])), Backend: tls.Subjects([]byte(t.Bundle.Data[tls.BackendCAKey]))}
+		trust = []byte(t.Bundle.Data[tls.BundleKey])
+	} else if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, target.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
+		trust = sec.Data["ca.crt"]
+	}
 	if o.Verify != apply.VerifyOff {
 		o.probe(ctx, t, st.Pods)
+		st.Backends = o.checkBackends(ctx, t, tls.Pool(trust))
 	}
 	if err := o.print(t, &st); err != nil {
 		return err
@@ -192,6 +211,33 @@ func (o *StatusOptions) print(t *target.Target, st *Status) error {
 			fmt.Fprintf(w, "  subject / issuer:\t%s / %s\n", c.Secret.Subject, c.Secret.Issuer)
 			fmt.Fprintf(w, "  serial / expires:\t%s / %s (in %s)\n", c.Secret.Serial, c.Secret.NotAfter.UTC().Format(time.RFC3339), time.Until(c.Secret.NotAfter).Round(time.Hour))
 		}
+	}
+	if b := st.CABundle; b != nil {
+		fmt.Fprintf(w, "CA bundle (ssl_ca_cert):\tConfigMap %s\n", b.ConfigMap)
+		for _, x := range b.Issuer {
+			fmt.Fprintf(w, "  issuer's CA:\t%s\n", x)
+		}
+		for _, x := range b.Previous {
+			fmt.Fprintf(w, "  previous issuer's CA:\t%s (leaves at the next tls rotate, unless --keep-previous-ca)\n", x)
+		}
+		for _, x := range b.Backend {
+			fmt.Fprintf(w, "  backend CA:\t%s\n", x)
+		}
+	}
+	for _, b := range st.Backends {
+		what := b.Check
+		switch b.Check {
+		case "tls-trusted":
+			what = "TLS, issued by " + b.Issuer + ", trusted by the CA bundle"
+		case "tls-untrusted":
+			what = "TLS, issued by " + b.Issuer + ", NOT trusted: pgpool cannot log in to it; add its CA with tls rotate --reissue=false --backend-ca"
+		case "plain":
+			what = "no TLS"
+		}
+		if b.Detail != "" && b.Check != "tls-untrusted" {
+			what += " (" + b.Detail + ")"
+		}
+		fmt.Fprintf(w, "Backend %d %s:%d:\t%s\n", b.Index, b.Host, b.Port, what)
 	}
 	for _, p := range st.Pods {
 		fmt.Fprintf(w, "Pod %s:\tReady=%v\n", p.Name, p.Ready)

@@ -62,6 +62,7 @@ func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 	c.Flags().StringSliceVar(&o.ClientOUs, "client-ou", nil, "OU of the client certificate's subject (repeatable)")
 	c.Flags().StringSliceVar(&o.ServerDNS, "server-dns-name", nil, "extra DNS name for the server certificate (repeatable)")
 	c.Flags().DurationVar(&o.Duration, "duration", 0, "certificate lifetime (cert-manager's default: 2160h)")
+	addBackendCAFlag(c, &o.OperationOptions)
 	c.Flags().DurationVar(&o.RenewBefore, "renew-before", 0, "renew this long before expiry (cert-manager's default: a third of the lifetime)")
 	_ = c.RegisterFlagCompletionFunc("ssl-mode", fixed(conf.SSLModes()))
 	_ = c.RegisterFlagCompletionFunc("client-auth-mode", fixed(conf.ClientAuthModes()))
@@ -114,6 +115,10 @@ func (o *AddOptions) Run(ctx context.Context) error {
 	})
 }
 
+func addBackendCAFlag(c *cobra.Command, o *OperationOptions) {
+	c.Flags().StringSliceVar(&o.BackendCA, "backend-ca", nil, "secret/NAME[/KEY] or configmap/NAME[/KEY] (KEY default ca.crt) with the CA of backends that serve TLS from another CA; pgpool verifies its backends against the CA bundle (repeatable; default: keep what the bundle holds)")
+}
+
 func validIssuerKind(k string) error {
 	if k != "Issuer" && k != "ClusterIssuer" {
 		return UsageError{fmt.Errorf(`--issuer-kind must be "Issuer" or "ClusterIssuer", not %q`, k)}
@@ -124,7 +129,8 @@ func validIssuerKind(k string) error {
 // RotateOptions are the options of `tls rotate`.
 type RotateOptions struct {
 	OperationOptions
-	Reissue bool
+	Reissue        bool
+	KeepPreviousCA bool
 }
 
 func newRotateCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
@@ -147,12 +153,14 @@ certificate by itself (tls status shows every pod as a mismatch),
 	}
 	o.addFlags(c)
 	c.Flags().BoolVar(&o.Reissue, "reissue", true, "re-issue the certificates first; false only restarts the pods so that they load what the Secrets hold")
+	c.Flags().BoolVar(&o.KeepPreviousCA, "keep-previous-ca", false, "keep the previous issuer's CA (from change-issuer) in the CA bundle, so client certificates it signed still log in")
+	addBackendCAFlag(c, &o.OperationOptions)
 	return c
 }
 
 // Run rotates the certificates.
 func (o *RotateOptions) Run(ctx context.Context) error {
-	return o.run(ctx, ops.Request{Operation: ops.Rotate, RestartOnly: !o.Reissue})
+	return o.run(ctx, ops.Request{Operation: ops.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA})
 }
 
 // ChangeIssuerOptions are the options of `tls change-issuer`.
@@ -174,6 +182,7 @@ func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericcliopt
 	}
 	o.addFlags(c)
 	c.Flags().StringVar(&o.Issuer, "issuer", "", "the new issuer (required)")
+	addBackendCAFlag(c, &o.OperationOptions)
 	c.Flags().StringVar(&o.IssuerKind, "issuer-kind", o.IssuerKind, "Issuer or ClusterIssuer")
 	return c
 }

@@ -6,6 +6,7 @@
 package conf
 
 import (
+	"strconv"
 	"strings"
 )
 
@@ -151,4 +152,31 @@ func (c *PgpoolConf) Unset(key string) {
 		out = append(out, l)
 	}
 	c.lines = out
+}
+
+// Backend is one backend_hostnameN / backend_portN pair of pgpool.conf.
+type Backend struct {
+	Index int    `json:"index"`
+	Host  string `json:"host"`
+	Port  int    `json:"port"`
+}
+
+// Backends returns the backends pgpool.conf configures, in index order
+// (port 5432 when backend_portN is not set).
+func (c *PgpoolConf) Backends() []Backend {
+	var out []Backend
+	for i := 0; i < 128; i++ {
+		h, ok := c.Get("backend_hostname" + strconv.Itoa(i))
+		if !ok {
+			continue
+		}
+		port := 5432
+		if v, ok := c.Get("backend_port" + strconv.Itoa(i)); ok {
+			if p, err := strconv.Atoi(v); err == nil {
+				port = p
+			}
+		}
+		out = append(out, Backend{Index: i, Host: h, Port: port})
+	}
+	return out
 }

@@ -48,6 +48,19 @@ type Request struct {
 	RestartOnly bool
 	// ApplyAlways: --apply Always (do not require every pod Ready first).
 	ApplyAlways bool
+	// BackendCA is the PEM of the CAs that pgpool must trust for its
+	// backends (--backend-ca), nil to keep what the CA bundle holds.
+	BackendCA []byte
+	// BackendCASources name where BackendCA came from, for the plan.
+	BackendCASources []string
+	// CurrentCA is ca.crt of the server Secret today: the previous CA after
+	// change-issuer.
+	CurrentCA []byte
+	// KeepPreviousCA: rotate keeps the previous issuer's CA in the bundle.
+	KeepPreviousCA bool
+	// Login says how the verify step logs in through each pod: "cert" (the
+	// client certificate), "password" (--verify-login) or "" (not at all).
+	Login string
 	// Holder identifies who holds the lock (user, host, pid).
 	Holder string
 }
@@ -84,6 +97,9 @@ func Build(t *target.Target, r Request) (*plan.Plan, error) {
 	default:
 		return nil, fmt.Errorf("unknown operation %q", r.Operation)
 	}
+	if b.login() == "" {
+		b.p.Warnings = append(b.p.Warnings, "no login proves that clients get through pgpool to its backend after the change (only the TLS handshake is checked): pass --verify-login SECRET, a Secret with the keys username and password")
+	}
 	b.record()
 	return b.p, nil
 }
@@ -105,6 +121,9 @@ func fits(t *target.Target, r Request) error {
 		if !t.State.Enabled {
 			return &StateError{fmt.Sprintf("pgpool %s has no TLS (ssl is off in %s %s): use `kubectl pgpool tls add %s --issuer NAME` first", name, t.Config.Kind, t.Config.Name, t.Name)}
 		}
+	}
+	if t.Bundle != nil && !t.BundleOurs {
+		return &tls.NotOursError{Kind: "ConfigMap", Namespace: t.Namespace, Name: t.Bundle.Name}
 	}
 	if r.Operation == Rotate || r.Operation == ChangeIssuer {
 		for _, n := range []string{target.ServerCertName(t.Name), target.ClientCertName(t.Name)} {
@@ -221,6 +240,7 @@ func (b *builder) add() error {
 		}
 		b.waitCert(n, after)
 	}
+	b.writeBundle(nil)
 	pc := conf.ParsePgpoolConf(b.t.Config.PgpoolConf)
 	conf.EnableTLS(pc, b.t.Paths())
 	// pool_hba.conf is read only with enable_pool_hba = on: require and
@@ -328,16 +348,7 @@ func (b *builder) volumeName() string {
 
 func (b *builder) addVolume() {
 	name := b.volumeName()
-	keyMode, readMode := int32(0o600), int32(0o444)
-	vol := corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-		SecretName:  target.ServerCertName(b.t.Name),
-		DefaultMode: &readMode,
-		Items: []corev1.KeyToPath{
-			{Key: "tls.crt", Path: "tls.crt"},
-			{Key: "tls.key", Path: "tls.key", Mode: &keyMode},
-			{Key: "ca.crt", Path: "ca.pem"},
-		},
-	}}}
+	vol := b.tlsVolume(name)
 	mount := corev1.VolumeMount{Name: name, MountPath: b.t.TLSMountPath, ReadOnly: true}
 	ci := strconv.Itoa(b.t.ContainerIndex)
 	ops := []map[string]any{{"op": "test", "path": "/spec/template/spec/containers/" + ci + "/name", "value": b.t.Container}}
@@ -361,9 +372,92 @@ func (b *builder) addVolume() {
 	b.add1(plan.Step{
 		Kind:        plan.Patch,
 		Object:      workloadObject(b.t),
-		Description: fmt.Sprintf("mount Secret %s as volume %q at %s in container %s (tls.crt, tls.key mode 0600, ca.crt as ca.pem)", target.ServerCertName(b.t.Name), name, b.t.TLSMountPath, b.t.Container),
-		Diff:        fmt.Sprintf("+ volume %s: secret %s\n+ container %s volumeMount %s -> %s (readOnly)\n", name, target.ServerCertName(b.t.Name), b.t.Container, name, b.t.TLSMountPath),
+		Description: fmt.Sprintf("mount Secret %s (tls.crt, tls.key mode 0600) and the CA bundle ConfigMap %s (ca.pem) as volume %q at %s in container %s", target.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name), name, b.t.TLSMountPath, b.t.Container),
+		Diff:        fmt.Sprintf("+ volume %s: projected secret %s + configMap %s\n+ container %s volumeMount %s -> %s (readOnly)\n", name, target.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name), b.t.Container, name, b.t.TLSMountPath),
 		Data:        map[string]string{"patch": string(patch), "patchType": "json"},
+	})
+}
+
+// tlsVolume is the TLS volume: the server Secret's certificate and key and
+// the CA bundle, projected into one directory (the image copies it to where
+// pgpool reads it).
+func (b *builder) tlsVolume(name string) corev1.Volume {
+	keyMode, readMode := int32(0o600), int32(0o444)
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		DefaultMode: &readMode,
+		Sources: []corev1.VolumeProjection{
+			{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: target.ServerCertName(b.t.Name)},
+				Items: []corev1.KeyToPath{{Key: "tls.crt", Path: "tls.crt"}, {Key: "tls.key", Path: "tls.key", Mode: &keyMode}}}},
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: tls.CABundleName(b.t.Name)},
+				Items: []corev1.KeyToPath{{Key: tls.BundleKey, Path: "ca.pem"}}}},
+		},
+	}}}
+}
+
+// upgradeVolume replaces a TLS volume that mounts the server Secret's
+// ca.crt as ca.pem (written by earlier versions) with the projected one
+// that reads the CA bundle. It reports whether the pod template changes.
+func (b *builder) upgradeVolume() bool {
+	c := b.t.Template.Spec.Containers[b.t.ContainerIndex]
+	name := ""
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == b.t.TLSMountPath {
+			name = m.Name
+		}
+	}
+	for i, v := range b.t.Template.Spec.Volumes {
+		if v.Name != name || v.Secret == nil || v.Secret.SecretName != target.ServerCertName(b.t.Name) {
+			continue
+		}
+		vp := "/spec/template/spec/volumes/" + strconv.Itoa(i)
+		patch, _ := json.Marshal([]map[string]any{
+			{"op": "test", "path": vp + "/name", "value": name},
+			{"op": "replace", "path": vp, "value": b.tlsVolume(name)},
+		})
+		b.add1(plan.Step{
+			Kind:        plan.Patch,
+			Object:      workloadObject(b.t),
+			Description: fmt.Sprintf("volume %q: read ca.pem from the CA bundle ConfigMap %s instead of the server Secret's ca.crt", name, tls.CABundleName(b.t.Name)),
+			Diff:        fmt.Sprintf("- volume %s: secret %s\n+ volume %s: projected secret %s + configMap %s\n", name, target.ServerCertName(b.t.Name), name, target.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name)),
+			Data:        map[string]string{"patch": string(patch), "patchType": "json"},
+		})
+		return true
+	}
+	return false
+}
+
+// writeBundle writes the CA bundle pgpool reads as ssl_ca_cert: the
+// issuer's CA (ca.crt of the server Secret, read when the step runs), then
+// previous (a CA clients and backends may still use), then the backends'.
+func (b *builder) writeBundle(previous []byte) {
+	backend := b.r.BackendCA
+	if backend == nil && b.t.Bundle != nil {
+		backend = []byte(b.t.Bundle.Data[tls.BackendCAKey])
+	}
+	desc := fmt.Sprintf("write the CA bundle pgpool reads as ssl_ca_cert (for client certificates and its backends): first the issuer's CA (ca.crt of Secret %s)", target.ServerCertName(b.t.Name))
+	var diff strings.Builder
+	if s := tls.Subjects(previous); len(s) > 0 {
+		desc += ", then the previous issuer's CA"
+		for _, x := range s {
+			fmt.Fprintf(&diff, "  previous issuer's CA: %s\n", x)
+		}
+	}
+	if s := tls.Subjects(backend); len(s) > 0 {
+		desc += ", then the backends' CAs"
+		if len(b.r.BackendCASources) > 0 {
+			desc += " from " + strings.Join(b.r.BackendCASources, ", ")
+		}
+		for _, x := range s {
+			fmt.Fprintf(&diff, "  backend CA: %s\n", x)
+		}
+	}
+	b.add1(plan.Step{
+		Kind:        plan.Apply,
+		Object:      plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: tls.CABundleName(b.t.Name)},
+		Description: desc,
+		Diff:        diff.String(),
+		Data:        map[string]string{"issuerCAFrom": target.ServerCertName(b.t.Name)},
+		Payload:     map[string]string{tls.PreviousCAKey: string(previous), tls.BackendCAKey: string(backend)},
 	})
 }
 
@@ -437,14 +531,51 @@ func (b *builder) roll(templateChanged bool) {
 		b.add1(plan.Step{
 			Kind:        plan.Evict,
 			Object:      plan.Object{APIVersion: "v1", Kind: "Pod", Namespace: t.Namespace, Name: p.Name},
-			Description: fmt.Sprintf("evict pod %s, wait for its replacement to be Ready, check by handshake that it serves TLS %s", p.Name, expect),
+			Description: fmt.Sprintf("evict pod %s, wait for its replacement to be Ready, check by handshake that it serves TLS %s%s", p.Name, expect, loginDesc(b.login())),
 			Data: map[string]string{
 				"uid": string(p.UID), "sameName": strconv.FormatBool(t.Kind != "Deployment"),
 				"selector": sel.String(), "want": strconv.Itoa(int(t.Replicas)), "known": strings.Join(known, ","),
-				"expectTLS": expect,
+				"expectTLS": expect, "login": b.login(),
 			},
 		})
 	}
+}
+
+// login is how the roll and the verify step log in through each pod: with
+// the client certificate when clients authenticate with one, with the
+// --verify-login password, or not at all.
+func (b *builder) login() string {
+	if b.r.Login != "" {
+		return b.r.Login
+	}
+	auth := b.r.AuthMode
+	if b.r.Operation == Rotate || b.r.Operation == ChangeIssuer {
+		auth = b.t.State.AuthMode
+	}
+	if auth == "cert" && b.r.Operation != Remove {
+		return "cert"
+	}
+	return ""
+}
+
+func loginDesc(login string) string {
+	switch login {
+	case "cert":
+		return ", and log in through it with the client certificate (SELECT 1 reaches the backend)"
+	case "password":
+		return ", and log in through it with the --verify-login user (SELECT 1 reaches the backend)"
+	}
+	return ""
+}
+
+func verifyLoginDesc(login string) string {
+	switch login {
+	case "cert":
+		return "; a login through each pod with the client certificate (SELECT 1 reaches the backend)"
+	case "password":
+		return "; a login through each pod with the --verify-login user (SELECT 1 reaches the backend)"
+	}
+	return ""
 }
 
 func (b *builder) verify(ssl string) {
@@ -460,11 +591,12 @@ func (b *builder) verify(ssl string) {
 	b.add1(plan.Step{
 		Kind:        plan.Verify,
 		Object:      workloadObject(b.t),
-		Description: fmt.Sprintf("verify: %s; every pod replaced once and Ready", what),
+		Description: fmt.Sprintf("verify: %s; every pod replaced once and Ready%s", what, verifyLoginDesc(b.login())),
 		Data: map[string]string{
 			"ssl": ssl, "issuer": b.r.Issuer.Name, "issuerKind": kindOf(b.r.Issuer.Kind), "selector": sel.String(),
 			"known": strings.Join(known, ","), "want": strconv.Itoa(int(b.t.Replicas)),
 			"config": b.t.Config.Kind + "/" + b.t.Config.Name, "tlsMountPath": b.t.TLSMountPath,
+			"login": b.login(),
 		},
 	})
 }
@@ -481,25 +613,39 @@ func (b *builder) rotate() {
 			b.waitCert(n, tls.Revision(b.t.Certificates[n]))
 		}
 	}
-	b.roll(false)
+	var previous []byte
+	if b.r.KeepPreviousCA && b.t.Bundle != nil {
+		previous = []byte(b.t.Bundle.Data[tls.PreviousCAKey])
+	} else if b.t.Bundle != nil && len(tls.Subjects([]byte(b.t.Bundle.Data[tls.PreviousCAKey]))) > 0 {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the previous issuer's CA (%s) leaves the CA bundle: client certificates it signed are refused after this roll (--keep-previous-ca keeps it)", strings.Join(tls.Subjects([]byte(b.t.Bundle.Data[tls.PreviousCAKey])), "; ")))
+	}
+	b.writeBundle(previous)
+	changed := b.upgradeVolume()
+	b.roll(changed)
 	b.verify("on")
 }
 
+// changeIssuer moves the server Certificate first, rolls the pods onto a CA
+// bundle that holds the old and the new CA, and only then moves the client
+// Certificate: at every moment of the roll, every pod accepts a client
+// certificate from either CA, and its backends stay trusted.
 func (b *builder) changeIssuer() {
-	names := []string{target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)}
+	server, client := target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)
 	ref := map[string]any{"spec": map[string]any{"issuerRef": map[string]string{"name": b.r.Issuer.Name, "kind": kindOf(b.r.Issuer.Kind), "group": "cert-manager.io"}}}
 	patch, _ := json.Marshal(ref)
-	for _, n := range names {
+	move := func(n, why string) {
 		old := b.t.Certificates[n].Spec.IssuerRef
 		b.add1(plan.Step{Kind: plan.Patch, Object: certObject(b.t, n),
-			Description: fmt.Sprintf("move Certificate %s to %s %q (cert-manager re-issues it)", n, kindOf(b.r.Issuer.Kind), b.r.Issuer.Name),
+			Description: fmt.Sprintf("move Certificate %s to %s %q (cert-manager re-issues it)%s", n, kindOf(b.r.Issuer.Kind), b.r.Issuer.Name, why),
 			Diff:        fmt.Sprintf("- issuerRef: %s %s\n+ issuerRef: %s %s\n", kindOf(old.Kind), old.Name, kindOf(b.r.Issuer.Kind), b.r.Issuer.Name),
 			Data:        map[string]string{"patch": string(patch), "patchType": "merge"}})
-	}
-	for _, n := range names {
 		b.waitCert(n, tls.Revision(b.t.Certificates[n]))
 	}
-	b.roll(false)
+	move(server, "")
+	b.writeBundle(b.r.CurrentCA)
+	changed := b.upgradeVolume()
+	b.roll(changed)
+	move(client, ", now that every pod trusts both CAs")
 	b.verify("on")
 }
 
@@ -517,6 +663,10 @@ func (b *builder) remove() error {
 	b.removeVolume()
 	b.roll(b.t.State.VolumePresent)
 	b.verify("off")
+	if b.t.Bundle != nil {
+		b.add1(plan.Step{Kind: plan.Delete, Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: b.t.Bundle.Name},
+			Description: "delete the CA bundle ConfigMap " + b.t.Bundle.Name + " (no pod mounts it any more)"})
+	}
 	if !b.r.KeepCertificates {
 		for _, n := range []string{target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)} {
 			if b.t.Certificates[n] != nil {

@@ -25,6 +25,7 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
 
 // Annotation keys kubectl-pgpool writes on the workload.
@@ -115,6 +116,12 @@ type Target struct {
 	Headless       string                        `json:"headlessService,omitempty"`
 	State          TLSState                      `json:"state"`
 	Certificates   map[string]*cmapi.Certificate `json:"-"`
+	// Bundle is the CA bundle ConfigMap (tls.CABundleName), nil when there
+	// is none.
+	Bundle *corev1.ConfigMap `json:"-"`
+	// BundleOurs: Bundle carries the plugin's label (else it belongs to
+	// someone else and is never touched).
+	BundleOurs bool `json:"-"`
 }
 
 // ServerCertName and ClientCertName are the Certificates of a pgpool, as
@@ -176,6 +183,9 @@ func Discover(ctx context.Context, c Clients, ns, name string) (*Target, error) 
 		return nil, err
 	}
 	t.findCertificates(ctx, c)
+	if err := t.findBundle(ctx, c); err != nil {
+		return nil, err
+	}
 	t.readState()
 	return t, nil
 }
@@ -377,6 +387,18 @@ func (t *Target) findCertificates(ctx context.Context, c Clients) {
 			t.Certificates[n] = crt
 		}
 	}
+}
+
+func (t *Target) findBundle(ctx context.Context, c Clients) error {
+	cm, err := c.Core.ConfigMaps(t.Namespace).Get(ctx, tls.CABundleName(t.Name), metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("get ConfigMap %s/%s (the CA bundle): %w", t.Namespace, tls.CABundleName(t.Name), err)
+	}
+	t.Bundle, t.BundleOurs = cm, tls.Ours(cm, t.Name)
+	return nil
 }
 
 // recordedTLS is the value of AnnotationTLS.

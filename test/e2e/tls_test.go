@@ -346,7 +346,8 @@ func checkVolume(t *testing.T, ns string, l layout, want bool) {
 	t.Helper()
 	w := l.workload(t, ns)
 	b, _ := json.Marshal(w.Object["spec"].(map[string]any)["template"])
-	got := strings.Contains(string(b), `"mountPath":"/config/tls"`) && strings.Contains(string(b), `"secretName":"pgpool-server-cert"`)
+	got := strings.Contains(string(b), `"mountPath":"/config/tls"`) && strings.Contains(string(b), `"projected"`) &&
+		strings.Contains(string(b), `"name":"pgpool-server-cert"`) && strings.Contains(string(b), `"name":"pgpool-kubectl-pgpool-ca"`)
 	if got != want {
 		t.Fatalf("TLS volume present = %v, want %v: %s", got, want, b)
 	}

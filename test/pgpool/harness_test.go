@@ -118,6 +118,13 @@ func pgBin(t testing.TB, name string) string {
 // whatever the client's auth mode: the README's "cert auth and the backend").
 func startPostgres(t testing.TB, u runAs) int {
 	t.Helper()
+	return startPostgresTLS(t, u, nil, nil)
+}
+
+// startPostgresTLS is startPostgres serving TLS with cert and key (none
+// when nil).
+func startPostgresTLS(t testing.TB, u runAs, cert, key []byte) int {
+	t.Helper()
 	dir := u.dir(t)
 	data := filepath.Join(dir, "data")
 	if out, err := u.command(pgBin(t, "initdb"), "-D", data, "-U", "postgres", "--auth=trust").CombinedOutput(); err != nil {
@@ -129,6 +136,11 @@ func startPostgres(t testing.TB, u runAs) int {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(f, "listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\n", port, dir)
+	if cert != nil {
+		u.write(t, filepath.Join(data, "server.crt"), string(cert), 0o644)
+		u.write(t, filepath.Join(data, "server.key"), string(key), 0o600)
+		fmt.Fprintf(f, "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+	}
 	_ = f.Close()
 	if out, err := u.command(pgBin(t, "pg_ctl"), "-D", data, "-l", filepath.Join(dir, "postgres.log"), "-w", "-t", "60", "start").CombinedOutput(); err != nil {
 		t.Fatalf("pg_ctl start: %v\n%s", err, out)
@@ -174,6 +186,13 @@ func (p *pgpoolServer) Paths() conf.Paths {
 // client here connects from 127.0.0.1).
 func (p *pgpoolServer) Configure(sslMode, authMode string) {
 	p.t.Helper()
+	p.ConfigureWith(sslMode, authMode, baseHBA, nil)
+}
+
+// ConfigureWith is Configure from another pool_hba.conf, with a last edit
+// of pgpool.conf (nil for none).
+func (p *pgpoolServer) ConfigureWith(sslMode, authMode, base string, edit func(*conf.PgpoolConf)) {
+	p.t.Helper()
 	seed, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "pkg", "conf", "testdata", "kubedb-pgpool.conf"))
 	if err != nil {
 		p.t.Fatal(err)
@@ -198,11 +217,14 @@ func (p *pgpoolServer) Configure(sslMode, authMode string) {
 	} else {
 		conf.EnableTLS(c, p.Paths())
 	}
-	edit, err := conf.EditHBA(baseHBA, sslMode, authMode, true)
+	if edit != nil {
+		edit(c)
+	}
+	he, err := conf.EditHBA(base, sslMode, authMode, true)
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	hba := edit.Text
+	hba := he.Text
 	p.conf, p.hba = c.String(), hba
 	p.u.write(p.t, filepath.Join(p.dir, "pgpool.conf"), p.conf, 0o600)
 	p.u.write(p.t, filepath.Join(p.dir, "pool_hba.conf"), hba, 0o600)
@@ -322,6 +344,18 @@ func (p *pgpoolServer) InstallSecrets(s certSet) {
 	p.u.write(p.t, paths.Cert, string(s.ServerCert), 0o644)
 	p.u.write(p.t, paths.Key, string(s.ServerKey), 0o600)
 	p.u.write(p.t, paths.CA, string(s.CA), 0o644)
+}
+
+// InstallCA writes the CA bundle pgpool reads as ssl_ca_cert (ca.pem).
+func (p *pgpoolServer) InstallCA(pem []byte) {
+	p.t.Helper()
+	p.u.write(p.t, p.Paths().CA, string(pem), 0o644)
+}
+
+// Login logs in through this pgpool with pgx and runs SELECT 1 (the verify
+// step's own login).
+func (p *pgpoolServer) Login(ctx context.Context, l verify.Login) (*verify.LoginResult, error) {
+	return verify.LoginAndQuery(ctx, p.Dialer(), "pgpool", l)
 }
 
 // certSet is what cert-manager issued, as files.

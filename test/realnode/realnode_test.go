@@ -7,8 +7,10 @@ package realnode
 import (
 	"bufio"
 	"context"
+	cryptotls "crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -267,15 +271,33 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			ns := env.Namespace(t)
 			env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
-			env.Apply(t, ns, env.Fixture(t, "kubedb-real.yaml"), replicas)
+			env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
 			ctx := testenv.Context(t, 2*time.Minute)
+			if _, err := tls.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, nil); err != nil {
+				t.Fatal(err)
+			}
+			env.Apply(t, ns, env.Fixture(t, "kubedb-real.yaml"), replicas)
 			env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
 			env.WaitIssuerReady(t, ctx, ns, "pp-new-issuer")
 			env.WaitPodsReady(t, ns, selector, replicas, 3*time.Minute)
 
-			// add, as the seed: sslMode require, clientAuthMode cert.
-			roll(t, ns, replicas, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require",
-				"--client-auth-mode", "cert", "--client-org", "pgpool", "--client-ou", "client")
+			// The backend serves TLS from its own CA: without that CA, add
+			// refuses in preflight and writes nothing.
+			seedAdd := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require",
+				"--client-auth-mode", "cert", "--client-org", "pgpool", "--client-ou", "client"}
+			before := objectVersions(t, ns)
+			_, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 2*time.Minute, append(seedAdd, "--yes")...)
+			if err == nil || !strings.Contains(err.Error(), "backend 0 (127.0.0.1:5432") || !strings.Contains(err.Error(), `"CN=backend-ca,O=postgres"`) || !strings.Contains(err.Error(), "--backend-ca") {
+				t.Fatalf("add without the backend's CA: %v\n%s", err, errOut)
+			}
+			if after := objectVersions(t, ns); after != before {
+				t.Fatalf("add refused in preflight but wrote: %s -> %s", before, after)
+			}
+
+			// add, as the seed: sslMode require, clientAuthMode cert; pgpool
+			// trusts the backend's CA too.
+			roll(t, ns, replicas, append(seedAdd, "--backend-ca", "secret/pgpool-backend-cert")...)
+			loginThroughPgpool(t, ns, replicas, true)
 			conf := execIn(t, ns, "cat", "/opt/pgpool-II/etc/pgpool.conf")
 			for _, want := range []string{"ssl = on", "ssl_cert = '/opt/pgpool-II/tls/tls.crt'", "ssl_key = '/opt/pgpool-II/tls/tls.key'", "ssl_ca_cert = '/opt/pgpool-II/tls/ca.pem'"} {
 				if !strings.Contains(conf, want) {
@@ -296,10 +318,14 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 				t.Fatalf("served after add: %+v", first)
 			}
 			status(t, ns, replicas, true)
+			if st, _ := runStatus(t, ns); len(st.Backends) != 1 || st.Backends[0].Check != "tls-trusted" || st.Backends[0].Issuer != "CN=backend-ca,O=postgres" {
+				t.Fatalf("status of the backend: %+v", st.Backends)
+			}
 			fileEnd := execIn(t, ns, "openssl", "x509", "-in", "/opt/pgpool-II/tls/tls.crt", "-enddate", "-noout")
 
 			// rotate: the served certificate and the file in the pod change.
 			roll(t, ns, replicas, "tls", "rotate", "pgpool")
+			loginThroughPgpool(t, ns, replicas, true)
 			second := served(t, ns, secretPEM(t, ns, "pgpool-server-cert", "ca.crt"))
 			status(t, ns, replicas, true)
 			renewedBehindPgpool(t, ns, replicas)
@@ -316,7 +342,14 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 			// change-issuer: the CA in the pod is the new one; the old CA no
 			// longer verifies the served certificate.
 			oldCA := secretPEM(t, ns, "pgpool-server-cert", "ca.crt")
+			oldClient := clientCert(t, ns)
+			logins := loginsDuring(t, ns, oldClient, oldCA)
 			roll(t, ns, replicas, "tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer")
+			logins.stop(t, oldClient)
+			loginThroughPgpool(t, ns, replicas, true)
+			// The old CA stays in the bundle until the next rotate: a client
+			// with a certificate it signed still gets in.
+			loginWith(t, ns, replicas, true, oldClient)
 			subj := execIn(t, ns, "openssl", "x509", "-in", "/opt/pgpool-II/tls/ca.pem", "-subject", "-nameopt", "RFC2253", "-noout")
 			if !strings.Contains(subj, "CN=ca-updated,O=kubedb-updated") {
 				t.Fatalf("ca.pem in the pod after change-issuer: %s", subj)
@@ -335,6 +368,7 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 				t.Fatalf("the running pgpool.conf after remove:\n%s", conf)
 			}
 			status(t, ns, replicas, false)
+			loginThroughPgpool(t, ns, replicas, false)
 			port = portForward(t, ns, "svc/pgpool")
 			c := exec.Command("psql", fmt.Sprintf("host=localhost port=%d dbname=postgres user=postgres sslmode=disable", port), "-w", "-At", "-c", "select 'logged-in'")
 			c.Env = append(os.Environ(), "PGPASSWORD=pgpool-demo-password", "PGCONNECT_TIMEOUT=10")
@@ -343,4 +377,174 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// objectVersions names the resourceVersions of everything the plugin could
+// write (config, workload, Certificates, CA bundle), to prove a refusal
+// wrote nothing.
+func objectVersions(t *testing.T, ns string) string {
+	t.Helper()
+	ctx := context.Background()
+	sec, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, "pgpool-config", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sts, err := env.Kube.AppsV1().StatefulSets(ns).Get(ctx, "pgpool", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crts, err := env.CertMgr.CertmanagerV1().Certificates(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cms, err := env.Kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: tls.LabelManagedBy + "=" + tls.ManagerName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("config %s, statefulset generation %d, %d Certificates, %d CA bundles", sec.ResourceVersion, sts.Generation, len(crts.Items), len(cms.Items))
+}
+
+func clientCert(t *testing.T, ns string) *cryptotls.Certificate {
+	t.Helper()
+	kp, err := cryptotls.X509KeyPair(secretPEM(t, ns, "pgpool-client-cert", "tls.crt"), secretPEM(t, ns, "pgpool-client-cert", "tls.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kp
+}
+
+// loginThroughPgpool logs in through every pod (port-forward, pgx) and runs
+// SELECT 1: with the client certificate over TLS and verify-full when
+// tlsOn, with the password without TLS otherwise. With TLS, pgpool's own
+// session on the backend must be TLS (pg_stat_ssl on the backend).
+func loginThroughPgpool(t *testing.T, ns string, replicas int, tlsOn bool) {
+	t.Helper()
+	loginWith(t, ns, replicas, tlsOn, nil)
+}
+
+// loginWith is loginThroughPgpool with a given client certificate (nil: the
+// one the client Secret holds now).
+func loginWith(t *testing.T, ns string, replicas int, tlsOn bool, cert *cryptotls.Certificate) {
+	t.Helper()
+	pods := env.WaitPodsReady(t, ns, selector, replicas, time.Minute)
+	for _, p := range pods {
+		l := verify.Login{User: "postgres", Database: "postgres", TLS: tlsOn, ServerName: "localhost"}
+		if tlsOn {
+			l.Roots = tls.Pool(secretPEM(t, ns, "pgpool-server-cert", "ca.crt"))
+
+			l.ClientCert = cert
+			if cert == nil {
+				l.ClientCert = clientCert(t, ns)
+			}
+		} else {
+			l.Password = "pgpool-demo-password"
+		}
+		ctx := testenv.Context(t, time.Minute)
+		res, err := verify.LoginAndQuery(ctx, apply.PortForwardDialer(env.Config, env.Kube.CoreV1(), ns, 9999), p.Name, l)
+		if err != nil {
+			t.Fatalf("login through %s: %v", p.Name, err)
+		}
+		if tlsOn && (res.TLSVersion != "TLS 1.3" || !res.BackendSSL) {
+			t.Fatalf("login through %s: %+v, want TLS 1.3 to pgpool and TLS from pgpool to the backend", p.Name, res)
+		}
+	}
+}
+
+// loginLoop logs in through every Ready pod, over and over, while a
+// change-issuer rolls: with the client certificate from before the change,
+// and with whatever the client Secret holds now. A refusal by pgpool is a
+// failure; a connection that breaks because its pod is going away is not.
+type loginLoop struct {
+	cancel   context.CancelFunc
+	done     chan struct{}
+	failures []string
+	ok       map[string]int
+}
+
+func loginsDuring(t *testing.T, ns string, oldClient *cryptotls.Certificate, oldCA []byte) *loginLoop {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ll := &loginLoop{cancel: cancel, done: make(chan struct{}), ok: map[string]int{}}
+	dial := apply.PortForwardDialer(env.Config, env.Kube.CoreV1(), ns, 9999)
+	go func() {
+		defer close(ll.done)
+		newCA := []byte(caOf(ns, "pp-new-issuer"))
+		for ctx.Err() == nil {
+			select { // pace the loop while no pod is Ready
+			case <-ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			pods, err := env.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+			if err != nil {
+				continue
+			}
+			certs := map[string]*cryptotls.Certificate{"old client certificate": oldClient}
+			if s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, "pgpool-client-cert", metav1.GetOptions{}); err == nil {
+				if kp, err := cryptotls.X509KeyPair(s.Data["tls.crt"], s.Data["tls.key"]); err == nil {
+					certs["current client certificate"] = &kp
+				}
+			}
+			roots := tls.Pool(oldCA, newCA)
+			for _, p := range pods.Items {
+				if !podReady(&p) {
+					continue
+				}
+				for name, c := range certs {
+					lctx, lcancel := context.WithTimeout(ctx, 20*time.Second)
+					_, err := verify.LoginAndQuery(lctx, dial, p.Name, verify.Login{User: "postgres", Database: "postgres", TLS: true, ServerName: "localhost", Roots: roots, ClientCert: c})
+					lcancel()
+					var pe *pgconn.PgError
+					switch {
+					case err == nil:
+						ll.ok[name]++
+					case ctx.Err() != nil:
+					case errors.As(err, &pe), strings.Contains(err.Error(), "certificate"), strings.Contains(err.Error(), "tls: "):
+						// pgpool refused the login or the certificate (a pod
+						// that goes away breaks the connection instead).
+						ll.failures = append(ll.failures, fmt.Sprintf("%s on pod %s: %v", name, p.Name, err))
+					}
+				}
+			}
+		}
+	}()
+	return ll
+}
+
+// stop ends the loop and fails the test on any refusal; both certificates
+// must have logged in at least once.
+func (ll *loginLoop) stop(t *testing.T, _ *cryptotls.Certificate) {
+	t.Helper()
+	ll.cancel()
+	<-ll.done
+	if len(ll.failures) > 0 {
+		t.Fatalf("logins refused during change-issuer: %s", strings.Join(ll.failures, "; "))
+	}
+	if ll.ok["old client certificate"] == 0 || ll.ok["current client certificate"] == 0 {
+		t.Fatalf("logins during change-issuer: %v, want some with each client certificate", ll.ok)
+	}
+	t.Logf("logins during change-issuer: %v", ll.ok)
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil
+		}
+	}
+	return false
+}
+
+// caOf reads the CA certificate of a CA Issuer's Secret.
+func caOf(ns, issuer string) string {
+	ctx := context.Background()
+	iss, err := env.CertMgr.CertmanagerV1().Issuers(ns).Get(ctx, issuer, metav1.GetOptions{})
+	if err != nil || iss.Spec.CA == nil {
+		return ""
+	}
+	s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, iss.Spec.CA.SecretName, metav1.GetOptions{})
+	if err != nil {
+		return ""
+	}
+	return string(s.Data["ca.crt"])
 }

@@ -1,0 +1,235 @@
+package cmd
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
+)
+
+// BackendStatus is what one of pgpool's backends serves, reached the way
+// pgpool reaches it.
+type BackendStatus struct {
+	conf.Backend
+	// Via names the pod the check went through.
+	Via string `json:"via,omitempty"`
+	// Check: "tls-trusted", "tls-untrusted", "plain", "not-checked".
+	Check   string `json:"check"`
+	Issuer  string `json:"issuer,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Detail  string `json:"detail,omitempty"`
+}
+
+// readCAs reads --backend-ca sources: secret/NAME[/KEY] or
+// configmap/NAME[/KEY] in the pgpool's namespace (KEY defaults to ca.crt).
+func (o *OperationOptions) readCAs(ctx context.Context, ns string, refs []string) ([]byte, error) {
+	var parts [][]byte
+	for _, ref := range refs {
+		f := strings.Split(ref, "/")
+		if len(f) < 2 || len(f) > 3 {
+			return nil, UsageError{fmt.Errorf("--backend-ca %q: use secret/NAME[/KEY] or configmap/NAME[/KEY]", ref)}
+		}
+		key := "ca.crt"
+		if len(f) == 3 {
+			key = f[2]
+		}
+		var data []byte
+		switch strings.ToLower(f[0]) {
+		case "secret", "secrets":
+			s, err := o.Clients.Core.Secrets(ns).Get(ctx, f[1], metav1.GetOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("--backend-ca %s: get Secret %s/%s: %w", ref, ns, f[1], err)
+			}
+			data = s.Data[key]
+		case "configmap", "configmaps", "cm":
+			c, err := o.Clients.Core.ConfigMaps(ns).Get(ctx, f[1], metav1.GetOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("--backend-ca %s: get ConfigMap %s/%s: %w", ref, ns, f[1], err)
+			}
+			data = []byte(c.Data[key])
+		default:
+			return nil, UsageError{fmt.Errorf("--backend-ca %q: the kind must be secret or configmap", ref)}
+		}
+		if len(tls.Subjects(data)) == 0 {
+			return nil, fmt.Errorf("--backend-ca %s: key %q holds no PEM certificate", ref, key)
+		}
+		parts = append(parts, data)
+	}
+	return tls.JoinCAs(parts...), nil
+}
+
+// issuerCA returns the CA an issuer signs with, when it can be read: a CA
+// Issuer's Secret in the pgpool's namespace (ca.crt, else tls.crt). Other
+// issuers (and ClusterIssuers, whose Secret lives elsewhere) give nil.
+func (o *OperationOptions) issuerCA(ctx context.Context, ns string, ref target.IssuerRef) []byte {
+	if ref.Kind == "ClusterIssuer" {
+		return nil
+	}
+	iss, err := o.Clients.CertManager.Issuers(ns).Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil || iss.Spec.CA == nil {
+		return nil
+	}
+	s, err := o.Clients.Core.Secrets(ns).Get(ctx, iss.Spec.CA.SecretName, metav1.GetOptions{})
+	if err != nil {
+		return nil
+	}
+	if len(tls.Subjects(s.Data["ca.crt"])) > 0 {
+		return s.Data["ca.crt"]
+	}
+	return s.Data[corev1.TLSCertKey]
+}
+
+// checkBackends reaches every backend of pgpool.conf the way pgpool does
+// (127.0.0.1/localhost through a pgpool pod itself, a Service or pod DNS
+// name through one of its pods, both by port-forward), sends the
+// SSLRequest and checks a served chain against trust, the CAs pgpool will
+// read. It only reads.
+func (o *OperationOptions) checkBackends(ctx context.Context, t *target.Target, trust *x509.CertPool) []BackendStatus {
+	var out []BackendStatus
+	for _, b := range conf.ParsePgpoolConf(t.Config.PgpoolConf).Backends() {
+		st := BackendStatus{Backend: b}
+		pod, port, ns, why := o.backendPod(ctx, t, b)
+		if pod == "" {
+			st.Check, st.Detail = "not-checked", why
+			out = append(out, st)
+			continue
+		}
+		st.Via = ns + "/" + pod
+		cctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		conn, err := apply.PortForwardDialer(o.Clients.Config, o.Clients.Core, ns, port)(cctx, pod)
+		var s *verify.Served
+		if err == nil {
+			s, err = verify.Probe(cctx, conn, trust, "", nil)
+		}
+		cancel()
+		switch {
+		case err != nil:
+			st.Check, st.Detail = "not-checked", fmt.Sprintf("cannot reach it through pod %s port %d: %v", st.Via, port, err)
+		case !s.TLS:
+			st.Check, st.Detail = "plain", "answers the SSLRequest with 'N': pgpool talks to it without TLS"
+		case s.Verified:
+			st.Check, st.Issuer, st.Subject = "tls-trusted", s.Issuer, s.Subject
+		default:
+			st.Check, st.Issuer, st.Subject = "tls-untrusted", s.Issuer, s.Subject
+			st.Detail = "its certificate does not verify against the CAs pgpool will read"
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// backendPod finds the pod and port through which a backend is reached as
+// pgpool reaches it, or says why it cannot.
+func (o *OperationOptions) backendPod(ctx context.Context, t *target.Target, b conf.Backend) (pod string, port int, ns, why string) {
+	h := strings.TrimSuffix(b.Host, ".")
+	if h == "" || strings.HasPrefix(h, "/") {
+		return "", 0, "", "a Unix socket: no TLS"
+	}
+	if h == "localhost" || (net.ParseIP(h) != nil && net.ParseIP(h).IsLoopback()) {
+		for i := range t.Pods {
+			if target.PodReady(&t.Pods[i]) {
+				return t.Pods[i].Name, b.Port, t.Namespace, ""
+			}
+		}
+		return "", 0, "", "no Ready pgpool pod to reach it from"
+	}
+	if net.ParseIP(h) != nil {
+		return "", 0, "", "an IP address, not a Service name: not checked"
+	}
+	h = strings.TrimSuffix(strings.TrimSuffix(h, ".cluster.local"), ".svc")
+	f := strings.Split(h, ".")
+	var podName, svcName string
+	ns = t.Namespace
+	switch len(f) {
+	case 1:
+		svcName = f[0]
+	case 2:
+		svcName, ns = f[0], f[1]
+	case 3:
+		podName, svcName, ns = f[0], f[1], f[2]
+	default:
+		return "", 0, "", "not a Service name of this cluster: not checked"
+	}
+	svc, err := o.Clients.Core.Services(ns).Get(ctx, svcName, metav1.GetOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", 0, "", fmt.Sprintf("no Service %s/%s in this cluster: not checked", ns, svcName)
+		}
+		return "", 0, "", fmt.Sprintf("get Service %s/%s: %v", ns, svcName, err)
+	}
+	var chosen corev1.Pod
+	if podName != "" {
+		p, err := o.Clients.Core.Pods(ns).Get(ctx, podName, metav1.GetOptions{})
+		if err != nil {
+			return "", 0, "", fmt.Sprintf("get pod %s/%s: %v", ns, podName, err)
+		}
+		return p.Name, b.Port, ns, ""
+	}
+	if len(svc.Spec.Selector) == 0 {
+		return "", 0, "", fmt.Sprintf("Service %s/%s has no selector: not checked", ns, svcName)
+	}
+	pods, err := o.Clients.Core.Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(svc.Spec.Selector).String()})
+	if err != nil {
+		return "", 0, "", fmt.Sprintf("list the pods of Service %s/%s: %v", ns, svcName, err)
+	}
+	found := false
+	for i := range pods.Items {
+		if isReady(&pods.Items[i]) {
+			chosen, found = pods.Items[i], true
+			break
+		}
+	}
+	if !found {
+		return "", 0, "", fmt.Sprintf("Service %s/%s has no Ready pod", ns, svcName)
+	}
+	port = b.Port
+	for _, sp := range svc.Spec.Ports {
+		if int(sp.Port) != b.Port {
+			continue
+		}
+		switch {
+		case sp.TargetPort.Type == intstr.Int && sp.TargetPort.IntVal != 0:
+			port = int(sp.TargetPort.IntVal)
+		case sp.TargetPort.Type == intstr.String:
+			for _, c := range chosen.Spec.Containers {
+				for _, cp := range c.Ports {
+					if cp.Name == sp.TargetPort.StrVal {
+						port = int(cp.ContainerPort)
+					}
+				}
+			}
+		}
+	}
+	return chosen.Name, port, ns, ""
+}
+
+func isReady(p *corev1.Pod) bool { return target.PodReady(p) }
+
+// backendProblems turns untrusted TLS backends into the preflight error
+// (nothing has been written yet), naming the backend, its issuer and the
+// flag that fixes it.
+func backendProblems(t *target.Target, bs []BackendStatus) error {
+	var msgs []string
+	for _, b := range bs {
+		if b.Check == "tls-untrusted" {
+			msgs = append(msgs, fmt.Sprintf("backend %d (%s:%d, reached through pod %s) serves TLS with a certificate issued by %q, which the CAs pgpool would read do not verify: pgpool verifies its backends against ssl_ca_cert, so every login would fail with \"backend authentication failed\"", b.Index, b.Host, b.Port, b.Via, b.Issuer))
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s; nothing was changed: pass the backend's CA with --backend-ca secret/NAME[/KEY] or configmap/NAME[/KEY] (for a KubeDB Postgres, its CA Secret), so that pgpool trusts it", strings.Join(msgs, "; "))
+}
