@@ -237,7 +237,7 @@ func (o *StatusOptions) print(t *target.Target, st *Status) error {
 		if b.Detail != "" && b.Check != "tls-untrusted" {
 			what += " (" + b.Detail + ")"
 		}
-		fmt.Fprintf(w, "Backend %d %s:%d:\t%s\n", b.Index, b.Host, b.Port, what)
+		fmt.Fprintf(w, "Backend %d:\t%s:%d: %s\n", b.Index, b.Host, b.Port, what)
 	}
 	for _, p := range st.Pods {
 		fmt.Fprintf(w, "Pod %s:\tReady=%v\n", p.Name, p.Ready)

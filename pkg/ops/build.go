@@ -122,7 +122,7 @@ func fits(t *target.Target, r Request) error {
 			return &StateError{fmt.Sprintf("pgpool %s has no TLS (ssl is off in %s %s): use `kubectl pgpool tls add %s --issuer NAME` first", name, t.Config.Kind, t.Config.Name, t.Name)}
 		}
 	}
-	if t.Bundle != nil && !t.BundleOurs {
+	if t.Bundle != nil && !t.BundleOurs && r.Operation != Remove {
 		return &tls.NotOursError{Kind: "ConfigMap", Namespace: t.Namespace, Name: t.Bundle.Name}
 	}
 	if r.Operation == Rotate || r.Operation == ChangeIssuer {
@@ -271,7 +271,7 @@ func (b *builder) add() error {
 		b.addVolume()
 	}
 	if lines := conf.LoopbackTrust(b.t.Config.PoolHBA); len(lines) > 0 {
-		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pool_hba.conf trusts loopback addresses (%s): connections through `kubectl port-forward` arrive from 127.0.0.1 and skip TLS and %s auth; remove those lines if that is not what you want", strings.Join(lines, "; "), b.r.AuthMode))
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pool_hba.conf trusts loopback addresses (%s): connections through `kubectl port-forward` arrive from 127.0.0.1 and skip TLS and %s auth (so the plugin's own login check, which comes that way too, proves the path to the backend but not client authentication); remove those lines if that is not what you want", strings.Join(lines, "; "), b.r.AuthMode))
 	}
 	if b.r.AuthMode == "cert" {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("clientAuthMode cert: pgpool still logs in to PostgreSQL itself as %q, so that user needs a pool_passwd entry (or trust for pgpool in the backend's pg_hba.conf); see the README", b.r.ClientUser))
@@ -663,7 +663,7 @@ func (b *builder) remove() error {
 	b.removeVolume()
 	b.roll(b.t.State.VolumePresent)
 	b.verify("off")
-	if b.t.Bundle != nil {
+	if b.t.Bundle != nil && b.t.BundleOurs {
 		b.add1(plan.Step{Kind: plan.Delete, Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: b.t.Bundle.Name},
 			Description: "delete the CA bundle ConfigMap " + b.t.Bundle.Name + " (no pod mounts it any more)"})
 	}

@@ -255,3 +255,72 @@ func configStep(t *testing.T, p *plan.Plan, tg *target.Target) plan.Step {
 	t.Fatal("no config patch in the plan")
 	return plan.Step{}
 }
+
+// A pgpool whose TLS volume an earlier version mounted (the server Secret,
+// ca.crt as ca.pem) gets the projected volume with the CA bundle on rotate,
+// and a Deployment then waits for its own rollout instead of evicting.
+func TestRotateUpgradesLegacyVolume(t *testing.T) {
+	for _, kind := range []string{"StatefulSet", "Deployment"} {
+		tg := withTLS(t, fixture(t, kind))
+		vols := tg.Template.Spec.Volumes
+		vols[len(vols)-1].VolumeSource = corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "pgpool-server-cert"}}
+		p, err := Build(tg, Request{Operation: Rotate, Holder: "tester"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var upgrade *plan.Step
+		for i, s := range p.Steps {
+			if s.Kind == plan.Patch && s.Object.Kind == kind {
+				upgrade = &p.Steps[i]
+			}
+		}
+		if upgrade == nil || !strings.Contains(upgrade.Data["patch"], `"op":"replace","path":"/spec/template/spec/volumes/1"`) || !strings.Contains(upgrade.Data["patch"], "pgpool-kubectl-pgpool-ca") {
+			t.Fatalf("%s: no volume upgrade in the plan: %+v", kind, upgrade)
+		}
+		if want := map[string]string{"StatefulSet": "evict", "Deployment": "rollout"}[kind]; p.Restart != want {
+			t.Fatalf("%s: restart %q, want %q", kind, p.Restart, want)
+		}
+	}
+}
+
+// change-issuer: the bundle keeps the CA of today next to the new one, the
+// server Certificate moves before the roll and the client one after.
+func TestChangeIssuerKeepsBothCAs(t *testing.T) {
+	tg := withTLS(t, fixture(t, "StatefulSet"))
+	req := Request{Operation: ChangeIssuer, Issuer: target.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester", CurrentCA: []byte(testCA)}
+	p, err := Build(tg, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, s := range p.Steps {
+		switch {
+		case s.Kind == plan.Patch && s.Object.Kind == "Certificate":
+			order = append(order, "move "+s.Object.Name)
+		case s.Kind == plan.Apply && s.Object.Kind == "ConfigMap":
+			order = append(order, "bundle")
+			if s.Payload["previous-ca.pem"] != testCA || !strings.Contains(s.Diff, "previous issuer's CA: CN=old-ca") {
+				t.Fatalf("the bundle does not keep the old CA: %q %q", s.Diff, s.Payload["previous-ca.pem"])
+			}
+		case s.Kind == plan.Evict:
+			order = append(order, "evict")
+		}
+	}
+	want := "move pgpool-server-cert,bundle,evict,evict,evict,move pgpool-client-cert"
+	if got := strings.Join(order, ","); got != want {
+		t.Fatalf("order %s, want %s", got, want)
+	}
+}
+
+// testCA is a throwaway self-signed CA certificate (CN=old-ca).
+const testCA = `-----BEGIN CERTIFICATE-----
+MIIBdjCCAR2gAwIBAgIUFLpY6Y7avsIw3rw1nJ0vZFWBZL8wCgYIKoZIzj0EAwIw
+ETEPMA0GA1UEAwwGb2xkLWNhMB4XDTI2MTEyNzEzNTYzNVoXDTM2MTEyNDEzNTYz
+NVowETEPMA0GA1UEAwwGb2xkLWNhMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE
+YO02eTTJMsxEKwZgR6vAsT8QluQ6jjc17uwy5H7pr98QsBau3REHpAkQD39yoTW2
+Yo24zq2OxaugCK+CHnpMvKNTMFEwHQYDVR0OBBYEFIztW0RIMLxSuoujQ9FwC77J
+LlIKMB8GA1UdIwQYMBaAFIztW0RIMLxSuoujQ9FwC77JLlIKMA8GA1UdEwEB/wQF
+MAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgXv8Erllx/POr1UKzXeXEn+TrZebaP2Xz
+yyjIlavyZ7wCIG6vHL/+sGL7vSfUt+bFFRIMEcUDOz5rtG7RiYf3bL/7
+-----END CERTIFICATE-----
+`
