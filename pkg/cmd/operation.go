@@ -131,6 +131,17 @@ func (o *OperationOptions) Validate() error {
 	if o.Timeout <= 0 {
 		return UsageError{fmt.Errorf("--timeout must be positive")}
 	}
+	for _, ref := range o.BackendCA {
+		f := strings.Split(ref, "/")
+		if len(f) < 2 || len(f) > 3 || f[1] == "" {
+			return UsageError{fmt.Errorf("--backend-ca %q: use secret/NAME[/KEY] or configmap/NAME[/KEY]", ref)}
+		}
+		switch strings.ToLower(f[0]) {
+		case "secret", "secrets", "configmap", "configmaps", "cm":
+		default:
+			return UsageError{fmt.Errorf("--backend-ca %q: the kind must be secret or configmap", ref)}
+		}
+	}
 	return nil
 }
 

@@ -75,22 +75,31 @@ func (r HBARule) Remote() bool {
 		}
 		if m4 := mask.To4(); m4 != nil {
 			ones, _ := net.IPMask(m4).Size()
-			return !(ip.IsLoopback() && ones >= 8)
+			return !loopbackNet(ip, ones, 32)
 		}
-		ones, _ := net.IPMask(mask).Size()
-		return !(ip.IsLoopback() && ones == 128)
+		ones, bits := net.IPMask(mask).Size()
+		return !loopbackNet(ip, ones, bits)
 	}
 	if ip, n, err := net.ParseCIDR(r.Address); err == nil {
 		ones, bits := n.Mask.Size()
-		if bits == 32 {
-			return !(ip.IsLoopback() && ones >= 8)
-		}
-		return !(ip.IsLoopback() && ones == 128)
+		return !loopbackNet(ip, ones, bits)
 	}
 	if ip := net.ParseIP(r.Address); ip != nil {
 		return !ip.IsLoopback()
 	}
 	return true
+}
+
+// loopbackNet reports whether the network ip/ones lies within loopback
+// (127.0.0.0/8 or ::1/128).
+func loopbackNet(ip net.IP, ones, bits int) bool {
+	if !ip.IsLoopback() {
+		return false
+	}
+	if bits == 32 {
+		return ones >= 8
+	}
+	return ones == 128
 }
 
 // Accepts reports whether the rule can let a client in (every method but

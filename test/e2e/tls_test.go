@@ -400,6 +400,9 @@ func TestTLSPreflightErrors(t *testing.T) {
 		{[]string{"tls", "rotate", "pgpool"}, "tls add pgpool --issuer", 1},
 		{[]string{"tls", "remove", "pgpool"}, "has no TLS", 1},
 		{[]string{"tls", "rotate", "pgpool", "--dry-run=maybe"}, `--dry-run must be`, 2},
+		{[]string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--backend-ca", "secret/nosuch"}, `--backend-ca secret/nosuch: get Secret`, 1},
+		{[]string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--backend-ca", "pod/x"}, `the kind must be secret or configmap`, 2},
+		{[]string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--verify-login", "nosuch"}, `--verify-login: get Secret`, 1},
 	} {
 		_, _, err := plugin(t, env.Kubeconfig, ns, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -420,6 +423,22 @@ func TestTLSPreflightErrors(t *testing.T) {
 	_, _, err = plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes")
 	if err == nil || !strings.Contains(err.Error(), holder) || !strings.Contains(err.Error(), "kubectl delete lease") {
 		t.Fatalf("add with a held lock: %v", err)
+	}
+	if err := env.Kube.CoordinationV1().Leases(ns).Delete(ctx, ops.LeaseName("pgpool"), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A ConfigMap named like the CA bundle that is not ours: add refuses,
+	// and leaves it as it is.
+	foreign := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-kubectl-pgpool-ca"}, Data: map[string]string{"ca.pem": "theirs"}}
+	if foreign, err = env.Kube.CoreV1().ConfigMaps(ns).Create(ctx, foreign, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes")
+	if err == nil || !strings.Contains(err.Error(), "ConfigMap "+ns+"/pgpool-kubectl-pgpool-ca exists but was not created by kubectl-pgpool") {
+		t.Fatalf("add with someone else's ConfigMap in the way: %v", err)
+	}
+	if got, err := env.Kube.CoreV1().ConfigMaps(ns).Get(ctx, foreign.Name, metav1.GetOptions{}); err != nil || got.ResourceVersion != foreign.ResourceVersion {
+		t.Fatalf("someone else's ConfigMap was touched: %v", err)
 	}
 	if after := resourceVersions(t, ns, l); after != before {
 		t.Fatalf("failed commands changed objects: %s -> %s", before, after)

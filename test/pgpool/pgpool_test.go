@@ -4,7 +4,6 @@ import (
 	"context"
 	cryptotls "crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
@@ -235,18 +233,8 @@ func TestRotateNeedsRestart(t *testing.T) {
 func TestChangeIssuer(t *testing.T) {
 	pg, ns, old := startTLS(t, "require", "cert")
 	ctx := testenv.Context(t, 2*time.Minute)
-	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"issuerRef": map[string]string{"name": "pp-new-issuer", "kind": "Issuer", "group": "cert-manager.io"}}})
 	for _, n := range []string{"pgpool-server-cert", "pgpool-client-cert"} {
-		c, err := env.CertMgr.CertmanagerV1().Certificates(ns).Get(ctx, n, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := env.CertMgr.CertmanagerV1().Certificates(ns).Patch(ctx, n, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tls.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, n, tls.Revision(c), nil); err != nil {
-			t.Fatal(err)
-		}
+		moveIssuer(t, ns, n, "pp-new-issuer")
 	}
 	moved := issued(t, ns)
 	pg.InstallSecrets(moved)

@@ -361,8 +361,14 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 				t.Fatal("the new CA does not verify the served certificate")
 			}
 
-			// remove: ssl off, plain connections work.
-			roll(t, ns, replicas, "tls", "remove", "pgpool")
+			// remove: ssl off, plain connections work; the roll proves it
+			// with a password login through each pod (--verify-login).
+			login := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-login"},
+				StringData: map[string]string{"username": "postgres", "password": "pgpool-demo-password"}}
+			if _, err := env.Kube.CoreV1().Secrets(ns).Create(testenv.Context(t, time.Minute), login, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			roll(t, ns, replicas, "tls", "remove", "pgpool", "--verify-login", "pgpool-login")
 			conf = execIn(t, ns, "cat", "/opt/pgpool-II/etc/pgpool.conf")
 			if !strings.Contains(conf, "ssl = 'off'") {
 				t.Fatalf("the running pgpool.conf after remove:\n%s", conf)
