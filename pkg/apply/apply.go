@@ -87,72 +87,81 @@ func (r *Runner) dryRun() []string {
 }
 
 // Run carries out one step.
-func (r *Runner) Run(ctx context.Context, s plan.Step, report func(string)) (string, error) {
+func (r *Runner) Run(ctx context.Context, s plan.Step, failure error, report func(string)) (string, error) {
 	timeout := r.Timeout
 	if timeout == 0 {
 		timeout = 5 * time.Minute
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	msg, err := r.run(ctx, s, report)
+	msg, err := r.run(ctx, s, failure, report)
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("%w (step timeout %s; raise it with --timeout): %w", err, timeout, plan.ErrTimeout)
 	}
 	return msg, err
 }
 
-func (r *Runner) run(ctx context.Context, s plan.Step, report func(string)) (string, error) {
+func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report func(string)) (string, error) {
 	if r.ServerDryRun && !s.Kind.Writes() {
 		return "skipped: nothing to wait for in a server dry run", nil
 	}
-	switch s.Kind {
-	case plan.Lock:
-		return r.lock(ctx, s)
-	case plan.Unlock:
+	switch spec := s.Spec.(type) {
+	case plan.LockSpec:
+		return r.lock(ctx, s, spec)
+	case plan.UnlockSpec:
 		return r.unlock(ctx, s)
-	case plan.Apply:
-		if s.Object.Kind == "ConfigMap" {
-			return r.applyBundle(ctx, s)
-		}
-		return r.applyCertificate(ctx, s)
-	case plan.Wait:
-		after, _ := strconv.Atoi(s.Data["afterRevision"])
-		crt, err := tls.WaitReady(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, after, report)
+	case plan.ApplyCertificateSpec:
+		return r.applyCertificate(ctx, s, spec)
+	case plan.ApplyBundleSpec:
+		return r.applyBundle(ctx, s, spec)
+	case plan.WaitCertificateSpec:
+		crt, err := tls.WaitReady(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, spec.AfterRevision, report)
 		if err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("Ready, revision %d", tls.Revision(crt)), nil
-	case plan.Trigger:
+	case plan.TriggerSpec:
 		if err := tls.TriggerIssuance(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, r.dryRun()); err != nil {
 			return "", err
 		}
 		return "Issuing condition set", nil
-	case plan.Patch:
-		return r.patch(ctx, s)
-	case plan.Evict:
-		return r.evict(ctx, s, report)
-	case plan.Rollout:
+	case plan.ConfigPatchSpec:
+		return r.patchConfig(ctx, s, spec)
+	case plan.WorkloadPatchSpec:
+		return r.patchWorkload(ctx, s, spec)
+	case plan.CertificatePatchSpec:
+		_, err := r.Clients.CertManager.Certificates(s.Object.Namespace).Patch(ctx, s.Object.Name, types.MergePatchType, spec.Patch,
+			metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
+		if err != nil {
+			return "", fmt.Errorf("patch Certificate %s/%s: %w", s.Object.Namespace, s.Object.Name, err)
+		}
+		return r.answer("patched"), nil
+	case plan.EvictSpec:
+		return r.evict(ctx, s, spec, report)
+	case plan.RolloutSpec:
 		if err := restart.WaitRollout(ctx, r.Clients.Dynamic.Resource(r.Target.GVR), s.Object.Namespace, s.Object.Name, restart.Options{OnProgress: report}); err != nil {
 			return "", err
 		}
-		known := map[types.UID]bool{}
-		for _, u := range strings.Split(s.Data["known"], ",") {
-			if u != "" {
-				known[types.UID(u)] = true
-			}
-		}
-		if err := restart.WaitGone(ctx, r.Clients.Core, s.Object.Namespace, s.Data["selector"], known, restart.Options{OnProgress: report}); err != nil {
+		if err := restart.WaitGone(ctx, r.Clients.Core, s.Object.Namespace, spec.Pods.Selector, knownUIDs(spec.Pods), restart.Options{OnProgress: report}); err != nil {
 			return "", err
 		}
 		return "all pods replaced and Ready, the old ones gone", nil
-	case plan.Verify:
-		return r.verify(ctx, s)
-	case plan.Delete:
+	case plan.VerifySpec:
+		return r.verify(ctx, s, spec)
+	case plan.DeleteSpec:
 		return r.delete(ctx, s)
-	case plan.Record:
-		return r.record(ctx, s)
+	case plan.RecordSpec:
+		return r.record(ctx, s, spec, failure)
 	}
-	return "", fmt.Errorf("unknown step kind %q", s.Kind)
+	return "", fmt.Errorf("step %s %s: no runner for %T", s.Kind, s.Object, s.Spec)
+}
+
+func knownUIDs(p plan.Pods) map[types.UID]bool {
+	known := map[types.UID]bool{}
+	for _, u := range p.Known {
+		known[types.UID(u)] = true
+	}
+	return known
 }
 
 func (r *Runner) answer(what string) string {
@@ -175,14 +184,14 @@ func Holder() string {
 	return fmt.Sprintf("%s@%s pid %d", name, host, os.Getpid())
 }
 
-func (r *Runner) lock(ctx context.Context, s plan.Step) (string, error) {
+func (r *Runner) lock(ctx context.Context, s plan.Step, spec plan.LockSpec) (string, error) {
 	now := metav1.NewMicroTime(time.Now())
 	secs := int32(3600)
-	holder := s.Data["holder"]
+	holder := spec.Holder
 	l := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: s.Object.Name, Namespace: s.Object.Namespace,
 			Labels:      map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: r.Target.Name},
-			Annotations: map[string]string{"kubectl-pgpool.io/operation": s.Data["operation"]}},
+			Annotations: map[string]string{"kubectl-pgpool.io/operation": spec.Operation}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, AcquireTime: &now, RenewTime: &now, LeaseDurationSeconds: &secs},
 	}
 	created, err := r.Clients.Coordination.Leases(s.Object.Namespace).Create(ctx, l, metav1.CreateOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
@@ -228,72 +237,113 @@ func (r *Runner) unlock(ctx context.Context, s plan.Step) (string, error) {
 	return r.answer("released"), nil
 }
 
-func (r *Runner) applyCertificate(ctx context.Context, s plan.Step) (string, error) {
+func (r *Runner) applyCertificate(ctx context.Context, s plan.Step, spec plan.ApplyCertificateSpec) (string, error) {
 	force := true
 	crt, err := r.Clients.CertManager.Certificates(s.Object.Namespace).Patch(ctx, s.Object.Name, types.ApplyPatchType,
-		[]byte(s.Data["manifest"]), metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: r.dryRun()})
+		spec.Manifest, metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: r.dryRun()})
 	if err != nil {
 		return "", fmt.Errorf("apply Certificate %s/%s: %w", s.Object.Namespace, s.Object.Name, err)
 	}
 	return r.answer(fmt.Sprintf("applied (generation %d)", crt.Generation)), nil
 }
 
-func (r *Runner) patch(ctx context.Context, s plan.Step) (string, error) {
+// patchConfig writes the new config contents by a merge patch with the
+// resourceVersion that was read: if anyone changed the config since
+// discovery, the server answers 409 instead of us overwriting their change.
+func (r *Runner) patchConfig(ctx context.Context, s plan.Step, spec plan.ConfigPatchSpec) (string, error) {
 	ns, name := s.Object.Namespace, s.Object.Name
 	opts := metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}
-	switch s.Object.Kind {
-	case "Secret", "ConfigMap":
-		// A merge patch with the resourceVersion we read: if anyone changed
-		// the config since discovery, the server answers 409 instead of us
-		// overwriting their change.
-		body := map[string]any{"metadata": map[string]any{"resourceVersion": s.Data["resourceVersion"]}}
-		data := map[string]string{}
-		for k, v := range s.Payload {
-			if s.Object.Kind == "Secret" {
-				v = base64.StdEncoding.EncodeToString([]byte(v))
-			}
-			data[k] = v
-		}
-		body["data"] = data
-		b, _ := json.Marshal(body)
-		var err error
+	data := map[string]string{}
+	for k, v := range spec.Contents {
 		if s.Object.Kind == "Secret" {
-			_, err = r.Clients.Core.Secrets(ns).Patch(ctx, name, types.MergePatchType, b, opts)
-		} else {
-			_, err = r.Clients.Core.ConfigMaps(ns).Patch(ctx, name, types.MergePatchType, b, opts)
+			v = base64.StdEncoding.EncodeToString([]byte(v))
 		}
-		if apierrors.IsConflict(err) {
-			return "", fmt.Errorf("%s %s/%s changed since it was read: run the command again to plan against the new contents", s.Object.Kind, ns, name)
-		}
-		if err != nil {
-			return "", fmt.Errorf("patch %s %s/%s: %w", s.Object.Kind, ns, name, err)
-		}
-		return r.answer("patched"), nil
-	case "Certificate":
-		_, err := r.Clients.CertManager.Certificates(ns).Patch(ctx, name, types.MergePatchType, []byte(s.Data["patch"]), opts)
-		if err != nil {
-			return "", fmt.Errorf("patch Certificate %s/%s: %w", ns, name, err)
-		}
-		return r.answer("patched"), nil
-	default:
-		pt := types.JSONPatchType
-		if s.Data["patchType"] == "merge" {
-			pt = types.MergePatchType
-		}
-		u, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, name, pt, []byte(s.Data["patch"]), opts)
-		if apierrors.IsInvalid(err) || (err != nil && strings.Contains(err.Error(), "test operation")) {
-			return "", fmt.Errorf("patch %s %s/%s: its pod template changed since it was read (%v): run the command again", s.Object.Kind, ns, name, err)
-		}
-		if err != nil {
-			return "", fmt.Errorf("patch %s %s/%s: %w", s.Object.Kind, ns, name, err)
-		}
-		return r.answer(fmt.Sprintf("patched (generation %d)", u.GetGeneration())), nil
+		data[k] = v
 	}
+	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": spec.ResourceVersion}, "data": data})
+	var err error
+	if s.Object.Kind == "Secret" {
+		_, err = r.Clients.Core.Secrets(ns).Patch(ctx, name, types.MergePatchType, b, opts)
+	} else {
+		_, err = r.Clients.Core.ConfigMaps(ns).Patch(ctx, name, types.MergePatchType, b, opts)
+	}
+	if apierrors.IsConflict(err) {
+		return "", fmt.Errorf("%s %s/%s changed since it was read: run the command again to plan against the new contents", s.Object.Kind, ns, name)
+	}
+	if err != nil {
+		return "", fmt.Errorf("patch %s %s/%s: %w", s.Object.Kind, ns, name, err)
+	}
+	return r.answer("patched"), nil
 }
 
-func (r *Runner) evict(ctx context.Context, s plan.Step, report func(string)) (string, error) {
+// patchWorkload applies the JSON patch to the pod template; its test
+// operations make the server refuse it (422) when the template changed
+// since it was read.
+func (r *Runner) patchWorkload(ctx context.Context, s plan.Step, spec plan.WorkloadPatchSpec) (string, error) {
 	ns, name := s.Object.Namespace, s.Object.Name
-	uid := types.UID(s.Data["uid"])
+	res := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns)
+	u, err := res.Patch(ctx, name, types.JSONPatchType, spec.Patch, metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
+	if err == nil {
+		return r.answer(fmt.Sprintf("patched (generation %d)", u.GetGeneration())), nil
+	}
+	// The server says only "invalid" when a test operation fails; an
+	// admission policy's refusal says why. Tell them apart by checking the
+	// tests against the object as it is now.
+	if apierrors.IsInvalid(err) {
+		if cur, gerr := res.Get(ctx, name, metav1.GetOptions{}); gerr == nil {
+			if path, failed := failedTest(cur.Object, spec.Patch); failed {
+				return "", fmt.Errorf("patch %s %s/%s: its pod template changed since it was read (%s is no longer what the plan expects): run the command again", s.Object.Kind, ns, name, path)
+			}
+		}
+	}
+	return "", fmt.Errorf("patch %s %s/%s: %w", s.Object.Kind, ns, name, err)
+}
+
+// failedTest returns the path of the first "test" operation of a JSON patch
+// that does not hold on obj.
+func failedTest(obj map[string]any, patch []byte) (string, bool) {
+	var ops []struct {
+		Op    string          `json:"op"`
+		Path  string          `json:"path"`
+		Value json.RawMessage `json:"value"`
+	}
+	if json.Unmarshal(patch, &ops) != nil {
+		return "", false
+	}
+	for _, op := range ops {
+		if op.Op != "test" {
+			continue
+		}
+		var cur any = obj
+		for _, tok := range strings.Split(strings.TrimPrefix(op.Path, "/"), "/") {
+			tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+			switch c := cur.(type) {
+			case map[string]any:
+				cur = c[tok]
+			case []any:
+				i, err := strconv.Atoi(tok)
+				if err != nil || i < 0 || i >= len(c) {
+					return op.Path, true
+				}
+				cur = c[i]
+			default:
+				return op.Path, true
+			}
+		}
+		var want any
+		_ = json.Unmarshal(op.Value, &want)
+		a, _ := json.Marshal(cur)
+		b, _ := json.Marshal(want)
+		if string(a) != string(b) {
+			return op.Path, true
+		}
+	}
+	return "", false
+}
+
+func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, report func(string)) (string, error) {
+	ns, name := s.Object.Namespace, s.Object.Name
+	uid := types.UID(spec.UID)
 	o := restart.Options{RetryInterval: r.RetryInterval, DryRun: r.dryRun(), OnProgress: report}
 	t0 := time.Now()
 	if err := restart.Evict(ctx, r.Clients.Policy, ns, name, uid, o); err != nil {
@@ -303,33 +353,26 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, report func(string)) (s
 		return r.answer("eviction allowed"), nil
 	}
 	report(fmt.Sprintf("evicted pod %s", name))
-	known := map[types.UID]bool{}
-	for _, u := range strings.Split(s.Data["known"], ",") {
-		known[types.UID(u)] = true
-	}
-	want, _ := strconv.Atoi(s.Data["want"])
 	p, err := restart.WaitReplaced(ctx, r.Clients.Core, ns, name, uid, restart.Replacement{
-		SameName: s.Data["sameName"] == "true", Selector: s.Data["selector"], Known: known, Want: want,
+		SameName: spec.SameName, Selector: spec.Pods.Selector, Known: knownUIDs(spec.Pods), Want: spec.Pods.Want,
 	}, o)
 	if err != nil {
 		return "", err
 	}
 	msg := fmt.Sprintf("replaced by %s (uid %s) and Ready in %s", p.Name, shortUID(p.UID), time.Since(t0).Round(100*time.Millisecond))
-	if e := s.Data["expectTLS"]; e != "" {
-		hs, err := r.checkPod(ctx, p.Name, e == "on", report)
+	hs, err := r.checkPod(ctx, p.Name, spec.Check.TLS, report)
+	if err != nil {
+		return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
+	}
+	if hs != "" {
+		msg += "; " + hs
+	}
+	if hs != "" && hs != "handshake not checked" && spec.Check.Login != "" {
+		li, err := r.loginPod(ctx, p.Name, spec.Check.TLS, spec.Check.Login)
 		if err != nil {
 			return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
 		}
-		if hs != "" {
-			msg += "; " + hs
-		}
-		if hs != "" && hs != "handshake not checked" && s.Data["login"] != "" {
-			li, err := r.loginPod(ctx, p.Name, e == "on", s.Data["login"])
-			if err != nil {
-				return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
-			}
-			msg += "; " + li
-		}
+		msg += "; " + li
 	}
 	return msg, nil
 }
@@ -341,11 +384,11 @@ func shortUID(u types.UID) string {
 	return string(u)
 }
 
-func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
+func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec) (string, error) {
 	ns := s.Object.Namespace
 	var problems []string
 	// 1. The config says what it should.
-	kind, cname, _ := strings.Cut(s.Data["config"], "/")
+	kind, cname := spec.Config.Kind, spec.Config.Name
 	var pgpoolConf string
 	if kind == "Secret" {
 		sec, err := r.Clients.Core.Secrets(ns).Get(ctx, cname, metav1.GetOptions{})
@@ -360,27 +403,25 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 		}
 		pgpoolConf = cm.Data["pgpool.conf"]
 	}
-	on := s.Data["ssl"] == "on"
+	on := spec.Check.TLS
+	ssl := map[bool]string{true: "on", false: "off"}[on]
 	if conf.ParsePgpoolConf(pgpoolConf).Bool("ssl") != on {
-		problems = append(problems, fmt.Sprintf("%s %s/%s: pgpool.conf does not have ssl %s", kind, ns, cname, s.Data["ssl"]))
+		problems = append(problems, fmt.Sprintf("%s %s/%s: pgpool.conf does not have ssl %s", kind, ns, cname, ssl))
 	}
 	// 2. The pod template mounts the TLS volume or not.
 	u, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Get(ctx, s.Object.Name, metav1.GetOptions{})
 	if err != nil {
 		return "", fmt.Errorf("verify: get %s %s/%s: %w", s.Object.Kind, ns, s.Object.Name, err)
 	}
-	if mounted(u, s.Data["tlsMountPath"]) != on {
-		problems = append(problems, fmt.Sprintf("%s %s/%s: TLS volume at %s is %s", s.Object.Kind, ns, s.Object.Name, s.Data["tlsMountPath"], map[bool]string{true: "still mounted", false: "not mounted"}[mounted(u, s.Data["tlsMountPath"])]))
+	if mounted(u, spec.TLSMountPath) != on {
+		problems = append(problems, fmt.Sprintf("%s %s/%s: TLS volume at %s is %s", s.Object.Kind, ns, s.Object.Name, spec.TLSMountPath, map[bool]string{true: "still mounted", false: "not mounted"}[mounted(u, spec.TLSMountPath)]))
 	}
 	// 3. Every pod is new and Ready.
-	pods, err := r.Clients.Core.Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: s.Data["selector"]})
+	pods, err := r.Clients.Core.Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: spec.Pods.Selector})
 	if err != nil {
 		return "", fmt.Errorf("verify: list pods: %w", err)
 	}
-	known := map[string]bool{}
-	for _, k := range strings.Split(s.Data["known"], ",") {
-		known[k] = true
-	}
+	known := knownUIDs(spec.Pods)
 	readyN := 0
 	handshakes, logins := 0, 0
 	for i := range pods.Items {
@@ -390,7 +431,7 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 			// (its replacement has another name): it is on its way out.
 			continue
 		}
-		if known[string(p.UID)] {
+		if known[p.UID] {
 			problems = append(problems, fmt.Sprintf("pod %s was not restarted", p.Name))
 		}
 		if target.PodReady(p) {
@@ -400,8 +441,8 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 				problems = append(problems, err.Error())
 			} else if hs != "" && hs != "handshake not checked" {
 				handshakes++
-				if s.Data["login"] != "" {
-					if _, err := r.loginPod(ctx, p.Name, on, s.Data["login"]); err != nil {
+				if spec.Check.Login != "" {
+					if _, err := r.loginPod(ctx, p.Name, on, spec.Check.Login); err != nil {
 						problems = append(problems, err.Error())
 					} else {
 						logins++
@@ -410,9 +451,8 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 			}
 		}
 	}
-	want, _ := strconv.Atoi(s.Data["want"])
-	if readyN < want {
-		problems = append(problems, fmt.Sprintf("%d of %d pods Ready", readyN, want))
+	if readyN < spec.Pods.Want {
+		problems = append(problems, fmt.Sprintf("%d of %d pods Ready", readyN, spec.Pods.Want))
 	}
 	// 4. The served certificate comes from the expected issuer.
 	detail := ""
@@ -421,8 +461,8 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("verify: get Secret %s/%s: %w", ns, target.ServerCertName(r.Target.Name), err)
 		}
-		if got := sec.Annotations[cmapi.IssuerNameAnnotationKey]; got != s.Data["issuer"] {
-			problems = append(problems, fmt.Sprintf("Secret %s/%s was issued by %q, expected %q", ns, sec.Name, got, s.Data["issuer"]))
+		if got := sec.Annotations[cmapi.IssuerNameAnnotationKey]; got != spec.Issuer {
+			problems = append(problems, fmt.Sprintf("Secret %s/%s was issued by %q, expected %q", ns, sec.Name, got, spec.Issuer))
 		}
 		if p := r.bundleProblem(ctx, sec); p != "" {
 			problems = append(problems, p)
@@ -437,7 +477,7 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 		return "", fmt.Errorf("verify failed: %s", strings.Join(problems, "; "))
 	}
 	hs := fmt.Sprintf("; handshake checked on %d pods", handshakes)
-	if s.Data["login"] != "" {
+	if spec.Check.Login != "" {
 		hs += fmt.Sprintf(", login with SELECT 1 on %d", logins)
 	}
 	if r.Verify == VerifyOff {
@@ -445,7 +485,7 @@ func (r *Runner) verify(ctx context.Context, s plan.Step) (string, error) {
 	} else if r.verifyUnavailable {
 		hs = "; handshake not checked (pods cannot be reached by port-forward)"
 	}
-	return fmt.Sprintf("%d pods replaced and Ready, ssl %s%s%s", readyN, s.Data["ssl"], detail, hs), nil
+	return fmt.Sprintf("%d pods replaced and Ready, ssl %s%s%s", readyN, ssl, detail, hs), nil
 }
 
 func mounted(u *unstructured.Unstructured, path string) bool {
@@ -505,19 +545,18 @@ type LastOperation struct {
 	By        string `json:"by,omitempty"`
 }
 
-func (r *Runner) record(ctx context.Context, s plan.Step) (string, error) {
-	failure := plan.FailureFrom(ctx)
-	lo := LastOperation{Operation: s.Data["operation"], Time: time.Now().UTC().Format(time.RFC3339), Result: "Succeeded", By: Holder()}
+func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, failure error) (string, error) {
+	lo := LastOperation{Operation: spec.Operation, Time: time.Now().UTC().Format(time.RFC3339), Result: "Succeeded", By: Holder()}
 	if failure != nil {
 		lo.Result, lo.Error = "Failed", failure.Error()
 	}
 	b, _ := json.Marshal(lo)
 	ann := map[string]any{target.AnnotationLastOperation: string(b)}
 	if failure == nil {
-		if s.Data["tls"] == "" {
+		if spec.TLS == "" {
 			ann[target.AnnotationTLS] = nil
 		} else {
-			ann[target.AnnotationTLS] = s.Data["tls"]
+			ann[target.AnnotationTLS] = spec.TLS
 		}
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
@@ -565,16 +604,16 @@ func truncate(s string, n int) string {
 // applyBundle writes the CA bundle ConfigMap: the issuer's CA from the
 // server Secret as it is now, then the CAs the plan carries. It refuses to
 // take over a ConfigMap of that name that is not the plugin's.
-func (r *Runner) applyBundle(ctx context.Context, s plan.Step) (string, error) {
+func (r *Runner) applyBundle(ctx context.Context, s plan.Step, spec plan.ApplyBundleSpec) (string, error) {
 	ns := s.Object.Namespace
-	sec, err := r.Clients.Core.Secrets(ns).Get(ctx, s.Data["issuerCAFrom"], metav1.GetOptions{})
+	sec, err := r.Clients.Core.Secrets(ns).Get(ctx, spec.IssuerCAFrom, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) && r.ServerDryRun {
 		// Not issued yet (a dry run issues nothing): send the rest, so
 		// the server still checks the object and our permission.
 		sec, err = &corev1.Secret{}, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read the issuer's CA from Secret %s/%s: %w", ns, s.Data["issuerCAFrom"], err)
+		return "", fmt.Errorf("read the issuer's CA from Secret %s/%s: %w", ns, spec.IssuerCAFrom, err)
 	}
 	issuerCA := sec.Data["ca.crt"]
 	if len(tls.Subjects(issuerCA)) == 0 && !r.ServerDryRun {
@@ -585,7 +624,7 @@ func (r *Runner) applyBundle(ctx context.Context, s plan.Step) (string, error) {
 	} else if err != nil && !apierrors.IsNotFound(err) {
 		return "", fmt.Errorf("get ConfigMap %s/%s: %w", ns, s.Object.Name, err)
 	}
-	cm := tls.BundleConfigMap(ns, r.Target.Name, issuerCA, []byte(s.Payload[tls.PreviousCAKey]), []byte(s.Payload[tls.BackendCAKey]))
+	cm := tls.BundleConfigMap(ns, r.Target.Name, issuerCA, spec.PreviousCA, spec.BackendCA)
 	body, err := json.Marshal(cm)
 	if err != nil {
 		return "", err

@@ -178,7 +178,11 @@ type builder struct {
 	p *plan.Plan
 }
 
-func (b *builder) add1(s plan.Step) { b.p.Steps = append(b.p.Steps, s) }
+// add1 appends a step; its kind is its spec's.
+func (b *builder) add1(s plan.Step) {
+	s.Kind = s.Spec.StepKind()
+	b.p.Steps = append(b.p.Steps, s)
+}
 
 func workloadObject(t *target.Target) plan.Object {
 	return plan.Object{APIVersion: t.APIVersion, Kind: t.Kind, Namespace: t.Namespace, Name: t.Name}
@@ -190,10 +194,9 @@ func certObject(t *target.Target, name string) plan.Object {
 
 func (b *builder) lock() {
 	b.add1(plan.Step{
-		Kind:        plan.Lock,
 		Object:      plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
 		Description: fmt.Sprintf("take the kubectl-pgpool lock on %s (no other operation may run until it is released)", b.t),
-		Data:        map[string]string{"holder": b.r.Holder, "operation": b.r.Operation},
+		Spec:        plan.LockSpec{Holder: b.r.Holder, Operation: b.r.Operation},
 	})
 }
 
@@ -231,7 +234,7 @@ func (b *builder) add() error {
 		if err != nil {
 			return err
 		}
-		b.add1(plan.Step{Kind: plan.Apply, Object: certObject(b.t, c.name), Description: c.desc, Data: map[string]string{"manifest": string(m)}})
+		b.add1(plan.Step{Object: certObject(b.t, c.name), Description: c.desc, Spec: plan.ApplyCertificateSpec{Manifest: m}})
 	}
 	for _, n := range []string{server.Name, client.Name} {
 		after := 0
@@ -301,8 +304,7 @@ func (b *builder) waitCert(name string, afterRevision int) {
 	if afterRevision > 0 {
 		desc = fmt.Sprintf("wait for Certificate %s to be Ready with a revision after %d", name, afterRevision)
 	}
-	b.add1(plan.Step{Kind: plan.Wait, Object: certObject(b.t, name), Description: desc,
-		Data: map[string]string{"afterRevision": strconv.Itoa(afterRevision)}})
+	b.add1(plan.Step{Object: certObject(b.t, name), Description: desc, Spec: plan.WaitCertificateSpec{AfterRevision: afterRevision}})
 }
 
 func (b *builder) patchConfig(pgpoolConf, hba, summary string) {
@@ -314,12 +316,11 @@ func (b *builder) patchConfig(pgpoolConf, hba, summary string) {
 		diff += "pool_hba.conf:\n" + d
 	}
 	b.add1(plan.Step{
-		Kind:        plan.Patch,
 		Object:      plan.Object{APIVersion: "v1", Kind: b.t.Config.Kind, Namespace: b.t.Namespace, Name: b.t.Config.Name},
 		Description: summary,
 		Diff:        diff,
-		Data:        map[string]string{"resourceVersion": b.t.Config.ResourceVersion},
-		Payload:     map[string]string{"pgpool.conf": pgpoolConf, "pool_hba.conf": hba},
+		Spec: plan.ConfigPatchSpec{ResourceVersion: b.t.Config.ResourceVersion,
+			Contents: map[string]string{"pgpool.conf": pgpoolConf, "pool_hba.conf": hba}},
 	})
 }
 
@@ -370,11 +371,10 @@ func (b *builder) addVolume() {
 		}
 	}
 	b.add1(plan.Step{
-		Kind:        plan.Patch,
 		Object:      workloadObject(b.t),
 		Description: fmt.Sprintf("mount Secret %s (tls.crt, tls.key mode 0600) and the CA bundle ConfigMap %s (ca.pem) as volume %q at %s in container %s", target.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name), name, b.t.TLSMountPath, b.t.Container),
 		Diff:        fmt.Sprintf("+ volume %s: projected secret %s + configMap %s\n+ container %s volumeMount %s -> %s (readOnly)\n", name, target.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name), b.t.Container, name, b.t.TLSMountPath),
-		Data:        map[string]string{"patch": string(patch), "patchType": "json"},
+		Spec:        plan.WorkloadPatchSpec{Patch: patch},
 	})
 }
 
@@ -415,11 +415,10 @@ func (b *builder) upgradeVolume() bool {
 			{"op": "replace", "path": vp, "value": b.tlsVolume(name)},
 		})
 		b.add1(plan.Step{
-			Kind:        plan.Patch,
 			Object:      workloadObject(b.t),
 			Description: fmt.Sprintf("volume %q: read ca.pem from the CA bundle ConfigMap %s instead of the server Secret's ca.crt", name, tls.CABundleName(b.t.Name)),
 			Diff:        fmt.Sprintf("- volume %s: secret %s\n+ volume %s: projected secret %s + configMap %s\n", name, target.ServerCertName(b.t.Name), name, target.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name)),
-			Data:        map[string]string{"patch": string(patch), "patchType": "json"},
+			Spec:        plan.WorkloadPatchSpec{Patch: patch},
 		})
 		return true
 	}
@@ -452,12 +451,10 @@ func (b *builder) writeBundle(previous []byte) {
 		}
 	}
 	b.add1(plan.Step{
-		Kind:        plan.Apply,
 		Object:      plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: tls.CABundleName(b.t.Name)},
 		Description: desc,
 		Diff:        diff.String(),
-		Data:        map[string]string{"issuerCAFrom": target.ServerCertName(b.t.Name)},
-		Payload:     map[string]string{tls.PreviousCAKey: string(previous), tls.BackendCAKey: string(backend)},
+		Spec:        plan.ApplyBundleSpec{IssuerCAFrom: target.ServerCertName(b.t.Name), PreviousCA: previous, BackendCA: backend},
 	})
 }
 
@@ -490,11 +487,10 @@ func (b *builder) removeVolume() {
 	}
 	patch, _ := json.Marshal(ops)
 	b.add1(plan.Step{
-		Kind:        plan.Patch,
 		Object:      workloadObject(b.t),
 		Description: fmt.Sprintf("remove the TLS volume %q (mounted at %s) from the pod template", name, b.t.TLSMountPath),
 		Diff:        fmt.Sprintf("- volume %s\n- container %s volumeMount %s -> %s\n", name, c.Name, name, b.t.TLSMountPath),
-		Data:        map[string]string{"patch": string(patch), "patchType": "json"},
+		Spec:        plan.WorkloadPatchSpec{Patch: patch},
 	})
 }
 
@@ -509,36 +505,32 @@ func (b *builder) roll(templateChanged bool) {
 	t := b.t
 	if templateChanged && t.UpdateStrategy != "OnDelete" {
 		b.p.Restart = "rollout"
-		known := make([]string, 0, len(t.Pods))
-		for _, p := range t.Pods {
-			known = append(known, string(p.UID))
-		}
-		sel, _ := metav1.LabelSelectorAsSelector(t.Selector)
-		b.add1(plan.Step{Kind: plan.Rollout, Object: workloadObject(t),
+		b.add1(plan.Step{Object: workloadObject(t),
 			Description: fmt.Sprintf("wait for the %s controller's rolling update (%s strategy) to replace all %d pods, and for the old pods to be gone", t.Kind, t.UpdateStrategy, t.Replicas),
-			Data:        map[string]string{"selector": sel.String(), "known": strings.Join(known, ",")}})
+			Spec:        plan.RolloutSpec{Pods: b.pods()}})
 		return
 	}
 	b.p.Restart = "evict"
-	known := make([]string, 0, len(t.Pods))
-	for _, p := range t.Pods {
-		known = append(known, string(p.UID))
-	}
-	sel, _ := metav1.LabelSelectorAsSelector(t.Selector)
-	pods := append([]corev1.Pod(nil), t.Pods...)
-	for i := len(pods) - 1; i >= 0; i-- { // highest ordinal first
-		p := pods[i]
+	for i := len(t.Pods) - 1; i >= 0; i-- { // highest ordinal first
+		p := t.Pods[i]
 		b.add1(plan.Step{
-			Kind:        plan.Evict,
 			Object:      plan.Object{APIVersion: "v1", Kind: "Pod", Namespace: t.Namespace, Name: p.Name},
 			Description: fmt.Sprintf("evict pod %s, wait for its replacement to be Ready, check by handshake that it serves TLS %s%s", p.Name, expect, loginDesc(b.login())),
-			Data: map[string]string{
-				"uid": string(p.UID), "sameName": strconv.FormatBool(t.Kind != "Deployment"),
-				"selector": sel.String(), "want": strconv.Itoa(int(t.Replicas)), "known": strings.Join(known, ","),
-				"expectTLS": expect, "login": b.login(),
-			},
+			Spec: plan.EvictSpec{UID: string(p.UID), SameName: t.Kind != "Deployment", Pods: b.pods(),
+				Check: plan.Check{TLS: expect == "on", Login: b.login()}},
 		})
 	}
+}
+
+// pods are the workload's pods as the plan knows them: its selector, how
+// many there must be, and the UIDs before the change.
+func (b *builder) pods() plan.Pods {
+	known := make([]string, 0, len(b.t.Pods))
+	for _, p := range b.t.Pods {
+		known = append(known, string(p.UID))
+	}
+	sel, _ := metav1.LabelSelectorAsSelector(b.t.Selector)
+	return plan.Pods{Selector: sel.String(), Known: known, Want: int(b.t.Replicas)}
 }
 
 // login is how the roll and the verify step log in through each pod: with
@@ -579,24 +571,18 @@ func verifyLoginDesc(login string) string {
 }
 
 func (b *builder) verify(ssl string) {
-	known := make([]string, 0, len(b.t.Pods))
-	for _, p := range b.t.Pods {
-		known = append(known, string(p.UID))
-	}
-	sel, _ := metav1.LabelSelectorAsSelector(b.t.Selector)
 	what := "ssl = on in the config, the TLS volume mounted, the server certificate issued by " + b.r.Issuer.Name
+	issuer := b.r.Issuer.Name
 	if ssl == "off" {
-		what = "ssl off in the config, no TLS volume"
+		what, issuer = "ssl off in the config, no TLS volume", ""
 	}
 	b.add1(plan.Step{
-		Kind:        plan.Verify,
 		Object:      workloadObject(b.t),
 		Description: fmt.Sprintf("verify: %s; every pod replaced once and Ready%s", what, verifyLoginDesc(b.login())),
-		Data: map[string]string{
-			"ssl": ssl, "issuer": b.r.Issuer.Name, "issuerKind": kindOf(b.r.Issuer.Kind), "selector": sel.String(),
-			"known": strings.Join(known, ","), "want": strconv.Itoa(int(b.t.Replicas)),
-			"config": b.t.Config.Kind + "/" + b.t.Config.Name, "tlsMountPath": b.t.TLSMountPath,
-			"login": b.login(),
+		Spec: plan.VerifySpec{
+			Config:       plan.Object{APIVersion: "v1", Kind: b.t.Config.Kind, Namespace: b.t.Namespace, Name: b.t.Config.Name},
+			TLSMountPath: b.t.TLSMountPath, Issuer: issuer, Pods: b.pods(),
+			Check: plan.Check{TLS: ssl == "on", Login: b.login()},
 		},
 	})
 }
@@ -606,8 +592,8 @@ func (b *builder) rotate() {
 	names := []string{target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)}
 	if !b.r.RestartOnly {
 		for _, n := range names {
-			b.add1(plan.Step{Kind: plan.Trigger, Object: certObject(b.t, n),
-				Description: fmt.Sprintf("re-issue Certificate %s now (set its Issuing condition, as cmctl renew does)", n)})
+			b.add1(plan.Step{Object: certObject(b.t, n),
+				Description: fmt.Sprintf("re-issue Certificate %s now (set its Issuing condition, as cmctl renew does)", n), Spec: plan.TriggerSpec{}})
 		}
 		for _, n := range names {
 			b.waitCert(n, tls.Revision(b.t.Certificates[n]))
@@ -635,10 +621,10 @@ func (b *builder) changeIssuer() {
 	patch, _ := json.Marshal(ref)
 	move := func(n, why string) {
 		old := b.t.Certificates[n].Spec.IssuerRef
-		b.add1(plan.Step{Kind: plan.Patch, Object: certObject(b.t, n),
+		b.add1(plan.Step{Object: certObject(b.t, n),
 			Description: fmt.Sprintf("move Certificate %s to %s %q (cert-manager re-issues it)%s", n, kindOf(b.r.Issuer.Kind), b.r.Issuer.Name, why),
 			Diff:        fmt.Sprintf("- issuerRef: %s %s\n+ issuerRef: %s %s\n", kindOf(old.Kind), old.Name, kindOf(b.r.Issuer.Kind), b.r.Issuer.Name),
-			Data:        map[string]string{"patch": string(patch), "patchType": "merge"}})
+			Spec:        plan.CertificatePatchSpec{Patch: patch}})
 		b.waitCert(n, tls.Revision(b.t.Certificates[n]))
 	}
 	move(server, "")
@@ -664,16 +650,16 @@ func (b *builder) remove() error {
 	b.roll(b.t.State.VolumePresent)
 	b.verify("off")
 	if b.t.Bundle != nil && b.t.BundleOurs {
-		b.add1(plan.Step{Kind: plan.Delete, Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: b.t.Bundle.Name},
-			Description: "delete the CA bundle ConfigMap " + b.t.Bundle.Name + " (no pod mounts it any more)"})
+		b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: b.t.Bundle.Name},
+			Description: "delete the CA bundle ConfigMap " + b.t.Bundle.Name + " (no pod mounts it any more)", Spec: plan.DeleteSpec{}})
 	}
 	if !b.r.KeepCertificates {
 		for _, n := range []string{target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)} {
 			if b.t.Certificates[n] != nil {
-				b.add1(plan.Step{Kind: plan.Delete, Object: certObject(b.t, n), Description: "delete Certificate " + n})
+				b.add1(plan.Step{Object: certObject(b.t, n), Description: "delete Certificate " + n, Spec: plan.DeleteSpec{}})
 			}
-			b.add1(plan.Step{Kind: plan.Delete, Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: b.t.Namespace, Name: n},
-				Description: "delete its Secret " + n + " (the private key goes with it)"})
+			b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: b.t.Namespace, Name: n},
+				Description: "delete its Secret " + n + " (the private key goes with it)", Spec: plan.DeleteSpec{}})
 		}
 	}
 	return nil
@@ -688,9 +674,9 @@ func (b *builder) record() {
 		}
 		tlsAnn = target.TLSAnnotation(ssl, auth, target.IssuerRef{Name: b.r.Issuer.Name, Kind: kindOf(b.r.Issuer.Kind)})
 	}
-	b.add1(plan.Step{Kind: plan.Record, Object: workloadObject(b.t), Always: true,
+	b.add1(plan.Step{Object: workloadObject(b.t), Always: true,
 		Description: fmt.Sprintf("record the outcome: annotation %s and an Event on %s", target.AnnotationLastOperation, b.t),
-		Data:        map[string]string{"operation": b.r.Operation, "tls": tlsAnn}})
-	b.add1(plan.Step{Kind: plan.Unlock, Object: plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
-		Always: true, Description: "release the lock"})
+		Spec:        plan.RecordSpec{Operation: b.r.Operation, TLS: tlsAnn}})
+	b.add1(plan.Step{Object: plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
+		Always: true, Description: "release the lock", Spec: plan.UnlockSpec{}})
 }

@@ -70,8 +70,8 @@ func withTLS(t *testing.T, tg *target.Target) *target.Target {
 		t.Fatal(err)
 	}
 	for _, s := range p.Steps {
-		if s.Kind == plan.Patch && s.Object.Kind == tg.Config.Kind {
-			tg.Config.PgpoolConf, tg.Config.PoolHBA = s.Payload["pgpool.conf"], s.Payload["pool_hba.conf"]
+		if c, ok := s.Spec.(plan.ConfigPatchSpec); ok {
+			tg.Config.PgpoolConf, tg.Config.PoolHBA = c.Contents["pgpool.conf"], c.Contents["pool_hba.conf"]
 		}
 	}
 	tg.State = target.TLSState{Enabled: true, SSLMode: "require", AuthMode: "cert", Issuer: target.IssuerRef{Name: "pgpool-issuer", Kind: "Issuer"}, VolumePresent: true}
@@ -149,6 +149,11 @@ func checkShape(t *testing.T, p *plan.Plan, kind string) {
 	if p.Steps[0].Kind != plan.Lock {
 		t.Fatalf("first step is %s, want lock", p.Steps[0].Kind)
 	}
+	for i, s := range p.Steps {
+		if s.Spec == nil || s.Spec.StepKind() != s.Kind {
+			t.Fatalf("step %d: kind %s with spec %T", i+1, s.Kind, s.Spec)
+		}
+	}
 	last := p.Steps[len(p.Steps)-1]
 	if last.Kind != plan.Unlock || !last.Always {
 		t.Fatal("last step must be an Always unlock")
@@ -218,7 +223,7 @@ func TestAddEnforcesPoolHBA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := configStep(t, p, tg)
+	cfg := configPatch(t, p, tg)
 	if !strings.Contains(cfg.Diff, "+ enable_pool_hba = on") || !strings.Contains(strings.Join(p.Warnings, "\n"), "enable_pool_hba was off") {
 		t.Fatalf("enable_pool_hba not turned on visibly:\n%s\n%v", cfg.Diff, p.Warnings)
 	}
@@ -227,10 +232,10 @@ func TestAddEnforcesPoolHBA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := configStep(t, p, tg).Payload["pgpool.conf"]; got != orig {
+	if got := configStep(t, p, tg).Contents["pgpool.conf"]; got != orig {
 		t.Fatalf("remove did not restore pgpool.conf:\n%s", conf.Diff(orig, got, 1))
 	}
-	if got := configStep(t, p, tg).Payload["pool_hba.conf"]; got != readConf(t, "kubedb-pool_hba.conf") {
+	if got := configStep(t, p, tg).Contents["pool_hba.conf"]; got != readConf(t, "kubedb-pool_hba.conf") {
 		t.Fatalf("remove did not restore pool_hba.conf:\n%s", got)
 	}
 }
@@ -245,15 +250,20 @@ func TestAddRefusesUnreadableHBA(t *testing.T) {
 	}
 }
 
-func configStep(t *testing.T, p *plan.Plan, tg *target.Target) plan.Step {
+func configPatch(t *testing.T, p *plan.Plan, tg *target.Target) plan.Step {
 	t.Helper()
 	for _, s := range p.Steps {
-		if s.Kind == plan.Patch && s.Object.Kind == tg.Config.Kind {
+		if _, ok := s.Spec.(plan.ConfigPatchSpec); ok && s.Object.Kind == tg.Config.Kind {
 			return s
 		}
 	}
 	t.Fatal("no config patch in the plan")
 	return plan.Step{}
+}
+
+func configStep(t *testing.T, p *plan.Plan, tg *target.Target) plan.ConfigPatchSpec {
+	t.Helper()
+	return configPatch(t, p, tg).Spec.(plan.ConfigPatchSpec)
 }
 
 // A pgpool whose TLS volume an earlier version mounted (the server Secret,
@@ -268,13 +278,13 @@ func TestRotateUpgradesLegacyVolume(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var upgrade *plan.Step
-		for i, s := range p.Steps {
-			if s.Kind == plan.Patch && s.Object.Kind == kind {
-				upgrade = &p.Steps[i]
+		upgrade := ""
+		for _, s := range p.Steps {
+			if w, ok := s.Spec.(plan.WorkloadPatchSpec); ok {
+				upgrade = string(w.Patch)
 			}
 		}
-		if upgrade == nil || !strings.Contains(upgrade.Data["patch"], `"op":"replace","path":"/spec/template/spec/volumes/1"`) || !strings.Contains(upgrade.Data["patch"], "pgpool-kubectl-pgpool-ca") {
+		if !strings.Contains(upgrade, `"op":"replace","path":"/spec/template/spec/volumes/1"`) || !strings.Contains(upgrade, "pgpool-kubectl-pgpool-ca") {
 			t.Fatalf("%s: no volume upgrade in the plan: %+v", kind, upgrade)
 		}
 		if want := map[string]string{"StatefulSet": "evict", "Deployment": "rollout"}[kind]; p.Restart != want {
@@ -299,8 +309,8 @@ func TestChangeIssuerKeepsBothCAs(t *testing.T) {
 			order = append(order, "move "+s.Object.Name)
 		case s.Kind == plan.Apply && s.Object.Kind == "ConfigMap":
 			order = append(order, "bundle")
-			if s.Payload["previous-ca.pem"] != testCA || !strings.Contains(s.Diff, "previous issuer's CA: CN=old-ca") {
-				t.Fatalf("the bundle does not keep the old CA: %q %q", s.Diff, s.Payload["previous-ca.pem"])
+			if b := s.Spec.(plan.ApplyBundleSpec); string(b.PreviousCA) != testCA || !strings.Contains(s.Diff, "previous issuer's CA: CN=old-ca") {
+				t.Fatalf("the bundle does not keep the old CA: %q %q", s.Diff, b.PreviousCA)
 			}
 		case s.Kind == plan.Evict:
 			order = append(order, "evict")

@@ -64,12 +64,13 @@ type Step struct {
 	Diff string `json:"diff,omitempty"`
 	// Always steps run even after an earlier step failed (unlock, record).
 	Always bool `json:"always,omitempty"`
-	// Data is what the Runner needs to carry out the step: a patch, a
-	// manifest, a condition. Printed in json/yaml output, so never secret.
-	Data map[string]string `json:"data,omitempty"`
-	// Payload is what the Runner needs that must not be printed (the new
-	// contents of a config object that may hold passwords).
-	Payload map[string]string `json:"-"`
+	// Spec is what the Runner needs to carry out the step, typed by kind.
+	Spec Spec `json:"spec"`
+}
+
+// NewStep returns a step for spec on obj; its Kind is the spec's.
+func NewStep(obj Object, description string, spec Spec) Step {
+	return Step{Kind: spec.StepKind(), Object: obj, Description: description, Spec: spec}
 }
 
 // Plan is the ordered list of steps of one operation on one pgpool.
@@ -82,10 +83,13 @@ type Plan struct {
 	Steps    []Step   `json:"steps"`
 }
 
-// Runner carries out one step against a cluster. report sends progress
-// lines while the step runs (e.g. "PDB refused eviction, retrying").
+// Runner carries out one step against a cluster. failure is the error
+// that failed the operation so far (nil while every step succeeded): only
+// Always steps run after one, and those that record the outcome need it.
+// report sends progress lines while the step runs (e.g. "PDB refused
+// eviction, retrying").
 type Runner interface {
-	Run(ctx context.Context, s Step, report func(msg string)) (result string, err error)
+	Run(ctx context.Context, s Step, failure error, report func(msg string)) (result string, err error)
 }
 
 // EventType is the kind of progress event.
@@ -151,13 +155,10 @@ func Execute(ctx context.Context, p *Plan, r Runner, onEvent func(Event)) (*Resu
 		runCtx, cancel := ctx, context.CancelFunc(func() {})
 		if s.Always {
 			runCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			if firstErr != nil {
-				runCtx = withFailure(runCtx, firstErr)
-			}
 		}
 		t0 := time.Now()
 		onEvent(Event{Type: StepStarted, Index: i, Step: s})
-		msg, err := r.Run(runCtx, s, func(m string) {
+		msg, err := r.Run(runCtx, s, firstErr, func(m string) {
 			onEvent(Event{Type: StepProgress, Index: i, Step: s, Message: m, Elapsed: time.Since(t0)})
 		})
 		cancel()
@@ -183,19 +184,6 @@ func Execute(ctx context.Context, p *Plan, r Runner, onEvent func(Event)) (*Resu
 		res.Error = firstErr.Error()
 	}
 	return res, firstErr
-}
-
-type failureKey struct{}
-
-func withFailure(ctx context.Context, err error) context.Context {
-	return context.WithValue(ctx, failureKey{}, err)
-}
-
-// FailureFrom returns the error that failed the operation, for Always steps
-// that record the outcome; nil when every step so far succeeded.
-func FailureFrom(ctx context.Context) error {
-	err, _ := ctx.Value(failureKey{}).(error)
-	return err
 }
 
 // ErrTimeout marks a step that ran out of time; the command maps it to

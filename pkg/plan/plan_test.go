@@ -12,10 +12,10 @@ type fakeRunner struct {
 	failure []error
 }
 
-func (f *fakeRunner) Run(ctx context.Context, s Step, report func(string)) (string, error) {
+func (f *fakeRunner) Run(_ context.Context, _ Step, failure error, report func(string)) (string, error) {
 	i := len(f.ran)
 	f.ran = append(f.ran, i)
-	f.failure = append(f.failure, FailureFrom(ctx))
+	f.failure = append(f.failure, failure)
 	report("working")
 	if f.fail[i] {
 		return "", errors.New("boom")
@@ -45,7 +45,7 @@ func TestExecuteSkipsAfterFailureButRunsAlways(t *testing.T) {
 		t.Fatalf("ran %d steps, want 4 (the skipped one not run)", len(r.ran))
 	}
 	if r.failure[2] == nil || r.failure[3] == nil {
-		t.Fatal("Always steps after a failure must see it through FailureFrom")
+		t.Fatal("Always steps after a failure must be given it")
 	}
 	if r.failure[0] != nil {
 		t.Fatal("steps before the failure must not see one")
@@ -68,7 +68,7 @@ func TestAlwaysStepsRunAfterCancel(t *testing.T) {
 	cancel()
 	p := &Plan{Steps: []Step{{Kind: Unlock, Always: true}}}
 	var sawCancelled bool
-	r := runnerFunc(func(ctx context.Context, s Step, _ func(string)) (string, error) {
+	r := runnerFunc(func(ctx context.Context, s Step, _ error, _ func(string)) (string, error) {
 		sawCancelled = ctx.Err() != nil
 		return "", nil
 	})
@@ -80,10 +80,10 @@ func TestAlwaysStepsRunAfterCancel(t *testing.T) {
 	}
 }
 
-type runnerFunc func(context.Context, Step, func(string)) (string, error)
+type runnerFunc func(context.Context, Step, error, func(string)) (string, error)
 
-func (f runnerFunc) Run(ctx context.Context, s Step, r func(string)) (string, error) {
-	return f(ctx, s, r)
+func (f runnerFunc) Run(ctx context.Context, s Step, failure error, r func(string)) (string, error) {
+	return f(ctx, s, failure, r)
 }
 
 func TestWrites(t *testing.T) {

@@ -182,7 +182,9 @@ func Discover(ctx context.Context, c Clients, ns, name string) (*Target, error) 
 	if err := t.findPodsAndServices(ctx, c); err != nil {
 		return nil, err
 	}
-	t.findCertificates(ctx, c)
+	if err := t.findCertificates(ctx, c); err != nil {
+		return nil, err
+	}
 	if err := t.findBundle(ctx, c); err != nil {
 		return nil, err
 	}
@@ -376,17 +378,25 @@ func ordinal(name string) int {
 	return n
 }
 
-func (t *Target) findCertificates(ctx context.Context, c Clients) {
+// findCertificates reads the pgpool's Certificates. Only "not found" means
+// there is none: a 403 or a server error is reported as it is, not taken for
+// a pgpool without certificates.
+func (t *Target) findCertificates(ctx context.Context, c Clients) error {
 	t.Certificates = map[string]*cmapi.Certificate{}
 	if c.CertManager == nil {
-		return
+		return nil
 	}
 	for _, n := range []string{ServerCertName(t.Name), ClientCertName(t.Name)} {
 		crt, err := c.CertManager.Certificates(t.Namespace).Get(ctx, n, metav1.GetOptions{})
-		if err == nil {
+		switch {
+		case err == nil:
 			t.Certificates[n] = crt
+		case apierrors.IsNotFound(err):
+		default:
+			return fmt.Errorf("get Certificate %s/%s: %w", t.Namespace, n, err)
 		}
 	}
+	return nil
 }
 
 func (t *Target) findBundle(ctx context.Context, c Clients) error {

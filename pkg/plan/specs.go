@@ -1,0 +1,129 @@
+package plan
+
+import "encoding/json"
+
+// Spec is what the Runner needs to carry out one step. Each kind of step
+// has its own type, so planner and runner agree on its fields at compile
+// time; the Runner switches on the type. Specs are printed in json/yaml
+// output, so fields that may hold secrets are not marshalled.
+type Spec interface {
+	// StepKind is the kind of step this spec describes.
+	StepKind() Kind
+}
+
+// LockSpec takes the operation lock.
+type LockSpec struct {
+	Holder    string `json:"holder"`
+	Operation string `json:"operation"`
+}
+
+// ApplyCertificateSpec creates or updates a cert-manager Certificate by
+// server-side apply.
+type ApplyCertificateSpec struct {
+	Manifest json.RawMessage `json:"manifest"`
+}
+
+// ApplyBundleSpec writes the CA bundle ConfigMap: the issuer's CA read from
+// a Secret when the step runs, then PreviousCA and BackendCA (PEM).
+type ApplyBundleSpec struct {
+	IssuerCAFrom string `json:"issuerCAFromSecret"`
+	PreviousCA   []byte `json:"-"`
+	BackendCA    []byte `json:"-"`
+}
+
+// TriggerSpec re-issues a Certificate now (its Issuing condition).
+type TriggerSpec struct{}
+
+// WaitCertificateSpec waits for a Certificate to be Ready with a revision
+// after AfterRevision.
+type WaitCertificateSpec struct {
+	AfterRevision int `json:"afterRevision"`
+}
+
+// ConfigPatchSpec writes new contents of the config ConfigMap or Secret,
+// with the resourceVersion that was read as a precondition. Contents may
+// hold passwords and are never printed.
+type ConfigPatchSpec struct {
+	ResourceVersion string            `json:"resourceVersion"`
+	Contents        map[string]string `json:"-"`
+}
+
+// WorkloadPatchSpec patches the workload's pod template: a JSON patch whose
+// test operations are the preconditions.
+type WorkloadPatchSpec struct {
+	Patch json.RawMessage `json:"patch"`
+}
+
+// CertificatePatchSpec merge-patches a Certificate.
+type CertificatePatchSpec struct {
+	Patch json.RawMessage `json:"patch"`
+}
+
+// Pods names the pods of the workload a step watches: those the selector
+// matches, Want of them, none of the Known (pre-change) UIDs.
+type Pods struct {
+	Selector string   `json:"selector"`
+	Known    []string `json:"known"`
+	Want     int      `json:"want"`
+}
+
+// Check is what a step proves on each replaced pod: TLS served (or not),
+// and a login through it ("cert", "password" or "" for none).
+type Check struct {
+	TLS   bool   `json:"tls"`
+	Login string `json:"login,omitempty"`
+}
+
+// EvictSpec evicts one pod and waits for its Ready replacement (same name
+// for StatefulSets and PetSets), then checks it.
+type EvictSpec struct {
+	UID      string `json:"uid"`
+	SameName bool   `json:"sameName"`
+	Pods     Pods   `json:"pods"`
+	Check    Check  `json:"check"`
+}
+
+// RolloutSpec waits for the workload controller's own rolling update and for
+// the old pods to be gone.
+type RolloutSpec struct {
+	Pods Pods `json:"pods"`
+}
+
+// VerifySpec checks the end state: the config, the TLS volume, every pod
+// replaced and Ready and proven, the server certificate's issuer.
+type VerifySpec struct {
+	Config       Object `json:"config"`
+	TLSMountPath string `json:"tlsMountPath"`
+	Issuer       string `json:"issuer,omitempty"`
+	Pods         Pods   `json:"pods"`
+	Check        Check  `json:"check"`
+}
+
+// DeleteSpec deletes the step's object.
+type DeleteSpec struct{}
+
+// RecordSpec records the outcome on the workload: TLS is the value of the
+// TLS annotation after success ("" removes it).
+type RecordSpec struct {
+	Operation string `json:"operation"`
+	TLS       string `json:"tls,omitempty"`
+}
+
+// UnlockSpec releases the lock.
+type UnlockSpec struct{}
+
+// StepKind implementations.
+func (LockSpec) StepKind() Kind             { return Lock }
+func (ApplyCertificateSpec) StepKind() Kind { return Apply }
+func (ApplyBundleSpec) StepKind() Kind      { return Apply }
+func (TriggerSpec) StepKind() Kind          { return Trigger }
+func (WaitCertificateSpec) StepKind() Kind  { return Wait }
+func (ConfigPatchSpec) StepKind() Kind      { return Patch }
+func (WorkloadPatchSpec) StepKind() Kind    { return Patch }
+func (CertificatePatchSpec) StepKind() Kind { return Patch }
+func (EvictSpec) StepKind() Kind            { return Evict }
+func (RolloutSpec) StepKind() Kind          { return Rollout }
+func (VerifySpec) StepKind() Kind           { return Verify }
+func (DeleteSpec) StepKind() Kind           { return Delete }
+func (RecordSpec) StepKind() Kind           { return Record }
+func (UnlockSpec) StepKind() Kind           { return Unlock }
