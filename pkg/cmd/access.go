@@ -8,8 +8,8 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ops"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 )
 
 // access is one permission an operation needs in the pgpool's namespace.
@@ -28,40 +28,67 @@ func (a access) String() string {
 	return a.verb + " " + r
 }
 
-// needs lists the permissions req needs on t (the README's Role grants them).
-func needs(t *target.Target, req ops.Request, verifyRequired bool) []access {
+// needs lists the permissions the plan's steps need on t, plus the reads
+// the runner does on the way (the README's Role grants them). It is derived
+// from the steps, so a new step cannot forget its permission.
+func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 	cfg := strings.ToLower(t.Config.Kind) + "s"
-	a := []access{
-		{"coordination.k8s.io", "leases", "", "create"}, {"coordination.k8s.io", "leases", "", "delete"},
-		{"", "events", "", "create"}, {t.GVR.Group, t.GVR.Resource, "", "patch"},
-		{"", "pods", "", "list"}, {"", "pods", "", "watch"}, {"", "secrets", "", "get"},
-		{"policy", "poddisruptionbudgets", "", "list"},
-		{"cert-manager.io", "certificates", "", "watch"},
-		{"", "configmaps", "", "get"},
-	}
-	switch req.Operation {
-	case ops.Add:
-		a = append(a, access{"cert-manager.io", "certificates", "", "create"}, access{"cert-manager.io", "certificates", "", "patch"},
-			access{"", cfg, "", "patch"})
-	case ops.Rotate:
-		if !req.RestartOnly {
-			a = append(a, access{"cert-manager.io", "certificates", "status", "update"})
-		}
-	case ops.ChangeIssuer:
-		a = append(a, access{"cert-manager.io", "certificates", "", "patch"})
-	case ops.Remove:
-		a = append(a, access{"", cfg, "", "patch"}, access{"", "configmaps", "", "delete"})
-		if !req.KeepCertificates {
-			a = append(a, access{"cert-manager.io", "certificates", "", "delete"}, access{"", "secrets", "", "delete"})
+	wl := func(verb string) access { return access{t.GVR.Group, t.GVR.Resource, "", verb} }
+	core := func(res, verb string) access { return access{"", res, "", verb} }
+	crt := func(verb string) access { return access{"cert-manager.io", "certificates", "", verb} }
+	var a []access
+	seen := map[access]bool{}
+	add := func(xs ...access) {
+		for _, x := range xs {
+			if !seen[x] {
+				seen[x] = true
+				a = append(a, x)
+			}
 		}
 	}
-	if req.Operation != ops.Remove {
-		// The CA bundle (server-side apply creates it the first time).
-		a = append(a, access{"", "configmaps", "", "create"}, access{"", "configmaps", "", "patch"})
+	add(core("secrets", "get"), core("configmaps", "get"), core("pods", "list")) // discovery and the preflight's reads
+	login := false
+	for _, s := range p.Steps {
+		switch spec := s.Spec.(type) {
+		case plan.LockSpec:
+			add(access{"coordination.k8s.io", "leases", "", "create"})
+		case plan.UnlockSpec:
+			add(access{"coordination.k8s.io", "leases", "", "delete"})
+		case plan.ApplyCertificateSpec:
+			add(crt("create"), crt("patch")) // server-side apply creates it the first time
+		case plan.ApplyBundleSpec:
+			add(core("configmaps", "create"), core("configmaps", "patch"))
+		case plan.TriggerSpec:
+			add(access{"cert-manager.io", "certificates", "status", "update"})
+		case plan.WaitCertificateSpec:
+			add(crt("watch"))
+		case plan.ConfigPatchSpec:
+			add(core(cfg, "patch"))
+		case plan.WorkloadPatchSpec:
+			add(wl("patch"))
+		case plan.CertificatePatchSpec:
+			add(crt("patch"))
+		case plan.EvictSpec:
+			add(access{"", "pods", "eviction", "create"}, core("pods", "watch"), access{"policy", "poddisruptionbudgets", "", "list"})
+			login = login || spec.Check.Login != ""
+		case plan.RolloutSpec:
+			add(wl("watch"), core("pods", "watch"))
+		case plan.VerifySpec:
+			add(wl("get"))
+			login = login || spec.Check.Login != ""
+		case plan.DeleteSpec:
+			switch s.Object.Kind {
+			case "Certificate":
+				add(crt("delete"))
+			default:
+				add(core(strings.ToLower(s.Object.Kind)+"s", "delete"))
+			}
+		case plan.RecordSpec:
+			add(wl("patch"), core("events", "create"))
+		}
 	}
-	a = append(a, access{"", "pods", "eviction", "create"})
-	if verifyRequired {
-		a = append(a, access{"", "pods", "portforward", "create"})
+	if verifyRequired || login {
+		add(access{"", "pods", "portforward", "create"})
 	}
 	return a
 }
@@ -69,9 +96,9 @@ func needs(t *target.Target, req ops.Request, verifyRequired bool) []access {
 // checkAccess asks the API server (SelfSubjectAccessReview) whether the
 // user may do everything the operation will do, so that a missing
 // permission is reported before the first write rather than halfway.
-func (o *OperationOptions) checkAccess(ctx context.Context, t *target.Target, req ops.Request) error {
+func (o *OperationOptions) checkAccess(ctx context.Context, t *pgpool.Target, p *plan.Plan) error {
 	var denied []string
-	for _, a := range needs(t, req, o.Verify == "required") {
+	for _, a := range needs(t, p, o.Verify == "required") {
 		r, err := o.Clients.Authorization.SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Namespace: t.Namespace, Group: a.group, Resource: a.resource, Subresource: a.subresource, Verb: a.verb,
@@ -85,7 +112,7 @@ func (o *OperationOptions) checkAccess(ctx context.Context, t *target.Target, re
 		}
 	}
 	if len(denied) > 0 {
-		return fmt.Errorf("you may not %s in namespace %q, which tls %s needs; nothing was changed: grant the Role in the RBAC section of the README", strings.Join(denied, ", "), t.Namespace, req.Operation)
+		return fmt.Errorf("you may not %s in namespace %q, which tls %s needs; nothing was changed: grant the Role in the RBAC section of the README", strings.Join(denied, ", "), t.Namespace, p.Operation)
 	}
 	return nil
 }

@@ -13,9 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
@@ -74,7 +73,7 @@ func (o *OperationOptions) readCAs(ctx context.Context, ns string, refs []string
 // issuerCA returns the CA an issuer signs with, when it can be read: a CA
 // Issuer's Secret in the pgpool's namespace (ca.crt, else tls.crt). Other
 // issuers (and ClusterIssuers, whose Secret lives elsewhere) give nil.
-func (o *OperationOptions) issuerCA(ctx context.Context, ns string, ref target.IssuerRef) []byte {
+func (o *OperationOptions) issuerCA(ctx context.Context, ns string, ref pgpool.IssuerRef) []byte {
 	if ref.Kind == "ClusterIssuer" {
 		return nil
 	}
@@ -97,7 +96,7 @@ func (o *OperationOptions) issuerCA(ctx context.Context, ns string, ref target.I
 // name through one of its pods, both by port-forward), sends the
 // SSLRequest and checks a served chain against trust, the CAs pgpool will
 // read. It only reads.
-func (o *OperationOptions) checkBackends(ctx context.Context, t *target.Target, trust *x509.CertPool) []BackendStatus {
+func (o *OperationOptions) checkBackends(ctx context.Context, t *pgpool.Target, trust *x509.CertPool) []BackendStatus {
 	var out []BackendStatus
 	for _, b := range conf.ParsePgpoolConf(t.Config.PgpoolConf).Backends() {
 		st := BackendStatus{Backend: b}
@@ -109,7 +108,7 @@ func (o *OperationOptions) checkBackends(ctx context.Context, t *target.Target, 
 		}
 		st.Via = ns + "/" + pod
 		cctx, cancel := context.WithTimeout(ctx, o.Timeout)
-		conn, err := apply.PortForwardDialer(o.Clients.Config, o.Clients.Core, ns, port)(cctx, pod)
+		conn, err := verify.PortForwardDialer(o.Clients.Config, o.Clients.Core, ns, port)(cctx, pod)
 		var s *verify.Served
 		if err == nil {
 			s, err = verify.Probe(cctx, conn, trust, "", nil)
@@ -133,14 +132,14 @@ func (o *OperationOptions) checkBackends(ctx context.Context, t *target.Target, 
 
 // backendPod finds the pod and port through which a backend is reached as
 // pgpool reaches it, or says why it cannot.
-func (o *OperationOptions) backendPod(ctx context.Context, t *target.Target, b conf.Backend) (pod string, port int, ns, why string) {
+func (o *OperationOptions) backendPod(ctx context.Context, t *pgpool.Target, b conf.Backend) (pod string, port int, ns, why string) {
 	h := strings.TrimSuffix(b.Host, ".")
 	if h == "" || strings.HasPrefix(h, "/") {
 		return "", 0, "", "a Unix socket: no TLS"
 	}
 	if h == "localhost" || (net.ParseIP(h) != nil && net.ParseIP(h).IsLoopback()) {
 		for i := range t.Pods {
-			if target.PodReady(&t.Pods[i]) {
+			if pgpool.PodReady(&t.Pods[i]) {
 				return t.Pods[i].Name, b.Port, t.Namespace, ""
 			}
 		}
@@ -216,12 +215,12 @@ func (o *OperationOptions) backendPod(ctx context.Context, t *target.Target, b c
 	return chosen.Name, port, ns, ""
 }
 
-func isReady(p *corev1.Pod) bool { return target.PodReady(p) }
+func isReady(p *corev1.Pod) bool { return pgpool.PodReady(p) }
 
 // backendProblems turns untrusted TLS backends into the preflight error
 // (nothing has been written yet), naming the backend, its issuer and the
 // flag that fixes it.
-func backendProblems(t *target.Target, bs []BackendStatus) error {
+func backendProblems(t *pgpool.Target, bs []BackendStatus) error {
 	var msgs []string
 	for _, b := range bs {
 		if b.Check == "tls-untrusted" {

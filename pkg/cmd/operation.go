@@ -20,12 +20,14 @@ import (
 
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ops"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
@@ -50,18 +52,9 @@ type OperationOptions struct {
 
 	Name      string
 	Namespace string
-	Clients   *Clients
-	// RESTConfigHook, when set, may wrap the REST config before clients are
-	// built (benchmarks count API requests with it).
-	RESTConfigHook func(*rest.Config)
-	// RetryInterval is the pause after a PDB refused an eviction (tests
-	// shorten it).
-	RetryInterval time.Duration
-	// Holder overrides the lock holder identity.
-	Holder string
-	// Dial, when set, replaces the port-forward that reaches pgpool for the
-	// handshake check (tests dial a local pgpool).
-	Dial verify.Dialer
+	// Clients are built by Complete from the kubeconfig unless already set
+	// (the command tests set fake clientsets here).
+	Clients *Clients
 }
 
 func (o *OperationOptions) addFlags(c *cobra.Command) {
@@ -98,9 +91,6 @@ func (o *OperationOptions) Complete(args []string) error {
 	cfg.UserAgent = "kubectl-pgpool"
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = 50, 100
-	}
-	if o.RESTConfigHook != nil {
-		o.RESTConfigHook(cfg)
 	}
 	o.Clients, err = NewClients(cfg)
 	return err
@@ -173,8 +163,8 @@ type outputDoc struct {
 }
 
 // run is discover -> preflight -> plan -> print -> confirm -> execute -> result.
-func (o *OperationOptions) run(ctx context.Context, req ops.Request) error {
-	t, err := target.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
+func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
+	t, err := discover.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
 	if err != nil {
 		return err
 	}
@@ -183,18 +173,18 @@ func (o *OperationOptions) run(ctx context.Context, req ops.Request) error {
 		return err
 	}
 	req.ApplyAlways = o.Apply == "Always"
-	req.Holder = o.Holder
-	if req.Holder == "" {
-		req.Holder = apply.Holder()
-	}
-	if req.Operation == ops.Rotate || req.Operation == ops.Remove {
+	req.Holder = runner.Holder()
+	if req.Operation == planner.Rotate || req.Operation == planner.Remove {
 		req.Issuer = t.State.Issuer
 	}
-	p, err := ops.Build(t, req)
+	p, err := planner.Build(t, req)
 	if err != nil {
 		return err
 	}
 	p.Warnings = append(p.Warnings, warnings...)
+	if err := o.checkAccess(ctx, t, p); err != nil {
+		return err
+	}
 	if p.Restart == "evict" {
 		if err := o.checkBudgets(ctx, t); err != nil {
 			return err
@@ -215,9 +205,9 @@ func (o *OperationOptions) run(ctx context.Context, req ops.Request) error {
 	}
 	live := color && ui.IsTerminal(o.ErrOut)
 	prog := ui.NewProgress(o.ErrOut, ui.NewStyles(o.ErrOut, live), len(p.Steps), live)
-	runner := &apply.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, RetryInterval: o.RetryInterval, Verify: o.Verify, Dial: o.Dial, Password: login}
+	rn := &runner.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, Verify: o.Verify, Password: login}
 	prog.Start()
-	res, execErr := plan.Execute(ctx, p, runner, prog.Event)
+	res, execErr := plan.Execute(ctx, p, rn, prog.Event)
 	prog.Stop()
 	if o.Output == "text" {
 		ui.RenderResult(o.Out, res, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)))
@@ -264,7 +254,7 @@ func confirm(in io.Reader, out io.Writer, q string) (bool, error) {
 
 // checkBudgets refuses a roll that the PodDisruptionBudgets would block
 // outright (read-only, before the first write).
-func (o *OperationOptions) checkBudgets(ctx context.Context, t *target.Target) error {
+func (o *OperationOptions) checkBudgets(ctx context.Context, t *pgpool.Target) error {
 	pdbs, err := o.Clients.Policy.PodDisruptionBudgets(t.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("list the PodDisruptionBudgets in %s: %w", t.Namespace, err)
@@ -277,8 +267,8 @@ func (o *OperationOptions) checkBudgets(ctx context.Context, t *target.Target) e
 // every backend that serves TLS. It completes req with what it read (the
 // backends' CAs, the CA today) and returns warnings for the plan and the
 // --verify-login credentials. (Checks of today's state against the
-// operation are part of ops.Build.)
-func (o *OperationOptions) preflight(ctx context.Context, t *target.Target, req *ops.Request) ([]string, verify.Login, error) {
+// operation are part of planner.Build.)
+func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req *planner.Request) ([]string, verify.Login, error) {
 	var login verify.Login
 	if _, err := o.Clients.Discovery.ServerResourcesForGroupVersion("cert-manager.io/v1"); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -286,21 +276,18 @@ func (o *OperationOptions) preflight(ctx context.Context, t *target.Target, req 
 		}
 		return nil, login, fmt.Errorf("check for cert-manager's API: %w", err)
 	}
-	if err := o.checkAccess(ctx, t, *req); err != nil {
-		return nil, login, err
-	}
-	if req.Operation == ops.Add || req.Operation == ops.ChangeIssuer {
+	if req.Operation == planner.Add || req.Operation == planner.ChangeIssuer {
 		ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
-		if err := tls.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref); err != nil {
+		if err := issuing.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref); err != nil {
 			return nil, login, err
 		}
 	}
-	_, err := o.Clients.Coordination.Leases(t.Namespace).Get(ctx, ops.LeaseName(t.Name), metav1.GetOptions{})
+	_, err := o.Clients.Coordination.Leases(t.Namespace).Get(ctx, planner.LeaseName(t.Name), metav1.GetOptions{})
 	switch {
 	case err == nil:
-		return nil, login, apply.LockHeldError(ctx, o.Clients.Coordination, t.Namespace, ops.LeaseName(t.Name))
+		return nil, login, runner.LockHeldError(ctx, o.Clients.Coordination, t.Namespace, planner.LeaseName(t.Name))
 	case !apierrors.IsNotFound(err):
-		return nil, login, fmt.Errorf("check the lock Lease %s/%s: %w", t.Namespace, ops.LeaseName(t.Name), err)
+		return nil, login, fmt.Errorf("check the lock Lease %s/%s: %w", t.Namespace, planner.LeaseName(t.Name), err)
 	}
 	if o.VerifyLogin != "" {
 		s, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, o.VerifyLogin, metav1.GetOptions{})
@@ -313,7 +300,7 @@ func (o *OperationOptions) preflight(ctx context.Context, t *target.Target, req 
 		}
 		req.Login = "password"
 	}
-	if req.Operation == ops.Remove {
+	if req.Operation == planner.Remove {
 		return nil, login, nil
 	}
 	if len(o.BackendCA) > 0 {
@@ -322,7 +309,7 @@ func (o *OperationOptions) preflight(ctx context.Context, t *target.Target, req 
 		}
 		req.BackendCASources = o.BackendCA
 	}
-	if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, target.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
+	if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
 		req.CurrentCA = sec.Data["ca.crt"]
 	}
 	// The CAs pgpool will read: the issuer's, the previous one (kept during
@@ -332,11 +319,11 @@ func (o *OperationOptions) preflight(ctx context.Context, t *target.Target, req 
 		backendCA = []byte(t.Bundle.Data[tls.BackendCAKey])
 	}
 	issuerCA := req.CurrentCA
-	if req.Operation == ops.Add || req.Operation == ops.ChangeIssuer {
+	if req.Operation == planner.Add || req.Operation == planner.ChangeIssuer {
 		issuerCA = o.issuerCA(ctx, t.Namespace, req.Issuer)
 	}
 	var previous []byte
-	if req.Operation == ops.ChangeIssuer {
+	if req.Operation == planner.ChangeIssuer {
 		previous = req.CurrentCA
 	}
 	var warnings []string
@@ -345,7 +332,7 @@ func (o *OperationOptions) preflight(ctx context.Context, t *target.Target, req 
 		if b.Check != "not-checked" {
 			continue
 		}
-		if o.Verify == apply.VerifyRequired && b.Via != "" {
+		if o.Verify == runner.VerifyRequired && b.Via != "" {
 			return nil, login, fmt.Errorf("backend %d (%s:%d): %s (--verify=required)", b.Index, b.Host, b.Port, b.Detail)
 		}
 		warnings = append(warnings, fmt.Sprintf("backend %d (%s:%d) not checked for TLS: %s", b.Index, b.Host, b.Port, b.Detail))

@@ -24,9 +24,9 @@ import (
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
 	"k8s.io/client-go/rest"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 )
 
 // BuildInfo is what `kubectl pgpool version` prints.
@@ -123,7 +123,7 @@ func Explain(err error) string {
 // (only the typed groups the plugin needs, to keep the binary small): the
 // Runner's clients plus discovery.
 type Clients struct {
-	apply.Clients
+	runner.Clients
 	Discovery     discovery.DiscoveryInterface
 	Authorization authorizationv1client.AuthorizationV1Interface
 }
@@ -157,8 +157,8 @@ func NewClients(cfg *rest.Config) (*Clients, error) {
 	return c, nil
 }
 
-func (c *Clients) target() target.Clients {
-	return target.Clients{Core: c.Core, Dynamic: c.Dynamic, CertManager: c.CertManager}
+func (c *Clients) target() discover.Clients {
+	return discover.Clients{Core: c.Core, Dynamic: c.Dynamic, CertManager: c.CertManager}
 }
 
 // completePgpools completes the names of workloads in the namespace that run
@@ -177,7 +177,7 @@ func completePgpools(flags *genericclioptions.ConfigFlags) func(*cobra.Command, 
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		names, _ := target.List(cmd.Context(), dyn, ns)
+		names, _ := discover.List(cmd.Context(), dyn, ns)
 		var out []string
 		for _, n := range names {
 			if strings.HasPrefix(n, toComplete) {

@@ -12,9 +12,10 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
@@ -53,7 +54,7 @@ type Status struct {
 	SSLMode      string            `json:"sslMode"`
 	AuthMode     string            `json:"clientAuthMode"`
 	HBAEnforced  bool              `json:"poolHBAEnforced"`
-	Issuer       target.IssuerRef  `json:"issuer,omitempty"`
+	Issuer       pgpool.IssuerRef  `json:"issuer,omitempty"`
 	TLSVolume    bool              `json:"tlsVolume"`
 	TLSMountPath string            `json:"tlsMountPath"`
 	Certificates []CertStatus      `json:"certificates"`
@@ -95,20 +96,20 @@ type PodStatus struct {
 
 // Run prints the status.
 func (o *StatusOptions) Run(ctx context.Context) error {
-	t, err := target.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
+	t, err := discover.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
 	if err != nil {
 		return err
 	}
 	pc := conf.ParsePgpoolConf(t.Config.PgpoolConf)
 	st := Status{Workload: t.String(), Config: t.Config.Kind + " " + t.Config.Name, SSL: t.State.Enabled,
 		SSLMode: t.State.SSLMode, AuthMode: t.State.AuthMode, HBAEnforced: t.State.HBAEnforced, Issuer: t.State.Issuer, TLSVolume: t.State.VolumePresent,
-		TLSMountPath: t.TLSMountPath, LastOp: t.Annotations[target.AnnotationLastOperation], Paths: map[string]string{}}
+		TLSMountPath: t.TLSMountPath, LastOp: t.Annotations[pgpool.AnnotationLastOperation], Paths: map[string]string{}}
 	for _, k := range []string{"ssl_cert", "ssl_key", "ssl_ca_cert"} {
 		if v, ok := pc.Get(k); ok {
 			st.Paths[k] = v
 		}
 	}
-	for _, n := range []string{target.ServerCertName(t.Name), target.ClientCertName(t.Name)} {
+	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
 		crt := t.Certificates[n]
 		if crt == nil {
 			continue
@@ -120,24 +121,24 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		st.Certificates = append(st.Certificates, cs)
 	}
 	for i := range t.Pods {
-		st.Pods = append(st.Pods, PodStatus{Name: t.Pods[i].Name, Ready: target.PodReady(&t.Pods[i]), UID: string(t.Pods[i].UID)})
+		st.Pods = append(st.Pods, PodStatus{Name: t.Pods[i].Name, Ready: pgpool.PodReady(&t.Pods[i]), UID: string(t.Pods[i].UID)})
 	}
 	var trust []byte
 	if t.Bundle != nil {
 		st.CABundle = &BundleStatus{ConfigMap: t.Bundle.Name, Issuer: tls.Subjects([]byte(t.Bundle.Data[tls.IssuerCAKey])),
 			Previous: tls.Subjects([]byte(t.Bundle.Data[tls.PreviousCAKey])), Backend: tls.Subjects([]byte(t.Bundle.Data[tls.BackendCAKey]))}
 		trust = []byte(t.Bundle.Data[tls.BundleKey])
-	} else if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, target.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
+	} else if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
 		trust = sec.Data["ca.crt"]
 	}
-	if o.Verify != apply.VerifyOff {
+	if o.Verify != runner.VerifyOff {
 		o.probe(ctx, t, st.Pods)
 		st.Backends = o.checkBackends(ctx, t, tls.Pool(trust))
 	}
 	if err := o.print(t, &st); err != nil {
 		return err
 	}
-	if o.Verify == apply.VerifyRequired {
+	if o.Verify == runner.VerifyRequired {
 		if len(st.Pods) == 0 {
 			return fmt.Errorf("%s has no pods, so nothing is proven (--verify=required)", t)
 		}
@@ -152,8 +153,8 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 
 // probe fills in each pod's handshake result. Once a pod cannot be reached
 // at all (a kwok node has no kubelet to port-forward), the rest are skipped.
-func (o *StatusOptions) probe(ctx context.Context, t *target.Target, pods []PodStatus) {
-	r := &apply.Runner{Clients: o.Clients.Clients, Target: t, Dial: o.Dial}
+func (o *StatusOptions) probe(ctx context.Context, t *pgpool.Target, pods []PodStatus) {
+	dial := verify.PortForwardDialer(o.Clients.Config, o.Clients.Core, t.Namespace, t.Port())
 	unreachable := ""
 	for i := range pods {
 		p := &pods[i]
@@ -162,7 +163,7 @@ func (o *StatusOptions) probe(ctx context.Context, t *target.Target, pods []PodS
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, o.Timeout)
-		s, err := r.Probe(pctx, p.Name, t.State.Enabled)
+		s, err := verify.Pod(pctx, dial, o.Clients.Core, t.Namespace, t.Name, p.Name, t.State.Enabled)
 		cancel()
 		p.Served = s
 		var de *verify.DialError
@@ -187,7 +188,7 @@ func (o *StatusOptions) probe(ctx context.Context, t *target.Target, pods []PodS
 	}
 }
 
-func (o *StatusOptions) print(t *target.Target, st *Status) error {
+func (o *StatusOptions) print(t *pgpool.Target, st *Status) error {
 	if o.Output != "text" {
 		return o.printDoc(st)
 	}

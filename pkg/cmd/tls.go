@@ -10,8 +10,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ops"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 )
 
 // AddOptions are the options of `tls add`.
@@ -87,11 +87,7 @@ func (o *AddOptions) Validate() error {
 	if err := validIssuerKind(o.IssuerKind); err != nil {
 		return err
 	}
-	mode := o.AuthMode
-	if mode == "" {
-		mode = "md5" // keep each rule's method: any sslMode fits
-	}
-	if err := conf.ValidateModes(o.SSLMode, mode); err != nil {
+	if err := conf.ValidateModes(o.SSLMode, o.AuthMode); err != nil {
 		return UsageError{err}
 	}
 	if o.SSLMode == "disable" {
@@ -108,8 +104,8 @@ func (o *AddOptions) Validate() error {
 
 // Run adds TLS.
 func (o *AddOptions) Run(ctx context.Context) error {
-	return o.run(ctx, ops.Request{
-		Operation: ops.Add, Issuer: target.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind},
+	return o.run(ctx, planner.Request{
+		Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind},
 		SSLMode: o.SSLMode, AuthMode: o.AuthMode, ClientUser: o.ClientUser, ClientOrgs: o.ClientOrgs, ClientOUs: o.ClientOUs,
 		ExtraDNS: o.ServerDNS, Duration: o.Duration, RenewBefore: o.RenewBefore,
 	})
@@ -160,7 +156,7 @@ certificate by itself (tls status shows every pod as a mismatch),
 
 // Run rotates the certificates.
 func (o *RotateOptions) Run(ctx context.Context) error {
-	return o.run(ctx, ops.Request{Operation: ops.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA})
+	return o.run(ctx, planner.Request{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA})
 }
 
 // ChangeIssuerOptions are the options of `tls change-issuer`.
@@ -200,7 +196,7 @@ func (o *ChangeIssuerOptions) Validate() error {
 
 // Run changes the issuer.
 func (o *ChangeIssuerOptions) Run(ctx context.Context) error {
-	return o.run(ctx, ops.Request{Operation: ops.ChangeIssuer, Issuer: target.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind}})
+	return o.run(ctx, planner.Request{Operation: planner.ChangeIssuer, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind}})
 }
 
 // RemoveOptions are the options of `tls remove`.
@@ -239,5 +235,5 @@ func (o *RemoveOptions) Validate() error {
 
 // Run removes TLS.
 func (o *RemoveOptions) Run(ctx context.Context) error {
-	return o.run(ctx, ops.Request{Operation: ops.Remove, KeepCertificates: o.KeepCertificates, AuthMode: o.AuthMode})
+	return o.run(ctx, planner.Request{Operation: planner.Remove, KeepCertificates: o.KeepCertificates, AuthMode: o.AuthMode})
 }

@@ -339,12 +339,8 @@ func unmark(text string) []string {
 // Editing is idempotent: a rule changed before is edited again from its
 // recorded original.
 func EditHBA(text, sslMode, authMode string, enforced bool) (*HBAEdit, error) {
-	if authMode != "" {
-		if err := ValidateModes(sslMode, authMode); err != nil {
-			return nil, err
-		}
-	} else if !contains(SSLModes(), sslMode) {
-		return nil, ValidateModes(sslMode, "md5")
+	if err := ValidateModes(sslMode, authMode); err != nil {
+		return nil, err
 	}
 	lines := unmark(text)
 	e := &HBAEdit{}

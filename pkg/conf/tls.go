@@ -22,10 +22,14 @@ type Paths struct {
 	CA   string `json:"ca"`
 }
 
-// ValidateModes checks an sslMode x clientAuthMode pair.
+// ValidateModes checks an sslMode x clientAuthMode pair; authMode "" keeps
+// the methods of pool_hba.conf's rules, which fits any sslMode.
 func ValidateModes(sslMode, authMode string) error {
 	if !contains(SSLModes(), sslMode) {
 		return fmt.Errorf("unknown ssl mode %q: use one of %s", sslMode, strings.Join(SSLModes(), ", "))
+	}
+	if authMode == "" {
+		return nil
 	}
 	if !contains(ClientAuthModes(), authMode) {
 		return fmt.Errorf("unknown client auth mode %q: use one of %s", authMode, strings.Join(ClientAuthModes(), ", "))

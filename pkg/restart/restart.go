@@ -26,7 +26,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 )
 
 // Options tune EvictAndWait.
@@ -149,7 +149,7 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 				say(fmt.Sprintf("pod %s is gone; waiting for its replacement", name))
 			case cur.UID == uid:
 				say(fmt.Sprintf("pod %s is terminating", name))
-			case !target.PodReady(cur):
+			case !pgpool.PodReady(cur):
 				say(fmt.Sprintf("replacement pod %s created; waiting for it to be Ready", name))
 			default:
 				found = cur
@@ -163,7 +163,7 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 			if p.UID == uid {
 				oldGone = false
 			}
-			if target.PodReady(p) {
+			if pgpool.PodReady(p) {
 				readyPods++
 				if !r.Known[p.UID] {
 					fresh = p

@@ -1,10 +1,11 @@
-// Package verify owns the proof that a pgpool serves what it should: over a
-// connection to pgpool's port it sends the PostgreSQL SSLRequest, and either
-// finishes a TLS handshake that trusts the issuer's CA and compares the
-// served leaf certificate (serial and SHA-256 fingerprint) with the expected
-// one, or expects the plain 'N' answer when TLS is off. It knows nothing of
-// Kubernetes: the connection comes from a Dialer (a port-forward in the
-// plugin, a plain TCP dial in tests).
+// Package verify owns the proof that a pgpool serves what it should and that
+// clients get through it: it reaches a pod's port through the API server's
+// port-forward (PortForwardDialer; tests dial a local pgpool instead), sends
+// the PostgreSQL SSLRequest and either finishes a TLS handshake that trusts
+// the issuer's CA and compares the served leaf certificate (serial and
+// SHA-256 fingerprint) with the TLS Secret's, or expects the plain 'N' when
+// TLS is off; and it logs in through pgpool with pgx and runs SELECT 1
+// (LoginAndQuery). It reads Secrets and port-forwards, and writes nothing.
 package verify
 
 import (

@@ -1,4 +1,4 @@
-package apply
+package verify
 
 import (
 	"context"
@@ -15,14 +15,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
-
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
-// PortForwardDialer returns a verify.Dialer that reaches port of a pod in ns
+// PortForwardDialer returns a Dialer that reaches port of a pod in ns
 // through the API server's port-forward (the same path as `kubectl
 // port-forward`), without opening any local listener.
-func PortForwardDialer(cfg *rest.Config, core corev1client.CoreV1Interface, ns string, port int) verify.Dialer {
+func PortForwardDialer(cfg *rest.Config, core corev1client.CoreV1Interface, ns string, port int) Dialer {
 	return func(ctx context.Context, pod string) (net.Conn, error) {
 		transport, upgrader, err := spdy.RoundTripperFor(cfg)
 		if err != nil {

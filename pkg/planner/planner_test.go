@@ -1,4 +1,4 @@
-package ops
+package planner
 
 import (
 	"bytes"
@@ -17,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
 )
 
@@ -34,16 +34,16 @@ func readConf(t *testing.T, name string) string {
 
 // fixture is a discovered KubeDB-layout (StatefulSet) or pgpool2_on_k8s
 // (Deployment) pgpool with 3 Ready pods, without TLS.
-func fixture(t *testing.T, kind string) *target.Target {
+func fixture(t *testing.T, kind string) *pgpool.Target {
 	layout, cfgKind := "kubedb", "Secret"
 	if kind == "Deployment" {
 		layout, cfgKind = "k8s", "ConfigMap"
 	}
-	tg := &target.Target{
+	tg := &pgpool.Target{
 		Namespace: "demo", Name: "pgpool", Kind: kind, APIVersion: "apps/v1", UID: "w-uid", Replicas: 3,
 		UpdateStrategy: "OnDelete", Container: "pgpool", ContainerIndex: 0,
 		Selector:     &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pgpool"}},
-		Config:       target.Config{Kind: cfgKind, Name: "pgpool-config", MountPath: "/config", ResourceVersion: "42", PgpoolConf: readConf(t, layout+"-pgpool.conf"), PoolHBA: readConf(t, layout+"-pool_hba.conf")},
+		Config:       pgpool.Config{Kind: cfgKind, Name: "pgpool-config", MountPath: "/config", ResourceVersion: "42", PgpoolConf: readConf(t, layout+"-pgpool.conf"), PoolHBA: readConf(t, layout+"-pool_hba.conf")},
 		TLSMountPath: "/config/tls", Services: []string{"pgpool", "pgpool-pods"}, Headless: "pgpool-pods",
 		Certificates: map[string]*cmapi.Certificate{},
 	}
@@ -64,7 +64,7 @@ func fixture(t *testing.T, kind string) *target.Target {
 }
 
 // withTLS turns the fixture into one that add has run on.
-func withTLS(t *testing.T, tg *target.Target) *target.Target {
+func withTLS(t *testing.T, tg *pgpool.Target) *pgpool.Target {
 	p, err := Build(tg, seedAdd())
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func withTLS(t *testing.T, tg *target.Target) *target.Target {
 			tg.Config.PgpoolConf, tg.Config.PoolHBA = c.Contents["pgpool.conf"], c.Contents["pool_hba.conf"]
 		}
 	}
-	tg.State = target.TLSState{Enabled: true, SSLMode: "require", AuthMode: "cert", Issuer: target.IssuerRef{Name: "pgpool-issuer", Kind: "Issuer"}, VolumePresent: true}
+	tg.State = pgpool.TLSState{Enabled: true, SSLMode: "require", AuthMode: "cert", Issuer: pgpool.IssuerRef{Name: "pgpool-issuer", Kind: "Issuer"}, VolumePresent: true}
 	tg.Template.Spec.Containers[0].VolumeMounts = append(tg.Template.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: "certs", MountPath: "/config/tls"})
 	tg.Template.Spec.Volumes = append(tg.Template.Spec.Volumes, corev1.Volume{Name: "certs"})
 	rev := 1
@@ -89,7 +89,7 @@ func withTLS(t *testing.T, tg *target.Target) *target.Target {
 }
 
 func seedAdd() Request {
-	return Request{Operation: Add, Issuer: target.IssuerRef{Name: "pgpool-issuer", Kind: "Issuer"}, SSLMode: "require", AuthMode: "cert",
+	return Request{Operation: Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer", Kind: "Issuer"}, SSLMode: "require", AuthMode: "cert",
 		ClientUser: "postgres", ClientOrgs: []string{"pgpool"}, ClientOUs: []string{"client"}, Holder: "tester"}
 }
 
@@ -114,14 +114,14 @@ func TestPlansGolden(t *testing.T) {
 	for _, kind := range []string{"StatefulSet", "Deployment"} {
 		for _, tc := range []struct {
 			op  string
-			tg  func() *target.Target
+			tg  func() *pgpool.Target
 			req Request
 		}{
-			{"rotate-restart-only", func() *target.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Rotate, RestartOnly: true, Holder: "tester"}},
-			{Add, func() *target.Target { return fixture(t, kind) }, seedAdd()},
-			{Rotate, func() *target.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Rotate, Holder: "tester"}},
-			{ChangeIssuer, func() *target.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: ChangeIssuer, Issuer: target.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"}},
-			{Remove, func() *target.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Remove, Holder: "tester"}},
+			{"rotate-restart-only", func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Rotate, RestartOnly: true, Holder: "tester"}},
+			{Add, func() *pgpool.Target { return fixture(t, kind) }, seedAdd()},
+			{Rotate, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Rotate, Holder: "tester"}},
+			{ChangeIssuer, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"}},
+			{Remove, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Remove, Holder: "tester"}},
 		} {
 			name := strings.ToLower(kind) + "-" + tc.op
 			t.Run(name, func(t *testing.T) {
@@ -172,14 +172,14 @@ func checkShape(t *testing.T, p *plan.Plan, kind string) {
 func TestBuildRefusesWhatDoesNotFit(t *testing.T) {
 	tg := fixture(t, "StatefulSet")
 	for _, tc := range []struct {
-		tg   *target.Target
+		tg   *pgpool.Target
 		req  Request
 		want string
 	}{
 		{tg, Request{Operation: Rotate}, "tls add pgpool --issuer"},
 		{tg, Request{Operation: Remove}, "has no TLS"},
 		{withTLS(t, fixture(t, "StatefulSet")), seedAdd(), "tls rotate pgpool"},
-		{withTLS(t, fixture(t, "StatefulSet")), Request{Operation: ChangeIssuer, Issuer: target.IssuerRef{Name: "pgpool-issuer"}}, "already uses Issuer"},
+		{withTLS(t, fixture(t, "StatefulSet")), Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}}, "already uses Issuer"},
 	} {
 		if _, err := Build(tc.tg, tc.req); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.req.Operation, err, tc.want)
@@ -250,7 +250,7 @@ func TestAddRefusesUnreadableHBA(t *testing.T) {
 	}
 }
 
-func configPatch(t *testing.T, p *plan.Plan, tg *target.Target) plan.Step {
+func configPatch(t *testing.T, p *plan.Plan, tg *pgpool.Target) plan.Step {
 	t.Helper()
 	for _, s := range p.Steps {
 		if _, ok := s.Spec.(plan.ConfigPatchSpec); ok && s.Object.Kind == tg.Config.Kind {
@@ -261,7 +261,7 @@ func configPatch(t *testing.T, p *plan.Plan, tg *target.Target) plan.Step {
 	return plan.Step{}
 }
 
-func configStep(t *testing.T, p *plan.Plan, tg *target.Target) plan.ConfigPatchSpec {
+func configStep(t *testing.T, p *plan.Plan, tg *pgpool.Target) plan.ConfigPatchSpec {
 	t.Helper()
 	return configPatch(t, p, tg).Spec.(plan.ConfigPatchSpec)
 }
@@ -297,7 +297,7 @@ func TestRotateUpgradesLegacyVolume(t *testing.T) {
 // server Certificate moves before the roll and the client one after.
 func TestChangeIssuerKeepsBothCAs(t *testing.T) {
 	tg := withTLS(t, fixture(t, "StatefulSet"))
-	req := Request{Operation: ChangeIssuer, Issuer: target.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester", CurrentCA: []byte(testCA)}
+	req := Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester", CurrentCA: []byte(testCA)}
 	p, err := Build(tg, req)
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,8 @@
-// Package ops builds the Plan of each TLS operation (add, rotate,
+// Package planner builds the Plan of each TLS operation (add, rotate,
 // change-issuer, remove) from a discovered target and the user's request.
 // Building is pure: it reads the target snapshot and writes nothing; the
 // same Plan is then printed, dry-run or executed.
-package ops
+package planner
 
 import (
 	"encoding/json"
@@ -16,8 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
 
@@ -32,7 +32,7 @@ const (
 // Request is what the user asked for.
 type Request struct {
 	Operation        string
-	Issuer           target.IssuerRef
+	Issuer           pgpool.IssuerRef
 	SSLMode          string
 	AuthMode         string
 	ClientUser       string
@@ -75,7 +75,7 @@ func LeaseName(pgpool string) string { return pgpool + "-kubectl-pgpool-lock" }
 
 // Build returns the plan for r on t, or an error that says why the
 // operation does not fit (and which command does).
-func Build(t *target.Target, r Request) (*plan.Plan, error) {
+func Build(t *pgpool.Target, r Request) (*plan.Plan, error) {
 	if err := fits(t, r); err != nil {
 		return nil, err
 	}
@@ -104,14 +104,14 @@ func Build(t *target.Target, r Request) (*plan.Plan, error) {
 	return b.p, nil
 }
 
-func fits(t *target.Target, r Request) error {
+func fits(t *pgpool.Target, r Request) error {
 	name := t.Namespace + "/" + t.Name
 	switch r.Operation {
 	case Add:
 		if t.State.Enabled {
 			return &StateError{fmt.Sprintf("pgpool %s already has TLS (ssl = on in %s %s): use `kubectl pgpool tls rotate %s` to re-issue its certificates, `kubectl pgpool tls change-issuer %s --issuer NAME` to move it to another issuer, or `kubectl pgpool tls remove %s` first", name, t.Config.Kind, t.Config.Name, t.Name, t.Name, t.Name)}
 		}
-		if err := validModes(r.SSLMode, r.AuthMode); err != nil {
+		if err := conf.ValidateModes(r.SSLMode, r.AuthMode); err != nil {
 			return err
 		}
 		if r.SSLMode == "disable" {
@@ -126,19 +126,19 @@ func fits(t *target.Target, r Request) error {
 		return &tls.NotOursError{Kind: "ConfigMap", Namespace: t.Namespace, Name: t.Bundle.Name}
 	}
 	if r.Operation == Rotate || r.Operation == ChangeIssuer {
-		for _, n := range []string{target.ServerCertName(t.Name), target.ClientCertName(t.Name)} {
+		for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
 			if t.Certificates[n] == nil {
 				return &StateError{fmt.Sprintf("pgpool %s has TLS but no Certificate %s/%s: its TLS was not set up by kubectl-pgpool or KubeDB; run `kubectl pgpool tls remove %s` and then `kubectl pgpool tls add %s --issuer NAME`", name, t.Namespace, n, t.Name, t.Name)}
 			}
 		}
 	}
-	if r.Operation == ChangeIssuer && t.State.Issuer.Name == r.Issuer.Name && kindOf(t.State.Issuer.Kind) == kindOf(r.Issuer.Kind) {
-		return &StateError{fmt.Sprintf("pgpool %s already uses %s %q: to re-issue from it use `kubectl pgpool tls rotate %s`", name, kindOf(r.Issuer.Kind), r.Issuer.Name, t.Name)}
+	if r.Operation == ChangeIssuer && t.State.Issuer.Name == r.Issuer.Name && tls.IssuerKind(t.State.Issuer.Kind) == tls.IssuerKind(r.Issuer.Kind) {
+		return &StateError{fmt.Sprintf("pgpool %s already uses %s %q: to re-issue from it use `kubectl pgpool tls rotate %s`", name, tls.IssuerKind(r.Issuer.Kind), r.Issuer.Name, t.Name)}
 	}
 	if !r.ApplyAlways {
 		var notReady []string
 		for i := range t.Pods {
-			if !target.PodReady(&t.Pods[i]) {
+			if !pgpool.PodReady(&t.Pods[i]) {
 				notReady = append(notReady, t.Pods[i].Name)
 			}
 		}
@@ -149,15 +149,6 @@ func fits(t *target.Target, r Request) error {
 	return nil
 }
 
-// validModes checks sslMode x authMode; authMode "" keeps the methods of
-// pool_hba.conf's rules.
-func validModes(sslMode, authMode string) error {
-	if authMode == "" {
-		authMode = "md5"
-	}
-	return conf.ValidateModes(sslMode, authMode)
-}
-
 func orNone(s []string) string {
 	if len(s) == 0 {
 		return "missing pods"
@@ -165,15 +156,8 @@ func orNone(s []string) string {
 	return strings.Join(s, ", ")
 }
 
-func kindOf(k string) string {
-	if k == "" {
-		return "Issuer"
-	}
-	return k
-}
-
 type builder struct {
-	t *target.Target
+	t *pgpool.Target
 	r Request
 	p *plan.Plan
 }
@@ -184,11 +168,11 @@ func (b *builder) add1(s plan.Step) {
 	b.p.Steps = append(b.p.Steps, s)
 }
 
-func workloadObject(t *target.Target) plan.Object {
+func workloadObject(t *pgpool.Target) plan.Object {
 	return plan.Object{APIVersion: t.APIVersion, Kind: t.Kind, Namespace: t.Namespace, Name: t.Name}
 }
 
-func certObject(t *target.Target, name string) plan.Object {
+func certObject(t *pgpool.Target, name string) plan.Object {
 	return plan.Object{APIVersion: "cert-manager.io/v1", Kind: "Certificate", Namespace: t.Namespace, Name: name}
 }
 
@@ -209,18 +193,18 @@ func (b *builder) params() tls.Params {
 	}
 	return tls.Params{
 		Namespace: b.t.Namespace, Name: b.t.Name,
-		Issuer:   cmmeta.IssuerReference{Name: b.r.Issuer.Name, Kind: kindOf(b.r.Issuer.Kind), Group: "cert-manager.io"},
+		Issuer:   cmmeta.IssuerReference{Name: b.r.Issuer.Name, Kind: tls.IssuerKind(b.r.Issuer.Kind), Group: "cert-manager.io"},
 		Services: b.t.Services, Headless: b.t.Headless, PodNames: pods, ExtraDNS: b.r.ExtraDNS,
 		ClientUser: b.r.ClientUser, ClientOrgs: b.r.ClientOrgs, ClientOUs: b.r.ClientOUs,
 		Duration: b.r.Duration, RenewBefore: b.r.RenewBefore,
-		ServerSecret: target.ServerCertName(b.t.Name), ClientSecret: target.ClientCertName(b.t.Name),
+		ServerSecret: pgpool.ServerCertName(b.t.Name), ClientSecret: pgpool.ClientCertName(b.t.Name),
 	}
 }
 
 func (b *builder) add() error {
 	p := b.params()
-	server := tls.ServerCertificate(p, target.ServerCertName(b.t.Name))
-	client := tls.ClientCertificate(p, target.ClientCertName(b.t.Name))
+	server := tls.ServerCertificate(p, pgpool.ServerCertName(b.t.Name))
+	client := tls.ClientCertificate(p, pgpool.ClientCertName(b.t.Name))
 	for _, c := range []struct {
 		what string
 		obj  any
@@ -257,7 +241,7 @@ func (b *builder) add() error {
 	if b.r.AuthMode == "" {
 		b.r.AuthMode = conf.GuessAuthMode(edit.Text)
 	}
-	summary := fmt.Sprintf("ssl = on with the certificate at %s; pool_hba.conf: %d remote rules changed for sslMode %s, clientAuthMode %s (every other line kept)", target.PgpoolTLSDir, len(edit.Changed), b.r.SSLMode, b.r.AuthMode)
+	summary := fmt.Sprintf("ssl = on with the certificate at %s; pool_hba.conf: %d remote rules changed for sslMode %s, clientAuthMode %s (every other line kept)", pgpool.PgpoolTLSDir, len(edit.Changed), b.r.SSLMode, b.r.AuthMode)
 	if enforce && conf.Enforce(pc) {
 		summary += "; enable_pool_hba = on, so that pgpool enforces pool_hba.conf"
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("enable_pool_hba was off: pgpool did not read pool_hba.conf, so any client got in with or without TLS; the plan turns it on so that sslMode %s%s is enforced. From now on pgpool authenticates clients itself: md5 and scram users need a pool_passwd entry", b.r.SSLMode, map[bool]string{true: " and cert", false: ""}[b.r.AuthMode == "cert"]))
@@ -296,7 +280,7 @@ func subjectSuffix(r Request) string {
 }
 
 func sameIssuer(a, b cmmeta.IssuerReference) bool {
-	return a.Name == b.Name && kindOf(a.Kind) == kindOf(b.Kind)
+	return a.Name == b.Name && tls.IssuerKind(a.Kind) == tls.IssuerKind(b.Kind)
 }
 
 func (b *builder) waitCert(name string, afterRevision int) {
@@ -338,7 +322,7 @@ func maskSecrets(diff string) string {
 }
 
 func (b *builder) volumeName() string {
-	name := target.TLSVolumeName
+	name := pgpool.TLSVolumeName
 	for _, v := range b.t.Template.Spec.Volumes {
 		if v.Name == name {
 			return "kubectl-pgpool-tls"
@@ -372,8 +356,8 @@ func (b *builder) addVolume() {
 	}
 	b.add1(plan.Step{
 		Object:      workloadObject(b.t),
-		Description: fmt.Sprintf("mount Secret %s (tls.crt, tls.key mode 0600) and the CA bundle ConfigMap %s (ca.pem) as volume %q at %s in container %s", target.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name), name, b.t.TLSMountPath, b.t.Container),
-		Diff:        fmt.Sprintf("+ volume %s: projected secret %s + configMap %s\n+ container %s volumeMount %s -> %s (readOnly)\n", name, target.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name), b.t.Container, name, b.t.TLSMountPath),
+		Description: fmt.Sprintf("mount Secret %s (tls.crt, tls.key mode 0600) and the CA bundle ConfigMap %s (ca.pem) as volume %q at %s in container %s", pgpool.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name), name, b.t.TLSMountPath, b.t.Container),
+		Diff:        fmt.Sprintf("+ volume %s: projected secret %s + configMap %s\n+ container %s volumeMount %s -> %s (readOnly)\n", name, pgpool.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name), b.t.Container, name, b.t.TLSMountPath),
 		Spec:        plan.WorkloadPatchSpec{Patch: patch},
 	})
 }
@@ -386,7 +370,7 @@ func (b *builder) tlsVolume(name string) corev1.Volume {
 	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 		DefaultMode: &readMode,
 		Sources: []corev1.VolumeProjection{
-			{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: target.ServerCertName(b.t.Name)},
+			{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: pgpool.ServerCertName(b.t.Name)},
 				Items: []corev1.KeyToPath{{Key: "tls.crt", Path: "tls.crt"}, {Key: "tls.key", Path: "tls.key", Mode: &keyMode}}}},
 			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: tls.CABundleName(b.t.Name)},
 				Items: []corev1.KeyToPath{{Key: tls.BundleKey, Path: "ca.pem"}}}},
@@ -406,7 +390,7 @@ func (b *builder) upgradeVolume() bool {
 		}
 	}
 	for i, v := range b.t.Template.Spec.Volumes {
-		if v.Name != name || v.Secret == nil || v.Secret.SecretName != target.ServerCertName(b.t.Name) {
+		if v.Name != name || v.Secret == nil || v.Secret.SecretName != pgpool.ServerCertName(b.t.Name) {
 			continue
 		}
 		vp := "/spec/template/spec/volumes/" + strconv.Itoa(i)
@@ -417,7 +401,7 @@ func (b *builder) upgradeVolume() bool {
 		b.add1(plan.Step{
 			Object:      workloadObject(b.t),
 			Description: fmt.Sprintf("volume %q: read ca.pem from the CA bundle ConfigMap %s instead of the server Secret's ca.crt", name, tls.CABundleName(b.t.Name)),
-			Diff:        fmt.Sprintf("- volume %s: secret %s\n+ volume %s: projected secret %s + configMap %s\n", name, target.ServerCertName(b.t.Name), name, target.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name)),
+			Diff:        fmt.Sprintf("- volume %s: secret %s\n+ volume %s: projected secret %s + configMap %s\n", name, pgpool.ServerCertName(b.t.Name), name, pgpool.ServerCertName(b.t.Name), tls.CABundleName(b.t.Name)),
 			Spec:        plan.WorkloadPatchSpec{Patch: patch},
 		})
 		return true
@@ -433,7 +417,7 @@ func (b *builder) writeBundle(previous []byte) {
 	if backend == nil && b.t.Bundle != nil {
 		backend = []byte(b.t.Bundle.Data[tls.BackendCAKey])
 	}
-	desc := fmt.Sprintf("write the CA bundle pgpool reads as ssl_ca_cert (for client certificates and its backends): first the issuer's CA (ca.crt of Secret %s)", target.ServerCertName(b.t.Name))
+	desc := fmt.Sprintf("write the CA bundle pgpool reads as ssl_ca_cert (for client certificates and its backends): first the issuer's CA (ca.crt of Secret %s)", pgpool.ServerCertName(b.t.Name))
 	var diff strings.Builder
 	if s := tls.Subjects(previous); len(s) > 0 {
 		desc += ", then the previous issuer's CA"
@@ -454,7 +438,7 @@ func (b *builder) writeBundle(previous []byte) {
 		Object:      plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: tls.CABundleName(b.t.Name)},
 		Description: desc,
 		Diff:        diff.String(),
-		Spec:        plan.ApplyBundleSpec{IssuerCAFrom: target.ServerCertName(b.t.Name), PreviousCA: previous, BackendCA: backend},
+		Spec:        plan.ApplyBundleSpec{IssuerCAFrom: pgpool.ServerCertName(b.t.Name), PreviousCA: previous, BackendCA: backend},
 	})
 }
 
@@ -589,7 +573,7 @@ func (b *builder) verify(ssl string) {
 
 func (b *builder) rotate() {
 	b.r.Issuer = b.t.State.Issuer
-	names := []string{target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)}
+	names := []string{pgpool.ServerCertName(b.t.Name), pgpool.ClientCertName(b.t.Name)}
 	if !b.r.RestartOnly {
 		for _, n := range names {
 			b.add1(plan.Step{Object: certObject(b.t, n),
@@ -616,14 +600,14 @@ func (b *builder) rotate() {
 // Certificate: at every moment of the roll, every pod accepts a client
 // certificate from either CA, and its backends stay trusted.
 func (b *builder) changeIssuer() {
-	server, client := target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)
-	ref := map[string]any{"spec": map[string]any{"issuerRef": map[string]string{"name": b.r.Issuer.Name, "kind": kindOf(b.r.Issuer.Kind), "group": "cert-manager.io"}}}
+	server, client := pgpool.ServerCertName(b.t.Name), pgpool.ClientCertName(b.t.Name)
+	ref := map[string]any{"spec": map[string]any{"issuerRef": map[string]string{"name": b.r.Issuer.Name, "kind": tls.IssuerKind(b.r.Issuer.Kind), "group": "cert-manager.io"}}}
 	patch, _ := json.Marshal(ref)
 	move := func(n, why string) {
 		old := b.t.Certificates[n].Spec.IssuerRef
 		b.add1(plan.Step{Object: certObject(b.t, n),
-			Description: fmt.Sprintf("move Certificate %s to %s %q (cert-manager re-issues it)%s", n, kindOf(b.r.Issuer.Kind), b.r.Issuer.Name, why),
-			Diff:        fmt.Sprintf("- issuerRef: %s %s\n+ issuerRef: %s %s\n", kindOf(old.Kind), old.Name, kindOf(b.r.Issuer.Kind), b.r.Issuer.Name),
+			Description: fmt.Sprintf("move Certificate %s to %s %q (cert-manager re-issues it)%s", n, tls.IssuerKind(b.r.Issuer.Kind), b.r.Issuer.Name, why),
+			Diff:        fmt.Sprintf("- issuerRef: %s %s\n+ issuerRef: %s %s\n", tls.IssuerKind(old.Kind), old.Name, tls.IssuerKind(b.r.Issuer.Kind), b.r.Issuer.Name),
 			Spec:        plan.CertificatePatchSpec{Patch: patch}})
 		b.waitCert(n, tls.Revision(b.t.Certificates[n]))
 	}
@@ -654,7 +638,7 @@ func (b *builder) remove() error {
 			Description: "delete the CA bundle ConfigMap " + b.t.Bundle.Name + " (no pod mounts it any more)", Spec: plan.DeleteSpec{}})
 	}
 	if !b.r.KeepCertificates {
-		for _, n := range []string{target.ServerCertName(b.t.Name), target.ClientCertName(b.t.Name)} {
+		for _, n := range []string{pgpool.ServerCertName(b.t.Name), pgpool.ClientCertName(b.t.Name)} {
 			if b.t.Certificates[n] != nil {
 				b.add1(plan.Step{Object: certObject(b.t, n), Description: "delete Certificate " + n, Spec: plan.DeleteSpec{}})
 			}
@@ -672,10 +656,10 @@ func (b *builder) record() {
 		if b.r.Operation != Add {
 			ssl, auth = b.t.State.SSLMode, b.t.State.AuthMode
 		}
-		tlsAnn = target.TLSAnnotation(ssl, auth, target.IssuerRef{Name: b.r.Issuer.Name, Kind: kindOf(b.r.Issuer.Kind)})
+		tlsAnn = pgpool.TLSAnnotation(ssl, auth, pgpool.IssuerRef{Name: b.r.Issuer.Name, Kind: tls.IssuerKind(b.r.Issuer.Kind)})
 	}
 	b.add1(plan.Step{Object: workloadObject(b.t), Always: true,
-		Description: fmt.Sprintf("record the outcome: annotation %s and an Event on %s", target.AnnotationLastOperation, b.t),
+		Description: fmt.Sprintf("record the outcome: annotation %s and an Event on %s", pgpool.AnnotationLastOperation, b.t),
 		Spec:        plan.RecordSpec{Operation: b.r.Operation, TLS: tlsAnn}})
 	b.add1(plan.Step{Object: plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
 		Always: true, Description: "release the lock", Spec: plan.UnlockSpec{}})

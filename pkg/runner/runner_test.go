@@ -1,4 +1,4 @@
-package apply
+package runner
 
 import (
 	"context"
@@ -20,8 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
 
@@ -53,11 +53,11 @@ func newFakes(t *testing.T, objs ...runtime.Object) *fakes {
 		return false, nil, nil
 	})
 	f.dyn = dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{target.StatefulSets: "StatefulSetList"}, sts)
+		map[schema.GroupVersionResource]string{pgpool.StatefulSets: "StatefulSetList"}, sts)
 	f.r = &Runner{
 		Clients: Clients{Core: f.core.CoreV1(), CertManager: f.cm.CertmanagerV1(), Dynamic: f.dyn,
 			Coordination: f.core.CoordinationV1(), Policy: f.core.PolicyV1()},
-		Target: &target.Target{Namespace: "demo", Name: "pgpool", Kind: "StatefulSet", GVR: target.StatefulSets, UID: "w-uid"},
+		Target: &pgpool.Target{Namespace: "demo", Name: "pgpool", Kind: "StatefulSet", GVR: pgpool.StatefulSets, UID: "w-uid"},
 	}
 	return f
 }
@@ -118,10 +118,10 @@ func TestRecordOutcome(t *testing.T) {
 	if _, err := run(f, plan.Step{Object: workload, Always: true, Spec: plan.RecordSpec{Operation: "add", TLS: `{"sslMode":"require"}`}}, errors.New("boom")); err != nil {
 		t.Fatal(err)
 	}
-	u, _ := f.dyn.Resource(target.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
+	u, _ := f.dyn.Resource(pgpool.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
 	var lo LastOperation
-	_ = json.Unmarshal([]byte(u.GetAnnotations()[target.AnnotationLastOperation]), &lo)
-	if lo.Result != "Failed" || lo.Error != "boom" || u.GetAnnotations()[target.AnnotationTLS] != "" {
+	_ = json.Unmarshal([]byte(u.GetAnnotations()[pgpool.AnnotationLastOperation]), &lo)
+	if lo.Result != "Failed" || lo.Error != "boom" || u.GetAnnotations()[pgpool.AnnotationTLS] != "" {
 		t.Fatalf("after a failure: %+v, annotations %v", lo, u.GetAnnotations())
 	}
 	evs, _ := f.core.CoreV1().Events("demo").List(context.Background(), metav1.ListOptions{})
@@ -131,8 +131,8 @@ func TestRecordOutcome(t *testing.T) {
 	if _, err := run(f, plan.Step{Object: workload, Always: true, Spec: plan.RecordSpec{Operation: "add", TLS: `{"sslMode":"require"}`}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	u, _ = f.dyn.Resource(target.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
-	if u.GetAnnotations()[target.AnnotationTLS] != `{"sslMode":"require"}` {
+	u, _ = f.dyn.Resource(pgpool.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
+	if u.GetAnnotations()[pgpool.AnnotationTLS] != `{"sslMode":"require"}` {
 		t.Fatalf("after a success: %v", u.GetAnnotations())
 	}
 }

@@ -1,8 +1,8 @@
-// Package apply carries out plan steps against the API server: it is the
+// Package runner carries out plan steps against the API server: it is the
 // plan.Runner that turns each typed step into Kubernetes calls (server-side
 // apply of Certificates, patches with resourceVersion preconditions,
 // evictions, watches), honouring --dry-run=server and the per-step timeout.
-package apply
+package runner
 
 import (
 	"context"
@@ -31,10 +31,11 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
@@ -55,18 +56,13 @@ type Clients struct {
 // skips waits.
 type Runner struct {
 	Clients      Clients
-	Target       *target.Target
+	Target       *pgpool.Target
 	ServerDryRun bool
 	// Timeout bounds each step (default 5m, as KubeDB's spec.timeout).
 	Timeout time.Duration
-	// RetryInterval is the pause after a PDB refused an eviction.
-	RetryInterval time.Duration
 	// Verify is --verify: "true" (handshake with every replaced pod when it
 	// can be reached), "false", or "required".
 	Verify string
-	// Dial reaches pgpool's port of a pod; nil means the API server's
-	// port-forward.
-	Dial verify.Dialer
 	// Password is the --verify-login user and password (steps whose login
 	// is "password"); Database is the database every login asks for
 	// (default postgres).
@@ -115,13 +111,13 @@ func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report fun
 	case plan.ApplyBundleSpec:
 		return r.applyBundle(ctx, s, spec)
 	case plan.WaitCertificateSpec:
-		crt, err := tls.WaitReady(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, spec.AfterRevision, report)
+		crt, err := issuing.WaitReady(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, spec.AfterRevision, report)
 		if err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("Ready, revision %d", tls.Revision(crt)), nil
 	case plan.TriggerSpec:
-		if err := tls.TriggerIssuance(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, r.dryRun()); err != nil {
+		if err := issuing.TriggerIssuance(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, r.dryRun()); err != nil {
 			return "", err
 		}
 		return "Issuing condition set", nil
@@ -344,7 +340,7 @@ func failedTest(obj map[string]any, patch []byte) (string, bool) {
 func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, report func(string)) (string, error) {
 	ns, name := s.Object.Namespace, s.Object.Name
 	uid := types.UID(spec.UID)
-	o := restart.Options{RetryInterval: r.RetryInterval, DryRun: r.dryRun(), OnProgress: report}
+	o := restart.Options{DryRun: r.dryRun(), OnProgress: report}
 	t0 := time.Now()
 	if err := restart.Evict(ctx, r.Clients.Policy, ns, name, uid, o); err != nil {
 		return "", err
@@ -434,7 +430,7 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec) 
 		if known[p.UID] {
 			problems = append(problems, fmt.Sprintf("pod %s was not restarted", p.Name))
 		}
-		if target.PodReady(p) {
+		if pgpool.PodReady(p) {
 			readyN++
 			hs, err := r.checkPod(ctx, p.Name, on, func(string) {})
 			if err != nil {
@@ -457,9 +453,9 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec) 
 	// 4. The served certificate comes from the expected issuer.
 	detail := ""
 	if on {
-		sec, err := r.Clients.Core.Secrets(ns).Get(ctx, target.ServerCertName(r.Target.Name), metav1.GetOptions{})
+		sec, err := r.Clients.Core.Secrets(ns).Get(ctx, pgpool.ServerCertName(r.Target.Name), metav1.GetOptions{})
 		if err != nil {
-			return "", fmt.Errorf("verify: get Secret %s/%s: %w", ns, target.ServerCertName(r.Target.Name), err)
+			return "", fmt.Errorf("verify: get Secret %s/%s: %w", ns, pgpool.ServerCertName(r.Target.Name), err)
 		}
 		if got := sec.Annotations[cmapi.IssuerNameAnnotationKey]; got != spec.Issuer {
 			problems = append(problems, fmt.Sprintf("Secret %s/%s was issued by %q, expected %q", ns, sec.Name, got, spec.Issuer))
@@ -551,12 +547,12 @@ func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, 
 		lo.Result, lo.Error = "Failed", failure.Error()
 	}
 	b, _ := json.Marshal(lo)
-	ann := map[string]any{target.AnnotationLastOperation: string(b)}
+	ann := map[string]any{pgpool.AnnotationLastOperation: string(b)}
 	if failure == nil {
 		if spec.TLS == "" {
-			ann[target.AnnotationTLS] = nil
+			ann[pgpool.AnnotationTLS] = nil
 		} else {
-			ann[target.AnnotationTLS] = spec.TLS
+			ann[pgpool.AnnotationTLS] = spec.TLS
 		}
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
@@ -663,7 +659,7 @@ func (r *Runner) loginPod(ctx context.Context, pod string, tlsOn bool, how strin
 	if l.Database == "" {
 		l.Database = "postgres"
 	}
-	want, err := r.expectation(ctx, tlsOn)
+	want, err := verify.Expectation(ctx, r.Clients.Core, r.Target.Namespace, r.Target.Name, tlsOn)
 	if err != nil {
 		return "", err
 	}
@@ -671,7 +667,7 @@ func (r *Runner) loginPod(ctx context.Context, pod string, tlsOn bool, how strin
 	switch how {
 	case "cert":
 		if want.ClientCert == nil || want.ClientCert.Leaf == nil {
-			return "", fmt.Errorf("login check: Secret %s/%s holds no usable client certificate", r.Target.Namespace, target.ClientCertName(r.Target.Name))
+			return "", fmt.Errorf("login check: Secret %s/%s holds no usable client certificate", r.Target.Namespace, pgpool.ClientCertName(r.Target.Name))
 		}
 		l.ClientCert, l.User = want.ClientCert, want.ClientCert.Leaf.Subject.CommonName
 	case "password":

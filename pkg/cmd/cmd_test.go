@@ -1,0 +1,280 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	cmfake "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/fake"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+	dynfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
+)
+
+// Fast tests of the commands: Options.Complete/Validate/Run against
+// client-go's fake clientsets (as cmctl's tests call Run), for what needs
+// no server behaviour: preflight refusals, permissions derived from the
+// plan, dry runs that write nothing, errors that must not be swallowed.
+
+// cluster is a KubeDB-layout pgpool (StatefulSet, 2 Ready pods) without TLS
+// and a Ready Issuer, in fakes.
+type cluster struct {
+	core    *fake.Clientset
+	cm      *cmfake.Clientset
+	dyn     *dynfake.FakeDynamicClient
+	denied  map[string]bool // "verb resource[/sub]" the SelfSubjectAccessReviews refuse
+	clients *Clients
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	conf := func(name string) string {
+		b, err := os.ReadFile("../conf/testdata/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	labels := map[string]any{"app": "pgpool"}
+	sts := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "StatefulSet",
+		"metadata": map[string]any{"name": "pgpool", "namespace": "demo", "uid": "sts-uid"},
+		"spec": map[string]any{
+			"replicas": int64(2), "selector": map[string]any{"matchLabels": labels},
+			"updateStrategy": map[string]any{"type": "OnDelete"},
+			"template": map[string]any{
+				"metadata": map[string]any{"labels": labels},
+				"spec": map[string]any{
+					"containers": []any{map[string]any{"name": "pgpool", "image": "pgpool",
+						"volumeMounts": []any{map[string]any{"name": "config", "mountPath": "/config"}}}},
+					"volumes": []any{map[string]any{"name": "config", "secret": map[string]any{"secretName": "pgpool-config"}}},
+				},
+			},
+		},
+	}}
+	objs := []runtime.Object{
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-config", Namespace: "demo", ResourceVersion: "7"},
+			Data: map[string][]byte{"pgpool.conf": []byte(conf("kubedb-pgpool.conf")), "pool_hba.conf": []byte(conf("kubedb-pool_hba.conf"))}},
+	}
+	for _, n := range []string{"pgpool-0", "pgpool-1"} {
+		objs = append(objs, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: n, Namespace: "demo", UID: types.UID(n + "-uid"), Labels: map[string]string{"app": "pgpool"},
+				OwnerReferences: []metav1.OwnerReference{{UID: "sts-uid", Kind: "StatefulSet", Name: "pgpool"}}},
+			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+		})
+	}
+	c := &cluster{core: fake.NewClientset(objs...), denied: map[string]bool{}}
+	c.cm = cmfake.NewClientset(&cmapi.Issuer{
+		ObjectMeta: metav1.ObjectMeta{Name: "pgpool-issuer", Namespace: "demo"},
+		Spec:       cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "pgpool-ca"}}},
+		Status:     cmapi.IssuerStatus{Conditions: []cmapi.IssuerCondition{{Type: cmapi.IssuerConditionReady, Status: cmmeta.ConditionTrue}}},
+	})
+	c.dyn = dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		pgpool.StatefulSets: "StatefulSetList", pgpool.Deployments: "DeploymentList", pgpool.PetSets: "PetSetList",
+	}, sts)
+	c.core.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		ra := r.Spec.ResourceAttributes
+		res := ra.Resource
+		if ra.Subresource != "" {
+			res += "/" + ra.Subresource
+		}
+		r.Status.Allowed = !c.denied[ra.Verb+" "+res]
+		return true, r, nil
+	})
+	disc := c.core.Discovery().(*fakediscovery.FakeDiscovery)
+	disc.Resources = []*metav1.APIResourceList{{GroupVersion: "cert-manager.io/v1", APIResources: []metav1.APIResource{{Name: "certificates"}}}}
+	c.clients = &Clients{
+		Clients: runner.Clients{Config: &rest.Config{Host: "https://127.0.0.1:1"}, Core: c.core.CoreV1(), Policy: c.core.PolicyV1(),
+			Coordination: c.core.CoordinationV1(), CertManager: c.cm.CertmanagerV1(), Dynamic: c.dyn},
+		Discovery: disc, Authorization: c.core.AuthorizationV1(),
+	}
+	return c
+}
+
+// writes lists the write actions the fakes saw (SelfSubjectAccessReviews,
+// which only ask, are not writes).
+func (c *cluster) writes() []string {
+	var out []string
+	for _, set := range [][]k8stesting.Action{c.core.Actions(), c.cm.Actions(), c.dyn.Actions()} {
+		for _, a := range set {
+			switch a.GetVerb() {
+			case "create", "update", "patch", "delete":
+				if a.GetResource().Resource != "selfsubjectaccessreviews" {
+					out = append(out, a.GetVerb()+" "+a.GetResource().Resource)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func addOptions(c *cluster) *AddOptions {
+	streams, _, _, _ := genericiooptions.NewTestIOStreams()
+	ns := "demo"
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.Namespace = &ns
+	o := NewAddOptions(streams, flags)
+	o.Clients = c.clients
+	o.Issuer, o.DryRun, o.Output, o.Apply, o.Verify, o.Timeout, o.Yes = "pgpool-issuer", "none", "text", "IfReady", "false", 5e9, true
+	return o
+}
+
+func runAdd(t *testing.T, o *AddOptions) error {
+	t.Helper()
+	if err := o.Complete([]string{"pgpool"}); err != nil {
+		return err
+	}
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	return o.Run(context.Background())
+}
+
+// --dry-run=client prints the plan and writes nothing.
+func TestAddDryRunWritesNothing(t *testing.T) {
+	c := newCluster(t)
+	o := addOptions(c)
+	o.DryRun, o.Output = "client", "json"
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	o.IOStreams = streams
+	if err := runAdd(t, o); err != nil {
+		t.Fatal(err)
+	}
+	if w := c.writes(); len(w) != 0 {
+		t.Fatalf("a client dry run wrote: %v", w)
+	}
+	var doc struct {
+		Plan struct {
+			Operation string `json:"operation"`
+			Steps     []struct {
+				Kind plan.Kind `json:"kind"`
+			} `json:"steps"`
+		} `json:"plan"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, out)
+	}
+	if doc.Plan.Operation != "add" || len(doc.Plan.Steps) < 10 || doc.Plan.Steps[0].Kind != plan.Lock {
+		t.Fatalf("plan output:\n%s", out)
+	}
+}
+
+// A permission the plan needs and the user lacks stops the command before
+// any write, naming it.
+func TestAddRefusedWithoutPermission(t *testing.T) {
+	c := newCluster(t)
+	c.denied["create pods/eviction"] = true
+	c.denied["create configmaps"] = true
+	o := addOptions(c)
+	err := runAdd(t, o)
+	if err == nil || !strings.Contains(err.Error(), "you may not create configmaps, create pods/eviction") || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("got %v", err)
+	}
+	if w := c.writes(); len(w) != 0 {
+		t.Fatalf("wrote before refusing: %v", w)
+	}
+}
+
+// The permissions come from the plan's steps: every kind of step of every
+// operation needs at least one, and remove needs to delete what it deletes.
+func TestPermissionsFollowThePlan(t *testing.T) {
+	c := newCluster(t)
+	o := addOptions(c)
+	if err := o.Complete([]string{"pgpool"}); err != nil {
+		t.Fatal(err)
+	}
+	tg := discoverFake(t, c)
+	p, err := planner.Build(tg, planner.Request{Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}, SSLMode: "require", AuthMode: "cert", ClientUser: "postgres"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, a := range needs(tg, p, false) {
+		got[a.String()] = true
+	}
+	for _, want := range []string{"create leases.coordination.k8s.io", "delete leases.coordination.k8s.io", "create certificates.cert-manager.io",
+		"patch certificates.cert-manager.io", "watch certificates.cert-manager.io", "create configmaps", "patch configmaps", "patch secrets",
+		"patch statefulsets.apps", "create pods/eviction", "create events", "create pods/portforward"} {
+		if !got[want] {
+			t.Errorf("add: %q missing from %v", want, got)
+		}
+	}
+	if got["delete secrets"] || got["update certificates/status.cert-manager.io"] {
+		t.Errorf("add asks for more than it does: %v", got)
+	}
+}
+
+func discoverFake(t *testing.T, c *cluster) *pgpool.Target {
+	t.Helper()
+	tg, err := discover.Discover(context.Background(), c.clients.target(), "demo", "pgpool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
+// A 403 while reading the Certificates is reported as it is, not taken for
+// a pgpool without certificates.
+func TestCertificateReadErrorsAreNotSwallowed(t *testing.T) {
+	c := newCluster(t)
+	c.cm.PrependReactor("get", "certificates", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "cert-manager.io", Resource: "certificates"}, "pgpool-server-cert", errors.New("no"))
+	})
+	o := addOptions(c)
+	err := runAdd(t, o)
+	if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "get Certificate demo/pgpool-server-cert") {
+		t.Fatalf("got %v", err)
+	}
+	if !strings.Contains(Explain(err), "RBAC section of the README") {
+		t.Fatalf("explanation: %s", Explain(err))
+	}
+}
+
+// Flags are checked before any request, with exit code 2.
+func TestValidate(t *testing.T) {
+	c := newCluster(t)
+	for _, tc := range []struct {
+		set  func(o *AddOptions)
+		want string
+	}{
+		{func(o *AddOptions) { o.Issuer = "" }, "--issuer is required"},
+		{func(o *AddOptions) { o.SSLMode, o.AuthMode = "prefer", "cert" }, "needs every client on TLS"},
+		{func(o *AddOptions) { o.BackendCA = []string{"pod/x"} }, "the kind must be secret or configmap"},
+		{func(o *AddOptions) { o.BackendCA = []string{"secret"} }, "use secret/NAME[/KEY]"},
+		{func(o *AddOptions) { o.Verify = "maybe" }, `--verify must be`},
+	} {
+		o := addOptions(c)
+		tc.set(o)
+		err := runAdd(t, o)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || ExitCode(err) != 2 {
+			t.Errorf("%q: got %v (exit %d)", tc.want, err, ExitCode(err))
+		}
+	}
+	if len(c.core.Actions())+len(c.cm.Actions())+len(c.dyn.Actions()) != 0 {
+		t.Fatal("invalid flags reached the API")
+	}
+}

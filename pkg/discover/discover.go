@@ -1,0 +1,248 @@
+// Package discover finds a pgpool in a cluster and reads it into the model
+// of pkg/pgpool: its workload (StatefulSet, Deployment, or KubeDB's PetSet
+// through the dynamic client), the ConfigMap or Secret that carries
+// pgpool.conf and pool_hba.conf, its pods and Services, its Certificates and
+// CA bundle. It only reads.
+package discover
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/typed/certmanager/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+)
+
+// workloadKinds is the discovery order; Kind names for messages.
+var workloadKinds = []struct {
+	GVR  schema.GroupVersionResource
+	Kind string
+}{
+	{pgpool.StatefulSets, "StatefulSet"},
+	{pgpool.Deployments, "Deployment"},
+	{pgpool.PetSets, "PetSet"},
+}
+
+// Clients are the API clients discovery reads with.
+type Clients struct {
+	Core        corev1client.CoreV1Interface
+	Dynamic     dynamic.Interface
+	CertManager cmclient.CertmanagerV1Interface
+}
+
+// NotFoundError is returned when no workload has the name.
+type NotFoundError struct{ Namespace, Name string }
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("no pgpool named %q in namespace %q: found no StatefulSet, Deployment or PetSet of that name (check the name and -n/--namespace; list candidates with: kubectl get statefulsets,deployments -n %s)", e.Name, e.Namespace, e.Namespace)
+}
+
+// Discover finds the pgpool NAME in namespace ns.
+func Discover(ctx context.Context, c Clients, ns, name string) (*pgpool.Target, error) {
+	var found []*unstructured.Unstructured
+	var kinds []string
+	var gvrs []schema.GroupVersionResource
+	for _, wk := range workloadKinds {
+		obj, err := c.Dynamic.Resource(wk.GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			found = append(found, obj)
+			kinds = append(kinds, wk.Kind)
+			gvrs = append(gvrs, wk.GVR)
+		case apierrors.IsNotFound(err) && wk.GVR == pgpool.PetSets:
+			// Either no PetSet of that name or the PetSet API is not served.
+		case apierrors.IsNotFound(err):
+		default:
+			return nil, fmt.Errorf("get %s %s/%s: %w", wk.Kind, ns, name, err)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, &NotFoundError{Namespace: ns, Name: name}
+	case 1:
+	default:
+		return nil, fmt.Errorf("%q in namespace %q is ambiguous: it names a %s; rename one of them or remove the one that is not the pgpool", name, ns, strings.Join(kinds, " and a "))
+	}
+	t, err := pgpool.FromWorkload(found[0], kinds[0], gvrs[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := findConfig(ctx, c, t); err != nil {
+		return nil, err
+	}
+	if err := findPodsAndServices(ctx, c, t); err != nil {
+		return nil, err
+	}
+	if err := findCertificates(ctx, c, t); err != nil {
+		return nil, err
+	}
+	if err := findBundle(ctx, c, t); err != nil {
+		return nil, err
+	}
+	t.ReadState()
+	return t, nil
+}
+
+// findConfig looks through the pgpool container's mounts for a ConfigMap or
+// Secret volume with a pgpool.conf key.
+func findConfig(ctx context.Context, c Clients, t *pgpool.Target) error {
+	vols := map[string]corev1.Volume{}
+	for _, v := range t.Template.Spec.Volumes {
+		vols[v.Name] = v
+	}
+	var tried []string
+	for _, m := range t.Template.Spec.Containers[t.ContainerIndex].VolumeMounts {
+		v, ok := vols[m.Name]
+		if !ok || m.SubPath != "" {
+			continue
+		}
+		switch {
+		case v.Secret != nil:
+			s, err := c.Core.Secrets(t.Namespace).Get(ctx, v.Secret.SecretName, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				tried = append(tried, "Secret "+v.Secret.SecretName+" (not found)")
+				continue
+			} else if err != nil {
+				return fmt.Errorf("get Secret %s/%s: %w", t.Namespace, v.Secret.SecretName, err)
+			}
+			if pc, ok := s.Data["pgpool.conf"]; ok {
+				t.Config = pgpool.Config{Kind: "Secret", Name: s.Name, MountPath: m.MountPath, ResourceVersion: s.ResourceVersion,
+					PgpoolConf: string(pc), PoolHBA: string(s.Data["pool_hba.conf"])}
+				t.TLSMountPath = strings.TrimSuffix(m.MountPath, "/") + "/tls"
+				return nil
+			}
+			tried = append(tried, "Secret "+s.Name)
+		case v.ConfigMap != nil:
+			cm, err := c.Core.ConfigMaps(t.Namespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				tried = append(tried, "ConfigMap "+v.ConfigMap.Name+" (not found)")
+				continue
+			} else if err != nil {
+				return fmt.Errorf("get ConfigMap %s/%s: %w", t.Namespace, v.ConfigMap.Name, err)
+			}
+			if pc, ok := cm.Data["pgpool.conf"]; ok {
+				t.Config = pgpool.Config{Kind: "ConfigMap", Name: cm.Name, MountPath: m.MountPath, ResourceVersion: cm.ResourceVersion,
+					PgpoolConf: pc, PoolHBA: cm.Data["pool_hba.conf"]}
+				t.TLSMountPath = strings.TrimSuffix(m.MountPath, "/") + "/tls"
+				return nil
+			}
+			tried = append(tried, "ConfigMap "+cm.Name)
+		}
+	}
+	if len(tried) == 0 {
+		return fmt.Errorf("%s: config not found: container %q mounts no ConfigMap or Secret; kubectl-pgpool needs pgpool.conf and pool_hba.conf in a mounted ConfigMap or Secret", t, t.Container)
+	}
+	return fmt.Errorf("%s: config not found: none of the mounted %s has a pgpool.conf key", t, strings.Join(tried, ", "))
+}
+
+func findPodsAndServices(ctx context.Context, c Clients, t *pgpool.Target) error {
+	if t.Selector == nil {
+		return fmt.Errorf("%s has no spec.selector", t)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(t.Selector)
+	if err != nil {
+		return fmt.Errorf("%s: bad selector: %w", t, err)
+	}
+	pods, err := c.Core.Pods(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return fmt.Errorf("list pods of %s: %w", t, err)
+	}
+	for _, p := range pods.Items {
+		if ownedBy(&p, t.UID) || t.Kind == "Deployment" {
+			t.Pods = append(t.Pods, p)
+		}
+	}
+	pgpool.SortPods(t.Pods)
+	svcs, err := c.Core.Services(t.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list Services in %s: %w", t.Namespace, err)
+	}
+	podLabels := labels.Set(t.Template.Labels)
+	for _, s := range svcs.Items {
+		if len(s.Spec.Selector) == 0 || !labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels) {
+			continue
+		}
+		t.Services = append(t.Services, s.Name)
+		if s.Spec.ClusterIP == corev1.ClusterIPNone && t.Headless == "" {
+			t.Headless = s.Name
+		}
+	}
+	sort.Strings(t.Services)
+	return nil
+}
+
+// ownedBy reports whether p is controlled by the object with uid (a
+// Deployment's pods are owned by its ReplicaSets, so they are not checked).
+func ownedBy(p *corev1.Pod, uid string) bool {
+	for _, o := range p.OwnerReferences {
+		if string(o.UID) == uid {
+			return true
+		}
+	}
+	return false
+}
+
+// findCertificates reads the pgpool's Certificates. Only "not found" means
+// there is none: a 403 or a server error is reported as it is, not taken for
+// a pgpool without certificates.
+func findCertificates(ctx context.Context, c Clients, t *pgpool.Target) error {
+	t.Certificates = map[string]*cmapi.Certificate{}
+	if c.CertManager == nil {
+		return nil
+	}
+	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
+		crt, err := c.CertManager.Certificates(t.Namespace).Get(ctx, n, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			t.Certificates[n] = crt
+		case apierrors.IsNotFound(err):
+		default:
+			return fmt.Errorf("get Certificate %s/%s: %w", t.Namespace, n, err)
+		}
+	}
+	return nil
+}
+
+func findBundle(ctx context.Context, c Clients, t *pgpool.Target) error {
+	cm, err := c.Core.ConfigMaps(t.Namespace).Get(ctx, tls.CABundleName(t.Name), metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("get ConfigMap %s/%s (the CA bundle): %w", t.Namespace, tls.CABundleName(t.Name), err)
+	}
+	t.Bundle, t.BundleOurs = cm, tls.Ours(cm, t.Name)
+	return nil
+}
+
+// List returns the names of the workloads in ns that run a pgpool container
+// (for shell completion).
+func List(ctx context.Context, dyn dynamic.Interface, ns string) ([]string, error) {
+	var out []string
+	for _, wk := range workloadKinds {
+		l, err := dyn.Resource(wk.GVR).Namespace(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			continue
+		}
+		for i := range l.Items {
+			if _, err := pgpool.FromWorkload(&l.Items[i], wk.Kind, wk.GVR); err == nil {
+				out = append(out, l.Items[i].GetName())
+			}
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}

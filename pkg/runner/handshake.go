@@ -1,0 +1,45 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
+)
+
+// Verify modes (--verify).
+const (
+	VerifyOn       = "true"
+	VerifyOff      = "false"
+	VerifyRequired = "required"
+)
+
+func (r *Runner) dialer() verify.Dialer {
+	return verify.PortForwardDialer(r.Clients.Config, r.Clients.Core, r.Target.Namespace, r.Target.Port())
+}
+
+// checkPod proves by a handshake what one pod serves. A pod that cannot be
+// reached at all is reported once and skipped, unless --verify=required.
+func (r *Runner) checkPod(ctx context.Context, pod string, tlsOn bool, report func(string)) (string, error) {
+	if r.Verify == VerifyOff || r.verifyUnavailable {
+		return "", nil
+	}
+	s, err := verify.Pod(ctx, r.dialer(), r.Clients.Core, r.Target.Namespace, r.Target.Name, pod, tlsOn)
+	var de *verify.DialError
+	if errors.As(err, &de) {
+		if r.Verify == VerifyRequired {
+			return "", fmt.Errorf("handshake check (--verify=required): %w", err)
+		}
+		r.verifyUnavailable = true
+		report(fmt.Sprintf("handshake check skipped for every pod: %v (a node without a kubelet, such as kwok's, cannot port-forward; --verify=required makes this an error)", err))
+		return "handshake not checked", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if !s.TLS {
+		return "SSLRequest answered 'N' (no TLS), as expected", nil
+	}
+	return fmt.Sprintf("serves serial %s over %s", s.Serial, s.Version), nil
+}

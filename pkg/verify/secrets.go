@@ -1,0 +1,55 @@
+package verify
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	tlspkg "github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+)
+
+// Expectation reads what the pods of pgpool name in ns must serve: with TLS,
+// the server Secret's certificate verified against its ca.crt for
+// "localhost", presenting the client Secret's certificate if pgpool asks;
+// without, the plain 'N'.
+func Expectation(ctx context.Context, core corev1client.CoreV1Interface, ns, name string, tlsOn bool) (Expect, error) {
+	want := Expect{TLS: tlsOn, ServerName: "localhost"}
+	if !tlsOn {
+		return want, nil
+	}
+	sec, err := core.Secrets(ns).Get(ctx, pgpool.ServerCertName(name), metav1.GetOptions{})
+	if err != nil {
+		return want, fmt.Errorf("read Secret %s/%s: %w", ns, pgpool.ServerCertName(name), err)
+	}
+	if want.Leaf, err = tlspkg.ParseFirstCert(sec.Data["tls.crt"]); err != nil {
+		return want, fmt.Errorf("Secret %s/%s: tls.crt: %w", ns, sec.Name, err)
+	}
+	want.Roots = x509.NewCertPool()
+	if !want.Roots.AppendCertsFromPEM(sec.Data["ca.crt"]) {
+		want.Roots = nil
+	}
+	if cs, err := core.Secrets(ns).Get(ctx, pgpool.ClientCertName(name), metav1.GetOptions{}); err == nil {
+		if kp, err := tls.X509KeyPair(cs.Data["tls.crt"], cs.Data["tls.key"]); err == nil {
+			want.ClientCert = &kp
+		}
+	}
+	return want, nil
+}
+
+// Pod proves by a handshake what one pod of the pgpool serves, compared
+// with its Secrets (tlsOn) or expecting no TLS: the check behind `tls
+// status` and the roll. The errors are DialError (the pod cannot be
+// reached), MismatchError (it serves something else), or a Secret that
+// cannot be read.
+func Pod(ctx context.Context, dial Dialer, core corev1client.CoreV1Interface, ns, name, pod string, tlsOn bool) (*Served, error) {
+	want, err := Expectation(ctx, core, ns, name, tlsOn)
+	if err != nil {
+		return nil, err
+	}
+	return Check(ctx, dial, pod, want)
+}
