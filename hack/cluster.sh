@@ -4,19 +4,26 @@
 # cert-manager's controllers, all built from the Go module proxy by
 # hack/build-cluster-bins.sh and bound to 127.0.0.1.
 #
-#   hack/cluster.sh up      start it (or report that it is up), print the kubeconfig path
-#   hack/cluster.sh down    stop exactly the processes it started (by PID), remove the state
-#   hack/cluster.sh status  say whether it is up
+#   hack/cluster.sh up            start it (or report that it is up), print the kubeconfig path
+#   hack/cluster.sh down          stop exactly the processes it started (by PID), remove the state
+#   hack/cluster.sh status        say whether it is up
+#   hack/cluster.sh port-offsets  the offsets from PORT_BASE of every port it binds
 #
 # Environment: CLUSTER_DIR (state, default .cluster in the repo), PORT_BASE
-# (default 16400: etcd +0/+1, apiserver +43, controller-manager +57,
-# scheduler +59, kwok +80).
+# (default 16400: etcd +0/+1, apiserver +43, kubelet healthz +48, kubelet
+# +50, controller-manager +57, scheduler +59, kwok +80).
+#
+# The contract with tests and scripts is the file $CLUSTER_DIR/env, written
+# by `up`: KUBECONFIG, CLUSTER_DIR, BIN_DIR, PORT_BASE and REAL_NODE (0 or 1)
+# as shell assignments, read with `. "$CLUSTER_DIR/env"` or testenv.ReadEnv.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="${CLUSTER_DIR:-$ROOT/.cluster}"
 mkdir -p "$(dirname "$DIR")"
 DIR="$(cd "$(dirname "$DIR")" && pwd)/$(basename "$DIR")"
 BASE="${PORT_BASE:-16400}"
+# Every port the cluster binds, as an offset from PORT_BASE (port-offsets).
+PORT_OFFSETS="0 1 43 48 50 57 59 80"
 ETCD_PORT=$((BASE + 0)) ETCD_PEER=$((BASE + 1)) API_PORT=$((BASE + 43))
 KCM_PORT=$((BASE + 57)) SCHED_PORT=$((BASE + 59)) KWOK_PORT=$((BASE + 80))
 KUBECONFIG_OUT="$DIR/kubeconfig"
@@ -286,6 +293,7 @@ up() {
 		else
 			say "cluster is already up; nothing to do"
 		fi
+		write_env
 		echo "$KUBECONFIG_OUT"
 		return 0
 	fi
@@ -367,8 +375,22 @@ up() {
 	if [ "${REAL_NODE:-}" = 1 ]; then
 		real_node_up
 	fi
+	write_env
 	say "cluster is up in $((SECONDS - t0))s; use it with: export KUBECONFIG=$KUBECONFIG_OUT"
 	echo "$KUBECONFIG_OUT"
+}
+
+# write_env writes the contract with tests and scripts: $DIR/env.
+write_env() {
+	local real=0
+	[ -f "$DIR/pids/kubelet.pid" ] && real=1
+	cat >"$DIR/env" <<-EOF
+		KUBECONFIG=$KUBECONFIG_OUT
+		CLUSTER_DIR=$DIR
+		BIN_DIR=$BIN
+		PORT_BASE=$BASE
+		REAL_NODE=$real
+	EOF
 }
 
 # stop_one NAME stops one process this script started, by its PID.
@@ -420,6 +442,7 @@ up)
 	fi
 	;;
 down) down ;;
+port-offsets) echo "$PORT_OFFSETS" ;;
 status)
 	BIN="$(cat "$DIR/bin-dir" 2>/dev/null || echo /nonexistent)"
 	if is_up; then echo "up: export KUBECONFIG=$KUBECONFIG_OUT"; else
@@ -428,7 +451,7 @@ status)
 	fi
 	;;
 *)
-	echo "usage: $0 up|down|status" >&2
+	echo "usage: $0 up|down|status|port-offsets" >&2
 	exit 2
 	;;
 esac

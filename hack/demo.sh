@@ -8,9 +8,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export REAL_NODE=1
-export KUBECONFIG="$("$ROOT/hack/cluster.sh" up | tail -n 1)"
-BIN="$(cat "$ROOT/.cluster/bin-dir")"
-K="$BIN/kubectl"
+"$ROOT/hack/cluster.sh" up >/dev/null
+# shellcheck source=/dev/null
+. "${CLUSTER_DIR:-$ROOT/.cluster}/env"
+export KUBECONFIG
+K="$BIN_DIR/kubectl"
 P="$ROOT/bin/kubectl-pgpool"
 if [ -t 2 ]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
 step() { printf '\n%s$ %s%s\n' "$B" "$*" "$N" >&2; "$@"; }

@@ -8,6 +8,8 @@ if ! "$ROOT/hack/cluster.sh" status >/dev/null 2>&1; then
 	started=1
 	trap '"$ROOT/hack/cluster.sh" down' EXIT
 fi
-KC="$("$ROOT/hack/cluster.sh" up | tail -n 1)"
-[ $started = 1 ] || echo "using the running local cluster ($KC)" >&2
-KUBECTL_PGPOOL_KUBECONFIG="$KC" "$@"
+"$ROOT/hack/cluster.sh" up >/dev/null
+# shellcheck source=/dev/null
+. "${CLUSTER_DIR:-$ROOT/.cluster}/env"
+[ $started = 1 ] || echo "using the running local cluster ($KUBECONFIG)" >&2
+KUBECTL_PGPOOL_KUBECONFIG="$KUBECONFIG" "$@"

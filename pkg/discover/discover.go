@@ -96,6 +96,26 @@ func Discover(ctx context.Context, c Clients, ns, name string) (*pgpool.Target, 
 	return t, nil
 }
 
+// readConfig reads a ConfigMap's or Secret's data as text.
+func readConfig(ctx context.Context, c Clients, ns, kind, name string) (string, map[string]string, error) {
+	if kind == "Secret" {
+		s, err := c.Core.Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return "", nil, err
+		}
+		data := map[string]string{}
+		for k, v := range s.Data {
+			data[k] = string(v)
+		}
+		return s.ResourceVersion, data, nil
+	}
+	cm, err := c.Core.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", nil, err
+	}
+	return cm.ResourceVersion, cm.Data, nil
+}
+
 // findConfig looks through the pgpool container's mounts for a ConfigMap or
 // Secret volume with a pgpool.conf key.
 func findConfig(ctx context.Context, c Clients, t *pgpool.Target) error {
@@ -109,38 +129,30 @@ func findConfig(ctx context.Context, c Clients, t *pgpool.Target) error {
 		if !ok || m.SubPath != "" {
 			continue
 		}
+		var kind, name string
 		switch {
 		case v.Secret != nil:
-			s, err := c.Core.Secrets(t.Namespace).Get(ctx, v.Secret.SecretName, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				tried = append(tried, "Secret "+v.Secret.SecretName+" (not found)")
-				continue
-			} else if err != nil {
-				return fmt.Errorf("get Secret %s/%s: %w", t.Namespace, v.Secret.SecretName, err)
-			}
-			if pc, ok := s.Data["pgpool.conf"]; ok {
-				t.Config = pgpool.Config{Kind: "Secret", Name: s.Name, MountPath: m.MountPath, ResourceVersion: s.ResourceVersion,
-					PgpoolConf: string(pc), PoolHBA: string(s.Data["pool_hba.conf"])}
-				t.TLSMountPath = strings.TrimSuffix(m.MountPath, "/") + "/tls"
-				return nil
-			}
-			tried = append(tried, "Secret "+s.Name)
+			kind, name = "Secret", v.Secret.SecretName
 		case v.ConfigMap != nil:
-			cm, err := c.Core.ConfigMaps(t.Namespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				tried = append(tried, "ConfigMap "+v.ConfigMap.Name+" (not found)")
-				continue
-			} else if err != nil {
-				return fmt.Errorf("get ConfigMap %s/%s: %w", t.Namespace, v.ConfigMap.Name, err)
-			}
-			if pc, ok := cm.Data["pgpool.conf"]; ok {
-				t.Config = pgpool.Config{Kind: "ConfigMap", Name: cm.Name, MountPath: m.MountPath, ResourceVersion: cm.ResourceVersion,
-					PgpoolConf: pc, PoolHBA: cm.Data["pool_hba.conf"]}
-				t.TLSMountPath = strings.TrimSuffix(m.MountPath, "/") + "/tls"
-				return nil
-			}
-			tried = append(tried, "ConfigMap "+cm.Name)
+			kind, name = "ConfigMap", v.ConfigMap.Name
+		default:
+			continue
 		}
+		rv, data, err := readConfig(ctx, c, t.Namespace, kind, name)
+		switch {
+		case apierrors.IsNotFound(err):
+			tried = append(tried, kind+" "+name+" (not found)")
+			continue
+		case err != nil:
+			return fmt.Errorf("get %s %s/%s: %w", kind, t.Namespace, name, err)
+		}
+		if pc, ok := data["pgpool.conf"]; ok {
+			t.Config = pgpool.Config{Kind: kind, Name: name, MountPath: m.MountPath, ResourceVersion: rv,
+				PgpoolConf: pc, PoolHBA: data["pool_hba.conf"]}
+			t.TLSMountPath = strings.TrimSuffix(m.MountPath, "/") + "/tls"
+			return nil
+		}
+		tried = append(tried, kind+" "+name)
 	}
 	if len(tried) == 0 {
 		return fmt.Errorf("%s: config not found: container %q mounts no ConfigMap or Secret; kubectl-pgpool needs pgpool.conf and pool_hba.conf in a mounted ConfigMap or Secret", t, t.Container)

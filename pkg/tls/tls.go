@@ -96,19 +96,25 @@ func durations(p Params, c *cmapi.CertificateSpec) {
 
 // ServerCertificate is the Certificate pgpool serves.
 func ServerCertificate(p Params, name string) *cmapi.Certificate {
+	return certificate(p, name, cmapi.CertificateSpec{
+		SecretName:  p.ServerSecret,
+		CommonName:  p.Name,
+		DNSNames:    ServerDNSNames(p),
+		IPAddresses: []string{"127.0.0.1"},
+		Subject:     &cmapi.X509Subject{Organizations: []string{"kubedb"}},
+		Usages:      []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageServerAuth},
+		IssuerRef:   p.Issuer,
+		PrivateKey:  &cmapi.CertificatePrivateKey{Algorithm: cmapi.RSAKeyAlgorithm, Size: 2048, RotationPolicy: cmapi.RotationPolicyAlways},
+	})
+}
+
+// certificate is a Certificate of pgpool with spec and the durations asked
+// for.
+func certificate(p Params, name string, spec cmapi.CertificateSpec) *cmapi.Certificate {
 	c := &cmapi.Certificate{
 		TypeMeta:   metav1.TypeMeta{APIVersion: cmapi.SchemeGroupVersion.String(), Kind: "Certificate"},
 		ObjectMeta: meta(p, name),
-		Spec: cmapi.CertificateSpec{
-			SecretName:  p.ServerSecret,
-			CommonName:  p.Name,
-			DNSNames:    ServerDNSNames(p),
-			IPAddresses: []string{"127.0.0.1"},
-			Subject:     &cmapi.X509Subject{Organizations: []string{"kubedb"}},
-			Usages:      []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageServerAuth},
-			IssuerRef:   p.Issuer,
-			PrivateKey:  &cmapi.CertificatePrivateKey{Algorithm: cmapi.RSAKeyAlgorithm, Size: 2048, RotationPolicy: cmapi.RotationPolicyAlways},
-		},
+		Spec:       spec,
 	}
 	durations(p, &c.Spec)
 	return c
@@ -117,20 +123,14 @@ func ServerCertificate(p Params, name string) *cmapi.Certificate {
 // ClientCertificate is the certificate clients (and the seed's psql) use for
 // cert auth: CN is the pgpool user, the subject comes from the flags.
 func ClientCertificate(p Params, name string) *cmapi.Certificate {
-	c := &cmapi.Certificate{
-		TypeMeta:   metav1.TypeMeta{APIVersion: cmapi.SchemeGroupVersion.String(), Kind: "Certificate"},
-		ObjectMeta: meta(p, name),
-		Spec: cmapi.CertificateSpec{
-			SecretName: p.ClientSecret,
-			CommonName: p.ClientUser,
-			Subject:    &cmapi.X509Subject{Organizations: p.ClientOrgs, OrganizationalUnits: p.ClientOUs},
-			Usages:     []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageClientAuth},
-			IssuerRef:  p.Issuer,
-			PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.RSAKeyAlgorithm, Size: 2048, RotationPolicy: cmapi.RotationPolicyAlways},
-		},
-	}
-	durations(p, &c.Spec)
-	return c
+	return certificate(p, name, cmapi.CertificateSpec{
+		SecretName: p.ClientSecret,
+		CommonName: p.ClientUser,
+		Subject:    &cmapi.X509Subject{Organizations: p.ClientOrgs, OrganizationalUnits: p.ClientOUs},
+		Usages:     []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageClientAuth},
+		IssuerRef:  p.Issuer,
+		PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.RSAKeyAlgorithm, Size: 2048, RotationPolicy: cmapi.RotationPolicyAlways},
+	})
 }
 
 // Condition returns a Certificate condition.

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
 
@@ -43,7 +44,7 @@ func TestClusterCertManagerIssuesAndReissues(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	first, err := tls.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "probe", 0, nil)
+	first, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "probe", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,10 +53,10 @@ func TestClusterCertManagerIssuesAndReissues(t *testing.T) {
 	if sec1.Issuer != "CN=ca,O=kubedb" {
 		t.Fatalf("issuer = %q, want CN=ca,O=kubedb", sec1.Issuer)
 	}
-	if err := tls.TriggerIssuance(ctx, env.CertMgr.CertmanagerV1(), ns, "probe", nil); err != nil {
+	if err := issuing.TriggerIssuance(ctx, env.CertMgr.CertmanagerV1(), ns, "probe", nil); err != nil {
 		t.Fatal(err)
 	}
-	second, err := tls.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "probe", tls.Revision(first), nil)
+	second, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "probe", tls.Revision(first), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

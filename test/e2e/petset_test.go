@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
 
@@ -85,7 +85,7 @@ func TestTLSPetSetDiscoveryAndServerDryRun(t *testing.T) {
 	ps.SetNamespace(ns)
 	const replicas = 3
 	_ = unstructured.SetNestedField(ps.Object, int64(replicas), "spec", "replicas")
-	ps, err := env.Dynamic.Resource(target.PetSets).Namespace(ns).Create(ctx, ps, metav1.CreateOptions{})
+	ps, err := env.Dynamic.Resource(pgpool.PetSets).Namespace(ns).Create(ctx, ps, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create PetSet: %v", err)
 	}

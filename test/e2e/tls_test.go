@@ -22,12 +22,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ops"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
@@ -40,11 +40,11 @@ type layout struct {
 func (l layout) gvr() schema.GroupVersionResource {
 	switch l.kind {
 	case "Deployment":
-		return target.Deployments
+		return pgpool.Deployments
 	case "PetSet":
-		return target.PetSets
+		return pgpool.PetSets
 	}
-	return target.StatefulSets
+	return pgpool.StatefulSets
 }
 
 // workload reads the layout's workload pgpool in ns.
@@ -278,7 +278,7 @@ func checkReplacedOnce(t *testing.T, before, after []corev1.Pod, added map[types
 func checkUnlocked(t *testing.T, ns string) {
 	t.Helper()
 	ctx := testenv.Context(t, time.Minute)
-	_, err := env.Kube.CoordinationV1().Leases(ns).Get(ctx, ops.LeaseName("pgpool"), metav1.GetOptions{})
+	_, err := env.Kube.CoordinationV1().Leases(ns).Get(ctx, planner.LeaseName("pgpool"), metav1.GetOptions{})
 	if !apierrors.IsNotFound(err) {
 		t.Fatalf("lock Lease still there (or error): %v", err)
 	}
@@ -287,8 +287,8 @@ func checkUnlocked(t *testing.T, ns string) {
 func checkLastOperation(t *testing.T, ns string, l layout, op, result string) {
 	t.Helper()
 	w := l.workload(t, ns)
-	var lo apply.LastOperation
-	if err := json.Unmarshal([]byte(w.GetAnnotations()[target.AnnotationLastOperation]), &lo); err != nil {
+	var lo runner.LastOperation
+	if err := json.Unmarshal([]byte(w.GetAnnotations()[pgpool.AnnotationLastOperation]), &lo); err != nil {
 		t.Fatalf("last-operation annotation: %v", err)
 	}
 	if lo.Operation != op || lo.Result != result {
@@ -424,7 +424,7 @@ func TestTLSPreflightErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), holder) || !strings.Contains(err.Error(), "kubectl delete lease") {
 		t.Fatalf("add with a held lock: %v", err)
 	}
-	if err := env.Kube.CoordinationV1().Leases(ns).Delete(ctx, ops.LeaseName("pgpool"), metav1.DeleteOptions{}); err != nil {
+	if err := env.Kube.CoordinationV1().Leases(ns).Delete(ctx, planner.LeaseName("pgpool"), metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// A ConfigMap named like the CA bundle that is not ours: add refuses,
@@ -469,7 +469,7 @@ func TestTLSForbiddenExplained(t *testing.T) {
 func leaseFor(ns, holder string) *coordinationv1.Lease {
 	now := metav1.NewMicroTime(time.Now())
 	return &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Name: ops.LeaseName("pgpool"), Namespace: ns, Annotations: map[string]string{"kubectl-pgpool.io/operation": "rotate"}},
+		ObjectMeta: metav1.ObjectMeta{Name: planner.LeaseName("pgpool"), Namespace: ns, Annotations: map[string]string{"kubectl-pgpool.io/operation": "rotate"}},
 		Spec:       coordinationv1.LeaseSpec{HolderIdentity: &holder, AcquireTime: &now},
 	}
 }

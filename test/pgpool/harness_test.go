@@ -25,6 +25,7 @@ import (
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
@@ -398,7 +399,7 @@ func setupCerts(t testing.TB, issuer string) string {
 		if _, err := env.CertMgr.CertmanagerV1().Certificates(ns).Create(ctx, c, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create Certificate %s: %v", c.Name, err)
 		}
-		if _, err := tls.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, c.Name, 0, nil); err != nil {
+		if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, c.Name, 0, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

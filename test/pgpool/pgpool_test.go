@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
@@ -183,10 +184,10 @@ func trigger(t *testing.T, ns string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tls.TriggerIssuance(ctx, env.CertMgr.CertmanagerV1(), ns, n, nil); err != nil {
+		if err := issuing.TriggerIssuance(ctx, env.CertMgr.CertmanagerV1(), ns, n, nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tls.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, n, tls.Revision(c), nil); err != nil {
+		if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, n, tls.Revision(c), nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -22,12 +22,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apply"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
@@ -43,13 +42,9 @@ func TestMain(m *testing.M) {
 
 func kubectl(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	bin, err := os.ReadFile(filepath.Join(filepath.Dir(env.Kubeconfig), "bin-dir"))
-	if err != nil {
-		t.Fatalf("read the cluster's bin-dir: %v", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, filepath.Join(strings.TrimSpace(string(bin)), "kubectl"), append([]string{"--kubeconfig", env.Kubeconfig}, args...)...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, filepath.Join(env.Cluster.BinDir, "kubectl"), append([]string{"--kubeconfig", env.Kubeconfig}, args...)...).CombinedOutput()
 	return string(out), err
 }
 
@@ -57,8 +52,7 @@ func kubectl(t *testing.T, args ...string) (string, error) {
 // on a free local port and returns that port.
 func portForward(t *testing.T, ns, target string) int {
 	t.Helper()
-	bin, _ := os.ReadFile(filepath.Join(filepath.Dir(env.Kubeconfig), "bin-dir"))
-	c := exec.Command(filepath.Join(strings.TrimSpace(string(bin)), "kubectl"), "--kubeconfig", env.Kubeconfig, "-n", ns,
+	c := exec.Command(filepath.Join(env.Cluster.BinDir, "kubectl"), "--kubeconfig", env.Kubeconfig, "-n", ns,
 		"port-forward", "--address", "127.0.0.1", target, ":9999")
 	out, err := c.StdoutPipe()
 	if err != nil {
@@ -192,10 +186,10 @@ func renewedBehindPgpool(t *testing.T, ns string, replicas int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tls.TriggerIssuance(ctx, cm, ns, crt.Name, nil); err != nil {
+	if err := issuing.TriggerIssuance(ctx, cm, ns, crt.Name, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tls.WaitReady(ctx, cm, ns, crt.Name, tls.Revision(crt), nil); err != nil {
+	if _, err := issuing.WaitReady(ctx, cm, ns, crt.Name, tls.Revision(crt), nil); err != nil {
 		t.Fatal(err)
 	}
 	renewed := serverSerial(t, ns)
@@ -243,7 +237,7 @@ func served(t *testing.T, ns string, roots []byte) *verify.Served {
 	ctx := testenv.Context(t, time.Minute)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(roots)
-	conn, err := apply.PortForwardDialer(env.Config, env.Kube.CoreV1(), ns, 9999)(ctx, "pgpool-0")
+	conn, err := verify.PortForwardDialer(env.Config, env.Kube.CoreV1(), ns, 9999)(ctx, "pgpool-0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +258,7 @@ func execIn(t *testing.T, ns string, args ...string) string {
 }
 
 func TestSeedWalkthroughOnRealNode(t *testing.T) {
-	if _, err := env.Kube.CoreV1().Nodes().Get(context.Background(), "localhost", metav1.GetOptions{}); apierrors.IsNotFound(err) {
+	if !env.Cluster.RealNode {
 		t.Fatal("the cluster has no real node: start it with REAL_NODE=1 make cluster-up")
 	}
 	for _, replicas := range []int{1, 3} {
@@ -273,7 +267,7 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 			env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
 			env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
 			ctx := testenv.Context(t, 2*time.Minute)
-			if _, err := tls.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, nil); err != nil {
+			if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, nil); err != nil {
 				t.Fatal(err)
 			}
 			env.Apply(t, ns, env.Fixture(t, "kubedb-real.yaml"), replicas)
@@ -446,7 +440,7 @@ func loginWith(t *testing.T, ns string, replicas int, tlsOn bool, cert *cryptotl
 			l.Password = "pgpool-demo-password"
 		}
 		ctx := testenv.Context(t, time.Minute)
-		res, err := verify.LoginAndQuery(ctx, apply.PortForwardDialer(env.Config, env.Kube.CoreV1(), ns, 9999), p.Name, l)
+		res, err := verify.LoginAndQuery(ctx, verify.PortForwardDialer(env.Config, env.Kube.CoreV1(), ns, 9999), p.Name, l)
 		if err != nil {
 			t.Fatalf("login through %s: %v", p.Name, err)
 		}
@@ -471,7 +465,7 @@ func loginsDuring(t *testing.T, ns string, oldClient *cryptotls.Certificate, old
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ll := &loginLoop{cancel: cancel, done: make(chan struct{}), ok: map[string]int{}}
-	dial := apply.PortForwardDialer(env.Config, env.Kube.CoreV1(), ns, 9999)
+	dial := verify.PortForwardDialer(env.Config, env.Kube.CoreV1(), ns, 9999)
 	go func() {
 		defer close(ll.done)
 		newCA := []byte(caOf(ns, "pp-new-issuer"))

@@ -56,11 +56,52 @@ import (
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/target"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 )
 
-// EnvKubeconfig names the kubeconfig of a running local cluster to attach to.
+// EnvKubeconfig names the kubeconfig of a running local cluster to attach to
+// (hack/with-cluster.sh sets it from the cluster's env file).
 const EnvKubeconfig = "KUBECTL_PGPOOL_KUBECONFIG"
+
+// ClusterEnv is the contract hack/cluster.sh writes to $CLUSTER_DIR/env.
+type ClusterEnv struct {
+	Kubeconfig string
+	ClusterDir string
+	BinDir     string
+	PortBase   string
+	RealNode   bool
+}
+
+// ReadEnv reads a cluster's env file (KEY=VALUE lines).
+func ReadEnv(path string) (*ClusterEnv, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the cluster's env file: %w", err)
+	}
+	e := &ClusterEnv{}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(l), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "KUBECONFIG":
+			e.Kubeconfig = v
+		case "CLUSTER_DIR":
+			e.ClusterDir = v
+		case "BIN_DIR":
+			e.BinDir = v
+		case "PORT_BASE":
+			e.PortBase = v
+		case "REAL_NODE":
+			e.RealNode = v == "1"
+		}
+	}
+	if e.Kubeconfig == "" || e.BinDir == "" {
+		return nil, fmt.Errorf("%s: no KUBECONFIG or BIN_DIR", path)
+	}
+	return e, nil
+}
 
 // Env is a running cluster.
 type Env struct {
@@ -71,7 +112,10 @@ type Env struct {
 	Dynamic    dynamic.Interface
 	Mapper     meta.RESTMapper
 	Root       string // repository root
-	stop       func()
+	// Cluster is the cluster's env file: its bin dir (kubectl) and whether
+	// it has the real node.
+	Cluster *ClusterEnv
+	stop    func()
 }
 
 // RepoRoot finds the repository root from this source file.
@@ -94,30 +138,30 @@ func Run(m *testing.M, env **Env) int {
 }
 
 // Start attaches to the cluster named by KUBECTL_PGPOOL_KUBECONFIG, or starts
-// a private one with hack/cluster.sh on free loopback ports.
-func Start() (*Env, error) {
+// a private one with hack/cluster.sh on free loopback ports. A cluster it
+// started is stopped again when anything after that fails.
+func Start() (_ *Env, err error) {
 	root := RepoRoot()
 	e := &Env{Root: root, stop: func() {}}
+	defer func() {
+		if err != nil {
+			e.stop()
+		}
+	}()
+	envFile := ""
 	if kc := os.Getenv(EnvKubeconfig); kc != "" {
-		e.Kubeconfig = kc
+		envFile = filepath.Join(filepath.Dir(kc), "env")
 	} else {
 		dir, err := os.MkdirTemp("", "kubectl-pgpool-cluster-")
 		if err != nil {
 			return nil, err
 		}
-		base, err := freePortBase()
+		base, err := freePortBase(root)
 		if err != nil {
 			return nil, err
 		}
-		env := append(os.Environ(), "CLUSTER_DIR="+filepath.Join(dir, "cluster"), fmt.Sprintf("PORT_BASE=%d", base))
-		cmd := exec.Command(filepath.Join(root, "hack", "cluster.sh"), "up")
-		cmd.Env = env
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return nil, fmt.Errorf("start a local cluster (hack/cluster.sh up): %w", err)
-		}
-		e.Kubeconfig = strings.TrimSpace(lastLine(string(out)))
+		clusterDir := filepath.Join(dir, "cluster")
+		env := append(os.Environ(), "CLUSTER_DIR="+clusterDir, fmt.Sprintf("PORT_BASE=%d", base))
 		e.stop = func() {
 			down := exec.Command(filepath.Join(root, "hack", "cluster.sh"), "down")
 			down.Env = env
@@ -125,7 +169,18 @@ func Start() (*Env, error) {
 			_ = down.Run()
 			_ = os.RemoveAll(dir)
 		}
+		cmd := exec.Command(filepath.Join(root, "hack", "cluster.sh"), "up")
+		cmd.Env = env
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("start a local cluster (hack/cluster.sh up): %w", err)
+		}
+		envFile = filepath.Join(clusterDir, "env")
 	}
+	if e.Cluster, err = ReadEnv(envFile); err != nil {
+		return nil, err
+	}
+	e.Kubeconfig = e.Cluster.Kubeconfig
 	cfg, err := clientcmd.BuildConfigFromFlags("", e.Kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", e.Kubeconfig, err)
@@ -152,19 +207,27 @@ func Start() (*Env, error) {
 	return e, nil
 }
 
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
-}
-
-// freePortBase finds a base port with the 100 ports above it free.
-func freePortBase() (int, error) {
+// freePortBase finds a base port under which every port the cluster binds
+// (hack/cluster.sh port-offsets) is free.
+func freePortBase(root string) (int, error) {
+	out, err := exec.Command(filepath.Join(root, "hack", "cluster.sh"), "port-offsets").Output()
+	if err != nil {
+		return 0, fmt.Errorf("hack/cluster.sh port-offsets: %w", err)
+	}
+	var offsets []int
+	for _, f := range strings.Fields(string(out)) {
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil {
+			return 0, fmt.Errorf("hack/cluster.sh port-offsets: %q", out)
+		}
+		offsets = append(offsets, n)
+	}
 	for try := 0; try < 50; try++ {
 		var b [2]byte
 		_, _ = rand.Read(b[:])
 		base := 20000 + (int(b[0])<<8|int(b[1]))%300*100 // 20000..49900, step 100
 		ok := true
-		for _, off := range []int{0, 1, 43, 57, 59, 80} {
+		for _, off := range offsets {
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+off))
 			if err != nil {
 				ok = false
@@ -330,7 +393,7 @@ func (e *Env) WaitPodsReady(t testing.TB, ns, selector string, n int, d time.Dur
 }
 
 // PodReady reports whether p is Ready and not terminating.
-func PodReady(p *corev1.Pod) bool { return target.PodReady(p) }
+func PodReady(p *corev1.Pod) bool { return pgpool.PodReady(p) }
 
 // WaitObject waits, by watch, until cond holds for the named object of gvr.
 func WaitObject[T k8sruntime.Object](t testing.TB, ctx context.Context, lw cache.ListerWatcher, obj T, what string, cond func(T) bool) T {
@@ -466,12 +529,17 @@ func (e *Env) WaitIssuerReady(t testing.TB, ctx context.Context, ns, name string
 // PodLog records, by watch, every pod UID that appears in a namespace, and
 // the lowest number of Ready pods seen, from the moment it starts.
 type PodLog struct {
+	t        testing.TB
 	mu       sync.Mutex
 	added    map[types.UID]string
 	ready    map[types.UID]bool
 	minReady int
 	stop     context.CancelFunc
 	done     chan struct{}
+	once     sync.Once
+	// ended says why the watch ended before Stop (an error event, or the
+	// result channel closed): then the log is incomplete.
+	ended error
 }
 
 // WatchPods starts recording pods matching selector in ns.
@@ -482,19 +550,47 @@ func (e *Env) WatchPods(t testing.TB, ns, selector string) *PodLog {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &PodLog{added: map[types.UID]string{}, ready: map[types.UID]bool{}, stop: cancel, done: make(chan struct{})}
+	l := &PodLog{t: t, added: map[types.UID]string{}, ready: map[types.UID]bool{}, stop: cancel, done: make(chan struct{})}
 	for _, p := range list.Items {
 		l.ready[p.UID] = PodReady(&p)
 	}
 	l.minReady = countTrue(l.ready)
-	w, err := e.Kube.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: list.ResourceVersion})
+	// A RetryWatcher resumes from the last resourceVersion when the server
+	// closes the watch, so no event is lost; when it cannot, the log says
+	// so and Stop fails the test.
+	lw := &cache.ListWatch{WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		o.LabelSelector = selector
+		return e.Kube.CoreV1().Pods(ns).Watch(ctx, o)
+	}}
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, lw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() {
 		defer close(l.done)
 		defer w.Stop()
-		for ev := range w.ResultChan() {
+		for {
+			var ev watch.Event
+			var open bool
+			select {
+			case <-ctx.Done():
+				return
+			case ev, open = <-w.ResultChan():
+			}
+			if !open {
+				if ctx.Err() == nil {
+					l.mu.Lock()
+					l.ended = errors.New("the pod watch closed")
+					l.mu.Unlock()
+				}
+				return
+			}
+			if ev.Type == watch.Error {
+				l.mu.Lock()
+				l.ended = fmt.Errorf("the pod watch failed: %v", apierrors.FromObject(ev.Object))
+				l.mu.Unlock()
+				return
+			}
 			p, ok := ev.Object.(*corev1.Pod)
 			if !ok {
 				continue
@@ -529,10 +625,18 @@ func countTrue(m map[types.UID]bool) int {
 	return n
 }
 
-// Stop ends the watch.
+// Stop ends the watch; it fails the test if the watch had ended early, since
+// the log would then be incomplete.
 func (l *PodLog) Stop() {
-	l.stop()
-	<-l.done
+	l.once.Do(func() {
+		l.stop()
+		<-l.done
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.ended != nil {
+			l.t.Fatalf("pod log incomplete: %v", l.ended)
+		}
+	})
 }
 
 // Added returns the pods created since the watch began.
