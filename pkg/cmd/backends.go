@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -34,7 +35,7 @@ type BackendStatus struct {
 
 // readCAs reads --backend-ca sources: secret/NAME[/KEY] or
 // configmap/NAME[/KEY] in the pgpool's namespace (KEY defaults to ca.crt).
-func (o *OperationOptions) readCAs(ctx context.Context, ns string, refs []string) ([]byte, error) {
+func (o *connection) readCAs(ctx context.Context, ns string, refs []string) ([]byte, error) {
 	var parts [][]byte
 	for _, ref := range refs {
 		f := strings.Split(ref, "/")
@@ -73,7 +74,7 @@ func (o *OperationOptions) readCAs(ctx context.Context, ns string, refs []string
 // issuerCA returns the CA an issuer signs with, when it can be read: a CA
 // Issuer's Secret in the pgpool's namespace (ca.crt, else tls.crt). Other
 // issuers (and ClusterIssuers, whose Secret lives elsewhere) give nil.
-func (o *OperationOptions) issuerCA(ctx context.Context, ns string, ref pgpool.IssuerRef) []byte {
+func (o *connection) issuerCA(ctx context.Context, ns string, ref pgpool.IssuerRef) []byte {
 	if ref.Kind == "ClusterIssuer" {
 		return nil
 	}
@@ -96,7 +97,7 @@ func (o *OperationOptions) issuerCA(ctx context.Context, ns string, ref pgpool.I
 // name through one of its pods, both by port-forward), sends the
 // SSLRequest and checks a served chain against trust, the CAs pgpool will
 // read. It only reads.
-func (o *OperationOptions) checkBackends(ctx context.Context, t *pgpool.Target, trust *x509.CertPool) []BackendStatus {
+func (o *connection) checkBackends(ctx context.Context, t *pgpool.Target, trust *x509.CertPool, timeout time.Duration) []BackendStatus {
 	var out []BackendStatus
 	for _, b := range conf.ParsePgpoolConf(t.Config.PgpoolConf).Backends() {
 		st := BackendStatus{Backend: b}
@@ -107,7 +108,7 @@ func (o *OperationOptions) checkBackends(ctx context.Context, t *pgpool.Target, 
 			continue
 		}
 		st.Via = ns + "/" + pod
-		cctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		conn, err := verify.PortForwardDialer(o.Clients.Config, o.Clients.Core, ns, port)(cctx, pod)
 		var s *verify.Served
 		if err == nil {
@@ -132,7 +133,7 @@ func (o *OperationOptions) checkBackends(ctx context.Context, t *pgpool.Target, 
 
 // backendPod finds the pod and port through which a backend is reached as
 // pgpool reaches it, or says why it cannot.
-func (o *OperationOptions) backendPod(ctx context.Context, t *pgpool.Target, b conf.Backend) (pod string, port int, ns, why string) {
+func (o *connection) backendPod(ctx context.Context, t *pgpool.Target, b conf.Backend) (pod string, port int, ns, why string) {
 	h := strings.TrimSuffix(b.Host, ".")
 	if h == "" || strings.HasPrefix(h, "/") {
 		return "", 0, "", "a Unix socket: no TLS"

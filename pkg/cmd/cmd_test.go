@@ -10,23 +10,20 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
-	cmfake "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/fake"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	fakediscovery "k8s.io/client-go/discovery/fake"
-	dynfake "k8s.io/client-go/dynamic/fake"
-	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
@@ -42,9 +39,7 @@ import (
 // cluster is a KubeDB-layout pgpool (StatefulSet, 2 Ready pods) without TLS
 // and a Ready Issuer, in fakes.
 type cluster struct {
-	core    *fake.Clientset
-	cm      *cmfake.Clientset
-	dyn     *dynfake.FakeDynamicClient
+	*fakes.Cluster
 	denied  map[string]bool // "verb resource[/sub]" the SelfSubjectAccessReviews refuse
 	clients *Clients
 }
@@ -59,22 +54,18 @@ func newCluster(t *testing.T) *cluster {
 		return string(b)
 	}
 	labels := map[string]any{"app": "pgpool"}
-	sts := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "apps/v1", "kind": "StatefulSet",
-		"metadata": map[string]any{"name": "pgpool", "namespace": "demo", "uid": "sts-uid"},
-		"spec": map[string]any{
-			"replicas": int64(2), "selector": map[string]any{"matchLabels": labels},
-			"updateStrategy": map[string]any{"type": "OnDelete"},
-			"template": map[string]any{
-				"metadata": map[string]any{"labels": labels},
-				"spec": map[string]any{
-					"containers": []any{map[string]any{"name": "pgpool", "image": "pgpool",
-						"volumeMounts": []any{map[string]any{"name": "config", "mountPath": "/config"}}}},
-					"volumes": []any{map[string]any{"name": "config", "secret": map[string]any{"secretName": "pgpool-config"}}},
-				},
+	sts := fakes.Workload("StatefulSet", "demo", "pgpool", "sts-uid", map[string]any{
+		"replicas": int64(2), "selector": map[string]any{"matchLabels": labels},
+		"updateStrategy": map[string]any{"type": "OnDelete"},
+		"template": map[string]any{
+			"metadata": map[string]any{"labels": labels},
+			"spec": map[string]any{
+				"containers": []any{map[string]any{"name": "pgpool", "image": "pgpool",
+					"volumeMounts": []any{map[string]any{"name": "config", "mountPath": "/config"}}}},
+				"volumes": []any{map[string]any{"name": "config", "secret": map[string]any{"secretName": "pgpool-config"}}},
 			},
 		},
-	}}
+	})
 	objs := []runtime.Object{
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-config", Namespace: "demo", ResourceVersion: "7"},
 			Data: map[string][]byte{"pgpool.conf": []byte(conf("kubedb-pgpool.conf")), "pool_hba.conf": []byte(conf("kubedb-pool_hba.conf"))}},
@@ -86,16 +77,13 @@ func newCluster(t *testing.T) *cluster {
 			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
 		})
 	}
-	c := &cluster{core: fake.NewClientset(objs...), denied: map[string]bool{}}
-	c.cm = cmfake.NewClientset(&cmapi.Issuer{
+	issuer := &cmapi.Issuer{
 		ObjectMeta: metav1.ObjectMeta{Name: "pgpool-issuer", Namespace: "demo"},
 		Spec:       cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "pgpool-ca"}}},
 		Status:     cmapi.IssuerStatus{Conditions: []cmapi.IssuerCondition{{Type: cmapi.IssuerConditionReady, Status: cmmeta.ConditionTrue}}},
-	})
-	c.dyn = dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		pgpool.StatefulSets: "StatefulSetList", pgpool.Deployments: "DeploymentList", pgpool.PetSets: "PetSetList",
-	}, sts)
-	c.core.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+	}
+	c := &cluster{Cluster: fakes.New(objs, []runtime.Object{issuer}, []runtime.Object{sts}), denied: map[string]bool{}}
+	c.Core.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
 		ra := r.Spec.ResourceAttributes
 		res := ra.Resource
@@ -105,31 +93,14 @@ func newCluster(t *testing.T) *cluster {
 		r.Status.Allowed = !c.denied[ra.Verb+" "+res]
 		return true, r, nil
 	})
-	disc := c.core.Discovery().(*fakediscovery.FakeDiscovery)
+	disc := c.Core.Discovery().(*fakediscovery.FakeDiscovery)
 	disc.Resources = []*metav1.APIResourceList{{GroupVersion: "cert-manager.io/v1", APIResources: []metav1.APIResource{{Name: "certificates"}}}}
 	c.clients = &Clients{
-		Clients: runner.Clients{Config: &rest.Config{Host: "https://127.0.0.1:1"}, Core: c.core.CoreV1(), Policy: c.core.PolicyV1(),
-			Coordination: c.core.CoordinationV1(), CertManager: c.cm.CertmanagerV1(), Dynamic: c.dyn},
-		Discovery: disc, Authorization: c.core.AuthorizationV1(),
+		Clients: runner.Clients{Config: &rest.Config{Host: "https://127.0.0.1:1"}, Core: c.Core.CoreV1(), Policy: c.Core.PolicyV1(),
+			Coordination: c.Core.CoordinationV1(), CertManager: c.CertManager.CertmanagerV1(), Dynamic: c.Dynamic},
+		Discovery: disc, Authorization: c.Core.AuthorizationV1(),
 	}
 	return c
-}
-
-// writes lists the write actions the fakes saw (SelfSubjectAccessReviews,
-// which only ask, are not writes).
-func (c *cluster) writes() []string {
-	var out []string
-	for _, set := range [][]k8stesting.Action{c.core.Actions(), c.cm.Actions(), c.dyn.Actions()} {
-		for _, a := range set {
-			switch a.GetVerb() {
-			case "create", "update", "patch", "delete":
-				if a.GetResource().Resource != "selfsubjectaccessreviews" {
-					out = append(out, a.GetVerb()+" "+a.GetResource().Resource)
-				}
-			}
-		}
-	}
-	return out
 }
 
 func addOptions(c *cluster) *AddOptions {
@@ -164,7 +135,7 @@ func TestAddDryRunWritesNothing(t *testing.T) {
 	if err := runAdd(t, o); err != nil {
 		t.Fatal(err)
 	}
-	if w := c.writes(); len(w) != 0 {
+	if w := c.Writes(); len(w) != 0 {
 		t.Fatalf("a client dry run wrote: %v", w)
 	}
 	var doc struct {
@@ -194,7 +165,7 @@ func TestAddRefusedWithoutPermission(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "you may not create configmaps, create pods/eviction") || !strings.Contains(err.Error(), "nothing was changed") {
 		t.Fatalf("got %v", err)
 	}
-	if w := c.writes(); len(w) != 0 {
+	if w := c.Writes(); len(w) != 0 {
 		t.Fatalf("wrote before refusing: %v", w)
 	}
 }
@@ -241,7 +212,7 @@ func discoverFake(t *testing.T, c *cluster) *pgpool.Target {
 // a pgpool without certificates.
 func TestCertificateReadErrorsAreNotSwallowed(t *testing.T) {
 	c := newCluster(t)
-	c.cm.PrependReactor("get", "certificates", func(k8stesting.Action) (bool, runtime.Object, error) {
+	c.CertManager.PrependReactor("get", "certificates", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "cert-manager.io", Resource: "certificates"}, "pgpool-server-cert", errors.New("no"))
 	})
 	o := addOptions(c)
@@ -274,7 +245,41 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%q: got %v (exit %d)", tc.want, err, ExitCode(err))
 		}
 	}
-	if len(c.core.Actions())+len(c.cm.Actions())+len(c.dyn.Actions()) != 0 {
+	if len(c.Core.Actions())+len(c.CertManager.Actions())+len(c.Dynamic.Actions()) != 0 {
 		t.Fatal("invalid flags reached the API")
+	}
+}
+
+// status has its own options: it reads, and says whether pool_hba.conf is
+// enforced; --verify=required with no proof exits 1.
+func TestStatus(t *testing.T) {
+	c := newCluster(t)
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	ns := "demo"
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.Namespace = &ns
+	o := &StatusOptions{connection: connection{IOStreams: streams, ConfigFlags: flags, Clients: c.clients}, Output: "json", Verify: "false", Timeout: 5e9}
+	if err := o.Complete([]string{"pgpool"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var st Status
+	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if st.SSL || !st.HBAEnforced || st.SSLMode != "disable" || len(st.Pods) != 2 || st.Pods[0].Check != "" {
+		t.Fatalf("status: %+v", st)
+	}
+	if w := c.Writes(); len(w) != 0 {
+		t.Fatalf("status wrote: %v", w)
+	}
+	o.Output = "table"
+	if err := o.Validate(); err == nil || ExitCode(err) != 2 {
+		t.Fatalf("-o table: %v", err)
 	}
 }

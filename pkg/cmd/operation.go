@@ -32,10 +32,22 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
-// OperationOptions are the flags and state every mutating command shares.
-type OperationOptions struct {
+// connection is what every command on one pgpool completes: its name and
+// namespace, and the clients.
+type connection struct {
 	genericiooptions.IOStreams
 	ConfigFlags *genericclioptions.ConfigFlags
+
+	Name      string
+	Namespace string
+	// Clients are built by Complete from the kubeconfig unless already set
+	// (the command tests set fake clientsets here).
+	Clients *Clients
+}
+
+// OperationOptions are the flags and state every mutating command shares.
+type OperationOptions struct {
+	connection
 
 	DryRun  string
 	Output  string
@@ -49,12 +61,11 @@ type OperationOptions struct {
 	VerifyLogin string
 	// BackendCA are --backend-ca sources (add, rotate, change-issuer).
 	BackendCA []string
+}
 
-	Name      string
-	Namespace string
-	// Clients are built by Complete from the kubeconfig unless already set
-	// (the command tests set fake clientsets here).
-	Clients *Clients
+// newOperationOptions are the shared options of a mutating command.
+func newOperationOptions(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) OperationOptions {
+	return OperationOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}}
 }
 
 func (o *OperationOptions) addFlags(c *cobra.Command) {
@@ -70,7 +81,7 @@ func (o *OperationOptions) addFlags(c *cobra.Command) {
 }
 
 // Complete resolves the namespace and builds the clients.
-func (o *OperationOptions) Complete(args []string) error {
+func (o *connection) Complete(args []string) error {
 	if len(args) != 1 {
 		return UsageError{fmt.Errorf("expected exactly one argument, the pgpool's name (got %d)", len(args))}
 	}
@@ -98,25 +109,15 @@ func (o *OperationOptions) Complete(args []string) error {
 
 // Validate checks the shared flags (no I/O).
 func (o *OperationOptions) Validate() error {
-	switch o.DryRun {
-	case "none", "client", "server":
-	default:
-		return UsageError{fmt.Errorf(`--dry-run must be "none", "client" or "server", not %q`, o.DryRun)}
-	}
-	switch o.Output {
-	case "text", "json", "yaml":
-	default:
-		return UsageError{fmt.Errorf(`--output must be "text", "json" or "yaml", not %q`, o.Output)}
-	}
-	switch o.Apply {
-	case "IfReady", "Always":
-	default:
-		return UsageError{fmt.Errorf(`--apply must be "IfReady" or "Always", not %q`, o.Apply)}
-	}
-	switch o.Verify {
-	case "true", "false", "required":
-	default:
-		return UsageError{fmt.Errorf(`--verify must be "true", "false" or "required", not %q`, o.Verify)}
+	for _, c := range []struct{ flag, value, choices string }{
+		{"--dry-run", o.DryRun, "none client server"},
+		{"--output", o.Output, "text json yaml"},
+		{"--apply", o.Apply, "IfReady Always"},
+		{"--verify", o.Verify, "true false required"},
+	} {
+		if err := oneOf(c.flag, c.value, c.choices); err != nil {
+			return err
+		}
 	}
 	if o.Timeout <= 0 {
 		return UsageError{fmt.Errorf("--timeout must be positive")}
@@ -133,6 +134,18 @@ func (o *OperationOptions) Validate() error {
 		}
 	}
 	return nil
+}
+
+// oneOf refuses a flag value outside its choices (space-separated), naming
+// them all.
+func oneOf(flag, value, choices string) error {
+	cs := strings.Fields(choices)
+	for _, c := range cs {
+		if value == c {
+			return nil
+		}
+	}
+	return UsageError{fmt.Errorf("%s must be %q, not %q", flag, strings.Join(cs, `" or "`), value)}
 }
 
 // options is what every command's Options struct does.
@@ -195,7 +208,7 @@ func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
 		ui.RenderPlan(o.Out, p, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)), o.DryRun)
 	}
 	if o.DryRun == "client" {
-		return o.printDoc(outputDoc{DryRun: o.DryRun, Plan: p})
+		return printDoc(o.Out, o.Output, outputDoc{DryRun: o.DryRun, Plan: p})
 	}
 	if o.DryRun == "none" && !o.Yes && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
 		ok, err := confirm(o.In, o.ErrOut, fmt.Sprintf("Apply this plan to %s? [y/N] ", t))
@@ -217,7 +230,7 @@ func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
 			}
 		}
 	}
-	if err := o.printDoc(outputDoc{DryRun: o.DryRun, Plan: p, Result: res}); err != nil {
+	if err := printDoc(o.Out, o.Output, outputDoc{DryRun: o.DryRun, Plan: p, Result: res}); err != nil {
 		return err
 	}
 	return execErr
@@ -225,10 +238,10 @@ func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
 
 // printDoc writes d as JSON or YAML when -o asks for it (text is printed
 // by the caller).
-func (o *OperationOptions) printDoc(d any) error {
-	switch o.Output {
+func printDoc(out io.Writer, output string, d any) error {
+	switch output {
 	case "json":
-		enc := json.NewEncoder(o.Out)
+		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(d)
 	case "yaml":
@@ -236,7 +249,7 @@ func (o *OperationOptions) printDoc(d any) error {
 		if err != nil {
 			return err
 		}
-		_, err = o.Out.Write(b)
+		_, err = out.Write(b)
 		return err
 	}
 	return nil
@@ -327,7 +340,7 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 		previous = req.CurrentCA
 	}
 	var warnings []string
-	backends := o.checkBackends(ctx, t, tls.Pool(issuerCA, previous, backendCA))
+	backends := o.checkBackends(ctx, t, tls.Pool(issuerCA, previous, backendCA), o.Timeout)
 	for _, b := range backends {
 		if b.Check != "not-checked" {
 			continue

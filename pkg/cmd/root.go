@@ -128,33 +128,24 @@ type Clients struct {
 	Authorization authorizationv1client.AuthorizationV1Interface
 }
 
-// NewClients builds the clients from a REST config.
+// NewClients builds the clients from a REST config; they share one HTTP
+// client (one connection pool to the API server).
 func NewClients(cfg *rest.Config) (*Clients, error) {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
 	c := &Clients{}
 	c.Config = cfg
-	var err error
-	if c.Core, err = corev1client.NewForConfig(cfg); err != nil {
-		return nil, err
-	}
-	if c.Policy, err = policyv1client.NewForConfig(cfg); err != nil {
-		return nil, err
-	}
-	if c.Coordination, err = coordinationv1client.NewForConfig(cfg); err != nil {
-		return nil, err
-	}
-	if c.CertManager, err = cmclient.NewForConfig(cfg); err != nil {
-		return nil, err
-	}
-	if c.Dynamic, err = dynamic.NewForConfig(cfg); err != nil {
-		return nil, err
-	}
-	if c.Authorization, err = authorizationv1client.NewForConfig(cfg); err != nil {
-		return nil, err
-	}
-	if c.Discovery, err = discovery.NewDiscoveryClientForConfig(cfg); err != nil {
-		return nil, err
-	}
-	return c, nil
+	var errs [7]error
+	c.Core, errs[0] = corev1client.NewForConfigAndClient(cfg, hc)
+	c.Policy, errs[1] = policyv1client.NewForConfigAndClient(cfg, hc)
+	c.Coordination, errs[2] = coordinationv1client.NewForConfigAndClient(cfg, hc)
+	c.CertManager, errs[3] = cmclient.NewForConfigAndClient(cfg, hc)
+	c.Dynamic, errs[4] = dynamic.NewForConfigAndClient(cfg, hc)
+	c.Authorization, errs[5] = authorizationv1client.NewForConfigAndClient(cfg, hc)
+	c.Discovery, errs[6] = discovery.NewDiscoveryClientForConfigAndClient(cfg, hc)
+	return c, errors.Join(errs[:]...)
 }
 
 func (c *Clients) target() discover.Clients {

@@ -22,11 +22,28 @@ import (
 
 // StatusOptions are the options of `tls status`.
 type StatusOptions struct {
-	OperationOptions
+	connection
+	Output  string
+	Verify  string
+	Timeout time.Duration
+}
+
+// Validate checks the flags (no I/O).
+func (o *StatusOptions) Validate() error {
+	if err := oneOf("--output", o.Output, "text json yaml"); err != nil {
+		return err
+	}
+	if err := oneOf("--verify", o.Verify, "true false required"); err != nil {
+		return err
+	}
+	if o.Timeout <= 0 {
+		return UsageError{fmt.Errorf("--timeout must be positive")}
+	}
+	return nil
 }
 
 func newStatusCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &StatusOptions{OperationOptions{IOStreams: streams, ConfigFlags: flags, DryRun: "none", Apply: "IfReady", Timeout: 20 * time.Second, Verify: "true"}}
+	o := &StatusOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, Timeout: 20 * time.Second}
 	c := &cobra.Command{
 		Use:   "status NAME",
 		Short: "Show what TLS is configured, its certificates and expiry, and the pods",
@@ -133,7 +150,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	}
 	if o.Verify != runner.VerifyOff {
 		o.probe(ctx, t, st.Pods)
-		st.Backends = o.checkBackends(ctx, t, tls.Pool(trust))
+		st.Backends = o.checkBackends(ctx, t, tls.Pool(trust), o.Timeout)
 	}
 	if err := o.print(t, &st); err != nil {
 		return err
@@ -190,7 +207,7 @@ func (o *StatusOptions) probe(ctx context.Context, t *pgpool.Target, pods []PodS
 
 func (o *StatusOptions) print(t *pgpool.Target, st *Status) error {
 	if o.Output != "text" {
-		return o.printDoc(st)
+		return printDoc(o.Out, o.Output, st)
 	}
 	w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "Workload:\t%s (%d replicas, %s)\n", st.Workload, t.Replicas, t.UpdateStrategy)

@@ -31,7 +31,7 @@ type AddOptions struct {
 
 // NewAddOptions returns AddOptions with the defaults of the seed.
 func NewAddOptions(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *AddOptions {
-	return &AddOptions{OperationOptions: OperationOptions{IOStreams: streams, ConfigFlags: flags},
+	return &AddOptions{OperationOptions: newOperationOptions(streams, flags),
 		IssuerKind: "Issuer", SSLMode: "require", ClientUser: "postgres"}
 }
 
@@ -122,15 +122,37 @@ func validIssuerKind(k string) error {
 	return nil
 }
 
-// RotateOptions are the options of `tls rotate`.
-type RotateOptions struct {
-	OperationOptions
-	Reissue        bool
-	KeepPreviousCA bool
-}
+// The options of the tls subcommands other than add.
+type (
+	// RotateOptions are the options of `tls rotate`.
+	RotateOptions struct {
+		OperationOptions
+		// Reissue re-issues the Certificates first (--reissue); false only
+		// restarts the pods so that they load what the Secrets hold.
+		Reissue bool
+		// KeepPreviousCA keeps the previous issuer's CA in the CA bundle.
+		KeepPreviousCA bool
+	}
+
+	// ChangeIssuerOptions are the options of `tls change-issuer`.
+	ChangeIssuerOptions struct {
+		OperationOptions
+		Issuer     string
+		IssuerKind string
+	}
+
+	// RemoveOptions are the options of `tls remove`.
+	RemoveOptions struct {
+		OperationOptions
+		// KeepCertificates keeps the Certificates and their Secrets.
+		KeepCertificates bool
+		// AuthMode is the method for cert rules that tls add did not write.
+		AuthMode string
+	}
+)
 
 func newRotateCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &RotateOptions{OperationOptions: OperationOptions{IOStreams: streams, ConfigFlags: flags}}
+	o := &RotateOptions{OperationOptions: newOperationOptions(streams, flags)}
 	c := &cobra.Command{
 		Use:   "rotate NAME",
 		Short: "Re-issue every certificate now, then restart the pods one at a time",
@@ -159,15 +181,8 @@ func (o *RotateOptions) Run(ctx context.Context) error {
 	return o.run(ctx, planner.Request{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA})
 }
 
-// ChangeIssuerOptions are the options of `tls change-issuer`.
-type ChangeIssuerOptions struct {
-	OperationOptions
-	Issuer     string
-	IssuerKind string
-}
-
 func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &ChangeIssuerOptions{OperationOptions: OperationOptions{IOStreams: streams, ConfigFlags: flags}, IssuerKind: "Issuer"}
+	o := &ChangeIssuerOptions{OperationOptions: newOperationOptions(streams, flags), IssuerKind: "Issuer"}
 	c := &cobra.Command{
 		Use:   "change-issuer NAME --issuer NEW",
 		Short: "Move the certificates to another issuer (cert-manager re-issues them), then restart",
@@ -199,18 +214,16 @@ func (o *ChangeIssuerOptions) Run(ctx context.Context) error {
 	return o.run(ctx, planner.Request{Operation: planner.ChangeIssuer, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind}})
 }
 
-// RemoveOptions are the options of `tls remove`.
-type RemoveOptions struct {
-	OperationOptions
-	KeepCertificates bool
-	AuthMode         string
-}
-
 func newRemoveCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &RemoveOptions{OperationOptions: OperationOptions{IOStreams: streams, ConfigFlags: flags}}
+	o := &RemoveOptions{OperationOptions: newOperationOptions(streams, flags)}
 	c := &cobra.Command{
 		Use:   "remove NAME",
 		Short: "Turn TLS off: plain pool_hba rules, unmount the certificates, restart, delete them",
+		Long: `Turn TLS off: ssl off in pgpool.conf, every pool_hba.conf rule and the
+enable_pool_hba line that tls add changed put back as they were, the TLS
+volume unmounted, the pods restarted one at a time (each proven to answer
+without TLS), then the CA bundle and, unless --keep-certificates, the
+Certificates and their Secrets deleted.`,
 		Example: `  kubectl pgpool tls remove pgpool -n demo
   kubectl pgpool tls remove pgpool -n demo --keep-certificates --client-auth-mode scram`,
 		ValidArgsFunction: completePgpools(flags),

@@ -1,42 +1,24 @@
 package conf
 
 import (
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/testfiles"
+)
 
 var kubedbPaths = Paths{Cert: "/opt/pgpool-II/tls/tls.crt", Key: "/opt/pgpool-II/tls/tls.key", CA: "/opt/pgpool-II/tls/ca.pem"}
 
 func read(t *testing.T, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return string(testfiles.Read(t, filepath.Join("testdata", name)))
 }
 
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", "golden", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the golden file:\n%s", name, Diff(string(want), got, 2))
-	}
+	testfiles.Golden(t, filepath.Join("testdata", "golden", name), []byte(got))
 }
 
 // TestRenderGolden renders pgpool.conf of both layouts with TLS on (and

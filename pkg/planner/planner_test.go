@@ -3,9 +3,7 @@ package planner
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,20 +14,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/testfiles"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files")
-
 func readConf(t *testing.T, name string) string {
-	b, err := os.ReadFile(filepath.Join("..", "conf", "testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return string(testfiles.Read(t, filepath.Join("..", "conf", "testdata", name)))
 }
 
 // fixture is a discovered KubeDB-layout (StatefulSet) or pgpool2_on_k8s
@@ -95,19 +88,7 @@ func seedAdd() Request {
 
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from golden:\n%s", name, conf.Diff(string(want), string(got), 2))
-	}
+	testfiles.Golden(t, filepath.Join("testdata", name), got)
 }
 
 func TestPlansGolden(t *testing.T) {

@@ -4,22 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 
-	cmfake "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	dynfake "k8s.io/client-go/dynamic/fake"
-	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/testfiles"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
@@ -28,41 +24,24 @@ import (
 // Fast checks of the runner against client-go's fakes: the error paths and
 // outcomes that the cluster tier cannot reach cheaply.
 
-type fakes struct {
-	core *fake.Clientset
-	cm   *cmfake.Clientset
-	dyn  *dynfake.FakeDynamicClient
-	r    *Runner
+type cluster struct {
+	*fakes.Cluster
+	r *Runner
 }
 
-func newFakes(t *testing.T, objs ...runtime.Object) *fakes {
+func newFakes(t *testing.T, objs ...runtime.Object) *cluster {
 	t.Helper()
-	sts := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "apps/v1", "kind": "StatefulSet",
-		"metadata": map[string]any{"name": "pgpool", "namespace": "demo", "uid": "w-uid"},
-		"spec":     map[string]any{"template": map[string]any{}},
-	}}
-	f := &fakes{core: fake.NewClientset(objs...), cm: cmfake.NewClientset()}
-	// The fake tracker does not implement generateName.
-	n := 0
-	f.core.PrependReactor("create", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if o, ok := a.(k8stesting.CreateAction).GetObject().(metav1.Object); ok && o.GetName() == "" && o.GetGenerateName() != "" {
-			n++
-			o.SetName(o.GetGenerateName() + strconv.Itoa(n))
-		}
-		return false, nil, nil
-	})
-	f.dyn = dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{pgpool.StatefulSets: "StatefulSetList"}, sts)
+	sts := fakes.Workload("StatefulSet", "demo", "pgpool", "w-uid", map[string]any{"template": map[string]any{}})
+	f := &cluster{Cluster: fakes.New(objs, nil, []runtime.Object{sts})}
 	f.r = &Runner{
-		Clients: Clients{Core: f.core.CoreV1(), CertManager: f.cm.CertmanagerV1(), Dynamic: f.dyn,
-			Coordination: f.core.CoordinationV1(), Policy: f.core.PolicyV1()},
+		Clients: Clients{Core: f.Core.CoreV1(), CertManager: f.CertManager.CertmanagerV1(), Dynamic: f.Dynamic,
+			Coordination: f.Core.CoordinationV1(), Policy: f.Core.PolicyV1()},
 		Target: &pgpool.Target{Namespace: "demo", Name: "pgpool", Kind: "StatefulSet", GVR: pgpool.StatefulSets, UID: "w-uid"},
 	}
 	return f
 }
 
-func run(f *fakes, s plan.Step, failure error) (string, error) {
+func run(f *cluster, s plan.Step, failure error) (string, error) {
 	s.Kind = s.Spec.StepKind()
 	return f.r.Run(context.Background(), s, failure, func(string) {})
 }
@@ -72,7 +51,7 @@ var workload = plan.Object{APIVersion: "apps/v1", Kind: "StatefulSet", Namespace
 // A 409 on the config patch means someone changed it since it was read.
 func TestConfigPatchConflict(t *testing.T) {
 	f := newFakes(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-config", Namespace: "demo"}})
-	f.core.PrependReactor("patch", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+	f.Core.PrependReactor("patch", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, "pgpool-config", errors.New("the object has been modified"))
 	})
 	_, err := run(f, plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: "demo", Name: "pgpool-config"},
@@ -102,7 +81,7 @@ func TestWorkloadPatchErrors(t *testing.T) {
 		{apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "statefulsets"}, "pgpool", errors.New(`admission webhook "policy.example.com" denied the request: no hostPath`)), holds, `denied the request: no hostPath`},
 	} {
 		f := newFakes(t)
-		f.dyn.PrependReactor("patch", "statefulsets", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tc.err })
+		f.Dynamic.PrependReactor("patch", "statefulsets", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tc.err })
 		_, err := run(f, plan.Step{Object: workload, Spec: plan.WorkloadPatchSpec{Patch: json.RawMessage(tc.patch)}}, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || (tc.patch == holds && strings.Contains(err.Error(), "changed since it was read")) {
 			t.Errorf("%v: got %v, want %q", tc.err, err, tc.want)
@@ -118,32 +97,27 @@ func TestRecordOutcome(t *testing.T) {
 	if _, err := run(f, plan.Step{Object: workload, Always: true, Spec: plan.RecordSpec{Operation: "add", TLS: `{"sslMode":"require"}`}}, errors.New("boom")); err != nil {
 		t.Fatal(err)
 	}
-	u, _ := f.dyn.Resource(pgpool.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
+	u, _ := f.Dynamic.Resource(pgpool.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
 	var lo LastOperation
 	_ = json.Unmarshal([]byte(u.GetAnnotations()[pgpool.AnnotationLastOperation]), &lo)
 	if lo.Result != "Failed" || lo.Error != "boom" || u.GetAnnotations()[pgpool.AnnotationTLS] != "" {
 		t.Fatalf("after a failure: %+v, annotations %v", lo, u.GetAnnotations())
 	}
-	evs, _ := f.core.CoreV1().Events("demo").List(context.Background(), metav1.ListOptions{})
+	evs, _ := f.Core.CoreV1().Events("demo").List(context.Background(), metav1.ListOptions{})
 	if len(evs.Items) != 1 || evs.Items[0].Type != corev1.EventTypeWarning || evs.Items[0].Reason != "TLSAddFailed" {
 		t.Fatalf("events: %+v", evs.Items)
 	}
 	if _, err := run(f, plan.Step{Object: workload, Always: true, Spec: plan.RecordSpec{Operation: "add", TLS: `{"sslMode":"require"}`}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	u, _ = f.dyn.Resource(pgpool.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
+	u, _ = f.Dynamic.Resource(pgpool.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
 	if u.GetAnnotations()[pgpool.AnnotationTLS] != `{"sslMode":"require"}` {
 		t.Fatalf("after a success: %v", u.GetAnnotations())
 	}
 }
 
 func pem(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile("../tls/testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testfiles.Read(t, "../tls/testdata/"+name)
 }
 
 var bundleObj = plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: "demo", Name: "pgpool-kubectl-pgpool-ca"}
@@ -158,7 +132,7 @@ func TestBundle(t *testing.T) {
 	if _, err := run(f, plan.Step{Object: bundleObj, Spec: plan.ApplyBundleSpec{IssuerCAFrom: sec.Name, BackendCA: backend}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	cm, err := f.core.CoreV1().ConfigMaps("demo").Get(context.Background(), bundleObj.Name, metav1.GetOptions{})
+	cm, err := f.Core.CoreV1().ConfigMaps("demo").Get(context.Background(), bundleObj.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +149,7 @@ func TestBundle(t *testing.T) {
 	if _, err := run(f, plan.Step{Object: bundleObj, Spec: plan.DeleteSpec{}}, nil); !errors.As(err, &notOurs) {
 		t.Fatalf("delete someone else's ConfigMap: %v", err)
 	}
-	if cm, _ := f.core.CoreV1().ConfigMaps("demo").Get(context.Background(), bundleObj.Name, metav1.GetOptions{}); cm == nil || cm.Data["ca.pem"] != "theirs" {
+	if cm, _ := f.Core.CoreV1().ConfigMaps("demo").Get(context.Background(), bundleObj.Name, metav1.GetOptions{}); cm == nil || cm.Data["ca.pem"] != "theirs" {
 		t.Fatal("someone else's ConfigMap was changed")
 	}
 

@@ -1,20 +1,16 @@
 package tls
 
 import (
-	"os"
 	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/testfiles"
 )
 
 func pemFile(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testfiles.Read(t, "testdata/"+name)
 }
 
 // The bundle keeps the order (the issuer's CA first, as the seed's check of

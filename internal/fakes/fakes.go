@@ -1,0 +1,78 @@
+// Package fakes builds client-go's fake clientsets for the unit tests of the
+// runner and the commands: core, cert-manager and dynamic clients over the
+// given objects, with the behaviour the fake tracker lacks (generateName),
+// and a list of the writes they saw. Tests only.
+package fakes
+
+import (
+	"strconv"
+
+	cmfake "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/fake"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+// Cluster is a set of fake clientsets.
+type Cluster struct {
+	Core        *fake.Clientset
+	CertManager *cmfake.Clientset
+	Dynamic     *dynfake.FakeDynamicClient
+}
+
+// Workloads are the workload resources the dynamic fake lists.
+var workloads = map[schema.GroupVersionResource]string{
+	{Group: "apps", Version: "v1", Resource: "statefulsets"}:             "StatefulSetList",
+	{Group: "apps", Version: "v1", Resource: "deployments"}:              "DeploymentList",
+	{Group: "apps.k8s.appscode.com", Version: "v1", Resource: "petsets"}: "PetSetList",
+}
+
+// New returns fakes over core objects, cert-manager objects and workloads
+// (unstructured, for the dynamic client).
+func New(core, certManager, workloadObjs []runtime.Object) *Cluster {
+	c := &Cluster{
+		Core:        fake.NewClientset(core...),
+		CertManager: cmfake.NewClientset(certManager...),
+		Dynamic:     dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), workloads, workloadObjs...),
+	}
+	n := 0
+	c.Core.PrependReactor("create", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if o, ok := a.(k8stesting.CreateAction).GetObject().(metav1.Object); ok && o.GetName() == "" && o.GetGenerateName() != "" {
+			n++
+			o.SetName(o.GetGenerateName() + strconv.Itoa(n))
+		}
+		return false, nil, nil
+	})
+	return c
+}
+
+// Writes lists the writes the fakes saw, as "verb resource"
+// (SelfSubjectAccessReviews, which only ask, are left out).
+func (c *Cluster) Writes() []string {
+	var out []string
+	for _, set := range [][]k8stesting.Action{c.Core.Actions(), c.CertManager.Actions(), c.Dynamic.Actions()} {
+		for _, a := range set {
+			switch a.GetVerb() {
+			case "create", "update", "patch", "delete":
+				if a.GetResource().Resource != "selfsubjectaccessreviews" {
+					out = append(out, a.GetVerb()+" "+a.GetResource().Resource)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Workload is an apps/v1 workload (StatefulSet, Deployment) for the dynamic
+// fake.
+func Workload(kind, ns, name, uid string, spec map[string]any) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": kind,
+		"metadata": map[string]any{"name": name, "namespace": ns, "uid": uid},
+		"spec":     spec,
+	}}
+}
