@@ -51,7 +51,9 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 	for _, s := range p.Steps {
 		switch spec := s.Spec.(type) {
 		case plan.LockSpec:
-			add(access{"coordination.k8s.io", "leases", "", "create"})
+			// create it; get and update to renew it and to take over a
+			// lock whose holder died.
+			add(access{"coordination.k8s.io", "leases", "", "create"}, access{"coordination.k8s.io", "leases", "", "get"}, access{"coordination.k8s.io", "leases", "", "update"})
 		case plan.UnlockSpec:
 			add(access{"coordination.k8s.io", "leases", "", "delete"})
 		case plan.ApplyCertificateSpec:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -70,10 +72,11 @@ func newCluster(t *testing.T) *cluster {
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-config", Namespace: "demo", ResourceVersion: "7"},
 			Data: map[string][]byte{"pgpool.conf": []byte(conf("kubedb-pgpool.conf")), "pool_hba.conf": []byte(conf("kubedb-pool_hba.conf"))}},
 	}
+	controller := true
 	for _, n := range []string{"pgpool-0", "pgpool-1"} {
 		objs = append(objs, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: n, Namespace: "demo", UID: types.UID(n + "-uid"), Labels: map[string]string{"app": "pgpool"},
-				OwnerReferences: []metav1.OwnerReference{{UID: "sts-uid", Kind: "StatefulSet", Name: "pgpool"}}},
+				OwnerReferences: []metav1.OwnerReference{{UID: "sts-uid", Kind: "StatefulSet", Name: "pgpool", Controller: &controller}}},
 			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
 		})
 	}
@@ -281,5 +284,21 @@ func TestStatus(t *testing.T) {
 	o.Output = "table"
 	if err := o.Validate(); err == nil || ExitCode(err) != 2 {
 		t.Fatalf("-o table: %v", err)
+	}
+}
+
+// Exit codes: 130 for an interruption, even when it stopped a wait (not a
+// timeout); the prompt gives way to Ctrl-C at once.
+func TestInterrupted(t *testing.T) {
+	wrapped := fmt.Errorf("step 4 (wait Certificate demo/x): %w", fmt.Errorf("%w: stopped waiting", plan.ErrInterrupted))
+	if ExitCode(wrapped) != 130 || ExitCode(fmt.Errorf("x: %w", plan.ErrTimeout)) != 124 {
+		t.Fatalf("exit codes %d %d", ExitCode(wrapped), ExitCode(fmt.Errorf("x: %w", plan.ErrTimeout)))
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(plan.ErrInterrupted)
+	r, _ := io.Pipe() // never answers
+	var out strings.Builder
+	if ok, err := confirm(ctx, r, &out, "Apply? [y/N] "); ok || !errors.Is(err, plan.ErrInterrupted) {
+		t.Fatalf("confirm after Ctrl-C: %v %v", ok, err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -61,6 +62,8 @@ type OperationOptions struct {
 	VerifyLogin string
 	// BackendCA are --backend-ca sources (add, rotate, change-issuer).
 	BackendCA []string
+	// ForceUnlock takes the lock from another run (--force-unlock).
+	ForceUnlock bool
 }
 
 // newOperationOptions are the shared options of a mutating command.
@@ -76,6 +79,7 @@ func (o *OperationOptions) addFlags(c *cobra.Command) {
 	c.Flags().StringVar(&o.Apply, "apply", "IfReady", `"IfReady" (refuse unless every pod is Ready) or "Always" (as KubeDB's spec.apply)`)
 	c.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation (none is asked without a terminal)")
 	c.Flags().BoolVar(&o.NoColor, "no-color", false, "plain output even on a terminal")
+	c.Flags().BoolVar(&o.ForceUnlock, "force-unlock", false, "take the lock even if another run still holds it (only when you know that run is gone)")
 	c.Flags().StringVar(&o.VerifyLogin, "verify-login", "", "Secret with the keys username and password (and optionally database): log in with it through each replaced pod and run SELECT 1, proving the path to the backend (cert auth logs in with the client certificate by itself)")
 	c.Flags().StringVar(&o.Verify, "verify", "true", `prove by a TLS handshake (through port-forward) that each replaced pod serves the new certificate: "true" (skip, with a note, where pods cannot be reached), "false", or "required"`)
 }
@@ -187,6 +191,7 @@ func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
 	}
 	req.ApplyAlways = o.Apply == "Always"
 	req.Holder = runner.Holder()
+	req.ForceUnlock = o.ForceUnlock
 	if req.Operation == planner.Rotate || req.Operation == planner.Remove {
 		req.Issuer = t.State.Issuer
 	}
@@ -211,14 +216,17 @@ func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
 		return printDoc(o.Out, o.Output, outputDoc{DryRun: o.DryRun, Plan: p})
 	}
 	if o.DryRun == "none" && !o.Yes && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
-		ok, err := confirm(o.In, o.ErrOut, fmt.Sprintf("Apply this plan to %s? [y/N] ", t))
+		ok, err := confirm(ctx, o.In, o.ErrOut, fmt.Sprintf("Apply this plan to %s? [y/N] ", t))
+		if errors.Is(err, plan.ErrInterrupted) {
+			return fmt.Errorf("%w at the prompt: nothing was changed", err)
+		}
 		if err != nil || !ok {
 			return fmt.Errorf("cancelled: nothing was changed")
 		}
 	}
 	live := color && ui.IsTerminal(o.ErrOut)
 	prog := ui.NewProgress(o.ErrOut, ui.NewStyles(o.ErrOut, live), len(p.Steps), live)
-	rn := &runner.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, Verify: o.Verify, Password: login}
+	rn := &runner.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, Verify: o.Verify, Password: login, Started: time.Now()}
 	prog.Start()
 	res, execErr := plan.Execute(ctx, p, rn, prog.Event)
 	prog.Stop()
@@ -255,14 +263,30 @@ func printDoc(out io.Writer, output string, d any) error {
 	return nil
 }
 
-func confirm(in io.Reader, out io.Writer, q string) (bool, error) {
+// confirm asks q and reads the answer; Ctrl-C at the prompt ends it at once
+// (the read goes on in the background until the process exits).
+func confirm(ctx context.Context, in io.Reader, out io.Writer, q string) (bool, error) {
 	fmt.Fprint(out, q)
-	line, err := bufio.NewReader(in).ReadString('\n')
-	if err != nil && line == "" {
-		return false, err
+	type answer struct {
+		line string
+		err  error
 	}
-	a := strings.ToLower(strings.TrimSpace(line))
-	return a == "y" || a == "yes", nil
+	ch := make(chan answer, 1)
+	go func() {
+		line, err := bufio.NewReader(in).ReadString('\n')
+		ch <- answer{line, err}
+	}()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out)
+		return false, context.Cause(ctx)
+	case a := <-ch:
+		if a.err != nil && a.line == "" {
+			return false, a.err
+		}
+		s := strings.ToLower(strings.TrimSpace(a.line))
+		return s == "y" || s == "yes", nil
+	}
 }
 
 // checkBudgets refuses a roll that the PodDisruptionBudgets would block
@@ -295,10 +319,23 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 			return nil, login, err
 		}
 	}
-	_, err := o.Clients.Coordination.Leases(t.Namespace).Get(ctx, planner.LeaseName(t.Name), metav1.GetOptions{})
+	var warnings []string
+	lease, err := o.Clients.Coordination.Leases(t.Namespace).Get(ctx, planner.LeaseName(t.Name), metav1.GetOptions{})
 	switch {
 	case err == nil:
-		return nil, login, runner.LockHeldError(ctx, o.Clients.Coordination, t.Namespace, planner.LeaseName(t.Name))
+		expired, at := runner.LockExpired(lease, time.Now())
+		holder := "an unknown holder"
+		if lease.Spec.HolderIdentity != nil {
+			holder = *lease.Spec.HolderIdentity
+		}
+		switch {
+		case expired:
+			warnings = append(warnings, fmt.Sprintf("the lock Lease %s/%s of %s expired at %s (that run stopped renewing it: it was killed or lost its connection); this run takes it over and finishes the job from what the cluster holds now", t.Namespace, lease.Name, holder, at.UTC().Format(time.RFC3339)))
+		case o.ForceUnlock:
+			warnings = append(warnings, fmt.Sprintf("--force-unlock: this run takes the lock Lease %s/%s from %s, which still renewed it at %s; if that run is alive, both will change this pgpool", t.Namespace, lease.Name, holder, at.Add(-runner.LockDuration).UTC().Format(time.RFC3339)))
+		default:
+			return nil, login, runner.LockHeldError(ctx, o.Clients.Coordination, t.Namespace, planner.LeaseName(t.Name))
+		}
 	case !apierrors.IsNotFound(err):
 		return nil, login, fmt.Errorf("check the lock Lease %s/%s: %w", t.Namespace, planner.LeaseName(t.Name), err)
 	}
@@ -314,7 +351,7 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 		req.Login = "password"
 	}
 	if req.Operation == planner.Remove {
-		return nil, login, nil
+		return warnings, login, nil
 	}
 	if len(o.BackendCA) > 0 {
 		if req.BackendCA, err = o.readCAs(ctx, t.Namespace, o.BackendCA); err != nil {
@@ -339,7 +376,6 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 	if req.Operation == planner.ChangeIssuer {
 		previous = req.CurrentCA
 	}
-	var warnings []string
 	backends := o.checkBackends(ctx, t, tls.Pool(issuerCA, previous, backendCA), o.Timeout)
 	for _, b := range backends {
 		if b.Check != "not-checked" {

@@ -87,7 +87,7 @@ func (e UsageError) Error() string { return e.Err.Error() }
 func (e UsageError) Unwrap() error { return e.Err }
 
 // ExitCode maps an error to the process exit code: 0 success, 1 failure,
-// 2 bad usage, 124 timeout.
+// 2 bad usage, 124 timeout, 130 interrupted.
 func ExitCode(err error) int {
 	var ue UsageError
 	switch {
@@ -95,6 +95,8 @@ func ExitCode(err error) int {
 		return 0
 	case errors.As(err, &ue):
 		return 2
+	case errors.Is(err, plan.ErrInterrupted):
+		return 130
 	case errors.Is(err, plan.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return 124
 	}

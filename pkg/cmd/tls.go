@@ -27,6 +27,8 @@ type AddOptions struct {
 	ServerDNS   []string
 	Duration    time.Duration
 	RenewBefore time.Duration
+	// TakeOver applies over Certificates of that name another tool made.
+	TakeOver bool
 }
 
 // NewAddOptions returns AddOptions with the defaults of the seed.
@@ -63,6 +65,7 @@ func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 	c.Flags().StringSliceVar(&o.ServerDNS, "server-dns-name", nil, "extra DNS name for the server certificate (repeatable)")
 	c.Flags().DurationVar(&o.Duration, "duration", 0, "certificate lifetime (cert-manager's default: 2160h)")
 	addBackendCAFlag(c, &o.OperationOptions)
+	c.Flags().BoolVar(&o.TakeOver, "take-over-certificates", false, "apply over Certificates NAME-server-cert/NAME-client-cert that another tool created (they become kubectl-pgpool's)")
 	c.Flags().DurationVar(&o.RenewBefore, "renew-before", 0, "renew this long before expiry (cert-manager's default: a third of the lifetime)")
 	_ = c.RegisterFlagCompletionFunc("ssl-mode", fixed(conf.SSLModes()))
 	_ = c.RegisterFlagCompletionFunc("client-auth-mode", fixed(conf.ClientAuthModes()))
@@ -107,7 +110,7 @@ func (o *AddOptions) Run(ctx context.Context) error {
 	return o.run(ctx, planner.Request{
 		Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind},
 		SSLMode: o.SSLMode, AuthMode: o.AuthMode, ClientUser: o.ClientUser, ClientOrgs: o.ClientOrgs, ClientOUs: o.ClientOUs,
-		ExtraDNS: o.ServerDNS, Duration: o.Duration, RenewBefore: o.RenewBefore,
+		ExtraDNS: o.ServerDNS, Duration: o.Duration, RenewBefore: o.RenewBefore, TakeOverCertificates: o.TakeOver,
 	})
 }
 

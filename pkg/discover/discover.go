@@ -173,7 +173,10 @@ func findPodsAndServices(ctx context.Context, c Clients, t *pgpool.Target) error
 		return fmt.Errorf("list pods of %s: %w", t, err)
 	}
 	for _, p := range pods.Items {
-		if ownedBy(&p, t.UID) || t.Kind == "Deployment" {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue // terminal (an Evicted pod, say): it never comes back
+		}
+		if t.Owns(&p) {
 			t.Pods = append(t.Pods, p)
 		}
 	}
@@ -194,17 +197,6 @@ func findPodsAndServices(ctx context.Context, c Clients, t *pgpool.Target) error
 	}
 	sort.Strings(t.Services)
 	return nil
-}
-
-// ownedBy reports whether p is controlled by the object with uid (a
-// Deployment's pods are owned by its ReplicaSets, so they are not checked).
-func ownedBy(p *corev1.Pod, uid string) bool {
-	for _, o := range p.OwnerReferences {
-		if string(o.UID) == uid {
-			return true
-		}
-	}
-	return false
 }
 
 // findCertificates reads the pgpool's Certificates. Only "not found" means

@@ -37,9 +37,16 @@ func clients(c *fakes.Cluster) Clients {
 func TestDiscover(t *testing.T) {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-config", Namespace: "demo", ResourceVersion: "3"},
 		Data: map[string]string{"pgpool.conf": "port = 9998\nssl = on\n", "pool_hba.conf": "hostssl all all 0.0.0.0/0 md5\n"}}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-abc", Namespace: "demo", UID: types.UID("p1"), Labels: map[string]string{"app": "pgpool"}}}
+	controller := true
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-7d9f-x1", Namespace: "demo", UID: types.UID("p1"),
+		Labels:          map[string]string{"app": "pgpool", "pod-template-hash": "7d9f"},
+		OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "pgpool-7d9f", UID: "rs-uid", Controller: &controller}}}}
+	// Same labels, but not the Deployment's: a stray pod, and an Evicted one.
+	stray := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "debug", Namespace: "demo", UID: types.UID("p2"), Labels: map[string]string{"app": "pgpool"}}}
+	evicted := pod.DeepCopy()
+	evicted.Name, evicted.UID, evicted.Status.Phase, evicted.Status.Reason = "pgpool-7d9f-old", "p3", corev1.PodFailed, "Evicted"
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "pgpool", Namespace: "demo"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "pgpool"}}}
-	c := fakes.New([]runtime.Object{cm, pod, svc}, nil, []runtime.Object{workload("Deployment", "pgpool-config")})
+	c := fakes.New([]runtime.Object{cm, pod, stray, evicted, svc}, nil, []runtime.Object{workload("Deployment", "pgpool-config")})
 	tg, err := Discover(context.Background(), clients(c), "demo", "pgpool")
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +54,7 @@ func TestDiscover(t *testing.T) {
 	// The container is found by its image, the config by its key; the
 	// state comes from the files (no annotation, no Certificates).
 	if tg.Kind != "Deployment" || tg.Container != "main" || tg.Config.Kind != "ConfigMap" || tg.Config.ResourceVersion != "3" ||
-		tg.TLSMountPath != "/config/tls" || tg.Port() != 9998 || len(tg.Pods) != 1 || strings.Join(tg.Services, ",") != "pgpool" ||
+		tg.TLSMountPath != "/config/tls" || tg.Port() != 9998 || len(tg.Pods) != 1 || tg.Pods[0].Name != "pgpool-7d9f-x1" || strings.Join(tg.Services, ",") != "pgpool" ||
 		!tg.State.Enabled || tg.State.SSLMode != "require" || tg.State.AuthMode != "md5" || tg.State.HBAEnforced {
 		t.Fatalf("discovered %+v, state %+v", tg, tg.State)
 	}

@@ -262,6 +262,26 @@ func (t *Target) ReadState() {
 	}
 }
 
+// Owns reports whether the workload t controls p: a StatefulSet's or
+// PetSet's pods name it as their owner; a Deployment's are owned by one of
+// its ReplicaSets, named NAME-HASH with HASH the pod's pod-template-hash
+// label. A stray pod that only shares the labels is not the workload's.
+func (t *Target) Owns(p *corev1.Pod) bool {
+	for _, o := range p.OwnerReferences {
+		if o.Controller == nil || !*o.Controller {
+			continue
+		}
+		if string(o.UID) == t.UID {
+			return true
+		}
+		if t.Kind == "Deployment" && o.Kind == "ReplicaSet" && p.Labels["pod-template-hash"] != "" &&
+			o.Name == t.Name+"-"+p.Labels["pod-template-hash"] {
+			return true
+		}
+	}
+	return false
+}
+
 // PodReady reports whether a pod is Ready and not terminating.
 func PodReady(p *corev1.Pod) bool {
 	if p.DeletionTimestamp != nil {

@@ -189,3 +189,8 @@ func Execute(ctx context.Context, p *Plan, r Runner, onEvent func(Event)) (*Resu
 // ErrTimeout marks a step that ran out of time; the command maps it to
 // exit code 124.
 var ErrTimeout = errors.New("timed out")
+
+// ErrInterrupted is the cause of a context cancelled by Ctrl-C, SIGTERM or
+// SIGHUP; a step stopped by it is not a timeout, and the command maps it to
+// exit code 130.
+var ErrInterrupted = errors.New("interrupted")

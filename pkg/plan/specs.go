@@ -11,10 +11,12 @@ type Spec interface {
 	StepKind() Kind
 }
 
-// LockSpec takes the operation lock.
+// LockSpec takes the operation lock; Force takes it even from a holder
+// that still renews it (--force-unlock).
 type LockSpec struct {
 	Holder    string `json:"holder"`
 	Operation string `json:"operation"`
+	Force     bool   `json:"force,omitempty"`
 }
 
 // ApplyCertificateSpec creates or updates a cert-manager Certificate by

@@ -42,6 +42,9 @@ type Request struct {
 	Duration         time.Duration
 	RenewBefore      time.Duration
 	KeepCertificates bool
+	// TakeOverCertificates lets add apply over Certificates of that name
+	// that another tool created (--take-over-certificates).
+	TakeOverCertificates bool
 	// RestartOnly: rotate without re-issuing (--reissue=false): restart the
 	// pods so that pgpool loads the certificates the Secrets hold now (after
 	// cert-manager renewed them by itself).
@@ -63,12 +66,17 @@ type Request struct {
 	Login string
 	// Holder identifies who holds the lock (user, host, pid).
 	Holder string
+	// ForceUnlock takes the lock even from a run that still holds it.
+	ForceUnlock bool
 }
 
 // StateError is returned when the operation does not fit today's state.
 type StateError struct{ Msg string }
 
 func (e *StateError) Error() string { return e.Msg }
+
+// lockDuration is how long a dead run's lock lasts (runner.LockDuration).
+const lockDuration = "60s"
 
 // LeaseName is the lock's Lease.
 func LeaseName(pgpool string) string { return pgpool + "-kubectl-pgpool-lock" }
@@ -120,6 +128,13 @@ func fits(t *pgpool.Target, r Request) error {
 	default:
 		if !t.State.Enabled {
 			return &StateError{fmt.Sprintf("pgpool %s has no TLS (ssl is off in %s %s): use `kubectl pgpool tls add %s --issuer NAME` first", name, t.Config.Kind, t.Config.Name, t.Name)}
+		}
+	}
+	if r.Operation == Add && !r.TakeOverCertificates {
+		for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
+			if c := t.Certificates[n]; c != nil && !tls.Ours(c, t.Name) {
+				return &StateError{fmt.Sprintf("Certificate %s/%s exists and was not created by kubectl-pgpool (no label %s=%s); tls add would take it over: pass --take-over-certificates if that is what you want, or remove it first", t.Namespace, n, tls.LabelManagedBy, tls.ManagerName)}
+			}
 		}
 	}
 	if t.Bundle != nil && !t.BundleOurs && r.Operation != Remove {
@@ -179,8 +194,8 @@ func certObject(t *pgpool.Target, name string) plan.Object {
 func (b *builder) lock() {
 	b.add1(plan.Step{
 		Object:      plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
-		Description: fmt.Sprintf("take the kubectl-pgpool lock on %s (no other operation may run until it is released)", b.t),
-		Spec:        plan.LockSpec{Holder: b.r.Holder, Operation: b.r.Operation},
+		Description: fmt.Sprintf("take the kubectl-pgpool lock on %s (no other operation may run until it is released; renewed while this runs, it expires %s after a run dies)", b.t, lockDuration),
+		Spec:        plan.LockSpec{Holder: b.r.Holder, Operation: b.r.Operation, Force: b.r.ForceUnlock},
 	})
 }
 
@@ -638,12 +653,20 @@ func (b *builder) remove() error {
 			Description: "delete the CA bundle ConfigMap " + b.t.Bundle.Name + " (no pod mounts it any more)", Spec: plan.DeleteSpec{}})
 	}
 	if !b.r.KeepCertificates {
+		// Only Certificates kubectl-pgpool created, and the Secrets they
+		// wrote, are deleted; anything else is someone else's.
 		for _, n := range []string{pgpool.ServerCertName(b.t.Name), pgpool.ClientCertName(b.t.Name)} {
-			if b.t.Certificates[n] != nil {
-				b.add1(plan.Step{Object: certObject(b.t, n), Description: "delete Certificate " + n, Spec: plan.DeleteSpec{}})
+			c := b.t.Certificates[n]
+			switch {
+			case c == nil:
+				continue
+			case !tls.Ours(c, b.t.Name):
+				b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("Certificate %s/%s was not created by kubectl-pgpool (no label %s=%s): it and its Secret are kept; delete them yourself if nothing else uses them", b.t.Namespace, n, tls.LabelManagedBy, tls.ManagerName))
+				continue
 			}
-			b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: b.t.Namespace, Name: n},
-				Description: "delete its Secret " + n + " (the private key goes with it)", Spec: plan.DeleteSpec{}})
+			b.add1(plan.Step{Object: certObject(b.t, n), Description: "delete Certificate " + n, Spec: plan.DeleteSpec{}})
+			b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: b.t.Namespace, Name: c.Spec.SecretName},
+				Description: "delete its Secret " + c.Spec.SecretName + " (the private key goes with it)", Spec: plan.DeleteSpec{}})
 		}
 	}
 	return nil

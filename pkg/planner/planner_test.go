@@ -18,6 +18,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
 )
 
@@ -73,8 +74,8 @@ func withTLS(t *testing.T, tg *pgpool.Target) *pgpool.Target {
 	rev := 1
 	for _, n := range []string{"pgpool-server-cert", "pgpool-client-cert"} {
 		tg.Certificates[n] = &cmapi.Certificate{
-			ObjectMeta: metav1.ObjectMeta{Name: n, Generation: 1},
-			Spec:       cmapi.CertificateSpec{IssuerRef: cmmeta.IssuerReference{Name: "pgpool-issuer", Kind: "Issuer"}},
+			ObjectMeta: metav1.ObjectMeta{Name: n, Generation: 1, Labels: map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: "pgpool"}},
+			Spec:       cmapi.CertificateSpec{SecretName: n, IssuerRef: cmmeta.IssuerReference{Name: "pgpool-issuer", Kind: "Issuer"}},
 			Status:     cmapi.CertificateStatus{Revision: &rev},
 		}
 	}
@@ -315,3 +316,33 @@ MAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgXv8Erllx/POr1UKzXeXEn+TrZebaP2Xz
 yyjIlavyZ7wCIG6vHL/+sGL7vSfUt+bFFRIMEcUDOz5rtG7RiYf3bL/7
 -----END CERTIFICATE-----
 `
+
+// Certificates another tool created are neither taken over by add (unless
+// asked) nor deleted by remove.
+func TestCertificatesOfOthers(t *testing.T) {
+	tg := fixture(t, "StatefulSet")
+	tg.Certificates["pgpool-server-cert"] = &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-server-cert", Labels: map[string]string{tls.LabelManagedBy: "kubedb"}}}
+	if _, err := Build(tg, seedAdd()); err == nil || !strings.Contains(err.Error(), "--take-over-certificates") {
+		t.Fatalf("add over someone else's Certificate: %v", err)
+	}
+	r := seedAdd()
+	r.TakeOverCertificates = true
+	if _, err := Build(tg, r); err != nil {
+		t.Fatalf("--take-over-certificates: %v", err)
+	}
+	tg = withTLS(t, fixture(t, "StatefulSet"))
+	tg.Certificates["pgpool-client-cert"].Labels = nil
+	p, err := Build(tg, Request{Operation: Remove, Holder: "tester"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deleted []string
+	for _, s := range p.Steps {
+		if s.Kind == plan.Delete {
+			deleted = append(deleted, s.Object.Kind+"/"+s.Object.Name)
+		}
+	}
+	if strings.Join(deleted, ",") != "Certificate/pgpool-server-cert,Secret/pgpool-server-cert" || !strings.Contains(strings.Join(p.Warnings, "\n"), "pgpool-client-cert was not created by kubectl-pgpool") {
+		t.Fatalf("remove deletes %v; warnings %v", deleted, p.Warnings)
+	}
+}

@@ -45,6 +45,9 @@ type Replacement struct {
 	SameName bool
 	// Selector selects the workload's pods (used when !SameName).
 	Selector string
+	// Owns tells the workload's pods from others with its labels (nil:
+	// every pod the selector matches).
+	Owns func(*corev1.Pod) bool
 	// Known are the UIDs of pods that existed before the roll; a replacement
 	// is a Ready pod whose UID is not among them.
 	Known map[types.UID]bool
@@ -94,6 +97,15 @@ func Evict(ctx context.Context, policy policyv1client.PolicyV1Interface, ns, nam
 			return fmt.Errorf("evict pod %s/%s: %w", ns, name, err)
 		}
 	}
+}
+
+// waitErr says why a wait for what ended early: the step's deadline, or a
+// cancel (Ctrl-C) with its cause.
+func waitErr(ctx context.Context, what string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("timed out waiting for %s: %w", what, context.DeadlineExceeded)
+	}
+	return fmt.Errorf("stopped waiting for %s: %w", what, context.Cause(ctx))
 }
 
 func reason(err error) string {
@@ -163,6 +175,9 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 			if p.UID == uid {
 				oldGone = false
 			}
+			if r.Owns != nil && !r.Owns(p) {
+				continue
+			}
 			if pgpool.PodReady(p) {
 				readyPods++
 				if !r.Known[p.UID] {
@@ -179,7 +194,7 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("timed out waiting for pod %s/%s to be replaced and Ready (last: %s): %w", ns, name, phase, context.DeadlineExceeded)
+			return nil, waitErr(ctx, fmt.Sprintf("pod %s/%s to be replaced and Ready (last: %s)", ns, name, phase))
 		}
 		return nil, fmt.Errorf("watch pods in %s: %w", ns, err)
 	}
@@ -220,7 +235,7 @@ func WaitRollout(ctx context.Context, dyn dynamic.NamespaceableResourceInterface
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("timed out waiting for the rollout of %s/%s (last: %s): %w", ns, name, last, context.DeadlineExceeded)
+			return waitErr(ctx, fmt.Sprintf("the rollout of %s/%s (last: %s)", ns, name, last))
 		}
 		return err
 	}
@@ -294,7 +309,7 @@ func WaitGone(ctx context.Context, core corev1client.CoreV1Interface, ns, select
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("timed out waiting for %d old pods to terminate: %w", len(left), context.DeadlineExceeded)
+			return waitErr(ctx, fmt.Sprintf("%d old pods to terminate", len(left)))
 		}
 		return err
 	}

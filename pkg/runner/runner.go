@@ -18,7 +18,6 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/typed/certmanager/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -68,8 +67,11 @@ type Runner struct {
 	// (default postgres).
 	Password verify.Login
 	Database string
+	// Started is when the operation began: a certificate failure cert-manager
+	// recorded before it is not this operation's.
+	Started time.Time
 
-	leaseUID          types.UID
+	held              *lockState
 	verifyUnavailable bool
 }
 
@@ -88,10 +90,14 @@ func (r *Runner) Run(ctx context.Context, s plan.Step, failure error, report fun
 	if timeout == 0 {
 		timeout = 5 * time.Minute
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	stepCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	msg, err := r.run(ctx, s, failure, report)
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	msg, err := r.run(stepCtx, s, failure, report)
+	switch {
+	case err == nil:
+	case errors.Is(context.Cause(ctx), plan.ErrInterrupted):
+		err = fmt.Errorf("%w: %w", plan.ErrInterrupted, err)
+	case errors.Is(stepCtx.Err(), context.DeadlineExceeded):
 		err = fmt.Errorf("%w (step timeout %s; raise it with --timeout): %w", err, timeout, plan.ErrTimeout)
 	}
 	return msg, err
@@ -100,6 +106,9 @@ func (r *Runner) Run(ctx context.Context, s plan.Step, failure error, report fun
 func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report func(string)) (string, error) {
 	if r.ServerDryRun && !s.Kind.Writes() {
 		return "skipped: nothing to wait for in a server dry run", nil
+	}
+	if err := r.lockLost(); err != nil && !s.Always {
+		return "", fmt.Errorf("%w: stopping, another run may be changing this pgpool", err)
 	}
 	switch spec := s.Spec.(type) {
 	case plan.LockSpec:
@@ -111,7 +120,7 @@ func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report fun
 	case plan.ApplyBundleSpec:
 		return r.applyBundle(ctx, s, spec)
 	case plan.WaitCertificateSpec:
-		crt, err := issuing.WaitReady(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, spec.AfterRevision, report)
+		crt, err := issuing.WaitReady(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, spec.AfterRevision, r.Started, report)
 		if err != nil {
 			return "", err
 		}
@@ -178,59 +187,6 @@ func Holder() string {
 		name = "unknown"
 	}
 	return fmt.Sprintf("%s@%s pid %d", name, host, os.Getpid())
-}
-
-func (r *Runner) lock(ctx context.Context, s plan.Step, spec plan.LockSpec) (string, error) {
-	now := metav1.NewMicroTime(time.Now())
-	secs := int32(3600)
-	holder := spec.Holder
-	l := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Name: s.Object.Name, Namespace: s.Object.Namespace,
-			Labels:      map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: r.Target.Name},
-			Annotations: map[string]string{"kubectl-pgpool.io/operation": spec.Operation}},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, AcquireTime: &now, RenewTime: &now, LeaseDurationSeconds: &secs},
-	}
-	created, err := r.Clients.Coordination.Leases(s.Object.Namespace).Create(ctx, l, metav1.CreateOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
-	if apierrors.IsAlreadyExists(err) {
-		return "", LockHeldError(ctx, r.Clients.Coordination, s.Object.Namespace, s.Object.Name)
-	}
-	if err != nil {
-		return "", fmt.Errorf("create Lease %s/%s: %w", s.Object.Namespace, s.Object.Name, err)
-	}
-	r.leaseUID = created.UID
-	return r.answer("held by " + holder), nil
-}
-
-// LockHeldError describes who holds the lock.
-func LockHeldError(ctx context.Context, c coordinationv1client.CoordinationV1Interface, ns, name string) error {
-	l, err := c.Leases(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("another kubectl-pgpool operation holds the lock (Lease %s/%s)", ns, name)
-	}
-	holder, op := "", l.Annotations["kubectl-pgpool.io/operation"]
-	if l.Spec.HolderIdentity != nil {
-		holder = *l.Spec.HolderIdentity
-	}
-	since := ""
-	if l.Spec.AcquireTime != nil {
-		since = " since " + l.Spec.AcquireTime.UTC().Format(time.RFC3339)
-	}
-	return fmt.Errorf("another kubectl-pgpool operation (%s by %s%s) holds the lock Lease %s/%s: wait for it to finish; if it died, delete the lock with `kubectl delete lease -n %s %s`", op, holder, since, ns, name, ns, name)
-}
-
-func (r *Runner) unlock(ctx context.Context, s plan.Step) (string, error) {
-	if r.leaseUID == "" && !r.ServerDryRun {
-		return "not held", nil
-	}
-	opts := metav1.DeleteOptions{DryRun: r.dryRun()}
-	if r.leaseUID != "" {
-		opts.Preconditions = &metav1.Preconditions{UID: &r.leaseUID}
-	}
-	err := r.Clients.Coordination.Leases(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return "", fmt.Errorf("delete Lease %s/%s: %w", s.Object.Namespace, s.Object.Name, err)
-	}
-	return r.answer("released"), nil
 }
 
 func (r *Runner) applyCertificate(ctx context.Context, s plan.Step, spec plan.ApplyCertificateSpec) (string, error) {
@@ -350,7 +306,7 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 	}
 	report(fmt.Sprintf("evicted pod %s", name))
 	p, err := restart.WaitReplaced(ctx, r.Clients.Core, ns, name, uid, restart.Replacement{
-		SameName: spec.SameName, Selector: spec.Pods.Selector, Known: knownUIDs(spec.Pods), Want: spec.Pods.Want,
+		SameName: spec.SameName, Selector: spec.Pods.Selector, Known: knownUIDs(spec.Pods), Want: spec.Pods.Want, Owns: r.Target.Owns,
 	}, o)
 	if err != nil {
 		return "", err
@@ -422,9 +378,10 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec) 
 	handshakes, logins := 0, 0
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if p.DeletionTimestamp != nil {
+		if p.DeletionTimestamp != nil || !r.Target.Owns(p) {
 			// An evicted pod of a Deployment may still be shutting down
-			// (its replacement has another name): it is on its way out.
+			// (its replacement has another name): it is on its way out. A
+			// pod that only shares the labels is not the workload's.
 			continue
 		}
 		if known[p.UID] {
@@ -506,6 +463,19 @@ func (r *Runner) delete(ctx context.Context, s plan.Step) (string, error) {
 	case "Certificate":
 		err = r.Clients.CertManager.Certificates(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
 	case "Secret":
+		// Only a Secret that our Certificate wrote: cert-manager names its
+		// Certificate in an annotation.
+		sec, gerr := r.Clients.Core.Secrets(s.Object.Namespace).Get(ctx, s.Object.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(gerr) {
+			return "already gone", nil
+		}
+		if gerr != nil {
+			return "", fmt.Errorf("get Secret %s/%s: %w", s.Object.Namespace, s.Object.Name, gerr)
+		}
+		if sec.Annotations[cmapi.CertificateNameKey] == "" || (sec.Annotations[cmapi.CertificateNameKey] != pgpool.ServerCertName(r.Target.Name) && sec.Annotations[cmapi.CertificateNameKey] != pgpool.ClientCertName(r.Target.Name)) {
+			return "", &tls.NotOursError{Kind: "Secret", Namespace: s.Object.Namespace, Name: s.Object.Name}
+		}
+		opts.Preconditions = &metav1.Preconditions{UID: &sec.UID}
 		err = r.Clients.Core.Secrets(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
 	case "ConfigMap":
 		cm, gerr := r.Clients.Core.ConfigMaps(s.Object.Namespace).Get(ctx, s.Object.Name, metav1.GetOptions{})
@@ -542,6 +512,11 @@ type LastOperation struct {
 }
 
 func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, failure error) (string, error) {
+	if r.held == nil && !r.ServerDryRun {
+		// This run did not get the lock (another run holds it and is
+		// changing the workload): there is nothing of ours to record.
+		return "not recorded: this run did not hold the lock", nil
+	}
 	lo := LastOperation{Operation: spec.Operation, Time: time.Now().UTC().Format(time.RFC3339), Result: "Succeeded", By: Holder()}
 	if failure != nil {
 		lo.Result, lo.Error = "Failed", failure.Error()

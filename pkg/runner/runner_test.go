@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -94,6 +95,10 @@ func TestWorkloadPatchErrors(t *testing.T) {
 // a success the TLS annotation is written.
 func TestRecordOutcome(t *testing.T) {
 	f := newFakes(t)
+	lease := plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: "demo", Name: "pgpool-kubectl-pgpool-lock"}
+	if _, err := run(f, plan.Step{Object: lease, Spec: plan.LockSpec{Holder: "tester", Operation: "add"}}, nil); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := run(f, plan.Step{Object: workload, Always: true, Spec: plan.RecordSpec{Operation: "add", TLS: `{"sslMode":"require"}`}}, errors.New("boom")); err != nil {
 		t.Fatal(err)
 	}
@@ -170,16 +175,93 @@ func TestUnknownSpec(t *testing.T) {
 	}
 }
 
-// A held lock names its holder; the lock step does not take it.
-func TestLockHeld(t *testing.T) {
+// A held lock names its holder, operation and when it expires; a lock whose
+// holder stopped renewing it is taken over with a notice; the run that lost
+// it neither deletes the new holder's Lease nor records anything.
+func TestLock(t *testing.T) {
 	f := newFakes(t)
 	lease := plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: "demo", Name: "pgpool-kubectl-pgpool-lock"}
-	if _, err := run(f, plan.Step{Object: lease, Spec: plan.LockSpec{Holder: "alice@laptop pid 1", Operation: "rotate"}}, nil); err != nil {
+	lock := func(r *Runner, holder string, force bool) (string, error) {
+		s := plan.Step{Kind: plan.Lock, Object: lease, Spec: plan.LockSpec{Holder: holder, Operation: "rotate", Force: force}}
+		return r.Run(context.Background(), s, nil, func(string) {})
+	}
+	a := f.r
+	if _, err := lock(a, "alice@laptop pid 1", false); err != nil {
 		t.Fatal(err)
 	}
-	f.r.leaseUID = ""
-	_, err := run(f, plan.Step{Object: lease, Spec: plan.LockSpec{Holder: "bob", Operation: "add"}}, nil)
-	if err == nil || !strings.Contains(err.Error(), "rotate by alice@laptop pid 1") || !strings.Contains(err.Error(), "kubectl delete lease -n demo pgpool-kubectl-pgpool-lock") {
+	b := &Runner{Clients: a.Clients, Target: a.Target}
+	_, err := lock(b, "bob@ci pid 2", false)
+	if err == nil || !strings.Contains(err.Error(), "(rotate by alice@laptop pid 1 since") || !strings.Contains(err.Error(), "expires at") || !strings.Contains(err.Error(), "--force-unlock") {
+		t.Fatalf("held: %v", err)
+	}
+	if msg, _ := run(&cluster{Cluster: f.Cluster, r: b}, plan.Step{Object: workload, Always: true, Spec: plan.RecordSpec{Operation: "rotate"}}, err); !strings.Contains(msg, "not recorded") {
+		t.Fatalf("a run without the lock recorded: %q", msg)
+	}
+	// alice stops renewing (killed): after the duration, bob takes it over.
+	l, _ := f.Core.CoordinationV1().Leases("demo").Get(context.Background(), lease.Name, metav1.GetOptions{})
+	past := metav1.NewMicroTime(time.Now().Add(-2 * LockDuration))
+	l.Spec.RenewTime = &past
+	if _, err := f.Core.CoordinationV1().Leases("demo").Update(context.Background(), l, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := lock(b, "bob@ci pid 2", false)
+	if err != nil || !strings.Contains(msg, "taken over from alice@laptop pid 1, whose lock expired at") {
+		t.Fatalf("take over: %q %v", msg, err)
+	}
+	// alice's unlock leaves bob's lock alone; bob's releases it.
+	unlock := plan.Step{Kind: plan.Unlock, Object: lease, Always: true, Spec: plan.UnlockSpec{}}
+	if msg, err := a.Run(context.Background(), unlock, nil, func(string) {}); err != nil || !strings.Contains(msg, "bob@ci pid 2 has taken the lock over") {
+		t.Fatalf("alice's unlock: %q %v", msg, err)
+	}
+	if msg, err := b.Run(context.Background(), unlock, nil, func(string) {}); err != nil || msg != "released" {
+		t.Fatalf("bob's unlock: %q %v", msg, err)
+	}
+	// --force-unlock takes a live lock.
+	if _, err := lock(a, "alice@laptop pid 1", false); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := lock(b, "bob@ci pid 2", true); err != nil || !strings.Contains(msg, "taken from alice@laptop pid 1 by --force-unlock") {
+		t.Fatalf("force: %q %v", msg, err)
+	}
+	for _, r := range []*Runner{a, b} {
+		if _, err := r.Run(context.Background(), unlock, nil, func(string) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Ctrl-C (the context cancelled with plan.ErrInterrupted) is not a
+// timeout: the step's error says interrupted, and maps to exit 130.
+func TestInterruptedIsNotTimeout(t *testing.T) {
+	f := newFakes(t)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(plan.ErrInterrupted)
+	s := plan.Step{Object: plan.Object{APIVersion: "cert-manager.io/v1", Kind: "Certificate", Namespace: "demo", Name: "pgpool-server-cert"},
+		Spec: plan.WaitCertificateSpec{}}
+	s.Kind = s.Spec.StepKind()
+	_, err := f.r.Run(ctx, s, nil, func(string) {})
+	if !errors.Is(err, plan.ErrInterrupted) || errors.Is(err, plan.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// remove deletes a Secret only if our Certificate wrote it (cert-manager's
+// certificate-name annotation).
+func TestDeleteSecretOnlyOurs(t *testing.T) {
+	obj := plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: "demo", Name: "pgpool-server-cert"}
+	theirs := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: obj.Name, Namespace: "demo"}}
+	f := newFakes(t, theirs)
+	var notOurs *tls.NotOursError
+	if _, err := run(f, plan.Step{Object: obj, Spec: plan.DeleteSpec{}}, nil); !errors.As(err, &notOurs) {
+		t.Fatalf("deleting a Secret no Certificate of ours wrote: %v", err)
+	}
+	ours := theirs.DeepCopy()
+	ours.Annotations = map[string]string{"cert-manager.io/certificate-name": "pgpool-server-cert"}
+	f = newFakes(t, ours)
+	if _, err := run(f, plan.Step{Object: obj, Spec: plan.DeleteSpec{}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Core.CoreV1().Secrets("demo").Get(context.Background(), obj.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("our Secret is still there: %v", err)
 	}
 }

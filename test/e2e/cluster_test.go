@@ -44,7 +44,7 @@ func TestClusterCertManagerIssuesAndReissues(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	first, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "probe", 0, nil)
+	first, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "probe", 0, time.Time{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestClusterCertManagerIssuesAndReissues(t *testing.T) {
 	if err := issuing.TriggerIssuance(ctx, env.CertMgr.CertmanagerV1(), ns, "probe", nil); err != nil {
 		t.Fatal(err)
 	}
-	second, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "probe", tls.Revision(first), nil)
+	second, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "probe", tls.Revision(first), time.Time{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -424,6 +424,21 @@ func TestTLSPreflightErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), holder) || !strings.Contains(err.Error(), "kubectl delete lease") {
 		t.Fatalf("add with a held lock: %v", err)
 	}
+	// The holder stopped renewing it a while ago (killed): the next run is
+	// told, and takes it over.
+	lease, err := env.Kube.CoordinationV1().Leases(ns).Get(ctx, planner.LeaseName("pgpool"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	past, secs := metav1.NewMicroTime(time.Now().Add(-3*time.Minute)), int32(60)
+	lease.Spec.AcquireTime, lease.Spec.RenewTime, lease.Spec.LeaseDurationSeconds = &past, &past, &secs
+	if _, err := env.Kube.CoordinationV1().Leases(ns).Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--dry-run=client")
+	if err != nil || !strings.Contains(out, "the lock Lease "+ns+"/pgpool-kubectl-pgpool-lock of "+holder+" expired at") {
+		t.Fatalf("add with an expired lock: %v\n%s", err, out)
+	}
 	if err := env.Kube.CoordinationV1().Leases(ns).Delete(ctx, planner.LeaseName("pgpool"), metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -399,7 +399,7 @@ func setupCerts(t testing.TB, issuer string) string {
 		if _, err := env.CertMgr.CertmanagerV1().Certificates(ns).Create(ctx, c, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create Certificate %s: %v", c.Name, err)
 		}
-		if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, c.Name, 0, nil); err != nil {
+		if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, c.Name, 0, time.Time{}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -187,7 +187,7 @@ func trigger(t *testing.T, ns string) {
 		if err := issuing.TriggerIssuance(ctx, env.CertMgr.CertmanagerV1(), ns, n, nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, n, tls.Revision(c), nil); err != nil {
+		if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, n, tls.Revision(c), time.Time{}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -28,7 +28,7 @@ func backendCerts(t *testing.T, ns string) (cert, key, ca []byte) {
 	t.Helper()
 	env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
 	ctx := testenv.Context(t, 2*time.Minute)
-	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, nil); err != nil {
+	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, "pgpool-backend-cert", metav1.GetOptions{})
@@ -84,7 +84,7 @@ func moveIssuer(t *testing.T, ns, cert, issuer string) {
 	if _, err := env.CertMgr.CertmanagerV1().Certificates(ns).Patch(ctx, cert, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, cert, tls.Revision(c), nil); err != nil {
+	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, cert, tls.Revision(c), time.Time{}, nil); err != nil {
 		t.Fatal(err)
 	}
 }

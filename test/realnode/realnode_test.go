@@ -189,7 +189,7 @@ func renewedBehindPgpool(t *testing.T, ns string, replicas int) {
 	if err := issuing.TriggerIssuance(ctx, cm, ns, crt.Name, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := issuing.WaitReady(ctx, cm, ns, crt.Name, tls.Revision(crt), nil); err != nil {
+	if _, err := issuing.WaitReady(ctx, cm, ns, crt.Name, tls.Revision(crt), time.Time{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	renewed := serverSerial(t, ns)
@@ -267,7 +267,7 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 			env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
 			env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
 			ctx := testenv.Context(t, 2*time.Minute)
-			if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, nil); err != nil {
+			if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
 				t.Fatal(err)
 			}
 			env.Apply(t, ns, env.Fixture(t, "kubedb-real.yaml"), replicas)

@@ -6,8 +6,11 @@ package issuing
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/typed/certmanager/v1"
@@ -35,12 +38,10 @@ func TriggerIssuance(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns
 		if c := tls.Condition(crt, cmapi.CertificateConditionIssuing); c != nil && c.Status == cmmeta.ConditionTrue {
 			return nil // already issuing
 		}
-		now := metav1.Now()
-		crt.Status.Conditions = append(crt.Status.Conditions, cmapi.CertificateCondition{
-			Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue, Reason: "ManuallyTriggered",
-			Message: "Certificate re-issuance manually triggered by kubectl-pgpool", LastTransitionTime: &now,
-			ObservedGeneration: crt.Generation,
-		})
+		// Replace the condition in place: status.conditions is a map keyed
+		// by type, and cert-manager leaves Issuing=False after a failure.
+		apiutil.SetCertificateCondition(crt, crt.Generation, cmapi.CertificateConditionIssuing, cmmeta.ConditionTrue,
+			"ManuallyTriggered", "Certificate re-issuance manually triggered by kubectl-pgpool")
 		_, err = cm.Certificates(ns).UpdateStatus(ctx, crt, metav1.UpdateOptions{FieldManager: tls.ManagerName, DryRun: dryRun})
 		if err != nil && !apierrors.IsConflict(err) {
 			return fmt.Errorf("set Issuing condition on Certificate %s/%s: %w", ns, name, err)
@@ -50,10 +51,13 @@ func TriggerIssuance(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns
 }
 
 // WaitReady waits, by watch, until the Certificate is Ready for its current
-// generation with a revision greater than afterRevision, and returns it. A
-// Certificate whose issuance failed (Issuing False with reason Failed, or a
-// Ready False condition naming a failure) fails the wait at once.
-func WaitReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns, name string, afterRevision int, report func(string)) (*cmapi.Certificate, error) {
+// generation with a revision greater than afterRevision, and returns it. An
+// issuance that fails (Issuing False with reason Failed, for the current
+// generation, since notBefore) fails the wait at once; a failure cert-manager
+// left from before (an older generation or an earlier time) does not, since
+// the change under way is what should fix it. A zero notBefore counts every
+// failure.
+func WaitReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns, name string, afterRevision int, notBefore time.Time, report func(string)) (*cmapi.Certificate, error) {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
@@ -78,7 +82,8 @@ func WaitReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns, name
 		if tls.IsReady(c) && tls.Revision(c) > afterRevision {
 			return true, nil
 		}
-		if is := tls.Condition(c, cmapi.CertificateConditionIssuing); is != nil && is.Status == cmmeta.ConditionFalse && is.Reason == "Failed" {
+		if is := tls.Condition(c, cmapi.CertificateConditionIssuing); is != nil && is.Status == cmmeta.ConditionFalse && is.Reason == "Failed" &&
+			is.ObservedGeneration >= c.Generation && (is.LastTransitionTime == nil || !is.LastTransitionTime.Time.Before(notBefore.Add(-clockSkew))) {
 			return false, fmt.Errorf("cert-manager failed to issue Certificate %s/%s: %s", ns, name, is.Message)
 		}
 		msg := "waiting for cert-manager"
@@ -92,6 +97,9 @@ func WaitReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns, name
 		return false, nil
 	})
 	if err != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil, fmt.Errorf("stopped waiting for Certificate %s/%s: %w", ns, name, context.Cause(ctx))
+		}
 		if ctx.Err() != nil {
 			state := "it does not exist yet"
 			if last != nil {
@@ -103,6 +111,10 @@ func WaitReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns, name
 	}
 	return ev.Object.(*cmapi.Certificate), nil
 }
+
+// clockSkew is how far cert-manager's clock may be behind ours when telling
+// a fresh failure from one left before the change.
+const clockSkew = 5 * time.Second
 
 // IssuerReady checks that the issuer exists and is Ready.
 func IssuerReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns string, ref cmmeta.IssuerReference) error {

@@ -1,0 +1,217 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+)
+
+// The lock is a Lease with the semantics of client-go's leader election
+// (resourcelock.LeaseLock): a holder identity, a duration, a renew time the
+// holder moves forward while it works. A holder that stops renewing (killed,
+// its terminal closed) loses the lock after LockDuration, and the next run
+// takes it over.
+const (
+	// LockDuration is how long a lock stays held after its last renewal.
+	LockDuration = 60 * time.Second
+	// lockRenew is how often a running operation renews its lock.
+	lockRenew = LockDuration / 3
+	// annotationOperation names the operation that holds the lock.
+	annotationOperation = "kubectl-pgpool.io/operation"
+)
+
+// lockState is the lock this run holds, renewed in the background.
+type lockState struct {
+	ll     *resourcelock.LeaseLock
+	holder string
+	stop   context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	lost   error
+}
+
+// LockExpired reports whether a lock Lease's holder stopped renewing it
+// more than its duration ago, and when it expires (or expired).
+func LockExpired(l *coordinationv1.Lease, now time.Time) (bool, time.Time) {
+	last := l.CreationTimestamp.Time
+	if l.Spec.AcquireTime != nil {
+		last = l.Spec.AcquireTime.Time
+	}
+	if l.Spec.RenewTime != nil {
+		last = l.Spec.RenewTime.Time
+	}
+	d := LockDuration
+	if l.Spec.LeaseDurationSeconds != nil {
+		d = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
+	}
+	return !last.Add(d).After(now), last.Add(d)
+}
+
+func (r *Runner) lock(ctx context.Context, s plan.Step, spec plan.LockSpec) (string, error) {
+	ns, name := s.Object.Namespace, s.Object.Name
+	now := metav1.NewMicroTime(time.Now())
+	secs := int32(LockDuration / time.Second)
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
+			Labels:      map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: r.Target.Name},
+			Annotations: map[string]string{annotationOperation: spec.Operation}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &spec.Holder, AcquireTime: &now, RenewTime: &now, LeaseDurationSeconds: &secs},
+	}
+	leases := r.Clients.Coordination.Leases(ns)
+	if r.ServerDryRun {
+		if _, err := leases.Create(ctx, lease, metav1.CreateOptions{FieldManager: FieldManager, DryRun: r.dryRun()}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return "", fmt.Errorf("create Lease %s/%s: %w", ns, name, err)
+		}
+		return r.answer("held by " + spec.Holder), nil
+	}
+	notice := ""
+	_, err := leases.Create(ctx, lease, metav1.CreateOptions{FieldManager: FieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		old, gerr := leases.Get(ctx, name, metav1.GetOptions{})
+		if gerr != nil {
+			return "", fmt.Errorf("get Lease %s/%s: %w", ns, name, gerr)
+		}
+		expired, at := LockExpired(old, now.Time)
+		if !expired && !spec.Force {
+			return "", lockHeld(old)
+		}
+		// Take it over, on the resourceVersion just read: if its holder
+		// renews in between, the update conflicts and we stop.
+		notice = fmt.Sprintf(" (taken over from %s, whose lock expired at %s)", holderOf(old), at.UTC().Format(time.RFC3339))
+		if spec.Force {
+			notice = fmt.Sprintf(" (taken from %s by --force-unlock)", holderOf(old))
+		}
+		old.Labels, old.Annotations, old.Spec = lease.Labels, lease.Annotations, lease.Spec
+		_, err = leases.Update(ctx, old, metav1.UpdateOptions{FieldManager: FieldManager})
+		if apierrors.IsConflict(err) {
+			return "", fmt.Errorf("another kubectl-pgpool operation took the lock Lease %s/%s first: run the command again", ns, name)
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("take the lock Lease %s/%s: %w", ns, name, err)
+	}
+	r.startRenewing(ns, name, spec.Holder)
+	return "held by " + spec.Holder + notice + fmt.Sprintf(", renewed every %s", lockRenew), nil
+}
+
+// startRenewing moves the lock's renew time forward every lockRenew until
+// unlock; if the Lease is lost, the next step fails.
+func (r *Runner) startRenewing(ns, name, holder string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	st := &lockState{holder: holder, stop: cancel, done: make(chan struct{}),
+		ll: &resourcelock.LeaseLock{LeaseMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Client: r.Clients.Coordination,
+			LockConfig: resourcelock.ResourceLockConfig{Identity: holder}}}
+	r.held = st
+	go func() {
+		defer close(st.done)
+		// The lock was just taken: the first renewal is one period away.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(lockRenew):
+		}
+		wait.UntilWithContext(ctx, func(ctx context.Context) {
+			rec, _, err := st.ll.Get(ctx)
+			if err == nil && rec.HolderIdentity != holder {
+				err = fmt.Errorf("%s holds it now", rec.HolderIdentity)
+			}
+			if err == nil {
+				rec.RenewTime = metav1.NewTime(time.Now())
+				err = st.ll.Update(ctx, *rec)
+			}
+			if err != nil && ctx.Err() == nil {
+				st.mu.Lock()
+				st.lost = fmt.Errorf("lost the lock Lease %s/%s: %w", ns, name, err)
+				st.mu.Unlock()
+			}
+		}, lockRenew)
+	}()
+}
+
+// lockLost is the error that stops the operation once the lock is lost.
+func (r *Runner) lockLost() error {
+	if r.held == nil {
+		return nil
+	}
+	r.held.mu.Lock()
+	defer r.held.mu.Unlock()
+	return r.held.lost
+}
+
+func (r *Runner) unlock(ctx context.Context, s plan.Step) (string, error) {
+	ns, name := s.Object.Namespace, s.Object.Name
+	if r.ServerDryRun {
+		err := r.Clients.Coordination.Leases(ns).Delete(ctx, name, metav1.DeleteOptions{DryRun: r.dryRun()})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("delete Lease %s/%s: %w", ns, name, err)
+		}
+		return r.answer("released"), nil
+	}
+	if r.held == nil {
+		return "not held by this run", nil
+	}
+	r.held.stop()
+	<-r.held.done
+	holder := r.held.holder
+	r.held = nil
+	// Delete it only while it is still ours: a run that took it over
+	// updated the same object (same UID), so check the holder and pass
+	// the resourceVersion read.
+	cur, err := r.Clients.Coordination.Leases(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "released (already gone)", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("get Lease %s/%s: %w", ns, name, err)
+	}
+	if holderOf(cur) != holder {
+		return "not deleted: " + holderOf(cur) + " has taken the lock over", nil
+	}
+	err = r.Clients.Coordination.Leases(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &cur.UID, ResourceVersion: &cur.ResourceVersion}})
+	switch {
+	case err == nil, apierrors.IsNotFound(err):
+		return "released", nil
+	case apierrors.IsConflict(err):
+		return "not deleted: the Lease changed (another run may have taken it over)", nil
+	}
+	return "", fmt.Errorf("delete Lease %s/%s: %w", ns, name, err)
+}
+
+func holderOf(l *coordinationv1.Lease) string {
+	if l.Spec.HolderIdentity != nil {
+		return *l.Spec.HolderIdentity
+	}
+	return "an unknown holder"
+}
+
+// lockHeld describes a lock another run holds: who, what, since when, and
+// when it expires if that run is gone.
+func lockHeld(l *coordinationv1.Lease) error {
+	since := ""
+	if l.Spec.AcquireTime != nil {
+		since = " since " + l.Spec.AcquireTime.UTC().Format(time.RFC3339)
+	}
+	_, at := LockExpired(l, time.Now())
+	return fmt.Errorf("another kubectl-pgpool operation (%s by %s%s) holds the lock Lease %s/%s: wait for it to finish; if it died, its lock expires at %s (%s from now) and the next run takes it over, or take it now with --force-unlock (or `kubectl delete lease -n %s %s`)",
+		l.Annotations[annotationOperation], holderOf(l), since, l.Namespace, l.Name, at.UTC().Format(time.RFC3339), time.Until(at).Round(time.Second), l.Namespace, l.Name)
+}
+
+// LockHeldError describes who holds the lock, for the preflight.
+func LockHeldError(ctx context.Context, c coordinationv1client.CoordinationV1Interface, ns, name string) error {
+	l, err := c.Leases(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("another kubectl-pgpool operation holds the lock (Lease %s/%s)", ns, name)
+	}
+	return lockHeld(l)
+}
