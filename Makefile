@@ -27,11 +27,11 @@ demo: build ## local cluster with its real node + KubeDB-layout pgpool + add (th
 
 test: lint unit krew-validate e2e ## everything CI runs
 
-unit: ## pure packages (no cluster)
+unit: ## pure packages, and the runner, discovery and commands against client-go fakes (no cluster)
 	go test ./pkg/...
 
 lint: ## gofmt, go vet, golangci-lint
-	@test -z "$$(gofmt -l cmd pkg test)" || { gofmt -l cmd pkg test; echo "gofmt: the files above need formatting"; exit 1; }
+	@test -z "$$(gofmt -l cmd pkg test internal)" || { gofmt -l cmd pkg test internal; echo "gofmt: the files above need formatting"; exit 1; }
 	go vet ./...
 	@[ -x $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION) ] || { echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) (first time: a few minutes)"; \
 		GOBIN=$(TOOLS)/gl go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) && \

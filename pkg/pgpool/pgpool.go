@@ -217,6 +217,24 @@ func ordinal(name string) int {
 	return n
 }
 
+// LastOperation is the value of AnnotationLastOperation: what the last
+// run did and how it ended.
+type LastOperation struct {
+	Operation string `json:"operation"`
+	Time      string `json:"time"`
+	Result    string `json:"result"`
+	Error     string `json:"error,omitempty"`
+	By        string `json:"by,omitempty"`
+}
+
+// LastOperation reads the workload's last-operation annotation (zero when
+// there is none).
+func (t *Target) LastOperation() LastOperation {
+	var lo LastOperation
+	_ = json.Unmarshal([]byte(t.Annotations[AnnotationLastOperation]), &lo)
+	return lo
+}
+
 // recordedTLS is the value of AnnotationTLS.
 type recordedTLS struct {
 	SSLMode  string    `json:"sslMode"`

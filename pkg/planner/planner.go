@@ -88,6 +88,9 @@ func Build(t *pgpool.Target, r Request) (*plan.Plan, error) {
 		return nil, err
 	}
 	b := &builder{t: t, r: r, p: &plan.Plan{Operation: r.Operation, Target: workloadObject(t)}}
+	if why := interruptedWhy(t, r.Operation); why != "" {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls %s that did not finish (%s): the plan starts from what the cluster holds now; steps already done change nothing", r.Operation, why))
+	}
 	b.lock()
 	switch r.Operation {
 	case Add:
@@ -116,7 +119,7 @@ func fits(t *pgpool.Target, r Request) error {
 	name := t.Namespace + "/" + t.Name
 	switch r.Operation {
 	case Add:
-		if t.State.Enabled {
+		if t.State.Enabled && !Interrupted(t, Add) {
 			return &StateError{fmt.Sprintf("pgpool %s already has TLS (ssl = on in %s %s): use `kubectl pgpool tls rotate %s` to re-issue its certificates, `kubectl pgpool tls change-issuer %s --issuer NAME` to move it to another issuer, or `kubectl pgpool tls remove %s` first", name, t.Config.Kind, t.Config.Name, t.Name, t.Name, t.Name)}
 		}
 		if err := conf.ValidateModes(r.SSLMode, r.AuthMode); err != nil {
@@ -125,8 +128,18 @@ func fits(t *pgpool.Target, r Request) error {
 		if r.SSLMode == "disable" {
 			return fmt.Errorf("--ssl-mode disable turns TLS off: use `kubectl pgpool tls remove %s` for that", t.Name)
 		}
+	case Remove:
+		if !t.State.Enabled && !Interrupted(t, Remove) {
+			return &StateError{fmt.Sprintf("pgpool %s has no TLS (ssl is off in %s %s): use `kubectl pgpool tls add %s --issuer NAME` first", name, t.Config.Kind, t.Config.Name, t.Name)}
+		}
 	default:
+		if Interrupted(t, Add) {
+			return &StateError{fmt.Sprintf("a tls add on pgpool %s did not finish (%s): run `kubectl pgpool tls add %s --issuer NAME` again to finish it, or `kubectl pgpool tls remove %s` to undo it", name, interruptedWhy(t, Add), t.Name, t.Name)}
+		}
 		if !t.State.Enabled {
+			if Interrupted(t, Remove) {
+				return &StateError{fmt.Sprintf("a tls remove on pgpool %s did not finish (%s): run `kubectl pgpool tls remove %s` again to finish it", name, interruptedWhy(t, Remove), t.Name)}
+			}
 			return &StateError{fmt.Sprintf("pgpool %s has no TLS (ssl is off in %s %s): use `kubectl pgpool tls add %s --issuer NAME` first", name, t.Config.Kind, t.Config.Name, t.Name)}
 		}
 	}
@@ -162,6 +175,42 @@ func fits(t *pgpool.Target, r Request) error {
 		}
 	}
 	return nil
+}
+
+// Interrupted reports whether an add or remove on t stopped part-way, so
+// that running it again finishes it: the config and the pod template
+// disagree (ssl on without the TLS volume, or off with it), or the
+// recorded last operation of that kind failed and the config is already
+// on its way.
+func Interrupted(t *pgpool.Target, op string) bool {
+	return interruptedWhy(t, op) != ""
+}
+
+func interruptedWhy(t *pgpool.Target, op string) string {
+	last := t.LastOperation()
+	switch op {
+	case Add:
+		if !t.State.Enabled {
+			return ""
+		}
+		if !t.State.VolumePresent {
+			return "ssl is on in the config, but the TLS volume is not mounted"
+		}
+		if last.Operation == Add && last.Result != "Succeeded" {
+			return "its last run ended with: " + last.Result + " " + last.Error
+		}
+	case Remove:
+		if t.State.Enabled {
+			return ""
+		}
+		if t.State.VolumePresent {
+			return "ssl is off in the config, but the TLS volume is still mounted"
+		}
+		if last.Operation == Remove && last.Result != "Succeeded" {
+			return "its last run ended with: " + last.Result + " " + last.Error
+		}
+	}
+	return ""
 }
 
 func orNone(s []string) string {
@@ -307,6 +356,9 @@ func (b *builder) waitCert(name string, afterRevision int) {
 }
 
 func (b *builder) patchConfig(pgpoolConf, hba, summary string) {
+	if pgpoolConf == b.t.Config.PgpoolConf && hba == b.t.Config.PoolHBA {
+		return // already done (a run that is resumed)
+	}
 	diff := ""
 	if d := conf.Diff(b.t.Config.PgpoolConf, pgpoolConf, 1); d != "" {
 		diff += "pgpool.conf:\n" + maskSecrets(d)

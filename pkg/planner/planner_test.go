@@ -346,3 +346,57 @@ func TestCertificatesOfOthers(t *testing.T) {
 		t.Fatalf("remove deletes %v; warnings %v", deleted, p.Warnings)
 	}
 }
+
+// An add or remove that stopped part-way is finished by running it again:
+// the plan says it is resuming and leaves out what is done; rotate and
+// change-issuer refuse a half-added pgpool and say which command finishes
+// it.
+func TestInterruptedOperationsResume(t *testing.T) {
+	// add stopped after the config patch: ssl on, no TLS volume.
+	tg := withTLS(t, fixture(t, "StatefulSet"))
+	tg.Template.Spec.Containers[0].VolumeMounts = tg.Template.Spec.Containers[0].VolumeMounts[:1]
+	tg.Template.Spec.Volumes = tg.Template.Spec.Volumes[:1]
+	tg.State.VolumePresent = false
+	p, err := Build(tg, seedAdd())
+	if err != nil {
+		t.Fatalf("add again: %v", err)
+	}
+	kinds := stepKinds(p)
+	if !strings.Contains(strings.Join(p.Warnings, "\n"), "resuming a tls add that did not finish (ssl is on in the config, but the TLS volume is not mounted)") ||
+		strings.Contains(kinds, "patch Secret") || !strings.Contains(kinds, "patch StatefulSet") || !strings.Contains(kinds, "evict Pod") {
+		t.Fatalf("resumed add: %s\n%v", kinds, p.Warnings)
+	}
+	for _, op := range []Request{{Operation: Rotate}, {Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}}} {
+		if _, err := Build(tg, op); err == nil || !strings.Contains(err.Error(), "a tls add on pgpool demo/pgpool did not finish") || !strings.Contains(err.Error(), "tls add pgpool --issuer NAME` again") {
+			t.Errorf("%s on a half-added pgpool: %v", op.Operation, err)
+		}
+	}
+	// remove stopped after the config patch: ssl off, TLS volume mounted.
+	tg = withTLS(t, fixture(t, "StatefulSet"))
+	rm, err := Build(tg, Request{Operation: Remove, Holder: "tester"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := configStep(t, rm, tg)
+	tg.Config.PgpoolConf, tg.Config.PoolHBA = c.Contents["pgpool.conf"], c.Contents["pool_hba.conf"]
+	tg.State.Enabled = false
+	p, err = Build(tg, Request{Operation: Remove, Holder: "tester"})
+	if err != nil {
+		t.Fatalf("remove again: %v", err)
+	}
+	kinds = stepKinds(p)
+	if strings.Contains(kinds, "patch Secret") || !strings.Contains(kinds, "patch StatefulSet") || !strings.Contains(kinds, "delete Certificate") {
+		t.Fatalf("resumed remove: %s", kinds)
+	}
+	if _, err := Build(tg, Request{Operation: Rotate}); err == nil || !strings.Contains(err.Error(), "a tls remove on pgpool demo/pgpool did not finish") {
+		t.Errorf("rotate on a half-removed pgpool: %v", err)
+	}
+}
+
+func stepKinds(p *plan.Plan) string {
+	var out []string
+	for _, s := range p.Steps {
+		out = append(out, string(s.Kind)+" "+s.Object.Kind)
+	}
+	return strings.Join(out, ", ")
+}

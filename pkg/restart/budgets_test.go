@@ -89,3 +89,25 @@ func TestCheckBudgets(t *testing.T) {
 		})
 	}
 }
+
+// A replacement pod that cannot start says why, so the roll stops at once
+// instead of at --timeout; one that is only slow does not.
+func TestStuck(t *testing.T) {
+	waiting := func(reason string) *corev1.Pod {
+		return &corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "pgpool",
+			State:                corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: "back-off 10s restarting failed container"}},
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 3, Reason: "Error"}}}}}}
+	}
+	for reason, stuck := range map[string]bool{"CrashLoopBackOff": true, "ImagePullBackOff": true, "CreateContainerConfigError": true, "ContainerCreating": false, "PodInitializing": false} {
+		got := Stuck(waiting(reason))
+		if (got != "") != stuck || (stuck && !strings.Contains(got, "container pgpool: "+reason)) {
+			t.Errorf("%s: %q", reason, got)
+		}
+	}
+	if got := Stuck(waiting("CrashLoopBackOff")); !strings.Contains(got, "last exit code 3 (Error)") {
+		t.Errorf("no exit code: %q", got)
+	}
+	if Stuck(&corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted"}}) == "" || Stuck(&corev1.Pod{}) != "" {
+		t.Error("phase")
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -116,8 +117,36 @@ func reason(err error) string {
 	return err.Error()
 }
 
+// Stuck says why a pod cannot start and will not by itself (a container
+// crash-looping, an image that cannot be pulled, a container config that
+// cannot be created, the pod failed), or "" while it may still become
+// Ready.
+func Stuck(p *corev1.Pod) string {
+	if p.Status.Phase == corev1.PodFailed {
+		return fmt.Sprintf("the pod failed (%s: %s)", p.Status.Reason, p.Status.Message)
+	}
+	statuses := append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...)
+	for _, c := range statuses {
+		w := c.State.Waiting
+		if w == nil {
+			continue
+		}
+		switch w.Reason {
+		case "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError":
+			msg := w.Message
+			if t := c.LastTerminationState.Terminated; t != nil {
+				msg = fmt.Sprintf("%s; last exit code %d (%s)", msg, t.ExitCode, t.Reason)
+			}
+			return fmt.Sprintf("container %s: %s: %s", c.Name, w.Reason, strings.TrimPrefix(msg, "; "))
+		}
+	}
+	return ""
+}
+
 // WaitReplaced waits, by watch, until the pod evicted as (name, uid) has a
-// Ready replacement, and returns it.
+// Ready replacement, and returns it. A replacement that cannot start
+// (Stuck) fails the wait at once, with the reason, instead of at the
+// deadline.
 func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, name string, uid types.UID, r Replacement, o Options) (*corev1.Pod, error) {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
@@ -161,6 +190,8 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 				say(fmt.Sprintf("pod %s is gone; waiting for its replacement", name))
 			case cur.UID == uid:
 				say(fmt.Sprintf("pod %s is terminating", name))
+			case Stuck(cur) != "":
+				return false, fmt.Errorf("replacement pod %s/%s cannot start: %s; the roll stops here (see `kubectl describe pod -n %s %s` and its logs)", ns, name, Stuck(cur), ns, name)
 			case !pgpool.PodReady(cur):
 				say(fmt.Sprintf("replacement pod %s created; waiting for it to be Ready", name))
 			default:
@@ -175,8 +206,11 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 			if p.UID == uid {
 				oldGone = false
 			}
-			if r.Owns != nil && !r.Owns(p) {
-				continue
+			if (r.Owns != nil && !r.Owns(p)) || p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+				continue // not the workload's, or terminal (an old Evicted pod)
+			}
+			if why := Stuck(p); why != "" && p.UID != uid && !r.Known[p.UID] {
+				return false, fmt.Errorf("replacement pod %s/%s cannot start: %s; the roll stops here (see `kubectl describe pod -n %s %s` and its logs)", ns, p.Name, why, ns, p.Name)
 			}
 			if pgpool.PodReady(p) {
 				readyPods++

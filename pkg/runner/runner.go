@@ -502,22 +502,13 @@ func (r *Runner) delete(ctx context.Context, s plan.Step) (string, error) {
 	return r.answer("deleted"), nil
 }
 
-// LastOperation is the value of the last-operation annotation.
-type LastOperation struct {
-	Operation string `json:"operation"`
-	Time      string `json:"time"`
-	Result    string `json:"result"`
-	Error     string `json:"error,omitempty"`
-	By        string `json:"by,omitempty"`
-}
-
 func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, failure error) (string, error) {
 	if r.held == nil && !r.ServerDryRun {
 		// This run did not get the lock (another run holds it and is
 		// changing the workload): there is nothing of ours to record.
 		return "not recorded: this run did not hold the lock", nil
 	}
-	lo := LastOperation{Operation: spec.Operation, Time: time.Now().UTC().Format(time.RFC3339), Result: "Succeeded", By: Holder()}
+	lo := pgpool.LastOperation{Operation: spec.Operation, Time: time.Now().UTC().Format(time.RFC3339), Result: "Succeeded", By: Holder()}
 	if failure != nil {
 		lo.Result, lo.Error = "Failed", failure.Error()
 	}

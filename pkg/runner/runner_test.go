@@ -103,7 +103,7 @@ func TestRecordOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, _ := f.Dynamic.Resource(pgpool.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
-	var lo LastOperation
+	var lo pgpool.LastOperation
 	_ = json.Unmarshal([]byte(u.GetAnnotations()[pgpool.AnnotationLastOperation]), &lo)
 	if lo.Result != "Failed" || lo.Error != "boom" || u.GetAnnotations()[pgpool.AnnotationTLS] != "" {
 		t.Fatalf("after a failure: %+v, annotations %v", lo, u.GetAnnotations())

@@ -27,7 +27,6 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
@@ -287,7 +286,7 @@ func checkUnlocked(t *testing.T, ns string) {
 func checkLastOperation(t *testing.T, ns string, l layout, op, result string) {
 	t.Helper()
 	w := l.workload(t, ns)
-	var lo runner.LastOperation
+	var lo pgpool.LastOperation
 	if err := json.Unmarshal([]byte(w.GetAnnotations()[pgpool.AnnotationLastOperation]), &lo); err != nil {
 		t.Fatalf("last-operation annotation: %v", err)
 	}
