@@ -117,6 +117,13 @@ func reason(err error) string {
 	return err.Error()
 }
 
+// StuckError is a replacement pod that cannot start.
+type StuckError struct{ Namespace, Pod, Why string }
+
+func (e *StuckError) Error() string {
+	return fmt.Sprintf("replacement pod %s/%s cannot start: %s; the roll stops here (see `kubectl describe pod -n %s %s` and its logs)", e.Namespace, e.Pod, e.Why, e.Namespace, e.Pod)
+}
+
 // Stuck says why a pod cannot start and will not by itself (a container
 // crash-looping, an image that cannot be pulled, a container config that
 // cannot be created, the pod failed), or "" while it may still become
@@ -191,7 +198,7 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 			case cur.UID == uid:
 				say(fmt.Sprintf("pod %s is terminating", name))
 			case Stuck(cur) != "":
-				return false, fmt.Errorf("replacement pod %s/%s cannot start: %s; the roll stops here (see `kubectl describe pod -n %s %s` and its logs)", ns, name, Stuck(cur), ns, name)
+				return false, &StuckError{Namespace: ns, Pod: name, Why: Stuck(cur)}
 			case !pgpool.PodReady(cur):
 				say(fmt.Sprintf("replacement pod %s created; waiting for it to be Ready", name))
 			default:
@@ -210,7 +217,7 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 				continue // not the workload's, or terminal (an old Evicted pod)
 			}
 			if why := Stuck(p); why != "" && p.UID != uid && !r.Known[p.UID] {
-				return false, fmt.Errorf("replacement pod %s/%s cannot start: %s; the roll stops here (see `kubectl describe pod -n %s %s` and its logs)", ns, p.Name, why, ns, p.Name)
+				return false, &StuckError{Namespace: ns, Pod: p.Name, Why: why}
 			}
 			if pgpool.PodReady(p) {
 				readyPods++
@@ -229,6 +236,10 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, waitErr(ctx, fmt.Sprintf("pod %s/%s to be replaced and Ready (last: %s)", ns, name, phase))
+		}
+		var se *StuckError
+		if errors.As(err, &se) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("watch pods in %s: %w", ns, err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
@@ -547,4 +548,40 @@ func caOf(ns, issuer string) string {
 		return ""
 	}
 	return string(s.Data["ca.crt"])
+}
+
+// A replacement pod that cannot start (its pgpool exits at once) stops the
+// roll within seconds with the reason, instead of after --timeout; the
+// pods not yet replaced keep running.
+func TestRollStopsAtAPodThatCannotStart(t *testing.T) {
+	ns := env.Namespace(t)
+	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
+	env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
+	ctx := testenv.Context(t, 2*time.Minute)
+	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	env.Apply(t, ns, env.Fixture(t, "kubedb-real.yaml"), 2)
+	env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
+	env.WaitPodsReady(t, ns, selector, 2, 3*time.Minute)
+	// OnDelete: the running pods keep the old template; a new pod crashes.
+	patch := []byte(`[{"op":"add","path":"/spec/template/spec/containers/0/command","value":["sh","-c","echo broken config; exit 3"]}]`)
+	if _, err := env.Kube.AppsV1().StatefulSets(ns).Patch(ctx, "pgpool", types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	_, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, "tls", "add", "pgpool", "--issuer", "pgpool-issuer",
+		"--backend-ca", "secret/pgpool-backend-cert", "--yes", "--timeout", "5m")
+	took := time.Since(t0)
+	if err == nil || !strings.Contains(err.Error(), "replacement pod "+ns+"/pgpool-1 cannot start: container pgpool: CrashLoopBackOff") || !strings.Contains(err.Error(), "last exit code 3") {
+		t.Fatalf("add with a replacement that cannot start: %v\n%s", err, errOut)
+	}
+	if took > 90*time.Second {
+		t.Fatalf("the roll took %s to notice (the step timeout is 5m)", took)
+	}
+	t.Logf("stopped after %s: %v", took.Round(time.Second), err)
+	p, err := env.Kube.CoreV1().Pods(ns).Get(testenv.Context(t, time.Minute), "pgpool-0", metav1.GetOptions{})
+	if err != nil || !podReady(p) {
+		t.Fatalf("pgpool-0, not yet replaced, is not Ready: %v", err)
+	}
 }
