@@ -204,6 +204,18 @@ func findPodsAndServices(ctx context.Context, c Clients, t *pgpool.Target) error
 // a pgpool without certificates.
 func findCertificates(ctx context.Context, c Clients, t *pgpool.Target) error {
 	t.Certificates = map[string]*cmapi.Certificate{}
+	t.CertSecrets = map[string]*metav1.ObjectMeta{}
+	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
+		s, err := c.Core.Secrets(t.Namespace).Get(ctx, n, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			m := s.ObjectMeta
+			t.CertSecrets[n] = &m
+		case apierrors.IsNotFound(err):
+		default:
+			return fmt.Errorf("get Secret %s/%s: %w", t.Namespace, n, err)
+		}
+	}
 	if c.CertManager == nil {
 		return nil
 	}

@@ -94,6 +94,9 @@ type Target struct {
 	Headless       string                        `json:"headlessService,omitempty"`
 	State          TLSState                      `json:"state"`
 	Certificates   map[string]*cmapi.Certificate `json:"-"`
+	// CertSecrets are the metadata of the Secrets NAME-server-cert and
+	// NAME-client-cert that exist (their data is not kept).
+	CertSecrets map[string]*metav1.ObjectMeta `json:"-"`
 	// Bundle is the CA bundle ConfigMap (tls.CABundleName), nil when there
 	// is none.
 	Bundle *corev1.ConfigMap `json:"-"`

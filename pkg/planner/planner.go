@@ -709,16 +709,19 @@ func (b *builder) remove() error {
 		// wrote, are deleted; anything else is someone else's.
 		for _, n := range []string{pgpool.ServerCertName(b.t.Name), pgpool.ClientCertName(b.t.Name)} {
 			c := b.t.Certificates[n]
-			switch {
-			case c == nil:
-				continue
-			case !tls.Ours(c, b.t.Name):
+			if c != nil && !tls.Ours(c, b.t.Name) {
 				b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("Certificate %s/%s was not created by kubectl-pgpool (no label %s=%s): it and its Secret are kept; delete them yourself if nothing else uses them", b.t.Namespace, n, tls.LabelManagedBy, tls.ManagerName))
 				continue
 			}
-			b.add1(plan.Step{Object: certObject(b.t, n), Description: "delete Certificate " + n, Spec: plan.DeleteSpec{}})
-			b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: b.t.Namespace, Name: c.Spec.SecretName},
-				Description: "delete its Secret " + c.Spec.SecretName + " (the private key goes with it)", Spec: plan.DeleteSpec{}})
+			secret := n
+			if c != nil {
+				b.add1(plan.Step{Object: certObject(b.t, n), Description: "delete Certificate " + n, Spec: plan.DeleteSpec{}})
+				secret = c.Spec.SecretName
+			} else if m := b.t.CertSecrets[n]; m == nil || !tls.Ours(m, b.t.Name) {
+				continue // no Certificate, and no Secret of ours left behind
+			}
+			b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: b.t.Namespace, Name: secret},
+				Description: "delete its Secret " + secret + " (the private key goes with it)", Spec: plan.DeleteSpec{}})
 		}
 	}
 	return nil

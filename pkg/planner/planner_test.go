@@ -391,6 +391,26 @@ func TestInterruptedOperationsResume(t *testing.T) {
 	if _, err := Build(tg, Request{Operation: Rotate}); err == nil || !strings.Contains(err.Error(), "a tls remove on pgpool demo/pgpool did not finish") {
 		t.Errorf("rotate on a half-removed pgpool: %v", err)
 	}
+	// remove stopped after it deleted the server Certificate: its Secret
+	// (ours by label) still goes; a Secret without our label stays.
+	tg.Template.Spec.Containers[0].VolumeMounts = tg.Template.Spec.Containers[0].VolumeMounts[:1]
+	tg.State.VolumePresent = false
+	tg.Annotations = map[string]string{pgpool.AnnotationLastOperation: `{"operation":"remove","result":"Failed","error":"interrupted"}`}
+	delete(tg.Certificates, "pgpool-server-cert")
+	ours := map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: "pgpool"}
+	tg.CertSecrets = map[string]*metav1.ObjectMeta{"pgpool-server-cert": {Name: "pgpool-server-cert", Labels: ours}}
+	p, err = Build(tg, Request{Operation: Remove, Holder: "tester"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kinds := stepKinds(p); !strings.Contains(kinds, "delete Secret, delete Certificate, delete Secret") {
+		t.Fatalf("remove after the Certificate went: %s", kinds)
+	}
+	tg.CertSecrets["pgpool-server-cert"].Labels = nil
+	p, _ = Build(tg, Request{Operation: Remove, Holder: "tester"})
+	if kinds := stepKinds(p); strings.Count(kinds, "delete Secret") != 1 {
+		t.Fatalf("a Secret that is not ours: %s", kinds)
+	}
 }
 
 func stepKinds(p *plan.Plan) string {

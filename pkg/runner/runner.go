@@ -472,7 +472,8 @@ func (r *Runner) delete(ctx context.Context, s plan.Step) (string, error) {
 		if gerr != nil {
 			return "", fmt.Errorf("get Secret %s/%s: %w", s.Object.Namespace, s.Object.Name, gerr)
 		}
-		if sec.Annotations[cmapi.CertificateNameKey] == "" || (sec.Annotations[cmapi.CertificateNameKey] != pgpool.ServerCertName(r.Target.Name) && sec.Annotations[cmapi.CertificateNameKey] != pgpool.ClientCertName(r.Target.Name)) {
+		byOurCert := sec.Annotations[cmapi.CertificateNameKey] != "" && (sec.Annotations[cmapi.CertificateNameKey] == pgpool.ServerCertName(r.Target.Name) || sec.Annotations[cmapi.CertificateNameKey] == pgpool.ClientCertName(r.Target.Name))
+		if !byOurCert && !tls.Ours(sec, r.Target.Name) {
 			return "", &tls.NotOursError{Kind: "Secret", Namespace: s.Object.Namespace, Name: s.Object.Name}
 		}
 		opts.Preconditions = &metav1.Preconditions{UID: &sec.UID}

@@ -111,6 +111,9 @@ func ServerCertificate(p Params, name string) *cmapi.Certificate {
 // certificate is a Certificate of pgpool with spec and the durations asked
 // for.
 func certificate(p Params, name string, spec cmapi.CertificateSpec) *cmapi.Certificate {
+	// The Secret carries the same labels, so that it is known as ours even
+	// after its Certificate is gone (a remove that stopped in between).
+	spec.SecretTemplate = &cmapi.CertificateSecretTemplate{Labels: map[string]string{LabelManagedBy: ManagerName, LabelInstance: p.Name}}
 	c := &cmapi.Certificate{
 		TypeMeta:   metav1.TypeMeta{APIVersion: cmapi.SchemeGroupVersion.String(), Kind: "Certificate"},
 		ObjectMeta: meta(p, name),

@@ -3,12 +3,15 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -113,4 +116,97 @@ func leftBehind(t *testing.T, ns string) {
 	if _, err := env.Kube.CoordinationV1().Leases(ns).Create(testenv.Context(t, time.Minute), l, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The crash test: add and remove are interrupted (as Ctrl-C) right after
+// each of their steps in turn, then the same command is run again; every
+// time it reaches the goal (config, volume, certificates, every pod
+// replaced, outcome recorded) with no manual step.
+func TestEveryStepBoundaryConverges(t *testing.T) {
+	l := layouts[0]
+	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert"}
+	remove := []string{"tls", "remove", "pgpool"}
+	for _, op := range []struct {
+		name string
+		args []string
+	}{{"add", add}, {"remove", remove}} {
+		steps := planLength(t, l, op.name == "remove", op.args)
+		// After step N-2 only the Always steps (record, unlock) are left,
+		// which run anyway: the last boundary with work after it is N-3.
+		for k := 1; k <= steps-3; k++ {
+			t.Run(fmt.Sprintf("%s/after-step-%d-of-%d", op.name, k, steps), func(t *testing.T) {
+				t.Parallel()
+				ns := setup(t, l, 1)
+				if op.name == "remove" {
+					if _, _, err := plugin(t, env.Kubeconfig, ns, append(add, "--yes")...); err != nil {
+						t.Fatal(err)
+					}
+				}
+				before := podUIDs(t, ns, l)
+				err := interrupted(t, ns, []string{fmt.Sprintf("[%d/%d]", k, steps), "done in"}, op.args...)
+				if cmd.ExitCode(err) != 130 {
+					t.Fatalf("the run was not interrupted after step %d: %v", k, err)
+				}
+				out, errOut, err := plugin(t, env.Kubeconfig, ns, append(op.args, "--yes")...)
+				if err != nil {
+					t.Fatalf("%s again after step %d: %v\n%s\n%s", op.name, k, err, out, errOut)
+				}
+				on := op.name == "add"
+				want := map[bool]string{true: "hostssl all all 0.0.0.0/0 cert", false: "host all all 0.0.0.0/0 md5"}[on]
+				checkConfig(t, ns, l, on, want)
+				checkVolume(t, ns, l, on)
+				checkLastOperation(t, ns, l, op.name, "Succeeded")
+				for u := range podUIDs(t, ns, l) {
+					if before[u] {
+						t.Fatalf("pod %s was not replaced", u)
+					}
+				}
+				crts, err := env.CertMgr.CertmanagerV1().Certificates(ns).List(testenv.Context(t, time.Minute), metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=kubectl-pgpool"})
+				if err != nil || (on && len(crts.Items) != 2) || (!on && len(crts.Items) != 0) {
+					t.Fatalf("Certificates of ours: %d, %v", len(crts.Items), err)
+				}
+				for _, n := range []string{"pgpool-server-cert", "pgpool-client-cert"} {
+					_, err := env.Kube.CoreV1().Secrets(ns).Get(testenv.Context(t, time.Minute), n, metav1.GetOptions{})
+					if on == apierrors.IsNotFound(err) {
+						t.Fatalf("Secret %s after %s: %v", n, op.name, err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// planLength counts the steps of the command's plan on a fresh pgpool (after
+// add, for remove).
+func planLength(t *testing.T, l layout, afterAdd bool, args []string) int {
+	t.Helper()
+	ns := setup(t, l, 1)
+	if afterAdd {
+		if _, _, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, _, err := plugin(t, env.Kubeconfig, ns, append(args, "--dry-run=client", "-o", "json")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Plan struct {
+			Steps []json.RawMessage `json:"steps"`
+		} `json:"plan"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Plan.Steps) < 5 {
+		t.Fatalf("plan: %v\n%s", err, out)
+	}
+	return len(doc.Plan.Steps)
+}
+
+func podUIDs(t *testing.T, ns string, l layout) map[string]bool {
+	t.Helper()
+	pods := env.WaitPodsReady(t, ns, l.selector, 1, 2*time.Minute)
+	out := map[string]bool{}
+	for _, p := range pods {
+		out[string(p.UID)] = true
+	}
+	return out
 }
