@@ -160,7 +160,7 @@ func fits(t *pgpool.Target, r Request) error {
 			}
 		}
 	}
-	if r.Operation == ChangeIssuer && t.State.Issuer.Name == r.Issuer.Name && tls.IssuerKind(t.State.Issuer.Kind) == tls.IssuerKind(r.Issuer.Kind) {
+	if r.Operation == ChangeIssuer && changeIssuerDone(t, r.Issuer) {
 		return &StateError{fmt.Sprintf("pgpool %s already uses %s %q: to re-issue from it use `kubectl pgpool tls rotate %s`", name, tls.IssuerKind(r.Issuer.Kind), r.Issuer.Name, t.Name)}
 	}
 	if !r.ApplyAlways {
@@ -211,6 +211,20 @@ func interruptedWhy(t *pgpool.Target, op string) string {
 		}
 	}
 	return ""
+}
+
+// onIssuer reports whether Certificate n of t names issuer.
+func onIssuer(t *pgpool.Target, n string, issuer pgpool.IssuerRef) bool {
+	c := t.Certificates[n]
+	return c != nil && c.Spec.IssuerRef.Name == issuer.Name && tls.IssuerKind(c.Spec.IssuerRef.Kind) == tls.IssuerKind(issuer.Kind)
+}
+
+// changeIssuerDone reports whether both Certificates are on issuer and no
+// change-issuer to it stopped part-way (which running it again finishes).
+func changeIssuerDone(t *pgpool.Target, issuer pgpool.IssuerRef) bool {
+	last := t.LastOperation()
+	return onIssuer(t, pgpool.ServerCertName(t.Name), issuer) && onIssuer(t, pgpool.ClientCertName(t.Name), issuer) &&
+		(last.Operation != ChangeIssuer || last.Result == "Succeeded")
 }
 
 func orNone(s []string) string {
@@ -678,11 +692,32 @@ func (b *builder) changeIssuer() {
 			Spec:        plan.CertificatePatchSpec{Patch: patch}})
 		b.waitCert(n, tls.Revision(b.t.Certificates[n]))
 	}
-	move(server, "")
-	b.writeBundle(b.r.CurrentCA)
+	previous := b.r.CurrentCA
+	if onIssuer(b.t, server, b.r.Issuer) {
+		// Resuming: the server Certificate moved already, so ca.crt is the
+		// new CA; the old one is in the bundle the stopped run wrote.
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls change-issuer that did not finish: Certificate %s is already on %s %q", server, tls.IssuerKind(b.r.Issuer.Kind), b.r.Issuer.Name))
+		b.waitCert(server, 0)
+		previous = nil
+		if b.t.Bundle != nil {
+			if p := b.t.Bundle.Data[tls.PreviousCAKey]; len(tls.Subjects([]byte(p))) > 0 {
+				previous = []byte(p)
+			} else if ic := b.t.Bundle.Data[tls.IssuerCAKey]; ic != string(b.r.CurrentCA) {
+				previous = []byte(ic)
+			}
+		}
+		if previous == nil {
+			b.p.Warnings = append(b.p.Warnings, "the previous issuer's CA is no longer known (no CA bundle holds it): client certificates it signed may be refused by the restarted pods")
+		}
+	} else {
+		move(server, "")
+	}
+	b.writeBundle(previous)
 	changed := b.upgradeVolume()
 	b.roll(changed)
-	move(client, ", now that every pod trusts both CAs")
+	if !onIssuer(b.t, client, b.r.Issuer) {
+		move(client, ", now that every pod trusts both CAs")
+	}
 	b.verify("on")
 }
 

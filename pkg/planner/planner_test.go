@@ -420,3 +420,35 @@ func stepKinds(p *plan.Plan) string {
 	}
 	return strings.Join(out, ", ")
 }
+
+// A change-issuer that stopped after moving the server Certificate is
+// finished by running it again: the server is not moved twice, the old CA
+// comes from the bundle the stopped run wrote, the client moves after the
+// roll. Once both moved and the last run succeeded, it is refused.
+func TestChangeIssuerResumes(t *testing.T) {
+	tg := withTLS(t, fixture(t, "StatefulSet"))
+	tg.Certificates["pgpool-server-cert"].Spec.IssuerRef.Name = "pp-new-issuer"
+	tg.Bundle = &corev1.ConfigMap{Data: map[string]string{"issuer-ca.pem": testCA}}
+	tg.BundleOurs = true
+	p, err := Build(tg, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester", CurrentCA: []byte("new")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := stepKinds(p)
+	if strings.Count(kinds, "patch Certificate") != 1 || !strings.Contains(strings.Join(p.Warnings, "\n"), "resuming a tls change-issuer") {
+		t.Fatalf("resumed change-issuer: %s\n%v", kinds, p.Warnings)
+	}
+	for _, s := range p.Steps {
+		if b, ok := s.Spec.(plan.ApplyBundleSpec); ok && string(b.PreviousCA) != testCA {
+			t.Fatalf("the old CA is not kept: %q", b.PreviousCA)
+		}
+	}
+	tg.Certificates["pgpool-client-cert"].Spec.IssuerRef.Name = "pp-new-issuer"
+	if _, err := Build(tg, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}}); err == nil || !strings.Contains(err.Error(), "already uses Issuer") {
+		t.Fatalf("both moved: %v", err)
+	}
+	tg.Annotations = map[string]string{pgpool.AnnotationLastOperation: `{"operation":"change-issuer","result":"Failed"}`}
+	if _, err := Build(tg, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"}); err != nil {
+		t.Fatalf("both moved, last run failed (pods may not be rolled): %v", err)
+	}
+}

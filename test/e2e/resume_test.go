@@ -118,31 +118,41 @@ func leftBehind(t *testing.T, ns string) {
 	}
 }
 
-// The crash test: add and remove are interrupted (as Ctrl-C) right after
-// each of their steps in turn, then the same command is run again; every
-// time it reaches the goal (config, volume, certificates, every pod
-// replaced, outcome recorded) with no manual step.
+// The crash test: add, rotate, change-issuer and remove are interrupted (as
+// Ctrl-C) right after each of their steps in turn, then the same command is
+// run again; every time it reaches the goal (config, volume, certificates
+// and their issuer, every pod replaced, outcome recorded) with no manual
+// step.
 func TestEveryStepBoundaryConverges(t *testing.T) {
 	l := layouts[0]
 	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert"}
-	remove := []string{"tls", "remove", "pgpool"}
 	for _, op := range []struct {
-		name string
-		args []string
-	}{{"add", add}, {"remove", remove}} {
-		steps := planLength(t, l, op.name == "remove", op.args)
+		name     string
+		args     []string
+		afterAdd bool
+	}{
+		{"add", add, false},
+		{"rotate", []string{"tls", "rotate", "pgpool"}, true},
+		{"change-issuer", []string{"tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer"}, true},
+		{"remove", []string{"tls", "remove", "pgpool"}, true},
+	} {
+		steps := planLength(t, l, op.afterAdd, op.args)
 		// After step N-2 only the Always steps (record, unlock) are left,
 		// which run anyway: the last boundary with work after it is N-3.
 		for k := 1; k <= steps-3; k++ {
 			t.Run(fmt.Sprintf("%s/after-step-%d-of-%d", op.name, k, steps), func(t *testing.T) {
 				t.Parallel()
 				ns := setup(t, l, 1)
-				if op.name == "remove" {
+				if op.afterAdd {
 					if _, _, err := plugin(t, env.Kubeconfig, ns, append(add, "--yes")...); err != nil {
 						t.Fatal(err)
 					}
 				}
 				before := podUIDs(t, ns, l)
+				var revs map[string]int
+				if op.afterAdd {
+					revs = revisions(t, ns)
+				}
 				err := interrupted(t, ns, []string{fmt.Sprintf("[%d/%d]", k, steps), "done in"}, op.args...)
 				if cmd.ExitCode(err) != 130 {
 					t.Fatalf("the run was not interrupted after step %d: %v", k, err)
@@ -151,7 +161,7 @@ func TestEveryStepBoundaryConverges(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s again after step %d: %v\n%s\n%s", op.name, k, err, out, errOut)
 				}
-				on := op.name == "add"
+				on := op.name != "remove"
 				want := map[bool]string{true: "hostssl all all 0.0.0.0/0 cert", false: "host all all 0.0.0.0/0 md5"}[on]
 				checkConfig(t, ns, l, on, want)
 				checkVolume(t, ns, l, on)
@@ -161,12 +171,21 @@ func TestEveryStepBoundaryConverges(t *testing.T) {
 						t.Fatalf("pod %s was not replaced", u)
 					}
 				}
-				crts, err := env.CertMgr.CertmanagerV1().Certificates(ns).List(testenv.Context(t, time.Minute), metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=kubectl-pgpool"})
+				ctx := testenv.Context(t, time.Minute)
+				crts, err := env.CertMgr.CertmanagerV1().Certificates(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=kubectl-pgpool"})
 				if err != nil || (on && len(crts.Items) != 2) || (!on && len(crts.Items) != 0) {
 					t.Fatalf("Certificates of ours: %d, %v", len(crts.Items), err)
 				}
+				for _, c := range crts.Items {
+					if op.name == "change-issuer" && c.Spec.IssuerRef.Name != "pp-new-issuer" {
+						t.Fatalf("Certificate %s is on %s after change-issuer", c.Name, c.Spec.IssuerRef.Name)
+					}
+					if (op.name == "rotate" || op.name == "change-issuer") && revisions(t, ns)[c.Name] <= revs[c.Name] {
+						t.Fatalf("Certificate %s was not re-issued (revision %d)", c.Name, revs[c.Name])
+					}
+				}
 				for _, n := range []string{"pgpool-server-cert", "pgpool-client-cert"} {
-					_, err := env.Kube.CoreV1().Secrets(ns).Get(testenv.Context(t, time.Minute), n, metav1.GetOptions{})
+					_, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, n, metav1.GetOptions{})
 					if on == apierrors.IsNotFound(err) {
 						t.Fatalf("Secret %s after %s: %v", n, op.name, err)
 					}
