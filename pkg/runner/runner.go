@@ -457,48 +457,43 @@ func mounted(u *unstructured.Unstructured, path string) bool {
 }
 
 func (r *Runner) delete(ctx context.Context, s plan.Step) (string, error) {
+	ns, name := s.Object.Namespace, s.Object.Name
 	opts := metav1.DeleteOptions{DryRun: r.dryRun()}
+	var obj metav1.Object
+	var del func(context.Context, string, metav1.DeleteOptions) error
 	var err error
 	switch s.Object.Kind {
 	case "Certificate":
-		err = r.Clients.CertManager.Certificates(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
+		del = r.Clients.CertManager.Certificates(ns).Delete
 	case "Secret":
-		// Only a Secret that our Certificate wrote: cert-manager names its
-		// Certificate in an annotation.
-		sec, gerr := r.Clients.Core.Secrets(s.Object.Namespace).Get(ctx, s.Object.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(gerr) {
-			return "already gone", nil
-		}
-		if gerr != nil {
-			return "", fmt.Errorf("get Secret %s/%s: %w", s.Object.Namespace, s.Object.Name, gerr)
-		}
-		byOurCert := sec.Annotations[cmapi.CertificateNameKey] != "" && (sec.Annotations[cmapi.CertificateNameKey] == pgpool.ServerCertName(r.Target.Name) || sec.Annotations[cmapi.CertificateNameKey] == pgpool.ClientCertName(r.Target.Name))
-		if !byOurCert && !tls.Ours(sec, r.Target.Name) {
-			return "", &tls.NotOursError{Kind: "Secret", Namespace: s.Object.Namespace, Name: s.Object.Name}
-		}
-		opts.Preconditions = &metav1.Preconditions{UID: &sec.UID}
-		err = r.Clients.Core.Secrets(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
+		obj, err = r.Clients.Core.Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		del = r.Clients.Core.Secrets(ns).Delete
 	case "ConfigMap":
-		cm, gerr := r.Clients.Core.ConfigMaps(s.Object.Namespace).Get(ctx, s.Object.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(gerr) {
-			return "already gone", nil
-		}
-		if gerr != nil {
-			return "", fmt.Errorf("get ConfigMap %s/%s: %w", s.Object.Namespace, s.Object.Name, gerr)
-		}
-		if !tls.Ours(cm, r.Target.Name) {
-			return "", &tls.NotOursError{Kind: "ConfigMap", Namespace: s.Object.Namespace, Name: s.Object.Name}
-		}
-		opts.Preconditions = &metav1.Preconditions{UID: &cm.UID}
-		err = r.Clients.Core.ConfigMaps(s.Object.Namespace).Delete(ctx, s.Object.Name, opts)
+		obj, err = r.Clients.Core.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+		del = r.Clients.Core.ConfigMaps(ns).Delete
 	default:
 		return "", fmt.Errorf("cannot delete a %s", s.Object.Kind)
+	}
+	if err == nil && obj != nil {
+		// Only what is ours: our label, or (a Secret) written by our
+		// Certificate, as cert-manager's annotation says; and only the
+		// object just checked (UID precondition).
+		cert := obj.GetAnnotations()[cmapi.CertificateNameKey]
+		byOurCert := s.Object.Kind == "Secret" && cert != "" && (cert == pgpool.ServerCertName(r.Target.Name) || cert == pgpool.ClientCertName(r.Target.Name))
+		if !byOurCert && !tls.Ours(obj, r.Target.Name) {
+			return "", &tls.NotOursError{Kind: s.Object.Kind, Namespace: ns, Name: name}
+		}
+		uid := obj.GetUID()
+		opts.Preconditions = &metav1.Preconditions{UID: &uid}
+	}
+	if err == nil {
+		err = del(ctx, name, opts)
 	}
 	if apierrors.IsNotFound(err) {
 		return "already gone", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("delete %s %s/%s: %w", s.Object.Kind, s.Object.Namespace, s.Object.Name, err)
+		return "", fmt.Errorf("delete %s %s/%s: %w", s.Object.Kind, ns, name, err)
 	}
 	return r.answer("deleted"), nil
 }

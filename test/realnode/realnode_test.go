@@ -264,17 +264,7 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 	}
 	for _, replicas := range []int{1, 3} {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
-			ns := env.Namespace(t)
-			env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
-			env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
-			ctx := testenv.Context(t, 2*time.Minute)
-			if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
-				t.Fatal(err)
-			}
-			env.Apply(t, ns, env.Fixture(t, "kubedb-real.yaml"), replicas)
-			env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
-			env.WaitIssuerReady(t, ctx, ns, "pp-new-issuer")
-			env.WaitPodsReady(t, ns, selector, replicas, 3*time.Minute)
+			ns := realPgpool(t, replicas)
 
 			// The backend serves TLS from its own CA: without that CA, add
 			// refuses in preflight and writes nothing.
@@ -554,16 +544,8 @@ func caOf(ns, issuer string) string {
 // roll within seconds with the reason, instead of after --timeout; the
 // pods not yet replaced keep running.
 func TestRollStopsAtAPodThatCannotStart(t *testing.T) {
-	ns := env.Namespace(t)
-	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
-	env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
+	ns := realPgpool(t, 2)
 	ctx := testenv.Context(t, 2*time.Minute)
-	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	env.Apply(t, ns, env.Fixture(t, "kubedb-real.yaml"), 2)
-	env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
-	env.WaitPodsReady(t, ns, selector, 2, 3*time.Minute)
 	// OnDelete: the running pods keep the old template; a new pod crashes.
 	patch := []byte(`[{"op":"add","path":"/spec/template/spec/containers/0/command","value":["sh","-c","echo broken config; exit 3"]}]`)
 	if _, err := env.Kube.AppsV1().StatefulSets(ns).Patch(ctx, "pgpool", types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
@@ -584,4 +566,23 @@ func TestRollStopsAtAPodThatCannotStart(t *testing.T) {
 	if err != nil || !podReady(p) {
 		t.Fatalf("pgpool-0, not yet replaced, is not Ready: %v", err)
 	}
+}
+
+// realPgpool makes a namespace with the seed's issuers, a backend that
+// serves TLS from its own CA, and the KubeDB-layout pgpool on the real node
+// with replicas Ready pods.
+func realPgpool(t *testing.T, replicas int) string {
+	t.Helper()
+	ns := env.Namespace(t)
+	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
+	env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
+	ctx := testenv.Context(t, 2*time.Minute)
+	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	env.Apply(t, ns, env.Fixture(t, "kubedb-real.yaml"), replicas)
+	env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
+	env.WaitIssuerReady(t, ctx, ns, "pp-new-issuer")
+	env.WaitPodsReady(t, ns, selector, replicas, 3*time.Minute)
+	return ns
 }
