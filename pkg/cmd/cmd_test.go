@@ -211,20 +211,26 @@ func discoverFake(t *testing.T, c *cluster) *pgpool.Target {
 	return tg
 }
 
-// A 403 while reading the Certificates is reported as it is, not taken for
-// a pgpool without certificates.
+// A 403 or a 5xx while reading the Certificates is reported as it is, not
+// taken for a pgpool without certificates.
 func TestCertificateReadErrorsAreNotSwallowed(t *testing.T) {
-	c := newCluster(t)
-	c.CertManager.PrependReactor("get", "certificates", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "cert-manager.io", Resource: "certificates"}, "pgpool-server-cert", errors.New("no"))
-	})
-	o := addOptions(c)
-	err := runAdd(t, o)
-	if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "get Certificate demo/pgpool-server-cert") {
-		t.Fatalf("got %v", err)
-	}
-	if !strings.Contains(Explain(err), "RBAC section of the README") {
-		t.Fatalf("explanation: %s", Explain(err))
+	for _, fail := range []error{
+		apierrors.NewForbidden(schema.GroupResource{Group: "cert-manager.io", Resource: "certificates"}, "pgpool-server-cert", errors.New("no")),
+		apierrors.NewInternalError(errors.New("etcdserver: request timed out")),
+	} {
+		c := newCluster(t)
+		c.CertManager.PrependReactor("get", "certificates", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, fail })
+		o := addOptions(c)
+		err := runAdd(t, o)
+		if err == nil || !strings.Contains(err.Error(), "get Certificate demo/pgpool-server-cert") || !strings.Contains(err.Error(), fail.Error()) {
+			t.Fatalf("%v: got %v", fail, err)
+		}
+		if apierrors.IsForbidden(fail) && !strings.Contains(Explain(err), "RBAC section of the README") {
+			t.Fatalf("explanation: %s", Explain(err))
+		}
+		if w := c.Writes(); len(w) != 0 {
+			t.Fatalf("wrote: %v", w)
+		}
 	}
 }
 

@@ -42,12 +42,14 @@ type WaitCertificateSpec struct {
 	AfterRevision int `json:"afterRevision"`
 }
 
-// ConfigPatchSpec writes new contents of the config ConfigMap or Secret,
-// with the resourceVersion that was read as a precondition. Contents may
-// hold passwords and are never printed.
+// ConfigPatchSpec writes the new pgpool.conf and pool_hba.conf into the
+// config ConfigMap or Secret, with the resourceVersion that was read as a
+// precondition. The files may hold passwords and are never printed (the
+// step's Diff shows the change, with password values masked).
 type ConfigPatchSpec struct {
-	ResourceVersion string            `json:"resourceVersion"`
-	Contents        map[string]string `json:"-"`
+	ResourceVersion string `json:"resourceVersion"`
+	PgpoolConf      string `json:"-"`
+	PoolHBA         string `json:"-"`
 }
 
 // WorkloadPatchSpec patches the workload's pod template: a JSON patch whose

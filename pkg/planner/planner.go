@@ -385,7 +385,7 @@ func (b *builder) patchConfig(pgpoolConf, hba, summary string) {
 		Description: summary,
 		Diff:        diff,
 		Spec: plan.ConfigPatchSpec{ResourceVersion: b.t.Config.ResourceVersion,
-			Contents: map[string]string{"pgpool.conf": pgpoolConf, "pool_hba.conf": hba}},
+			PgpoolConf: pgpoolConf, PoolHBA: hba},
 	})
 }
 

@@ -65,7 +65,7 @@ func withTLS(t *testing.T, tg *pgpool.Target) *pgpool.Target {
 	}
 	for _, s := range p.Steps {
 		if c, ok := s.Spec.(plan.ConfigPatchSpec); ok {
-			tg.Config.PgpoolConf, tg.Config.PoolHBA = c.Contents["pgpool.conf"], c.Contents["pool_hba.conf"]
+			tg.Config.PgpoolConf, tg.Config.PoolHBA = c.PgpoolConf, c.PoolHBA
 		}
 	}
 	tg.State = pgpool.TLSState{Enabled: true, SSLMode: "require", AuthMode: "cert", Issuer: pgpool.IssuerRef{Name: "pgpool-issuer", Kind: "Issuer"}, VolumePresent: true}
@@ -214,10 +214,10 @@ func TestAddEnforcesPoolHBA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := configStep(t, p, tg).Contents["pgpool.conf"]; got != orig {
+	if got := configStep(t, p, tg).PgpoolConf; got != orig {
 		t.Fatalf("remove did not restore pgpool.conf:\n%s", conf.Diff(orig, got, 1))
 	}
-	if got := configStep(t, p, tg).Contents["pool_hba.conf"]; got != readConf(t, "kubedb-pool_hba.conf") {
+	if got := configStep(t, p, tg).PoolHBA; got != readConf(t, "kubedb-pool_hba.conf") {
 		t.Fatalf("remove did not restore pool_hba.conf:\n%s", got)
 	}
 }
@@ -378,7 +378,7 @@ func TestInterruptedOperationsResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := configStep(t, rm, tg)
-	tg.Config.PgpoolConf, tg.Config.PoolHBA = c.Contents["pgpool.conf"], c.Contents["pool_hba.conf"]
+	tg.Config.PgpoolConf, tg.Config.PoolHBA = c.PgpoolConf, c.PoolHBA
 	tg.State.Enabled = false
 	p, err = Build(tg, Request{Operation: Remove, Holder: "tester"})
 	if err != nil {

@@ -1,7 +1,10 @@
 // Package runner carries out plan steps against the API server: it is the
 // plan.Runner that turns each typed step into Kubernetes calls (server-side
 // apply of Certificates, patches with resourceVersion preconditions,
-// evictions, watches), honouring --dry-run=server and the per-step timeout.
+// evictions, watches, the lock), honouring --dry-run=server and the per-step
+// timeout. It does not decide what to do (the planner does), never changes
+// or deletes an object that is not the plugin's, and prints nothing
+// (progress leaves through the report callback).
 package runner
 
 import (
@@ -206,7 +209,7 @@ func (r *Runner) patchConfig(ctx context.Context, s plan.Step, spec plan.ConfigP
 	ns, name := s.Object.Namespace, s.Object.Name
 	opts := metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}
 	data := map[string]string{}
-	for k, v := range spec.Contents {
+	for k, v := range map[string]string{"pgpool.conf": spec.PgpoolConf, "pool_hba.conf": spec.PoolHBA} {
 		if s.Object.Kind == "Secret" {
 			v = base64.StdEncoding.EncodeToString([]byte(v))
 		}

@@ -56,7 +56,7 @@ func TestConfigPatchConflict(t *testing.T) {
 		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, "pgpool-config", errors.New("the object has been modified"))
 	})
 	_, err := run(f, plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: "demo", Name: "pgpool-config"},
-		Spec: plan.ConfigPatchSpec{ResourceVersion: "1", Contents: map[string]string{"pgpool.conf": "ssl = on\n"}}}, nil)
+		Spec: plan.ConfigPatchSpec{ResourceVersion: "1", PgpoolConf: "ssl = on\n"}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "Secret demo/pgpool-config changed since it was read: run the command again") {
 		t.Fatalf("got %v", err)
 	}

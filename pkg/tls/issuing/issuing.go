@@ -1,7 +1,8 @@
 // Package issuing talks to cert-manager for pgpool's certificates:
 // triggering a re-issue the way `cmctl renew` does, waiting by watch for a
 // Certificate's new revision to be Ready, and checking that an issuer is
-// Ready. The desired objects themselves are pkg/tls's.
+// Ready. The desired objects themselves are pkg/tls's; this package never
+// creates or deletes anything.
 package issuing
 
 import (
