@@ -507,6 +507,13 @@ func (b *builder) writeBundle(previous []byte) {
 		}
 	}
 	if s := tls.Subjects(backend); len(s) > 0 {
+		auth := b.r.AuthMode
+		if b.r.Operation != Add {
+			auth = b.t.State.AuthMode
+		}
+		if auth == "cert" {
+			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pgpool reads one CA file both to verify its backends and to verify client certificates: with cert auth, a client certificate signed by the backend's CA (%s) is accepted too, as the user its CN names; use a backend CA that signs nothing for other clients", strings.Join(s, "; ")))
+		}
 		desc += ", then the backends' CAs"
 		if len(b.r.BackendCASources) > 0 {
 			desc += " from " + strings.Join(b.r.BackendCASources, ", ")

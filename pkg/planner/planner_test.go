@@ -452,3 +452,17 @@ func TestChangeIssuerResumes(t *testing.T) {
 		t.Fatalf("both moved, last run failed (pods may not be rolled): %v", err)
 	}
 }
+
+// A backend CA in the bundle is trusted for client certificates too (one
+// file in pgpool): with cert auth the plan says so.
+func TestBackendCAWithCertAuthWarns(t *testing.T) {
+	r := seedAdd()
+	r.BackendCA = []byte(testCA)
+	p, err := Build(fixture(t, "StatefulSet"), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(p.Warnings, "\n"), "a client certificate signed by the backend's CA (CN=old-ca) is accepted too") {
+		t.Fatalf("warnings: %v", p.Warnings)
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -138,6 +140,9 @@ func TestBackendWithTLS(t *testing.T) {
 		}
 	}
 	checkLogin("add", keyPair(t, certs), certs.CA)
+	// pgpool has one CA file: a client certificate the backend's CA signed
+	// is accepted for cert auth too (the plan warns about it).
+	checkLogin("client certificate from the backend's CA", backendClient(t, ns), certs.CA)
 	ca, crt, key := files(t, certs)
 	if out, ok := psql(t, fmt.Sprintf("host=localhost port=%d dbname=postgres user=postgres sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s", pg.Port, ca, crt, key), ""); !ok {
 		t.Fatalf("psql after add: %s", out)
@@ -177,6 +182,32 @@ func TestBackendWithTLS(t *testing.T) {
 		t.Fatal("the old client certificate still logs in after the old CA left the bundle")
 	}
 	checkLogin("after the old CA left", keyPair(t, moved), moved.CA)
+}
+
+// backendClient issues a client certificate CN=postgres from the
+// backend's issuer.
+func backendClient(t *testing.T, ns string) *cryptotls.Certificate {
+	t.Helper()
+	ctx := testenv.Context(t, 2*time.Minute)
+	c := &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Name: "backend-ca-client", Namespace: ns},
+		Spec: cmapi.CertificateSpec{SecretName: "backend-ca-client", CommonName: "postgres",
+			Usages:    []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageClientAuth},
+			IssuerRef: cmmeta.IssuerReference{Name: "backend-issuer", Kind: "Issuer", Group: "cert-manager.io"}}}
+	if _, err := env.CertMgr.CertmanagerV1().Certificates(ns).Create(ctx, c, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, c.Name, 0, time.Time{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, c.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := cryptotls.X509KeyPair(s.Data["tls.crt"], s.Data["tls.key"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kp
 }
 
 func readFile(t *testing.T, path string) []byte {

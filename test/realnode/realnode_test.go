@@ -490,9 +490,7 @@ func loginsDuring(t *testing.T, ns string, oldClient *cryptotls.Certificate, old
 					case err == nil:
 						ll.ok[name]++
 					case ctx.Err() != nil:
-					case errors.As(err, &pe), strings.Contains(err.Error(), "certificate"), strings.Contains(err.Error(), "tls: "):
-						// pgpool refused the login or the certificate (a pod
-						// that goes away breaks the connection instead).
+					case refused(err, &pe):
 						ll.failures = append(ll.failures, fmt.Sprintf("%s on pod %s: %v", name, p.Name, err))
 					}
 				}
@@ -500,6 +498,18 @@ func loginsDuring(t *testing.T, ns string, oldClient *cryptotls.Certificate, old
 		}
 	}()
 	return ll
+}
+
+// refused tells a refusal of the login or the certificate (an
+// authentication error, SQLSTATE class 28, "authentication failed", or a
+// TLS certificate alert) from a pod that goes away under the login (the
+// eviction: its pgpool and backend shut down, "unable to read data from DB
+// node", a reset connection), which is not the change's fault.
+func refused(err error, pe **pgconn.PgError) bool {
+	if errors.As(err, pe) {
+		return strings.HasPrefix((*pe).Code, "28") || strings.Contains((*pe).Message, "authentication failed") || strings.Contains((*pe).Message, "certificate")
+	}
+	return strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "tls: ")
 }
 
 // stop ends the loop and fails the test on any refusal; both certificates
