@@ -117,9 +117,12 @@ func WaitReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns, name
 // a fresh failure from one left before the change.
 const clockSkew = 5 * time.Second
 
-// IssuerReady checks that the issuer exists and is Ready.
+// IssuerReady checks that the issuer exists, is Ready, and can give pgpool
+// a CA: an ACME issuer writes no ca.crt, and pgpool needs one (ssl_ca_cert)
+// to verify client certificates and its backends.
 func IssuerReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns string, ref cmmeta.IssuerReference) error {
 	var conds []cmapi.IssuerCondition
+	var spec cmapi.IssuerSpec
 	switch ref.Kind {
 	case "ClusterIssuer":
 		ci, err := cm.ClusterIssuers().Get(ctx, ref.Name, metav1.GetOptions{})
@@ -128,7 +131,7 @@ func IssuerReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns str
 		} else if err != nil {
 			return fmt.Errorf("get ClusterIssuer %s: %w", ref.Name, err)
 		}
-		conds = ci.Status.Conditions
+		conds, spec = ci.Status.Conditions, ci.Spec
 	default:
 		is, err := cm.Issuers(ns).Get(ctx, ref.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -136,7 +139,10 @@ func IssuerReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns str
 		} else if err != nil {
 			return fmt.Errorf("get Issuer %s/%s: %w", ns, ref.Name, err)
 		}
-		conds = is.Status.Conditions
+		conds, spec = is.Status.Conditions, is.Spec
+	}
+	if spec.ACME != nil {
+		return fmt.Errorf("%s %q is an ACME issuer, which writes no ca.crt into the Secret: pgpool needs its issuer's CA (ssl_ca_cert) to verify client certificates and its backends; use a CA, Vault or self-signed issuer; nothing was changed", tls.IssuerKind(ref.Kind), ref.Name)
 	}
 	for _, c := range conds {
 		if c.Type == cmapi.IssuerConditionReady {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	cmacme "github.com/cert-manager/cert-manager/pkg/apis/acme/v1"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	cmfake "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/fake"
@@ -86,5 +87,22 @@ func TestWaitReadyStaleAndFreshFailures(t *testing.T) {
 	_, err := WaitReady(ctx, cm.CertmanagerV1(), "demo", "pgpool-server-cert", 1, start, nil)
 	if err == nil || !strings.Contains(err.Error(), "cert-manager failed to issue Certificate demo/pgpool-server-cert: the issuer is broken") {
 		t.Fatalf("a fresh failure: %v", err)
+	}
+}
+
+// An issuer that publishes no CA (ACME) is refused before any write; a
+// Ready CA issuer passes.
+func TestIssuerReady(t *testing.T) {
+	ready := cmapi.IssuerStatus{Conditions: []cmapi.IssuerCondition{{Type: cmapi.IssuerConditionReady, Status: cmmeta.ConditionTrue}}}
+	cm := cmfake.NewClientset(
+		&cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Name: "letsencrypt", Namespace: "demo"}, Status: ready,
+			Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{ACME: &cmacme.ACMEIssuer{Server: "https://127.0.0.1:1/directory"}}}},
+		&cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Name: "ca", Namespace: "demo"}, Status: ready,
+			Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "ca"}}}})
+	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "letsencrypt"}); err == nil || !strings.Contains(err.Error(), "is an ACME issuer, which writes no ca.crt") {
+		t.Fatalf("ACME: %v", err)
+	}
+	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "ca"}); err != nil {
+		t.Fatalf("CA issuer: %v", err)
 	}
 }
