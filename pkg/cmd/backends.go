@@ -33,38 +33,57 @@ type BackendStatus struct {
 	Detail  string `json:"detail,omitempty"`
 }
 
-// readCAs reads --backend-ca sources: secret/NAME[/KEY] or
-// configmap/NAME[/KEY] in the pgpool's namespace (KEY defaults to ca.crt).
+// caRef is one --backend-ca source: secret/NAME[/KEY] or
+// configmap/NAME[/KEY] (KEY defaults to ca.crt).
+type caRef struct {
+	secret    bool
+	name, key string
+}
+
+// parseCARef parses a --backend-ca source (no I/O: Validate uses it too).
+func parseCARef(ref string) (caRef, error) {
+	f := strings.Split(ref, "/")
+	if len(f) < 2 || len(f) > 3 || f[1] == "" {
+		return caRef{}, UsageError{fmt.Errorf("--backend-ca %q: use secret/NAME[/KEY] or configmap/NAME[/KEY]", ref)}
+	}
+	r := caRef{name: f[1], key: "ca.crt"}
+	if len(f) == 3 {
+		r.key = f[2]
+	}
+	switch strings.ToLower(f[0]) {
+	case "secret", "secrets":
+		r.secret = true
+	case "configmap", "configmaps", "cm":
+	default:
+		return caRef{}, UsageError{fmt.Errorf("--backend-ca %q: the kind must be secret or configmap", ref)}
+	}
+	return r, nil
+}
+
+// readCAs reads the --backend-ca sources in the pgpool's namespace.
 func (o *connection) readCAs(ctx context.Context, ns string, refs []string) ([]byte, error) {
 	var parts [][]byte
 	for _, ref := range refs {
-		f := strings.Split(ref, "/")
-		if len(f) < 2 || len(f) > 3 {
-			return nil, UsageError{fmt.Errorf("--backend-ca %q: use secret/NAME[/KEY] or configmap/NAME[/KEY]", ref)}
-		}
-		key := "ca.crt"
-		if len(f) == 3 {
-			key = f[2]
+		r, err := parseCARef(ref)
+		if err != nil {
+			return nil, err
 		}
 		var data []byte
-		switch strings.ToLower(f[0]) {
-		case "secret", "secrets":
-			s, err := o.Clients.Core.Secrets(ns).Get(ctx, f[1], metav1.GetOptions{})
+		if r.secret {
+			s, err := o.Clients.Core.Secrets(ns).Get(ctx, r.name, metav1.GetOptions{})
 			if err != nil {
-				return nil, fmt.Errorf("--backend-ca %s: get Secret %s/%s: %w", ref, ns, f[1], err)
+				return nil, fmt.Errorf("--backend-ca %s: get Secret %s/%s: %w", ref, ns, r.name, err)
 			}
-			data = s.Data[key]
-		case "configmap", "configmaps", "cm":
-			c, err := o.Clients.Core.ConfigMaps(ns).Get(ctx, f[1], metav1.GetOptions{})
+			data = s.Data[r.key]
+		} else {
+			c, err := o.Clients.Core.ConfigMaps(ns).Get(ctx, r.name, metav1.GetOptions{})
 			if err != nil {
-				return nil, fmt.Errorf("--backend-ca %s: get ConfigMap %s/%s: %w", ref, ns, f[1], err)
+				return nil, fmt.Errorf("--backend-ca %s: get ConfigMap %s/%s: %w", ref, ns, r.name, err)
 			}
-			data = []byte(c.Data[key])
-		default:
-			return nil, UsageError{fmt.Errorf("--backend-ca %q: the kind must be secret or configmap", ref)}
+			data = []byte(c.Data[r.key])
 		}
 		if len(tls.Subjects(data)) == 0 {
-			return nil, fmt.Errorf("--backend-ca %s: key %q holds no PEM certificate", ref, key)
+			return nil, fmt.Errorf("--backend-ca %s: key %q holds no PEM certificate", ref, r.key)
 		}
 		parts = append(parts, data)
 	}
@@ -187,7 +206,7 @@ func (o *connection) backendPod(ctx context.Context, t *pgpool.Target, b conf.Ba
 	}
 	found := false
 	for i := range pods.Items {
-		if isReady(&pods.Items[i]) {
+		if pgpool.PodReady(&pods.Items[i]) {
 			chosen, found = pods.Items[i], true
 			break
 		}
@@ -216,12 +235,10 @@ func (o *connection) backendPod(ctx context.Context, t *pgpool.Target, b conf.Ba
 	return chosen.Name, port, ns, ""
 }
 
-func isReady(p *corev1.Pod) bool { return pgpool.PodReady(p) }
-
 // backendProblems turns untrusted TLS backends into the preflight error
 // (nothing has been written yet), naming the backend, its issuer and the
 // flag that fixes it.
-func backendProblems(t *pgpool.Target, bs []BackendStatus) error {
+func backendProblems(bs []BackendStatus) error {
 	var msgs []string
 	for _, b := range bs {
 		if b.Check == "tls-untrusted" {

@@ -127,14 +127,8 @@ func (o *OperationOptions) Validate() error {
 		return UsageError{fmt.Errorf("--timeout must be positive")}
 	}
 	for _, ref := range o.BackendCA {
-		f := strings.Split(ref, "/")
-		if len(f) < 2 || len(f) > 3 || f[1] == "" {
-			return UsageError{fmt.Errorf("--backend-ca %q: use secret/NAME[/KEY] or configmap/NAME[/KEY]", ref)}
-		}
-		switch strings.ToLower(f[0]) {
-		case "secret", "secrets", "configmap", "configmaps", "cm":
-		default:
-			return UsageError{fmt.Errorf("--backend-ca %q: the kind must be secret or configmap", ref)}
+		if _, err := parseCARef(ref); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -320,24 +314,12 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 		}
 	}
 	var warnings []string
-	lease, err := o.Clients.Coordination.Leases(t.Namespace).Get(ctx, planner.LeaseName(t.Name), metav1.GetOptions{})
-	switch {
-	case err == nil:
-		expired, at := runner.LockExpired(lease, time.Now())
-		holder := "an unknown holder"
-		if lease.Spec.HolderIdentity != nil {
-			holder = *lease.Spec.HolderIdentity
-		}
-		switch {
-		case expired:
-			warnings = append(warnings, fmt.Sprintf("the lock Lease %s/%s of %s expired at %s (that run stopped renewing it: it was killed or lost its connection); this run takes it over and finishes the job from what the cluster holds now", t.Namespace, lease.Name, holder, at.UTC().Format(time.RFC3339)))
-		case o.ForceUnlock:
-			warnings = append(warnings, fmt.Sprintf("--force-unlock: this run takes the lock Lease %s/%s from %s, which still renewed it at %s; if that run is alive, both will change this pgpool", t.Namespace, lease.Name, holder, at.Add(-runner.LockDuration).UTC().Format(time.RFC3339)))
-		default:
-			return nil, login, runner.LockHeldError(ctx, o.Clients.Coordination, t.Namespace, planner.LeaseName(t.Name))
-		}
-	case !apierrors.IsNotFound(err):
-		return nil, login, fmt.Errorf("check the lock Lease %s/%s: %w", t.Namespace, planner.LeaseName(t.Name), err)
+	notice, err := runner.CheckLock(ctx, o.Clients.Coordination, t.Namespace, planner.LeaseName(t.Name), o.ForceUnlock)
+	if err != nil {
+		return nil, login, err
+	}
+	if notice != "" {
+		warnings = append(warnings, notice)
 	}
 	if o.VerifyLogin != "" {
 		s, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, o.VerifyLogin, metav1.GetOptions{})
@@ -364,10 +346,7 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 	}
 	// The CAs pgpool will read: the issuer's, the previous one (kept during
 	// change-issuer), the backends'.
-	backendCA := req.BackendCA
-	if backendCA == nil && t.Bundle != nil {
-		backendCA = []byte(t.Bundle.Data[tls.BackendCAKey])
-	}
+	backendCA := planner.BackendCAs(t, *req)
 	issuerCA := req.CurrentCA
 	if req.Operation == planner.Add || req.Operation == planner.ChangeIssuer {
 		issuerCA = o.issuerCA(ctx, t.Namespace, req.Issuer)
@@ -386,7 +365,7 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 		}
 		warnings = append(warnings, fmt.Sprintf("backend %d (%s:%d) not checked for TLS: %s", b.Index, b.Host, b.Port, b.Detail))
 	}
-	if err := backendProblems(t, backends); err != nil {
+	if err := backendProblems(backends); err != nil {
 		return nil, login, err
 	}
 	return warnings, login, nil

@@ -172,6 +172,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 // at all (a kwok node has no kubelet to port-forward), the rest are skipped.
 func (o *StatusOptions) probe(ctx context.Context, t *pgpool.Target, pods []PodStatus) {
 	dial := verify.PortForwardDialer(o.Clients.Config, o.Clients.Core, t.Namespace, t.Port())
+	want, wantErr := verify.Expectation(ctx, o.Clients.Core, t.Namespace, t.Name, t.State.Enabled)
 	unreachable := ""
 	for i := range pods {
 		p := &pods[i]
@@ -179,9 +180,12 @@ func (o *StatusOptions) probe(ctx context.Context, t *pgpool.Target, pods []PodS
 			p.Check, p.Detail = "skipped", "pod "+unreachable+" could not be reached"
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, o.Timeout)
-		s, err := verify.Pod(pctx, dial, o.Clients.Core, t.Namespace, t.Name, p.Name, t.State.Enabled)
-		cancel()
+		s, err := (*verify.Served)(nil), wantErr
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, o.Timeout)
+			s, err = verify.Check(pctx, dial, p.Name, want)
+			cancel()
+		}
 		p.Served = s
 		var de *verify.DialError
 		var me *verify.MismatchError

@@ -75,8 +75,9 @@ type StateError struct{ Msg string }
 
 func (e *StateError) Error() string { return e.Msg }
 
-// lockDuration is how long a dead run's lock lasts (runner.LockDuration).
-const lockDuration = "60s"
+// LockDuration is how long the lock of a run that stopped renewing it (it
+// was killed) lasts before the next run takes it over.
+const LockDuration = 60 * time.Second
 
 // LeaseName is the lock's Lease.
 func LeaseName(pgpool string) string { return pgpool + "-kubectl-pgpool-lock" }
@@ -257,7 +258,7 @@ func certObject(t *pgpool.Target, name string) plan.Object {
 func (b *builder) lock() {
 	b.add1(plan.Step{
 		Object:      plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
-		Description: fmt.Sprintf("take the kubectl-pgpool lock on %s (no other operation may run until it is released; renewed while this runs, it expires %s after a run dies)", b.t, lockDuration),
+		Description: fmt.Sprintf("take the kubectl-pgpool lock on %s (no other operation may run until it is released; renewed while this runs, it expires %.0fs after a run dies)", b.t, LockDuration.Seconds()),
 		Spec:        plan.LockSpec{Holder: b.r.Holder, Operation: b.r.Operation, Force: b.r.ForceUnlock},
 	})
 }
@@ -490,14 +491,20 @@ func (b *builder) upgradeVolume() bool {
 	return false
 }
 
+// BackendCAs are the backends' CAs pgpool will trust: those of
+// --backend-ca, else those the CA bundle holds today.
+func BackendCAs(t *pgpool.Target, r Request) []byte {
+	if r.BackendCA == nil && t.Bundle != nil {
+		return []byte(t.Bundle.Data[tls.BackendCAKey])
+	}
+	return r.BackendCA
+}
+
 // writeBundle writes the CA bundle pgpool reads as ssl_ca_cert: the
 // issuer's CA (ca.crt of the server Secret, read when the step runs), then
 // previous (a CA clients and backends may still use), then the backends'.
 func (b *builder) writeBundle(previous []byte) {
-	backend := b.r.BackendCA
-	if backend == nil && b.t.Bundle != nil {
-		backend = []byte(b.t.Bundle.Data[tls.BackendCAKey])
-	}
+	backend := BackendCAs(b.t, b.r)
 	desc := fmt.Sprintf("write the CA bundle pgpool reads as ssl_ca_cert (for client certificates and its backends): first the issuer's CA (ca.crt of Secret %s)", pgpool.ServerCertName(b.t.Name))
 	var diff strings.Builder
 	if s := tls.Subjects(previous); len(s) > 0 {

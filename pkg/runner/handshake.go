@@ -19,13 +19,31 @@ func (r *Runner) dialer() verify.Dialer {
 	return verify.PortForwardDialer(r.Clients.Config, r.Clients.Core, r.Target.Namespace, r.Target.Port())
 }
 
+// expectation is what the pods must serve, read from the TLS Secrets once
+// per step (every pod of a step is checked against the same Secrets).
+func (r *Runner) expectation(ctx context.Context, tlsOn bool) (verify.Expect, error) {
+	if r.want != nil && r.want.TLS == tlsOn {
+		return *r.want, nil
+	}
+	want, err := verify.Expectation(ctx, r.Clients.Core, r.Target.Namespace, r.Target.Name, tlsOn)
+	if err != nil {
+		return want, err
+	}
+	r.want = &want
+	return want, nil
+}
+
 // checkPod proves by a handshake what one pod serves. A pod that cannot be
 // reached at all is reported once and skipped, unless --verify=required.
 func (r *Runner) checkPod(ctx context.Context, pod string, tlsOn bool, report func(string)) (string, error) {
 	if r.Verify == VerifyOff || r.verifyUnavailable {
 		return "", nil
 	}
-	s, err := verify.Pod(ctx, r.dialer(), r.Clients.Core, r.Target.Namespace, r.Target.Name, pod, tlsOn)
+	want, err := r.expectation(ctx, tlsOn)
+	if err != nil {
+		return "", err
+	}
+	s, err := verify.Check(ctx, r.dialer(), pod, want)
 	var de *verify.DialError
 	if errors.As(err, &de) {
 		if r.Verify == VerifyRequired {

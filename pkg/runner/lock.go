@@ -14,19 +14,18 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
 
 // The lock is a Lease with the semantics of client-go's leader election
 // (resourcelock.LeaseLock): a holder identity, a duration, a renew time the
 // holder moves forward while it works. A holder that stops renewing (killed,
-// its terminal closed) loses the lock after LockDuration, and the next run
+// its terminal closed) loses the lock after planner.LockDuration, and the next run
 // takes it over.
 const (
-	// LockDuration is how long a lock stays held after its last renewal.
-	LockDuration = 60 * time.Second
 	// lockRenew is how often a running operation renews its lock.
-	lockRenew = LockDuration / 3
+	lockRenew = planner.LockDuration / 3
 	// annotationOperation names the operation that holds the lock.
 	annotationOperation = "kubectl-pgpool.io/operation"
 )
@@ -51,7 +50,7 @@ func LockExpired(l *coordinationv1.Lease, now time.Time) (bool, time.Time) {
 	if l.Spec.RenewTime != nil {
 		last = l.Spec.RenewTime.Time
 	}
-	d := LockDuration
+	d := planner.LockDuration
 	if l.Spec.LeaseDurationSeconds != nil {
 		d = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
 	}
@@ -61,7 +60,7 @@ func LockExpired(l *coordinationv1.Lease, now time.Time) (bool, time.Time) {
 func (r *Runner) lock(ctx context.Context, s plan.Step, spec plan.LockSpec) (string, error) {
 	ns, name := s.Object.Namespace, s.Object.Name
 	now := metav1.NewMicroTime(time.Now())
-	secs := int32(LockDuration / time.Second)
+	secs := int32(planner.LockDuration / time.Second)
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
 			Labels:      map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: r.Target.Name},
@@ -207,11 +206,23 @@ func lockHeld(l *coordinationv1.Lease) error {
 		l.Annotations[annotationOperation], holderOf(l), since, l.Namespace, l.Name, at.UTC().Format(time.RFC3339), time.Until(at).Round(time.Second), l.Namespace, l.Name)
 }
 
-// LockHeldError describes who holds the lock, for the preflight.
-func LockHeldError(ctx context.Context, c coordinationv1client.CoordinationV1Interface, ns, name string) error {
+// CheckLock is the preflight's look at the lock: nothing to say when it is
+// free; a notice when it expired (its run died) or --force-unlock takes it;
+// the lockHeld error otherwise.
+func CheckLock(ctx context.Context, c coordinationv1client.CoordinationV1Interface, ns, name string, force bool) (string, error) {
 	l, err := c.Leases(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("another kubectl-pgpool operation holds the lock (Lease %s/%s)", ns, name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("check the lock Lease %s/%s: %w", ns, name, err)
 	}
-	return lockHeld(l)
+	expired, at := LockExpired(l, time.Now())
+	switch {
+	case expired:
+		return fmt.Sprintf("the lock Lease %s/%s of %s expired at %s (that run stopped renewing it: it was killed or lost its connection); this run takes it over and finishes the job from what the cluster holds now", ns, name, holderOf(l), at.UTC().Format(time.RFC3339)), nil
+	case force:
+		return fmt.Sprintf("--force-unlock: this run takes the lock Lease %s/%s from %s, whose lock would expire at %s; if that run is alive, both will change this pgpool", ns, name, holderOf(l), at.UTC().Format(time.RFC3339)), nil
+	}
+	return "", lockHeld(l)
 }

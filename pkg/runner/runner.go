@@ -76,6 +76,9 @@ type Runner struct {
 
 	held              *lockState
 	verifyUnavailable bool
+	// want caches the expectation read from the TLS Secrets for the step
+	// that runs (reset for every step: the Secrets change between steps).
+	want *verify.Expect
 }
 
 var _ plan.Runner = (*Runner)(nil)
@@ -95,6 +98,7 @@ func (r *Runner) Run(ctx context.Context, s plan.Step, failure error, report fun
 	}
 	stepCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	r.want = nil
 	msg, err := r.run(stepCtx, s, failure, report)
 	switch {
 	case err == nil:
@@ -624,7 +628,7 @@ func (r *Runner) loginPod(ctx context.Context, pod string, tlsOn bool, how strin
 	if l.Database == "" {
 		l.Database = "postgres"
 	}
-	want, err := verify.Expectation(ctx, r.Clients.Core, r.Target.Namespace, r.Target.Name, tlsOn)
+	want, err := r.expectation(ctx, tlsOn)
 	if err != nil {
 		return "", err
 	}

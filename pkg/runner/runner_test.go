@@ -19,6 +19,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/testfiles"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
 
@@ -199,7 +200,7 @@ func TestLock(t *testing.T) {
 	}
 	// alice stops renewing (killed): after the duration, bob takes it over.
 	l, _ := f.Core.CoordinationV1().Leases("demo").Get(context.Background(), lease.Name, metav1.GetOptions{})
-	past := metav1.NewMicroTime(time.Now().Add(-2 * LockDuration))
+	past := metav1.NewMicroTime(time.Now().Add(-2 * planner.LockDuration))
 	l.Spec.RenewTime = &past
 	if _, err := f.Core.CoordinationV1().Leases("demo").Update(context.Background(), l, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)

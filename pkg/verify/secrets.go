@@ -40,16 +40,3 @@ func Expectation(ctx context.Context, core corev1client.CoreV1Interface, ns, nam
 	}
 	return want, nil
 }
-
-// Pod proves by a handshake what one pod of the pgpool serves, compared
-// with its Secrets (tlsOn) or expecting no TLS: the check behind `tls
-// status` and the roll. The errors are DialError (the pod cannot be
-// reached), MismatchError (it serves something else), or a Secret that
-// cannot be read.
-func Pod(ctx context.Context, dial Dialer, core corev1client.CoreV1Interface, ns, name, pod string, tlsOn bool) (*Served, error) {
-	want, err := Expectation(ctx, core, ns, name, tlsOn)
-	if err != nil {
-		return nil, err
-	}
-	return Check(ctx, dial, pod, want)
-}
