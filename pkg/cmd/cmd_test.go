@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	fakediscovery "k8s.io/client-go/discovery/fake"
@@ -26,6 +27,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
@@ -306,5 +308,61 @@ func TestInterrupted(t *testing.T) {
 	var out strings.Builder
 	if ok, err := confirm(ctx, r, &out, "Apply? [y/N] "); ok || !errors.Is(err, plan.ErrInterrupted) {
 		t.Fatalf("confirm after Ctrl-C: %v %v", ok, err)
+	}
+}
+
+// Backends are reached as pgpool reaches them: a Service name in any of its
+// forms through a Ready pod of the Service and the port it targets (by
+// number or by name), a headless pod name through that pod, loopback
+// through a pgpool pod; anything else is reported as not checked.
+func TestBackendPod(t *testing.T) {
+	c := newCluster(t)
+	ready := corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	pg := func(name, ns string, isReady bool) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "pg"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "pg", Ports: []corev1.ContainerPort{{Name: "postgres", ContainerPort: 5433}}}}}}
+		if isReady {
+			p.Status = ready
+		}
+		return p
+	}
+	svc := func(name, ns string, target intstr.IntOrString) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "pg"}, Ports: []corev1.ServicePort{{Port: 5432, TargetPort: target}}}}
+	}
+	nobody := svc("nobody", "demo", intstr.FromInt32(1))
+	nobody.Spec.Selector = map[string]string{"app": "none"}
+	for _, o := range []runtime.Object{
+		nobody, pg("pg-0", "db", false), pg("pg-1", "db", true), svc("ha-postgres", "db", intstr.FromString("postgres")),
+		pg("pg-2", "demo", true), svc("local-pg", "demo", intstr.FromInt32(6000)),
+	} {
+		if err := c.Core.Tracker().Add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := addOptions(c)
+	if err := o.Complete([]string{"pgpool"}); err != nil {
+		t.Fatal(err)
+	}
+	tg := discoverFake(t, c)
+	for _, tc := range []struct {
+		host         string
+		pod, ns, why string
+		port         int
+	}{
+		{"ha-postgres.db.svc.cluster.local", "pg-1", "db", "", 5433}, // named targetPort, the Ready pod
+		{"ha-postgres.db", "pg-1", "db", "", 5433},
+		{"pg-0.ha-postgres.db.svc", "pg-0", "db", "", 5432}, // a pod under a headless Service: its own port
+		{"local-pg", "pg-2", "demo", "", 6000},              // short name: the pgpool's namespace
+		{"127.0.0.1", "pgpool-0", "demo", "", 5432},         // loopback: through a pgpool pod
+		{"nobody", "", "", "has no Ready pod", 0},
+		{"missing.db.svc", "", "", "no Service db/missing", 0},
+		{"10.0.0.7", "", "", "an IP address", 0},
+		{"/var/run/postgresql", "", "", "a Unix socket", 0},
+	} {
+		pod, port, ns, why := o.backendPod(context.Background(), tg, conf.Backend{Host: tc.host, Port: 5432})
+		if pod != tc.pod || ns != tc.ns || port != tc.port || (tc.why != "" && !strings.Contains(why, tc.why)) {
+			t.Errorf("%s: got pod %q ns %q port %d (%s)", tc.host, pod, ns, port, why)
+		}
 	}
 }
