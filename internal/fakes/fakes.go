@@ -15,6 +15,8 @@ import (
 	dynfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 )
 
 // Cluster is a set of fake clientsets.
@@ -37,7 +39,9 @@ func New(core, certManager, workloadObjs []runtime.Object) *Cluster {
 	c := &Cluster{
 		Core:        fake.NewClientset(core...),
 		CertManager: cmfake.NewClientset(certManager...),
-		Dynamic:     dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), workloads, workloadObjs...),
+		Dynamic: dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+			pgpool.StatefulSets: "StatefulSetList", pgpool.Deployments: "DeploymentList", pgpool.PetSets: "PetSetList",
+		}, workloadObjs...),
 	}
 	n := 0
 	c.Core.PrependReactor("create", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
