@@ -26,13 +26,6 @@ type Cluster struct {
 	Dynamic     *dynfake.FakeDynamicClient
 }
 
-// Workloads are the workload resources the dynamic fake lists.
-var workloads = map[schema.GroupVersionResource]string{
-	{Group: "apps", Version: "v1", Resource: "statefulsets"}:             "StatefulSetList",
-	{Group: "apps", Version: "v1", Resource: "deployments"}:              "DeploymentList",
-	{Group: "apps.k8s.appscode.com", Version: "v1", Resource: "petsets"}: "PetSetList",
-}
-
 // New returns fakes over core objects, cert-manager objects and workloads
 // (unstructured, for the dynamic client).
 func New(core, certManager, workloadObjs []runtime.Object) *Cluster {
