@@ -60,6 +60,8 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 			add(crt("create"), crt("patch")) // server-side apply creates it the first time
 		case plan.ApplyBundleSpec:
 			add(core("configmaps", "create"), core("configmaps", "patch"))
+		case plan.BackupSpec:
+			add(core("secrets", "create"), core("secrets", "patch"))
 		case plan.TriggerSpec:
 			add(access{"cert-manager.io", "certificates", "status", "update"})
 		case plan.WaitCertificateSpec:
@@ -87,6 +89,9 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 			}
 		case plan.RecordSpec:
 			add(wl("patch"), core("events", "create"))
+			if spec.BackupDone {
+				add(core("secrets", "patch"))
+			}
 		}
 	}
 	if verifyRequired || login {

@@ -64,11 +64,14 @@ type OperationOptions struct {
 	BackendCA []string
 	// ForceUnlock takes the lock from another run (--force-unlock).
 	ForceUnlock bool
+	// OnFailure is what happens when a step fails after the first change:
+	// "rollback" (restore the backup) or "stop".
+	OnFailure string
 }
 
 // newOperationOptions are the shared options of a mutating command.
 func newOperationOptions(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) OperationOptions {
-	return OperationOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}}
+	return OperationOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, OnFailure: "rollback"}
 }
 
 func (o *OperationOptions) addFlags(c *cobra.Command) {
@@ -118,6 +121,7 @@ func (o *OperationOptions) Validate() error {
 		{"--output", o.Output, "text json yaml"},
 		{"--apply", o.Apply, "IfReady Always"},
 		{"--verify", o.Verify, "true false required"},
+		{"--on-failure", o.OnFailure, "rollback stop"},
 	} {
 		if err := oneOf(c.flag, c.value, c.choices); err != nil {
 			return err
@@ -173,33 +177,61 @@ type outputDoc struct {
 	Result *plan.Result `json:"result,omitempty"`
 }
 
-// run is discover -> preflight -> plan -> print -> confirm -> execute -> result.
+// addOnFailureFlag adds --on-failure (the four operations; not rollback).
+func (o *OperationOptions) addOnFailureFlag(c *cobra.Command) {
+	c.Flags().StringVar(&o.OnFailure, "on-failure", o.OnFailure, `when a step fails after the first change: "rollback" (restore the backup taken before it and restart the pods already changed, so every pod runs one config) or "stop" (leave it for you: run the command again to finish, or tls rollback to undo)`)
+}
+
+// run carries out the operation; when a step fails after the first change
+// it rolls back (--on-failure=rollback) or stops and says how to go on.
 func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
+	changed, err := o.execute(ctx, req, true)
+	if err == nil || !changed || req.Operation == planner.Rollback || o.DryRun != "none" {
+		return err
+	}
+	undo := fmt.Sprintf("kubectl pgpool tls rollback %s -n %s", o.Name, o.Namespace)
+	if errors.Is(err, plan.ErrInterrupted) || o.OnFailure == "stop" {
+		return fmt.Errorf("%w\nstopped part-way: run the same command again to finish it, or `%s` to undo it", err, undo)
+	}
+	fmt.Fprintf(o.ErrOut, "tls %s failed: %v\nrolling back to the state before it (--on-failure=rollback)\n", req.Operation, err)
+	if o.Output == "yaml" {
+		fmt.Fprintln(o.Out, "---")
+	}
+	if _, rerr := o.execute(ctx, planner.Request{Operation: planner.Rollback}, false); rerr != nil {
+		return fmt.Errorf("%w\nthe rollback failed too: %v\nfix that, then run `%s` again", err, rerr, undo)
+	}
+	return fmt.Errorf("%w\nrolled back: the config, the TLS volume and the certificates are as they were before tls %s, and every pod changed since was restarted onto them; fix the cause, then run the command again", err, req.Operation)
+}
+
+// execute is discover -> preflight -> plan -> print -> confirm -> execute
+// -> result. changed: a step after the backup changed the cluster.
+func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask bool) (changed bool, err error) {
 	t, err := discover.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
 	if err != nil {
-		return err
+		return false, err
 	}
 	warnings, login, err := o.preflight(ctx, t, &req)
 	if err != nil {
-		return err
+		return false, err
 	}
 	req.ApplyAlways = o.Apply == "Always"
 	req.Holder = runner.Holder()
 	req.ForceUnlock = o.ForceUnlock
+	req.Now = time.Now()
 	if req.Operation == planner.Rotate || req.Operation == planner.Remove {
 		req.Issuer = t.State.Issuer
 	}
 	p, err := planner.Build(t, req)
 	if err != nil {
-		return err
+		return false, err
 	}
 	p.Warnings = append(p.Warnings, warnings...)
 	if err := o.checkAccess(ctx, t, p); err != nil {
-		return err
+		return false, err
 	}
-	if p.Restart == "evict" {
+	if p.Restart == "evict" && req.Operation != planner.Rollback {
 		if err := o.checkBudgets(ctx, t); err != nil {
-			return err
+			return false, err
 		}
 	}
 	color := !o.NoColor && os.Getenv("NO_COLOR") == ""
@@ -207,15 +239,15 @@ func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
 		ui.RenderPlan(o.Out, p, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)), o.DryRun)
 	}
 	if o.DryRun == "client" {
-		return printDoc(o.Out, o.Output, outputDoc{DryRun: o.DryRun, Plan: p})
+		return false, printDoc(o.Out, o.Output, outputDoc{DryRun: o.DryRun, Plan: p})
 	}
-	if o.DryRun == "none" && !o.Yes && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
+	if ask && o.DryRun == "none" && !o.Yes && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
 		ok, err := confirm(ctx, o.In, o.ErrOut, fmt.Sprintf("Apply this plan to %s? [y/N] ", t))
 		if errors.Is(err, plan.ErrInterrupted) {
-			return fmt.Errorf("%w at the prompt: nothing was changed", err)
+			return false, fmt.Errorf("%w at the prompt: nothing was changed", err)
 		}
 		if err != nil || !ok {
-			return fmt.Errorf("cancelled: nothing was changed")
+			return false, fmt.Errorf("cancelled: nothing was changed")
 		}
 	}
 	live := color && ui.IsTerminal(o.ErrOut)
@@ -233,9 +265,28 @@ func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
 		}
 	}
 	if err := printDoc(o.Out, o.Output, outputDoc{DryRun: o.DryRun, Plan: p, Result: res}); err != nil {
-		return err
+		return false, err
 	}
-	return execErr
+	return changedAfterBackup(res, t.Name), execErr
+}
+
+// changedAfterBackup reports whether a step that changes the pgpool (not
+// the lock, the backup or the record) succeeded.
+func changedAfterBackup(res *plan.Result, name string) bool {
+	for _, s := range res.Steps {
+		if s.Status != "succeeded" || !s.Kind.Writes() {
+			continue
+		}
+		switch s.Kind {
+		case plan.Lock, plan.Unlock, plan.Record:
+			continue
+		}
+		if s.Object.Kind == "Secret" && s.Object.Name == pgpool.BackupName(name) {
+			continue
+		}
+		return true
+	}
+	return false
 }
 
 // printDoc writes d as JSON or YAML when -o asks for it (text is printed
@@ -332,7 +383,7 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 		}
 		req.Login = "password"
 	}
-	if req.Operation == planner.Remove {
+	if req.Operation == planner.Remove || req.Operation == planner.Rollback {
 		return warnings, login, nil
 	}
 	if len(o.BackendCA) > 0 {

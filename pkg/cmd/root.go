@@ -68,13 +68,14 @@ restarting one pod at a time through the Eviction API.`,
 func newTLSCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "tls",
-		Short: "Add, rotate, change the issuer of, remove or inspect TLS of a pgpool",
+		Short: "Add, rotate, change the issuer of, remove, roll back or inspect TLS of a pgpool",
 	}
 	c.AddCommand(
 		newAddCmd(streams, flags),
 		newRotateCmd(streams, flags),
 		newChangeIssuerCmd(streams, flags),
 		newRemoveCmd(streams, flags),
+		newRollbackCmd(streams, flags),
 		newStatusCmd(streams, flags),
 	)
 	return c

@@ -55,6 +55,7 @@ func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 		RunE:              runE(o),
 	}
 	o.addFlags(c)
+	o.addOnFailureFlag(c)
 	c.Flags().StringVar(&o.Issuer, "issuer", "", "cert-manager issuer that signs the certificates (required)")
 	c.Flags().StringVar(&o.IssuerKind, "issuer-kind", o.IssuerKind, "Issuer or ClusterIssuer")
 	c.Flags().StringVar(&o.SSLMode, "ssl-mode", o.SSLMode, "disable, allow, prefer, require, verify-ca or verify-full (see the README's table)")
@@ -173,6 +174,7 @@ certificate by itself (tls status shows every pod as a mismatch),
 		RunE:              runE(o),
 	}
 	o.addFlags(c)
+	o.addOnFailureFlag(c)
 	c.Flags().BoolVar(&o.Reissue, "reissue", true, "re-issue the certificates first; false only restarts the pods so that they load what the Secrets hold")
 	c.Flags().BoolVar(&o.KeepPreviousCA, "keep-previous-ca", false, "keep the previous issuer's CA (from change-issuer) in the CA bundle, so client certificates it signed still log in")
 	addBackendCAFlag(c, &o.OperationOptions)
@@ -195,6 +197,7 @@ func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericcliopt
 		RunE:              runE(o),
 	}
 	o.addFlags(c)
+	o.addOnFailureFlag(c)
 	c.Flags().StringVar(&o.Issuer, "issuer", "", "the new issuer (required)")
 	addBackendCAFlag(c, &o.OperationOptions)
 	c.Flags().StringVar(&o.IssuerKind, "issuer-kind", o.IssuerKind, "Issuer or ClusterIssuer")
@@ -233,6 +236,7 @@ Certificates and their Secrets deleted.`,
 		RunE:              runE(o),
 	}
 	o.addFlags(c)
+	o.addOnFailureFlag(c)
 	c.Flags().BoolVar(&o.KeepCertificates, "keep-certificates", false, "keep the Certificates and their Secrets")
 	c.Flags().StringVar(&o.AuthMode, "client-auth-mode", "", "md5 or scram for cert rules that tls add did not write (default md5); rules tls add changed get their original back")
 	return c
@@ -252,4 +256,36 @@ func (o *RemoveOptions) Validate() error {
 // Run removes TLS.
 func (o *RemoveOptions) Run(ctx context.Context) error {
 	return o.run(ctx, planner.Request{Operation: planner.Remove, KeepCertificates: o.KeepCertificates, AuthMode: o.AuthMode})
+}
+
+// RollbackOptions are the options of `tls rollback`.
+type RollbackOptions struct {
+	OperationOptions
+}
+
+func newRollbackCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
+	o := &RollbackOptions{OperationOptions: newOperationOptions(streams, flags)}
+	c := &cobra.Command{
+		Use:   "rollback NAME",
+		Short: "Undo the last operation: restore the backup taken before it and restart the pods it changed",
+		Long: `Every tls add, rotate, change-issuer and remove first keeps a backup
+(Secret NAME-kubectl-pgpool-backup): pgpool.conf, pool_hba.conf, the TLS
+volume and mount, the Certificates and the CA bundle as they were. rollback
+puts them back, restarts the pods started since (one at a time; pods that
+never became Ready first), verifies them, deletes what did not exist before
+and uses the backup up. It works on a pgpool whose pods are not all Ready:
+that is what it is for. A failed operation rolls back by itself unless
+--on-failure=stop.`,
+		Example: `  kubectl pgpool tls rollback pgpool -n demo
+  kubectl pgpool tls rollback pgpool -n demo --dry-run=client`,
+		ValidArgsFunction: completePgpools(flags),
+		RunE:              runE(o),
+	}
+	o.addFlags(c)
+	return c
+}
+
+// Run rolls back.
+func (o *RollbackOptions) Run(ctx context.Context) error {
+	return o.run(ctx, planner.Request{Operation: planner.Rollback})
 }

@@ -92,6 +92,9 @@ func Discover(ctx context.Context, c Clients, ns, name string) (*pgpool.Target, 
 	if err := findBundle(ctx, c, t); err != nil {
 		return nil, err
 	}
+	if err := findBackup(ctx, c, t); err != nil {
+		return nil, err
+	}
 	t.ReadState()
 	return t, nil
 }
@@ -242,6 +245,24 @@ func findBundle(ctx context.Context, c Clients, t *pgpool.Target) error {
 	}
 	t.Bundle, t.BundleOurs = cm, tls.Ours(cm, t.Name)
 	return nil
+}
+
+// findBackup reads the backup Secret of the last operation, if there is
+// one; a Secret of that name the plugin did not write is noted, not read.
+func findBackup(ctx context.Context, c Clients, t *pgpool.Target) error {
+	s, err := c.Core.Secrets(t.Namespace).Get(ctx, pgpool.BackupName(t.Name), metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("get Secret %s/%s (the backup): %w", t.Namespace, pgpool.BackupName(t.Name), err)
+	}
+	if !tls.Ours(s, t.Name) {
+		t.BackupForeign = true
+		return nil
+	}
+	t.Backup, err = pgpool.ReadBackup(s, t.Name)
+	return err
 }
 
 // List returns the names of the workloads in ns that run a pgpool container

@@ -103,6 +103,11 @@ type Target struct {
 	// BundleOurs: Bundle carries the plugin's label (else it belongs to
 	// someone else and is never touched).
 	BundleOurs bool `json:"-"`
+	// Backup is the backup taken before the last operation's first write
+	// (BackupName), nil when there is none; BackupForeign: a Secret of that
+	// name exists that the plugin did not write (it is never touched).
+	Backup        *Backup `json:"-"`
+	BackupForeign bool    `json:"-"`
 }
 
 // ServerCertName and ClientCertName are the Certificates of a pgpool, as

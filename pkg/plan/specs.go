@@ -1,6 +1,10 @@
 package plan
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	corev1 "k8s.io/api/core/v1"
+)
 
 // Spec is what the Runner needs to carry out one step. Each kind of step
 // has its own type, so planner and runner agree on its fields at compile
@@ -26,11 +30,19 @@ type ApplyCertificateSpec struct {
 }
 
 // ApplyBundleSpec writes the CA bundle ConfigMap: the issuer's CA read from
-// a Secret when the step runs, then PreviousCA and BackendCA (PEM).
+// a Secret when the step runs, then PreviousCA and BackendCA (PEM); or,
+// when Data is set (a rollback), exactly Data.
 type ApplyBundleSpec struct {
-	IssuerCAFrom string `json:"issuerCAFromSecret"`
-	PreviousCA   []byte `json:"-"`
-	BackendCA    []byte `json:"-"`
+	IssuerCAFrom string            `json:"issuerCAFromSecret,omitempty"`
+	PreviousCA   []byte            `json:"-"`
+	BackendCA    []byte            `json:"-"`
+	Data         map[string]string `json:"-"`
+}
+
+// BackupSpec writes the backup Secret (the state before the operation's
+// first write). Its data may hold passwords and is never printed.
+type BackupSpec struct {
+	Secret *corev1.Secret `json:"-"`
 }
 
 // TriggerSpec re-issues a Certificate now (its Issuing condition).
@@ -111,6 +123,9 @@ type DeleteSpec struct{}
 type RecordSpec struct {
 	Operation string `json:"operation"`
 	TLS       string `json:"tls,omitempty"`
+	// BackupDone: on success, mark the backup as that of a finished
+	// operation (the next operation takes a new one).
+	BackupDone bool `json:"backupDone,omitempty"`
 }
 
 // UnlockSpec releases the lock.
@@ -120,6 +135,7 @@ type UnlockSpec struct{}
 func (LockSpec) StepKind() Kind             { return Lock }
 func (ApplyCertificateSpec) StepKind() Kind { return Apply }
 func (ApplyBundleSpec) StepKind() Kind      { return Apply }
+func (BackupSpec) StepKind() Kind           { return Apply }
 func (TriggerSpec) StepKind() Kind          { return Trigger }
 func (WaitCertificateSpec) StepKind() Kind  { return Wait }
 func (ConfigPatchSpec) StepKind() Kind      { return Patch }

@@ -27,6 +27,7 @@ const (
 	Rotate       = "rotate"
 	ChangeIssuer = "change-issuer"
 	Remove       = "remove"
+	Rollback     = "rollback"
 )
 
 // Request is what the user asked for.
@@ -68,6 +69,8 @@ type Request struct {
 	Holder string
 	// ForceUnlock takes the lock even from a run that still holds it.
 	ForceUnlock bool
+	// Now is when the plan is made (the backup's time).
+	Now time.Time
 }
 
 // StateError is returned when the operation does not fit today's state.
@@ -93,6 +96,11 @@ func Build(t *pgpool.Target, r Request) (*plan.Plan, error) {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls %s that did not finish (%s): the plan starts from what the cluster holds now; steps already done change nothing", r.Operation, why))
 	}
 	b.lock()
+	if r.Operation != Rollback {
+		if err := b.backup(); err != nil {
+			return nil, err
+		}
+	}
 	switch r.Operation {
 	case Add:
 		if err := b.add(); err != nil {
@@ -106,10 +114,12 @@ func Build(t *pgpool.Target, r Request) (*plan.Plan, error) {
 		if err := b.remove(); err != nil {
 			return nil, err
 		}
+	case Rollback:
+		b.rollback()
 	default:
 		return nil, fmt.Errorf("unknown operation %q", r.Operation)
 	}
-	if b.login() == "" {
+	if b.login() == "" && b.r.Operation != Rollback {
 		b.p.Warnings = append(b.p.Warnings, "no login proves that clients get through pgpool to its backend after the change (only the TLS handshake is checked): pass --verify-login SECRET, a Secret with the keys username and password")
 	}
 	b.record()
@@ -118,6 +128,15 @@ func Build(t *pgpool.Target, r Request) (*plan.Plan, error) {
 
 func fits(t *pgpool.Target, r Request) error {
 	name := t.Namespace + "/" + t.Name
+	if r.Operation == Rollback {
+		if t.Backup == nil {
+			return &StateError{fmt.Sprintf("pgpool %s has no backup to roll back to (no Secret %s/%s of kubectl-pgpool): every operation keeps one from before its first write, and a rollback uses it up; there is nothing to undo", name, t.Namespace, pgpool.BackupName(t.Name))}
+		}
+		return nil
+	}
+	if t.BackupForeign {
+		return &tls.NotOursError{Kind: "Secret", Namespace: t.Namespace, Name: pgpool.BackupName(t.Name)}
+	}
 	switch r.Operation {
 	case Add:
 		if t.State.Enabled && !Interrupted(t, Add) {
@@ -778,7 +797,9 @@ func (b *builder) remove() error {
 
 func (b *builder) record() {
 	tlsAnn := ""
-	if b.r.Operation != Remove {
+	if b.r.Operation == Rollback {
+		tlsAnn = b.t.Backup.TLSAnnotation
+	} else if b.r.Operation != Remove {
 		ssl, auth := b.r.SSLMode, b.r.AuthMode
 		if b.r.Operation != Add {
 			ssl, auth = b.t.State.SSLMode, b.t.State.AuthMode
@@ -787,7 +808,7 @@ func (b *builder) record() {
 	}
 	b.add1(plan.Step{Object: workloadObject(b.t), Always: true,
 		Description: fmt.Sprintf("record the outcome: annotation %s and an Event on %s", pgpool.AnnotationLastOperation, b.t),
-		Spec:        plan.RecordSpec{Operation: b.r.Operation, TLS: tlsAnn}})
+		Spec:        plan.RecordSpec{Operation: b.r.Operation, TLS: tlsAnn, BackupDone: b.r.Operation != Rollback}})
 	b.add1(plan.Step{Object: plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
 		Always: true, Description: "release the lock", Spec: plan.UnlockSpec{}})
 }

@@ -104,6 +104,7 @@ func TestPlansGolden(t *testing.T) {
 			{Rotate, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Rotate, Holder: "tester"}},
 			{ChangeIssuer, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"}},
 			{Remove, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Remove, Holder: "tester"}},
+			{"rollback-add", func() *pgpool.Target { return failedAdd(t, kind) }, Request{Operation: Rollback, Holder: "tester"}},
 		} {
 			name := strings.ToLower(kind) + "-" + tc.op
 			t.Run(name, func(t *testing.T) {
@@ -146,7 +147,7 @@ func checkShape(t *testing.T, p *plan.Plan, kind string) {
 			evicted = append(evicted, s.Object.Name)
 		}
 	}
-	if len(evicted) > 0 && kind == "StatefulSet" && strings.Join(evicted, ",") != "pgpool-2,pgpool-1,pgpool-0" {
+	if len(evicted) > 0 && kind == "StatefulSet" && p.Operation != Rollback && strings.Join(evicted, ",") != "pgpool-2,pgpool-1,pgpool-0" {
 		t.Fatalf("eviction order %v, want highest ordinal first", evicted)
 	}
 }
@@ -464,5 +465,108 @@ func TestBackendCAWithCertAuthWarns(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(p.Warnings, "\n"), "a client certificate signed by the backend's CA (CN=old-ca) is accepted too") {
 		t.Fatalf("warnings: %v", p.Warnings)
+	}
+}
+
+// failedAdd is the fixture after an add that stopped in its roll: TLS
+// configured and mounted, the highest pod replaced and crash-looping, the
+// backup of before in place.
+func failedAdd(t *testing.T, kind string) *pgpool.Target {
+	before := fixture(t, kind)
+	bk := pgpool.TakeBackup(before, Add, "2026-11-27T10:00:00Z")
+	tg := withTLS(t, fixture(t, kind))
+	tg.Backup = bk
+	tg.Bundle = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: tls.CABundleName("pgpool")}, Data: map[string]string{"ca.pem": "x"}}
+	tg.BundleOurs = true
+	tg.Pods[2].UID = "uid-2-new"
+	tg.Pods[2].Status.Conditions = nil
+	return tg
+}
+
+// A rollback puts back exactly the backup's files and volumes, restarts
+// only the pods started since (the crash-looping one), deletes what did not
+// exist before, and uses the backup up; it runs on a pgpool that is not
+// Ready (that is what it is for).
+func TestRollbackRestoresTheBackup(t *testing.T) {
+	for _, kind := range []string{"StatefulSet", "Deployment"} {
+		t.Run(kind, func(t *testing.T) {
+			tg := failedAdd(t, kind)
+			orig := fixture(t, kind)
+			p, err := Build(tg, Request{Operation: Rollback, Holder: "tester"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cfg *plan.ConfigPatchSpec
+			var evicted []string
+			var deleted []string
+			for _, s := range p.Steps {
+				switch spec := s.Spec.(type) {
+				case plan.ConfigPatchSpec:
+					cfg = &spec
+				case plan.EvictSpec:
+					evicted = append(evicted, s.Object.Name)
+				case plan.DeleteSpec:
+					deleted = append(deleted, s.Object.Kind+"/"+s.Object.Name)
+				case plan.BackupSpec:
+					t.Fatal("a rollback takes a backup")
+				}
+			}
+			if cfg == nil || cfg.PgpoolConf != orig.Config.PgpoolConf || cfg.PoolHBA != orig.Config.PoolHBA {
+				t.Fatal("the rollback does not write back the files of the backup byte for byte")
+			}
+			if kind == "StatefulSet" && strings.Join(evicted, ",") != "pgpool-2" {
+				t.Fatalf("evicted %v, want only pgpool-2 (the pod started since the backup)", evicted)
+			}
+			want := "ConfigMap/pgpool-kubectl-pgpool-ca,Certificate/pgpool-server-cert,Secret/pgpool-server-cert,Certificate/pgpool-client-cert,Secret/pgpool-client-cert,Secret/pgpool-kubectl-pgpool-backup"
+			if strings.Join(deleted, ",") != want {
+				t.Fatalf("deleted %v, want %s", deleted, want)
+			}
+			v := p.Steps[len(p.Steps)-1-2-len(deleted)]
+			if vs, ok := v.Spec.(plan.VerifySpec); !ok || vs.Check.TLS || len(vs.Pods.Known) != 1 {
+				t.Fatalf("verify step %+v: want TLS off, the one new pod known", v)
+			}
+		})
+	}
+	if _, err := Build(fixture(t, "StatefulSet"), Request{Operation: Rollback}); err == nil || !strings.Contains(err.Error(), "has no backup to roll back to") {
+		t.Fatalf("rollback without a backup: %v", err)
+	}
+}
+
+// An operation keeps a backup before its first write; one resumed after an
+// interruption keeps the backup of before the interrupted run; a Secret of
+// that name that is not ours stops it.
+func TestBackupIsTakenOnceAndNeverPrinted(t *testing.T) {
+	tg := fixture(t, "StatefulSet")
+	tg.Config.PgpoolConf += "\nsr_check_password = 'hunter2'\n"
+	p, err := Build(tg, seedAdd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.Steps[1].Spec.(plan.BackupSpec); !ok {
+		t.Fatalf("step 2 is %s %s, want the backup", p.Steps[1].Kind, p.Steps[1].Object)
+	}
+	var text bytes.Buffer
+	ui.RenderPlan(&text, p, ui.Styles{}, "client")
+	js, _ := json.Marshal(p)
+	if strings.Contains(text.String()+string(js), "hunter2") {
+		t.Fatal("the plan shows a password from the backup")
+	}
+	tg = failedAdd(t, "StatefulSet")
+	p, err = Build(tg, Request{Operation: Remove, Holder: "tester", ApplyAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.Steps[1].Spec.(plan.BackupSpec); ok || !strings.Contains(strings.Join(p.Warnings, "\n"), "keeping the backup taken before the unfinished tls add") {
+		t.Fatalf("remove after a failed add: the backup of before the add is replaced (warnings %v)", p.Warnings)
+	}
+	tg.Backup.Done = true
+	if p, _ = Build(tg, Request{Operation: Remove, Holder: "tester", ApplyAlways: true}); p == nil {
+		t.Fatal("no plan")
+	} else if _, ok := p.Steps[1].Spec.(plan.BackupSpec); !ok {
+		t.Fatal("after a finished operation, the next one takes no new backup")
+	}
+	tg.Backup, tg.BackupForeign = nil, true
+	if _, err := Build(tg, Request{Operation: Remove, Holder: "tester", ApplyAlways: true}); err == nil || !strings.Contains(err.Error(), "Secret demo/pgpool-kubectl-pgpool-backup exists but was not created by kubectl-pgpool") {
+		t.Fatalf("a foreign backup Secret: %v", err)
 	}
 }

@@ -126,6 +126,8 @@ func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report fun
 		return r.applyCertificate(ctx, s, spec)
 	case plan.ApplyBundleSpec:
 		return r.applyBundle(ctx, s, spec)
+	case plan.BackupSpec:
+		return r.backup(ctx, s, spec)
 	case plan.WaitCertificateSpec:
 		crt, err := issuing.WaitReady(ctx, r.Clients.CertManager, s.Object.Namespace, s.Object.Name, spec.AfterRevision, r.Started, report)
 		if err != nil {
@@ -526,6 +528,11 @@ func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, 
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	ns, name := s.Object.Namespace, s.Object.Name
+	if failure == nil && spec.BackupDone {
+		if err := r.backupDone(ctx, ns); err != nil {
+			return "", err
+		}
+	}
 	_, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, name, types.MergePatchType, patch,
 		metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
 	if err != nil {
@@ -571,6 +578,16 @@ func truncate(s string, n int) string {
 // take over a ConfigMap of that name that is not the plugin's.
 func (r *Runner) applyBundle(ctx context.Context, s plan.Step, spec plan.ApplyBundleSpec) (string, error) {
 	ns := s.Object.Namespace
+	if cur, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, s.Object.Name, metav1.GetOptions{}); err == nil && !tls.Ours(cur, r.Target.Name) {
+		return "", &tls.NotOursError{Kind: "ConfigMap", Namespace: ns, Name: s.Object.Name}
+	} else if err != nil && !apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("get ConfigMap %s/%s: %w", ns, s.Object.Name, err)
+	}
+	if spec.Data != nil {
+		cm := tls.BundleConfigMap(ns, r.Target.Name, nil, nil, nil)
+		cm.Data = spec.Data
+		return r.writeBundle(ctx, cm)
+	}
 	sec, err := r.Clients.Core.Secrets(ns).Get(ctx, spec.IssuerCAFrom, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) && r.ServerDryRun {
 		// Not issued yet (a dry run issues nothing): send the rest, so
@@ -584,20 +601,19 @@ func (r *Runner) applyBundle(ctx context.Context, s plan.Step, spec plan.ApplyBu
 	if len(tls.Subjects(issuerCA)) == 0 && !r.ServerDryRun {
 		return "", fmt.Errorf("Secret %s/%s has no ca.crt: its issuer does not publish its CA, which pgpool needs (ssl_ca_cert) to verify client certificates; use an issuer that writes ca.crt (CA, Vault, self-signed)", ns, sec.Name)
 	}
-	if cur, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, s.Object.Name, metav1.GetOptions{}); err == nil && !tls.Ours(cur, r.Target.Name) {
-		return "", &tls.NotOursError{Kind: "ConfigMap", Namespace: ns, Name: s.Object.Name}
-	} else if err != nil && !apierrors.IsNotFound(err) {
-		return "", fmt.Errorf("get ConfigMap %s/%s: %w", ns, s.Object.Name, err)
-	}
-	cm := tls.BundleConfigMap(ns, r.Target.Name, issuerCA, spec.PreviousCA, spec.BackendCA)
+	return r.writeBundle(ctx, tls.BundleConfigMap(ns, r.Target.Name, issuerCA, spec.PreviousCA, spec.BackendCA))
+}
+
+// writeBundle applies the CA bundle ConfigMap.
+func (r *Runner) writeBundle(ctx context.Context, cm *corev1.ConfigMap) (string, error) {
 	body, err := json.Marshal(cm)
 	if err != nil {
 		return "", err
 	}
 	force := true
-	if _, err := r.Clients.Core.ConfigMaps(ns).Patch(ctx, s.Object.Name, types.ApplyPatchType, body,
+	if _, err := r.Clients.Core.ConfigMaps(cm.Namespace).Patch(ctx, cm.Name, types.ApplyPatchType, body,
 		metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: r.dryRun()}); err != nil {
-		return "", fmt.Errorf("apply ConfigMap %s/%s: %w", ns, s.Object.Name, err)
+		return "", fmt.Errorf("apply ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
 	}
 	return r.answer(fmt.Sprintf("CA bundle: %s", strings.Join(tls.Subjects([]byte(cm.Data[tls.BundleKey])), "; "))), nil
 }
@@ -659,4 +675,36 @@ func (r *Runner) loginPod(ctx context.Context, pod string, tlsOn bool, how strin
 		via = "over " + res.TLSVersion
 	}
 	return fmt.Sprintf("logged in as %s %s, SELECT 1 answered (pgpool to backend: %s)", l.User, via, backend), nil
+}
+
+// backup writes the backup Secret, unless a Secret of that name that is not
+// the plugin's is there (it is never changed).
+func (r *Runner) backup(ctx context.Context, s plan.Step, spec plan.BackupSpec) (string, error) {
+	ns, name := s.Object.Namespace, s.Object.Name
+	if cur, err := r.Clients.Core.Secrets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil && !tls.Ours(cur, r.Target.Name) {
+		return "", &tls.NotOursError{Kind: "Secret", Namespace: ns, Name: name}
+	} else if err != nil && !apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("get Secret %s/%s: %w", ns, name, err)
+	}
+	body, err := json.Marshal(spec.Secret)
+	if err != nil {
+		return "", err
+	}
+	force := true
+	if _, err := r.Clients.Core.Secrets(ns).Patch(ctx, name, types.ApplyPatchType, body,
+		metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: r.dryRun()}); err != nil {
+		return "", fmt.Errorf("write the backup Secret %s/%s: %w", ns, name, err)
+	}
+	return r.answer("backed up"), nil
+}
+
+// backupDone marks the backup as that of a finished operation.
+func (r *Runner) backupDone(ctx context.Context, ns string) error {
+	name := pgpool.BackupName(r.Target.Name)
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{pgpool.AnnotationBackupDone: "true"}}})
+	_, err := r.Clients.Core.Secrets(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("mark the backup Secret %s/%s as done: %w", ns, name, err)
+	}
+	return nil
 }

@@ -564,6 +564,7 @@ func TestTLSLifecycleWithREADMERBAC(t *testing.T) {
 		{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes"},
 		{"tls", "rotate", "pgpool", "--yes"},
 		{"tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer", "--yes"},
+		{"tls", "rollback", "pgpool", "--yes"},
 		{"tls", "status", "pgpool"},
 		{"tls", "remove", "pgpool", "--yes"},
 	} {

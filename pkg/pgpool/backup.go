@@ -1,0 +1,111 @@
+package pgpool
+
+import (
+	"encoding/json"
+	"fmt"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+)
+
+// Backup is what a pgpool was before an operation's first write: the config
+// files, the pod-template fields the plugin touches, which Certificates
+// existed (and on which issuer), the CA bundle and the pods that ran. It is
+// kept in a Secret the plugin owns (BackupName), since pgpool.conf may hold
+// passwords, and is never printed. `tls rollback` restores it.
+type Backup struct {
+	// Operation is the operation it was taken for; Taken when (RFC 3339).
+	Operation string `json:"operation"`
+	Taken     string `json:"taken"`
+	// Done: that operation succeeded (a new operation replaces the
+	// backup); while false, the operation is unfinished and running any
+	// operation again keeps this backup (it holds the state before it).
+	Done bool `json:"-"`
+
+	PgpoolConf string `json:"-"`
+	PoolHBA    string `json:"-"`
+	// Container, Volumes and VolumeMounts: the pgpool container's name, the
+	// pod's volumes and the container's volume mounts.
+	Container    string               `json:"container"`
+	Volumes      []corev1.Volume      `json:"volumes"`
+	VolumeMounts []corev1.VolumeMount `json:"volumeMounts"`
+	// Certificates maps NAME-server-cert and NAME-client-cert to their
+	// name, labels and spec then (nil: the Certificate did not exist).
+	Certificates map[string]*cmapi.Certificate `json:"certificates"`
+	// TLSAnnotation is the workload's AnnotationTLS then.
+	TLSAnnotation string `json:"tlsAnnotation,omitempty"`
+	// Bundle is the CA bundle ConfigMap's data then (nil: none).
+	Bundle map[string]string `json:"bundle,omitempty"`
+	// Pods are the UIDs of the workload's pods then: a pod not among them
+	// was started after the first write.
+	Pods []string `json:"pods"`
+}
+
+// Backup Secret keys and annotations.
+const (
+	backupStateKey       = "backup.json"
+	backupPgpoolConfKey  = "pgpool.conf"
+	backupPoolHBAKey     = "pool_hba.conf"
+	AnnotationBackupDone = "kubectl-pgpool.io/backup-done"
+)
+
+// BackupName is the Secret that holds a pgpool's backup.
+func BackupName(pgpool string) string { return pgpool + "-kubectl-pgpool-backup" }
+
+// TakeBackup is the backup of t as discovery found it, for operation op at
+// time now (RFC 3339).
+func TakeBackup(t *Target, op, now string) *Backup {
+	b := &Backup{Operation: op, Taken: now, PgpoolConf: t.Config.PgpoolConf, PoolHBA: t.Config.PoolHBA,
+		Container: t.Container, Volumes: t.Template.Spec.Volumes,
+		VolumeMounts: t.Template.Spec.Containers[t.ContainerIndex].VolumeMounts,
+		Certificates: map[string]*cmapi.Certificate{}, TLSAnnotation: t.Annotations[AnnotationTLS]}
+	for _, n := range []string{ServerCertName(t.Name), ClientCertName(t.Name)} {
+		b.Certificates[n] = nil
+		if c := t.Certificates[n]; c != nil {
+			b.Certificates[n] = &cmapi.Certificate{
+				TypeMeta:   metav1.TypeMeta{APIVersion: "cert-manager.io/v1", Kind: "Certificate"},
+				ObjectMeta: metav1.ObjectMeta{Name: c.Name, Namespace: c.Namespace, Labels: c.Labels},
+				Spec:       c.Spec}
+		}
+	}
+	if t.Bundle != nil && t.BundleOurs {
+		b.Bundle = t.Bundle.Data
+	}
+	for _, p := range t.Pods {
+		b.Pods = append(b.Pods, string(p.UID))
+	}
+	return b
+}
+
+// Secret renders the backup as the Secret that keeps it.
+func (b *Backup) Secret(ns, pgpool string) (*corev1.Secret, error) {
+	state, err := json.Marshal(b)
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Name: BackupName(pgpool), Namespace: ns,
+			Labels:      map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: pgpool},
+			Annotations: map[string]string{AnnotationBackupDone: fmt.Sprint(b.Done)}},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{backupStateKey: state, backupPgpoolConfKey: []byte(b.PgpoolConf), backupPoolHBAKey: []byte(b.PoolHBA)},
+	}, nil
+}
+
+// ReadBackup reads a backup Secret; it refuses one the plugin did not write.
+func ReadBackup(s *corev1.Secret, pgpool string) (*Backup, error) {
+	if !tls.Ours(s, pgpool) {
+		return nil, &tls.NotOursError{Kind: "Secret", Namespace: s.Namespace, Name: s.Name}
+	}
+	b := &Backup{}
+	if err := json.Unmarshal(s.Data[backupStateKey], b); err != nil {
+		return nil, fmt.Errorf("Secret %s/%s: the backup is unreadable (%v): delete it (`kubectl delete secret -n %s %s`); the next operation takes a new one", s.Namespace, s.Name, err, s.Namespace, s.Name)
+	}
+	b.PgpoolConf, b.PoolHBA = string(s.Data[backupPgpoolConfKey]), string(s.Data[backupPoolHBAKey])
+	b.Done = s.Annotations[AnnotationBackupDone] == "true"
+	return b, nil
+}
