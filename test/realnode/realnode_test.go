@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
@@ -554,32 +555,85 @@ func caOf(ns, issuer string) string {
 	return string(s.Data["ca.crt"])
 }
 
-// A replacement pod that cannot start (its pgpool exits at once) stops the
-// roll within seconds with the reason, instead of after --timeout; the
-// pods not yet replaced keep running.
-func TestRollStopsAtAPodThatCannotStart(t *testing.T) {
+// A replacement pod that cannot start stops the roll within 30 s with the
+// reason, and the rollback that follows by itself leaves every pod Ready on
+// the original config, and the login that worked before works again. The
+// cause is a realistic one the plan warns about: the pod runs as UID 70
+// without an fsGroup, so the entrypoint cannot read the mounted tls.key (mode
+// 0600, owned by root) and exits.
+func TestFailedRollRollsBack(t *testing.T) {
 	ns := realPgpool(t, 2)
-	ctx := testenv.Context(t, 2*time.Minute)
-	// OnDelete: the running pods keep the old template; a new pod crashes.
-	patch := []byte(`[{"op":"add","path":"/spec/template/spec/containers/0/command","value":["sh","-c","echo broken config; exit 3"]}]`)
+	ctx := testenv.Context(t, 5*time.Minute)
+	// OnDelete: the running pods keep the old template. The backend's key
+	// is made readable without an fsGroup, so only pgpool's TLS key is not.
+	patch := []byte(`[{"op":"remove","path":"/spec/template/spec/securityContext/fsGroup"},
+		{"op":"test","path":"/spec/template/spec/volumes/2/name","value":"backend-tls"},
+		{"op":"replace","path":"/spec/template/spec/volumes/2/secret/defaultMode","value":292}]`)
 	if _, err := env.Kube.AppsV1().StatefulSets(ns).Patch(ctx, "pgpool", types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Now()
-	_, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, "tls", "add", "pgpool", "--issuer", "pgpool-issuer",
-		"--backend-ca", "secret/pgpool-backend-cert", "--yes", "--timeout", "5m")
-	took := time.Since(t0)
-	if err == nil || !strings.Contains(err.Error(), "replacement pod "+ns+"/pgpool-1 cannot start: container pgpool: CrashLoopBackOff") || !strings.Contains(err.Error(), "last exit code 3") {
+	conf0 := secretPEM(t, ns, "pgpool-config", "pgpool.conf")
+	hba0 := secretPEM(t, ns, "pgpool-config", "pool_hba.conf")
+	loginThroughPgpool(t, ns, 2, false)
+	before := map[string]types.UID{}
+	for _, p := range env.WaitPodsReady(t, ns, selector, 2, time.Minute) {
+		before[p.Name] = p.UID
+	}
+
+	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, "tls", "add", "pgpool", "--issuer", "pgpool-issuer",
+		"--backend-ca", "secret/pgpool-backend-cert", "--yes", "--timeout", "5m", "-o", "json")
+	if err == nil || !strings.Contains(err.Error(), "replacement pod "+ns+"/pgpool-1 cannot start: container pgpool: CrashLoopBackOff") ||
+		!strings.Contains(err.Error(), "rolled back") || !strings.Contains(errOut, "rolling back to the state before it") {
 		t.Fatalf("add with a replacement that cannot start: %v\n%s", err, errOut)
 	}
-	if took > 90*time.Second {
-		t.Fatalf("the roll took %s to notice (the step timeout is 5m)", took)
+	// Two documents: the add (its plan warned, its roll failed fast), then
+	// the rollback.
+	dec := json.NewDecoder(strings.NewReader(out))
+	var addDoc, rbDoc struct {
+		Plan struct {
+			Operation string   `json:"operation"`
+			Warnings  []string `json:"warnings"`
+		} `json:"plan"`
+		Result plan.Result `json:"result"`
 	}
-	t.Logf("stopped after %s: %v", took.Round(time.Second), err)
-	p, err := env.Kube.CoreV1().Pods(ns).Get(testenv.Context(t, time.Minute), "pgpool-0", metav1.GetOptions{})
-	if err != nil || !podReady(p) {
-		t.Fatalf("pgpool-0, not yet replaced, is not Ready: %v", err)
+	if err := dec.Decode(&addDoc); err != nil {
+		t.Fatalf("the add's output: %v\n%s", err, out)
 	}
+	if err := dec.Decode(&rbDoc); err != nil {
+		t.Fatalf("the rollback's output: %v\n%s", err, out)
+	}
+	if !strings.Contains(strings.Join(addDoc.Plan.Warnings, "\n"), "without an fsGroup") {
+		t.Errorf("the add's plan did not warn about the missing fsGroup: %v", addDoc.Plan.Warnings)
+	}
+	for _, s := range addDoc.Result.Steps {
+		if s.Status == "failed" {
+			if s.Kind != plan.Evict || s.Seconds > 30 {
+				t.Fatalf("the failed step is %s %s after %.0fs, want the eviction of pgpool-1 within 30s", s.Kind, s.Object, s.Seconds)
+			}
+			t.Logf("the roll stopped after %.1fs: %s", s.Seconds, s.Message)
+		}
+	}
+	if !rbDoc.Result.Succeeded || rbDoc.Plan.Operation != "rollback" {
+		t.Fatalf("the rollback: %+v", rbDoc.Result)
+	}
+	// Every pod Ready on the original config; pgpool-0 was never touched,
+	// pgpool-1 runs the restored template.
+	if !bytes.Equal(secretPEM(t, ns, "pgpool-config", "pgpool.conf"), conf0) || !bytes.Equal(secretPEM(t, ns, "pgpool-config", "pool_hba.conf"), hba0) {
+		t.Fatal("after the rollback the config differs from before the add")
+	}
+	pods := env.WaitPodsReady(t, ns, selector, 2, time.Minute)
+	for _, p := range pods {
+		if p.Name == "pgpool-0" && p.UID != before["pgpool-0"] {
+			t.Error("pgpool-0, never changed, was restarted")
+		}
+		for _, v := range p.Spec.Volumes {
+			if v.Projected != nil {
+				t.Errorf("pod %s still mounts the TLS volume %s", p.Name, v.Name)
+			}
+		}
+	}
+	status(t, ns, 2, false)
+	loginThroughPgpool(t, ns, 2, false)
 }
 
 // realPgpool makes a namespace with the seed's issuers, a backend that
