@@ -38,6 +38,12 @@ type Options struct {
 	DryRun []string
 	// OnProgress receives human progress lines.
 	OnProgress func(string)
+	// MountFailingFor and UnreadyFor: a replacement whose volumes have
+	// failed to mount (FailedMount Events) for MountFailingFor, or whose
+	// readiness probe has failed (Unhealthy Events) for UnreadyFor, is
+	// stuck (defaults 20s and 60s).
+	MountFailingFor time.Duration
+	UnreadyFor      time.Duration
 }
 
 // Replacement says how a pod's replacement is recognised.
@@ -175,11 +181,17 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 			o.progress("%s", p)
 		}
 	}
+	parent := ctx
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	ev := newEventWatch(o, stop)
+	go ev.run(ctx, core, ns)
 	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(e watch.Event) (bool, error) {
 		p, ok := e.Object.(*corev1.Pod)
 		if !ok {
 			return false, nil
 		}
+		defer func() { ev.setCandidates(pods, uid, r) }()
 		if e.Type == watch.Deleted {
 			delete(pods, p.Name)
 		} else {
@@ -234,10 +246,13 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 		return false, nil
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, waitErr(ctx, fmt.Sprintf("pod %s/%s to be replaced and Ready (last: %s)", ns, name, phase))
-		}
 		var se *StuckError
+		if errors.As(context.Cause(ctx), &se) && parent.Err() == nil {
+			return nil, se
+		}
+		if parent.Err() != nil {
+			return nil, waitErr(parent, fmt.Sprintf("pod %s/%s to be replaced and Ready (last: %s)", ns, name, phase))
+		}
 		if errors.As(err, &se) {
 			return nil, err
 		}

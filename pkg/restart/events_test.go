@@ -1,0 +1,89 @@
+package restart
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+func TestMain(m *testing.M) {
+	// client-go's fakes do not serve WatchList: informers list then watch.
+	_ = os.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	os.Exit(m.Run())
+}
+
+func wpod(name, uid string, ready bool) *corev1.Pod {
+	st := corev1.ConditionFalse
+	if ready {
+		st = corev1.ConditionTrue
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "demo", UID: types.UID(uid), Labels: map[string]string{"app": "pgpool"}, CreationTimestamp: metav1.Now()},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
+	}
+}
+
+// A replacement whose volume keeps failing to mount, or whose readiness
+// probe keeps failing, fails the wait after the limit with the kubelet's
+// message, long before the step's deadline; an Event of another pod does not.
+func TestStuckByEvents(t *testing.T) {
+	for _, tc := range []struct {
+		reason, message, want string
+	}{
+		{"FailedMount", `MountVolume.SetUp failed for volume "certs" : secret "pgpool-server-cert" not found`, `its volumes fail to mount (for 300ms): MountVolume.SetUp failed for volume "certs"`},
+		{"Unhealthy", "Readiness probe failed: 127.0.0.1:9999 - no response", "its readiness probe fails (for 300ms): Readiness probe failed: 127.0.0.1:9999 - no response"},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			cs := fake.NewClientset(wpod("pgpool-1", "old", true))
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			waiting := make(chan struct{}, 10)
+			done := make(chan error, 1)
+			go func() {
+				_, err := WaitReplaced(ctx, cs.CoreV1(), "demo", "pgpool-1", "old", Replacement{SameName: true, Selector: "app=pgpool"},
+					Options{MountFailingFor: 300 * time.Millisecond, UnreadyFor: 300 * time.Millisecond, OnProgress: func(s string) {
+						if strings.Contains(s, "waiting for it to be Ready") {
+							waiting <- struct{}{}
+						}
+					}})
+				done <- err
+			}()
+			if err := cs.CoreV1().Pods("demo").Delete(ctx, "pgpool-1", metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cs.CoreV1().Pods("demo").Create(ctx, wpod("pgpool-1", "new", false), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-waiting:
+			case <-ctx.Done():
+				t.Fatal("the wait never saw the replacement")
+			}
+			for _, uid := range []string{"someone-else", "new"} {
+				ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "ev-" + uid, Namespace: "demo"},
+					InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "demo", Name: "pgpool-1", UID: types.UID(uid)},
+					Reason:         tc.reason, Message: tc.message, Type: corev1.EventTypeWarning, FirstTimestamp: metav1.Now()}
+				if _, err := cs.CoreV1().Events("demo").Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t0 := time.Now()
+			err := <-done
+			var se *StuckError
+			if !errors.As(err, &se) || se.Pod != "pgpool-1" || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("WaitReplaced: %v, want stuck: %s", err, tc.want)
+			}
+			if d := time.Since(t0); d > 10*time.Second {
+				t.Fatalf("took %s", d)
+			}
+		})
+	}
+}
