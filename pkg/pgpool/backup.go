@@ -35,6 +35,9 @@ type Backup struct {
 	// Certificates maps NAME-server-cert and NAME-client-cert to their
 	// name, labels and spec then (nil: the Certificate did not exist).
 	Certificates map[string]*cmapi.Certificate `json:"certificates"`
+	// Revisions are the Certificates' revisions then (a later one was
+	// issued since).
+	Revisions map[string]int `json:"revisions,omitempty"`
 	// TLSAnnotation is the workload's AnnotationTLS then.
 	TLSAnnotation string `json:"tlsAnnotation,omitempty"`
 	// Bundle is the CA bundle ConfigMap's data then (nil: none).
@@ -65,6 +68,10 @@ func TakeBackup(t *Target, op, now string) *Backup {
 	for _, n := range []string{ServerCertName(t.Name), ClientCertName(t.Name)} {
 		b.Certificates[n] = nil
 		if c := t.Certificates[n]; c != nil {
+			if b.Revisions == nil {
+				b.Revisions = map[string]int{}
+			}
+			b.Revisions[n] = tls.Revision(c)
 			b.Certificates[n] = &cmapi.Certificate{
 				TypeMeta:   metav1.TypeMeta{APIVersion: "cert-manager.io/v1", Kind: "Certificate"},
 				ObjectMeta: metav1.ObjectMeta{Name: c.Name, Namespace: c.Namespace, Labels: c.Labels},

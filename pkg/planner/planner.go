@@ -258,6 +258,9 @@ type builder struct {
 	t *pgpool.Target
 	r Request
 	p *plan.Plan
+	// reissuing: the plan re-issues a Certificate, so every pod must load
+	// it (none is current).
+	reissuing bool
 }
 
 // add1 appends a step; its kind is its spec's.
@@ -609,8 +612,12 @@ func (b *builder) roll(templateChanged bool) {
 		return
 	}
 	b.p.Restart = "evict"
-	for i := len(t.Pods) - 1; i >= 0; i-- { // highest ordinal first
-		p := t.Pods[i]
+	if done := len(t.Pods) - len(b.stale()); done > 0 {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("%d of %d pods were restarted by the run that did not finish and already run what it set up: only the other %d are restarted", done, len(t.Pods), len(t.Pods)-done))
+	}
+	stale := b.stale()
+	for i := len(stale) - 1; i >= 0; i-- { // highest ordinal first
+		p := stale[i]
 		b.add1(plan.Step{
 			Object:      plan.Object{APIVersion: "v1", Kind: "Pod", Namespace: t.Namespace, Name: p.Name},
 			Description: fmt.Sprintf("evict pod %s, wait for its replacement to be Ready, check by handshake that it serves TLS %s%s", p.Name, expect, loginDesc(b.login())),
@@ -620,12 +627,47 @@ func (b *builder) roll(templateChanged bool) {
 	}
 }
 
+// resuming reports whether this run finishes one of the same operation
+// that did not (its backup is still pending).
+func (b *builder) resuming() bool {
+	bk := b.t.Backup
+	return bk != nil && !bk.Done && bk.Operation == b.r.Operation
+}
+
+// stale are the pods that do not run what the operation sets up yet: every
+// pod, except, when resuming, those the unfinished run restarted (started
+// since its backup, and after the server certificate they load was issued).
+func (b *builder) stale() []corev1.Pod {
+	if !b.resuming() || b.reissuing {
+		return b.t.Pods
+	}
+	before := map[string]bool{}
+	for _, u := range b.t.Backup.Pods {
+		before[u] = true
+	}
+	var issued time.Time
+	if c := b.t.Certificates[pgpool.ServerCertName(b.t.Name)]; c != nil && c.Status.NotBefore != nil {
+		issued = c.Status.NotBefore.Time
+	}
+	var out []corev1.Pod
+	for _, p := range b.t.Pods {
+		if before[string(p.UID)] || p.CreationTimestamp.Time.Before(issued) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // pods are the workload's pods as the plan knows them: its selector, how
-// many there must be, and the UIDs before the change.
+// many there must be, and the UIDs before the change (when resuming: before
+// the unfinished run).
 func (b *builder) pods() plan.Pods {
 	known := make([]string, 0, len(b.t.Pods))
-	for _, p := range b.t.Pods {
+	for _, p := range b.stale() {
 		known = append(known, string(p.UID))
+	}
+	if b.resuming() && !b.reissuing {
+		known = append([]string(nil), b.t.Backup.Pods...)
 	}
 	sel, _ := metav1.LabelSelectorAsSelector(b.t.Selector)
 	return plan.Pods{Selector: sel.String(), Known: known, Want: int(b.t.Replicas)}
@@ -689,12 +731,23 @@ func (b *builder) rotate() {
 	b.r.Issuer = b.t.State.Issuer
 	names := []string{pgpool.ServerCertName(b.t.Name), pgpool.ClientCertName(b.t.Name)}
 	if !b.r.RestartOnly {
+		var reissue []string
 		for _, n := range names {
+			if b.reissued(n) {
+				b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("Certificate %s was re-issued by the run that did not finish (revision %d): not again", n, tls.Revision(b.t.Certificates[n])))
+				continue
+			}
+			reissue = append(reissue, n)
+			b.reissuing = true
 			b.add1(plan.Step{Object: certObject(b.t, n),
 				Description: fmt.Sprintf("re-issue Certificate %s now (set its Issuing condition, as cmctl renew does)", n), Spec: plan.TriggerSpec{}})
 		}
 		for _, n := range names {
-			b.waitCert(n, tls.Revision(b.t.Certificates[n]))
+			after := tls.Revision(b.t.Certificates[n])
+			if !contains(reissue, n) {
+				after-- // Ready is enough
+			}
+			b.waitCert(n, after)
 		}
 	}
 	var previous []byte
@@ -811,4 +864,24 @@ func (b *builder) record() {
 		Spec:        plan.RecordSpec{Operation: b.r.Operation, TLS: tlsAnn, BackupDone: b.r.Operation != Rollback}})
 	b.add1(plan.Step{Object: plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
 		Always: true, Description: "release the lock", Spec: plan.UnlockSpec{}})
+}
+
+// reissued reports whether Certificate n was issued after the backup of the
+// unfinished run of this operation was taken (that run re-issued it).
+func (b *builder) reissued(n string) bool {
+	c := b.t.Certificates[n]
+	if !b.resuming() || c == nil {
+		return false
+	}
+	r, ok := b.t.Backup.Revisions[n]
+	return ok && tls.Revision(c) > r
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

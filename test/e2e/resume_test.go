@@ -229,3 +229,53 @@ func podUIDs(t *testing.T, ns string, l layout) map[string]bool {
 	}
 	return out
 }
+
+// A rotate interrupted after its first pod restarts only the other pods when
+// run again, and does not re-issue the certificates a second time: every pod
+// is replaced exactly once.
+func TestResumedRotateRestartsOnlyStalePods(t *testing.T) {
+	l := layouts[0]
+	ns := setup(t, l, 3)
+	if _, _, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes"); err != nil {
+		t.Fatal(err)
+	}
+	before := podsByName(t, ns, l)
+	err := interrupted(t, ns, []string{"evict", "pgpool-2", "done in"}, "tls", "rotate", "pgpool")
+	if cmd.ExitCode(err) != 130 {
+		t.Fatalf("rotate was not interrupted after its first pod: %v", err)
+	}
+	mid := podsByName(t, ns, l)
+	if mid["pgpool-2"] == before["pgpool-2"] || mid["pgpool-1"] != before["pgpool-1"] {
+		t.Fatalf("after the interrupted run: pods %v, before %v", mid, before)
+	}
+	revs := revisions(t, ns)
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "rotate", "pgpool", "--yes")
+	if err != nil || !strings.Contains(out, "1 of 3 pods were restarted by the run that did not finish") || strings.Contains(out, "evict   Pod "+ns+"/pgpool-2") ||
+		!strings.Contains(out, "Certificate pgpool-server-cert was re-issued by the run that did not finish") {
+		t.Fatalf("rotate again: %v\n%s\n%s", err, out, errOut)
+	}
+	after := podsByName(t, ns, l)
+	if after["pgpool-2"] != mid["pgpool-2"] {
+		t.Fatal("pgpool-2, restarted by the interrupted run, was restarted again")
+	}
+	for _, n := range []string{"pgpool-0", "pgpool-1"} {
+		if after[n] == before[n] {
+			t.Fatalf("%s was not restarted", n)
+		}
+	}
+	for n, r := range revisions(t, ns) {
+		if r != revs[n] {
+			t.Fatalf("Certificate %s re-issued again by the resumed run (revision %d -> %d)", n, revs[n], r)
+		}
+	}
+	checkLastOperation(t, ns, l, "rotate", "Succeeded")
+}
+
+func podsByName(t *testing.T, ns string, l layout) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, p := range env.WaitPodsReady(t, ns, l.selector, 3, 2*time.Minute) {
+		out[p.Name] = string(p.UID)
+	}
+	return out
+}
