@@ -124,7 +124,12 @@ func leftBehind(t *testing.T, ns string) {
 // and their issuer, every pod replaced, outcome recorded) with no manual
 // step.
 func TestEveryStepBoundaryConverges(t *testing.T) {
-	l := layouts[0]
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) { everyStepBoundaryConverges(t, l) })
+	}
+}
+
+func everyStepBoundaryConverges(t *testing.T, l layout) {
 	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert"}
 	for _, op := range []struct {
 		name     string
