@@ -21,6 +21,7 @@ import (
 
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apiretry"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
@@ -106,6 +107,7 @@ func (o *connection) Complete(args []string) error {
 		return fmt.Errorf("load kubeconfig: %w", err)
 	}
 	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(apiretry.Wrap) // transient API errors are retried under every client
 	cfg.UserAgent = "kubectl-pgpool"
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = 50, 100

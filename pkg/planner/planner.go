@@ -183,15 +183,24 @@ func fits(t *pgpool.Target, r Request) error {
 	if r.Operation == ChangeIssuer && changeIssuerDone(t, r.Issuer) {
 		return &StateError{fmt.Sprintf("pgpool %s already uses %s %q: to re-issue from it use `kubectl pgpool tls rotate %s`", name, tls.IssuerKind(r.Issuer.Kind), r.Issuer.Name, t.Name)}
 	}
-	if !r.ApplyAlways {
+	// A run that finishes an unfinished one does not wait for Ready pods:
+	// the unfinished run's roll may be what is under way.
+	if !r.ApplyAlways && !pending(t, r.Operation) {
+		// A pod on its way out (an evicted Deployment pod whose
+		// replacement is Ready) is neither counted nor waited for.
 		var notReady []string
+		ready := 0
 		for i := range t.Pods {
-			if !pgpool.PodReady(&t.Pods[i]) {
+			switch {
+			case t.Pods[i].DeletionTimestamp != nil:
+			case pgpool.PodReady(&t.Pods[i]):
+				ready++
+			default:
 				notReady = append(notReady, t.Pods[i].Name)
 			}
 		}
-		if len(notReady) > 0 || int32(len(t.Pods)) < t.Replicas {
-			return &StateError{fmt.Sprintf("pgpool %s is not ready: %d of %d pods Ready (not Ready: %s); wait for it, or pass --apply Always to change it anyway", name, len(t.Pods)-len(notReady), t.Replicas, orNone(notReady))}
+		if len(notReady) > 0 || int32(ready) < t.Replicas {
+			return &StateError{fmt.Sprintf("pgpool %s is not ready: %d of %d pods Ready (not Ready: %s); wait for it, or pass --apply Always to change it anyway", name, ready, t.Replicas, orNone(notReady))}
 		}
 	}
 	return nil
@@ -629,17 +638,26 @@ func (b *builder) roll(templateChanged bool) {
 
 // resuming reports whether this run finishes one of the same operation
 // that did not (its backup is still pending).
-func (b *builder) resuming() bool {
-	bk := b.t.Backup
-	return bk != nil && !bk.Done && bk.Operation == b.r.Operation
+func (b *builder) resuming() bool { return pending(b.t, b.r.Operation) }
+
+// pending reports whether a run of op on t did not finish: its backup is
+// there and not marked done.
+func pending(t *pgpool.Target, op string) bool {
+	return t.Backup != nil && !t.Backup.Done && t.Backup.Operation == op
 }
 
 // stale are the pods that do not run what the operation sets up yet: every
 // pod, except, when resuming, those the unfinished run restarted (started
 // since its backup, and after the server certificate they load was issued).
 func (b *builder) stale() []corev1.Pod {
+	var live []corev1.Pod // a pod on its way out is not restarted
+	for _, p := range b.t.Pods {
+		if p.DeletionTimestamp == nil {
+			live = append(live, p)
+		}
+	}
 	if !b.resuming() || b.reissuing {
-		return b.t.Pods
+		return live
 	}
 	before := map[string]bool{}
 	for _, u := range b.t.Backup.Pods {
@@ -650,7 +668,7 @@ func (b *builder) stale() []corev1.Pod {
 		issued = c.Status.NotBefore.Time
 	}
 	var out []corev1.Pod
-	for _, p := range b.t.Pods {
+	for _, p := range live {
 		if before[string(p.UID)] || p.CreationTimestamp.Time.Before(issued) {
 			out = append(out, p)
 		}
