@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -149,7 +150,11 @@ func oneOf(flag, value, choices string) error {
 			return nil
 		}
 	}
-	return UsageError{fmt.Errorf("%s must be %q, not %q", flag, strings.Join(cs, `" or "`), value)}
+	q := make([]string, len(cs))
+	for i, c := range cs {
+		q[i] = strconv.Quote(c)
+	}
+	return UsageError{fmt.Errorf("%s must be %s or %s, not %q", flag, strings.Join(q[:len(q)-1], ", "), q[len(q)-1], value)}
 }
 
 // options is what every command's Options struct does.
