@@ -222,6 +222,9 @@ func interruptedWhy(t *pgpool.Target, op string) string {
 		if !t.State.Enabled {
 			return ""
 		}
+		if pending(t, Add) {
+			return "its run that began at " + t.Backup.Taken + " did not finish (it was killed, or stopped)"
+		}
 		if !t.State.VolumePresent {
 			return "ssl is on in the config, but the TLS volume is not mounted"
 		}
@@ -231,6 +234,9 @@ func interruptedWhy(t *pgpool.Target, op string) string {
 	case Remove:
 		if t.State.Enabled {
 			return ""
+		}
+		if pending(t, Remove) {
+			return "its run that began at " + t.Backup.Taken + " did not finish (it was killed, or stopped)"
 		}
 		if t.State.VolumePresent {
 			return "ssl is off in the config, but the TLS volume is still mounted"
@@ -253,7 +259,7 @@ func onIssuer(t *pgpool.Target, n string, issuer pgpool.IssuerRef) bool {
 func changeIssuerDone(t *pgpool.Target, issuer pgpool.IssuerRef) bool {
 	last := t.LastOperation()
 	return onIssuer(t, pgpool.ServerCertName(t.Name), issuer) && onIssuer(t, pgpool.ClientCertName(t.Name), issuer) &&
-		(last.Operation != ChangeIssuer || last.Result == "Succeeded")
+		(last.Operation != ChangeIssuer || last.Result == "Succeeded") && !pending(t, ChangeIssuer)
 }
 
 func orNone(s []string) string {

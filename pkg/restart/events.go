@@ -2,6 +2,7 @@ package restart
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -126,4 +127,58 @@ func (w *eventWatch) saw(ev *corev1.Event) {
 			w.stop(&StuckError{Namespace: p.Namespace, Pod: p.Name, Why: fmt.Sprintf("%s (for %s): %s", what, limit, msg)})
 		}
 	})
+}
+
+// Guard watches the pods of a roll that the workload's controller carries
+// out (there is no single replacement to wait for): a new pod (not among
+// known, the workload's) that cannot start, or whose volumes or readiness
+// keep failing, cancels the returned context with a StuckError. Call stop
+// when the wait is over.
+func Guard(ctx context.Context, core corev1client.CoreV1Interface, ns, selector string, known map[types.UID]bool, owns func(*corev1.Pod) bool, o Options) (guarded context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	ev := newEventWatch(o, cancel)
+	go ev.run(ctx, core, ns)
+	r := Replacement{Known: known, Owns: owns}
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			lo.LabelSelector = selector
+			return core.Pods(ns).List(ctx, lo)
+		},
+		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			lo.LabelSelector = selector
+			return core.Pods(ns).Watch(ctx, lo)
+		},
+	}
+	go func() {
+		pods := map[string]*corev1.Pod{}
+		_, _ = watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(e watch.Event) (bool, error) {
+			p, ok := e.Object.(*corev1.Pod)
+			if !ok {
+				return false, nil
+			}
+			if e.Type == watch.Deleted {
+				delete(pods, p.Name)
+			} else {
+				pods[p.Name] = p
+			}
+			ev.setCandidates(pods, "", r)
+			if e.Type != watch.Deleted && !known[p.UID] && p.DeletionTimestamp == nil && (owns == nil || owns(p)) {
+				if why := Stuck(p); why != "" {
+					cancel(&StuckError{Namespace: ns, Pod: p.Name, Why: why})
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+	}()
+	return ctx, func() { cancel(nil) }
+}
+
+// StuckCause is the StuckError that cancelled a guarded context, if any.
+func StuckCause(ctx context.Context) *StuckError {
+	var se *StuckError
+	if errors.As(context.Cause(ctx), &se) {
+		return se
+	}
+	return nil
 }

@@ -87,3 +87,25 @@ func TestStuckByEvents(t *testing.T) {
 		})
 	}
 }
+
+// During a controller's rollout, a new pod that crash-loops cancels the
+// guarded wait with the reason; the pods from before are not judged.
+func TestGuardStopsARolloutAtAStuckPod(t *testing.T) {
+	old := wpod("pgpool-a", "old", true)
+	cs := fake.NewClientset(old)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	g, stop := Guard(ctx, cs.CoreV1(), "demo", "app=pgpool", map[types.UID]bool{"old": true}, nil, Options{})
+	defer stop()
+	bad := wpod("pgpool-b", "new", false)
+	bad.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "pgpool", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: "back-off 10s"}},
+		LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error"}}}}
+	if _, err := cs.CoreV1().Pods("demo").Create(ctx, bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	<-g.Done()
+	se := StuckCause(g)
+	if se == nil || se.Pod != "pgpool-b" || !strings.Contains(se.Error(), "CrashLoopBackOff: back-off 10s; last exit code 1 (Error)") {
+		t.Fatalf("guard: %v (ctx %v)", se, ctx.Err())
+	}
+}

@@ -375,3 +375,56 @@ func WaitGone(ctx context.Context, core corev1client.CoreV1Interface, ns, select
 	}
 	return nil
 }
+
+// WaitReady waits, by watch, until want pods of the workload (owns; nil:
+// every pod the selector matches) are Ready and not terminating: the end of
+// a roll that another run started, or a controller's. A pod that cannot
+// start (Stuck) fails the wait at once.
+func WaitReady(ctx context.Context, core corev1client.CoreV1Interface, ns, selector string, want int, owns func(*corev1.Pod) bool, o Options) error {
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			lo.LabelSelector = selector
+			return core.Pods(ns).List(ctx, lo)
+		},
+		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			lo.LabelSelector = selector
+			return core.Pods(ns).Watch(ctx, lo)
+		},
+	}
+	ready := 0
+	last := -1
+	count := func(pods []any) (bool, error) {
+		ready = 0
+		for _, obj := range pods {
+			p, ok := obj.(*corev1.Pod)
+			if !ok || (owns != nil && !owns(p)) || p.DeletionTimestamp != nil {
+				continue
+			}
+			if why := Stuck(p); why != "" {
+				return false, &StuckError{Namespace: ns, Pod: p.Name, Why: why}
+			}
+			if pgpool.PodReady(p) {
+				ready++
+			}
+		}
+		if ready != last {
+			last = ready
+			o.progress("%d of %d pods Ready", ready, want)
+		}
+		return ready >= want, nil
+	}
+	var store cache.Store
+	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, func(s cache.Store) (bool, error) {
+		store = s
+		return count(s.List())
+	}, func(watch.Event) (bool, error) {
+		return count(store.List())
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return waitErr(ctx, fmt.Sprintf("%d pods to be Ready (%d are)", want, ready))
+		}
+		return err
+	}
+	return nil
+}

@@ -2,8 +2,13 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -22,7 +27,8 @@ import (
 // (resourcelock.LeaseLock): a holder identity, a duration, a renew time the
 // holder moves forward while it works. A holder that stops renewing (killed,
 // its terminal closed) loses the lock after planner.LockDuration, and the next run
-// takes it over.
+// takes it over; at once when that holder was a process of this machine that
+// no longer runs.
 const (
 	// lockRenew is how often a running operation renews its lock.
 	lockRenew = planner.LockDuration / 3
@@ -57,6 +63,30 @@ func LockExpired(l *coordinationv1.Lease, now time.Time) (bool, time.Time) {
 	return !last.Add(d).After(now), last.Add(d)
 }
 
+// holderGone reports whether a lock's holder is a process of this machine
+// that no longer runs (killed with SIGKILL, say): its lock need not be
+// waited out. A holder elsewhere, or a pid that runs, may still be working.
+func holderGone(holder string) bool {
+	at := strings.LastIndex(holder, "@")
+	sp := strings.LastIndex(holder, " pid ")
+	if at < 0 || sp < at {
+		return false
+	}
+	pid, err := strconv.Atoi(holder[sp+len(" pid "):])
+	host, herr := os.Hostname()
+	if err != nil || herr != nil || pid <= 0 || pid == os.Getpid() || holder[at+1:sp] != host {
+		return false
+	}
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// lockFree reports whether the lock l may be taken over: it expired, or its
+// holder's process is gone; and when it expires.
+func lockFree(l *coordinationv1.Lease, now time.Time) (bool, time.Time) {
+	expired, at := LockExpired(l, now)
+	return expired || holderGone(holderOf(l)), at
+}
+
 func (r *Runner) lock(ctx context.Context, s plan.Step, spec plan.LockSpec) (string, error) {
 	ns, name := s.Object.Namespace, s.Object.Name
 	now := metav1.NewMicroTime(time.Now())
@@ -81,13 +111,16 @@ func (r *Runner) lock(ctx context.Context, s plan.Step, spec plan.LockSpec) (str
 		if gerr != nil {
 			return "", fmt.Errorf("get Lease %s/%s: %w", ns, name, gerr)
 		}
-		expired, at := LockExpired(old, now.Time)
+		expired, at := lockFree(old, now.Time)
 		if !expired && !spec.Force {
 			return "", lockHeld(old)
 		}
 		// Take it over, on the resourceVersion just read: if its holder
 		// renews in between, the update conflicts and we stop.
 		notice = fmt.Sprintf(" (taken over from %s, whose lock expired at %s)", holderOf(old), at.UTC().Format(time.RFC3339))
+		if at.After(now.Time) {
+			notice = fmt.Sprintf(" (taken over from %s, whose process is gone)", holderOf(old))
+		}
 		if spec.Force {
 			notice = fmt.Sprintf(" (taken from %s by --force-unlock)", holderOf(old))
 		}
@@ -219,6 +252,8 @@ func CheckLock(ctx context.Context, c coordinationv1client.CoordinationV1Interfa
 	}
 	expired, at := LockExpired(l, time.Now())
 	switch {
+	case !expired && holderGone(holderOf(l)):
+		return fmt.Sprintf("the lock Lease %s/%s is held by %s, a process of this machine that no longer runs (it was killed); this run takes it over and finishes the job from what the cluster holds now", ns, name, holderOf(l)), nil
 	case expired:
 		return fmt.Sprintf("the lock Lease %s/%s of %s expired at %s (that run stopped renewing it: it was killed or lost its connection); this run takes it over and finishes the job from what the cluster holds now", ns, name, holderOf(l), at.UTC().Format(time.RFC3339)), nil
 	case force:

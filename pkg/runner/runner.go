@@ -153,15 +153,22 @@ func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report fun
 	case plan.EvictSpec:
 		return r.evict(ctx, s, spec, report)
 	case plan.RolloutSpec:
-		if err := restart.WaitRollout(ctx, r.Clients.Dynamic.Resource(r.Target.GVR), s.Object.Namespace, s.Object.Name, restart.Options{OnProgress: report}); err != nil {
-			return "", err
+		// A new pod that cannot start ends the wait at once, with why.
+		gctx, stop := restart.Guard(ctx, r.Clients.Core, s.Object.Namespace, spec.Pods.Selector, knownUIDs(spec.Pods), r.Target.Owns, restart.Options{})
+		defer stop()
+		err := restart.WaitRollout(gctx, r.Clients.Dynamic.Resource(r.Target.GVR), s.Object.Namespace, s.Object.Name, restart.Options{OnProgress: report})
+		if err == nil {
+			err = restart.WaitGone(gctx, r.Clients.Core, s.Object.Namespace, spec.Pods.Selector, knownUIDs(spec.Pods), restart.Options{OnProgress: report})
 		}
-		if err := restart.WaitGone(ctx, r.Clients.Core, s.Object.Namespace, spec.Pods.Selector, knownUIDs(spec.Pods), restart.Options{OnProgress: report}); err != nil {
+		if se := restart.StuckCause(gctx); se != nil && ctx.Err() == nil {
+			return "", se
+		}
+		if err != nil {
 			return "", err
 		}
 		return "all pods replaced and Ready, the old ones gone", nil
 	case plan.VerifySpec:
-		return r.verify(ctx, s, spec)
+		return r.verify(ctx, s, spec, report)
 	case plan.DeleteSpec:
 		return r.delete(ctx, s)
 	case plan.RecordSpec:
@@ -345,7 +352,7 @@ func shortUID(u types.UID) string {
 	return string(u)
 }
 
-func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec) (string, error) {
+func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, report func(string)) (string, error) {
 	ns := s.Object.Namespace
 	var problems []string
 	// 1. The config says what it should.
@@ -377,7 +384,11 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec) 
 	if mounted(u, spec.TLSMountPath) != on {
 		problems = append(problems, fmt.Sprintf("%s %s/%s: TLS volume at %s is %s", s.Object.Kind, ns, s.Object.Name, spec.TLSMountPath, map[bool]string{true: "still mounted", false: "not mounted"}[mounted(u, spec.TLSMountPath)]))
 	}
-	// 3. Every pod is new and Ready.
+	// 3. Every pod is new and Ready (a roll another run started, or the
+	// controller's, may still be ending: wait for it).
+	if err := restart.WaitReady(ctx, r.Clients.Core, ns, spec.Pods.Selector, spec.Pods.Want, r.Target.Owns, restart.Options{OnProgress: report}); err != nil {
+		return "", fmt.Errorf("verify: %w", err)
+	}
 	pods, err := r.Clients.Core.Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: spec.Pods.Selector})
 	if err != nil {
 		return "", fmt.Errorf("verify: list pods: %w", err)

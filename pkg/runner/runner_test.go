@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -264,5 +267,31 @@ func TestDeleteSecretOnlyOurs(t *testing.T) {
 	}
 	if _, err := f.Core.CoreV1().Secrets("demo").Get(context.Background(), obj.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("our Secret is still there: %v", err)
+	}
+}
+
+// A lock held by a process of this machine that no longer runs is free at
+// once; one held elsewhere, by this process or by a running process is not.
+func TestHolderGone(t *testing.T) {
+	host, _ := os.Hostname()
+	c := exec.Command("true")
+	if err := c.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := c.Process.Pid
+	for _, tc := range []struct {
+		holder string
+		gone   bool
+	}{
+		{fmt.Sprintf("me@%s pid %d", host, dead), true},
+		{fmt.Sprintf("me@%s pid %d", host, os.Getppid()), false},
+		{fmt.Sprintf("me@%s pid %d", host, os.Getpid()), false},
+		{fmt.Sprintf("me@elsewhere-%s pid %d", host, dead), false},
+		{"someone@elsewhere", false},
+		{"an unknown holder", false},
+	} {
+		if got := holderGone(tc.holder); got != tc.gone {
+			t.Errorf("holderGone(%q) = %v, want %v", tc.holder, got, tc.gone)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,10 +143,15 @@ func everyStepBoundaryConverges(t *testing.T, l layout) {
 		{"remove", []string{"tls", "remove", "pgpool"}, true},
 	} {
 		steps := planLength(t, l, op.afterAdd, op.args)
-		// After step N-2 only the Always steps (record, unlock) are left,
-		// which run anyway: the last boundary with work after it is N-3.
-		for k := 1; k <= steps-3; k++ {
-			t.Run(fmt.Sprintf("%s/after-step-%d-of-%d", op.name, k, steps), func(t *testing.T) {
+		// Killed (SIGKILL) right after each step that has work after it
+		// (the last three are verify, record and unlock); step 0 is the
+		// SIGINT in the middle of the roll.
+		for k := 0; k <= steps-3; k++ {
+			name := fmt.Sprintf("%s/killed-after-step-%d-of-%d", op.name, k, steps)
+			if k == 0 {
+				name = op.name + "/sigint-mid-roll"
+			}
+			t.Run(name, func(t *testing.T) {
 				t.Parallel()
 				ns := setup(t, l, 1)
 				if op.afterAdd {
@@ -158,13 +164,26 @@ func everyStepBoundaryConverges(t *testing.T, l layout) {
 				if op.afterAdd {
 					revs = revisions(t, ns)
 				}
-				err := interrupted(t, ns, []string{fmt.Sprintf("[%d/%d]", k, steps), "done in"}, op.args...)
-				if cmd.ExitCode(err) != 130 {
-					t.Fatalf("the run was not interrupted after step %d: %v", k, err)
+				if k == 0 {
+					code := env.KillAt(t, ns, syscall.SIGINT, func(l string) bool {
+						return strings.Contains(l, "evicted pod") || (strings.Contains(l, "] rollout ") && strings.Contains(l, "started"))
+					}, op.args...)
+					if code != 130 {
+						t.Fatalf("SIGINT in the roll: exit %d, want 130", code)
+					}
+				} else {
+					env.KillAt(t, ns, syscall.SIGKILL, func(l string) bool {
+						return strings.Contains(l, fmt.Sprintf("[%d/%d]", k, steps)) && strings.Contains(l, "done in")
+					}, op.args...)
 				}
 				out, errOut, err := plugin(t, env.Kubeconfig, ns, append(op.args, "--yes")...)
 				if err != nil {
 					t.Fatalf("%s again after step %d: %v\n%s\n%s", op.name, k, err, out, errOut)
+				}
+				// The killed run's lock is taken over at once (its process
+				// is gone), not waited out.
+				if k > 0 && !strings.Contains(errOut, "whose process is gone") {
+					t.Fatalf("%s again after a SIGKILL at step %d did not take the dead run's lock over:\n%s", op.name, k, errOut)
 				}
 				on := op.name != "remove"
 				want := map[bool]string{true: "hostssl all all 0.0.0.0/0 cert", false: "host all all 0.0.0.0/0 md5"}[on]

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -653,4 +654,36 @@ func realPgpool(t *testing.T, replicas int) string {
 	env.WaitIssuerReady(t, ctx, ns, "pp-new-issuer")
 	env.WaitPodsReady(t, ns, selector, replicas, 3*time.Minute)
 	return ns
+}
+
+// An add killed with SIGKILL in the middle of its roll on the real node
+// (one pod restarted onto TLS, one not) is finished by running it again: the
+// dead run's lock is taken over at once, only the pod not yet restarted is
+// restarted, and every pod serves the Secret's certificate and lets the
+// client certificate log in.
+func TestKilledAddFinishesOnRealNode(t *testing.T) {
+	ns := realPgpool(t, 2)
+	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert",
+		"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert"}
+	env.KillAt(t, ns, syscall.SIGKILL, func(l string) bool {
+		return strings.Contains(l, "evict Pod "+ns+"/pgpool-1") && strings.Contains(l, "done in")
+	}, add...)
+	mid := map[string]types.UID{}
+	for _, p := range env.WaitPodsReady(t, ns, selector, 2, 2*time.Minute) {
+		mid[p.Name] = p.UID
+	}
+	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, append(add, "--yes")...)
+	if err != nil || !strings.Contains(errOut, "whose process is gone") || !strings.Contains(out, "resuming a tls add") || strings.Contains(out, "evict   Pod "+ns+"/pgpool-1") {
+		t.Fatalf("add again after SIGKILL: %v\n%s\n%s", err, out, errOut)
+	}
+	for _, p := range env.WaitPodsReady(t, ns, selector, 2, 2*time.Minute) {
+		if p.Name == "pgpool-1" && p.UID != mid["pgpool-1"] {
+			t.Error("pgpool-1, restarted by the killed run, was restarted again")
+		}
+		if p.Name == "pgpool-0" && p.UID == mid["pgpool-0"] {
+			t.Error("pgpool-0 was not restarted")
+		}
+	}
+	status(t, ns, 2, true)
+	loginThroughPgpool(t, ns, 2, true)
 }

@@ -116,6 +116,7 @@ type Env struct {
 	// it has the real node.
 	Cluster *ClusterEnv
 	stop    func()
+	bin     binary
 }
 
 // RepoRoot finds the repository root from this source file.
@@ -243,7 +244,10 @@ func freePortBase(root string) (int, error) {
 }
 
 // Stop stops a cluster that Start started.
-func (e *Env) Stop() { e.stop() }
+func (e *Env) Stop() {
+	e.bin.remove()
+	e.stop()
+}
 
 // Context returns a context bounded by d and cancelled at the test's end.
 func Context(t testing.TB, d time.Duration) context.Context {
