@@ -139,16 +139,7 @@ func Guard(ctx context.Context, core corev1client.CoreV1Interface, ns, selector 
 	ev := newEventWatch(o, cancel)
 	go ev.run(ctx, core, ns)
 	r := Replacement{Known: known, Owns: owns}
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
-			lo.LabelSelector = selector
-			return core.Pods(ns).List(ctx, lo)
-		},
-		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
-			lo.LabelSelector = selector
-			return core.Pods(ns).Watch(ctx, lo)
-		},
-	}
+	lw := podsLW(core, ns, selector)
 	go func() {
 		pods := map[string]*corev1.Pod{}
 		_, _ = watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(e watch.Event) (bool, error) {

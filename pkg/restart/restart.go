@@ -161,16 +161,7 @@ func Stuck(p *corev1.Pod) string {
 // (Stuck) fails the wait at once, with the reason, instead of at the
 // deadline.
 func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, name string, uid types.UID, r Replacement, o Options) (*corev1.Pod, error) {
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
-			lo.LabelSelector = r.Selector
-			return core.Pods(ns).List(ctx, lo)
-		},
-		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
-			lo.LabelSelector = r.Selector
-			return core.Pods(ns).Watch(ctx, lo)
-		},
-	}
+	lw := podsLW(core, ns, r.Selector)
 	pods := map[string]*corev1.Pod{}
 	var found *corev1.Pod
 	phase := ""
@@ -332,16 +323,7 @@ func RolloutDone(u *unstructured.Unstructured) (bool, string) {
 // WaitGone waits, by watch, until no pod with one of the given UIDs is left
 // (old pods of a rollout that are still terminating).
 func WaitGone(ctx context.Context, core corev1client.CoreV1Interface, ns, selector string, uids map[types.UID]bool, o Options) error {
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
-			lo.LabelSelector = selector
-			return core.Pods(ns).List(ctx, lo)
-		},
-		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
-			lo.LabelSelector = selector
-			return core.Pods(ns).Watch(ctx, lo)
-		},
-	}
+	lw := podsLW(core, ns, selector)
 	left := map[types.UID]string{}
 	last := -1
 	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, func(store cache.Store) (bool, error) {
@@ -381,16 +363,7 @@ func WaitGone(ctx context.Context, core corev1client.CoreV1Interface, ns, select
 // a roll that another run started, or a controller's. A pod that cannot
 // start (Stuck) fails the wait at once.
 func WaitReady(ctx context.Context, core corev1client.CoreV1Interface, ns, selector string, want int, owns func(*corev1.Pod) bool, o Options) error {
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
-			lo.LabelSelector = selector
-			return core.Pods(ns).List(ctx, lo)
-		},
-		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
-			lo.LabelSelector = selector
-			return core.Pods(ns).Watch(ctx, lo)
-		},
-	}
+	lw := podsLW(core, ns, selector)
 	ready := 0
 	last := -1
 	count := func(pods []any) (bool, error) {
@@ -427,4 +400,18 @@ func WaitReady(ctx context.Context, core corev1client.CoreV1Interface, ns, selec
 		return err
 	}
 	return nil
+}
+
+// podsLW lists and watches the pods in ns that selector matches.
+func podsLW(core corev1client.CoreV1Interface, ns, selector string) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			lo.LabelSelector = selector
+			return core.Pods(ns).List(ctx, lo)
+		},
+		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			lo.LabelSelector = selector
+			return core.Pods(ns).Watch(ctx, lo)
+		},
+	}
 }
