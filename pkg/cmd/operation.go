@@ -367,7 +367,8 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 	}
 	if req.Operation == planner.Add || req.Operation == planner.ChangeIssuer {
 		ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
-		if err := issuing.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref); err != nil {
+		clientCerts := (req.Operation == planner.Add && req.AuthMode == "cert") || (req.Operation == planner.ChangeIssuer && t.State.AuthMode == "cert")
+		if err := issuing.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref, clientCerts); err != nil {
 			return nil, login, err
 		}
 	}

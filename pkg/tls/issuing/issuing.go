@@ -119,8 +119,11 @@ const clockSkew = 5 * time.Second
 
 // IssuerReady checks that the issuer exists, is Ready, and can give pgpool
 // a CA: an ACME issuer writes no ca.crt, and pgpool needs one (ssl_ca_cert)
-// to verify client certificates and its backends.
-func IssuerReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns string, ref cmmeta.IssuerReference) error {
+// to verify client certificates and its backends. With clientCerts (clients
+// log in with a certificate), a SelfSigned issuer is refused too: each of
+// its certificates is signed by its own key, so the client certificate is
+// not signed by the CA pgpool reads (ca.crt is the server certificate).
+func IssuerReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns string, ref cmmeta.IssuerReference, clientCerts bool) error {
 	var conds []cmapi.IssuerCondition
 	var spec cmapi.IssuerSpec
 	switch ref.Kind {
@@ -142,7 +145,10 @@ func IssuerReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns str
 		conds, spec = is.Status.Conditions, is.Spec
 	}
 	if spec.ACME != nil {
-		return fmt.Errorf("%s %q is an ACME issuer, which writes no ca.crt into the Secret: pgpool needs its issuer's CA (ssl_ca_cert) to verify client certificates and its backends; use a CA, Vault or self-signed issuer; nothing was changed", tls.IssuerKind(ref.Kind), ref.Name)
+		return fmt.Errorf("%s %q is an ACME issuer, which writes no ca.crt into the Secret: pgpool needs its issuer's CA (ssl_ca_cert) to verify client certificates and its backends; use a CA or Vault issuer; nothing was changed", tls.IssuerKind(ref.Kind), ref.Name)
+	}
+	if spec.SelfSigned != nil && clientCerts {
+		return fmt.Errorf("%s %q is a SelfSigned issuer: each certificate it issues is signed by its own key, so pgpool (whose CA would be the server certificate itself) cannot verify the client certificate and every cert login would fail; use a CA issuer (a SelfSigned issuer can sign that CA), or a password auth mode; nothing was changed", tls.IssuerKind(ref.Kind), ref.Name)
 	}
 	for _, c := range conds {
 		if c.Type == cmapi.IssuerConditionReady {

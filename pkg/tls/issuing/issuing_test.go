@@ -90,19 +90,29 @@ func TestWaitReadyStaleAndFreshFailures(t *testing.T) {
 	}
 }
 
-// An issuer that publishes no CA (ACME) is refused before any write; a
-// Ready CA issuer passes.
+// An issuer that publishes no CA (ACME) is refused before any write, and a
+// SelfSigned one when clients log in with certificates; a Ready CA issuer
+// passes.
 func TestIssuerReady(t *testing.T) {
 	ready := cmapi.IssuerStatus{Conditions: []cmapi.IssuerCondition{{Type: cmapi.IssuerConditionReady, Status: cmmeta.ConditionTrue}}}
 	cm := cmfake.NewClientset(
 		&cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Name: "letsencrypt", Namespace: "demo"}, Status: ready,
 			Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{ACME: &cmacme.ACMEIssuer{Server: "https://127.0.0.1:1/directory"}}}},
 		&cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Name: "ca", Namespace: "demo"}, Status: ready,
-			Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "ca"}}}})
-	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "letsencrypt"}); err == nil || !strings.Contains(err.Error(), "is an ACME issuer, which writes no ca.crt") {
+			Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "ca"}}}},
+		&cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Name: "self", Namespace: "demo"}, Status: ready,
+			Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{SelfSigned: &cmapi.SelfSignedIssuer{}}}})
+	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "letsencrypt"}, false); err == nil || !strings.Contains(err.Error(), "is an ACME issuer, which writes no ca.crt") {
 		t.Fatalf("ACME: %v", err)
 	}
-	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "ca"}); err != nil {
+	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "ca"}, true); err != nil {
 		t.Fatalf("CA issuer: %v", err)
+	}
+	// SelfSigned: fine for passwords over TLS, not for client certificates.
+	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "self"}, false); err != nil {
+		t.Fatalf("SelfSigned without client certificates: %v", err)
+	}
+	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "self"}, true); err == nil || !strings.Contains(err.Error(), "cannot verify the client certificate") {
+		t.Fatalf("SelfSigned with client certificates: %v", err)
 	}
 }
