@@ -12,6 +12,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/spf13/pflag"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -363,6 +364,43 @@ func TestBackendPod(t *testing.T) {
 		pod, port, ns, why := o.backendPod(context.Background(), tg, conf.Backend{Host: tc.host, Port: 5432})
 		if pod != tc.pod || ns != tc.ns || port != tc.port || (tc.why != "" && !strings.Contains(why, tc.why)) {
 			t.Errorf("%s: got pod %q ns %q port %d (%s)", tc.host, pod, ns, port, why)
+		}
+	}
+}
+
+// A typo under any command is an unknown command (exit 2, with a
+// suggestion), never help and success; the design's names are aliases of
+// the tls subcommands, with the same flags.
+func TestUnknownCommandsAndAliases(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		unknown string
+	}{{[]string{"tls", "rotat", "pgpool"}, "rotat"}, {[]string{"rotat"}, "rotat"}, {[]string{"tls", "remove-tls"}, "remove-tls"}} {
+		streams, _, _, _ := genericiooptions.NewTestIOStreams()
+		root := NewRootCmd(streams, BuildInfo{})
+		root.SetArgs(tc.args)
+		err := root.Execute()
+		if ExitCode(err) != 2 || !strings.Contains(err.Error(), fmt.Sprintf("unknown command %q", tc.unknown)) {
+			t.Errorf("%v: exit %d, %v", tc.args, ExitCode(err), err)
+		}
+	}
+	streams, _, _, _ := genericiooptions.NewTestIOStreams()
+	root := NewRootCmd(streams, BuildInfo{})
+	root.SetArgs([]string{"tls", "rotat", "pgpool"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "Did you mean this?\n\trotate") {
+		t.Errorf("no suggestion: %v", err)
+	}
+	for alias, of := range map[string]string{"add-tls": "add", "rotate": "rotate", "change-issuer": "change-issuer", "remove-tls": "remove"} {
+		a, _, err := root.Find([]string{alias})
+		if err != nil || a.Name() != alias {
+			t.Fatalf("alias %s: %v", alias, err)
+		}
+		c, _, _ := root.Find([]string{"tls", of})
+		var af, cf []string
+		a.Flags().VisitAll(func(f *pflag.Flag) { af = append(af, f.Name) })
+		c.Flags().VisitAll(func(f *pflag.Flag) { cf = append(cf, f.Name) })
+		if strings.Join(af, " ") != strings.Join(cf, " ") {
+			t.Errorf("%s has flags %v, tls %s has %v", alias, af, of, cf)
 		}
 	}
 }

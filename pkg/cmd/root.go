@@ -55,7 +55,24 @@ restarting one pod at a time through the Eviction API.`,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl pgpool"},
 	}
 	flags.AddFlags(root.PersistentFlags())
+	root.Args, root.RunE = cobra.ArbitraryArgs, unknownCommand
 	root.AddCommand(newTLSCmd(streams, flags), newVersionCmd(streams, info))
+	// The design's names, as top-level aliases of the tls subcommands.
+	for _, a := range []struct {
+		name string
+		cmd  *cobra.Command
+	}{
+		{"add-tls", newAddCmd(streams, flags)},
+		{"rotate", newRotateCmd(streams, flags)},
+		{"change-issuer", newChangeIssuerCmd(streams, flags)},
+		{"remove-tls", newRemoveCmd(streams, flags)},
+	} {
+		orig, rest, _ := strings.Cut(a.cmd.Use, " ")
+		a.cmd.Use = a.name + " " + rest
+		a.cmd.Short += " (as tls " + orig + ")"
+		a.cmd.Example = ""
+		root.AddCommand(a.cmd)
+	}
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	root.SetIn(streams.In)
@@ -69,6 +86,8 @@ func newTLSCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 	c := &cobra.Command{
 		Use:   "tls",
 		Short: "Add, rotate, change the issuer of, remove, roll back or inspect TLS of a pgpool",
+		Args:  cobra.ArbitraryArgs,
+		RunE:  unknownCommand,
 	}
 	c.AddCommand(
 		newAddCmd(streams, flags),
@@ -79,6 +98,20 @@ func newTLSCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 		newStatusCmd(streams, flags),
 	)
 	return c
+}
+
+// unknownCommand is the RunE of a command that only groups others: without
+// arguments it shows its help; anything else is an unknown command (exit 2,
+// with cobra's suggestions), never a silent success.
+func unknownCommand(c *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return c.Help()
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+	if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+	}
+	return UsageError{fmt.Errorf("%s\nSee '%s --help'", msg, c.CommandPath())}
 }
 
 // UsageError is bad usage: exit code 2.
