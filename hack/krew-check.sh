@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make krew-validate`: krew's own checks of the plugin's packaging.
 #  1. validate-krew-manifest on krew-manifest.yaml (the repo's manifest; its
-#     sha256 are placeholders until a release, so no install from its URIs);
+#     sha256 are placeholders until a release, so no install from its URIs),
+#     and krew-index review's lengths (shortDescription, description width);
 #  2. hack/dist.sh for this machine's platform, validate-krew-manifest on the
 #     resulting dist/pgpool.yaml;
 #  3. a real `kubectl krew install --manifest --archive` of that archive into
@@ -31,6 +32,15 @@ validate() { # krew wants the file named after the plugin
 	echo "$2: valid (validate-krew-manifest)" >&2
 }
 validate repo krew-manifest.yaml
+
+# What krew-index review asks beyond the validator: a shortDescription of at
+# most 50 characters, a description wrapped at 80 columns.
+short="$(sed -n 's/^  shortDescription: *//p' krew-manifest.yaml)"
+if [ "${#short}" -gt 50 ]; then
+	echo "krew-manifest.yaml: shortDescription is ${#short} characters (krew-index wants at most 50): $short" >&2
+	exit 1
+fi
+if sed -n '/^  description: |/,/^  [a-z]*:/p' krew-manifest.yaml | awk 'length > 80 { bad = 1; print "krew-manifest.yaml: description line over 80 columns: " $0 > "/dev/stderr" } END { exit bad }'; then :; else exit 1; fi
 
 platform="$(go env GOOS)/$(go env GOARCH)"
 PLATFORMS="$platform" hack/dist.sh
