@@ -95,6 +95,11 @@ func (o *connection) Complete(args []string) error {
 		return UsageError{fmt.Errorf("expected exactly one argument, the pgpool's name (got %d)", len(args))}
 	}
 	o.Name = args[0]
+	return o.completeClients()
+}
+
+// completeClients resolves the namespace and builds the clients.
+func (o *connection) completeClients() error {
 	ns, _, err := o.ConfigFlags.ToRawKubeConfigLoader().Namespace()
 	if err != nil {
 		return fmt.Errorf("resolve the namespace: %w", err)

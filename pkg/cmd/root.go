@@ -96,6 +96,7 @@ func newTLSCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 		newRemoveCmd(streams, flags),
 		newRollbackCmd(streams, flags),
 		newStatusCmd(streams, flags),
+		newApplyCmd(streams, flags),
 	)
 	return c
 }

@@ -1,0 +1,81 @@
+package cmd
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
+)
+
+// The KubeDB tutorial's four manifests, as they are, map onto the plugin's
+// operations with their fields.
+func TestSeedOpsRequestsParse(t *testing.T) {
+	dir := filepath.Join("..", "..", "test", "fixtures", "kubedb-ops")
+	for _, tc := range []struct {
+		file, op   string
+		issuerOnly bool
+	}{
+		{"ppops-add-tls.yaml", planner.Add, false},
+		{"ppops-rotate.yaml", planner.Rotate, false},
+		{"ppops-change-issuer.yaml", planner.Add, true},
+		{"ppops-remove.yaml", planner.Remove, false},
+	} {
+		data, err := os.ReadFile(filepath.Join(dir, tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs, err := parseOpsRequests(tc.file, data, "default", false)
+		if err != nil || len(runs) != 1 {
+			t.Fatalf("%s: %v (%d runs)", tc.file, err, len(runs))
+		}
+		r := runs[0]
+		if r.req.Operation != tc.op || r.issuerOnly != tc.issuerOnly || r.namespace != "demo" || r.name != "pgpool" {
+			t.Fatalf("%s: %+v", tc.file, r)
+		}
+		if tc.file == "ppops-add-tls.yaml" {
+			q := r.req
+			if q.SSLMode != "require" || q.AuthMode != "cert" || q.Issuer.Name != "pgpool-issuer" || strings.Join(q.ClientOrgs, ",") != "pgpool" ||
+				strings.Join(q.ClientOUs, ",") != "client" || r.timeout != 5*time.Minute || r.apply != "IfReady" {
+				t.Fatalf("add: %+v", r)
+			}
+		}
+	}
+}
+
+const opsHead = "apiVersion: ops.kubedb.com/v1alpha1\nkind: PgpoolOpsRequest\nmetadata: {name: x, namespace: demo}\n"
+
+// Each manifest KubeDB forbids, or the plugin cannot run as written, is an
+// error naming the document and the field; none of the documents of the
+// file runs (parsing comes before any client is built).
+func TestBadOpsRequests(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{opsHead + "spec: {type: Upgrade, databaseRef: {name: pgpool}}", `spec.type "Upgrade": only ReconfigureTLS`},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true, frobnicate: 1}}", `unknown field "frobnicate"`},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true, rotateCertificates: true}}", "remove, rotateCertificates and issuerRef exclude each other"},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {rotateCertificates: true, sslMode: require}}", "take no certificates, sslMode or clientAuthMode"},
+		{"apiVersion: ops.kubedb.com/v1alpha1\nkind: PostgresOpsRequest\nspec: {type: ReconfigureTLS}", `kind "PostgresOpsRequest": only ops.kubedb.com/v1alpha1 PgpoolOpsRequest`},
+		{opsHead + "spec: {type: ReconfigureTLS, tls: {remove: true}}", "spec.databaseRef.name is required"},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}}", "spec.tls is required"},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: v, apiGroup: vault.example.com}}}", `apiGroup "vault.example.com"`},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca, kind: Vault}}}", `issuerRef.kind "Vault"`},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, ipAddresses: [10.0.0.1]}]}}", "ipAddresses: not supported"},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: metrics}]}}", `alias "metrics": must be server or client`},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, duration: 24h}, {alias: client, duration: 48h}]}}", "different duration values"},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, sslMode: prefer, clientAuthMode: cert}}", "client auth mode cert needs every client on TLS"},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}, apply: Sometimes}", `spec.apply "Sometimes"`},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}}\n---\n" + opsHead + "spec: {type: Restart, databaseRef: {name: pgpool}}", "(PgpoolOpsRequest x): spec.type \"Restart\""},
+	} {
+		_, err := parseOpsRequests("f.yaml", []byte(tc.doc), "default", false)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || ExitCode(err) != 2 {
+			t.Errorf("%s\n: error %v (exit %d), want %q", tc.doc, err, ExitCode(err), tc.want)
+		}
+	}
+	// -n given and different from metadata.namespace.
+	if _, err := parseOpsRequests("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}}"), "prod", true); err == nil ||
+		!strings.Contains(err.Error(), `metadata.namespace "demo" does not match the namespace "prod" given with -n`) {
+		t.Errorf("namespace mismatch: %v", err)
+	}
+}
