@@ -230,6 +230,12 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 	req.Holder = runner.Holder()
 	req.ForceUnlock = o.ForceUnlock
 	req.Now = time.Now()
+	if req.OnlyStale {
+		done, err := o.current(ctx, t, &req)
+		if err != nil || done {
+			return false, err
+		}
+	}
 	if req.Operation == planner.Rotate || req.Operation == planner.Remove {
 		req.Issuer = t.State.Issuer
 	}
@@ -433,4 +439,34 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 		return nil, login, err
 	}
 	return warnings, login, nil
+}
+
+// current fills req.Current with the pods that serve what the Secret holds
+// (rotate --only-stale), proven by a handshake with each; it reports done
+// when no pod is stale. A pod that cannot be checked stops the command: it
+// cannot be told stale or current.
+func (o *OperationOptions) current(ctx context.Context, t *pgpool.Target, req *planner.Request) (bool, error) {
+	pods := make([]PodStatus, 0, len(t.Pods))
+	for i := range t.Pods {
+		pods = append(pods, PodStatus{Name: t.Pods[i].Name, UID: string(t.Pods[i].UID)})
+	}
+	probePods(ctx, o.Clients, t, pods, o.Timeout)
+	req.Current = map[string]bool{}
+	var stale []string
+	for _, p := range pods {
+		switch p.Check {
+		case "ok":
+			req.Current[p.UID] = true
+		case "mismatch":
+			stale = append(stale, p.Name)
+		default:
+			return false, fmt.Errorf("--only-stale: pod %s cannot be told stale or current (%s: %s); nothing was changed: run without --only-stale to restart every pod", p.Name, p.Check, p.Detail)
+		}
+	}
+	if len(stale) == 0 {
+		fmt.Fprintf(o.Out, "all %d pods current: each serves the certificate its Secret holds; nothing to restart\n", len(pods))
+		return true, nil
+	}
+	fmt.Fprintf(o.ErrOut, "--only-stale: %d of %d pods serve an older certificate than the Secret holds: %s\n", len(stale), len(pods), strings.Join(stale, ", "))
+	return false, nil
 }

@@ -149,7 +149,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		trust = sec.Data["ca.crt"]
 	}
 	if o.Verify != runner.VerifyOff {
-		o.probe(ctx, t, st.Pods)
+		probePods(ctx, o.Clients, t, st.Pods, o.Timeout)
 		st.Backends = o.checkBackends(ctx, t, tls.Pool(trust), o.Timeout)
 	}
 	if err := o.print(t, &st); err != nil {
@@ -168,11 +168,12 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	return nil
 }
 
-// probe fills in each pod's handshake result. Once a pod cannot be reached
-// at all (a kwok node has no kubelet to port-forward), the rest are skipped.
-func (o *StatusOptions) probe(ctx context.Context, t *pgpool.Target, pods []PodStatus) {
-	dial := verify.PortForwardDialer(o.Clients.Config, o.Clients.Core, t.Namespace, t.Port())
-	want, wantErr := verify.Expectation(ctx, o.Clients.Core, t.Namespace, t.Name, t.State.Enabled)
+// probePods fills in each pod's handshake result (each bounded by
+// timeout). Once a pod cannot be reached at all (a kwok node has no kubelet
+// to port-forward), the rest are skipped.
+func probePods(ctx context.Context, c *Clients, t *pgpool.Target, pods []PodStatus, timeout time.Duration) {
+	dial := verify.PortForwardDialer(c.Config, c.Core, t.Namespace, t.Port())
+	want, wantErr := verify.Expectation(ctx, c.Core, t.Namespace, t.Name, t.State.Enabled)
 	unreachable := ""
 	for i := range pods {
 		p := &pods[i]
@@ -182,7 +183,7 @@ func (o *StatusOptions) probe(ctx context.Context, t *pgpool.Target, pods []PodS
 		}
 		s, err := (*verify.Served)(nil), wantErr
 		if err == nil {
-			pctx, cancel := context.WithTimeout(ctx, o.Timeout)
+			pctx, cancel := context.WithTimeout(ctx, timeout)
 			s, err = verify.Check(pctx, dial, p.Name, want)
 			cancel()
 		}

@@ -136,6 +136,9 @@ type (
 		Reissue bool
 		// KeepPreviousCA keeps the previous issuer's CA in the CA bundle.
 		KeepPreviousCA bool
+		// OnlyStale (with --reissue=false) restarts only the pods whose
+		// served certificate differs from the Secret's.
+		OnlyStale bool
 	}
 
 	// ChangeIssuerOptions are the options of `tls change-issuer`.
@@ -169,21 +172,38 @@ certificate by itself (tls status shows every pod as a mismatch),
 		Example: `  kubectl pgpool tls rotate pgpool -n demo
   kubectl pgpool tls rotate pgpool -n demo --dry-run=server
   # pods serve an older certificate than the Secret holds (tls status: mismatch)
-  kubectl pgpool tls rotate pgpool -n demo --reissue=false`,
+  kubectl pgpool tls rotate pgpool -n demo --reissue=false
+  # only the pods that still serve an older certificate (e.g. from CI, on a schedule)
+  kubectl pgpool tls rotate pgpool -n demo --reissue=false --only-stale --yes`,
 		ValidArgsFunction: completePgpools(flags),
 		RunE:              runE(o),
 	}
 	o.addFlags(c)
 	o.addOnFailureFlag(c)
 	c.Flags().BoolVar(&o.Reissue, "reissue", true, "re-issue the certificates first; false only restarts the pods so that they load what the Secrets hold")
+	c.Flags().BoolVar(&o.OnlyStale, "only-stale", false, "with --reissue=false: restart only the pods whose served certificate (TLS handshake through port-forward) is not the Secret's; none stale is success")
 	c.Flags().BoolVar(&o.KeepPreviousCA, "keep-previous-ca", false, "keep the previous issuer's CA (from change-issuer) in the CA bundle, so client certificates it signed still log in")
 	addBackendCAFlag(c, &o.OperationOptions)
 	return c
 }
 
+// Validate checks the flags.
+func (o *RotateOptions) Validate() error {
+	if err := o.OperationOptions.Validate(); err != nil {
+		return err
+	}
+	if o.OnlyStale && o.Reissue {
+		return UsageError{fmt.Errorf("--only-stale needs --reissue=false: a re-issue makes every pod stale")}
+	}
+	if o.OnlyStale && o.Verify == "false" {
+		return UsageError{fmt.Errorf("--only-stale tells stale pods by their TLS handshake: it cannot be used with --verify=false")}
+	}
+	return nil
+}
+
 // Run rotates the certificates.
 func (o *RotateOptions) Run(ctx context.Context) error {
-	return o.run(ctx, planner.Request{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA})
+	return o.run(ctx, planner.Request{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA, OnlyStale: o.OnlyStale})
 }
 
 func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {

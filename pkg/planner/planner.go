@@ -71,6 +71,11 @@ type Request struct {
 	ForceUnlock bool
 	// Now is when the plan is made (the backup's time).
 	Now time.Time
+	// OnlyStale: rotate --reissue=false --only-stale (the cmd fills Current).
+	OnlyStale bool
+	// Current are the UIDs of pods proven (by handshake) to serve what the
+	// Secret holds: rotate --only-stale restarts only the others.
+	Current map[string]bool
 }
 
 // StateError is returned when the operation does not fit today's state.
@@ -656,9 +661,9 @@ func pending(t *pgpool.Target, op string) bool {
 // pod, except, when resuming, those the unfinished run restarted (started
 // since its backup, and after the server certificate they load was issued).
 func (b *builder) stale() []corev1.Pod {
-	var live []corev1.Pod // a pod on its way out is not restarted
+	var live []corev1.Pod // a pod on its way out, or proven current, is not restarted
 	for _, p := range b.t.Pods {
-		if p.DeletionTimestamp == nil {
+		if p.DeletionTimestamp == nil && !b.r.Current[string(p.UID)] {
 			live = append(live, p)
 		}
 	}

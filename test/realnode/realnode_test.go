@@ -25,7 +25,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
@@ -686,4 +689,60 @@ func TestKilledAddFinishesOnRealNode(t *testing.T) {
 	}
 	status(t, ns, 2, true)
 	loginThroughPgpool(t, ns, 2, true)
+}
+
+// After cert-manager renews the server certificate behind pgpool's back,
+// and one pod has restarted by itself since, `rotate --reissue=false
+// --only-stale` restarts exactly the pod that still serves the old
+// certificate; run again, it finds every pod current and changes nothing.
+func TestRotateOnlyStalePods(t *testing.T) {
+	ns := realPgpool(t, 2)
+	plugin(t, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert",
+		"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert")
+	renewedBehindPgpool(t, ns, 2)
+	ctx := testenv.Context(t, 3*time.Minute)
+	pods := env.WaitPodsReady(t, ns, selector, 2, time.Minute)
+	old := map[string]types.UID{}
+	for _, p := range pods {
+		old[p.Name] = p.UID
+	}
+	// pgpool-0 restarts by itself (a node drain, say): it loads the new one.
+	if err := env.Kube.CoreV1().Pods(ns).Delete(ctx, "pgpool-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitObject(t, ctx, podLW(ns, "pgpool-0"), &corev1.Pod{}, "pgpool-0 to come back Ready", func(p *corev1.Pod) bool {
+		return p.Name == "pgpool-0" && p.UID != old["pgpool-0"] && podReady(p)
+	})
+	mid := map[string]types.UID{}
+	for _, p := range env.WaitPodsReady(t, ns, selector, 2, time.Minute) {
+		mid[p.Name] = p.UID
+	}
+	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, "tls", "rotate", "pgpool", "--reissue=false", "--only-stale", "--yes")
+	if err != nil || !strings.Contains(errOut, "1 of 2 pods serve an older certificate than the Secret holds: pgpool-1") || strings.Contains(out, "evict   Pod "+ns+"/pgpool-0") {
+		t.Fatalf("rotate --only-stale: %v\n%s\n%s", err, out, errOut)
+	}
+	for _, p := range env.WaitPodsReady(t, ns, selector, 2, time.Minute) {
+		if (p.Name == "pgpool-0") != (p.UID == mid[p.Name]) {
+			t.Fatalf("pod %s: restarted %v; want only pgpool-1 restarted", p.Name, p.UID != mid[p.Name])
+		}
+	}
+	status(t, ns, 2, true)
+	out, _, err = testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, "tls", "rotate", "pgpool", "--reissue=false", "--only-stale", "--yes")
+	if err != nil || !strings.Contains(out, "all 2 pods current") {
+		t.Fatalf("rotate --only-stale with every pod current: %v\n%s", err, out)
+	}
+}
+
+// podLW lists and watches the pod name in ns.
+func podLW(ns, name string) cache.ListerWatcher {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (k8sruntime.Object, error) {
+			lo.FieldSelector = "metadata.name=" + name
+			return env.Kube.CoreV1().Pods(ns).List(ctx, lo)
+		},
+		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			lo.FieldSelector = "metadata.name=" + name
+			return env.Kube.CoreV1().Pods(ns).Watch(ctx, lo)
+		},
+	}
 }
