@@ -97,6 +97,7 @@ func newTLSCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 		newRollbackCmd(streams, flags),
 		newStatusCmd(streams, flags),
 		newApplyCmd(streams, flags),
+		newClientCertCmd(streams, flags),
 	)
 	return c
 }

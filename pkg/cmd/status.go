@@ -65,21 +65,22 @@ compared with the Certificate's Secret.`,
 
 // Status is what `tls status` reports.
 type Status struct {
-	Workload     string            `json:"workload"`
-	Config       string            `json:"config"`
-	SSL          bool              `json:"ssl"`
-	SSLMode      string            `json:"sslMode"`
-	AuthMode     string            `json:"clientAuthMode"`
-	HBAEnforced  bool              `json:"poolHBAEnforced"`
-	Issuer       pgpool.IssuerRef  `json:"issuer,omitempty"`
-	TLSVolume    bool              `json:"tlsVolume"`
-	TLSMountPath string            `json:"tlsMountPath"`
-	Certificates []CertStatus      `json:"certificates"`
-	Pods         []PodStatus       `json:"pods"`
-	CABundle     *BundleStatus     `json:"caBundle,omitempty"`
-	Backends     []BackendStatus   `json:"backends,omitempty"`
-	LastOp       string            `json:"lastOperation,omitempty"`
-	Paths        map[string]string `json:"pgpoolPaths,omitempty"`
+	Workload     string             `json:"workload"`
+	Config       string             `json:"config"`
+	SSL          bool               `json:"ssl"`
+	SSLMode      string             `json:"sslMode"`
+	AuthMode     string             `json:"clientAuthMode"`
+	HBAEnforced  bool               `json:"poolHBAEnforced"`
+	Issuer       pgpool.IssuerRef   `json:"issuer,omitempty"`
+	TLSVolume    bool               `json:"tlsVolume"`
+	TLSMountPath string             `json:"tlsMountPath"`
+	Certificates []CertStatus       `json:"certificates"`
+	Pods         []PodStatus        `json:"pods"`
+	CABundle     *BundleStatus      `json:"caBundle,omitempty"`
+	ClientCerts  []ClientCertStatus `json:"clientCertificates,omitempty"`
+	Backends     []BackendStatus    `json:"backends,omitempty"`
+	LastOp       string             `json:"lastOperation,omitempty"`
+	Paths        map[string]string  `json:"pgpoolPaths,omitempty"`
 }
 
 // BundleStatus is the CA bundle pgpool reads as ssl_ca_cert, in order.
@@ -96,6 +97,15 @@ type CertStatus struct {
 	Ready    bool          `json:"ready"`
 	Revision int           `json:"revision"`
 	Secret   *tls.CertInfo `json:"secret,omitempty"`
+}
+
+// ClientCertStatus is a client certificate issued for one user (tls
+// client-cert).
+type ClientCertStatus struct {
+	User     string    `json:"user"`
+	Secret   string    `json:"secret"`
+	Ready    bool      `json:"ready"`
+	NotAfter time.Time `json:"notAfter,omitempty"`
 }
 
 // PodStatus is one pod and, unless --verify=false, what its handshake
@@ -136,6 +146,16 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 			cs.Secret, _ = tls.ReadSecret(sec)
 		}
 		st.Certificates = append(st.Certificates, cs)
+	}
+	sel := tls.LabelInstance + "=" + t.Name + "," + LabelUser
+	if users, err := o.Clients.CertManager.Certificates(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel}); err == nil {
+		for _, c := range users.Items {
+			cs := ClientCertStatus{User: c.Labels[LabelUser], Secret: c.Spec.SecretName, Ready: tls.IsReady(&c)}
+			if c.Status.NotAfter != nil {
+				cs.NotAfter = c.Status.NotAfter.Time
+			}
+			st.ClientCerts = append(st.ClientCerts, cs)
+		}
 	}
 	for i := range t.Pods {
 		st.Pods = append(st.Pods, PodStatus{Name: t.Pods[i].Name, Ready: pgpool.PodReady(&t.Pods[i]), UID: string(t.Pods[i].UID)})
@@ -234,6 +254,9 @@ func (o *StatusOptions) print(t *pgpool.Target, st *Status) error {
 			fmt.Fprintf(w, "  subject / issuer:\t%s / %s\n", c.Secret.Subject, c.Secret.Issuer)
 			fmt.Fprintf(w, "  serial / expires:\t%s / %s (in %s)\n", c.Secret.Serial, c.Secret.NotAfter.UTC().Format(time.RFC3339), time.Until(c.Secret.NotAfter).Round(time.Hour))
 		}
+	}
+	for _, c := range st.ClientCerts {
+		fmt.Fprintf(w, "Client certificate for user %s:\tSecret %s, Ready=%v, expires %s\n", c.User, c.Secret, c.Ready, c.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if b := st.CABundle; b != nil {
 		fmt.Fprintf(w, "CA bundle (ssl_ca_cert):\tConfigMap %s\n", b.ConfigMap)

@@ -746,3 +746,41 @@ func podLW(ns, name string) cache.ListerWatcher {
 		},
 	}
 }
+
+// A client certificate issued for user app (tls client-cert) logs in as app
+// through pgpool with psql, and only as app; tls status lists it.
+func TestClientCertForOneUser(t *testing.T) {
+	ns := realPgpool(t, 1)
+	plugin(t, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert",
+		"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert")
+	if out, err := kubectl(t, "-n", ns, "exec", "pgpool-0", "-c", "postgres", "--", "psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", "CREATE ROLE app LOGIN"); err != nil {
+		t.Fatalf("create role app in the backend: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 5*time.Minute, "tls", "client-cert", "pgpool", "--user", "app", "--write-dir", dir, "-o", "name")
+	if err != nil || out != "pgpool-client-app\n" {
+		t.Fatalf("tls client-cert --user app: %v\n%q\n%s", err, out, errOut)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "tls.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("tls.key written with %v (%v), want 0600", fi.Mode(), err)
+	}
+	port := portForward(t, ns, "svc/pgpool")
+	who := func(user string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn := fmt.Sprintf("host=localhost port=%d dbname=postgres user=%s sslmode=verify-ca sslrootcert=%s sslcert=%s sslkey=%s",
+			port, user, filepath.Join(dir, "ca.crt"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+		b, err := exec.CommandContext(ctx, "psql", conn, "-w", "-At", "-c", "select current_user").CombinedOutput()
+		return strings.TrimSpace(string(b)), err
+	}
+	if got, err := who("app"); err != nil || got != "app" {
+		t.Fatalf("psql as app with app's certificate: %v: %s", err, got)
+	}
+	if got, err := who("postgres"); err == nil {
+		t.Fatalf("psql as postgres with app's certificate logged in: %s", got)
+	}
+	st, err := runStatus(t, ns)
+	if err != nil || len(st.ClientCerts) != 1 || st.ClientCerts[0].User != "app" || !st.ClientCerts[0].Ready {
+		t.Fatalf("status lists client certificates %+v (%v)", st.ClientCerts, err)
+	}
+}
