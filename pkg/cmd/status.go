@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,12 +19,14 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
 // StatusOptions are the options of `tls status`.
 type StatusOptions struct {
 	connection
+	Fleet
 	Output  string
 	Verify  string
 	Timeout time.Duration
@@ -45,7 +49,7 @@ func (o *StatusOptions) Validate() error {
 func newStatusCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
 	o := &StatusOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, Timeout: 20 * time.Second}
 	c := &cobra.Command{
-		Use:   "status NAME",
+		Use:   "status (NAME | -l SELECTOR | -A | --all)",
 		Short: "Show what TLS is configured, its certificates and expiry, and the pods",
 		Long: `Show the TLS configuration of a pgpool, its cert-manager Certificates and, by a
 TLS handshake with each pod through port-forward, what every pod really serves
@@ -53,13 +57,16 @@ compared with the Certificate's Secret.`,
 		Example: `  kubectl pgpool tls status pgpool -n demo
   kubectl pgpool tls status pgpool -n demo -o json
   # exit 1 unless every pod is proven to serve the Secret's certificate
-  kubectl pgpool tls status pgpool -n demo --verify=required`,
+  kubectl pgpool tls status pgpool -n demo --verify=required
+  # a table of every pgpool in the cluster; exit 1 if any pod serves an old certificate
+  kubectl pgpool tls status -A --verify=required`,
 		ValidArgsFunction: completePgpools(flags),
 		RunE:              runE(o),
 	}
 	c.Flags().StringVarP(&o.Output, "output", "o", "text", "text, json or yaml")
 	c.Flags().StringVar(&o.Verify, "verify", "true", `handshake with each pod through port-forward and compare what it serves with the Secret: "true" (report), "false" (skip), or "required" (exit 1 unless every pod is proven)`)
 	c.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "time limit of each pod's handshake")
+	o.addFleetFlags(c, false)
 	return c
 }
 
@@ -121,12 +128,43 @@ type PodStatus struct {
 	Served *verify.Served `json:"served,omitempty"`
 }
 
+// Complete resolves NAME or the fleet, and the clients.
+func (o *StatusOptions) Complete(args []string) error { return o.complete(&o.connection, args) }
+
 // Run prints the status.
 func (o *StatusOptions) Run(ctx context.Context) error {
+	if o.on() {
+		return o.runFleet(ctx)
+	}
 	t, err := discover.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
 	if err != nil {
 		return err
 	}
+	st := o.collect(ctx, t)
+	if err := o.print(t, st); err != nil {
+		return err
+	}
+	return o.required(t, st)
+}
+
+// required is --verify=required: an error unless every pod is proven.
+func (o *StatusOptions) required(t *pgpool.Target, st *Status) error {
+	if o.Verify != runner.VerifyRequired {
+		return nil
+	}
+	if len(st.Pods) == 0 {
+		return fmt.Errorf("%s has no pods, so nothing is proven (--verify=required)", t)
+	}
+	for _, p := range st.Pods {
+		if p.Check != "ok" {
+			return fmt.Errorf("pod %s of %s is not proven to serve what it should (%s: %s)", p.Name, t, p.Check, p.Detail)
+		}
+	}
+	return nil
+}
+
+// collect reads everything status shows about t.
+func (o *StatusOptions) collect(ctx context.Context, t *pgpool.Target) *Status {
 	pc := conf.ParsePgpoolConf(t.Config.PgpoolConf)
 	st := Status{Workload: t.String(), Config: t.Config.Kind + " " + t.Config.Name, SSL: t.State.Enabled,
 		SSLMode: t.State.SSLMode, AuthMode: t.State.AuthMode, HBAEnforced: t.State.HBAEnforced, Issuer: t.State.Issuer, TLSVolume: t.State.VolumePresent,
@@ -172,20 +210,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		probePods(ctx, o.Clients, t, st.Pods, o.Timeout)
 		st.Backends = o.checkBackends(ctx, t, tls.Pool(trust), o.Timeout)
 	}
-	if err := o.print(t, &st); err != nil {
-		return err
-	}
-	if o.Verify == runner.VerifyRequired {
-		if len(st.Pods) == 0 {
-			return fmt.Errorf("%s has no pods, so nothing is proven (--verify=required)", t)
-		}
-		for _, p := range st.Pods {
-			if p.Check != "ok" {
-				return fmt.Errorf("pod %s is not proven to serve what it should (%s: %s)", p.Name, p.Check, p.Detail)
-			}
-		}
-	}
-	return nil
+	return &st
 }
 
 // probePods fills in each pod's handshake result (each bounded by
@@ -295,4 +320,94 @@ func (o *StatusOptions) print(t *pgpool.Target, st *Status) error {
 		fmt.Fprintf(w, "Last operation:\t%s\n", st.LastOp)
 	}
 	return w.Flush()
+}
+
+// StatusRow is one pgpool of `tls status -A|-l|--all`.
+type StatusRow struct {
+	Namespace string  `json:"namespace"`
+	Name      string  `json:"name"`
+	Status    *Status `json:"status,omitempty"`
+	Error     string  `json:"error,omitempty"`
+}
+
+// runFleet shows every pgpool of the fleet: a table (namespace, name,
+// sslMode, auth mode, issuer, days until the server certificate expires,
+// pods serving the current certificate, last operation), or with -o the
+// full status of each.
+func (o *StatusOptions) runFleet(ctx context.Context) error {
+	var rows []StatusRow
+	var problems []string
+	targets := map[int]*pgpool.Target{}
+	for i, r := range o.refs {
+		row := StatusRow{Namespace: r.Namespace, Name: r.Name}
+		t, err := discover.Discover(ctx, o.Clients.target(), r.Namespace, r.Name)
+		if err != nil {
+			row.Error = err.Error()
+			problems = append(problems, err.Error())
+		} else {
+			targets[i] = t
+			row.Status = o.collect(ctx, t)
+			if err := o.required(t, row.Status); err != nil {
+				problems = append(problems, err.Error())
+			}
+		}
+		rows = append(rows, row)
+	}
+	if o.Output != "text" {
+		if err := printDoc(o.Out, o.Output, rows); err != nil {
+			return err
+		}
+	} else {
+		sty := ui.NewStyles(o.Out, os.Getenv("NO_COLOR") == "" && ui.IsTerminal(o.Out))
+		w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "NAMESPACE\tNAME\tTLS\tSSLMODE\tAUTH\tISSUER\tEXPIRES\tCURRENT\tLAST OPERATION")
+		for i, r := range rows {
+			if r.Status == nil {
+				fmt.Fprintf(w, "%s\t%s\t?\t\t\t\t\t\t%s\n", r.Namespace, r.Name, firstLine(r.Error))
+				continue
+			}
+			st, t := r.Status, targets[i]
+			tlsOn, issuer, expires, current := "off", "", "", ""
+			if st.SSL {
+				tlsOn = "on"
+			}
+			if st.Issuer.Name != "" {
+				issuer = st.Issuer.Kind + "/" + st.Issuer.Name
+			}
+			for _, c := range st.Certificates {
+				if c.Name == pgpool.ServerCertName(t.Name) && c.Secret != nil {
+					days := int(time.Until(c.Secret.NotAfter).Hours() / 24)
+					expires = fmt.Sprintf("%dd", days)
+					switch {
+					case days < 7:
+						expires = sty.Failure(expires)
+					case days < 30:
+						expires = sty.Warning(expires)
+					}
+				}
+			}
+			if o.Verify != runner.VerifyOff {
+				ok := 0
+				for _, p := range st.Pods {
+					if p.Check == "ok" {
+						ok++
+					}
+				}
+				current = fmt.Sprintf("%d/%d", ok, len(st.Pods))
+			}
+			last := t.LastOperation()
+			lastOp := ""
+			if last.Operation != "" {
+				lastOp = last.Operation + " " + last.Result + " " + last.Time
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Name, tlsOn, st.SSLMode, st.AuthMode, issuer, expires, current, lastOp)
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(problems) > 0 && (o.Verify == runner.VerifyRequired || len(targets) < len(rows)) {
+		return fmt.Errorf("%d of %d pgpools: %s", len(problems), len(rows), strings.Join(problems, "; "))
+	}
+	return nil
 }

@@ -131,6 +131,7 @@ type (
 	// RotateOptions are the options of `tls rotate`.
 	RotateOptions struct {
 		OperationOptions
+		Fleet
 		// Reissue re-issues the Certificates first (--reissue); false only
 		// restarts the pods so that they load what the Secrets hold.
 		Reissue bool
@@ -144,6 +145,7 @@ type (
 	// ChangeIssuerOptions are the options of `tls change-issuer`.
 	ChangeIssuerOptions struct {
 		OperationOptions
+		Fleet
 		Issuer     string
 		IssuerKind string
 	}
@@ -161,7 +163,7 @@ type (
 func newRotateCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
 	o := &RotateOptions{OperationOptions: newOperationOptions(streams, flags)}
 	c := &cobra.Command{
-		Use:   "rotate NAME",
+		Use:   "rotate (NAME | -l SELECTOR | -A | --all)",
 		Short: "Re-issue every certificate now, then restart the pods one at a time",
 		Long: `Re-issue the server and client Certificates now (as cmctl renew), wait for
 cert-manager, then restart the pods one at a time so that pgpool loads them.
@@ -174,13 +176,16 @@ certificate by itself (tls status shows every pod as a mismatch),
   # pods serve an older certificate than the Secret holds (tls status: mismatch)
   kubectl pgpool tls rotate pgpool -n demo --reissue=false
   # only the pods that still serve an older certificate (e.g. from CI, on a schedule)
-  kubectl pgpool tls rotate pgpool -n demo --reissue=false --only-stale --yes`,
+  kubectl pgpool tls rotate pgpool -n demo --reissue=false --only-stale --yes
+  # every pgpool labelled tier=tenant in every namespace, 5 at a time
+  kubectl pgpool tls rotate -A -l tier=tenant --parallel 5 --yes`,
 		ValidArgsFunction: completePgpools(flags),
 		RunE:              runE(o),
 	}
 	o.addFlags(c)
 	o.addOnFailureFlag(c)
 	c.Flags().BoolVar(&o.Reissue, "reissue", true, "re-issue the certificates first; false only restarts the pods so that they load what the Secrets hold")
+	o.addFleetFlags(c, true)
 	c.Flags().BoolVar(&o.OnlyStale, "only-stale", false, "with --reissue=false: restart only the pods whose served certificate (TLS handshake through port-forward) is not the Secret's; none stale is success")
 	c.Flags().BoolVar(&o.KeepPreviousCA, "keep-previous-ca", false, "keep the previous issuer's CA (from change-issuer) in the CA bundle, so client certificates it signed still log in")
 	addBackendCAFlag(c, &o.OperationOptions)
@@ -192,6 +197,9 @@ func (o *RotateOptions) Validate() error {
 	if err := o.OperationOptions.Validate(); err != nil {
 		return err
 	}
+	if o.Parallel < 1 {
+		return UsageError{fmt.Errorf("--parallel must be at least 1")}
+	}
 	if o.OnlyStale && o.Reissue {
 		return UsageError{fmt.Errorf("--only-stale needs --reissue=false: a re-issue makes every pod stale")}
 	}
@@ -201,15 +209,22 @@ func (o *RotateOptions) Validate() error {
 	return nil
 }
 
+// Complete resolves NAME or the fleet, and the clients.
+func (o *RotateOptions) Complete(args []string) error { return o.complete(&o.connection, args) }
+
 // Run rotates the certificates.
 func (o *RotateOptions) Run(ctx context.Context) error {
-	return o.run(ctx, planner.Request{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA, OnlyStale: o.OnlyStale})
+	req := planner.Request{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA, OnlyStale: o.OnlyStale}
+	if o.on() {
+		return o.runFleet(ctx, &o.Fleet, req)
+	}
+	return o.run(ctx, req)
 }
 
 func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
 	o := &ChangeIssuerOptions{OperationOptions: newOperationOptions(streams, flags), IssuerKind: "Issuer"}
 	c := &cobra.Command{
-		Use:   "change-issuer NAME --issuer NEW",
+		Use:   "change-issuer (NAME | -l SELECTOR | -A | --all) --issuer NEW",
 		Short: "Move the certificates to another issuer (cert-manager re-issues them), then restart",
 		Example: `  kubectl pgpool tls change-issuer pgpool -n demo --issuer pp-new-issuer
   kubectl pgpool tls change-issuer pgpool -n demo --issuer ca --issuer-kind ClusterIssuer`,
@@ -219,6 +234,7 @@ func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericcliopt
 	o.addFlags(c)
 	o.addOnFailureFlag(c)
 	c.Flags().StringVar(&o.Issuer, "issuer", "", "the new issuer (required)")
+	o.addFleetFlags(c, true)
 	addBackendCAFlag(c, &o.OperationOptions)
 	c.Flags().StringVar(&o.IssuerKind, "issuer-kind", o.IssuerKind, "Issuer or ClusterIssuer")
 	return c
@@ -232,12 +248,24 @@ func (o *ChangeIssuerOptions) Validate() error {
 	if o.Issuer == "" {
 		return UsageError{fmt.Errorf("--issuer is required: name the new Issuer or ClusterIssuer")}
 	}
+	if o.Parallel < 1 {
+		return UsageError{fmt.Errorf("--parallel must be at least 1")}
+	}
 	return validIssuerKind(o.IssuerKind)
+}
+
+// Complete resolves NAME or the fleet, and the clients.
+func (o *ChangeIssuerOptions) Complete(args []string) error {
+	return o.complete(&o.connection, args)
 }
 
 // Run changes the issuer.
 func (o *ChangeIssuerOptions) Run(ctx context.Context) error {
-	return o.run(ctx, planner.Request{Operation: planner.ChangeIssuer, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind}})
+	req := planner.Request{Operation: planner.ChangeIssuer, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind}}
+	if o.on() {
+		return o.runFleet(ctx, &o.Fleet, req)
+	}
+	return o.run(ctx, req)
 }
 
 func newRemoveCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {

@@ -265,6 +265,45 @@ func findBackup(ctx context.Context, c Clients, t *pgpool.Target) error {
 	return err
 }
 
+// Ref names one pgpool.
+type Ref struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+// Find returns the workloads that run a pgpool container in ns (every
+// namespace when ns is ""), whose labels match selector (any when ""),
+// sorted by namespace and name.
+func Find(ctx context.Context, dyn dynamic.Interface, ns, selector string) ([]Ref, error) {
+	var out []Ref
+	seen := map[Ref]bool{}
+	for _, wk := range workloadKinds {
+		l, err := dyn.Resource(wk.GVR).Namespace(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if apierrors.IsNotFound(err) && wk.GVR == pgpool.PetSets {
+			continue // the PetSet API is not served
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %ss: %w", strings.ToLower(wk.Kind), err)
+		}
+		for i := range l.Items {
+			if _, err := pgpool.FromWorkload(&l.Items[i], wk.Kind, wk.GVR); err == nil {
+				r := Ref{Namespace: l.Items[i].GetNamespace(), Name: l.Items[i].GetName()}
+				if !seen[r] {
+					seen[r] = true
+					out = append(out, r)
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, nil
+}
+
 // List returns the names of the workloads in ns that run a pgpool container
 // (for shell completion).
 func List(ctx context.Context, dyn dynamic.Interface, ns string) ([]string, error) {

@@ -27,9 +27,15 @@ func IsTerminal(w any) bool {
 
 // Styles are the lipgloss styles; the zero Styles render plain text.
 type Styles struct {
-	on                                           bool
-	Title, Kind, Object, Dim, Add, Del, OK, Fail lipgloss.Style
+	on                                                 bool
+	Title, Kind, Object, Dim, Add, Del, OK, Fail, Warn lipgloss.Style
 }
+
+// Failure and Warning render text red and yellow (plain without colour).
+func (s Styles) Failure(text string) string { return s.r(s.Fail, text) }
+
+// Warning renders text yellow (plain without colour).
+func (s Styles) Warning(text string) string { return s.r(s.Warn, text) }
 
 // NewStyles returns coloured styles when color is true, plain ones otherwise.
 func NewStyles(w io.Writer, color bool) Styles {
@@ -47,6 +53,7 @@ func NewStyles(w io.Writer, color bool) Styles {
 		Del:    r.NewStyle().Foreground(lipgloss.Color("9")),
 		OK:     r.NewStyle().Foreground(lipgloss.Color("10")).Bold(true),
 		Fail:   r.NewStyle().Foreground(lipgloss.Color("9")).Bold(true),
+		Warn:   r.NewStyle().Foreground(lipgloss.Color("11")).Bold(true),
 	}
 }
 

@@ -510,6 +510,18 @@ func b64(data []byte, file string) string {
 // WaitIssuerReady waits, by watch, for Issuer ns/name to be Ready.
 func (e *Env) WaitIssuerReady(t testing.TB, ctx context.Context, ns, name string) {
 	t.Helper()
+	e.waitIssuer(t, ctx, ns, name, cmmeta.ConditionTrue)
+}
+
+// WaitIssuerNotReady waits, by watch, until cert-manager reports the Issuer
+// not Ready (after its spec was broken).
+func (e *Env) WaitIssuerNotReady(t testing.TB, ctx context.Context, ns, name string) {
+	t.Helper()
+	e.waitIssuer(t, ctx, ns, name, cmmeta.ConditionFalse)
+}
+
+func (e *Env) waitIssuer(t testing.TB, ctx context.Context, ns, name string, want cmmeta.ConditionStatus) {
+	t.Helper()
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (k8sruntime.Object, error) {
 			o.FieldSelector = NameSelector(name)
@@ -520,9 +532,9 @@ func (e *Env) WaitIssuerReady(t testing.TB, ctx context.Context, ns, name string
 			return e.CertMgr.CertmanagerV1().Issuers(ns).Watch(ctx, o)
 		},
 	}
-	WaitObject(t, ctx, lw, &cmapi.Issuer{}, "Issuer "+ns+"/"+name+" Ready", func(i *cmapi.Issuer) bool {
+	WaitObject(t, ctx, lw, &cmapi.Issuer{}, "Issuer "+ns+"/"+name+" Ready="+string(want), func(i *cmapi.Issuer) bool {
 		for _, c := range i.Status.Conditions {
-			if c.Type == cmapi.IssuerConditionReady && c.Status == cmmeta.ConditionTrue {
+			if c.Type == cmapi.IssuerConditionReady && c.Status == want && c.ObservedGeneration == i.Generation {
 				return true
 			}
 		}

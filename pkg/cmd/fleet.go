@@ -1,0 +1,201 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
+)
+
+// Fleet picks several pgpools instead of one NAME (-l, -A, --all).
+type Fleet struct {
+	Selector      string
+	AllNamespaces bool
+	All           bool
+	// Parallel is how many pgpools change at once (operations only).
+	Parallel int
+	refs     []discover.Ref
+}
+
+func (f *Fleet) addFleetFlags(c *cobra.Command, parallel bool) {
+	c.Flags().StringVarP(&f.Selector, "selector", "l", "", "instead of NAME: every pgpool whose workload has these labels (in the namespace; every namespace with -A)")
+	c.Flags().BoolVarP(&f.AllNamespaces, "all-namespaces", "A", false, "instead of NAME: the pgpools of every namespace")
+	c.Flags().BoolVar(&f.All, "all", false, "instead of NAME: every pgpool in the namespace")
+	if parallel {
+		c.Flags().IntVar(&f.Parallel, "parallel", 1, "with -l, -A or --all: how many pgpools to change at once")
+	}
+}
+
+func (f *Fleet) on() bool { return f.Selector != "" || f.AllNamespaces || f.All }
+
+// complete resolves NAME, or the pgpools the fleet flags pick.
+func (f *Fleet) complete(c *connection, args []string) error {
+	if !f.on() {
+		return c.Complete(args)
+	}
+	if len(args) > 0 {
+		return UsageError{fmt.Errorf("give a NAME or -l/-A/--all, not both")}
+	}
+	if err := c.completeClients(); err != nil {
+		return err
+	}
+	ns, where := c.Namespace, "namespace "+c.Namespace
+	if f.AllNamespaces {
+		ns, where = "", "any namespace"
+	}
+	refs, err := discover.Find(context.Background(), c.Clients.Dynamic, ns, f.Selector)
+	if err != nil {
+		return err
+	}
+	if len(refs) == 0 {
+		sel := ""
+		if f.Selector != "" {
+			sel = " with labels " + f.Selector
+		}
+		return fmt.Errorf("no pgpool%s in %s (a StatefulSet, Deployment or PetSet running a pgpool container)", sel, where)
+	}
+	f.refs = refs
+	return nil
+}
+
+// fleetResult is how one pgpool of a fleet fared.
+type fleetResult struct {
+	discover.Ref
+	Succeeded bool              `json:"succeeded"`
+	Error     string            `json:"error,omitempty"`
+	Seconds   float64           `json:"seconds"`
+	Output    []json.RawMessage `json:"output,omitempty"`
+	text      []byte
+}
+
+// runFleet runs the operation on every pgpool of the fleet, Parallel at a
+// time; one failure does not stop the others. Progress lines carry the
+// pgpool's name; then each pgpool's plan and result, and a summary table
+// (or, with -o json|yaml, one document with a result per pgpool).
+func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.Request) error {
+	if o.DryRun == "none" && !o.Yes && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
+		fmt.Fprintf(o.ErrOut, "tls %s on %d pgpools:\n", req.Operation, len(f.refs))
+		for _, r := range f.refs {
+			fmt.Fprintf(o.ErrOut, "  %s/%s\n", r.Namespace, r.Name)
+		}
+		ok, err := confirm(ctx, o.In, o.ErrOut, "Change all of them (each plan is printed as it runs)? [y/N] ")
+		if err != nil || !ok {
+			return fmt.Errorf("cancelled: nothing was changed")
+		}
+	}
+	parallel := max(f.Parallel, 1)
+	results := make([]fleetResult, len(f.refs))
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i, r := range f.refs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			var out bytes.Buffer
+			op := *o
+			op.Name, op.Namespace, op.Yes = r.Name, r.Namespace, true
+			if o.Output != "text" {
+				op.Output = "json"
+			}
+			op.IOStreams = genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out,
+				ErrOut: &prefixWriter{w: o.ErrOut, mu: &mu, prefix: "[" + r.Namespace + "/" + r.Name + "] "}}
+			t0 := time.Now()
+			err := op.run(ctx, req)
+			res := fleetResult{Ref: r, Succeeded: err == nil, Seconds: time.Since(t0).Seconds(), text: out.Bytes()}
+			if err != nil {
+				res.Error = err.Error()
+			}
+			if op.Output == "json" {
+				dec := json.NewDecoder(&out)
+				for {
+					var doc json.RawMessage
+					if dec.Decode(&doc) != nil {
+						break
+					}
+					res.Output = append(res.Output, doc)
+				}
+			}
+			results[i] = res
+		}()
+	}
+	wg.Wait()
+	var failed []string
+	for _, r := range results {
+		if !r.Succeeded {
+			failed = append(failed, r.Namespace+"/"+r.Name)
+		}
+	}
+	if o.Output != "text" {
+		if err := printDoc(o.Out, o.Output, map[string]any{"operation": req.Operation, "results": results}); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range results {
+			fmt.Fprintf(o.Out, "=== %s/%s\n%s\n", r.Namespace, r.Name, strings.TrimRight(string(r.text), "\n"))
+		}
+		w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "NAMESPACE\tNAME\tRESULT\tTIME\tERROR")
+		for _, r := range results {
+			res, msg := "succeeded", ""
+			if !r.Succeeded {
+				res, msg = "FAILED", firstLine(r.Error)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Name, res, (time.Duration(r.Seconds * 1e9)).Round(100*time.Millisecond), msg)
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("tls %s failed on %d of %d pgpools: %s", req.Operation, len(failed), len(results), strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// prefixWriter writes whole lines to w, each after prefix, one writer at a
+// time (the pgpools of a fleet share stderr).
+type prefixWriter struct {
+	w      io.Writer
+	mu     *sync.Mutex
+	prefix string
+	buf    []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		p.mu.Lock()
+		_, err := fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.buf[:i])
+		p.mu.Unlock()
+		p.buf = p.buf[i+1:]
+		if err != nil {
+			return 0, err
+		}
+	}
+}
