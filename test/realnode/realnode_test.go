@@ -784,3 +784,37 @@ func TestClientCertForOneUser(t *testing.T) {
 		t.Fatalf("status lists client certificates %+v (%v)", st.ClientCerts, err)
 	}
 }
+
+// Two pgpools, one renewed behind pgpool's back: rotate --reissue=false
+// --only-stale across them (-A -l) restarts exactly that pgpool's pod and
+// finds the other current.
+func TestRotateOnlyStaleAcrossPgpools(t *testing.T) {
+	label := fmt.Sprintf("kubectl-pgpool-fleet=r%d", time.Now().UnixNano()%1e9)
+	k, v, _ := strings.Cut(label, "=")
+	var nss []string
+	for i := 0; i < 2; i++ {
+		ns := realPgpool(t, 1)
+		plugin(t, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--backend-ca", "secret/pgpool-backend-cert")
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, k, v)
+		if _, err := env.Kube.AppsV1().StatefulSets(ns).Patch(testenv.Context(t, time.Minute), "pgpool", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		nss = append(nss, ns)
+	}
+	renewedBehindPgpool(t, nss[0], 1)
+	before := map[string]types.UID{}
+	for _, ns := range nss {
+		before[ns] = env.WaitPodsReady(t, ns, selector, 1, time.Minute)[0].UID
+	}
+	out, errOut, err := testenv.Plugin(env.Kubeconfig, "", 10*time.Minute, "tls", "rotate", "-A", "-l", label, "--reissue=false", "--only-stale", "--yes")
+	if err != nil || !strings.Contains(out, "all 1 pods current") || !strings.Contains(errOut, "["+nss[0]+"/pgpool] --only-stale: 1 of 1 pods serve an older certificate") {
+		t.Fatalf("rotate --only-stale -A -l: %v\n%s\n%s", err, out, errOut)
+	}
+	for i, ns := range nss {
+		restarted := env.WaitPodsReady(t, ns, selector, 1, time.Minute)[0].UID != before[ns]
+		if restarted != (i == 0) {
+			t.Fatalf("pgpool in %s restarted: %v, want %v", ns, restarted, i == 0)
+		}
+	}
+	status(t, nss[0], 1, true)
+}
