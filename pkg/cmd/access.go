@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"strings"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -104,17 +105,31 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 // user may do everything the operation will do, so that a missing
 // permission is reported before the first write rather than halfway.
 func (o *OperationOptions) checkAccess(ctx context.Context, t *pgpool.Target, p *plan.Plan) error {
+	// The reviews are independent: ask them all at once (one round trip of
+	// latency instead of one per permission).
+	wants := needs(t, p, o.Verify == "required")
+	allowed := make([]bool, len(wants))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, a := range wants {
+		g.Go(func() error {
+			r, err := o.Clients.Authorization.SelfSubjectAccessReviews().Create(gctx, &authorizationv1.SelfSubjectAccessReview{
+				Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+					Namespace: t.Namespace, Group: a.group, Resource: a.resource, Subresource: a.subresource, Verb: a.verb,
+				}},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				return fmt.Errorf("check permissions (SelfSubjectAccessReview): %w", err)
+			}
+			allowed[i] = r.Status.Allowed
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
 	var denied []string
-	for _, a := range needs(t, p, o.Verify == "required") {
-		r, err := o.Clients.Authorization.SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
-			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Namespace: t.Namespace, Group: a.group, Resource: a.resource, Subresource: a.subresource, Verb: a.verb,
-			}},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("check permissions (SelfSubjectAccessReview): %w", err)
-		}
-		if !r.Status.Allowed {
+	for i, a := range wants {
+		if !allowed[i] {
 			denied = append(denied, a.String())
 		}
 	}

@@ -6,8 +6,11 @@
 package discover
 
 import (
+	"sync"
+
 	"context"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"sort"
 	"strings"
 
@@ -52,11 +55,24 @@ func (e *NotFoundError) Error() string {
 
 // Discover finds the pgpool NAME in namespace ns.
 func Discover(ctx context.Context, c Clients, ns, name string) (*pgpool.Target, error) {
+	// The reads are independent: each group at once (one round trip of
+	// latency per group, not per read).
+	objs := make([]*unstructured.Unstructured, len(workloadKinds))
+	errs := make([]error, len(workloadKinds))
+	var wg sync.WaitGroup
+	for i, wk := range workloadKinds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			objs[i], errs[i] = c.Dynamic.Resource(wk.GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		}()
+	}
+	wg.Wait()
 	var found []*unstructured.Unstructured
 	var kinds []string
 	var gvrs []schema.GroupVersionResource
-	for _, wk := range workloadKinds {
-		obj, err := c.Dynamic.Resource(wk.GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	for i, wk := range workloadKinds {
+		obj, err := objs[i], errs[i]
 		switch {
 		case err == nil:
 			found = append(found, obj)
@@ -80,19 +96,12 @@ func Discover(ctx context.Context, c Clients, ns, name string) (*pgpool.Target, 
 	if err != nil {
 		return nil, err
 	}
-	if err := findConfig(ctx, c, t); err != nil {
-		return nil, err
+	// Each finder fills in its own fields of t.
+	var g errgroup.Group
+	for _, find := range []func(context.Context, Clients, *pgpool.Target) error{findConfig, findPodsAndServices, findCertificates, findBundle, findBackup} {
+		g.Go(func() error { return find(ctx, c, t) })
 	}
-	if err := findPodsAndServices(ctx, c, t); err != nil {
-		return nil, err
-	}
-	if err := findCertificates(ctx, c, t); err != nil {
-		return nil, err
-	}
-	if err := findBundle(ctx, c, t); err != nil {
-		return nil, err
-	}
-	if err := findBackup(ctx, c, t); err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	t.ReadState()
