@@ -48,6 +48,7 @@ func (f *Fleet) complete(c *connection, args []string) error {
 	if len(args) > 0 {
 		return UsageError{fmt.Errorf("give a NAME or -l/-A/--all, not both")}
 	}
+	c.parallel = f.Parallel
 	if err := c.completeClients(); err != nil {
 		return err
 	}

@@ -46,6 +46,9 @@ type connection struct {
 	// Clients are built by Complete from the kubeconfig unless already set
 	// (the command tests set fake clientsets here).
 	Clients *Clients
+	// parallel is how many pgpools run at once (fleets): the client-side
+	// rate limit scales with it.
+	parallel int
 }
 
 // OperationOptions are the flags and state every mutating command shares.
@@ -116,7 +119,11 @@ func (o *connection) completeClients() error {
 	cfg.Wrap(apiretry.Wrap) // transient API errors are retried under every client
 	cfg.UserAgent = "kubectl-pgpool"
 	if cfg.QPS == 0 {
-		cfg.QPS, cfg.Burst = 50, 100
+		// Client-side rate limit: kubectl's is 50/100 per command; a fleet
+		// of N pgpools at once gets N times that (the API server's own
+		// priority and fairness still applies).
+		scale := max(o.parallel, 1)
+		cfg.QPS, cfg.Burst = float32(50*scale), 100*scale
 	}
 	o.Clients, err = NewClients(cfg)
 	return err
