@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -302,21 +303,24 @@ func toRun(or OpsRequest, flagNS string, explicitNS bool) (opsRun, error) {
 		switch c.Alias {
 		case "server":
 			req.ExtraDNS = append(req.ExtraDNS, c.DNSNames...)
+			for _, ip := range c.IPAddresses {
+				if net.ParseIP(ip) == nil {
+					return r, fmt.Errorf("spec.tls.certificates[server].ipAddresses: %q is not an IP address", ip)
+				}
+				req.ExtraIPs = append(req.ExtraIPs, ip)
+			}
 			if c.Subject != nil {
 				return r, fmt.Errorf("spec.tls.certificates[server].subject: the server certificate's subject is the pgpool's (CN=NAME); only dnsNames, duration and renewBefore may be set")
 			}
 		case "client":
-			if len(c.DNSNames) > 0 {
-				return r, fmt.Errorf("spec.tls.certificates[client].dnsNames: a client certificate has no DNS names")
+			if len(c.DNSNames) > 0 || len(c.IPAddresses) > 0 {
+				return r, fmt.Errorf("spec.tls.certificates[client]: a client certificate has no dnsNames or ipAddresses (its CN is the user)")
 			}
 			if c.Subject != nil {
 				req.ClientOrgs, req.ClientOUs = c.Subject.Organizations, c.Subject.OrganizationalUnits
 			}
 		default:
 			return r, fmt.Errorf("spec.tls.certificates: alias %q: must be server or client", c.Alias)
-		}
-		if len(c.IPAddresses) > 0 {
-			return r, fmt.Errorf("spec.tls.certificates[%s].ipAddresses: not supported by kubectl pgpool yet (the server certificate always has 127.0.0.1; use dnsNames)", c.Alias)
 		}
 		if c.Duration != nil {
 			durations = append(durations, c.Duration.Duration)

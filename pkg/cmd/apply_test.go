@@ -61,7 +61,8 @@ func TestBadOpsRequests(t *testing.T) {
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}}", "spec.tls is required"},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: v, apiGroup: vault.example.com}}}", `apiGroup "vault.example.com"`},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca, kind: Vault}}}", `issuerRef.kind "Vault"`},
-		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, ipAddresses: [10.0.0.1]}]}}", "ipAddresses: not supported"},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, ipAddresses: [10.0.0.300]}]}}", `ipAddresses: "10.0.0.300" is not an IP address`},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: client, ipAddresses: [10.0.0.1]}]}}", "a client certificate has no dnsNames or ipAddresses"},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: metrics}]}}", `alias "metrics": must be server or client`},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, duration: 24h}, {alias: client, duration: 48h}]}}", "different duration values"},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, sslMode: prefer, clientAuthMode: cert}}", "client auth mode cert needs every client on TLS"},
@@ -77,5 +78,14 @@ func TestBadOpsRequests(t *testing.T) {
 	if _, err := parseOpsRequests("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}}"), "prod", true); err == nil ||
 		!strings.Contains(err.Error(), `metadata.namespace "demo" does not match the namespace "prod" given with -n`) {
 		t.Errorf("namespace mismatch: %v", err)
+	}
+}
+
+// Server ipAddresses and dnsNames of a manifest become the server
+// certificate's extra SANs.
+func TestOpsRequestServerSANs(t *testing.T) {
+	runs, err := parseOpsRequests("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, dnsNames: [pgpool.example.com], ipAddresses: [10.0.0.1, '::1']}]}}"), "default", false)
+	if err != nil || len(runs) != 1 || strings.Join(runs[0].req.ExtraIPs, ",") != "10.0.0.1,::1" || strings.Join(runs[0].req.ExtraDNS, ",") != "pgpool.example.com" {
+		t.Fatalf("%+v, %v", runs, err)
 	}
 }

@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,6 +26,7 @@ type AddOptions struct {
 	ClientOrgs  []string
 	ClientOUs   []string
 	ServerDNS   []string
+	ServerIPs   []string
 	Duration    time.Duration
 	RenewBefore time.Duration
 	// TakeOver applies over Certificates of that name another tool made.
@@ -64,6 +66,7 @@ func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 	c.Flags().StringSliceVar(&o.ClientOrgs, "client-org", nil, "O of the client certificate's subject (repeatable)")
 	c.Flags().StringSliceVar(&o.ClientOUs, "client-ou", nil, "OU of the client certificate's subject (repeatable)")
 	c.Flags().StringSliceVar(&o.ServerDNS, "server-dns-name", nil, "extra DNS name for the server certificate (repeatable)")
+	c.Flags().StringSliceVar(&o.ServerIPs, "server-ip-address", nil, "extra IP address for the server certificate, beside 127.0.0.1 (repeatable)")
 	c.Flags().DurationVar(&o.Duration, "duration", 0, "certificate lifetime (cert-manager's default: 2160h)")
 	addBackendCAFlag(c, &o.OperationOptions)
 	c.Flags().BoolVar(&o.TakeOver, "take-over-certificates", false, "apply over Certificates NAME-server-cert/NAME-client-cert that another tool created (they become kubectl-pgpool's)")
@@ -100,6 +103,11 @@ func (o *AddOptions) Validate() error {
 	if o.ClientUser == "" {
 		return UsageError{fmt.Errorf("--client-user must not be empty")}
 	}
+	for _, ip := range o.ServerIPs {
+		if net.ParseIP(ip) == nil {
+			return UsageError{fmt.Errorf("--server-ip-address %q is not an IP address", ip)}
+		}
+	}
 	if o.RenewBefore > 0 && o.Duration > 0 && o.RenewBefore >= o.Duration {
 		return UsageError{fmt.Errorf("--renew-before (%s) must be shorter than --duration (%s)", o.RenewBefore, o.Duration)}
 	}
@@ -111,7 +119,7 @@ func (o *AddOptions) Run(ctx context.Context) error {
 	return o.run(ctx, planner.Request{
 		Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind},
 		SSLMode: o.SSLMode, AuthMode: o.AuthMode, ClientUser: o.ClientUser, ClientOrgs: o.ClientOrgs, ClientOUs: o.ClientOUs,
-		ExtraDNS: o.ServerDNS, Duration: o.Duration, RenewBefore: o.RenewBefore, TakeOverCertificates: o.TakeOver,
+		ExtraDNS: o.ServerDNS, ExtraIPs: o.ServerIPs, Duration: o.Duration, RenewBefore: o.RenewBefore, TakeOverCertificates: o.TakeOver,
 	})
 }
 

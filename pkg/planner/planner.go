@@ -40,6 +40,7 @@ type Request struct {
 	ClientOrgs       []string
 	ClientOUs        []string
 	ExtraDNS         []string
+	ExtraIPs         []string
 	Duration         time.Duration
 	RenewBefore      time.Duration
 	KeepCertificates bool
@@ -315,7 +316,7 @@ func (b *builder) params() tls.Params {
 	return tls.Params{
 		Namespace: b.t.Namespace, Name: b.t.Name,
 		Issuer:   cmmeta.IssuerReference{Name: b.r.Issuer.Name, Kind: tls.IssuerKind(b.r.Issuer.Kind), Group: "cert-manager.io"},
-		Services: b.t.Services, Headless: b.t.Headless, PodNames: pods, ExtraDNS: b.r.ExtraDNS,
+		Services: b.t.Services, Headless: b.t.Headless, PodNames: pods, ExtraDNS: b.r.ExtraDNS, ExtraIPs: b.r.ExtraIPs,
 		ClientUser: b.r.ClientUser, ClientOrgs: b.r.ClientOrgs, ClientOUs: b.r.ClientOUs,
 		Duration: b.r.Duration, RenewBefore: b.r.RenewBefore,
 		ServerSecret: pgpool.ServerCertName(b.t.Name), ClientSecret: pgpool.ClientCertName(b.t.Name),

@@ -37,6 +37,7 @@ type Params struct {
 	Headless     string   // the headless Service, for pod DNS names
 	PodNames     []string
 	ExtraDNS     []string
+	ExtraIPs     []string // IP SANs of the server certificate beside 127.0.0.1
 	ClientUser   string
 	ClientOrgs   []string
 	ClientOUs    []string
@@ -100,7 +101,7 @@ func ServerCertificate(p Params, name string) *cmapi.Certificate {
 		SecretName:  p.ServerSecret,
 		CommonName:  p.Name,
 		DNSNames:    ServerDNSNames(p),
-		IPAddresses: []string{"127.0.0.1"},
+		IPAddresses: serverIPs(p),
 		Subject:     &cmapi.X509Subject{Organizations: []string{"kubedb"}},
 		Usages:      []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageServerAuth},
 		IssuerRef:   p.Issuer,
@@ -218,4 +219,16 @@ func ParseFirstCert(data []byte) (*x509.Certificate, error) {
 			return x509.ParseCertificate(b.Bytes)
 		}
 	}
+}
+
+// serverIPs are the server certificate's IP SANs: 127.0.0.1 (port-forwards
+// and pgpool's own health checks), then the extras.
+func serverIPs(p Params) []string {
+	out := []string{"127.0.0.1"}
+	for _, ip := range p.ExtraIPs {
+		if ip != "127.0.0.1" {
+			out = append(out, ip)
+		}
+	}
+	return out
 }
