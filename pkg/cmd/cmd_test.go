@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -402,5 +403,21 @@ func TestUnknownCommandsAndAliases(t *testing.T) {
 		if strings.Join(af, " ") != strings.Join(cf, " ") {
 			t.Errorf("%s has flags %v, tls %s has %v", alias, af, of, cf)
 		}
+	}
+}
+
+// On a terminal a fleet shows one line per pgpool with its latest progress
+// line, redrawn in place.
+func TestLiveBoard(t *testing.T) {
+	var buf bytes.Buffer
+	b := newLiveBoard(&buf, []discover.Ref{{Namespace: "a", Name: "pgpool"}, {Namespace: "b", Name: "pgpool"}})
+	w := b.writer(1)
+	_, _ = w.Write([]byte("[2/9] apply Secret b/x: started\n[2/9] apply Secret b/x: done in 1s"))
+	_, _ = w.Write([]byte("\n"))
+	b.set(0, "succeeded")
+	out := buf.String()
+	last := out[strings.LastIndex(out, "\x1b[2A"):]
+	if !strings.Contains(last, "a/pgpool") || !strings.Contains(last, "succeeded") || !strings.Contains(last, "b/pgpool") || !strings.Contains(last, "[2/9] apply Secret b/x: done in 1s") {
+		t.Fatalf("last frame:\n%q", last)
 	}
 }

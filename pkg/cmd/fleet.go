@@ -101,6 +101,13 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.R
 	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	// On a terminal: one line per pgpool, its latest step, redrawn; in a
+	// pipe: every progress line, prefixed with the pgpool.
+	var board *liveBoard
+	if !o.NoColor && ui.IsTerminal(o.ErrOut) {
+		board = newLiveBoard(o.ErrOut, f.refs)
+		defer board.stop()
+	}
 	for i, r := range f.refs {
 		wg.Add(1)
 		go func() {
@@ -113,10 +120,19 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.R
 			if o.Output != "text" {
 				op.Output = "json"
 			}
-			op.IOStreams = genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out,
-				ErrOut: &prefixWriter{w: o.ErrOut, mu: &mu, prefix: "[" + r.Namespace + "/" + r.Name + "] "}}
+			var errOut io.Writer = &prefixWriter{w: o.ErrOut, mu: &mu, prefix: "[" + r.Namespace + "/" + r.Name + "] "}
+			if board != nil {
+				errOut = board.writer(i)
+			}
+			op.IOStreams = genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: errOut}
+			if board != nil {
+				board.set(i, "running")
+			}
 			t0 := time.Now()
 			err := op.run(ctx, req)
+			if board != nil {
+				board.set(i, map[bool]string{true: "succeeded", false: "FAILED: " + firstLine(fmt.Sprint(err))}[err == nil])
+			}
 			res := fleetResult{Ref: r, Succeeded: err == nil, Seconds: time.Since(t0).Seconds(), text: out.Bytes()}
 			if err != nil {
 				res.Error = err.Error()
@@ -198,5 +214,80 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
+	}
+}
+
+// liveBoard shows one line per pgpool of a fleet on a terminal: its name
+// and its latest progress line, redrawn in place as they change.
+type liveBoard struct {
+	w     io.Writer
+	mu    sync.Mutex
+	names []string
+	lines []string
+	drawn bool
+}
+
+func newLiveBoard(w io.Writer, refs []discover.Ref) *liveBoard {
+	b := &liveBoard{w: w}
+	for _, r := range refs {
+		b.names = append(b.names, r.Namespace+"/"+r.Name)
+		b.lines = append(b.lines, "waiting")
+	}
+	b.draw()
+	return b
+}
+
+// set replaces pgpool i's line and redraws.
+func (b *liveBoard) set(i int, line string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lines[i] = line
+	b.drawLocked()
+}
+
+func (b *liveBoard) draw() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.drawLocked()
+}
+
+func (b *liveBoard) drawLocked() {
+	var sb strings.Builder
+	if b.drawn {
+		fmt.Fprintf(&sb, "\x1b[%dA", len(b.lines)) // back to the first line
+	}
+	for i, l := range b.lines {
+		line := fmt.Sprintf("%-30s %s", b.names[i], l)
+		if len(line) > 150 {
+			line = line[:147] + "..."
+		}
+		fmt.Fprintf(&sb, "\x1b[2K%s\n", line)
+	}
+	b.drawn = true
+	_, _ = io.WriteString(b.w, sb.String())
+}
+
+func (b *liveBoard) stop() { b.draw() }
+
+// writer is pgpool i's progress stream: each whole line becomes its line.
+func (b *liveBoard) writer(i int) io.Writer { return &boardWriter{b: b, i: i} }
+
+type boardWriter struct {
+	b   *liveBoard
+	i   int
+	buf []byte
+}
+
+func (w *boardWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		j := bytes.IndexByte(w.buf, '\n')
+		if j < 0 {
+			return len(p), nil
+		}
+		if line := strings.TrimSpace(string(w.buf[:j])); line != "" {
+			w.b.set(w.i, line)
+		}
+		w.buf = w.buf[j+1:]
 	}
 }
