@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -377,57 +378,90 @@ func (o *OperationOptions) checkBudgets(ctx context.Context, t *pgpool.Target) e
 // operation are part of planner.Build.)
 func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req *planner.Request) ([]string, verify.Login, error) {
 	var login verify.Login
-	if _, err := o.Clients.Discovery.ServerResourcesForGroupVersion("cert-manager.io/v1"); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, login, fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
-		}
-		return nil, login, fmt.Errorf("check for cert-manager's API: %w", err)
+	// The reads are independent: all at once (one round trip of latency),
+	// and their errors reported in this order, as if one after another.
+	withCAs := req.Operation != planner.Remove && req.Operation != planner.Rollback
+	newIssuer := req.Operation == planner.Add || req.Operation == planner.ChangeIssuer
+	var (
+		wg                             sync.WaitGroup
+		errs                           [5]error
+		notice                         string
+		backendCA, currentCA, issuerCA []byte
+	)
+	do := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
 	}
-	if req.Operation == planner.Add || req.Operation == planner.ChangeIssuer {
-		ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
-		clientCerts := (req.Operation == planner.Add && req.AuthMode == "cert") || (req.Operation == planner.ChangeIssuer && t.State.AuthMode == "cert")
-		if err := issuing.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref, clientCerts); err != nil {
+	do(func() {
+		if _, err := o.Clients.Discovery.ServerResourcesForGroupVersion("cert-manager.io/v1"); err != nil {
+			errs[0] = fmt.Errorf("check for cert-manager's API: %w", err)
+			if apierrors.IsNotFound(err) {
+				errs[0] = fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
+			}
+		}
+	})
+	if newIssuer {
+		do(func() {
+			ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
+			clientCerts := (req.Operation == planner.Add && req.AuthMode == "cert") || (req.Operation == planner.ChangeIssuer && t.State.AuthMode == "cert")
+			errs[1] = issuing.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref, clientCerts)
+		})
+	}
+	do(func() {
+		notice, errs[2] = runner.CheckLock(ctx, o.Clients.Coordination, t.Namespace, planner.LeaseName(t.Name), o.ForceUnlock)
+	})
+	if o.VerifyLogin != "" {
+		do(func() {
+			s, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, o.VerifyLogin, metav1.GetOptions{})
+			if err != nil {
+				errs[3] = fmt.Errorf("--verify-login: get Secret %s/%s: %w", t.Namespace, o.VerifyLogin, err)
+				return
+			}
+			login = verify.Login{User: string(s.Data["username"]), Password: string(s.Data["password"]), Database: string(s.Data["database"])}
+			if login.User == "" || login.Password == "" {
+				errs[3] = fmt.Errorf("--verify-login: Secret %s/%s needs the keys username and password", t.Namespace, o.VerifyLogin)
+			}
+		})
+	}
+	if withCAs {
+		if len(o.BackendCA) > 0 {
+			do(func() { backendCA, errs[4] = o.readCAs(ctx, t.Namespace, o.BackendCA) })
+		}
+		do(func() {
+			if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
+				currentCA = sec.Data["ca.crt"]
+			}
+		})
+		if newIssuer {
+			do(func() { issuerCA = o.issuerCA(ctx, t.Namespace, req.Issuer) })
+		}
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
 			return nil, login, err
 		}
 	}
 	var warnings []string
-	notice, err := runner.CheckLock(ctx, o.Clients.Coordination, t.Namespace, planner.LeaseName(t.Name), o.ForceUnlock)
-	if err != nil {
-		return nil, login, err
-	}
 	if notice != "" {
 		warnings = append(warnings, notice)
 	}
 	if o.VerifyLogin != "" {
-		s, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, o.VerifyLogin, metav1.GetOptions{})
-		if err != nil {
-			return nil, login, fmt.Errorf("--verify-login: get Secret %s/%s: %w", t.Namespace, o.VerifyLogin, err)
-		}
-		login = verify.Login{User: string(s.Data["username"]), Password: string(s.Data["password"]), Database: string(s.Data["database"])}
-		if login.User == "" || login.Password == "" {
-			return nil, login, fmt.Errorf("--verify-login: Secret %s/%s needs the keys username and password", t.Namespace, o.VerifyLogin)
-		}
 		req.Login = "password"
 	}
-	if req.Operation == planner.Remove || req.Operation == planner.Rollback {
+	if !withCAs {
 		return warnings, login, nil
 	}
 	if len(o.BackendCA) > 0 {
-		if req.BackendCA, err = o.readCAs(ctx, t.Namespace, o.BackendCA); err != nil {
-			return nil, login, err
-		}
-		req.BackendCASources = o.BackendCA
+		req.BackendCA, req.BackendCASources = backendCA, o.BackendCA
 	}
-	if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
-		req.CurrentCA = sec.Data["ca.crt"]
+	req.CurrentCA = currentCA
+	if !newIssuer {
+		issuerCA = req.CurrentCA
 	}
 	// The CAs pgpool will read: the issuer's, the previous one (kept during
 	// change-issuer), the backends'.
-	backendCA := planner.BackendCAs(t, *req)
-	issuerCA := req.CurrentCA
-	if req.Operation == planner.Add || req.Operation == planner.ChangeIssuer {
-		issuerCA = o.issuerCA(ctx, t.Namespace, req.Issuer)
-	}
+	backendCA = planner.BackendCAs(t, *req)
 	var previous []byte
 	if req.Operation == planner.ChangeIssuer {
 		previous = req.CurrentCA
