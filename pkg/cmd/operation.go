@@ -252,13 +252,21 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 		return false, err
 	}
 	p.Warnings = append(p.Warnings, warnings...)
-	if err := o.checkAccess(ctx, t, p); err != nil {
-		return false, err
-	}
+	// Permissions and budgets at once; a missing permission is reported
+	// first.
+	var budgetErr error
+	var bwg sync.WaitGroup
 	if p.Restart == "evict" && req.Operation != planner.Rollback {
-		if err := o.checkBudgets(ctx, t); err != nil {
-			return false, err
-		}
+		bwg.Add(1)
+		go func() { defer bwg.Done(); budgetErr = o.checkBudgets(ctx, t) }()
+	}
+	accessErr := o.checkAccess(ctx, t, p)
+	bwg.Wait()
+	if accessErr != nil {
+		return false, accessErr
+	}
+	if budgetErr != nil {
+		return false, budgetErr
 	}
 	color := !o.NoColor && os.Getenv("NO_COLOR") == ""
 	if o.Output == "text" {
