@@ -217,28 +217,44 @@ func findPodsAndServices(ctx context.Context, c Clients, t *pgpool.Target) error
 func findCertificates(ctx context.Context, c Clients, t *pgpool.Target) error {
 	t.Certificates = map[string]*cmapi.Certificate{}
 	t.CertSecrets = map[string]*metav1.ObjectMeta{}
-	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
-		s, err := c.Core.Secrets(t.Namespace).Get(ctx, n, metav1.GetOptions{})
-		switch {
-		case err == nil:
-			m := s.ObjectMeta
-			t.CertSecrets[n] = &m
-		case apierrors.IsNotFound(err):
-		default:
-			return fmt.Errorf("get Secret %s/%s: %w", t.Namespace, n, err)
+	names := []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)}
+	secrets := make([]*corev1.Secret, len(names))
+	crts := make([]*cmapi.Certificate, len(names))
+	var g errgroup.Group
+	for i, n := range names {
+		g.Go(func() error {
+			s, err := c.Core.Secrets(t.Namespace).Get(ctx, n, metav1.GetOptions{})
+			switch {
+			case err == nil:
+				secrets[i] = s
+			case !apierrors.IsNotFound(err):
+				return fmt.Errorf("get Secret %s/%s: %w", t.Namespace, n, err)
+			}
+			return nil
+		})
+		if c.CertManager != nil {
+			g.Go(func() error {
+				crt, err := c.CertManager.Certificates(t.Namespace).Get(ctx, n, metav1.GetOptions{})
+				switch {
+				case err == nil:
+					crts[i] = crt
+				case !apierrors.IsNotFound(err):
+					return fmt.Errorf("get Certificate %s/%s: %w", t.Namespace, n, err)
+				}
+				return nil
+			})
 		}
 	}
-	if c.CertManager == nil {
-		return nil
+	if err := g.Wait(); err != nil {
+		return err
 	}
-	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
-		crt, err := c.CertManager.Certificates(t.Namespace).Get(ctx, n, metav1.GetOptions{})
-		switch {
-		case err == nil:
-			t.Certificates[n] = crt
-		case apierrors.IsNotFound(err):
-		default:
-			return fmt.Errorf("get Certificate %s/%s: %w", t.Namespace, n, err)
+	for i, n := range names {
+		if secrets[i] != nil {
+			m := secrets[i].ObjectMeta
+			t.CertSecrets[n] = &m
+		}
+		if crts[i] != nil {
+			t.Certificates[n] = crts[i]
 		}
 	}
 	return nil

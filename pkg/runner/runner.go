@@ -17,6 +17,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -539,16 +540,6 @@ func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, 
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	ns, name := s.Object.Namespace, s.Object.Name
-	if failure == nil && spec.BackupDone {
-		if err := r.backupDone(ctx, ns); err != nil {
-			return "", err
-		}
-	}
-	_, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, name, types.MergePatchType, patch,
-		metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
-	if err != nil {
-		return "", fmt.Errorf("annotate %s %s/%s: %w", s.Object.Kind, ns, name, err)
-	}
 	reason, typ, msg := "TLS"+camel(lo.Operation)+"Succeeded", corev1.EventTypeNormal, fmt.Sprintf("kubectl-pgpool tls %s succeeded", lo.Operation)
 	if failure != nil {
 		reason, typ, msg = "TLS"+camel(lo.Operation)+"Failed", corev1.EventTypeWarning, fmt.Sprintf("kubectl-pgpool tls %s failed: %s", lo.Operation, failure)
@@ -561,8 +552,34 @@ func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, 
 		Reason: reason, Message: truncate(msg, 1000), Type: typ, FirstTimestamp: now, LastTimestamp: now, Count: 1,
 		Source: corev1.EventSource{Component: FieldManager}, ReportingController: "kubectl-pgpool.io/cli", ReportingInstance: Holder(),
 	}
-	if _, err := r.Clients.Core.Events(ns).Create(ctx, ev, metav1.CreateOptions{DryRun: r.dryRun()}); err != nil {
-		return "", fmt.Errorf("create Event on %s %s/%s: %w", s.Object.Kind, ns, name, err)
+	// Three independent writes: at once, errors in this order.
+	var errs [3]error
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if failure == nil && spec.BackupDone {
+			errs[0] = r.backupDone(ctx, ns)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if _, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, name, types.MergePatchType, patch,
+			metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}); err != nil {
+			errs[1] = fmt.Errorf("annotate %s %s/%s: %w", s.Object.Kind, ns, name, err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if _, err := r.Clients.Core.Events(ns).Create(ctx, ev, metav1.CreateOptions{DryRun: r.dryRun()}); err != nil {
+			errs[2] = fmt.Errorf("create Event on %s %s/%s: %w", s.Object.Kind, ns, name, err)
+		}
+	}()
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return "", err
+		}
 	}
 	return r.answer(fmt.Sprintf("%s recorded (Event %s)", lo.Result, reason)), nil
 }
