@@ -120,7 +120,7 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.R
 			if o.Output != "text" {
 				op.Output = "json"
 			}
-			var errOut io.Writer = &prefixWriter{w: o.ErrOut, mu: &mu, prefix: "[" + r.Namespace + "/" + r.Name + "] "}
+			errOut := prefixed(o.ErrOut, &mu, "["+r.Namespace+"/"+r.Name+"] ")
 			if board != nil {
 				errOut = board.writer(i)
 			}
@@ -191,30 +191,32 @@ func firstLine(s string) string {
 	return s
 }
 
-// prefixWriter writes whole lines to w, each after prefix, one writer at a
-// time (the pgpools of a fleet share stderr).
-type prefixWriter struct {
-	w      io.Writer
-	mu     *sync.Mutex
-	prefix string
-	buf    []byte
+// lineWriter hands each whole line written to it to emit.
+type lineWriter struct {
+	emit func(line string)
+	buf  []byte
 }
 
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.buf = append(p.buf, b...)
+func (l *lineWriter) Write(b []byte) (int, error) {
+	l.buf = append(l.buf, b...)
 	for {
-		i := bytes.IndexByte(p.buf, '\n')
+		i := bytes.IndexByte(l.buf, '\n')
 		if i < 0 {
 			return len(b), nil
 		}
-		p.mu.Lock()
-		_, err := fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.buf[:i])
-		p.mu.Unlock()
-		p.buf = p.buf[i+1:]
-		if err != nil {
-			return 0, err
-		}
+		l.emit(string(l.buf[:i]))
+		l.buf = l.buf[i+1:]
 	}
+}
+
+// prefixed writes whole lines to w, each after prefix, one writer at a time
+// (the pgpools of a fleet share stderr).
+func prefixed(w io.Writer, mu *sync.Mutex, prefix string) io.Writer {
+	return &lineWriter{emit: func(line string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, "%s%s\n", prefix, line)
+	}}
 }
 
 // liveBoard shows one line per pgpool of a fleet on a terminal: its name
@@ -270,24 +272,10 @@ func (b *liveBoard) drawLocked() {
 func (b *liveBoard) stop() { b.draw() }
 
 // writer is pgpool i's progress stream: each whole line becomes its line.
-func (b *liveBoard) writer(i int) io.Writer { return &boardWriter{b: b, i: i} }
-
-type boardWriter struct {
-	b   *liveBoard
-	i   int
-	buf []byte
-}
-
-func (w *boardWriter) Write(p []byte) (int, error) {
-	w.buf = append(w.buf, p...)
-	for {
-		j := bytes.IndexByte(w.buf, '\n')
-		if j < 0 {
-			return len(p), nil
+func (b *liveBoard) writer(i int) io.Writer {
+	return &lineWriter{emit: func(line string) {
+		if line = strings.TrimSpace(line); line != "" {
+			b.set(i, line)
 		}
-		if line := strings.TrimSpace(string(w.buf[:j])); line != "" {
-			w.b.set(w.i, line)
-		}
-		w.buf = w.buf[j+1:]
-	}
+	}}
 }

@@ -10,7 +10,6 @@ import (
 
 	"context"
 	"fmt"
-	"golang.org/x/sync/errgroup"
 	"sort"
 	"strings"
 
@@ -96,12 +95,10 @@ func Discover(ctx context.Context, c Clients, ns, name string) (*pgpool.Target, 
 	if err != nil {
 		return nil, err
 	}
-	// Each finder fills in its own fields of t.
-	var g errgroup.Group
-	for _, find := range []func(context.Context, Clients, *pgpool.Target) error{findConfig, findPodsAndServices, findCertificates, findBundle, findBackup} {
-		g.Go(func() error { return find(ctx, c, t) })
-	}
-	if err := g.Wait(); err != nil {
+	// Each finder fills in its own fields of t; their errors are reported
+	// in this order, whichever came first.
+	finders := []func(context.Context, Clients, *pgpool.Target) error{findConfig, findPodsAndServices, findCertificates, findBundle, findBackup}
+	if err := inOrder(len(finders), func(i int) error { return finders[i](ctx, c, t) }); err != nil {
 		return nil, err
 	}
 	t.ReadState()
@@ -220,9 +217,10 @@ func findCertificates(ctx context.Context, c Clients, t *pgpool.Target) error {
 	names := []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)}
 	secrets := make([]*corev1.Secret, len(names))
 	crts := make([]*cmapi.Certificate, len(names))
-	var g errgroup.Group
-	for i, n := range names {
-		g.Go(func() error {
+	// Reads 0-1: the Secrets; 2-3: the Certificates.
+	err := inOrder(2*len(names), func(i int) error {
+		n := names[i%len(names)]
+		if i < len(names) {
 			s, err := c.Core.Secrets(t.Namespace).Get(ctx, n, metav1.GetOptions{})
 			switch {
 			case err == nil:
@@ -231,21 +229,20 @@ func findCertificates(ctx context.Context, c Clients, t *pgpool.Target) error {
 				return fmt.Errorf("get Secret %s/%s: %w", t.Namespace, n, err)
 			}
 			return nil
-		})
-		if c.CertManager != nil {
-			g.Go(func() error {
-				crt, err := c.CertManager.Certificates(t.Namespace).Get(ctx, n, metav1.GetOptions{})
-				switch {
-				case err == nil:
-					crts[i] = crt
-				case !apierrors.IsNotFound(err):
-					return fmt.Errorf("get Certificate %s/%s: %w", t.Namespace, n, err)
-				}
-				return nil
-			})
 		}
-	}
-	if err := g.Wait(); err != nil {
+		if c.CertManager == nil {
+			return nil
+		}
+		crt, err := c.CertManager.Certificates(t.Namespace).Get(ctx, n, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			crts[i-len(names)] = crt
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("get Certificate %s/%s: %w", t.Namespace, n, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	for i, n := range names {
@@ -255,6 +252,25 @@ func findCertificates(ctx context.Context, c Clients, t *pgpool.Target) error {
 		}
 		if crts[i] != nil {
 			t.Certificates[n] = crts[i]
+		}
+	}
+	return nil
+}
+
+// inOrder runs f(0) ... f(n-1) at once and returns the first error in that
+// order (not the first to happen), so that what is reported does not
+// depend on timing.
+func inOrder(n int, f func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = f(i) }()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
 		}
 	}
 	return nil
