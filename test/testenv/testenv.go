@@ -299,6 +299,31 @@ func (e *Env) Fixture(t testing.TB, name string) []*unstructured.Unstructured {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return decodeObjects(t, name, b)
+}
+
+// KubeDBFixtureNamed is kubedb.yaml for a pgpool named name instead of
+// pgpool (its workload, config, Services, PDB and labels), so that two
+// pgpools can share a namespace.
+func (e *Env) KubeDBFixtureNamed(t testing.TB, name string) []*unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.Root, "test", "fixtures", "kubedb.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := strings.NewReplacer(
+		"name: pgpool-config", "name: "+name+"-config",
+		"secretName: pgpool-config", "secretName: "+name+"-config",
+		"app.kubernetes.io/instance: pgpool", "app.kubernetes.io/instance: "+name,
+		"serviceName: pgpool-pods", "serviceName: "+name+"-pods",
+		"  name: pgpool-pods\n", "  name: "+name+"-pods\n",
+		"\n  name: pgpool\n", "\n  name: "+name+"\n",
+	)
+	return decodeObjects(t, "kubedb.yaml as "+name, []byte(r.Replace(string(b))))
+}
+
+func decodeObjects(t testing.TB, name string, b []byte) []*unstructured.Unstructured {
+	t.Helper()
 	var out []*unstructured.Unstructured
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
 	for {
