@@ -74,7 +74,8 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 		case plan.CertificatePatchSpec:
 			add(crt("patch"))
 		case plan.EvictSpec:
-			add(access{"", "pods", "eviction", "create"}, core("pods", "watch"), access{"policy", "poddisruptionbudgets", "", "list"})
+			add(access{"", "pods", "eviction", "create"}, core("pods", "watch"), access{"policy", "poddisruptionbudgets", "", "list"},
+				access{"discovery.k8s.io", "endpointslices", "", "list"}, access{"discovery.k8s.io", "endpointslices", "", "watch"})
 			login = login || spec.Check.Login != ""
 		case plan.RolloutSpec:
 			add(wl("watch"), core("pods", "watch"))

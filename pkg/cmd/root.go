@@ -21,6 +21,7 @@ import (
 	authorizationv1client "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
 	"k8s.io/client-go/rest"
 
@@ -175,7 +176,7 @@ func NewClients(cfg *rest.Config) (*Clients, error) {
 	}
 	c := &Clients{}
 	c.Config = cfg
-	var errs [7]error
+	var errs [8]error
 	c.Core, errs[0] = corev1client.NewForConfigAndClient(cfg, hc)
 	c.Policy, errs[1] = policyv1client.NewForConfigAndClient(cfg, hc)
 	c.Coordination, errs[2] = coordinationv1client.NewForConfigAndClient(cfg, hc)
@@ -183,6 +184,7 @@ func NewClients(cfg *rest.Config) (*Clients, error) {
 	c.Dynamic, errs[4] = dynamic.NewForConfigAndClient(cfg, hc)
 	c.Authorization, errs[5] = authorizationv1client.NewForConfigAndClient(cfg, hc)
 	c.Discovery, errs[6] = discovery.NewDiscoveryClientForConfigAndClient(cfg, hc)
+	c.EndpointSlices, errs[7] = discoveryv1client.NewForConfigAndClient(cfg, hc)
 	return c, errors.Join(errs[:]...)
 }
 

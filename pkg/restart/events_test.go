@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
@@ -107,5 +108,32 @@ func TestGuardStopsARolloutAtAStuckPod(t *testing.T) {
 	se := StuckCause(g)
 	if se == nil || se.Pod != "pgpool-b" || !strings.Contains(se.Error(), "CrashLoopBackOff: back-off 10s; last exit code 1 (Error)") {
 		t.Fatalf("guard: %v (ctx %v)", se, ctx.Err())
+	}
+}
+
+// A replacement counts once it is a ready endpoint of every Service that
+// has EndpointSlices; a Service without any is skipped.
+func TestWaitEndpoints(t *testing.T) {
+	p := wpod("pgpool-1", "new", true)
+	f := false
+	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-x", Namespace: "demo", Labels: map[string]string{discoveryv1.LabelServiceName: "pgpool"}},
+		Endpoints: []discoveryv1.Endpoint{{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "pgpool-1", UID: "new"}, Conditions: discoveryv1.EndpointConditions{Ready: &f}}}}
+	cs := fake.NewClientset(slice)
+	// Not a ready endpoint: it waits (here until a short deadline).
+	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := WaitEndpoints(short, cs.DiscoveryV1(), "demo", []string{"pgpool"}, p, Options{}); err == nil || !strings.Contains(err.Error(), "to be a ready endpoint of Service pgpool") {
+		t.Fatalf("not ready: %v", err)
+	}
+	tr := true
+	slice.Endpoints[0].Conditions.Ready = &tr
+	ctx, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel2()
+	if _, err := cs.DiscoveryV1().EndpointSlices("demo").Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	skipped, err := WaitEndpoints(ctx, cs.DiscoveryV1(), "demo", []string{"pgpool", "no-slices"}, p, Options{})
+	if err != nil || len(skipped) != 1 || skipped[0] != "no-slices" {
+		t.Fatalf("WaitEndpoints: %v, skipped %v", err, skipped)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
@@ -414,4 +416,64 @@ func podsLW(core corev1client.CoreV1Interface, ns, selector string) *cache.ListW
 			return core.Pods(ns).Watch(ctx, lo)
 		},
 	}
+}
+
+// WaitEndpoints waits, by watch, until pod p is a ready endpoint in the
+// EndpointSlices of each of services, so that traffic through the Services
+// reaches it before the next pod goes. A Service without any EndpointSlice
+// (no controller maintains them) is skipped and returned.
+func WaitEndpoints(ctx context.Context, c discoveryv1client.DiscoveryV1Interface, ns string, services []string, p *corev1.Pod, o Options) ([]string, error) {
+	var skipped []string
+	for _, svc := range services {
+		sel := discoveryv1.LabelServiceName + "=" + svc
+		lw := &cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+				lo.LabelSelector = sel
+				return c.EndpointSlices(ns).List(ctx, lo)
+			},
+			WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+				lo.LabelSelector = sel
+				return c.EndpointSlices(ns).Watch(ctx, lo)
+			},
+		}
+		var store cache.Store
+		ready := func() bool {
+			for _, obj := range store.List() {
+				es, ok := obj.(*discoveryv1.EndpointSlice)
+				if !ok {
+					continue
+				}
+				for _, ep := range es.Endpoints {
+					if ep.TargetRef != nil && ep.TargetRef.UID == p.UID && ep.Conditions.Ready != nil && *ep.Conditions.Ready {
+						return true
+					}
+				}
+			}
+			return false
+		}
+		empty, said := false, false
+		_, err := watchtools.UntilWithSync(ctx, lw, &discoveryv1.EndpointSlice{}, func(s cache.Store) (bool, error) {
+			store = s
+			if len(s.List()) == 0 {
+				empty = true
+				return true, nil
+			}
+			return ready(), nil
+		}, func(watch.Event) (bool, error) {
+			if !said {
+				said = true
+				o.progress("waiting for pod %s to be a ready endpoint of Service %s", p.Name, svc)
+			}
+			return ready(), nil
+		})
+		switch {
+		case empty:
+			skipped = append(skipped, svc)
+		case err != nil && ctx.Err() != nil:
+			return skipped, waitErr(ctx, fmt.Sprintf("pod %s/%s to be a ready endpoint of Service %s", ns, p.Name, svc))
+		case err != nil:
+			return skipped, fmt.Errorf("watch the EndpointSlices of Service %s/%s: %w", ns, svc, err)
+		}
+	}
+	return skipped, nil
 }

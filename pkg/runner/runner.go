@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
 	"k8s.io/client-go/rest"
 
@@ -53,6 +54,9 @@ type Clients struct {
 	Coordination coordinationv1client.CoordinationV1Interface
 	CertManager  cmclient.CertmanagerV1Interface
 	Dynamic      dynamic.Interface
+	// EndpointSlices, when set, lets a roll wait until each replacement
+	// is a ready endpoint of the pgpool's Services before the next pod.
+	EndpointSlices discoveryv1client.DiscoveryV1Interface
 }
 
 // Runner executes steps. ServerDryRun sends every write with DryRun All and
@@ -329,6 +333,16 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 		return "", err
 	}
 	msg := fmt.Sprintf("replaced by %s (uid %s) and Ready in %s", p.Name, shortUID(p.UID), time.Since(t0).Round(100*time.Millisecond))
+	if r.Clients.EndpointSlices != nil && len(r.Target.Services) > 0 {
+		// The next pod goes only once this one takes Service traffic.
+		skipped, err := restart.WaitEndpoints(ctx, r.Clients.EndpointSlices, ns, r.Target.Services, p, o)
+		if err != nil {
+			return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
+		}
+		if n := len(r.Target.Services) - len(skipped); n > 0 {
+			msg += fmt.Sprintf("; a ready endpoint of %d Service(s)", n)
+		}
+	}
 	hs, err := r.checkPod(ctx, p.Name, spec.Check.TLS, report)
 	if err != nil {
 		return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)

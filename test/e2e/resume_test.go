@@ -275,7 +275,8 @@ func TestResumedRotateRestartsOnlyStalePods(t *testing.T) {
 	revs := revisions(t, ns)
 	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "rotate", "pgpool", "--yes")
 	if err != nil || !strings.Contains(out, "1 of 3 pods were restarted by the run that did not finish") || strings.Contains(out, "evict   Pod "+ns+"/pgpool-2") ||
-		!strings.Contains(out, "Certificate pgpool-server-cert was re-issued by the run that did not finish") {
+		!strings.Contains(out, "Certificate pgpool-server-cert was re-issued by the run that did not finish") ||
+		!strings.Contains(errOut, "a ready endpoint of 2 Service(s)") {
 		t.Fatalf("rotate again: %v\n%s\n%s", err, out, errOut)
 	}
 	after := podsByName(t, ns, l)
