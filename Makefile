@@ -28,7 +28,7 @@ demo: build ## local cluster with its real node + KubeDB-layout pgpool + add (th
 test: lint unit krew-validate e2e ## everything CI runs
 
 unit: ## pure packages, and the runner, discovery and commands against client-go fakes (no cluster)
-	go test ./pkg/...
+	go test ./pkg/... ./internal/...
 
 lint: ## gofmt, go vet, golangci-lint
 	@test -z "$$(gofmt -l cmd pkg test internal)" || { gofmt -l cmd pkg test internal; echo "gofmt: the files above need formatting"; exit 1; }

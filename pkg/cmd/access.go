@@ -3,12 +3,12 @@ package cmd
 import (
 	"context"
 	"fmt"
-	"golang.org/x/sync/errgroup"
 	"strings"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 )
@@ -110,22 +110,20 @@ func (o *OperationOptions) checkAccess(ctx context.Context, t *pgpool.Target, p 
 	// latency instead of one per permission).
 	wants := needs(t, p, o.Verify == "required")
 	allowed := make([]bool, len(wants))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, a := range wants {
-		g.Go(func() error {
-			r, err := o.Clients.Authorization.SelfSubjectAccessReviews().Create(gctx, &authorizationv1.SelfSubjectAccessReview{
-				Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
-					Namespace: t.Namespace, Group: a.group, Resource: a.resource, Subresource: a.subresource, Verb: a.verb,
-				}},
-			}, metav1.CreateOptions{})
-			if err != nil {
-				return fmt.Errorf("check permissions (SelfSubjectAccessReview): %w", err)
-			}
-			allowed[i] = r.Status.Allowed
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	err := parallel.Each(len(wants), func(i int) error {
+		a := wants[i]
+		r, err := o.Clients.Authorization.SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: t.Namespace, Group: a.group, Resource: a.resource, Subresource: a.subresource, Verb: a.verb,
+			}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("check permissions (SelfSubjectAccessReview): %w", err)
+		}
+		allowed[i] = r.Status.Allowed
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	var denied []string

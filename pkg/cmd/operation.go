@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,6 +22,7 @@ import (
 
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apiretry"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
@@ -254,19 +254,12 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 	p.Warnings = append(p.Warnings, warnings...)
 	// Permissions and budgets at once; a missing permission is reported
 	// first.
-	var budgetErr error
-	var bwg sync.WaitGroup
+	checks := []func() error{func() error { return o.checkAccess(ctx, t, p) }}
 	if p.Restart == "evict" && req.Operation != planner.Rollback {
-		bwg.Add(1)
-		go func() { defer bwg.Done(); budgetErr = o.checkBudgets(ctx, t) }()
+		checks = append(checks, func() error { return o.checkBudgets(ctx, t) })
 	}
-	accessErr := o.checkAccess(ctx, t, p)
-	bwg.Wait()
-	if accessErr != nil {
-		return false, accessErr
-	}
-	if budgetErr != nil {
-		return false, budgetErr
+	if err := parallel.All(checks...); err != nil {
+		return false, err
 	}
 	color := !o.NoColor && os.Getenv("NO_COLOR") == ""
 	if o.Output == "text" {
@@ -391,64 +384,62 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 	withCAs := req.Operation != planner.Remove && req.Operation != planner.Rollback
 	newIssuer := req.Operation == planner.Add || req.Operation == planner.ChangeIssuer
 	var (
-		wg                             sync.WaitGroup
-		errs                           [5]error
 		notice                         string
 		backendCA, currentCA, issuerCA []byte
+		reads                          []func() error
 	)
-	do := func(f func()) {
-		wg.Add(1)
-		go func() { defer wg.Done(); f() }()
-	}
-	do(func() {
+	reads = append(reads, func() error {
 		if _, err := o.Clients.Discovery.ServerResourcesForGroupVersion("cert-manager.io/v1"); err != nil {
-			errs[0] = fmt.Errorf("check for cert-manager's API: %w", err)
 			if apierrors.IsNotFound(err) {
-				errs[0] = fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
+				return fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
 			}
+			return fmt.Errorf("check for cert-manager's API: %w", err)
 		}
+		return nil
 	})
 	if newIssuer {
-		do(func() {
+		reads = append(reads, func() error {
 			ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
 			clientCerts := (req.Operation == planner.Add && req.AuthMode == "cert") || (req.Operation == planner.ChangeIssuer && t.State.AuthMode == "cert")
-			errs[1] = issuing.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref, clientCerts)
+			return issuing.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref, clientCerts)
 		})
 	}
-	do(func() {
-		notice, errs[2] = runner.CheckLock(ctx, o.Clients.Coordination, t.Namespace, planner.LeaseName(t.Name), o.ForceUnlock)
+	reads = append(reads, func() (err error) {
+		notice, err = runner.CheckLock(ctx, o.Clients.Coordination, t.Namespace, planner.LeaseName(t.Name), o.ForceUnlock)
+		return err
 	})
 	if o.VerifyLogin != "" {
-		do(func() {
+		reads = append(reads, func() error {
 			s, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, o.VerifyLogin, metav1.GetOptions{})
 			if err != nil {
-				errs[3] = fmt.Errorf("--verify-login: get Secret %s/%s: %w", t.Namespace, o.VerifyLogin, err)
-				return
+				return fmt.Errorf("--verify-login: get Secret %s/%s: %w", t.Namespace, o.VerifyLogin, err)
 			}
 			login = verify.Login{User: string(s.Data["username"]), Password: string(s.Data["password"]), Database: string(s.Data["database"])}
 			if login.User == "" || login.Password == "" {
-				errs[3] = fmt.Errorf("--verify-login: Secret %s/%s needs the keys username and password", t.Namespace, o.VerifyLogin)
+				return fmt.Errorf("--verify-login: Secret %s/%s needs the keys username and password", t.Namespace, o.VerifyLogin)
 			}
+			return nil
 		})
 	}
 	if withCAs {
 		if len(o.BackendCA) > 0 {
-			do(func() { backendCA, errs[4] = o.readCAs(ctx, t.Namespace, o.BackendCA) })
+			reads = append(reads, func() (err error) {
+				backendCA, err = o.readCAs(ctx, t.Namespace, o.BackendCA)
+				return err
+			})
 		}
-		do(func() {
+		reads = append(reads, func() error {
 			if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
 				currentCA = sec.Data["ca.crt"]
 			}
+			return nil
 		})
 		if newIssuer {
-			do(func() { issuerCA = o.issuerCA(ctx, t.Namespace, req.Issuer) })
+			reads = append(reads, func() error { issuerCA = o.issuerCA(ctx, t.Namespace, req.Issuer); return nil })
 		}
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, login, err
-		}
+	if err := parallel.All(reads...); err != nil {
+		return nil, login, err
 	}
 	var warnings []string
 	if notice != "" {

@@ -6,8 +6,6 @@
 package discover
 
 import (
-	"sync"
-
 	"context"
 	"fmt"
 	"sort"
@@ -24,6 +22,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
@@ -58,15 +57,10 @@ func Discover(ctx context.Context, c Clients, ns, name string) (*pgpool.Target, 
 	// latency per group, not per read).
 	objs := make([]*unstructured.Unstructured, len(workloadKinds))
 	errs := make([]error, len(workloadKinds))
-	var wg sync.WaitGroup
-	for i, wk := range workloadKinds {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			objs[i], errs[i] = c.Dynamic.Resource(wk.GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-		}()
-	}
-	wg.Wait()
+	_ = parallel.Each(len(workloadKinds), func(i int) error {
+		objs[i], errs[i] = c.Dynamic.Resource(workloadKinds[i].GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		return nil // a NotFound is an answer: judged below, kind by kind
+	})
 	var found []*unstructured.Unstructured
 	var kinds []string
 	var gvrs []schema.GroupVersionResource
@@ -98,7 +92,7 @@ func Discover(ctx context.Context, c Clients, ns, name string) (*pgpool.Target, 
 	// Each finder fills in its own fields of t; their errors are reported
 	// in this order, whichever came first.
 	finders := []func(context.Context, Clients, *pgpool.Target) error{findConfig, findPodsAndServices, findCertificates, findBundle, findBackup}
-	if err := inOrder(len(finders), func(i int) error { return finders[i](ctx, c, t) }); err != nil {
+	if err := parallel.Each(len(finders), func(i int) error { return finders[i](ctx, c, t) }); err != nil {
 		return nil, err
 	}
 	t.ReadState()
@@ -218,7 +212,7 @@ func findCertificates(ctx context.Context, c Clients, t *pgpool.Target) error {
 	secrets := make([]*corev1.Secret, len(names))
 	crts := make([]*cmapi.Certificate, len(names))
 	// Reads 0-1: the Secrets; 2-3: the Certificates.
-	err := inOrder(2*len(names), func(i int) error {
+	err := parallel.Each(2*len(names), func(i int) error {
 		n := names[i%len(names)]
 		if i < len(names) {
 			s, err := c.Core.Secrets(t.Namespace).Get(ctx, n, metav1.GetOptions{})
@@ -252,25 +246,6 @@ func findCertificates(ctx context.Context, c Clients, t *pgpool.Target) error {
 		}
 		if crts[i] != nil {
 			t.Certificates[n] = crts[i]
-		}
-	}
-	return nil
-}
-
-// inOrder runs f(0) ... f(n-1) at once and returns the first error in that
-// order (not the first to happen), so that what is reported does not
-// depend on timing.
-func inOrder(n int, f func(i int) error) error {
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = f(i) }()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
 		}
 	}
 	return nil

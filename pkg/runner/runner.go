@@ -17,7 +17,6 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -34,6 +33,7 @@ import (
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
@@ -567,33 +567,29 @@ func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, 
 		Source: corev1.EventSource{Component: FieldManager}, ReportingController: "kubectl-pgpool.io/cli", ReportingInstance: Holder(),
 	}
 	// Three independent writes: at once, errors in this order.
-	var errs [3]error
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		if failure == nil && spec.BackupDone {
-			errs[0] = r.backupDone(ctx, ns)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		if _, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, name, types.MergePatchType, patch,
-			metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}); err != nil {
-			errs[1] = fmt.Errorf("annotate %s %s/%s: %w", s.Object.Kind, ns, name, err)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		if _, err := r.Clients.Core.Events(ns).Create(ctx, ev, metav1.CreateOptions{DryRun: r.dryRun()}); err != nil {
-			errs[2] = fmt.Errorf("create Event on %s %s/%s: %w", s.Object.Kind, ns, name, err)
-		}
-	}()
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return "", err
-		}
+	err := parallel.All(
+		func() error {
+			if failure == nil && spec.BackupDone {
+				return r.backupDone(ctx, ns)
+			}
+			return nil
+		},
+		func() error {
+			if _, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, name, types.MergePatchType, patch,
+				metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}); err != nil {
+				return fmt.Errorf("annotate %s %s/%s: %w", s.Object.Kind, ns, name, err)
+			}
+			return nil
+		},
+		func() error {
+			if _, err := r.Clients.Core.Events(ns).Create(ctx, ev, metav1.CreateOptions{DryRun: r.dryRun()}); err != nil {
+				return fmt.Errorf("create Event on %s %s/%s: %w", s.Object.Kind, ns, name, err)
+			}
+			return nil
+		},
+	)
+	if err != nil {
+		return "", err
 	}
 	return r.answer(fmt.Sprintf("%s recorded (Event %s)", lo.Result, reason)), nil
 }
