@@ -195,8 +195,8 @@ func parseOpsRequests(file string, data []byte, flagNS string, explicitNS bool) 
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", file, err)
 		}
-		if len(bytes.TrimSpace(doc)) == 0 || strings.TrimSpace(strings.Trim(string(doc), "-\n")) == "" {
-			continue
+		if strings.TrimSpace(strings.Trim(string(doc), "-\n")) == "" {
+			continue // an empty document (a leading or doubled ---)
 		}
 		var or OpsRequest
 		src := fmt.Sprintf("%s (document %d)", file, i)
@@ -347,13 +347,12 @@ func toRun(or OpsRequest, flagNS string, explicitNS bool) (opsRun, error) {
 // one is the single value the certificates give for a field (both
 // certificates share it in kubectl pgpool), or an error when they differ.
 func one(field string, vals []time.Duration) (time.Duration, error) {
-	for _, v := range vals[min(1, len(vals)):] {
-		if v != vals[0] {
-			return 0, fmt.Errorf("spec.tls.certificates: the server and client certificates have different %s values (%s, %s): kubectl pgpool gives both one", field, vals[0], v)
+	var got time.Duration
+	for i, v := range vals {
+		if i > 0 && v != got {
+			return 0, fmt.Errorf("spec.tls.certificates: the server and client certificates have different %s values (%s, %s): kubectl pgpool gives both one", field, got, v)
 		}
+		got = v
 	}
-	if len(vals) == 0 {
-		return 0, nil
-	}
-	return vals[0], nil
+	return got, nil
 }

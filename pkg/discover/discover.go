@@ -291,12 +291,17 @@ type Ref struct {
 // namespace when ns is ""), whose labels match selector (any when ""),
 // sorted by namespace and name.
 func Find(ctx context.Context, dyn dynamic.Interface, ns, selector string) ([]Ref, error) {
+	return find(ctx, dyn, ns, selector, true)
+}
+
+// find is Find; unless strict, a kind that cannot be listed is skipped.
+func find(ctx context.Context, dyn dynamic.Interface, ns, selector string, strict bool) ([]Ref, error) {
 	var out []Ref
 	seen := map[Ref]bool{}
 	for _, wk := range workloadKinds {
 		l, err := dyn.Resource(wk.GVR).Namespace(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
-		if apierrors.IsNotFound(err) && wk.GVR == pgpool.PetSets {
-			continue // the PetSet API is not served
+		if (apierrors.IsNotFound(err) && wk.GVR == pgpool.PetSets) || (err != nil && !strict) {
+			continue // the PetSet API is not served, or (completion) not ours to list
 		}
 		if err != nil {
 			return nil, fmt.Errorf("list %ss: %w", strings.ToLower(wk.Kind), err)
@@ -321,20 +326,12 @@ func Find(ctx context.Context, dyn dynamic.Interface, ns, selector string) ([]Re
 }
 
 // List returns the names of the workloads in ns that run a pgpool container
-// (for shell completion).
+// (for shell completion: a kind the user may not list is left out).
 func List(ctx context.Context, dyn dynamic.Interface, ns string) ([]string, error) {
+	refs, err := find(ctx, dyn, ns, "", false)
 	var out []string
-	for _, wk := range workloadKinds {
-		l, err := dyn.Resource(wk.GVR).Namespace(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			continue
-		}
-		for i := range l.Items {
-			if _, err := pgpool.FromWorkload(&l.Items[i], wk.Kind, wk.GVR); err == nil {
-				out = append(out, l.Items[i].GetName())
-			}
-		}
+	for _, r := range refs {
+		out = append(out, r.Name)
 	}
-	sort.Strings(out)
-	return out, nil
+	return out, err
 }

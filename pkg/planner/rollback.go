@@ -82,11 +82,11 @@ func (b *builder) rollback() {
 	}
 	b.patchConfig(bk.PgpoolConf, bk.PoolHBA, fmt.Sprintf("pgpool.conf and pool_hba.conf exactly as they were before the tls %s", bk.Operation))
 	changed := b.restoreVolume(bk)
-	b.rollBack(changed, ssl)
+	restarted := b.rollBack(changed, ssl)
 	if c := bk.Certificates[pgpool.ServerCertName(t.Name)]; c != nil {
 		b.r.Issuer = pgpool.IssuerRef{Name: c.Spec.IssuerRef.Name, Kind: tls.IssuerKind(c.Spec.IssuerRef.Kind)}
 	}
-	b.verifyRollback(ssl)
+	b.verifyRollback(ssl, restarted)
 	if bk.Bundle == nil && t.Bundle != nil && t.BundleOurs {
 		b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: t.Namespace, Name: t.Bundle.Name},
 			Description: "delete the CA bundle ConfigMap " + t.Bundle.Name + " (it did not exist before)", Spec: plan.DeleteSpec{}})
@@ -198,7 +198,7 @@ func appendOp(path string, n int, v any) map[string]any {
 // StatefulSet controller does not replace a pod that never becomes Ready
 // by itself, so those are evicted even when the controller rolls the rest;
 // a Deployment's controller scales the broken ReplicaSet down by itself.
-func (b *builder) rollBack(templateChanged, ssl bool) {
+func (b *builder) rollBack(templateChanged, ssl bool) []string {
 	t, bk := b.t, b.t.Backup
 	before := map[string]bool{}
 	for _, u := range bk.Pods {
@@ -239,6 +239,7 @@ func (b *builder) rollBack(templateChanged, ssl bool) {
 			Description: fmt.Sprintf("wait for the %s controller's rolling update (%s strategy) to put every pod back on the restored template, and for the pods started since the backup to be gone", t.Kind, t.UpdateStrategy),
 			Spec:        plan.RolloutSpec{Pods: pods}})
 	}
+	return pods.Known
 }
 
 func onOff(on bool) string {
@@ -249,21 +250,13 @@ func onOff(on bool) string {
 }
 
 // verifyRollback checks the end state of a rollback: the config's ssl and
-// the TLS volume as before, every pod Ready, none started since the backup
-// left.
-func (b *builder) verifyRollback(ssl bool) {
+// the TLS volume as before, every pod Ready, none of restarted (the pods
+// started since the backup) left.
+func (b *builder) verifyRollback(ssl bool, restarted []string) {
 	b.verify(onOff(ssl))
 	v := &b.p.Steps[len(b.p.Steps)-1]
 	spec := v.Spec.(plan.VerifySpec)
-	spec.Pods.Known = []string{}
-	for _, s := range b.p.Steps {
-		if r, ok := s.Spec.(plan.RolloutSpec); ok {
-			spec.Pods.Known = r.Pods.Known
-		}
-		if e, ok := s.Spec.(plan.EvictSpec); ok {
-			spec.Pods.Known = e.Pods.Known
-		}
-	}
+	spec.Pods.Known = append([]string{}, restarted...)
 	v.Spec = spec
 	v.Description = fmt.Sprintf("verify: ssl %s in the config and the TLS volume %s, as before; every pod Ready, none left from since the backup%s", onOff(ssl), map[bool]string{true: "mounted", false: "not mounted"}[ssl], verifyLoginDesc(b.login()))
 }
