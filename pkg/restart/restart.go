@@ -406,14 +406,19 @@ func WaitReady(ctx context.Context, core corev1client.CoreV1Interface, ns, selec
 
 // podsLW lists and watches the pods in ns that selector matches.
 func podsLW(core corev1client.CoreV1Interface, ns, selector string) *cache.ListWatch {
+	return selectorLW(selector, core.Pods(ns).List, core.Pods(ns).Watch)
+}
+
+// selectorLW lists and watches with a label selector.
+func selectorLW[L runtime.Object](selector string, list func(context.Context, metav1.ListOptions) (L, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) *cache.ListWatch {
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
 			lo.LabelSelector = selector
-			return core.Pods(ns).List(ctx, lo)
+			return list(ctx, lo)
 		},
 		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
 			lo.LabelSelector = selector
-			return core.Pods(ns).Watch(ctx, lo)
+			return watchFn(ctx, lo)
 		},
 	}
 }
@@ -425,17 +430,8 @@ func podsLW(core corev1client.CoreV1Interface, ns, selector string) *cache.ListW
 func WaitEndpoints(ctx context.Context, c discoveryv1client.DiscoveryV1Interface, ns string, services []string, p *corev1.Pod, o Options) ([]string, error) {
 	var skipped []string
 	for _, svc := range services {
-		sel := discoveryv1.LabelServiceName + "=" + svc
-		lw := &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
-				lo.LabelSelector = sel
-				return c.EndpointSlices(ns).List(ctx, lo)
-			},
-			WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
-				lo.LabelSelector = sel
-				return c.EndpointSlices(ns).Watch(ctx, lo)
-			},
-		}
+		slices := c.EndpointSlices(ns)
+		lw := selectorLW(discoveryv1.LabelServiceName+"="+svc, slices.List, slices.Watch)
 		var store cache.Store
 		ready := func() bool {
 			for _, obj := range store.List() {
