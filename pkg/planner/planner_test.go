@@ -570,3 +570,32 @@ func TestBackupIsTakenOnceAndNeverPrinted(t *testing.T) {
 		t.Fatalf("a foreign backup Secret: %v", err)
 	}
 }
+
+// A pool_hba.conf that restricts users and networks (reject rules,
+// per-database and per-network rules, ldap, pam, a hostnossl reject) comes
+// back byte for byte from a rollback of the add that edited it.
+func TestRollbackRestoresARestrictivePoolHBA(t *testing.T) {
+	rules := readConf(t, "rules-pool_hba.conf")
+	before := fixture(t, "StatefulSet")
+	before.Config.PoolHBA = rules
+	tg := fixture(t, "StatefulSet")
+	tg.Config.PoolHBA = rules
+	tg = withTLS(t, tg)
+	if tg.Config.PoolHBA == rules || tg.Config.PgpoolConf == before.Config.PgpoolConf {
+		t.Fatal("the add changed neither file: this test would prove nothing")
+	}
+	tg.Backup = pgpool.TakeBackup(before, Add, "2026-11-27T10:00:00Z")
+	p, err := Build(tg, Request{Operation: Rollback, Holder: "tester"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range p.Steps {
+		if c, ok := s.Spec.(plan.ConfigPatchSpec); ok {
+			if c.PoolHBA != rules || c.PgpoolConf != before.Config.PgpoolConf {
+				t.Fatalf("the rollback writes other files than the backup's:\n%s", conf.Diff(rules, c.PoolHBA, 1))
+			}
+			return
+		}
+	}
+	t.Fatal("the rollback writes no config")
+}

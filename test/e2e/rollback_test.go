@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,4 +146,22 @@ func checkRolledBack(t *testing.T, ns string, l layout, conf0, hba0 string) {
 	}
 	checkLastOperation(t, ns, l, "rollback", "Succeeded")
 	checkUnlocked(t, ns)
+}
+
+// An add killed with SIGKILL right after it patched the config (its lock
+// left behind, nothing recorded) is undone by `tls rollback`: the dead run's
+// lock is taken over, and everything is as before.
+func TestKilledAddRollsBack(t *testing.T) {
+	l := layouts[0]
+	ns := setup(t, l, 1)
+	_, conf0, hba0 := l.config(t, ns)
+	env.KillAt(t, ns, syscall.SIGKILL, func(line string) bool {
+		return strings.Contains(line, "patch Secret "+ns+"/pgpool-config") && strings.Contains(line, "done in")
+	}, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert")
+	checkConfig(t, ns, l, true, "hostssl all all 0.0.0.0/0 cert")
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "rollback", "pgpool", "--yes")
+	if err != nil || !strings.Contains(errOut, "whose process is gone") {
+		t.Fatalf("rollback after a killed add: %v\n%s\n%s", err, out, errOut)
+	}
+	checkRolledBack(t, ns, l, conf0, hba0)
 }
