@@ -1,13 +1,16 @@
 // Package fakes builds client-go's fake clientsets for the unit tests of the
 // runner and the commands: core, cert-manager and dynamic clients over the
-// given objects, with the behaviour the fake tracker lacks (generateName),
-// and a list of the writes they saw. Tests only.
+// given objects, with the behaviour the fake tracker lacks (generateName;
+// for Leases, resourceVersions and delete preconditions), and a list of the
+// writes they saw. Tests only.
 package fakes
 
 import (
+	"errors"
 	"strconv"
 
 	cmfake "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/fake"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -41,6 +44,34 @@ func New(core, certManager, workloadObjs []runtime.Object) *Cluster {
 		if o, ok := a.(k8stesting.CreateAction).GetObject().(metav1.Object); ok && o.GetName() == "" && o.GetGenerateName() != "" {
 			n++
 			o.SetName(o.GetGenerateName() + strconv.Itoa(n))
+		}
+		return false, nil, nil
+	})
+	// Leases (the lock) get a new resourceVersion on every write, and a
+	// delete honours its preconditions, as on a real API server.
+	rv := 0
+	bump := func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if o, ok := a.(interface{ GetObject() runtime.Object }).GetObject().(metav1.Object); ok {
+			rv++
+			o.SetResourceVersion(strconv.Itoa(rv))
+		}
+		return false, nil, nil
+	}
+	c.Core.PrependReactor("create", "leases", bump)
+	c.Core.PrependReactor("update", "leases", bump)
+	c.Core.PrependReactor("delete", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		d := a.(k8stesting.DeleteActionImpl)
+		pre := d.DeleteOptions.Preconditions
+		if pre == nil {
+			return false, nil, nil
+		}
+		cur, err := c.Core.Tracker().Get(d.GetResource(), d.GetNamespace(), d.GetName())
+		if err != nil {
+			return false, nil, nil
+		}
+		m := cur.(metav1.Object)
+		if (pre.UID != nil && *pre.UID != m.GetUID()) || (pre.ResourceVersion != nil && *pre.ResourceVersion != m.GetResourceVersion()) {
+			return true, nil, apierrors.NewConflict(d.GetResource().GroupResource(), d.GetName(), errors.New("precondition failed"))
 		}
 		return false, nil, nil
 	})

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
@@ -117,37 +118,43 @@ func (o *connection) issuerCA(ctx context.Context, ns string, ref pgpool.IssuerR
 // SSLRequest and checks a served chain against trust, the CAs pgpool will
 // read. It only reads.
 func (o *connection) checkBackends(ctx context.Context, t *pgpool.Target, trust *x509.CertPool, timeout time.Duration) []BackendStatus {
-	var out []BackendStatus
-	for _, b := range conf.ParsePgpoolConf(t.Config.PgpoolConf).Backends() {
-		st := BackendStatus{Backend: b}
-		pod, port, ns, why := o.backendPod(ctx, t, b)
-		if pod == "" {
-			st.Check, st.Detail = "not-checked", why
-			out = append(out, st)
-			continue
-		}
-		st.Via = ns + "/" + pod
-		cctx, cancel := context.WithTimeout(ctx, timeout)
-		conn, err := verify.PortForwardDialer(o.Clients.Config, o.Clients.Core, ns, port)(cctx, pod)
-		var s *verify.Served
-		if err == nil {
-			s, err = verify.Probe(cctx, conn, trust, "", nil)
-		}
-		cancel()
-		switch {
-		case err != nil:
-			st.Check, st.Detail = "not-checked", fmt.Sprintf("cannot reach it through pod %s port %d: %v", st.Via, port, err)
-		case !s.TLS:
-			st.Check, st.Detail = "plain", "answers the SSLRequest with 'N': pgpool talks to it without TLS"
-		case s.Verified:
-			st.Check, st.Issuer, st.Subject = "tls-trusted", s.Issuer, s.Subject
-		default:
-			st.Check, st.Issuer, st.Subject = "tls-untrusted", s.Issuer, s.Subject
-			st.Detail = "its certificate does not verify against the CAs pgpool will read"
-		}
-		out = append(out, st)
-	}
+	backends := conf.ParsePgpoolConf(t.Config.PgpoolConf).Backends()
+	out := make([]BackendStatus, len(backends))
+	_ = parallel.Each(len(backends), func(i int) error {
+		out[i] = o.checkBackend(ctx, t, backends[i], trust, timeout)
+		return nil
+	})
 	return out
+}
+
+// checkBackend reaches one backend (checkBackends does all at once).
+func (o *connection) checkBackend(ctx context.Context, t *pgpool.Target, b conf.Backend, trust *x509.CertPool, timeout time.Duration) BackendStatus {
+	st := BackendStatus{Backend: b}
+	pod, port, ns, why := o.backendPod(ctx, t, b)
+	if pod == "" {
+		st.Check, st.Detail = "not-checked", why
+		return st
+	}
+	st.Via = ns + "/" + pod
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := verify.PortForwardDialer(o.Clients.Config, o.Clients.Core, ns, port)(cctx, pod)
+	var s *verify.Served
+	if err == nil {
+		s, err = verify.Probe(cctx, conn, trust, "", nil)
+	}
+	switch {
+	case err != nil:
+		st.Check, st.Detail = "not-checked", fmt.Sprintf("cannot reach it through pod %s port %d: %v", st.Via, port, err)
+	case !s.TLS:
+		st.Check, st.Detail = "plain", "answers the SSLRequest with 'N': pgpool talks to it without TLS"
+	case s.Verified:
+		st.Check, st.Issuer, st.Subject = "tls-trusted", s.Issuer, s.Subject
+	default:
+		st.Check, st.Issuer, st.Subject = "tls-untrusted", s.Issuer, s.Subject
+		st.Detail = "its certificate does not verify against the CAs pgpool will read"
+	}
+	return st
 }
 
 // backendPod finds the pod and port through which a backend is reached as

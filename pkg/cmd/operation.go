@@ -226,12 +226,18 @@ func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
 // execute is discover -> preflight -> plan -> print -> confirm -> execute
 // -> result. changed: a step after the backup changed the cluster.
 func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask bool) (changed bool, err error) {
-	t, err := discover.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
+	// Discovery and the checks that need only the name at once; a
+	// discovery error is reported first.
+	var t *pgpool.Target
+	pf := &preflighted{}
+	err = parallel.All(func() (err error) {
+		t, err = discover.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
+		return err
+	}, func() error { return o.preflightReads(ctx, req, pf) })
 	if err != nil {
 		return false, err
 	}
-	warnings, login, err := o.preflight(ctx, t, &req)
-	if err != nil {
+	if err := o.preflight(ctx, t, &req, pf); err != nil {
 		return false, err
 	}
 	req.ApplyAlways = o.Apply == "Always"
@@ -251,16 +257,23 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 	if err != nil {
 		return false, err
 	}
-	p.Warnings = append(p.Warnings, warnings...)
-	// Permissions and budgets at once; a missing permission is reported
-	// first.
-	checks := []func() error{func() error { return o.checkAccess(ctx, t, p) }}
+	p.Warnings = append(p.Warnings, pf.warnings...)
+	// The backends, permissions and budgets at once; their errors are
+	// reported in this order.
+	var backendWarnings []string
+	checks := []func() error{func() (err error) {
+		if pf.backends != nil {
+			backendWarnings, err = pf.backends()
+		}
+		return err
+	}, func() error { return o.checkAccess(ctx, t, p) }}
 	if p.Restart == "evict" && req.Operation != planner.Rollback {
 		checks = append(checks, func() error { return o.checkBudgets(ctx, t) })
 	}
 	if err := parallel.All(checks...); err != nil {
 		return false, err
 	}
+	p.Warnings = append(p.Warnings, backendWarnings...)
 	color := !o.NoColor && os.Getenv("NO_COLOR") == ""
 	if o.Output == "text" {
 		ui.RenderPlan(o.Out, p, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)), o.DryRun)
@@ -279,7 +292,7 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 	}
 	live := color && ui.IsTerminal(o.ErrOut)
 	prog := ui.NewProgress(o.ErrOut, ui.NewStyles(o.ErrOut, live), len(p.Steps), live)
-	rn := &runner.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, Verify: o.Verify, Password: login, Started: time.Now()}
+	rn := &runner.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, Verify: o.Verify, Password: pf.login, Started: time.Now()}
 	prog.Start()
 	res, execErr := plan.Execute(ctx, p, rn, prog.Event)
 	prog.Stop()
@@ -371,24 +384,29 @@ func (o *OperationOptions) checkBudgets(ctx context.Context, t *pgpool.Target) e
 	return restart.CheckBudgets(pdbs.Items, t.Pods)
 }
 
-// preflight runs the read-only checks that need the API: cert-manager is
-// served, the issuer is Ready, nobody holds the lock, and pgpool will trust
-// every backend that serves TLS. It completes req with what it read (the
-// backends' CAs, the CA today) and returns warnings for the plan and the
-// --verify-login credentials. (Checks of today's state against the
-// operation are part of planner.Build.)
-func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req *planner.Request) ([]string, verify.Login, error) {
-	var login verify.Login
-	// The reads are independent: all at once (one round trip of latency),
-	// and their errors reported in this order, as if one after another.
+// preflighted is what preflight found: warnings for the plan, the
+// --verify-login credentials, the CAs it read, and the check that pgpool
+// will trust every backend that serves TLS (nil when the operation adds no
+// CA), which runs with the permission checks once the plan is built.
+type preflighted struct {
+	warnings                       []string
+	login                          verify.Login
+	backendCA, currentCA, issuerCA []byte
+	backends                       func() (warnings []string, err error)
+}
+
+// preflightReads runs the read-only checks that need only the pgpool's
+// name, at the same time as its discovery: cert-manager is served, the
+// issuer is Ready, nobody holds the lock; and it reads the CAs pgpool will
+// trust for its backends. The reads are independent: all at once (one round
+// trip of latency, two for an Issuer's CA), their errors reported in this
+// order, as if one after another.
+func (o *OperationOptions) preflightReads(ctx context.Context, req planner.Request, pf *preflighted) error {
+	ns, name := o.Namespace, o.Name
 	withCAs := req.Operation != planner.Remove && req.Operation != planner.Rollback
 	newIssuer := req.Operation == planner.Add || req.Operation == planner.ChangeIssuer
-	var (
-		notice                         string
-		backendCA, currentCA, issuerCA []byte
-		reads                          []func() error
-	)
-	reads = append(reads, func() error {
+	var notice string
+	reads := []func() error{func() error {
 		if _, err := o.Clients.Discovery.ServerResourcesForGroupVersion("cert-manager.io/v1"); err != nil {
 			if apierrors.IsNotFound(err) {
 				return fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
@@ -396,27 +414,28 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 			return fmt.Errorf("check for cert-manager's API: %w", err)
 		}
 		return nil
-	})
+	}}
 	if newIssuer {
 		reads = append(reads, func() error {
+			// change-issuer with cert auth checks again once the pgpool's
+			// auth mode is known (preflight).
 			ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
-			clientCerts := (req.Operation == planner.Add && req.AuthMode == "cert") || (req.Operation == planner.ChangeIssuer && t.State.AuthMode == "cert")
-			return issuing.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref, clientCerts)
+			return issuing.IssuerReady(ctx, o.Clients.CertManager, ns, ref, req.Operation == planner.Add && req.AuthMode == "cert")
 		})
 	}
 	reads = append(reads, func() (err error) {
-		notice, err = runner.CheckLock(ctx, o.Clients.Coordination, t.Namespace, planner.LeaseName(t.Name), o.ForceUnlock)
+		notice, err = runner.CheckLock(ctx, o.Clients.Coordination, ns, planner.LeaseName(name), o.ForceUnlock)
 		return err
 	})
 	if o.VerifyLogin != "" {
 		reads = append(reads, func() error {
-			s, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, o.VerifyLogin, metav1.GetOptions{})
+			s, err := o.Clients.Core.Secrets(ns).Get(ctx, o.VerifyLogin, metav1.GetOptions{})
 			if err != nil {
-				return fmt.Errorf("--verify-login: get Secret %s/%s: %w", t.Namespace, o.VerifyLogin, err)
+				return fmt.Errorf("--verify-login: get Secret %s/%s: %w", ns, o.VerifyLogin, err)
 			}
-			login = verify.Login{User: string(s.Data["username"]), Password: string(s.Data["password"]), Database: string(s.Data["database"])}
-			if login.User == "" || login.Password == "" {
-				return fmt.Errorf("--verify-login: Secret %s/%s needs the keys username and password", t.Namespace, o.VerifyLogin)
+			pf.login = verify.Login{User: string(s.Data["username"]), Password: string(s.Data["password"]), Database: string(s.Data["database"])}
+			if pf.login.User == "" || pf.login.Password == "" {
+				return fmt.Errorf("--verify-login: Secret %s/%s needs the keys username and password", ns, o.VerifyLogin)
 			}
 			return nil
 		})
@@ -424,61 +443,77 @@ func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req 
 	if withCAs {
 		if len(o.BackendCA) > 0 {
 			reads = append(reads, func() (err error) {
-				backendCA, err = o.readCAs(ctx, t.Namespace, o.BackendCA)
+				pf.backendCA, err = o.readCAs(ctx, ns, o.BackendCA)
 				return err
 			})
 		}
 		reads = append(reads, func() error {
-			if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
-				currentCA = sec.Data["ca.crt"]
+			if sec, err := o.Clients.Core.Secrets(ns).Get(ctx, pgpool.ServerCertName(name), metav1.GetOptions{}); err == nil {
+				pf.currentCA = sec.Data["ca.crt"]
 			}
 			return nil
 		})
 		if newIssuer {
-			reads = append(reads, func() error { issuerCA = o.issuerCA(ctx, t.Namespace, req.Issuer); return nil })
+			reads = append(reads, func() error { pf.issuerCA = o.issuerCA(ctx, ns, req.Issuer); return nil })
 		}
 	}
 	if err := parallel.All(reads...); err != nil {
-		return nil, login, err
+		return err
 	}
-	var warnings []string
 	if notice != "" {
-		warnings = append(warnings, notice)
+		pf.warnings = append(pf.warnings, notice)
+	}
+	return nil
+}
+
+// preflight completes the checks with the discovered target: a SelfSigned
+// issuer for cert auth, and the CAs pgpool will read. It completes req with
+// what was read (the backends' CAs, the CA today). (Checks of today's state
+// against the operation are part of planner.Build.)
+func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req *planner.Request, pf *preflighted) error {
+	if req.Operation == planner.ChangeIssuer && t.State.AuthMode == "cert" {
+		ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
+		if err := issuing.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref, true); err != nil {
+			return err
+		}
 	}
 	if o.VerifyLogin != "" {
 		req.Login = "password"
 	}
-	if !withCAs {
-		return warnings, login, nil
+	if req.Operation == planner.Remove || req.Operation == planner.Rollback {
+		return nil
 	}
 	if len(o.BackendCA) > 0 {
-		req.BackendCA, req.BackendCASources = backendCA, o.BackendCA
+		req.BackendCA, req.BackendCASources = pf.backendCA, o.BackendCA
 	}
-	req.CurrentCA = currentCA
-	if !newIssuer {
+	req.CurrentCA = pf.currentCA
+	issuerCA := pf.issuerCA
+	if req.Operation != planner.Add && req.Operation != planner.ChangeIssuer {
 		issuerCA = req.CurrentCA
 	}
 	// The CAs pgpool will read: the issuer's, the previous one (kept during
 	// change-issuer), the backends'.
-	backendCA = planner.BackendCAs(t, *req)
+	backendCA := planner.BackendCAs(t, *req)
 	var previous []byte
 	if req.Operation == planner.ChangeIssuer {
 		previous = req.CurrentCA
 	}
-	backends := o.checkBackends(ctx, t, tls.Pool(issuerCA, previous, backendCA), o.Timeout)
-	for _, b := range backends {
-		if b.Check != "not-checked" {
-			continue
+	trust := tls.Pool(issuerCA, previous, backendCA)
+	pf.backends = func() ([]string, error) {
+		var warnings []string
+		backends := o.checkBackends(ctx, t, trust, o.Timeout)
+		for _, b := range backends {
+			if b.Check != "not-checked" {
+				continue
+			}
+			if o.Verify == runner.VerifyRequired && b.Via != "" {
+				return nil, fmt.Errorf("backend %d (%s:%d): %s (--verify=required)", b.Index, b.Host, b.Port, b.Detail)
+			}
+			warnings = append(warnings, fmt.Sprintf("backend %d (%s:%d) not checked for TLS: %s", b.Index, b.Host, b.Port, b.Detail))
 		}
-		if o.Verify == runner.VerifyRequired && b.Via != "" {
-			return nil, login, fmt.Errorf("backend %d (%s:%d): %s (--verify=required)", b.Index, b.Host, b.Port, b.Detail)
-		}
-		warnings = append(warnings, fmt.Sprintf("backend %d (%s:%d) not checked for TLS: %s", b.Index, b.Host, b.Port, b.Detail))
+		return warnings, backendProblems(backends)
 	}
-	if err := backendProblems(backends); err != nil {
-		return nil, login, err
-	}
-	return warnings, login, nil
+	return nil
 }
 
 // current fills req.Current with the pods that serve what the Secret holds

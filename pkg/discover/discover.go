@@ -91,7 +91,7 @@ func Discover(ctx context.Context, c Clients, ns, name string) (*pgpool.Target, 
 	}
 	// Each finder fills in its own fields of t; their errors are reported
 	// in this order, whichever came first.
-	finders := []func(context.Context, Clients, *pgpool.Target) error{findConfig, findPodsAndServices, findCertificates, findBundle, findBackup}
+	finders := []func(context.Context, Clients, *pgpool.Target) error{findConfig, findPods, findServices, findCertificates, findBundle, findBackup}
 	if err := parallel.Each(len(finders), func(i int) error { return finders[i](ctx, c, t) }); err != nil {
 		return nil, err
 	}
@@ -163,7 +163,8 @@ func findConfig(ctx context.Context, c Clients, t *pgpool.Target) error {
 	return fmt.Errorf("%s: config not found: none of the mounted %s has a pgpool.conf key", t, strings.Join(tried, ", "))
 }
 
-func findPodsAndServices(ctx context.Context, c Clients, t *pgpool.Target) error {
+// findPods lists the workload's pods (not those that ended).
+func findPods(ctx context.Context, c Clients, t *pgpool.Target) error {
 	if t.Selector == nil {
 		return fmt.Errorf("%s has no spec.selector", t)
 	}
@@ -184,6 +185,11 @@ func findPodsAndServices(ctx context.Context, c Clients, t *pgpool.Target) error
 		}
 	}
 	pgpool.SortPods(t.Pods)
+	return nil
+}
+
+// findServices lists the Services whose selector matches the pod template.
+func findServices(ctx context.Context, c Clients, t *pgpool.Target) error {
 	svcs, err := c.Core.Services(t.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("list Services in %s: %w", t.Namespace, err)

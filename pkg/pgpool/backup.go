@@ -24,6 +24,9 @@ type Backup struct {
 	// backup); while false, the operation is unfinished and running any
 	// operation again keeps this backup (it holds the state before it).
 	Done bool `json:"-"`
+	// ResourceVersion is the backup Secret's when it was read: the next
+	// write of the backup is conditional on it.
+	ResourceVersion string `json:"-"`
 
 	PgpoolConf string `json:"-"`
 	PoolHBA    string `json:"-"`
@@ -114,5 +117,6 @@ func ReadBackup(s *corev1.Secret, pgpool string) (*Backup, error) {
 	}
 	b.PgpoolConf, b.PoolHBA = string(s.Data[backupPgpoolConfKey]), string(s.Data[backupPoolHBAKey])
 	b.Done = s.Annotations[AnnotationBackupDone] == "true"
+	b.ResourceVersion = s.ResourceVersion
 	return b, nil
 }

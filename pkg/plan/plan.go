@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -64,6 +65,10 @@ type Step struct {
 	Diff string `json:"diff,omitempty"`
 	// Always steps run even after an earlier step failed (unlock, record).
 	Always bool `json:"always,omitempty"`
+	// Concurrent: the step runs at the same time as the step before it
+	// (independent writes or waits, such as the server and the client
+	// Certificate), to save round trips to the API server.
+	Concurrent bool `json:"concurrent,omitempty"`
 	// Spec is what the Runner needs to carry out the step, typed by kind.
 	Spec Spec `json:"spec"`
 }
@@ -133,50 +138,54 @@ type Result struct {
 	Steps     []StepResult `json:"steps"`
 }
 
-// Execute runs the steps in order. After the first failure the remaining
-// steps are skipped, except those marked Always, which still run (with a
-// context that is not cancelled, so a lock is released after Ctrl-C). The
-// returned error is the first failure.
+// Execute runs the steps in order; a run of Concurrent steps (with the
+// step before them) runs at once, and the next step starts when all of them
+// ended. After the first failure the remaining steps are skipped, except
+// those marked Always, which still run (with a context that is not
+// cancelled, so a lock is released after Ctrl-C). The returned error is the
+// first failure in step order. onEvent may be called from several
+// goroutines, one at a time.
 func Execute(ctx context.Context, p *Plan, r Runner, onEvent func(Event)) (*Result, error) {
-	if onEvent == nil {
-		onEvent = func(Event) {}
+	var mu sync.Mutex
+	emit := func(e Event) {
+		if onEvent != nil {
+			mu.Lock()
+			defer mu.Unlock()
+			onEvent(e)
+		}
 	}
 	start := time.Now()
-	res := &Result{Operation: p.Operation, Target: p.Target}
+	res := &Result{Operation: p.Operation, Target: p.Target, Steps: make([]StepResult, len(p.Steps))}
 	var firstErr error
-	for i, s := range p.Steps {
-		sr := StepResult{Kind: s.Kind, Object: s.Object, Description: s.Description}
-		if firstErr != nil && !s.Always {
-			sr.Status = "skipped"
-			res.Steps = append(res.Steps, sr)
-			onEvent(Event{Type: StepSkipped, Index: i, Step: s})
-			continue
+	for i := 0; i < len(p.Steps); {
+		j := i + 1
+		for j < len(p.Steps) && p.Steps[j].Concurrent {
+			j++
 		}
-		runCtx, cancel := ctx, context.CancelFunc(func() {})
-		if s.Always {
-			runCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		}
-		t0 := time.Now()
-		onEvent(Event{Type: StepStarted, Index: i, Step: s})
-		msg, err := r.Run(runCtx, s, firstErr, func(m string) {
-			onEvent(Event{Type: StepProgress, Index: i, Step: s, Message: m, Elapsed: time.Since(t0)})
-		})
-		cancel()
-		el := time.Since(t0)
-		sr.Seconds = el.Seconds()
-		sr.Message = msg
-		if err != nil {
-			sr.Status = "failed"
-			sr.Message = err.Error()
-			onEvent(Event{Type: StepFailed, Index: i, Step: s, Elapsed: el, Message: err.Error()})
-			if firstErr == nil {
-				firstErr = fmt.Errorf("step %d (%s %s): %w", i+1, s.Kind, s.Object, err)
+		errs := make([]error, j-i)
+		var wg sync.WaitGroup
+		for k := i; k < j; k++ {
+			s := p.Steps[k]
+			res.Steps[k] = StepResult{Kind: s.Kind, Object: s.Object, Description: s.Description}
+			if firstErr != nil && !s.Always {
+				res.Steps[k].Status = "skipped"
+				emit(Event{Type: StepSkipped, Index: k, Step: s})
+				continue
 			}
-		} else {
-			sr.Status = "succeeded"
-			onEvent(Event{Type: StepSucceeded, Index: i, Step: s, Elapsed: el, Message: msg})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[k-i] = runStep(ctx, r, k, s, firstErr, &res.Steps[k], emit)
+			}()
 		}
-		res.Steps = append(res.Steps, sr)
+		wg.Wait()
+		for k, err := range errs {
+			if err != nil && firstErr == nil {
+				s := p.Steps[i+k]
+				firstErr = fmt.Errorf("step %d (%s %s): %w", i+k+1, s.Kind, s.Object, err)
+			}
+		}
+		i = j
 	}
 	res.Seconds = time.Since(start).Seconds()
 	res.Succeeded = firstErr == nil
@@ -184,6 +193,32 @@ func Execute(ctx context.Context, p *Plan, r Runner, onEvent func(Event)) (*Resu
 		res.Error = firstErr.Error()
 	}
 	return res, firstErr
+}
+
+// runStep runs step i and fills sr.
+func runStep(ctx context.Context, r Runner, i int, s Step, failure error, sr *StepResult, emit func(Event)) error {
+	runCtx, cancel := ctx, context.CancelFunc(func() {})
+	if s.Always {
+		runCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	}
+	defer cancel()
+	t0 := time.Now()
+	emit(Event{Type: StepStarted, Index: i, Step: s})
+	msg, err := r.Run(runCtx, s, failure, func(m string) {
+		emit(Event{Type: StepProgress, Index: i, Step: s, Message: m, Elapsed: time.Since(t0)})
+	})
+	el := time.Since(t0)
+	sr.Seconds = el.Seconds()
+	sr.Message = msg
+	if err != nil {
+		sr.Status = "failed"
+		sr.Message = err.Error()
+		emit(Event{Type: StepFailed, Index: i, Step: s, Elapsed: el, Message: err.Error()})
+		return err
+	}
+	sr.Status = "succeeded"
+	emit(Event{Type: StepSucceeded, Index: i, Step: s, Elapsed: el, Message: msg})
+	return nil
 }
 
 // ErrTimeout marks a step that ran out of time; the command maps it to

@@ -3,7 +3,9 @@ package plan
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 )
 
 type fakeRunner struct {
@@ -89,5 +91,42 @@ func (f runnerFunc) Run(ctx context.Context, s Step, failure error, r func(strin
 func TestWrites(t *testing.T) {
 	if Wait.Writes() || Verify.Writes() || Rollout.Writes() || !Patch.Writes() || !Evict.Writes() {
 		t.Fatal("Writes")
+	}
+}
+
+// Concurrent steps run at once (each waits here for the other to start);
+// the error is the first in step order, not the first to happen; the step
+// after the group is skipped.
+func TestConcurrentSteps(t *testing.T) {
+	a, b, bDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	steps := []Step{
+		{Kind: Apply, Object: Object{Name: "a"}},
+		{Kind: Apply, Object: Object{Name: "b"}, Concurrent: true},
+		{Kind: Wait, Object: Object{Name: "c"}},
+	}
+	r := runnerFunc(func(ctx context.Context, s Step, _ error, _ func(string)) (string, error) {
+		switch s.Object.Name {
+		case "a":
+			close(a)
+			<-b
+			<-bDone // a fails after b
+			return "", errors.New("a failed")
+		case "b":
+			close(b)
+			<-a
+			defer close(bDone)
+			return "", errors.New("b failed")
+		}
+		return "ran", nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := Execute(ctx, &Plan{Steps: steps}, r, nil)
+	if err == nil || !strings.Contains(err.Error(), "step 1 (apply") || !strings.Contains(err.Error(), "a failed") {
+		t.Fatalf("error: %v", err)
+	}
+	got := []string{res.Steps[0].Status, res.Steps[1].Status, res.Steps[2].Status}
+	if strings.Join(got, ",") != "failed,failed,skipped" {
+		t.Fatalf("statuses %v", got)
 	}
 }

@@ -290,6 +290,18 @@ func (b *builder) add1(s plan.Step) {
 	b.p.Steps = append(b.p.Steps, s)
 }
 
+// alongside appends a step that runs at the same time as the step before
+// it when that does the same to an object of the same kind (the server and
+// the client Certificate are independent: applied, re-issued, waited for
+// and deleted together).
+func (b *builder) alongside(s plan.Step) {
+	n := len(b.p.Steps)
+	b.add1(s)
+	if prev, cur := b.p.Steps[max(n-1, 0)], b.p.Steps[n]; n > 0 && prev.Kind == cur.Kind && prev.Object.Kind == cur.Object.Kind && !prev.Always {
+		b.p.Steps[n].Concurrent = true
+	}
+}
+
 func workloadObject(t *pgpool.Target) plan.Object {
 	return plan.Object{APIVersion: t.APIVersion, Kind: t.Kind, Namespace: t.Namespace, Name: t.Name}
 }
@@ -340,14 +352,14 @@ func (b *builder) add() error {
 		if err != nil {
 			return err
 		}
-		b.add1(plan.Step{Object: certObject(b.t, c.name), Description: c.desc, Spec: plan.ApplyCertificateSpec{Manifest: m}})
+		b.alongside(plan.Step{Object: certObject(b.t, c.name), Description: c.desc, Spec: plan.ApplyCertificateSpec{Manifest: m}})
 	}
-	for _, n := range []string{server.Name, client.Name} {
+	for i, n := range []string{server.Name, client.Name} {
 		after := 0
 		if old := b.t.Certificates[n]; old != nil && tls.IsReady(old) && sameIssuer(old.Spec.IssuerRef, p.Issuer) {
 			after = tls.Revision(old) - 1 // kept from an earlier remove: Ready is enough
 		}
-		b.waitCert(n, after)
+		b.waitCert(n, after, i > 0)
 	}
 	b.writeBundle(nil)
 	pc := conf.ParsePgpoolConf(b.t.Config.PgpoolConf)
@@ -376,6 +388,11 @@ func (b *builder) add() error {
 		b.p.Warnings = append(b.p.Warnings, "pool_hba.conf has no rule that admits remote clients, so only clients on the pod itself get in, before and after this change; none is added")
 	}
 	b.patchConfig(pc.String(), edit.Text, summary)
+	if n := len(b.p.Steps); n > 1 && b.p.Steps[n-1].Kind == plan.Patch && b.p.Steps[n-2].Object.Kind == "ConfigMap" && b.p.Steps[n-2].Object.Name == tls.CABundleName(b.t.Name) {
+		// The config and the CA bundle are independent (no pod reads
+		// either before the TLS volume is mounted): written together.
+		b.p.Steps[n-1].Concurrent = true
+	}
 	if !b.t.State.VolumePresent {
 		b.addVolume()
 	}
@@ -405,12 +422,19 @@ func sameIssuer(a, b cmmeta.IssuerReference) bool {
 	return a.Name == b.Name && tls.IssuerKind(a.Kind) == tls.IssuerKind(b.Kind)
 }
 
-func (b *builder) waitCert(name string, afterRevision int) {
+// waitCert waits for Certificate name; together: at the same time as the
+// wait before it.
+func (b *builder) waitCert(name string, afterRevision int, together bool) {
 	desc := fmt.Sprintf("wait for Certificate %s to be Ready", name)
 	if afterRevision > 0 {
 		desc = fmt.Sprintf("wait for Certificate %s to be Ready with a revision after %d", name, afterRevision)
 	}
-	b.add1(plan.Step{Object: certObject(b.t, name), Description: desc, Spec: plan.WaitCertificateSpec{AfterRevision: afterRevision}})
+	s := plan.Step{Object: certObject(b.t, name), Description: desc, Spec: plan.WaitCertificateSpec{AfterRevision: afterRevision}}
+	if together {
+		b.alongside(s)
+		return
+	}
+	b.add1(s)
 }
 
 func (b *builder) patchConfig(pgpoolConf, hba, summary string) {
@@ -769,15 +793,15 @@ func (b *builder) rotate() {
 			}
 			reissue = append(reissue, n)
 			b.reissuing = true
-			b.add1(plan.Step{Object: certObject(b.t, n),
+			b.alongside(plan.Step{Object: certObject(b.t, n),
 				Description: fmt.Sprintf("re-issue Certificate %s now (set its Issuing condition, as cmctl renew does)", n), Spec: plan.TriggerSpec{}})
 		}
-		for _, n := range names {
+		for i, n := range names {
 			after := tls.Revision(b.t.Certificates[n])
 			if !contains(reissue, n) {
 				after-- // Ready is enough
 			}
-			b.waitCert(n, after)
+			b.waitCert(n, after, i > 0)
 		}
 	}
 	var previous []byte
@@ -806,14 +830,14 @@ func (b *builder) changeIssuer() {
 			Description: fmt.Sprintf("move Certificate %s to %s %q (cert-manager re-issues it)%s", n, tls.IssuerKind(b.r.Issuer.Kind), b.r.Issuer.Name, why),
 			Diff:        fmt.Sprintf("- issuerRef: %s %s\n+ issuerRef: %s %s\n", tls.IssuerKind(old.Kind), old.Name, tls.IssuerKind(b.r.Issuer.Kind), b.r.Issuer.Name),
 			Spec:        plan.CertificatePatchSpec{Patch: patch}})
-		b.waitCert(n, tls.Revision(b.t.Certificates[n]))
+		b.waitCert(n, tls.Revision(b.t.Certificates[n]), false)
 	}
 	previous := b.r.CurrentCA
 	if onIssuer(b.t, server, b.r.Issuer) {
 		// Resuming: the server Certificate moved already, so ca.crt is the
 		// new CA; the old one is in the bundle the stopped run wrote.
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls change-issuer that did not finish: Certificate %s is already on %s %q", server, tls.IssuerKind(b.r.Issuer.Kind), b.r.Issuer.Name))
-		b.waitCert(server, 0)
+		b.waitCert(server, 0, false)
 		previous = nil
 		if b.t.Bundle != nil {
 			if p := b.t.Bundle.Data[tls.PreviousCAKey]; len(tls.Subjects([]byte(p))) > 0 {
@@ -857,7 +881,10 @@ func (b *builder) remove() error {
 	}
 	if !b.r.KeepCertificates {
 		// Only Certificates kubectl-pgpool created, and the Secrets they
-		// wrote, are deleted; anything else is someone else's.
+		// wrote, are deleted; anything else is someone else's. Both
+		// Certificates go first (together), then their Secrets (together):
+		// a Secret deleted before its Certificate would be issued again.
+		var secrets []plan.Step
 		for _, n := range []string{pgpool.ServerCertName(b.t.Name), pgpool.ClientCertName(b.t.Name)} {
 			c := b.t.Certificates[n]
 			if c != nil && !tls.Ours(c, b.t.Name) {
@@ -866,13 +893,16 @@ func (b *builder) remove() error {
 			}
 			secret := n
 			if c != nil {
-				b.add1(plan.Step{Object: certObject(b.t, n), Description: "delete Certificate " + n, Spec: plan.DeleteSpec{}})
+				b.alongside(plan.Step{Object: certObject(b.t, n), Description: "delete Certificate " + n, Spec: plan.DeleteSpec{}})
 				secret = c.Spec.SecretName
 			} else if m := b.t.CertSecrets[n]; m == nil || !tls.Ours(m, b.t.Name) {
 				continue // no Certificate, and no Secret of ours left behind
 			}
-			b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: b.t.Namespace, Name: secret},
+			secrets = append(secrets, plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: b.t.Namespace, Name: secret},
 				Description: "delete its Secret " + secret + " (the private key goes with it)", Spec: plan.DeleteSpec{}})
+		}
+		for _, s := range secrets {
+			b.alongside(s)
 		}
 	}
 	return nil

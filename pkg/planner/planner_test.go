@@ -404,7 +404,7 @@ func TestInterruptedOperationsResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if kinds := stepKinds(p); !strings.Contains(kinds, "delete Secret, delete Certificate, delete Secret") {
+	if kinds := stepKinds(p); !strings.Contains(kinds, "delete Certificate, delete Secret, delete Secret") {
 		t.Fatalf("remove after the Certificate went: %s", kinds)
 	}
 	tg.CertSecrets["pgpool-server-cert"].Labels = nil

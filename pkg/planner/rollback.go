@@ -66,7 +66,7 @@ func (b *builder) rollback() {
 		if cur != nil {
 			after = tls.Revision(cur)
 		}
-		b.waitCert(n, after)
+		b.waitCert(n, after, false)
 	}
 	if bk.Bundle != nil && (t.Bundle == nil || !reflect.DeepEqual(t.Bundle.Data, bk.Bundle)) {
 		var diff strings.Builder

@@ -112,17 +112,19 @@ func TestGuardStopsARolloutAtAStuckPod(t *testing.T) {
 }
 
 // A replacement counts once it is a ready endpoint of every Service that
-// has EndpointSlices; a Service without any is skipped.
+// has EndpointSlices and the pod it replaced is listed in none; a Service
+// without any is skipped.
 func TestWaitEndpoints(t *testing.T) {
 	p := wpod("pgpool-1", "new", true)
 	f := false
 	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-x", Namespace: "demo", Labels: map[string]string{discoveryv1.LabelServiceName: "pgpool"}},
-		Endpoints: []discoveryv1.Endpoint{{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "pgpool-1", UID: "new"}, Conditions: discoveryv1.EndpointConditions{Ready: &f}}}}
+		Endpoints: []discoveryv1.Endpoint{{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "pgpool-1", UID: "new"}, Conditions: discoveryv1.EndpointConditions{Ready: &f}},
+			{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "pgpool-0", UID: "old"}}}}
 	cs := fake.NewClientset(slice)
 	// Not a ready endpoint: it waits (here until a short deadline).
 	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if _, err := WaitEndpoints(short, cs.DiscoveryV1(), "demo", []string{"pgpool"}, p, Options{}); err == nil || !strings.Contains(err.Error(), "to be a ready endpoint of Service pgpool") {
+	if _, err := WaitEndpoints(short, cs.DiscoveryV1(), "demo", []string{"pgpool"}, p, "old", Options{}); err == nil || !strings.Contains(err.Error(), "to be a ready endpoint of Service pgpool") {
 		t.Fatalf("not ready: %v", err)
 	}
 	tr := true
@@ -132,7 +134,18 @@ func TestWaitEndpoints(t *testing.T) {
 	if _, err := cs.DiscoveryV1().EndpointSlices("demo").Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	skipped, err := WaitEndpoints(ctx, cs.DiscoveryV1(), "demo", []string{"pgpool", "no-slices"}, p, Options{})
+	// Ready, but the old pod is still a ready endpoint (Ready unset counts
+	// as ready): it waits.
+	short2, cancel3 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel3()
+	if _, err := WaitEndpoints(short2, cs.DiscoveryV1(), "demo", []string{"pgpool"}, p, "old", Options{}); err == nil || !strings.Contains(err.Error(), "the pod it replaced not to be") {
+		t.Fatalf("old still listed: %v", err)
+	}
+	slice.Endpoints[1].Conditions.Ready = &f // terminating
+	if _, err := cs.DiscoveryV1().EndpointSlices("demo").Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	skipped, err := WaitEndpoints(ctx, cs.DiscoveryV1(), "demo", []string{"pgpool", "no-slices"}, p, "old", Options{})
 	if err != nil || len(skipped) != 1 || skipped[0] != "no-slices" {
 		t.Fatalf("WaitEndpoints: %v, skipped %v", err, skipped)
 	}

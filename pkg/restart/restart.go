@@ -328,7 +328,7 @@ func WaitGone(ctx context.Context, core corev1client.CoreV1Interface, ns, select
 	lw := podsLW(core, ns, selector)
 	left := map[types.UID]string{}
 	last := -1
-	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, func(store cache.Store) (bool, error) {
+	err := untilWithSync(ctx, lw, &corev1.Pod{}, func(store cache.Store) (bool, error) {
 		for _, obj := range store.List() {
 			if p, ok := obj.(*corev1.Pod); ok && uids[p.UID] {
 				left[p.UID] = p.Name
@@ -363,8 +363,9 @@ func WaitGone(ctx context.Context, core corev1client.CoreV1Interface, ns, select
 // WaitReady waits, by watch, until want pods of the workload (owns; nil:
 // every pod the selector matches) are Ready and not terminating: the end of
 // a roll that another run started, or a controller's. A pod that cannot
-// start (Stuck) fails the wait at once.
-func WaitReady(ctx context.Context, core corev1client.CoreV1Interface, ns, selector string, want int, owns func(*corev1.Pod) bool, o Options) error {
+// start (Stuck) fails the wait at once. It returns the pods the selector
+// matched at the end (so that the caller need not list them again).
+func WaitReady(ctx context.Context, core corev1client.CoreV1Interface, ns, selector string, want int, owns func(*corev1.Pod) bool, o Options) ([]corev1.Pod, error) {
 	lw := podsLW(core, ns, selector)
 	ready := 0
 	last := -1
@@ -389,7 +390,7 @@ func WaitReady(ctx context.Context, core corev1client.CoreV1Interface, ns, selec
 		return ready >= want, nil
 	}
 	var store cache.Store
-	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, func(s cache.Store) (bool, error) {
+	err := untilWithSync(ctx, lw, &corev1.Pod{}, func(s cache.Store) (bool, error) {
 		store = s
 		return count(s.List())
 	}, func(watch.Event) (bool, error) {
@@ -397,11 +398,18 @@ func WaitReady(ctx context.Context, core corev1client.CoreV1Interface, ns, selec
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return waitErr(ctx, fmt.Sprintf("%d pods to be Ready (%d are)", want, ready))
+			return nil, waitErr(ctx, fmt.Sprintf("%d pods to be Ready (%d are)", want, ready))
 		}
-		return err
+		return nil, err
 	}
-	return nil
+	var pods []corev1.Pod
+	for _, obj := range store.List() {
+		if p, ok := obj.(*corev1.Pod); ok {
+			pods = append(pods, *p)
+		}
+	}
+	pgpool.SortPods(pods)
+	return pods, nil
 }
 
 // podsLW lists and watches the pods in ns that selector matches.
@@ -423,53 +431,75 @@ func selectorLW[L runtime.Object](selector string, list func(context.Context, me
 	}
 }
 
-// WaitEndpoints waits, by watch, until pod p is a ready endpoint in the
-// EndpointSlices of each of services, so that traffic through the Services
-// reaches it before the next pod goes. A Service without any EndpointSlice
-// (no controller maintains them) is skipped and returned.
-func WaitEndpoints(ctx context.Context, c discoveryv1client.DiscoveryV1Interface, ns string, services []string, p *corev1.Pod, o Options) ([]string, error) {
-	var skipped []string
-	for _, svc := range services {
-		slices := c.EndpointSlices(ns)
-		lw := selectorLW(discoveryv1.LabelServiceName+"="+svc, slices.List, slices.Watch)
-		var store cache.Store
-		ready := func() bool {
-			for _, obj := range store.List() {
-				es, ok := obj.(*discoveryv1.EndpointSlice)
-				if !ok {
-					continue
+// WaitEndpoints waits, by one watch of the EndpointSlices of services,
+// until pod p is a ready endpoint of each of them and the pod it replaced
+// (old, "" when none) is a ready endpoint of none (gone, or terminating:
+// kube-proxy sends it no new connections), so that new connections through
+// the Services reach the new pod and no longer the old one before the next
+// pod goes. A Service without any EndpointSlice (no controller maintains them)
+// is skipped and returned.
+func WaitEndpoints(ctx context.Context, c discoveryv1client.DiscoveryV1Interface, ns string, services []string, p *corev1.Pod, old types.UID, o Options) ([]string, error) {
+	if len(services) == 0 {
+		return nil, nil
+	}
+	slices := c.EndpointSlices(ns)
+	lw := selectorLW(fmt.Sprintf("%s in (%s)", discoveryv1.LabelServiceName, strings.Join(services, ",")), slices.List, slices.Watch)
+	var store cache.Store
+	var skipped, waiting []string
+	// done reports whether every Service with slices has p ready and old
+	// gone; waiting names those that do not yet.
+	done := func() bool {
+		newReady, oldListed, hasSlices := map[string]bool{}, map[string]bool{}, map[string]bool{}
+		for _, obj := range store.List() {
+			es, ok := obj.(*discoveryv1.EndpointSlice)
+			if !ok {
+				continue
+			}
+			svc := es.Labels[discoveryv1.LabelServiceName]
+			hasSlices[svc] = true
+			for _, ep := range es.Endpoints {
+				switch {
+				case ep.TargetRef == nil:
+				case ep.TargetRef.UID == p.UID && ep.Conditions.Ready != nil && *ep.Conditions.Ready:
+					newReady[svc] = true
+				case old != "" && ep.TargetRef.UID == old && (ep.Conditions.Ready == nil || *ep.Conditions.Ready):
+					oldListed[svc] = true
 				}
-				for _, ep := range es.Endpoints {
-					if ep.TargetRef != nil && ep.TargetRef.UID == p.UID && ep.Conditions.Ready != nil && *ep.Conditions.Ready {
-						return true
-					}
+			}
+		}
+		if skipped == nil {
+			skipped = []string{}
+			for _, svc := range services {
+				if !hasSlices[svc] {
+					skipped = append(skipped, svc)
 				}
 			}
-			return false
 		}
-		empty, said := false, false
-		_, err := watchtools.UntilWithSync(ctx, lw, &discoveryv1.EndpointSlice{}, func(s cache.Store) (bool, error) {
-			store = s
-			if len(s.List()) == 0 {
-				empty = true
-				return true, nil
+		waiting = waiting[:0]
+		for _, svc := range services {
+			if hasSlices[svc] && (!newReady[svc] || oldListed[svc]) {
+				waiting = append(waiting, svc)
 			}
-			return ready(), nil
-		}, func(watch.Event) (bool, error) {
-			if !said {
-				said = true
-				o.progress("waiting for pod %s to be a ready endpoint of Service %s", p.Name, svc)
-			}
-			return ready(), nil
-		})
-		switch {
-		case empty:
-			skipped = append(skipped, svc)
-		case err != nil && ctx.Err() != nil:
-			return skipped, waitErr(ctx, fmt.Sprintf("pod %s/%s to be a ready endpoint of Service %s", ns, p.Name, svc))
-		case err != nil:
-			return skipped, fmt.Errorf("watch the EndpointSlices of Service %s/%s: %w", ns, svc, err)
 		}
+		return len(waiting) == 0
+	}
+	said := ""
+	err := untilWithSync(ctx, lw, &discoveryv1.EndpointSlice{}, func(s cache.Store) (bool, error) {
+		store = s
+		return done(), nil
+	}, func(watch.Event) (bool, error) {
+		ok := done()
+		if w := strings.Join(waiting, ", "); !ok && w != said {
+			said = w
+			o.progress("waiting for pod %s to be a ready endpoint of Service %s, and the pod it replaced not to be", p.Name, w)
+		}
+		return ok, nil
+	})
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return skipped, waitErr(ctx, fmt.Sprintf("pod %s/%s to be a ready endpoint of Service %s (and the pod it replaced not to be)", ns, p.Name, strings.Join(waiting, ", ")))
+	case err != nil:
+		return skipped, fmt.Errorf("watch the EndpointSlices of Services %s in %s: %w", strings.Join(services, ", "), ns, err)
 	}
 	return skipped, nil
 }

@@ -42,8 +42,12 @@ type lockState struct {
 	holder string
 	stop   context.CancelFunc
 	done   chan struct{}
-	mu     sync.Mutex
-	lost   error
+	// taken is the Lease as this run wrote it; renewed: renewed since
+	// (its resourceVersion moved on).
+	taken   *coordinationv1.Lease
+	mu      sync.Mutex
+	lost    error
+	renewed bool
 }
 
 // LockExpired reports whether a lock Lease's holder stopped renewing it
@@ -105,7 +109,7 @@ func (r *Runner) lock(ctx context.Context, s plan.Step, spec plan.LockSpec) (str
 		return r.answer("held by " + spec.Holder), nil
 	}
 	notice := ""
-	_, err := leases.Create(ctx, lease, metav1.CreateOptions{FieldManager: FieldManager})
+	taken, err := leases.Create(ctx, lease, metav1.CreateOptions{FieldManager: FieldManager})
 	if apierrors.IsAlreadyExists(err) {
 		old, gerr := leases.Get(ctx, name, metav1.GetOptions{})
 		if gerr != nil {
@@ -125,7 +129,7 @@ func (r *Runner) lock(ctx context.Context, s plan.Step, spec plan.LockSpec) (str
 			notice = fmt.Sprintf(" (taken from %s by --force-unlock)", holderOf(old))
 		}
 		old.Labels, old.Annotations, old.Spec = lease.Labels, lease.Annotations, lease.Spec
-		_, err = leases.Update(ctx, old, metav1.UpdateOptions{FieldManager: FieldManager})
+		taken, err = leases.Update(ctx, old, metav1.UpdateOptions{FieldManager: FieldManager})
 		if apierrors.IsConflict(err) {
 			return "", fmt.Errorf("another kubectl-pgpool operation took the lock Lease %s/%s first: run the command again", ns, name)
 		}
@@ -133,15 +137,15 @@ func (r *Runner) lock(ctx context.Context, s plan.Step, spec plan.LockSpec) (str
 	if err != nil {
 		return "", fmt.Errorf("take the lock Lease %s/%s: %w", ns, name, err)
 	}
-	r.startRenewing(ns, name, spec.Holder)
+	r.startRenewing(ns, name, spec.Holder, taken)
 	return "held by " + spec.Holder + notice + fmt.Sprintf(", renewed every %s", lockRenew), nil
 }
 
 // startRenewing moves the lock's renew time forward every lockRenew until
 // unlock; if the Lease is lost, the next step fails.
-func (r *Runner) startRenewing(ns, name, holder string) {
+func (r *Runner) startRenewing(ns, name, holder string, taken *coordinationv1.Lease) {
 	ctx, cancel := context.WithCancel(context.Background())
-	st := &lockState{holder: holder, stop: cancel, done: make(chan struct{}),
+	st := &lockState{holder: holder, taken: taken, stop: cancel, done: make(chan struct{}),
 		ll: &resourcelock.LeaseLock{LeaseMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Client: r.Clients.Coordination,
 			LockConfig: resourcelock.ResourceLockConfig{Identity: holder}}}
 	r.held = st
@@ -161,6 +165,9 @@ func (r *Runner) startRenewing(ns, name, holder string) {
 			if err == nil {
 				rec.RenewTime = metav1.NewTime(time.Now())
 				err = st.ll.Update(ctx, *rec)
+				st.mu.Lock()
+				st.renewed = true
+				st.mu.Unlock()
 			}
 			if err != nil && ctx.Err() == nil {
 				st.mu.Lock()
@@ -195,22 +202,36 @@ func (r *Runner) unlock(ctx context.Context, s plan.Step) (string, error) {
 	}
 	r.held.stop()
 	<-r.held.done
-	holder := r.held.holder
+	held := r.held
 	r.held = nil
+	leases := r.Clients.Coordination.Leases(ns)
 	// Delete it only while it is still ours: a run that took it over
-	// updated the same object (same UID), so check the holder and pass
-	// the resourceVersion read.
-	cur, err := r.Clients.Coordination.Leases(ns).Get(ctx, name, metav1.GetOptions{})
+	// updated the same object (same UID). Not renewed since it was taken,
+	// the Lease is deleted at once on the resourceVersion this run wrote;
+	// otherwise (or if that conflicts) it is read first and its holder
+	// checked.
+	if !held.renewed && held.taken != nil {
+		err := leases.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &held.taken.UID, ResourceVersion: &held.taken.ResourceVersion}})
+		switch {
+		case err == nil:
+			return "released", nil
+		case apierrors.IsNotFound(err):
+			return "released (already gone)", nil
+		case !apierrors.IsConflict(err):
+			return "", fmt.Errorf("delete Lease %s/%s: %w", ns, name, err)
+		}
+	}
+	cur, err := leases.Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return "released (already gone)", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("get Lease %s/%s: %w", ns, name, err)
 	}
-	if holderOf(cur) != holder {
+	if holderOf(cur) != held.holder {
 		return "not deleted: " + holderOf(cur) + " has taken the lock over", nil
 	}
-	err = r.Clients.Coordination.Leases(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &cur.UID, ResourceVersion: &cur.ResourceVersion}})
+	err = leases.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &cur.UID, ResourceVersion: &cur.ResourceVersion}})
 	switch {
 	case err == nil, apierrors.IsNotFound(err):
 		return "released", nil

@@ -17,6 +17,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -82,7 +83,9 @@ type Runner struct {
 	held              *lockState
 	verifyUnavailable bool
 	// want caches the expectation read from the TLS Secrets for the step
-	// that runs (reset for every step: the Secrets change between steps).
+	// that runs (reset for every step that does not run concurrently: the
+	// Secrets change between steps; the steps that check pods never run
+	// concurrently).
 	want *verify.Expect
 }
 
@@ -103,7 +106,9 @@ func (r *Runner) Run(ctx context.Context, s plan.Step, failure error, report fun
 	}
 	stepCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	r.want = nil
+	if !s.Concurrent {
+		r.want = nil // only steps that run alone check pods (evict, verify)
+	}
 	msg, err := r.run(stepCtx, s, failure, report)
 	switch {
 	case err == nil:
@@ -319,6 +324,13 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 	uid := types.UID(spec.UID)
 	o := restart.Options{DryRun: r.dryRun(), OnProgress: report}
 	t0 := time.Now()
+	// What the replacement must serve is read from the Secrets while the
+	// pod is replaced (they do not change during a roll).
+	var prefetch sync.WaitGroup
+	defer prefetch.Wait()
+	if !r.ServerDryRun && r.Verify != VerifyOff && !r.verifyUnavailable {
+		prefetch.Go(func() { _, _ = r.expectation(ctx, spec.Check.TLS) })
+	}
 	if err := restart.Evict(ctx, r.Clients.Policy, ns, name, uid, o); err != nil {
 		return "", err
 	}
@@ -335,14 +347,15 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 	msg := fmt.Sprintf("replaced by %s (uid %s) and Ready in %s", p.Name, shortUID(p.UID), time.Since(t0).Round(100*time.Millisecond))
 	if r.Clients.EndpointSlices != nil && len(r.Target.Services) > 0 {
 		// The next pod goes only once this one takes Service traffic.
-		skipped, err := restart.WaitEndpoints(ctx, r.Clients.EndpointSlices, ns, r.Target.Services, p, o)
+		skipped, err := restart.WaitEndpoints(ctx, r.Clients.EndpointSlices, ns, r.Target.Services, p, uid, o)
 		if err != nil {
 			return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
 		}
 		if n := len(r.Target.Services) - len(skipped); n > 0 {
-			msg += fmt.Sprintf("; a ready endpoint of %d Service(s)", n)
+			msg += fmt.Sprintf("; a ready endpoint of %d Service(s), the old pod no longer one", n)
 		}
 	}
+	prefetch.Wait()
 	hs, err := r.checkPod(ctx, p.Name, spec.Check.TLS, report)
 	if err != nil {
 		return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
@@ -369,50 +382,80 @@ func shortUID(u types.UID) string {
 
 func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, report func(string)) (string, error) {
 	ns := s.Object.Namespace
-	var problems []string
-	// 1. The config says what it should.
-	kind, cname := spec.Config.Kind, spec.Config.Name
-	var pgpoolConf string
-	if kind == "Secret" {
-		sec, err := r.Clients.Core.Secrets(ns).Get(ctx, cname, metav1.GetOptions{})
-		if err != nil {
-			return "", fmt.Errorf("verify: get Secret %s/%s: %w", ns, cname, err)
-		}
-		pgpoolConf = string(sec.Data["pgpool.conf"])
-	} else {
-		cm, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, cname, metav1.GetOptions{})
-		if err != nil {
-			return "", fmt.Errorf("verify: get ConfigMap %s/%s: %w", ns, cname, err)
-		}
-		pgpoolConf = cm.Data["pgpool.conf"]
-	}
 	on := spec.Check.TLS
 	ssl := map[bool]string{true: "on", false: "off"}[on]
+	// The reads are independent: the config, the workload, the server
+	// Secret and the CA bundle are read while the pods are waited for.
+	var (
+		problems   []string
+		pgpoolConf string
+		workload   *unstructured.Unstructured
+		sec        *corev1.Secret
+		bundle     *corev1.ConfigMap
+		pods       []corev1.Pod
+	)
+	kind, cname := spec.Config.Kind, spec.Config.Name
+	err := parallel.All(func() error {
+		// 1. The config says what it should.
+		if kind == "Secret" {
+			sec, err := r.Clients.Core.Secrets(ns).Get(ctx, cname, metav1.GetOptions{})
+			if err != nil {
+				return fmt.Errorf("verify: get Secret %s/%s: %w", ns, cname, err)
+			}
+			pgpoolConf = string(sec.Data["pgpool.conf"])
+			return nil
+		}
+		cm, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, cname, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("verify: get ConfigMap %s/%s: %w", ns, cname, err)
+		}
+		pgpoolConf = cm.Data["pgpool.conf"]
+		return nil
+	}, func() (err error) {
+		// 2. The pod template mounts the TLS volume or not.
+		workload, err = r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Get(ctx, s.Object.Name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("verify: get %s %s/%s: %w", s.Object.Kind, ns, s.Object.Name, err)
+		}
+		return nil
+	}, func() (err error) {
+		// 3. Every pod is new and Ready (a roll another run started, or
+		// the controller's, may still be ending: wait for it).
+		pods, err = restart.WaitReady(ctx, r.Clients.Core, ns, spec.Pods.Selector, spec.Pods.Want, r.Target.Owns, restart.Options{OnProgress: report})
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		return nil
+	}, func() (err error) {
+		// 4. The served certificate comes from the expected issuer.
+		if !on {
+			return nil
+		}
+		sec, err = r.Clients.Core.Secrets(ns).Get(ctx, pgpool.ServerCertName(r.Target.Name), metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("verify: get Secret %s/%s: %w", ns, pgpool.ServerCertName(r.Target.Name), err)
+		}
+		return nil
+	}, func() (err error) {
+		if on {
+			bundle, err = r.readBundle(ctx, ns)
+		}
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
 	if conf.ParsePgpoolConf(pgpoolConf).Bool("ssl") != on {
 		problems = append(problems, fmt.Sprintf("%s %s/%s: pgpool.conf does not have ssl %s", kind, ns, cname, ssl))
 	}
-	// 2. The pod template mounts the TLS volume or not.
-	u, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Get(ctx, s.Object.Name, metav1.GetOptions{})
-	if err != nil {
-		return "", fmt.Errorf("verify: get %s %s/%s: %w", s.Object.Kind, ns, s.Object.Name, err)
-	}
-	if mounted(u, spec.TLSMountPath) != on {
-		problems = append(problems, fmt.Sprintf("%s %s/%s: TLS volume at %s is %s", s.Object.Kind, ns, s.Object.Name, spec.TLSMountPath, map[bool]string{true: "still mounted", false: "not mounted"}[mounted(u, spec.TLSMountPath)]))
-	}
-	// 3. Every pod is new and Ready (a roll another run started, or the
-	// controller's, may still be ending: wait for it).
-	if err := restart.WaitReady(ctx, r.Clients.Core, ns, spec.Pods.Selector, spec.Pods.Want, r.Target.Owns, restart.Options{OnProgress: report}); err != nil {
-		return "", fmt.Errorf("verify: %w", err)
-	}
-	pods, err := r.Clients.Core.Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: spec.Pods.Selector})
-	if err != nil {
-		return "", fmt.Errorf("verify: list pods: %w", err)
+	if mounted(workload, spec.TLSMountPath) != on {
+		problems = append(problems, fmt.Sprintf("%s %s/%s: TLS volume at %s is %s", s.Object.Kind, ns, s.Object.Name, spec.TLSMountPath, map[bool]string{true: "still mounted", false: "not mounted"}[mounted(workload, spec.TLSMountPath)]))
 	}
 	known := knownUIDs(spec.Pods)
 	readyN := 0
 	handshakes, logins := 0, 0
-	for i := range pods.Items {
-		p := &pods.Items[i]
+	for i := range pods {
+		p := &pods[i]
 		if p.DeletionTimestamp != nil || !r.Target.Owns(p) {
 			// An evicted pod of a Deployment may still be shutting down
 			// (its replacement has another name): it is on its way out. A
@@ -442,17 +485,12 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 	if readyN < spec.Pods.Want {
 		problems = append(problems, fmt.Sprintf("%d of %d pods Ready", readyN, spec.Pods.Want))
 	}
-	// 4. The served certificate comes from the expected issuer.
 	detail := ""
 	if on {
-		sec, err := r.Clients.Core.Secrets(ns).Get(ctx, pgpool.ServerCertName(r.Target.Name), metav1.GetOptions{})
-		if err != nil {
-			return "", fmt.Errorf("verify: get Secret %s/%s: %w", ns, pgpool.ServerCertName(r.Target.Name), err)
-		}
 		if got := sec.Annotations[cmapi.IssuerNameAnnotationKey]; got != spec.Issuer {
 			problems = append(problems, fmt.Sprintf("Secret %s/%s was issued by %q, expected %q", ns, sec.Name, got, spec.Issuer))
 		}
-		if p := r.bundleProblem(ctx, sec); p != "" {
+		if p := bundleProblem(bundle, sec); p != "" {
 			problems = append(problems, p)
 		}
 		if info, err := tls.ReadSecret(sec); err == nil {
@@ -616,24 +654,39 @@ func truncate(s string, n int) string {
 // take over a ConfigMap of that name that is not the plugin's.
 func (r *Runner) applyBundle(ctx context.Context, s plan.Step, spec plan.ApplyBundleSpec) (string, error) {
 	ns := s.Object.Namespace
-	if cur, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, s.Object.Name, metav1.GetOptions{}); err == nil && !tls.Ours(cur, r.Target.Name) {
-		return "", &tls.NotOursError{Kind: "ConfigMap", Namespace: ns, Name: s.Object.Name}
-	} else if err != nil && !apierrors.IsNotFound(err) {
-		return "", fmt.Errorf("get ConfigMap %s/%s: %w", ns, s.Object.Name, err)
+	// The ConfigMap as it is and the issuer's CA: read at once.
+	var sec *corev1.Secret
+	err := parallel.All(func() error {
+		cur, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, s.Object.Name, metav1.GetOptions{})
+		switch {
+		case err == nil && !tls.Ours(cur, r.Target.Name):
+			return &tls.NotOursError{Kind: "ConfigMap", Namespace: ns, Name: s.Object.Name}
+		case err != nil && !apierrors.IsNotFound(err):
+			return fmt.Errorf("get ConfigMap %s/%s: %w", ns, s.Object.Name, err)
+		}
+		return nil
+	}, func() (err error) {
+		if spec.Data != nil {
+			return nil
+		}
+		sec, err = r.Clients.Core.Secrets(ns).Get(ctx, spec.IssuerCAFrom, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) && r.ServerDryRun {
+			// Not issued yet (a dry run issues nothing): send the rest, so
+			// the server still checks the object and our permission.
+			sec, err = &corev1.Secret{}, nil
+		}
+		if err != nil {
+			return fmt.Errorf("read the issuer's CA from Secret %s/%s: %w", ns, spec.IssuerCAFrom, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
 	}
 	if spec.Data != nil {
 		cm := tls.BundleConfigMap(ns, r.Target.Name, nil, nil, nil)
 		cm.Data = spec.Data
 		return r.writeBundle(ctx, cm)
-	}
-	sec, err := r.Clients.Core.Secrets(ns).Get(ctx, spec.IssuerCAFrom, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) && r.ServerDryRun {
-		// Not issued yet (a dry run issues nothing): send the rest, so
-		// the server still checks the object and our permission.
-		sec, err = &corev1.Secret{}, nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("read the issuer's CA from Secret %s/%s: %w", ns, spec.IssuerCAFrom, err)
 	}
 	issuerCA := sec.Data["ca.crt"]
 	if len(tls.Subjects(issuerCA)) == 0 && !r.ServerDryRun {
@@ -656,20 +709,28 @@ func (r *Runner) writeBundle(ctx context.Context, cm *corev1.ConfigMap) (string,
 	return r.answer(fmt.Sprintf("CA bundle: %s", strings.Join(tls.Subjects([]byte(cm.Data[tls.BundleKey])), "; "))), nil
 }
 
+// readBundle reads the CA bundle ConfigMap (nil when there is none).
+func (r *Runner) readBundle(ctx context.Context, ns string) (*corev1.ConfigMap, error) {
+	name := tls.CABundleName(r.Target.Name)
+	cm, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("verify: get ConfigMap %s/%s: %w", ns, name, err)
+	}
+	return cm, nil
+}
+
 // bundleProblem checks that the CA bundle starts with the server Secret's
 // CA (what pgpool reads as the first certificate of ca.pem).
-func (r *Runner) bundleProblem(ctx context.Context, sec *corev1.Secret) string {
-	name := tls.CABundleName(r.Target.Name)
-	cm, err := r.Clients.Core.ConfigMaps(sec.Namespace).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
+func bundleProblem(cm *corev1.ConfigMap, sec *corev1.Secret) string {
+	if cm == nil {
 		return ""
-	}
-	if err != nil {
-		return fmt.Sprintf("get ConfigMap %s/%s: %v", sec.Namespace, name, err)
 	}
 	got, want := tls.Subjects([]byte(cm.Data[tls.BundleKey])), tls.Subjects(sec.Data["ca.crt"])
 	if len(want) > 0 && (len(got) == 0 || got[0] != want[0]) {
-		return fmt.Sprintf("ConfigMap %s/%s: the CA bundle starts with %v, not the issuer's CA %s", sec.Namespace, name, got, want[0])
+		return fmt.Sprintf("ConfigMap %s/%s: the CA bundle starts with %v, not the issuer's CA %s", cm.Namespace, cm.Name, got, want[0])
 	}
 	return ""
 }
@@ -716,24 +777,53 @@ func (r *Runner) loginPod(ctx context.Context, pod string, tlsOn bool, how strin
 }
 
 // backup writes the backup Secret, unless a Secret of that name that is not
-// the plugin's is there (it is never changed).
+// the plugin's is there (it is never changed). What discovery read saves a
+// round trip: no backup then means create (which fails if one appeared
+// since), ours then means apply on the resourceVersion read (which fails if
+// it changed since); only then is the Secret read again.
 func (r *Runner) backup(ctx context.Context, s plan.Step, spec plan.BackupSpec) (string, error) {
 	ns, name := s.Object.Namespace, s.Object.Name
-	if cur, err := r.Clients.Core.Secrets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil && !tls.Ours(cur, r.Target.Name) {
+	secrets := r.Clients.Core.Secrets(ns)
+	sec := spec.Secret.DeepCopy()
+	var err error
+	switch {
+	case r.Target.BackupForeign:
 		return "", &tls.NotOursError{Kind: "Secret", Namespace: ns, Name: name}
-	} else if err != nil && !apierrors.IsNotFound(err) {
-		return "", fmt.Errorf("get Secret %s/%s: %w", ns, name, err)
+	case r.Target.Backup == nil:
+		_, err = secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
+	default:
+		sec.ResourceVersion = r.Target.Backup.ResourceVersion
+		err = r.applyBackup(ctx, sec)
 	}
-	body, err := json.Marshal(spec.Secret)
+	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
+		// Changed since discovery: read it, and write it unless it is not ours.
+		cur, gerr := secrets.Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case gerr == nil && !tls.Ours(cur, r.Target.Name):
+			return "", &tls.NotOursError{Kind: "Secret", Namespace: ns, Name: name}
+		case gerr != nil && !apierrors.IsNotFound(gerr):
+			return "", fmt.Errorf("get Secret %s/%s: %w", ns, name, gerr)
+		}
+		sec.ResourceVersion = ""
+		err = r.applyBackup(ctx, sec)
+	}
 	if err != nil {
-		return "", err
-	}
-	force := true
-	if _, err := r.Clients.Core.Secrets(ns).Patch(ctx, name, types.ApplyPatchType, body,
-		metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: r.dryRun()}); err != nil {
 		return "", fmt.Errorf("write the backup Secret %s/%s: %w", ns, name, err)
 	}
 	return r.answer("backed up"), nil
+}
+
+// applyBackup server-side applies the backup Secret (on its
+// resourceVersion, when set).
+func (r *Runner) applyBackup(ctx context.Context, sec *corev1.Secret) error {
+	body, err := json.Marshal(sec)
+	if err != nil {
+		return err
+	}
+	force := true
+	_, err = r.Clients.Core.Secrets(sec.Namespace).Patch(ctx, sec.Name, types.ApplyPatchType, body,
+		metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: r.dryRun()})
+	return err
 }
 
 // backupDone marks the backup as that of a finished operation.

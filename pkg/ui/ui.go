@@ -78,7 +78,11 @@ func RenderPlan(w io.Writer, p *plan.Plan, s Styles, dryRun string) {
 		fmt.Fprintln(w, s.r(s.Fail, "warning: ")+warn)
 	}
 	for i, st := range p.Steps {
-		fmt.Fprintf(w, "%3d. %s %s\n", i+1, s.r(s.Kind, fmt.Sprintf("%-7s", st.Kind)), s.r(s.Object, st.Object.String()))
+		with := ""
+		if st.Concurrent {
+			with = s.r(s.Dim, fmt.Sprintf(" (at the same time as %d)", i))
+		}
+		fmt.Fprintf(w, "%3d. %s %s%s\n", i+1, s.r(s.Kind, fmt.Sprintf("%-7s", st.Kind)), s.r(s.Object, st.Object.String()), with)
 		fmt.Fprintf(w, "     %s\n", s.r(s.Dim, st.Description))
 		for _, l := range strings.Split(strings.TrimSuffix(st.Diff, "\n"), "\n") {
 			if l == "" {
@@ -111,7 +115,8 @@ func dur(sec float64) string {
 }
 
 // Progress renders plan events. On a terminal it keeps a live spinner line
-// for the running step; otherwise it writes one plain line per event.
+// for each running step (concurrent steps run together); otherwise it
+// writes one plain line per event.
 type Progress struct {
 	w     io.Writer
 	s     Styles
@@ -119,12 +124,19 @@ type Progress struct {
 	total int
 
 	mu      sync.Mutex
-	current string
-	sub     string
-	started time.Time
+	running []*running // in step order
+	drawn   int        // spinner lines on the screen
 	frame   int
 	stop    chan struct{}
 	done    chan struct{}
+}
+
+// running is a step on a spinner line.
+type running struct {
+	index   int
+	label   string
+	sub     string
+	started time.Time
 }
 
 const spinner = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -171,21 +183,30 @@ func (p *Progress) Stop() {
 	p.mu.Unlock()
 }
 
+// clear erases the spinner lines (the cursor ends at the start of the
+// first).
 func (p *Progress) clear() {
-	if p.live && p.current != "" {
-		fmt.Fprint(p.w, "\r\033[2K")
+	if !p.live || p.drawn == 0 {
+		return
 	}
+	fmt.Fprint(p.w, "\r\033[2K"+strings.Repeat("\033[1A\r\033[2K", p.drawn-1))
+	p.drawn = 0
 }
 
 func (p *Progress) redraw() {
-	if p.current == "" {
-		return
+	p.clear()
+	lines := make([]string, 0, len(p.running))
+	for _, r := range p.running {
+		line := fmt.Sprintf("%s %s %s", string([]rune(spinner)[p.frame%len([]rune(spinner))]), r.label, p.s.r(p.s.Dim, "("+time.Since(r.started).Round(100*time.Millisecond).String()+")"))
+		if r.sub != "" {
+			line += p.s.r(p.s.Dim, " — "+r.sub)
+		}
+		lines = append(lines, line)
 	}
-	line := fmt.Sprintf("%s %s %s", string([]rune(spinner)[p.frame%len([]rune(spinner))]), p.current, p.s.r(p.s.Dim, "("+time.Since(p.started).Round(100*time.Millisecond).String()+")"))
-	if p.sub != "" {
-		line += p.s.r(p.s.Dim, " — "+p.sub)
+	if len(lines) > 0 {
+		fmt.Fprint(p.w, strings.Join(lines, "\n"))
 	}
-	fmt.Fprint(p.w, "\r\033[2K"+line)
+	p.drawn = len(lines)
 }
 
 // Event renders one plan event.
@@ -210,10 +231,14 @@ func (p *Progress) Event(e plan.Event) {
 	}
 	switch e.Type {
 	case plan.StepStarted:
-		p.current, p.sub, p.started = label, "", time.Now()
+		p.running = append(p.running, &running{index: e.Index, label: label, started: time.Now()})
 		p.redraw()
 	case plan.StepProgress:
-		p.sub = e.Message
+		for _, r := range p.running {
+			if r.index == e.Index {
+				r.sub = e.Message
+			}
+		}
 		p.redraw()
 	case plan.StepSucceeded, plan.StepFailed, plan.StepSkipped:
 		p.clear()
@@ -225,7 +250,13 @@ func (p *Progress) Event(e plan.Event) {
 			mark, msg = p.s.r(p.s.Dim, "-"), " skipped"
 		}
 		fmt.Fprintf(p.w, "%s %s %s%s\n", mark, label, p.s.r(p.s.Dim, "("+e.Elapsed.Round(10*time.Millisecond).String()+")"), msg)
-		p.current, p.sub = "", ""
+		for i, r := range p.running {
+			if r.index == e.Index {
+				p.running = append(p.running[:i], p.running[i+1:]...)
+				break
+			}
+		}
+		p.redraw()
 	}
 }
 

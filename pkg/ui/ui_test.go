@@ -38,3 +38,24 @@ func TestPlainPlanHasNoColour(t *testing.T) {
 		t.Fatalf("%q", b.String())
 	}
 }
+
+// Two concurrent steps get a spinner line each; when one ends, its line
+// becomes the done line and the other's spinner is drawn again.
+func TestLiveProgressConcurrent(t *testing.T) {
+	var b strings.Builder
+	p := NewProgress(&b, NewStyles(&b, false), 4, true)
+	a := plan.Step{Kind: plan.Apply, Object: plan.Object{Kind: "Certificate", Namespace: "demo", Name: "server"}}
+	c := plan.Step{Kind: plan.Apply, Object: plan.Object{Kind: "Certificate", Namespace: "demo", Name: "client"}}
+	p.Event(plan.Event{Type: plan.StepStarted, Index: 2, Step: a})
+	p.Event(plan.Event{Type: plan.StepStarted, Index: 3, Step: c})
+	if !strings.Contains(b.String(), "[3/4] apply Certificate demo/server (0s)\n⠋ [4/4] apply Certificate demo/client") {
+		t.Fatalf("two spinner lines expected:\n%q", b.String())
+	}
+	b.Reset()
+	p.Event(plan.Event{Type: plan.StepSucceeded, Index: 2, Step: a, Message: "applied"})
+	got := b.String()
+	// Both lines erased (one up), the done line, then the other spinner.
+	if !strings.HasPrefix(got, "\r\033[2K\033[1A\r\033[2K✓ [3/4] apply Certificate demo/server (0s): applied\n") || !strings.HasSuffix(got, "[4/4] apply Certificate demo/client (0s)") {
+		t.Fatalf("after one ended:\n%q", got)
+	}
+}

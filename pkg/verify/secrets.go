@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	tlspkg "github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
@@ -22,7 +24,16 @@ func Expectation(ctx context.Context, core corev1client.CoreV1Interface, ns, nam
 	if !tlsOn {
 		return want, nil
 	}
-	sec, err := core.Secrets(ns).Get(ctx, pgpool.ServerCertName(name), metav1.GetOptions{})
+	// Both Secrets at once; the client one is optional.
+	var sec, cs *corev1.Secret
+	var err, cerr error
+	_ = parallel.All(func() error {
+		sec, err = core.Secrets(ns).Get(ctx, pgpool.ServerCertName(name), metav1.GetOptions{})
+		return nil
+	}, func() error {
+		cs, cerr = core.Secrets(ns).Get(ctx, pgpool.ClientCertName(name), metav1.GetOptions{})
+		return nil
+	})
 	if err != nil {
 		return want, fmt.Errorf("read Secret %s/%s: %w", ns, pgpool.ServerCertName(name), err)
 	}
@@ -33,7 +44,7 @@ func Expectation(ctx context.Context, core corev1client.CoreV1Interface, ns, nam
 	if !want.Roots.AppendCertsFromPEM(sec.Data["ca.crt"]) {
 		want.Roots = nil
 	}
-	if cs, err := core.Secrets(ns).Get(ctx, pgpool.ClientCertName(name), metav1.GetOptions{}); err == nil {
+	if cerr == nil {
 		if kp, err := tls.X509KeyPair(cs.Data["tls.crt"], cs.Data["tls.key"]); err == nil {
 			want.ClientCert = &kp
 		}

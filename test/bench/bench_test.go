@@ -27,14 +27,25 @@ var env *testenv.Env
 
 func TestMain(m *testing.M) { os.Exit(testenv.Run(m, &env)) }
 
+// countingRT counts requests; with BENCH_TRACE=1 it also prints each one
+// (start offset, duration, method, path) to stderr, to see which round
+// trips run one after another.
 type countingRT struct {
 	n    *atomic.Int64
 	next http.RoundTripper
 }
 
+var traceStart = time.Now()
+
 func (c countingRT) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.n.Add(1)
-	return c.next.RoundTrip(r)
+	if os.Getenv("BENCH_TRACE") == "" {
+		return c.next.RoundTrip(r)
+	}
+	t0 := time.Now()
+	resp, err := c.next.RoundTrip(r)
+	fmt.Fprintf(os.Stderr, "trace %7.3fs %6.0fms %-6s %s?%s\n", t0.Sub(traceStart).Seconds(), float64(time.Since(t0).Microseconds())/1000, r.Method, r.URL.Path, r.URL.RawQuery)
+	return resp, err
 }
 
 func BenchmarkTLS(b *testing.B) {
