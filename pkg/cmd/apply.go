@@ -298,7 +298,8 @@ func toRun(or OpsRequest, flagNS string, explicitNS bool) (opsRun, error) {
 	if req.SSLMode == "disable" {
 		return r, fmt.Errorf("spec.tls.sslMode disable means no TLS: use spec.tls.remove")
 	}
-	var durations, renewals []time.Duration
+	// Each certificate may have its own duration and renewBefore.
+	durs, renews := map[string]time.Duration{}, map[string]time.Duration{}
 	for _, c := range tl.Certificates {
 		switch c.Alias {
 		case "server":
@@ -323,36 +324,26 @@ func toRun(or OpsRequest, flagNS string, explicitNS bool) (opsRun, error) {
 			return r, fmt.Errorf("spec.tls.certificates: alias %q: must be server or client", c.Alias)
 		}
 		if c.Duration != nil {
-			durations = append(durations, c.Duration.Duration)
+			if c.Duration.Duration <= 0 {
+				return r, fmt.Errorf("spec.tls.certificates[%s].duration must be positive, not %s", c.Alias, c.Duration.Duration)
+			}
+			durs[c.Alias] = c.Duration.Duration
 		}
 		if c.RenewBefore != nil {
-			renewals = append(renewals, c.RenewBefore.Duration)
+			if c.RenewBefore.Duration <= 0 {
+				return r, fmt.Errorf("spec.tls.certificates[%s].renewBefore must be positive, not %s", c.Alias, c.RenewBefore.Duration)
+			}
+			renews[c.Alias] = c.RenewBefore.Duration
 		}
 	}
-	var err error
-	if req.Duration, err = one("duration", durations); err != nil {
-		return r, err
+	for _, a := range []string{"server", "client"} {
+		if err := shorter("spec.tls.certificates["+a+"].renewBefore", renews[a], "duration", durs[a]); err != nil {
+			return r, err
+		}
 	}
-	if req.RenewBefore, err = one("renewBefore", renewals); err != nil {
-		return r, err
-	}
-	if req.RenewBefore > 0 && req.Duration > 0 && req.RenewBefore >= req.Duration {
-		return r, fmt.Errorf("spec.tls.certificates: renewBefore (%s) must be shorter than duration (%s)", req.RenewBefore, req.Duration)
-	}
+	req.Duration, req.RenewBefore = durs["server"], renews["server"]
+	req.ClientDuration, req.ClientRenewBefore = durs["client"], renews["client"]
 	r.req = req
 	r.issuerOnly = !more
 	return r, nil
-}
-
-// one is the single value the certificates give for a field (both
-// certificates share it in kubectl pgpool), or an error when they differ.
-func one(field string, vals []time.Duration) (time.Duration, error) {
-	var got time.Duration
-	for i, v := range vals {
-		if i > 0 && v != got {
-			return 0, fmt.Errorf("spec.tls.certificates: the server and client certificates have different %s values (%s, %s): kubectl pgpool gives both one", field, got, v)
-		}
-		got = v
-	}
-	return got, nil
 }

@@ -64,7 +64,8 @@ func TestBadOpsRequests(t *testing.T) {
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, ipAddresses: [10.0.0.300]}]}}", `ipAddresses: "10.0.0.300" is not an IP address`},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: client, ipAddresses: [10.0.0.1]}]}}", "a client certificate has no dnsNames or ipAddresses"},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: metrics}]}}", `alias "metrics": must be server or client`},
-		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, duration: 24h}, {alias: client, duration: 48h}]}}", "different duration values"},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, duration: 24h}, {alias: client, duration: 48h, renewBefore: 48h}]}}", "spec.tls.certificates[client].renewBefore (48h0m0s) must be shorter than duration (48h0m0s)"},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, duration: -1h}]}}", "spec.tls.certificates[server].duration must be positive"},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, sslMode: prefer, clientAuthMode: cert}}", "client auth mode cert needs every client on TLS"},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}, apply: Sometimes}", `spec.apply "Sometimes"`},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}}\n---\n" + opsHead + "spec: {type: Restart, databaseRef: {name: pgpool}}", "(PgpoolOpsRequest x): spec.type \"Restart\""},
@@ -78,6 +79,19 @@ func TestBadOpsRequests(t *testing.T) {
 	if _, err := parseOpsRequests("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}}"), "prod", true); err == nil ||
 		!strings.Contains(err.Error(), `metadata.namespace "demo" does not match the namespace "prod" given with -n`) {
 		t.Errorf("namespace mismatch: %v", err)
+	}
+}
+
+// Each certificate of a manifest keeps its own duration and renewBefore;
+// one not given is cert-manager's default, not the other's.
+func TestOpsRequestDurationsPerCertificate(t *testing.T) {
+	runs, err := parseOpsRequests("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, duration: 2160h, renewBefore: 360h}, {alias: client, duration: 24h}]}}"), "default", false)
+	if err != nil || len(runs) != 1 {
+		t.Fatalf("%+v, %v", runs, err)
+	}
+	q := runs[0].req
+	if q.Duration != 2160*time.Hour || q.RenewBefore != 360*time.Hour || q.ClientDuration != 24*time.Hour || q.ClientRenewBefore != 0 {
+		t.Fatalf("durations: server %s/%s, client %s/%s", q.Duration, q.RenewBefore, q.ClientDuration, q.ClientRenewBefore)
 	}
 }
 

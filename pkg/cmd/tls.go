@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -29,6 +30,10 @@ type AddOptions struct {
 	ServerIPs   []string
 	Duration    time.Duration
 	RenewBefore time.Duration
+	// ClientDuration and ClientRenewBefore: the client certificate's, when
+	// they differ.
+	ClientDuration    time.Duration
+	ClientRenewBefore time.Duration
 	// TakeOver applies over Certificates of that name another tool made.
 	TakeOver bool
 }
@@ -71,6 +76,8 @@ func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 	addBackendCAFlag(c, &o.OperationOptions)
 	c.Flags().BoolVar(&o.TakeOver, "take-over-certificates", false, "apply over Certificates NAME-server-cert/NAME-client-cert that another tool created (they become kubectl-pgpool's)")
 	c.Flags().DurationVar(&o.RenewBefore, "renew-before", 0, "renew this long before expiry (cert-manager's default: a third of the lifetime)")
+	c.Flags().DurationVar(&o.ClientDuration, "client-duration", 0, "the client certificate's lifetime, when it differs from --duration")
+	c.Flags().DurationVar(&o.ClientRenewBefore, "client-renew-before", 0, "the client certificate's renewal, when it differs from --renew-before")
 	_ = c.RegisterFlagCompletionFunc("ssl-mode", fixed(conf.SSLModes()))
 	_ = c.RegisterFlagCompletionFunc("client-auth-mode", fixed(conf.ClientAuthModes()))
 	_ = c.RegisterFlagCompletionFunc("issuer-kind", fixed([]string{"Issuer", "ClusterIssuer"}))
@@ -108,8 +115,28 @@ func (o *AddOptions) Validate() error {
 			return UsageError{fmt.Errorf("--server-ip-address %q is not an IP address", ip)}
 		}
 	}
-	if o.RenewBefore > 0 && o.Duration > 0 && o.RenewBefore >= o.Duration {
-		return UsageError{fmt.Errorf("--renew-before (%s) must be shorter than --duration (%s)", o.RenewBefore, o.Duration)}
+	if err := shorter("--renew-before", o.RenewBefore, "--duration", o.Duration); err != nil {
+		return UsageError{err}
+	}
+	// The client certificate's own values, or the shared ones.
+	rf, df := "--renew-before", "--duration"
+	if o.ClientRenewBefore > 0 {
+		rf = "--client-renew-before"
+	}
+	if o.ClientDuration > 0 {
+		df = "--client-duration"
+	}
+	if err := shorter(rf, cmp.Or(o.ClientRenewBefore, o.RenewBefore), df, cmp.Or(o.ClientDuration, o.Duration)); err != nil {
+		return UsageError{err}
+	}
+	return nil
+}
+
+// shorter refuses a renewal that is not shorter than the lifetime (both
+// set); the names are what the user wrote (flags or manifest fields).
+func shorter(renewName string, renew time.Duration, durName string, dur time.Duration) error {
+	if renew > 0 && dur > 0 && renew >= dur {
+		return fmt.Errorf("%s (%s) must be shorter than %s (%s)", renewName, renew, durName, dur)
 	}
 	return nil
 }
@@ -120,6 +147,7 @@ func (o *AddOptions) Run(ctx context.Context) error {
 		Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind},
 		SSLMode: o.SSLMode, AuthMode: o.AuthMode, ClientUser: o.ClientUser, ClientOrgs: o.ClientOrgs, ClientOUs: o.ClientOUs,
 		ExtraDNS: o.ServerDNS, ExtraIPs: o.ServerIPs, Duration: o.Duration, RenewBefore: o.RenewBefore, TakeOverCertificates: o.TakeOver,
+		ClientDuration: cmp.Or(o.ClientDuration, o.Duration), ClientRenewBefore: cmp.Or(o.ClientRenewBefore, o.RenewBefore),
 	})
 }
 

@@ -32,18 +32,23 @@ const (
 
 // Request is what the user asked for.
 type Request struct {
-	Operation        string
-	Issuer           pgpool.IssuerRef
-	SSLMode          string
-	AuthMode         string
-	ClientUser       string
-	ClientOrgs       []string
-	ClientOUs        []string
-	ExtraDNS         []string
-	ExtraIPs         []string
-	Duration         time.Duration
-	RenewBefore      time.Duration
-	KeepCertificates bool
+	Operation   string
+	Issuer      pgpool.IssuerRef
+	SSLMode     string
+	AuthMode    string
+	ClientUser  string
+	ClientOrgs  []string
+	ClientOUs   []string
+	ExtraDNS    []string
+	ExtraIPs    []string
+	Duration    time.Duration
+	RenewBefore time.Duration
+	// Duration and RenewBefore are the server certificate's,
+	// ClientDuration and ClientRenewBefore the client certificate's (0:
+	// cert-manager's defaults).
+	ClientDuration    time.Duration
+	ClientRenewBefore time.Duration
+	KeepCertificates  bool
 	// TakeOverCertificates lets add apply over Certificates of that name
 	// that another tool created (--take-over-certificates).
 	TakeOverCertificates bool
@@ -330,7 +335,7 @@ func (b *builder) params() tls.Params {
 		Issuer:   cmmeta.IssuerReference{Name: b.r.Issuer.Name, Kind: tls.IssuerKind(b.r.Issuer.Kind), Group: "cert-manager.io"},
 		Services: b.t.Services, Headless: b.t.Headless, PodNames: pods, ExtraDNS: b.r.ExtraDNS, ExtraIPs: b.r.ExtraIPs,
 		ClientUser: b.r.ClientUser, ClientOrgs: b.r.ClientOrgs, ClientOUs: b.r.ClientOUs,
-		Duration: b.r.Duration, RenewBefore: b.r.RenewBefore,
+		Duration: b.r.Duration, RenewBefore: b.r.RenewBefore, ClientDuration: b.r.ClientDuration, ClientRenewBefore: b.r.ClientRenewBefore,
 		ServerSecret: pgpool.ServerCertName(b.t.Name), ClientSecret: pgpool.ClientCertName(b.t.Name),
 	}
 }

@@ -30,21 +30,26 @@ const (
 
 // Params are the inputs of the desired Certificates.
 type Params struct {
-	Namespace    string
-	Name         string // the pgpool
-	Issuer       cmmeta.IssuerReference
-	Services     []string // Services that select the pgpool pods
-	Headless     string   // the headless Service, for pod DNS names
-	PodNames     []string
-	ExtraDNS     []string
-	ExtraIPs     []string // IP SANs of the server certificate beside 127.0.0.1
-	ClientUser   string
-	ClientOrgs   []string
-	ClientOUs    []string
-	Duration     time.Duration
-	RenewBefore  time.Duration
-	ServerSecret string
-	ClientSecret string
+	Namespace   string
+	Name        string // the pgpool
+	Issuer      cmmeta.IssuerReference
+	Services    []string // Services that select the pgpool pods
+	Headless    string   // the headless Service, for pod DNS names
+	PodNames    []string
+	ExtraDNS    []string
+	ExtraIPs    []string // IP SANs of the server certificate beside 127.0.0.1
+	ClientUser  string
+	ClientOrgs  []string
+	ClientOUs   []string
+	Duration    time.Duration
+	RenewBefore time.Duration
+	// Duration and RenewBefore are the server certificate's,
+	// ClientDuration and ClientRenewBefore the client certificate's (0:
+	// cert-manager's default).
+	ClientDuration    time.Duration
+	ClientRenewBefore time.Duration
+	ServerSecret      string
+	ClientSecret      string
 }
 
 // ServerDNSNames are the names a client may use to reach pgpool: each
@@ -86,18 +91,20 @@ func meta(p Params, name string) metav1.ObjectMeta {
 	}
 }
 
-func durations(p Params, c *cmapi.CertificateSpec) {
-	if p.Duration > 0 {
-		c.Duration = &metav1.Duration{Duration: p.Duration}
+// durations sets the lifetime and renewal of a Certificate (0: cert-manager's
+// defaults).
+func durations(c *cmapi.CertificateSpec, duration, renewBefore time.Duration) {
+	if duration > 0 {
+		c.Duration = &metav1.Duration{Duration: duration}
 	}
-	if p.RenewBefore > 0 {
-		c.RenewBefore = &metav1.Duration{Duration: p.RenewBefore}
+	if renewBefore > 0 {
+		c.RenewBefore = &metav1.Duration{Duration: renewBefore}
 	}
 }
 
 // ServerCertificate is the Certificate pgpool serves.
 func ServerCertificate(p Params, name string) *cmapi.Certificate {
-	return certificate(p, name, cmapi.CertificateSpec{
+	c := certificate(p, name, cmapi.CertificateSpec{
 		SecretName:  p.ServerSecret,
 		CommonName:  p.Name,
 		DNSNames:    ServerDNSNames(p),
@@ -107,10 +114,11 @@ func ServerCertificate(p Params, name string) *cmapi.Certificate {
 		IssuerRef:   p.Issuer,
 		PrivateKey:  &cmapi.CertificatePrivateKey{Algorithm: cmapi.RSAKeyAlgorithm, Size: 2048, RotationPolicy: cmapi.RotationPolicyAlways},
 	})
+	durations(&c.Spec, p.Duration, p.RenewBefore)
+	return c
 }
 
-// certificate is a Certificate of pgpool with spec and the durations asked
-// for.
+// certificate is a Certificate of pgpool with spec.
 func certificate(p Params, name string, spec cmapi.CertificateSpec) *cmapi.Certificate {
 	// The Secret carries the same labels, so that it is known as ours even
 	// after its Certificate is gone (a remove that stopped in between).
@@ -120,14 +128,13 @@ func certificate(p Params, name string, spec cmapi.CertificateSpec) *cmapi.Certi
 		ObjectMeta: meta(p, name),
 		Spec:       spec,
 	}
-	durations(p, &c.Spec)
 	return c
 }
 
 // ClientCertificate is the certificate clients (and the seed's psql) use for
 // cert auth: CN is the pgpool user, the subject comes from the flags.
 func ClientCertificate(p Params, name string) *cmapi.Certificate {
-	return certificate(p, name, cmapi.CertificateSpec{
+	c := certificate(p, name, cmapi.CertificateSpec{
 		SecretName: p.ClientSecret,
 		CommonName: p.ClientUser,
 		Subject:    &cmapi.X509Subject{Organizations: p.ClientOrgs, OrganizationalUnits: p.ClientOUs},
@@ -135,6 +142,8 @@ func ClientCertificate(p Params, name string) *cmapi.Certificate {
 		IssuerRef:  p.Issuer,
 		PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.RSAKeyAlgorithm, Size: 2048, RotationPolicy: cmapi.RotationPolicyAlways},
 	})
+	durations(&c.Spec, p.ClientDuration, p.ClientRenewBefore)
+	return c
 }
 
 // Condition returns a Certificate condition.
