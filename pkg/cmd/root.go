@@ -28,6 +28,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
 
 // BuildInfo is what `kubectl pgpool version` prints.
@@ -127,10 +128,11 @@ func (e UsageError) Unwrap() error { return e.Err }
 // 2 bad usage, 124 timeout, 130 interrupted.
 func ExitCode(err error) int {
 	var ue UsageError
+	var ie *tls.InvalidCertificateError
 	switch {
 	case err == nil:
 		return 0
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.As(err, &ie):
 		return 2
 	case errors.Is(err, plan.ErrInterrupted):
 		return 130

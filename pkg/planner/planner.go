@@ -344,6 +344,12 @@ func (b *builder) add() error {
 	p := b.params()
 	server := tls.ServerCertificate(p, pgpool.ServerCertName(b.t.Name))
 	client := tls.ClientCertificate(p, pgpool.ClientCertName(b.t.Name))
+	if err := tls.Validate(server, "the pgpool's name"); err != nil {
+		return err
+	}
+	if err := tls.Validate(client, "the client user, --client-user"); err != nil {
+		return err
+	}
 	for _, c := range []struct {
 		what string
 		obj  any

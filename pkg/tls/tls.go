@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -240,4 +241,47 @@ func serverIPs(p Params) []string {
 		}
 	}
 	return out
+}
+
+// InvalidCertificateError is a Certificate the plugin would write that
+// cert-manager's webhook refuses: found before any write.
+type InvalidCertificateError struct {
+	Namespace, Name string
+	Problems        []string
+}
+
+func (e *InvalidCertificateError) Error() string {
+	return fmt.Sprintf("Certificate %s/%s would be refused by cert-manager: %s; nothing was changed", e.Namespace, e.Name, strings.Join(e.Problems, "; "))
+}
+
+// Validate checks c against the rules of cert-manager's webhook that what
+// the user gives can break (a common name of at most 64 characters, the
+// minimum duration and renewBefore, renewBefore shorter than the duration),
+// so that a cluster without the webhook refuses it as one with it does, and
+// before the first write. what names the flag or field behind the common
+// name.
+func Validate(c *cmapi.Certificate, what string) error {
+	var problems []string
+	if n := len(c.Spec.CommonName); n > 64 {
+		problems = append(problems, fmt.Sprintf("spec.commonName (%s) is %d characters long, at most 64 are allowed", what, n))
+	}
+	duration := 90 * 24 * time.Hour // cert-manager's default
+	if c.Spec.Duration != nil {
+		duration = c.Spec.Duration.Duration
+	}
+	if duration < cmapi.MinimumCertificateDuration {
+		problems = append(problems, fmt.Sprintf("spec.duration %s is shorter than the minimum %s", duration, cmapi.MinimumCertificateDuration))
+	}
+	if rb := c.Spec.RenewBefore; rb != nil {
+		if rb.Duration < cmapi.MinimumRenewBefore {
+			problems = append(problems, fmt.Sprintf("spec.renewBefore %s is shorter than the minimum %s", rb.Duration, cmapi.MinimumRenewBefore))
+		}
+		if rb.Duration >= duration {
+			problems = append(problems, fmt.Sprintf("spec.renewBefore %s is not shorter than the duration %s", rb.Duration, duration))
+		}
+	}
+	if len(problems) > 0 {
+		return &InvalidCertificateError{Namespace: c.Namespace, Name: c.Name, Problems: problems}
+	}
+	return nil
 }
