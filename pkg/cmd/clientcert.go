@@ -117,6 +117,9 @@ func (o *ClientCertOptions) Run(ctx context.Context) error {
 	if o.Duration > 0 {
 		crt.Spec.Duration, crt.Spec.RenewBefore = &metav1.Duration{Duration: o.Duration}, nil
 	}
+	if err := tls.Validate(crt, "--user"); err != nil {
+		return err
+	}
 	body, err := json.Marshal(crt)
 	if err != nil {
 		return err
