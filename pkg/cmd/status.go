@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -126,6 +128,9 @@ type PodStatus struct {
 	Check  string         `json:"check,omitempty"`
 	Detail string         `json:"detail,omitempty"`
 	Served *verify.Served `json:"served,omitempty"`
+	// Endpoint maps each Service of the pgpool that has EndpointSlices to
+	// whether the pod is a ready endpoint of it (takes its traffic).
+	Endpoint map[string]bool `json:"endpoint,omitempty"`
 }
 
 // Complete resolves NAME or the fleet, and the clients.
@@ -198,6 +203,7 @@ func (o *StatusOptions) collect(ctx context.Context, t *pgpool.Target) *Status {
 	for i := range t.Pods {
 		st.Pods = append(st.Pods, PodStatus{Name: t.Pods[i].Name, Ready: pgpool.PodReady(&t.Pods[i]), UID: string(t.Pods[i].UID)})
 	}
+	o.endpoints(ctx, t, st.Pods)
 	var trust []byte
 	if t.Bundle != nil {
 		st.CABundle = &BundleStatus{ConfigMap: t.Bundle.Name, Issuer: tls.Subjects([]byte(t.Bundle.Data[tls.IssuerCAKey])),
@@ -211,6 +217,35 @@ func (o *StatusOptions) collect(ctx context.Context, t *pgpool.Target) *Status {
 		st.Backends = o.checkBackends(ctx, t, tls.Pool(trust), o.Timeout)
 	}
 	return &st
+}
+
+// endpoints fills in, for each pod, whether it is a ready endpoint of each
+// of the pgpool's Services (those without EndpointSlices are left out).
+func (o *StatusOptions) endpoints(ctx context.Context, t *pgpool.Target, pods []PodStatus) {
+	if o.Clients.EndpointSlices == nil || len(t.Services) == 0 {
+		return
+	}
+	sel := fmt.Sprintf("%s in (%s)", discoveryv1.LabelServiceName, strings.Join(t.Services, ","))
+	slices, err := o.Clients.EndpointSlices.EndpointSlices(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return // not allowed, or not served: status shows what it can
+	}
+	for _, es := range slices.Items {
+		svc := es.Labels[discoveryv1.LabelServiceName]
+		for i := range pods {
+			if pods[i].Endpoint == nil {
+				pods[i].Endpoint = map[string]bool{}
+			}
+			if _, seen := pods[i].Endpoint[svc]; !seen {
+				pods[i].Endpoint[svc] = false
+			}
+			for _, ep := range es.Endpoints {
+				if ep.TargetRef != nil && string(ep.TargetRef.UID) == pods[i].UID && ep.Conditions.Ready != nil && *ep.Conditions.Ready {
+					pods[i].Endpoint[svc] = true
+				}
+			}
+		}
+	}
 }
 
 // probePods fills in each pod's handshake result (each bounded by
@@ -312,6 +347,27 @@ func (o *StatusOptions) print(t *pgpool.Target, st *Status) error {
 	}
 	for _, p := range st.Pods {
 		fmt.Fprintf(w, "Pod %s:\tReady=%v\n", p.Name, p.Ready)
+		if len(p.Endpoint) > 0 {
+			var in, out []string
+			for svc, ready := range p.Endpoint {
+				if ready {
+					in = append(in, svc)
+				} else {
+					out = append(out, svc)
+				}
+			}
+			sort.Strings(in)
+			sort.Strings(out)
+			var parts []string
+			if len(in) > 0 {
+				parts = append(parts, "a ready endpoint of Service "+strings.Join(in, ", "))
+			}
+			if len(out) > 0 {
+				parts = append(parts, "not a ready endpoint of Service "+strings.Join(out, ", ")+" (no traffic through it)")
+			}
+			line := strings.Join(parts, "; ")
+			fmt.Fprintf(w, "  endpoint:\t%s\n", line)
+		}
 		if p.Check != "" {
 			fmt.Fprintf(w, "  handshake:\t%s: %s\n", p.Check, p.Detail)
 		}

@@ -557,6 +557,15 @@ func checkStatusOnKwok(t *testing.T, ns, out string, replicas int) {
 		if p.Check != want || p.Served != nil {
 			t.Fatalf("status of pod %s on kwok: check %q (%s), want %q", p.Name, p.Check, p.Detail, want)
 		}
+		// After the roll every pod takes the traffic of every Service.
+		if len(p.Endpoint) == 0 {
+			t.Fatalf("status of pod %s: no Service endpoint listed", p.Name)
+		}
+		for svc, ready := range p.Endpoint {
+			if !ready {
+				t.Fatalf("status of pod %s: not a ready endpoint of Service %s", p.Name, svc)
+			}
+		}
 	}
 	_, _, err := plugin(t, env.Kubeconfig, ns, "tls", "status", "pgpool", "--verify=required")
 	if err == nil || !strings.Contains(err.Error(), "is not proven to serve") {
