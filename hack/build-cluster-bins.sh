@@ -11,7 +11,7 @@ KEY="$( (go version; cat "$ROOT"/test/cluster/*/go.mod "$ROOT"/test/cluster/*/go
 	"$ROOT"/test/cluster/*/*.go "$ROOT"/test/cluster/kube/cmd/*/*.go "$0") | sha256sum | cut -c1-16)"
 OUT="$CACHE/bin/$KEY"
 want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok cert-manager-controller)
-[ "${REAL_NODE:-}" = 1 ] && want+=(kubelet)
+[ "${REAL_NODE:-}" = 1 ] && want+=(kubelet kube-proxy)
 missing=()
 for b in "${want[@]}"; do [ -x "$OUT/$b" ] || missing+=("$b"); done
 if [ ${#missing[@]} -eq 0 ]; then

@@ -11,7 +11,8 @@
 #
 # Environment: CLUSTER_DIR (state, default .cluster in the repo), PORT_BASE
 # (default 16400: etcd +0/+1, apiserver +43, kubelet healthz +48, kubelet
-# +50, controller-manager +57, scheduler +59, kwok +80).
+# +50, kube-proxy healthz +52 and metrics +53, controller-manager +57,
+# scheduler +59, kwok +80).
 #
 # The contract with tests and scripts is the file $CLUSTER_DIR/env, written
 # by `up`: KUBECONFIG, CLUSTER_DIR, BIN_DIR, PORT_BASE and REAL_NODE (0 or 1)
@@ -23,7 +24,7 @@ mkdir -p "$(dirname "$DIR")"
 DIR="$(cd "$(dirname "$DIR")" && pwd)/$(basename "$DIR")"
 BASE="${PORT_BASE:-16400}"
 # Every port the cluster binds, as an offset from PORT_BASE (port-offsets).
-PORT_OFFSETS="0 1 43 48 50 57 59 80"
+PORT_OFFSETS="0 1 43 48 50 52 53 57 59 80"
 ETCD_PORT=$((BASE + 0)) ETCD_PEER=$((BASE + 1)) API_PORT=$((BASE + 43))
 KCM_PORT=$((BASE + 57)) SCHED_PORT=$((BASE + 59)) KWOK_PORT=$((BASE + 80))
 KUBECONFIG_OUT="$DIR/kubeconfig"
@@ -149,6 +150,56 @@ kwok_stages() {
 # --- the optional real node (REAL_NODE=1): containerd + runc + CNI bridge + kubelet ---
 REAL_NODE_NAME=localhost
 KUBELET_PORT=$((BASE + 50)) KUBELET_HEALTHZ=$((BASE + 48))
+PROXY_HEALTHZ=$((BASE + 52)) PROXY_METRICS=$((BASE + 53))
+# Service ClusterIPs come from a range no usual cluster uses; the real
+# node's pods from its bridge.
+SVC_CIDR=10.251.0.0/16 POD_CIDR=10.244.77.0/24
+# Our iptables rules carry this comment, so that down removes exactly them.
+RULE_TAG=kubectl-pgpool-local-cluster
+
+# guard_rules: ClusterIP traffic never leaves the machine. A ClusterIP that
+# kube-proxy has not programmed is refused at once; one whose endpoint is
+# not a pod of the real node (a kwok pod's made-up address) is refused
+# instead of following the default route; routing the range to the bridge
+# keeps the lookup local (an "unreachable" route would refuse connections
+# before kube-proxy's DNAT runs).
+guard_rules() { # -I to add, -D to delete (every copy)
+	local op=$1 r c=(-m comment --comment "$RULE_TAG" -j REJECT)
+	for r in "OUTPUT -d $SVC_CIDR" \
+		"OUTPUT -m conntrack --ctstate DNAT --ctorigdst $SVC_CIDR ! -d $POD_CIDR" \
+		"FORWARD -m conntrack --ctstate DNAT --ctorigdst $SVC_CIDR ! -d $POD_CIDR"; do
+		# shellcheck disable=SC2086 # r is words on purpose
+		if [ "$op" = -I ]; then
+			iptables -I $r "${c[@]}"
+		else
+			while iptables -D $r "${c[@]}" 2>/dev/null; do :; done
+		fi
+	done
+}
+
+# proxy_up starts kube-proxy (iptables mode) for the real node, so that a
+# client on the host reaches a pgpool Service's ClusterIP.
+proxy_up() {
+	ip link show kpgpool0 >/dev/null 2>&1 || ip link add kpgpool0 type bridge
+	ip link set kpgpool0 up
+	ip route replace "$SVC_CIDR" dev kpgpool0
+	guard_rules -I
+	start kube-proxy "$BIN/kube-proxy" --kubeconfig "$KUBECONFIG_OUT" --hostname-override "$REAL_NODE_NAME" \
+		--proxy-mode iptables --cluster-cidr "$POD_CIDR" --nodeport-addresses "$POD_CIDR" \
+		--healthz-bind-address "127.0.0.1:$PROXY_HEALTHZ" --metrics-bind-address "127.0.0.1:$PROXY_METRICS" \
+		--conntrack-max-per-core 0 --conntrack-tcp-timeout-established 0 --conntrack-tcp-timeout-close-wait 0 \
+		--iptables-localhost-nodeports=false
+	wait_for kube-proxy 60 curl -sf "http://127.0.0.1:$PROXY_HEALTHZ/healthz"
+}
+
+# proxy_down stops kube-proxy and removes its chains, our rules and route.
+proxy_down() {
+	[ -f "$DIR/pids/kube-proxy.pid" ] || return 0
+	stop_one kube-proxy
+	"$BIN/kube-proxy" --cleanup --proxy-mode iptables >/dev/null 2>&1 || true
+	guard_rules -D
+	ip route delete "$SVC_CIDR" dev kpgpool0 >/dev/null 2>&1 || true
+}
 
 real_node_check() {
 	local missing=()
@@ -248,6 +299,7 @@ real_node_up() {
 		--root-dir "$N/kubelet/root" --cert-dir "$N/kubelet/pki" --hostname-override "$REAL_NODE_NAME" \
 		--node-labels kubectl-pgpool.io/real-node=true
 	wait_for "node $REAL_NODE_NAME Ready" 120 "$BIN/kubectl" --kubeconfig "$KUBECONFIG_OUT" wait --for condition=Ready --timeout 1s node/$REAL_NODE_NAME
+	proxy_up
 }
 
 # real_node_down removes the real node's containers (their shims outlive
@@ -255,6 +307,7 @@ real_node_up() {
 real_node_down() {
 	local N="$DIR/node" sock="$DIR/node/containerd/containerd.sock"
 	[ -d "$N" ] || return 0
+	proxy_down
 	if [ -f "$DIR/pids/kubelet.pid" ]; then stop_one kubelet; fi
 	if [ -S "$sock" ] && alive "$DIR/pids/containerd.pid"; then
 		say "removing the real node's containers"
@@ -322,7 +375,7 @@ up() {
 		--kubelet-preferred-address-types Hostname,InternalIP \
 		--service-account-issuer https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file "$DIR/pki/sa.pub" --service-account-signing-key-file "$DIR/pki/sa.key" \
-		--service-cluster-ip-range 10.96.0.0/16 --authorization-mode RBAC --allow-privileged \
+		--service-cluster-ip-range "$SVC_CIDR" --authorization-mode RBAC --allow-privileged \
 		--endpoint-reconciler-type none --cert-dir "$DIR/pki/apiserver-certs"
 	wait_for kube-apiserver 90 "${K[@]}" get --raw /readyz
 
