@@ -182,7 +182,8 @@ func loadConnect(ctx context.Context, addr string, login LoadLogin) (*pgx.Conn, 
 		}
 		req := []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f} // SSLRequest: length 8, code 80877103
 		answer := make([]byte, 1)
-		if _, err := conn.Write(req); err == nil {
+		_, err = conn.Write(req)
+		if err == nil {
 			_, err = io.ReadFull(conn, answer)
 		}
 		if err != nil {
