@@ -25,7 +25,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -646,31 +645,7 @@ func TestFailedRollRollsBack(t *testing.T) {
 // with replicas Ready pods.
 func realPgpool(t *testing.T, replicas int) string {
 	t.Helper()
-	return realPgpoolWith(t, replicas, nil)
-}
-
-// realPgpoolWith is realPgpool with the fixture's objects changed by mutate
-// first (nil: as they are).
-func realPgpoolWith(t *testing.T, replicas int, mutate func(*unstructured.Unstructured)) string {
-	t.Helper()
-	ns := env.Namespace(t)
-	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
-	env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
-	ctx := testenv.Context(t, 2*time.Minute)
-	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	objs := env.Fixture(t, "kubedb-real.yaml")
-	if mutate != nil {
-		for _, o := range objs {
-			mutate(o)
-		}
-	}
-	env.Apply(t, ns, objs, replicas)
-	env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
-	env.WaitIssuerReady(t, ctx, ns, "pp-new-issuer")
-	env.WaitPodsReady(t, ns, selector, replicas, 3*time.Minute)
-	return ns
+	return env.RealPgpool(t, replicas, nil)
 }
 
 // An add killed with SIGKILL in the middle of its roll on the real node

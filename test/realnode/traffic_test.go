@@ -1,45 +1,12 @@
 package realnode
 
 import (
-	"context"
-	cryptotls "crypto/tls"
-	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
-
-// serviceLogin logs in as postgres: with the client certificate the Secret
-// holds at that moment (cert auth, once add made one), and the password
-// (md5 before add and after remove).
-func serviceLogin(ns string) testenv.LoadLogin {
-	return func(ctx context.Context) (string, string, *cryptotls.Certificate) {
-		var cert *cryptotls.Certificate
-		if s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, "pgpool-client-cert", metav1.GetOptions{}); err == nil {
-			if kp, err := cryptotls.X509KeyPair(s.Data["tls.crt"], s.Data["tls.key"]); err == nil {
-				cert = &kp
-			}
-		}
-		return "postgres", "pgpool-demo-password", cert
-	}
-}
-
-// clusterIP is the address of Service pgpool (kube-proxy programs it on the
-// host).
-func clusterIP(t *testing.T, ns string) string {
-	t.Helper()
-	svc, err := env.Kube.CoreV1().Services(ns).Get(testenv.Context(t, time.Minute), "pgpool", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(svc.Spec.Ports[0].Port))
-}
 
 // Clients that reach pgpool through its Service (kube-proxy on the host)
 // keep working through the seed's four operations on 3 replicas with the
@@ -52,9 +19,9 @@ func TestServiceTrafficDuringRolls(t *testing.T) {
 		t.Fatal("the cluster has no real node: start it with REAL_NODE=1 make cluster-up")
 	}
 	const replicas, clients = 3, 4
-	ns := realPgpoolWith(t, replicas, PreStopSleep(5))
-	addr := clusterIP(t, ns)
-	login := serviceLogin(ns)
+	ns := env.RealPgpool(t, replicas, testenv.PreStopSleep(5))
+	addr := env.ServiceAddr(t, ns, "pgpool")
+	login := env.PgpoolLogin(ns)
 
 	// Before anything: the Service answers through kube-proxy.
 	warm := testenv.StartLoad(addr, 1, true, login)
@@ -90,22 +57,5 @@ func TestServiceTrafficDuringRolls(t *testing.T) {
 	t.Logf("add, clients without retry: %s", r)
 	if r.Dropped == 0 || r.Failed == 0 {
 		t.Errorf("clients without retry through a roll of every pod: %s, want dropped connections and failed queries reported", r)
-	}
-}
-
-// PreStopSleep gives every container of the pgpool StatefulSet a preStop
-// sleep of secs seconds (the grace period stays longer): the pod keeps
-// serving while its endpoint leaves the Services and kube-proxy reprograms.
-func PreStopSleep(secs int64) func(*unstructured.Unstructured) {
-	return func(o *unstructured.Unstructured) {
-		if o.GetKind() != "StatefulSet" {
-			return
-		}
-		cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
-		for i := range cs {
-			c := cs[i].(map[string]any)
-			c["lifecycle"] = map[string]any{"preStop": map[string]any{"sleep": map[string]any{"seconds": secs}}}
-		}
-		_ = unstructured.SetNestedSlice(o.Object, cs, "spec", "template", "spec", "containers")
 	}
 }

@@ -1,0 +1,55 @@
+package bench
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
+)
+
+// BenchmarkAvailability: 8 clients through the Service (kube-proxy on the
+// real node) during each of the seed's operations on 3 real replicas,
+// reconnecting and retrying once after an error: dropped connections,
+// queries failed even after the retry, and the longest time a client went
+// without a successful query; without and with a preStop sleep of 5 s.
+func BenchmarkAvailability(b *testing.B) {
+	if !env.Cluster.RealNode {
+		b.Skip("needs the real node: REAL_NODE=1 make cluster-up")
+	}
+	for _, setting := range []struct {
+		name   string
+		mutate func(*unstructured.Unstructured)
+	}{{"no-prestop", nil}, {"prestop-sleep-5s", testenv.PreStopSleep(5)}} {
+		b.Run(setting.name, func(b *testing.B) {
+			ns := env.RealPgpool(b, 3, setting.mutate)
+			addr, login := env.ServiceAddr(b, ns, "pgpool"), env.PgpoolLogin(ns)
+			for _, op := range [][]string{
+				{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert",
+					"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert"},
+				{"tls", "rotate", "pgpool"},
+				{"tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer"},
+				{"tls", "remove", "pgpool"},
+			} {
+				b.Run(op[1], func(b *testing.B) {
+					if b.N > 1 {
+						b.Fatal("run with -benchtime 1x: each operation depends on the one before")
+					}
+					load := testenv.StartLoad(addr, 8, true, login)
+					_, errOut, err := run(context.Background(), env.Kubeconfig, ns, nil, append(op, "--yes")...)
+					r := load.Stop()
+					if err != nil {
+						b.Fatalf("%s: %v\n%s", op[1], err, errOut)
+					}
+					b.Logf("%s; first errors: %s", r, strings.Join(r.Errors, "; "))
+					b.ReportMetric(float64(r.Dropped), "dropped")
+					b.ReportMetric(float64(r.Failed), "failed-after-retry")
+					b.ReportMetric(r.LongestGap.Seconds(), "longest-gap-s")
+					b.ReportMetric(0, "ns/op")
+				})
+			}
+		})
+	}
+}
