@@ -192,11 +192,15 @@ proxy_up() {
 	wait_for kube-proxy 60 curl -sf "http://127.0.0.1:$PROXY_HEALTHZ/healthz"
 }
 
-# proxy_down stops kube-proxy and removes its chains, our rules and route.
+# proxy_down stops kube-proxy and removes its chains, our rules and route
+# (also after a kube-proxy that died or a down that stopped half-way).
 proxy_down() {
-	[ -f "$DIR/pids/kube-proxy.pid" ] || return 0
 	stop_one kube-proxy
-	"$BIN/kube-proxy" --cleanup --proxy-mode iptables >/dev/null 2>&1 || true
+	local bin
+	bin="$(cat "$DIR/bin-dir" 2>/dev/null || true)"
+	if [ -x "$bin/kube-proxy" ]; then
+		"$bin/kube-proxy" --cleanup --proxy-mode iptables >/dev/null 2>&1 || true
+	fi
 	guard_rules -D
 	ip route delete "$SVC_CIDR" dev kpgpool0 >/dev/null 2>&1 || true
 }
@@ -295,6 +299,9 @@ real_node_up() {
 		localStorageCapacityIsolation: false
 		shutdownGracePeriod: 0s
 	EOF
+	# The kubelet adds iptables chains of its own (KUBE-FIREWALL and the
+	# KUBE-KUBELET-CANARY chains): down removes them if they were not here.
+	iptables -S KUBE-FIREWALL >/dev/null 2>&1 || touch "$N/created-kubelet-chains"
 	start kubelet "$BIN/kubelet" --config "$N/kubelet/config.yaml" --kubeconfig "$KUBECONFIG_OUT" \
 		--root-dir "$N/kubelet/root" --cert-dir "$N/kubelet/pki" --hostname-override "$REAL_NODE_NAME" \
 		--node-labels kubectl-pgpool.io/real-node=true
@@ -328,6 +335,18 @@ real_node_down() {
 	ip link delete kpgpool0 >/dev/null 2>&1 || true
 	# libcni caches results outside containerd's dirs, named after our network.
 	rm -f /var/lib/cni/results/kubectl-pgpool-* 2>/dev/null || true
+	if [ -f "$N/created-kubelet-chains" ]; then
+		say "removing the kubelet's iptables chains"
+		local ipt
+		for ipt in iptables ip6tables; do
+			$ipt -D INPUT -j KUBE-FIREWALL 2>/dev/null || true
+			$ipt -D OUTPUT -j KUBE-FIREWALL 2>/dev/null || true
+			$ipt -F KUBE-FIREWALL 2>/dev/null || true
+			$ipt -X KUBE-FIREWALL 2>/dev/null || true
+			for t in filter nat mangle; do $ipt -t "$t" -X KUBE-KUBELET-CANARY 2>/dev/null || true; done
+			$ipt -t mangle -X KUBE-IPTABLES-HINT 2>/dev/null || true
+		done
+	fi
 	if [ -f "$N/created-paths" ]; then
 		while read -r d; do
 			say "removing $d (created by the real node)"
