@@ -26,13 +26,7 @@ func BenchmarkAvailability(b *testing.B) {
 		b.Run(setting.name, func(b *testing.B) {
 			ns := env.RealPgpool(b, 3, setting.mutate)
 			addr, login := env.ServiceAddr(b, ns, "pgpool"), env.PgpoolLogin(ns)
-			for _, op := range [][]string{
-				{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert",
-					"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert"},
-				{"tls", "rotate", "pgpool"},
-				{"tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer"},
-				{"tls", "remove", "pgpool"},
-			} {
+			for _, op := range testenv.SeedOperations() {
 				b.Run(op[1], func(b *testing.B) {
 					if b.N > 1 {
 						b.Fatal("run with -benchtime 1x: each operation depends on the one before")

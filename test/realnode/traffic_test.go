@@ -30,13 +30,7 @@ func TestServiceTrafficDuringRolls(t *testing.T) {
 		t.Fatalf("no query through Service pgpool at %s within a minute: %s; %s", addr, r, strings.Join(r.Errors, "; "))
 	}
 
-	for _, op := range [][]string{
-		{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert",
-			"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert"},
-		{"tls", "rotate", "pgpool"},
-		{"tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer"},
-		{"tls", "remove", "pgpool"},
-	} {
+	for _, op := range testenv.SeedOperations() {
 		load := testenv.StartLoad(addr, clients, true, login)
 		roll(t, ns, replicas, op...)
 		r := load.Stop()

@@ -85,3 +85,16 @@ func (e *Env) PgpoolLogin(ns string) LoadLogin {
 		return "postgres", "pgpool-demo-password", cert
 	}
 }
+
+// SeedOperations are the seed's four operations on the real fixture, in
+// order: add (sslMode require, clientAuthMode cert, trusting the backend's
+// CA), rotate, change-issuer, remove.
+func SeedOperations() [][]string {
+	return [][]string{
+		{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert",
+			"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert"},
+		{"tls", "rotate", "pgpool"},
+		{"tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer"},
+		{"tls", "remove", "pgpool"},
+	}
+}
