@@ -112,6 +112,7 @@ func selfSigned(t *testing.T, notAfter time.Time) []byte {
 func TestStatusFleetExpiryColours(t *testing.T) {
 	t.Setenv("TERM", "xterm-256color")
 	t.Setenv("NO_COLOR", "")
+	t.Setenv("CI", "") // lipgloss (termenv) takes any CI=... for no terminal
 	for _, tc := range []struct {
 		days int
 		code string // lipgloss colour 9 (red) or 11 (yellow), as ANSI
