@@ -14,7 +14,8 @@ import (
 // real node) during each of the seed's operations on 3 real replicas,
 // reconnecting and retrying once after an error: dropped connections,
 // queries failed even after the retry, and the longest time a client went
-// without a successful query; without and with a preStop sleep of 5 s.
+// without a successful query; without and with a preStop sleep of 5 s, and
+// with the sleep followed by pgpool's fast shutdown.
 func BenchmarkAvailability(b *testing.B) {
 	if !env.Cluster.RealNode {
 		b.Skip("needs the real node: REAL_NODE=1 make cluster-up")
@@ -22,7 +23,7 @@ func BenchmarkAvailability(b *testing.B) {
 	for _, setting := range []struct {
 		name   string
 		mutate func(*unstructured.Unstructured)
-	}{{"no-prestop", nil}, {"prestop-sleep-5s", testenv.PreStopSleep(5)}} {
+	}{{"no-prestop", nil}, {"prestop-sleep-5s", testenv.PreStopSleep(5)}, {"prestop-sleep-5s-fast-shutdown", testenv.PreStopFastShutdown(5)}} {
 		b.Run(setting.name, func(b *testing.B) {
 			ns := env.RealPgpool(b, 3, setting.mutate)
 			addr, login := env.ServiceAddr(b, ns, "pgpool"), env.PgpoolLogin(ns)

@@ -60,6 +60,28 @@ func PreStopSleep(secs int64) func(*unstructured.Unstructured) {
 	}
 }
 
+// PreStopFastShutdown is PreStopSleep, after which the pgpool container
+// stops pgpool itself with a fast shutdown (pgpool -m fast stop: clients are
+// disconnected at once) instead of the smart one the kubelet's SIGTERM asks
+// for (wait for clients to leave, until the grace period ends).
+func PreStopFastShutdown(secs int64) func(*unstructured.Unstructured) {
+	return func(o *unstructured.Unstructured) {
+		PreStopSleep(secs)(o)
+		if o.GetKind() != "StatefulSet" {
+			return
+		}
+		cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		for i := range cs {
+			c := cs[i].(map[string]any)
+			if c["name"] == "pgpool" {
+				c["lifecycle"] = map[string]any{"preStop": map[string]any{"exec": map[string]any{"command": []any{"sh", "-c",
+					fmt.Sprintf("sleep %d; pgpool -f /opt/pgpool-II/etc/pgpool.conf -m fast stop || true", secs)}}}}
+			}
+		}
+		_ = unstructured.SetNestedSlice(o.Object, cs, "spec", "template", "spec", "containers")
+	}
+}
+
 // ServiceAddr is ClusterIP:port of Service name in ns (kube-proxy programs
 // it on the host).
 func (e *Env) ServiceAddr(t testing.TB, ns, name string) string {
