@@ -848,7 +848,7 @@ func (b *builder) changeIssuer() {
 		// Resuming: the server Certificate moved already, so ca.crt is the
 		// new CA; the old one is in the bundle the stopped run wrote.
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls change-issuer that did not finish: Certificate %s is already on %s %q", server, tls.IssuerKind(b.r.Issuer.Kind), b.r.Issuer.Name))
-		b.waitCert(server, 0, false)
+		b.waitCert(server, b.movedRevision(server), false)
 		previous = nil
 		if b.t.Bundle != nil {
 			if p := b.t.Bundle.Data[tls.PreviousCAKey]; len(tls.Subjects([]byte(p))) > 0 {
@@ -868,6 +868,9 @@ func (b *builder) changeIssuer() {
 	b.roll(changed)
 	if !onIssuer(b.t, client, b.r.Issuer) {
 		move(client, ", now that every pod trusts both CAs")
+	} else if r := b.movedRevision(client); r > 0 {
+		// Resuming after the client Certificate moved: wait for its re-issue.
+		b.waitCert(client, r, false)
 	}
 	b.verify("on")
 }
@@ -939,6 +942,18 @@ func (b *builder) record() {
 
 // reissued reports whether Certificate n was issued after the backup of the
 // unfinished run of this operation was taken (that run re-issued it).
+// movedRevision is what a Certificate that the unfinished run already moved
+// to the new issuer must be issued after: its revision in that run's backup
+// (cert-manager re-issues a moved Certificate, and until it has, Ready may
+// still describe the old issuer's certificate); 0 (Ready is enough) when
+// no run is being resumed.
+func (b *builder) movedRevision(n string) int {
+	if !b.resuming() {
+		return 0
+	}
+	return b.t.Backup.Revisions[n]
+}
+
 func (b *builder) reissued(n string) bool {
 	c := b.t.Certificates[n]
 	if !b.resuming() || c == nil {

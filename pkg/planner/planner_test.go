@@ -452,6 +452,25 @@ func TestChangeIssuerResumes(t *testing.T) {
 	if _, err := Build(tg, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"}); err != nil {
 		t.Fatalf("both moved, last run failed (pods may not be rolled): %v", err)
 	}
+	// Killed right after moving the client Certificate (its backup pending):
+	// the run again waits for cert-manager to re-issue both moved
+	// Certificates (a revision after the backup's), Ready alone is not
+	// enough: it may still describe the old issuer's certificate.
+	tg.Annotations = nil
+	tg.Backup = &pgpool.Backup{Operation: ChangeIssuer, Revisions: map[string]int{"pgpool-server-cert": 3, "pgpool-client-cert": 5}}
+	p, err = Build(tg, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waits := map[string]int{}
+	for _, s := range p.Steps {
+		if w, ok := s.Spec.(plan.WaitCertificateSpec); ok {
+			waits[s.Object.Name] = w.AfterRevision
+		}
+	}
+	if waits["pgpool-server-cert"] != 3 || waits["pgpool-client-cert"] != 5 {
+		t.Fatalf("resumed after both moved: waits %v, want after the backup's revisions 3 and 5", waits)
+	}
 }
 
 // A backend CA in the bundle is trusted for client certificates too (one
