@@ -44,6 +44,18 @@ func (r *Runner) checkPod(ctx context.Context, pod string, tlsOn bool, report fu
 		return "", err
 	}
 	s, err := verify.Check(ctx, r.dialer(), pod, want)
+	var me *verify.MismatchError
+	if errors.As(err, &me) {
+		// What the pod must serve was read before it started (while it was
+		// being replaced): if cert-manager wrote the Secret since (a renewal,
+		// or an issuance it repeated), the pod may serve the newer one.
+		// Compare with the Secret as it is now before calling it a mismatch.
+		r.want = nil
+		if want, err = r.expectation(ctx, tlsOn); err != nil {
+			return "", err
+		}
+		s, err = verify.Check(ctx, r.dialer(), pod, want)
+	}
 	var de *verify.DialError
 	if errors.As(err, &de) {
 		if r.Verify == VerifyRequired {
