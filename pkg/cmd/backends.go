@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"net"
 	"strings"
 	"time"
@@ -94,15 +95,11 @@ func (o *connection) readCAs(ctx context.Context, ns string, refs []string) ([]b
 // issuerCA returns the CA an issuer signs with, when it can be read: a CA
 // Issuer's Secret in the pgpool's namespace (ca.crt, else tls.crt). Other
 // issuers (and ClusterIssuers, whose Secret lives elsewhere) give nil.
-func (o *connection) issuerCA(ctx context.Context, ns string, ref pgpool.IssuerRef) []byte {
-	if ref.Kind == "ClusterIssuer" {
+func (o *connection) issuerCA(ctx context.Context, ns string, ref pgpool.IssuerRef, spec cmapi.IssuerSpec) []byte {
+	if ref.Kind == "ClusterIssuer" || spec.CA == nil {
 		return nil
 	}
-	iss, err := o.Clients.CertManager.Issuers(ns).Get(ctx, ref.Name, metav1.GetOptions{})
-	if err != nil || iss.Spec.CA == nil {
-		return nil
-	}
-	s, err := o.Clients.Core.Secrets(ns).Get(ctx, iss.Spec.CA.SecretName, metav1.GetOptions{})
+	s, err := o.Clients.Core.Secrets(ns).Get(ctx, spec.CA.SecretName, metav1.GetOptions{})
 	if err != nil {
 		return nil
 	}

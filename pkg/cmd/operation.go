@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
@@ -392,6 +393,7 @@ type preflighted struct {
 	warnings                       []string
 	login                          verify.Login
 	backendCA, currentCA, issuerCA []byte
+	issuerSpec                     cmapi.IssuerSpec
 	backends                       func() (warnings []string, err error)
 }
 
@@ -416,11 +418,16 @@ func (o *OperationOptions) preflightReads(ctx context.Context, req planner.Reque
 		return nil
 	}}
 	if newIssuer {
-		reads = append(reads, func() error {
-			// change-issuer with cert auth checks again once the pgpool's
-			// auth mode is known (preflight).
+		reads = append(reads, func() (err error) {
+			// One read of the issuer: ready, and (then) its CA. change-issuer
+			// with cert auth judges its spec again once the pgpool's auth
+			// mode is known (preflight).
 			ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
-			return issuing.IssuerReady(ctx, o.Clients.CertManager, ns, ref, req.Operation == planner.Add && req.AuthMode == "cert")
+			pf.issuerSpec, err = issuing.IssuerReady(ctx, o.Clients.CertManager, ns, ref, req.Operation == planner.Add && req.AuthMode == "cert")
+			if err == nil && withCAs {
+				pf.issuerCA = o.issuerCA(ctx, ns, req.Issuer, pf.issuerSpec)
+			}
+			return err
 		})
 	}
 	reads = append(reads, func() (err error) {
@@ -453,9 +460,6 @@ func (o *OperationOptions) preflightReads(ctx context.Context, req planner.Reque
 			}
 			return nil
 		})
-		if newIssuer {
-			reads = append(reads, func() error { pf.issuerCA = o.issuerCA(ctx, ns, req.Issuer); return nil })
-		}
 	}
 	if err := parallel.All(reads...); err != nil {
 		return err
@@ -472,8 +476,7 @@ func (o *OperationOptions) preflightReads(ctx context.Context, req planner.Reque
 // against the operation are part of planner.Build.)
 func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req *planner.Request, pf *preflighted) error {
 	if req.Operation == planner.ChangeIssuer && t.State.AuthMode == "cert" {
-		ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
-		if err := issuing.IssuerReady(ctx, o.Clients.CertManager, t.Namespace, ref, true); err != nil {
+		if err := issuing.RefuseSelfSigned(pf.issuerSpec, cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}); err != nil {
 			return err
 		}
 	}

@@ -123,40 +123,53 @@ const clockSkew = 5 * time.Second
 // log in with a certificate), a SelfSigned issuer is refused too: each of
 // its certificates is signed by its own key, so the client certificate is
 // not signed by the CA pgpool reads (ca.crt is the server certificate).
-func IssuerReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns string, ref cmmeta.IssuerReference, clientCerts bool) error {
+// It returns the issuer's spec (for its CA Secret, and RefuseSelfSigned).
+func IssuerReady(ctx context.Context, cm cmclient.CertmanagerV1Interface, ns string, ref cmmeta.IssuerReference, clientCerts bool) (cmapi.IssuerSpec, error) {
 	var conds []cmapi.IssuerCondition
 	var spec cmapi.IssuerSpec
 	switch ref.Kind {
 	case "ClusterIssuer":
 		ci, err := cm.ClusterIssuers().Get(ctx, ref.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("ClusterIssuer %q not found: create it, or name an existing one with --issuer (list them with: kubectl get clusterissuers)", ref.Name)
+			return spec, fmt.Errorf("ClusterIssuer %q not found: create it, or name an existing one with --issuer (list them with: kubectl get clusterissuers)", ref.Name)
 		} else if err != nil {
-			return fmt.Errorf("get ClusterIssuer %s: %w", ref.Name, err)
+			return spec, fmt.Errorf("get ClusterIssuer %s: %w", ref.Name, err)
 		}
 		conds, spec = ci.Status.Conditions, ci.Spec
 	default:
 		is, err := cm.Issuers(ns).Get(ctx, ref.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("Issuer %q not found in namespace %q: create it, or name an existing one with --issuer (list them with: kubectl get issuers -n %s; for a ClusterIssuer add --issuer-kind ClusterIssuer)", ref.Name, ns, ns)
+			return spec, fmt.Errorf("Issuer %q not found in namespace %q: create it, or name an existing one with --issuer (list them with: kubectl get issuers -n %s; for a ClusterIssuer add --issuer-kind ClusterIssuer)", ref.Name, ns, ns)
 		} else if err != nil {
-			return fmt.Errorf("get Issuer %s/%s: %w", ns, ref.Name, err)
+			return spec, fmt.Errorf("get Issuer %s/%s: %w", ns, ref.Name, err)
 		}
 		conds, spec = is.Status.Conditions, is.Spec
 	}
 	if spec.ACME != nil {
-		return fmt.Errorf("%s %q is an ACME issuer, which writes no ca.crt into the Secret: pgpool needs its issuer's CA (ssl_ca_cert) to verify client certificates and its backends; use a CA or Vault issuer; nothing was changed", tls.IssuerKind(ref.Kind), ref.Name)
+		return spec, fmt.Errorf("%s %q is an ACME issuer, which writes no ca.crt into the Secret: pgpool needs its issuer's CA (ssl_ca_cert) to verify client certificates and its backends; use a CA or Vault issuer; nothing was changed", tls.IssuerKind(ref.Kind), ref.Name)
 	}
-	if spec.SelfSigned != nil && clientCerts {
-		return fmt.Errorf("%s %q is a SelfSigned issuer: each certificate it issues is signed by its own key, so pgpool (whose CA would be the server certificate itself) cannot verify the client certificate and every cert login would fail; use a CA issuer (a SelfSigned issuer can sign that CA), or a password auth mode; nothing was changed", tls.IssuerKind(ref.Kind), ref.Name)
+	if clientCerts {
+		if err := RefuseSelfSigned(spec, ref); err != nil {
+			return spec, err
+		}
 	}
 	for _, c := range conds {
 		if c.Type == cmapi.IssuerConditionReady {
 			if c.Status == cmmeta.ConditionTrue {
-				return nil
+				return spec, nil
 			}
-			return fmt.Errorf("%s %q is not Ready (%s: %s): fix it before changing TLS", tls.IssuerKind(ref.Kind), ref.Name, c.Reason, c.Message)
+			return spec, fmt.Errorf("%s %q is not Ready (%s: %s): fix it before changing TLS", tls.IssuerKind(ref.Kind), ref.Name, c.Reason, c.Message)
 		}
 	}
-	return fmt.Errorf("%s %q has no Ready condition yet: is cert-manager running?", tls.IssuerKind(ref.Kind), ref.Name)
+	return spec, fmt.Errorf("%s %q has no Ready condition yet: is cert-manager running?", tls.IssuerKind(ref.Kind), ref.Name)
+}
+
+// RefuseSelfSigned refuses a SelfSigned issuer when clients log in with
+// certificates: each certificate it issues is signed by its own key, so the
+// client certificate is not signed by the CA pgpool reads.
+func RefuseSelfSigned(spec cmapi.IssuerSpec, ref cmmeta.IssuerReference) error {
+	if spec.SelfSigned == nil {
+		return nil
+	}
+	return fmt.Errorf("%s %q is a SelfSigned issuer: each certificate it issues is signed by its own key, so pgpool (whose CA would be the server certificate itself) cannot verify the client certificate and every cert login would fail; use a CA issuer (a SelfSigned issuer can sign that CA), or a password auth mode; nothing was changed", tls.IssuerKind(ref.Kind), ref.Name)
 }

@@ -102,17 +102,17 @@ func TestIssuerReady(t *testing.T) {
 			Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "ca"}}}},
 		&cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Name: "self", Namespace: "demo"}, Status: ready,
 			Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{SelfSigned: &cmapi.SelfSignedIssuer{}}}})
-	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "letsencrypt"}, false); err == nil || !strings.Contains(err.Error(), "is an ACME issuer, which writes no ca.crt") {
+	if _, err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "letsencrypt"}, false); err == nil || !strings.Contains(err.Error(), "is an ACME issuer, which writes no ca.crt") {
 		t.Fatalf("ACME: %v", err)
 	}
-	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "ca"}, true); err != nil {
+	if _, err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "ca"}, true); err != nil {
 		t.Fatalf("CA issuer: %v", err)
 	}
 	// SelfSigned: fine for passwords over TLS, not for client certificates.
-	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "self"}, false); err != nil {
+	if _, err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "self"}, false); err != nil {
 		t.Fatalf("SelfSigned without client certificates: %v", err)
 	}
-	if err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "self"}, true); err == nil || !strings.Contains(err.Error(), "cannot verify the client certificate") {
+	if _, err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "self"}, true); err == nil || !strings.Contains(err.Error(), "cannot verify the client certificate") {
 		t.Fatalf("SelfSigned with client certificates: %v", err)
 	}
 }
