@@ -325,7 +325,8 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 	o := restart.Options{DryRun: r.dryRun(), OnProgress: report}
 	t0 := time.Now()
 	// What the replacement must serve is read from the Secrets while the
-	// pod is replaced (they do not change during a roll).
+	// pod is replaced (a round trip saved); checkPod reads them again if the
+	// pod serves something else (cert-manager may have written them since).
 	var prefetch sync.WaitGroup
 	defer prefetch.Wait()
 	if !r.ServerDryRun && r.Verify != VerifyOff && !r.verifyUnavailable {
@@ -398,11 +399,11 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 	err := parallel.All(func() error {
 		// 1. The config says what it should.
 		if kind == "Secret" {
-			sec, err := r.Clients.Core.Secrets(ns).Get(ctx, cname, metav1.GetOptions{})
+			cs, err := r.Clients.Core.Secrets(ns).Get(ctx, cname, metav1.GetOptions{})
 			if err != nil {
 				return fmt.Errorf("verify: get Secret %s/%s: %w", ns, cname, err)
 			}
-			pgpoolConf = string(sec.Data["pgpool.conf"])
+			pgpoolConf = string(cs.Data["pgpool.conf"])
 			return nil
 		}
 		cm, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, cname, metav1.GetOptions{})
