@@ -79,14 +79,14 @@ func New(core, certManager, workloadObjs []runtime.Object) *Cluster {
 }
 
 // Writes lists the writes the fakes saw, as "verb resource"
-// (SelfSubjectAccessReviews, which only ask, are left out).
+// (the access and rules reviews, which only ask, are left out).
 func (c *Cluster) Writes() []string {
 	var out []string
 	for _, set := range [][]k8stesting.Action{c.Core.Actions(), c.CertManager.Actions(), c.Dynamic.Actions()} {
 		for _, a := range set {
 			switch a.GetVerb() {
 			case "create", "update", "patch", "delete":
-				if a.GetResource().Resource != "selfsubjectaccessreviews" {
+				if r := a.GetResource().Resource; r != "selfsubjectaccessreviews" && r != "selfsubjectrulesreviews" {
 					out = append(out, a.GetVerb()+" "+a.GetResource().Resource)
 				}
 			}

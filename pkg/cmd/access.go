@@ -4,9 +4,15 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/discovery"
+	authorizationv1client "k8s.io/client-go/kubernetes/typed/authorization/v1"
+	"k8s.io/component-helpers/auth/rbac/validation"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
@@ -102,16 +108,28 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 	return a
 }
 
-// checkAccess asks the API server (SelfSubjectAccessReview) whether the
-// user may do everything the operation will do, so that a missing
-// permission is reported before the first write rather than halfway.
+// checkAccess asks the API server whether the user may do everything the
+// operation will do, so that a missing permission is reported before the
+// first write rather than halfway. One SelfSubjectRulesReview lists the
+// user's rules in the namespace (the rules of a namespace are read once
+// per run, so a fleet asks once per namespace, not ~20 times per pgpool);
+// a permission they grant is allowed. A permission they do not grant, or
+// every permission when the review is incomplete (an authorizer that
+// cannot list its rules, such as a webhook) or refused, is asked one by
+// one (SelfSubjectAccessReview, all at once), so the rules can only save
+// requests, never deny what the API server would allow.
 func (o *OperationOptions) checkAccess(ctx context.Context, t *pgpool.Target, p *plan.Plan) error {
-	// The reviews are independent: ask them all at once (one round trip of
-	// latency instead of one per permission).
 	wants := needs(t, p, o.Verify == "required")
-	allowed := make([]bool, len(wants))
-	err := parallel.Each(len(wants), func(i int) error {
-		a := wants[i]
+	rules := o.cache.rules(ctx, o.Clients.Authorization, t.Namespace)
+	var ask []access
+	for _, a := range wants {
+		if ok, _ := validation.Covers(rules, []rbacv1.PolicyRule{a.rule()}); !ok {
+			ask = append(ask, a)
+		}
+	}
+	allowed := make([]bool, len(ask))
+	err := parallel.Each(len(ask), func(i int) error {
+		a := ask[i]
 		r, err := o.Clients.Authorization.SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Namespace: t.Namespace, Group: a.group, Resource: a.resource, Subresource: a.subresource, Verb: a.verb,
@@ -127,7 +145,7 @@ func (o *OperationOptions) checkAccess(ctx context.Context, t *pgpool.Target, p 
 		return err
 	}
 	var denied []string
-	for i, a := range wants {
+	for i, a := range ask {
 		if !allowed[i] {
 			denied = append(denied, a.String())
 		}
@@ -136,4 +154,79 @@ func (o *OperationOptions) checkAccess(ctx context.Context, t *pgpool.Target, p 
 		return fmt.Errorf("you may not %s in namespace %q, which tls %s needs; nothing was changed: grant the Role in the RBAC section of the README", strings.Join(denied, ", "), t.Namespace, p.Operation)
 	}
 	return nil
+}
+
+// rule is the RBAC rule that grants a.
+func (a access) rule() rbacv1.PolicyRule {
+	r := a.resource
+	if a.subresource != "" {
+		r += "/" + a.subresource
+	}
+	return rbacv1.PolicyRule{APIGroups: []string{a.group}, Resources: []string{r}, Verbs: []string{a.verb}}
+}
+
+// runCache holds what one run reads once although it may be asked for
+// more than once (by each pgpool of a fleet, which share it): the user's
+// rules per namespace, and whether cert-manager's API is served. A nil
+// *runCache reads every time.
+type runCache struct {
+	mu sync.Mutex
+	ns map[string]*nsRules
+
+	certManager    sync.Once
+	certManagerErr error
+}
+
+type nsRules struct {
+	once  sync.Once
+	rules []rbacv1.PolicyRule
+}
+
+// rules returns the user's rules in ns when the API server listed them
+// completely, read once (nil when the review was incomplete, failed or was
+// refused: nil rules grant nothing, so every permission is then asked one
+// by one).
+func (c *runCache) rules(ctx context.Context, authz authorizationv1client.AuthorizationV1Interface, ns string) []rbacv1.PolicyRule {
+	if c == nil {
+		c = &runCache{}
+	}
+	c.mu.Lock()
+	if c.ns == nil {
+		c.ns = map[string]*nsRules{}
+	}
+	e := c.ns[ns]
+	if e == nil {
+		e = &nsRules{}
+		c.ns[ns] = e
+	}
+	c.mu.Unlock()
+	e.once.Do(func() {
+		r, err := authz.SelfSubjectRulesReviews().Create(ctx, &authorizationv1.SelfSubjectRulesReview{
+			Spec: authorizationv1.SelfSubjectRulesReviewSpec{Namespace: ns},
+		}, metav1.CreateOptions{})
+		if err != nil || r.Status.Incomplete || r.Status.EvaluationError != "" {
+			return
+		}
+		for _, rr := range r.Status.ResourceRules {
+			e.rules = append(e.rules, rbacv1.PolicyRule{Verbs: rr.Verbs, APIGroups: rr.APIGroups, Resources: rr.Resources, ResourceNames: rr.ResourceNames})
+		}
+	})
+	return e.rules
+}
+
+// certManagerServed returns whether cert-manager.io/v1 is served, asked once.
+func (c *runCache) certManagerServed(d discovery.DiscoveryInterface) error {
+	if c == nil {
+		c = &runCache{}
+	}
+	c.certManager.Do(func() {
+		if _, err := d.ServerResourcesForGroupVersion("cert-manager.io/v1"); err != nil {
+			if apierrors.IsNotFound(err) {
+				c.certManagerErr = fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
+			} else {
+				c.certManagerErr = fmt.Errorf("check for cert-manager's API: %w", err)
+			}
+		}
+	})
+	return c.certManagerErr
 }

@@ -97,6 +97,9 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.R
 		}
 	}
 	parallel := max(f.Parallel, 1)
+	// The pgpools share what is read once: the user's rules per namespace,
+	// cert-manager's API.
+	o.cache = &runCache{}
 	results := make([]fleetResult, len(f.refs))
 	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -74,6 +73,9 @@ type OperationOptions struct {
 	// OnFailure is what happens when a step fails after the first change:
 	// "rollback" (restore the backup) or "stop".
 	OnFailure string
+	// cache holds what the run reads once (the pgpools of a fleet share
+	// it); nil reads every time.
+	cache *runCache
 }
 
 // newOperationOptions are the shared options of a mutating command.
@@ -409,13 +411,7 @@ func (o *OperationOptions) preflightReads(ctx context.Context, req planner.Reque
 	newIssuer := req.Operation == planner.Add || req.Operation == planner.ChangeIssuer
 	var notice string
 	reads := []func() error{func() error {
-		if _, err := o.Clients.Discovery.ServerResourcesForGroupVersion("cert-manager.io/v1"); err != nil {
-			if apierrors.IsNotFound(err) {
-				return fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
-			}
-			return fmt.Errorf("check for cert-manager's API: %w", err)
-		}
-		return nil
+		return o.cache.certManagerServed(o.Clients.Discovery)
 	}}
 	if newIssuer {
 		reads = append(reads, func() (err error) {
