@@ -14,9 +14,14 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
@@ -88,6 +93,7 @@ func runOp(b *testing.B, ns string, op []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	waitForIssuers(b, ns)
+	settle(b)
 	b.ResetTimer()
 	t0 := time.Now()
 	err := root.ExecuteContext(ctx)
@@ -121,5 +127,30 @@ func waitForIssuers(b *testing.B, ns string) {
 	for _, n := range []string{"pgpool-issuer", "pp-new-issuer"} {
 		ctx := testenv.Context(b, 2*time.Minute)
 		env.WaitIssuerReady(b, ctx, ns, n)
+	}
+}
+
+// settle waits until no namespace is being deleted: the namespaces of the
+// benchmark before (100 of them after a fleet) are torn down by the
+// control plane on the same 2 cores, which would slow the next measurement.
+func settle(b *testing.B) {
+	b.Helper()
+	ctx := testenv.Context(b, 10*time.Minute)
+	var store cache.Store
+	terminating := func() bool {
+		for _, o := range store.List() {
+			if o.(*corev1.Namespace).Status.Phase == corev1.NamespaceTerminating {
+				return true
+			}
+		}
+		return false
+	}
+	lw := cache.NewListWatchFromClient(env.Kube.CoreV1().RESTClient(), "namespaces", "", fields.Everything())
+	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Namespace{}, func(s cache.Store) (bool, error) {
+		store = s
+		return !terminating(), nil
+	}, func(watch.Event) (bool, error) { return !terminating(), nil })
+	if err != nil {
+		b.Fatalf("waiting for the namespaces being deleted to go: %v", err)
 	}
 }
