@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 )
 
 func TestMain(m *testing.M) {
@@ -148,5 +149,47 @@ func TestWaitEndpoints(t *testing.T) {
 	skipped, err := WaitEndpoints(ctx, cs.DiscoveryV1(), "demo", []string{"pgpool", "no-slices"}, p, "old", Options{})
 	if err != nil || len(skipped) != 1 || skipped[0] != "no-slices" {
 		t.Fatalf("WaitEndpoints: %v, skipped %v", err, skipped)
+	}
+}
+
+// Watches started before the eviction (as the runner starts them) miss
+// nothing that happens before the waits read them: the old pod's deletion,
+// its replacement and the EndpointSlice change all queue until then.
+func TestWatchesStartedBeforeTheWait(t *testing.T) {
+	f, tr := false, true
+	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-x", Namespace: "demo", Labels: map[string]string{discoveryv1.LabelServiceName: "pgpool"}},
+		Endpoints: []discoveryv1.Endpoint{{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "pgpool-0", UID: "old"}, Conditions: discoveryv1.EndpointConditions{Ready: &tr}}}}
+	cs := fake.NewClientset(wpod("pgpool-0", "old", true), slice)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pods := WatchPods(ctx, cs.CoreV1(), "demo", "app=pgpool")
+	defer pods.Stop()
+	slices := WatchEndpoints(ctx, cs.DiscoveryV1(), "demo", []string{"pgpool"})
+	defer slices.Stop()
+	for _, w := range []*Watch{pods, slices} {
+		if !cache.WaitFor(ctx, "", w.informer.HasSyncedChecker()) {
+			t.Fatal("the watches did not sync")
+		}
+	}
+	// The eviction and the replacement, before anyone waits.
+	if err := cs.CoreV1().Pods("demo").Delete(ctx, "pgpool-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Pods("demo").Create(ctx, wpod("pgpool-0", "new", true), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	slice.Endpoints = []discoveryv1.Endpoint{
+		{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "pgpool-0", UID: "old"}, Conditions: discoveryv1.EndpointConditions{Ready: &f}},
+		{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "pgpool-0", UID: "new"}, Conditions: discoveryv1.EndpointConditions{Ready: &tr}},
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices("demo").Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := WaitReplaced(ctx, cs.CoreV1(), "demo", "pgpool-0", "old", Replacement{SameName: true, Selector: "app=pgpool", Pods: pods}, Options{})
+	if err != nil || p.UID != "new" {
+		t.Fatalf("WaitReplaced: %v, %v; want the pod with uid new", p, err)
+	}
+	if _, err := WaitEndpointsOn(ctx, slices, "demo", []string{"pgpool"}, p, "old", Options{}); err != nil {
+		t.Fatalf("WaitEndpointsOn: %v", err)
 	}
 }

@@ -62,6 +62,9 @@ type Replacement struct {
 	Known map[types.UID]bool
 	// Want is how many Ready pods the workload should have (when !SameName).
 	Want int
+	// Pods is the watch of the pods Selector matches (WatchPods), started
+	// before the eviction; nil: WaitReplaced starts its own.
+	Pods *Watch
 }
 
 func (o *Options) progress(format string, args ...any) {
@@ -163,7 +166,11 @@ func Stuck(p *corev1.Pod) string {
 // (Stuck) fails the wait at once, with the reason, instead of at the
 // deadline.
 func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, name string, uid types.UID, r Replacement, o Options) (*corev1.Pod, error) {
-	lw := podsLW(core, ns, r.Selector)
+	w := r.Pods
+	if w == nil {
+		w = WatchPods(ctx, core, ns, r.Selector)
+		defer w.Stop()
+	}
 	pods := map[string]*corev1.Pod{}
 	var found *corev1.Pod
 	phase := ""
@@ -179,7 +186,7 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 	defer stop(nil)
 	ev := newEventWatch(o, stop)
 	go ev.run(ctx, core, ns)
-	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(e watch.Event) (bool, error) {
+	err := w.Until(ctx, nil, func(e watch.Event) (bool, error) {
 		p, ok := e.Object.(*corev1.Pod)
 		if !ok {
 			return false, nil
@@ -442,8 +449,17 @@ func WaitEndpoints(ctx context.Context, c discoveryv1client.DiscoveryV1Interface
 	if len(services) == 0 {
 		return nil, nil
 	}
-	slices := c.EndpointSlices(ns)
-	lw := selectorLW(fmt.Sprintf("%s in (%s)", discoveryv1.LabelServiceName, strings.Join(services, ",")), slices.List, slices.Watch)
+	w := WatchEndpoints(ctx, c, ns, services)
+	defer w.Stop()
+	return WaitEndpointsOn(ctx, w, ns, services, p, old, o)
+}
+
+// WaitEndpointsOn is WaitEndpoints on a watch of the Services'
+// EndpointSlices (WatchEndpoints) started before the pod was evicted.
+func WaitEndpointsOn(ctx context.Context, w *Watch, ns string, services []string, p *corev1.Pod, old types.UID, o Options) ([]string, error) {
+	if len(services) == 0 {
+		return nil, nil
+	}
 	var store cache.Store
 	var skipped, waiting []string
 	// done reports whether every Service with slices has p ready and old
@@ -484,7 +500,7 @@ func WaitEndpoints(ctx context.Context, c discoveryv1client.DiscoveryV1Interface
 		return len(waiting) == 0
 	}
 	said := ""
-	err := untilWithSync(ctx, lw, &discoveryv1.EndpointSlice{}, func(s cache.Store) (bool, error) {
+	err := w.Until(ctx, func(s cache.Store) (bool, error) {
 		store = s
 		return done(), nil
 	}, func(watch.Event) (bool, error) {

@@ -332,6 +332,18 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 	if !r.ServerDryRun && r.Verify != VerifyOff && !r.verifyUnavailable {
 		prefetch.Go(func() { _, _ = r.expectation(ctx, spec.Check.TLS) })
 	}
+	// The watches that judge the replacement start with the eviction, so
+	// that their first lists are in when it is gone (two round trips saved).
+	var pods, slices *restart.Watch
+	endpoints := r.Clients.EndpointSlices != nil && len(r.Target.Services) > 0
+	if !r.ServerDryRun {
+		pods = restart.WatchPods(ctx, r.Clients.Core, ns, spec.Pods.Selector)
+		defer pods.Stop()
+		if endpoints {
+			slices = restart.WatchEndpoints(ctx, r.Clients.EndpointSlices, ns, r.Target.Services)
+			defer slices.Stop()
+		}
+	}
 	if err := restart.Evict(ctx, r.Clients.Policy, ns, name, uid, o); err != nil {
 		return "", err
 	}
@@ -340,15 +352,15 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 	}
 	report(fmt.Sprintf("evicted pod %s", name))
 	p, err := restart.WaitReplaced(ctx, r.Clients.Core, ns, name, uid, restart.Replacement{
-		SameName: spec.SameName, Selector: spec.Pods.Selector, Known: knownUIDs(spec.Pods), Want: spec.Pods.Want, Owns: r.Target.Owns,
+		SameName: spec.SameName, Selector: spec.Pods.Selector, Known: knownUIDs(spec.Pods), Want: spec.Pods.Want, Owns: r.Target.Owns, Pods: pods,
 	}, o)
 	if err != nil {
 		return "", err
 	}
 	msg := fmt.Sprintf("replaced by %s (uid %s) and Ready in %s", p.Name, shortUID(p.UID), time.Since(t0).Round(100*time.Millisecond))
-	if r.Clients.EndpointSlices != nil && len(r.Target.Services) > 0 {
+	if endpoints {
 		// The next pod goes only once this one takes Service traffic.
-		skipped, err := restart.WaitEndpoints(ctx, r.Clients.EndpointSlices, ns, r.Target.Services, p, uid, o)
+		skipped, err := restart.WaitEndpointsOn(ctx, slices, ns, r.Target.Services, p, uid, o)
 		if err != nil {
 			return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
 		}
