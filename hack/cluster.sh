@@ -507,7 +507,16 @@ down() {
 
 case "${1:-}" in
 up)
-	if ! (up); then
+	# Not `if ! (up)`: bash ignores set -e in a command whose status is
+	# tested, so a failed step inside up would not stop it.
+	set +e
+	(
+		set -e
+		up
+	)
+	rc=$?
+	set -e
+	if [ $rc -ne 0 ]; then
 		say "cluster-up failed; stopping what it started (logs kept in $DIR/logs)"
 		stop_processes
 		exit 1
