@@ -12,7 +12,7 @@
 # Environment: CLUSTER_DIR (state, default .cluster in the repo), PORT_BASE
 # (default 16400: etcd +0/+1, apiserver +43, kubelet healthz +48, kubelet
 # +50, kube-proxy healthz +52 and metrics +53, controller-manager +57,
-# scheduler +59, kwok +80).
+# scheduler +59, kwok +80, cert-manager's webhook +90).
 #
 # The contract with tests and scripts is the file $CLUSTER_DIR/env, written
 # by `up`: KUBECONFIG, CLUSTER_DIR, BIN_DIR, PORT_BASE and REAL_NODE (0 or 1)
@@ -24,9 +24,10 @@ mkdir -p "$(dirname "$DIR")"
 DIR="$(cd "$(dirname "$DIR")" && pwd)/$(basename "$DIR")"
 BASE="${PORT_BASE:-16400}"
 # Every port the cluster binds, as an offset from PORT_BASE (port-offsets).
-PORT_OFFSETS="0 1 43 48 50 52 53 57 59 80"
+PORT_OFFSETS="0 1 43 48 50 52 53 57 59 80 90"
 ETCD_PORT=$((BASE + 0)) ETCD_PEER=$((BASE + 1)) API_PORT=$((BASE + 43))
 KCM_PORT=$((BASE + 57)) SCHED_PORT=$((BASE + 59)) KWOK_PORT=$((BASE + 80))
+WEBHOOK_PORT=$((BASE + 90))
 KUBECONFIG_OUT="$DIR/kubeconfig"
 NODE=kwok-node-0
 
@@ -81,6 +82,9 @@ pki() {
 	openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr 2>/dev/null
 	openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
 		-extfile server.ext -out apiserver.crt 2>/dev/null
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=cert-manager-webhook" -keyout webhook.key -out webhook.csr 2>/dev/null
+	openssl x509 -req -in webhook.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+		-extfile server.ext -out webhook.crt 2>/dev/null
 	echo "extendedKeyUsage=clientAuth" >client.ext
 	openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kubernetes-admin" -keyout admin.key -out admin.csr 2>/dev/null
 	openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
@@ -415,6 +419,7 @@ up() {
 	"${K[@]}" wait --for condition=established --timeout 60s -f "$cmdir/deploy/crds/" >/dev/null
 	"${K[@]}" create namespace cert-manager >/dev/null
 	start cert-manager "$BIN/cert-manager-controller" --kubeconfig "$KUBECONFIG_OUT"
+	webhook_up
 
 	kwok_stages
 	start kwok "$BIN/kwok" --kubeconfig "$KUBECONFIG_OUT" --config "$DIR/kwok-stages.yaml" \
@@ -450,6 +455,71 @@ up() {
 	write_env
 	say "cluster is up in $((SECONDS - t0))s; use it with: export KUBECONFIG=$KUBECONFIG_OUT"
 	echo "$KUBECONFIG_OUT"
+}
+
+# webhook_up starts cert-manager's admission webhook on 127.0.0.1 and
+# registers it as cert-manager's chart does (validation of every
+# cert-manager resource, the identity of CertificateRequests; failurePolicy
+# Fail), then waits until the API server refuses an invalid Certificate
+# through it.
+webhook_up() {
+	start cert-manager-webhook "$BIN/cert-manager-webhook" --kubeconfig "$KUBECONFIG_OUT" \
+		--listen "127.0.0.1:$WEBHOOK_PORT" --tls-cert-file "$DIR/pki/webhook.crt" --tls-private-key-file "$DIR/pki/webhook.key"
+	local ca
+	ca="$(base64 -w0 <"$DIR/pki/ca.crt")"
+	"${K[@]}" apply --server-side -f - >/dev/null <<-EOF
+		apiVersion: admissionregistration.k8s.io/v1
+		kind: ValidatingWebhookConfiguration
+		metadata: {name: cert-manager-webhook}
+		webhooks:
+		- name: webhook.cert-manager.io
+		  namespaceSelector:
+		    matchExpressions: [{key: cert-manager.io/disable-validation, operator: NotIn, values: ["true"]}]
+		  rules:
+		  - apiGroups: [cert-manager.io, acme.cert-manager.io]
+		    apiVersions: [v1]
+		    operations: [CREATE, UPDATE]
+		    resources: ["*/*"]
+		  admissionReviewVersions: [v1]
+		  matchPolicy: Equivalent
+		  timeoutSeconds: 30
+		  failurePolicy: Fail
+		  sideEffects: None
+		  clientConfig: {url: "https://127.0.0.1:$WEBHOOK_PORT/validate", caBundle: "$ca"}
+		---
+		apiVersion: admissionregistration.k8s.io/v1
+		kind: MutatingWebhookConfiguration
+		metadata: {name: cert-manager-webhook}
+		webhooks:
+		- name: webhook.cert-manager.io
+		  rules:
+		  - apiGroups: [cert-manager.io]
+		    apiVersions: [v1]
+		    operations: [CREATE]
+		    resources: [certificaterequests]
+		  admissionReviewVersions: [v1]
+		  matchPolicy: Equivalent
+		  timeoutSeconds: 30
+		  failurePolicy: Fail
+		  sideEffects: None
+		  clientConfig: {url: "https://127.0.0.1:$WEBHOOK_PORT/mutate", caBundle: "$ca"}
+	EOF
+	wait_for "cert-manager's webhook" 60 webhook_refuses
+}
+
+# webhook_refuses succeeds when the webhook refuses an invalid Certificate
+# (a common name over 64 characters, which the CRD's schema allows) in a
+# server-side dry run.
+webhook_refuses() {
+	local out
+	out="$("${K[@]}" -n cert-manager create --dry-run=server -f - 2>&1 <<-EOF
+		apiVersion: cert-manager.io/v1
+		kind: Certificate
+		metadata: {name: webhook-probe}
+		spec: {secretName: webhook-probe, issuerRef: {name: probe}, commonName: $(printf 'c%.0s' {1..65})}
+	EOF
+	)" || true
+	grep -q 'admission webhook "webhook.cert-manager.io" denied' <<<"$out"
 }
 
 # write_env writes the contract with tests and scripts: $DIR/env.
@@ -490,7 +560,7 @@ stop_one() {
 # stop_processes stops exactly the processes this script started, by PID.
 stop_processes() {
 	real_node_down
-	for name in kwok cert-manager kube-scheduler kube-controller-manager kube-apiserver etcd; do
+	for name in kwok cert-manager cert-manager-webhook kube-scheduler kube-controller-manager kube-apiserver etcd; do
 		stop_one "$name"
 	done
 }

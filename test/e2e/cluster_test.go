@@ -217,3 +217,47 @@ func grantSecretsList(t testing.TB, ns, sa string) {
 		t.Fatal(err)
 	}
 }
+
+// The local cluster runs cert-manager's webhook, as a real one does: it
+// refuses what the plugin's own checks (tls.Validate) refuse, each for the
+// same field, and accepts the Certificate they accept. So the plugin's
+// early refusals are cert-manager's rules, not stricter ones.
+func TestClusterWebhookRefusesWhatThePluginRefuses(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := testenv.Context(t, time.Minute)
+	hours := func(h float64) *metav1.Duration {
+		return &metav1.Duration{Duration: time.Duration(h * float64(time.Hour))}
+	}
+	for _, tc := range []struct {
+		name  string
+		edit  func(*cmapi.CertificateSpec)
+		field string // "" when valid
+	}{
+		{"valid", func(*cmapi.CertificateSpec) {}, ""},
+		{"common name of 65 characters", func(s *cmapi.CertificateSpec) { s.CommonName = strings.Repeat("c", 65) }, "spec.commonName"},
+		{"duration under an hour", func(s *cmapi.CertificateSpec) { s.Duration, s.RenewBefore = hours(0.5), hours(0.25) }, "spec.duration"},
+		{"renewBefore under 5 minutes", func(s *cmapi.CertificateSpec) { s.RenewBefore = hours(1.0 / 60) }, "spec.renewBefore"},
+		{"renewBefore not shorter than the duration", func(s *cmapi.CertificateSpec) { s.Duration, s.RenewBefore = hours(2), hours(2) }, "spec.renewBefore"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			crt := &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns}, Spec: cmapi.CertificateSpec{
+				SecretName: "probe-tls", CommonName: "probe", DNSNames: []string{"probe"}, Duration: hours(2160), RenewBefore: hours(360),
+				IssuerRef: cmmeta.IssuerReference{Name: "pgpool-issuer", Kind: "Issuer"}}}
+			tc.edit(&crt.Spec)
+			local := tls.Validate(crt, "--probe")
+			_, err := env.CertMgr.CertmanagerV1().Certificates(ns).Create(ctx, crt, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			if tc.field == "" {
+				if local != nil || err != nil {
+					t.Fatalf("a valid Certificate: plugin %v, webhook %v", local, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), `admission webhook "webhook.cert-manager.io" denied the request`) || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("webhook: %v, want a refusal of %s", err, tc.field)
+			}
+			if local == nil || !strings.Contains(local.Error(), tc.field) {
+				t.Fatalf("plugin: %v, want a refusal of %s (the webhook said: %v)", local, tc.field, err)
+			}
+		})
+	}
+}
