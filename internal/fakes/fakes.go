@@ -1,14 +1,16 @@
 // Package fakes builds client-go's fake clientsets for the unit tests of the
 // runner and the commands: core, cert-manager and dynamic clients over the
 // given objects, with the behaviour the fake tracker lacks (generateName;
-// for Leases, resourceVersions and delete preconditions), and a list of the
-// writes they saw. Tests only.
+// for Leases, resourceVersions and delete preconditions; a dry-run patch of
+// a Certificate that stores nothing), and a list of the writes they saw.
+// Tests only.
 package fakes
 
 import (
 	"errors"
 	"strconv"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmfake "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/fake"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -75,17 +77,30 @@ func New(core, certManager, workloadObjs []runtime.Object) *Cluster {
 		}
 		return false, nil, nil
 	})
+	// A dry-run patch of a Certificate (the preflight's check) answers
+	// without storing anything, as the API server does.
+	c.CertManager.PrependReactor("patch", "certificates", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if pa := a.(k8stesting.PatchActionImpl); isDryRun(pa.GetPatchOptions().DryRun) {
+			return true, &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Name: pa.GetName(), Namespace: pa.GetNamespace()}}, nil
+		}
+		return false, nil, nil
+	})
 	return c
 }
 
-// Writes lists the writes the fakes saw, as "verb resource"
-// (the access and rules reviews, which only ask, are left out).
+func isDryRun(d []string) bool { return len(d) > 0 && d[0] == metav1.DryRunAll }
+
+// Writes lists the writes the fakes saw, as "verb resource" (the access
+// and rules reviews, which only ask, and dry-run patches are left out).
 func (c *Cluster) Writes() []string {
 	var out []string
 	for _, set := range [][]k8stesting.Action{c.Core.Actions(), c.CertManager.Actions(), c.Dynamic.Actions()} {
 		for _, a := range set {
 			switch a.GetVerb() {
 			case "create", "update", "patch", "delete":
+				if pa, ok := a.(k8stesting.PatchActionImpl); ok && isDryRun(pa.GetPatchOptions().DryRun) {
+					continue
+				}
 				if r := a.GetResource().Resource; r != "selfsubjectaccessreviews" && r != "selfsubjectrulesreviews" {
 					out = append(out, a.GetVerb()+" "+a.GetResource().Resource)
 				}

@@ -177,6 +177,33 @@ func TestAddRefusedWithoutPermission(t *testing.T) {
 	}
 }
 
+// A Certificate that admission refuses (here a policy of the cluster's, in
+// the server-side dry run of the preflight) stops the command before any
+// write, with the server's reason, and exit code 2.
+func TestAddRefusedByAdmission(t *testing.T) {
+	c := newCluster(t)
+	c.CertManager.PrependReactor("patch", "certificates", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pa := a.(k8stesting.PatchActionImpl)
+		if d := pa.GetPatchOptions().DryRun; len(d) == 0 || pa.GetName() != "pgpool-server-cert" {
+			return false, nil, nil
+		}
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "cert-manager.io", Resource: "certificates"}, pa.GetName(),
+			errors.New(`ValidatingAdmissionPolicy 'short-certificates' denied request: certificates may last at most 30 days`))
+	})
+	o := addOptions(c)
+	err := runAdd(t, o)
+	if err == nil || !strings.Contains(err.Error(), "the API server refuses Certificate demo/pgpool-server-cert") ||
+		!strings.Contains(err.Error(), "certificates may last at most 30 days") || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("got %v", err)
+	}
+	if code := ExitCode(err); code != 2 {
+		t.Fatalf("exit code %d, want 2", code)
+	}
+	if w := c.Writes(); len(w) != 0 {
+		t.Fatalf("wrote before refusing: %v", w)
+	}
+}
+
 // The permissions come from the plan's steps: every kind of step of every
 // operation needs at least one, and remove needs to delete what it deletes.
 func TestPermissionsFollowThePlan(t *testing.T) {

@@ -261,8 +261,8 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 		return false, err
 	}
 	p.Warnings = append(p.Warnings, pf.warnings...)
-	// The backends, permissions and budgets at once; their errors are
-	// reported in this order.
+	// The backends, permissions, budgets and a dry run of the Certificates
+	// at once; their errors are reported in this order.
 	var backendWarnings []string
 	checks := []func() error{func() (err error) {
 		if pf.backends != nil {
@@ -273,6 +273,7 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 	if p.Restart == "evict" && req.Operation != planner.Rollback {
 		checks = append(checks, func() error { return o.checkBudgets(ctx, t) })
 	}
+	checks = append(checks, func() error { return runner.CheckCertificates(ctx, o.Clients.Clients, p) })
 	if err := parallel.All(checks...); err != nil {
 		return false, err
 	}

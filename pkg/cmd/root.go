@@ -129,10 +129,11 @@ func (e UsageError) Unwrap() error { return e.Err }
 func ExitCode(err error) int {
 	var ue UsageError
 	var ie *tls.InvalidCertificateError
+	var re *runner.RefusedError
 	switch {
 	case err == nil:
 		return 0
-	case errors.As(err, &ue), errors.As(err, &ie):
+	case errors.As(err, &ue), errors.As(err, &ie), errors.As(err, &re):
 		return 2
 	case errors.Is(err, plan.ErrInterrupted):
 		return 130

@@ -849,3 +849,55 @@ func (r *Runner) backupDone(ctx context.Context, ns string) error {
 	}
 	return nil
 }
+
+// RefusedError is a Certificate the plan would apply that the API server's
+// admission refuses (cert-manager's webhook, or a policy of the cluster's),
+// found by a dry run before the first write.
+type RefusedError struct {
+	Namespace, Name string
+	Err             error
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("the API server refuses Certificate %s/%s as the plan would apply it (server-side dry run): %s; nothing was changed: change what the certificate asks for, or ask the cluster's admins about the policy", e.Namespace, e.Name, reasonOf(e.Err))
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// reasonOf is the API server's message for err.
+func reasonOf(err error) string {
+	var se apierrors.APIStatus
+	if errors.As(err, &se) && se.Status().Message != "" {
+		return se.Status().Message
+	}
+	return err.Error()
+}
+
+// CheckCertificates sends each Certificate the plan applies to the API
+// server as the step will (server-side apply) but with dryRun=All, all at
+// once, so that what admission refuses (cert-manager's webhook, a
+// ValidatingAdmissionPolicy, Kyverno or Gatekeeper) is reported before the
+// first write instead of after the backup and the lock. Refusals are
+// *RefusedError; the first in plan order is returned.
+func CheckCertificates(ctx context.Context, c Clients, p *plan.Plan) error {
+	var steps []plan.Step
+	for _, s := range p.Steps {
+		if _, ok := s.Spec.(plan.ApplyCertificateSpec); ok {
+			steps = append(steps, s)
+		}
+	}
+	return parallel.Each(len(steps), func(i int) error {
+		s := steps[i]
+		force := true
+		_, err := c.CertManager.Certificates(s.Object.Namespace).Patch(ctx, s.Object.Name, types.ApplyPatchType,
+			s.Spec.(plan.ApplyCertificateSpec).Manifest, metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: []string{metav1.DryRunAll}})
+		switch {
+		case err == nil:
+			return nil
+		case apierrors.IsInvalid(err), apierrors.IsForbidden(err), apierrors.IsBadRequest(err):
+			return &RefusedError{Namespace: s.Object.Namespace, Name: s.Object.Name, Err: err}
+		default:
+			return fmt.Errorf("check Certificate %s/%s by a server-side dry run: %w", s.Object.Namespace, s.Object.Name, err)
+		}
+	})
+}

@@ -14,10 +14,12 @@ import (
 	cmacme "github.com/cert-manager/cert-manager/pkg/apis/acme/v1"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
@@ -74,6 +76,53 @@ func readmeTable(t *testing.T) []badInput {
 // situations set up what a row's Situation names, in its own namespace;
 // rows with any other situation share one namespace.
 var situations = map[string]func(t *testing.T, ns string){
+	"a policy of the cluster's that refuses Certificates over 30 days": func(t *testing.T, ns string) {
+		ctx := testenv.Context(t, time.Minute)
+		vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "short-certificates-" + ns},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+				MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+						Rule:       admissionregistrationv1.Rule{APIGroups: []string{"cert-manager.io"}, APIVersions: []string{"v1"}, Resources: []string{"certificates"}},
+					}}}},
+				Validations: []admissionregistrationv1.Validation{{
+					Expression: "has(object.spec.duration) && duration(object.spec.duration) <= duration('720h')",
+					Message:    "certificates in this namespace may last at most 30 days",
+				}},
+			},
+		}
+		binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: vap.Name},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+				PolicyName:        vap.Name,
+				ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+				MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+					MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}},
+			},
+		}
+		ar := env.Kube.AdmissionregistrationV1()
+		create(t)(ar.ValidatingAdmissionPolicies().Create(ctx, vap, metav1.CreateOptions{}))
+		t.Cleanup(func() {
+			_ = ar.ValidatingAdmissionPolicies().Delete(context.Background(), vap.Name, metav1.DeleteOptions{})
+		})
+		create(t)(ar.ValidatingAdmissionPolicyBindings().Create(ctx, binding, metav1.CreateOptions{}))
+		t.Cleanup(func() {
+			_ = ar.ValidatingAdmissionPolicyBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
+		})
+		// The API server loads the policy from a watch: wait until it
+		// refuses a 90-day Certificate (in a dry run).
+		probe := &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Name: "policy-probe"}, Spec: cmapi.CertificateSpec{
+			SecretName: "policy-probe", CommonName: "probe", Duration: &metav1.Duration{Duration: 2160 * time.Hour},
+			IssuerRef: cmmeta.IssuerReference{Name: "pgpool-issuer", Kind: "Issuer"}}}
+		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			_, err := env.CertMgr.CertmanagerV1().Certificates(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err != nil && strings.Contains(err.Error(), "at most 30 days"), nil
+		})
+		if err != nil {
+			t.Fatalf("the policy did not take effect: %v", err)
+		}
+	},
 	"another run holds the lock": func(t *testing.T, ns string) {
 		secs := int32(60)
 		l := leaseFor(ns, "someone@elsewhere")
