@@ -32,6 +32,9 @@ func BenchmarkAvailability(b *testing.B) {
 					if b.N > 1 {
 						b.Fatal("run with -benchtime 1x: each operation depends on the one before")
 					}
+					// Not while the namespace of the setting before is being
+					// deleted (its pods stopping on the same 2 cores).
+					settle(b)
 					load := testenv.StartLoad(addr, 8, true, login)
 					_, errOut, err := run(context.Background(), env.Kubeconfig, ns, nil, append(op, "--yes")...)
 					r := load.Stop()
