@@ -34,17 +34,10 @@ func (s *accessServer) options() *OperationOptions {
 		r.Status.ResourceRules, r.Status.Incomplete = s.rules, s.incomplete
 		return true, r, nil
 	})
-	c.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+	c.PrependReactor("create", "selfsubjectaccessreviews", accessReviews(func(perm string) bool {
 		s.ssar.Add(1)
-		r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-		ra := r.Spec.ResourceAttributes
-		res := ra.Resource
-		if ra.Subresource != "" {
-			res += "/" + ra.Subresource
-		}
-		r.Status.Allowed = !s.denied[ra.Verb+" "+res]
-		return true, r, nil
-	})
+		return s.denied[perm]
+	}))
 	o := &OperationOptions{}
 	o.Clients = &Clients{Authorization: c.AuthorizationV1()}
 	return o

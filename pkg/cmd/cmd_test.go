@@ -90,16 +90,7 @@ func newCluster(t *testing.T) *cluster {
 		Status:     cmapi.IssuerStatus{Conditions: []cmapi.IssuerCondition{{Type: cmapi.IssuerConditionReady, Status: cmmeta.ConditionTrue}}},
 	}
 	c := &cluster{Cluster: fakes.New(objs, []runtime.Object{issuer}, []runtime.Object{sts}), denied: map[string]bool{}}
-	c.Core.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-		ra := r.Spec.ResourceAttributes
-		res := ra.Resource
-		if ra.Subresource != "" {
-			res += "/" + ra.Subresource
-		}
-		r.Status.Allowed = !c.denied[ra.Verb+" "+res]
-		return true, r, nil
-	})
+	c.Core.PrependReactor("create", "selfsubjectaccessreviews", accessReviews(func(perm string) bool { return c.denied[perm] }))
 	disc := c.Core.Discovery().(*fakediscovery.FakeDiscovery)
 	disc.Resources = []*metav1.APIResourceList{{GroupVersion: "cert-manager.io/v1", APIResources: []metav1.APIResource{{Name: "certificates"}}}}
 	c.clients = &Clients{
@@ -108,6 +99,21 @@ func newCluster(t *testing.T) *cluster {
 		Discovery: disc, Authorization: c.Core.AuthorizationV1(),
 	}
 	return c
+}
+
+// accessReviews answers SelfSubjectAccessReviews: allowed unless denied
+// says no to "verb resource[/subresource]".
+func accessReviews(denied func(perm string) bool) k8stesting.ReactionFunc {
+	return func(a k8stesting.Action) (bool, runtime.Object, error) {
+		r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
+		ra := r.Spec.ResourceAttributes
+		res := ra.Resource
+		if ra.Subresource != "" {
+			res += "/" + ra.Subresource
+		}
+		r.Status.Allowed = !denied(ra.Verb + " " + res)
+		return true, r, nil
+	}
 }
 
 func addOptions(c *cluster) *AddOptions {
