@@ -103,18 +103,33 @@ func runOp(b *testing.B, ns string, op []string) {
 		b.Fatalf("%v: %v\n%s", op, err, errOut)
 	}
 	var doc struct {
+		Plan struct {
+			Steps []struct {
+				Concurrent bool `json:"concurrent"`
+			} `json:"steps"`
+		} `json:"plan"`
 		Result plan.Result `json:"result"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
 		b.Fatalf("parse -o json: %v", err)
 	}
-	waiting := 0.0
-	for _, s := range doc.Result.Steps {
+	// Steps that ran at the same time (both Certificates waited for
+	// together) count once, as the longest of them.
+	waiting, group := 0.0, 0.0
+	for i, s := range doc.Result.Steps {
+		w := 0.0
 		switch s.Kind {
 		case plan.Wait, plan.Evict, plan.Rollout:
-			waiting += s.Seconds
+			w = s.Seconds
 		}
+		if i < len(doc.Plan.Steps) && doc.Plan.Steps[i].Concurrent {
+			group = max(group, w)
+			continue
+		}
+		waiting += group
+		group = w
 	}
+	waiting += group
 	b.ReportMetric(wall.Seconds(), "wall-s")
 	b.ReportMetric(waiting, "controller-wait-s")
 	b.ReportMetric(float64(requests.Load()), "api-requests")
