@@ -940,8 +940,6 @@ func (b *builder) record() {
 		Always: true, Description: "release the lock", Spec: plan.UnlockSpec{}})
 }
 
-// reissued reports whether Certificate n was issued after the backup of the
-// unfinished run of this operation was taken (that run re-issued it).
 // movedRevision is what a Certificate that the unfinished run already moved
 // to the new issuer must be issued after: its revision in that run's backup
 // (cert-manager re-issues a moved Certificate, and until it has, Ready may
@@ -954,6 +952,8 @@ func (b *builder) movedRevision(n string) int {
 	return b.t.Backup.Revisions[n]
 }
 
+// reissued reports whether Certificate n was issued after the backup of the
+// unfinished run of this operation was taken (that run re-issued it).
 func (b *builder) reissued(n string) bool {
 	c := b.t.Certificates[n]
 	if !b.resuming() || c == nil {
