@@ -216,9 +216,7 @@ func Holder() string {
 }
 
 func (r *Runner) applyCertificate(ctx context.Context, s plan.Step, spec plan.ApplyCertificateSpec) (string, error) {
-	force := true
-	crt, err := r.Clients.CertManager.Certificates(s.Object.Namespace).Patch(ctx, s.Object.Name, types.ApplyPatchType,
-		spec.Manifest, metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: r.dryRun()})
+	crt, err := applyCertificate(ctx, r.Clients, s, spec, r.dryRun())
 	if err != nil {
 		return "", fmt.Errorf("apply Certificate %s/%s: %w", s.Object.Namespace, s.Object.Name, err)
 	}
@@ -859,18 +857,18 @@ type RefusedError struct {
 }
 
 func (e *RefusedError) Error() string {
-	return fmt.Sprintf("the API server refuses Certificate %s/%s as the plan would apply it (server-side dry run): %s; nothing was changed: change what the certificate asks for, or ask the cluster's admins about the policy", e.Namespace, e.Name, reasonOf(e.Err))
+	return fmt.Sprintf("the API server refuses Certificate %s/%s as the plan would apply it (server-side dry run): %v; nothing was changed: change what the certificate asks for, or ask the cluster's admins about the policy", e.Namespace, e.Name, e.Err)
 }
 
 func (e *RefusedError) Unwrap() error { return e.Err }
 
-// reasonOf is the API server's message for err.
-func reasonOf(err error) string {
-	var se apierrors.APIStatus
-	if errors.As(err, &se) && se.Status().Message != "" {
-		return se.Status().Message
-	}
-	return err.Error()
+// applyCertificate is the apply step's write (server-side apply, forced,
+// as the plugin's field manager), also sent as a dry run by
+// CheckCertificates.
+func applyCertificate(ctx context.Context, c Clients, s plan.Step, spec plan.ApplyCertificateSpec, dryRun []string) (*cmapi.Certificate, error) {
+	force := true
+	return c.CertManager.Certificates(s.Object.Namespace).Patch(ctx, s.Object.Name, types.ApplyPatchType,
+		spec.Manifest, metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: dryRun})
 }
 
 // CheckCertificates sends each Certificate the plan applies to the API
@@ -888,9 +886,7 @@ func CheckCertificates(ctx context.Context, c Clients, p *plan.Plan) error {
 	}
 	return parallel.Each(len(steps), func(i int) error {
 		s := steps[i]
-		force := true
-		_, err := c.CertManager.Certificates(s.Object.Namespace).Patch(ctx, s.Object.Name, types.ApplyPatchType,
-			s.Spec.(plan.ApplyCertificateSpec).Manifest, metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: []string{metav1.DryRunAll}})
+		_, err := applyCertificate(ctx, c, s, s.Spec.(plan.ApplyCertificateSpec), []string{metav1.DryRunAll})
 		switch {
 		case err == nil:
 			return nil
