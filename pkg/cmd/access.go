@@ -24,11 +24,16 @@ type access struct {
 	group, resource, subresource, verb string
 }
 
-func (a access) String() string {
-	r := a.resource
+// path is the resource as RBAC names it: resource or resource/subresource.
+func (a access) path() string {
 	if a.subresource != "" {
-		r += "/" + a.subresource
+		return a.resource + "/" + a.subresource
 	}
+	return a.resource
+}
+
+func (a access) String() string {
+	r := a.path()
 	if a.group != "" {
 		r += "." + a.group
 	}
@@ -158,11 +163,7 @@ func (o *OperationOptions) checkAccess(ctx context.Context, t *pgpool.Target, p 
 
 // rule is the RBAC rule that grants a.
 func (a access) rule() rbacv1.PolicyRule {
-	r := a.resource
-	if a.subresource != "" {
-		r += "/" + a.subresource
-	}
-	return rbacv1.PolicyRule{APIGroups: []string{a.group}, Resources: []string{r}, Verbs: []string{a.verb}}
+	return rbacv1.PolicyRule{APIGroups: []string{a.group}, Resources: []string{a.path()}, Verbs: []string{a.verb}}
 }
 
 // runCache holds what one run reads once although it may be asked for

@@ -130,3 +130,24 @@ func TestCheckAccessFleetReadsRulesOncePerNamespace(t *testing.T) {
 		t.Fatalf("%d rules reviews and %d access reviews, want 2 and 0", s.ssrr.Load(), s.ssar.Load())
 	}
 }
+
+// A rule limited to some names (resourceNames) does not grant the verb on
+// the whole resource: the plugin reads Secrets it finds by name, so the
+// permission is asked, and the access review decides.
+func TestCheckAccessNamedRulesAreAsked(t *testing.T) {
+	s := &accessServer{
+		rules: []authorizationv1.ResourceRule{
+			{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"configmaps", "pods", "pods/eviction", "poddisruptionbudgets", "endpointslices", "certificates"}},
+			{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"pgpool-config"}},
+		},
+		denied: map[string]bool{"get secrets": true},
+	}
+	tg, p := accessFixture()
+	err := s.options().checkAccess(context.Background(), tg, p)
+	if err == nil || !strings.Contains(err.Error(), "you may not get secrets in") {
+		t.Fatalf("err = %v, want get secrets refused", err)
+	}
+	if s.ssar.Load() != 1 {
+		t.Fatalf("%d access reviews, want 1 (get secrets)", s.ssar.Load())
+	}
+}
