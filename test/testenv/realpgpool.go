@@ -48,15 +48,9 @@ func (e *Env) RealPgpool(t testing.TB, replicas int, mutate func(*unstructured.U
 // serving while its endpoint leaves the Services and kube-proxy reprograms.
 func PreStopSleep(secs int64) func(*unstructured.Unstructured) {
 	return func(o *unstructured.Unstructured) {
-		if o.GetKind() != "StatefulSet" {
-			return
-		}
-		cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
-		for i := range cs {
-			c := cs[i].(map[string]any)
+		eachContainer(o, func(c map[string]any) {
 			c["lifecycle"] = map[string]any{"preStop": map[string]any{"sleep": map[string]any{"seconds": secs}}}
-		}
-		_ = unstructured.SetNestedSlice(o.Object, cs, "spec", "template", "spec", "containers")
+		})
 	}
 }
 
@@ -67,19 +61,26 @@ func PreStopSleep(secs int64) func(*unstructured.Unstructured) {
 func PreStopFastShutdown(secs int64) func(*unstructured.Unstructured) {
 	return func(o *unstructured.Unstructured) {
 		PreStopSleep(secs)(o)
-		if o.GetKind() != "StatefulSet" {
-			return
-		}
-		cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
-		for i := range cs {
-			c := cs[i].(map[string]any)
+		eachContainer(o, func(c map[string]any) {
 			if c["name"] == "pgpool" {
 				c["lifecycle"] = map[string]any{"preStop": map[string]any{"exec": map[string]any{"command": []any{"sh", "-c",
 					fmt.Sprintf("sleep %d; pgpool -f /opt/pgpool-II/etc/pgpool.conf -m fast stop || true", secs)}}}}
 			}
-		}
-		_ = unstructured.SetNestedSlice(o.Object, cs, "spec", "template", "spec", "containers")
+		})
 	}
+}
+
+// eachContainer changes each container of o's pod template with f, when o
+// is a StatefulSet.
+func eachContainer(o *unstructured.Unstructured, f func(c map[string]any)) {
+	if o.GetKind() != "StatefulSet" {
+		return
+	}
+	cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+	for _, c := range cs {
+		f(c.(map[string]any))
+	}
+	_ = unstructured.SetNestedSlice(o.Object, cs, "spec", "template", "spec", "containers")
 }
 
 // ServiceAddr is ClusterIP:port of Service name in ns (kube-proxy programs
