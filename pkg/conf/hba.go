@@ -1,8 +1,11 @@
 package conf
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
-	"net"
+	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -31,13 +34,21 @@ var hbaMethods = map[string]bool{
 type HBARule struct {
 	Line     int    // 1-based line number in the file
 	Type     string // local, host, hostssl, hostnossl
-	Database string
+	Database string // the field as written (a comma list)
 	User     string
-	Address  string // CIDR, IP (with Mask), host name or keyword; "" for local
+	Address  string // as written; "" for local
 	Mask     string
 	Method   string
 	Options  []string
 	Comment  string // a trailing "# ..." comment
+
+	dbs, users  []hbaToken
+	addr        hbaAddr
+	typeAt      int // byte offsets of the type and method fields
+	typeEnd     int
+	methodAt    int
+	methodEnd   int
+	quotedTypes bool // the type or method field is quoted
 }
 
 // String renders the rule on one line (single spaces).
@@ -58,48 +69,29 @@ func (r HBARule) String() string {
 	return s
 }
 
+// loopback4 and loopback6 are the addresses of the pod itself.
+var (
+	loopback4 = netip.MustParsePrefix("127.0.0.0/8")
+	loopback6 = netip.MustParsePrefix("::1/128")
+)
+
 // Remote reports whether a host rule may match clients other than the
-// pgpool pod itself (every address but loopback).
+// pgpool pod itself (every address but loopback and samehost).
 func (r HBARule) Remote() bool {
 	if r.Type == "local" {
 		return false
 	}
-	switch r.Address {
-	case "localhost", "samehost":
+	switch {
+	case r.addr.keyword == "samehost", r.addr.hostname == "localhost":
 		return false
+	case r.addr.keyword != "", r.addr.hostname != "":
+		return true
 	}
-	if r.Mask != "" {
-		ip, mask := net.ParseIP(r.Address), net.ParseIP(r.Mask)
-		if ip == nil || mask == nil {
-			return true
-		}
-		if m4 := mask.To4(); m4 != nil {
-			ones, _ := net.IPMask(m4).Size()
-			return !loopbackNet(ip, ones, 32)
-		}
-		ones, bits := net.IPMask(mask).Size()
-		return !loopbackNet(ip, ones, bits)
+	p := r.addr.prefix
+	if p.Addr().Is4() {
+		return !(p.Bits() >= 8 && loopback4.Contains(p.Addr()))
 	}
-	if ip, n, err := net.ParseCIDR(r.Address); err == nil {
-		ones, bits := n.Mask.Size()
-		return !loopbackNet(ip, ones, bits)
-	}
-	if ip := net.ParseIP(r.Address); ip != nil {
-		return !ip.IsLoopback()
-	}
-	return true
-}
-
-// loopbackNet reports whether the network ip/ones lies within loopback
-// (127.0.0.0/8 or ::1/128).
-func loopbackNet(ip net.IP, ones, bits int) bool {
-	if !ip.IsLoopback() {
-		return false
-	}
-	if bits == 32 {
-		return ones >= 8
-	}
-	return ones == 128
+	return !(p.Bits() == 128 && loopback6.Contains(p.Addr()))
 }
 
 // Accepts reports whether the rule can let a client in (every method but
@@ -122,7 +114,7 @@ func (r HBARule) passwordRule() bool {
 // address or options.
 func (r HBARule) plain() bool {
 	return !strings.Contains(r.Database, "@") && !strings.Contains(r.User, "@") &&
-		r.Address != "samenet" && r.Address != "samehost" && len(r.Options) == 0
+		r.addr.keyword != "samenet" && r.addr.keyword != "samehost" && len(r.Options) == 0
 }
 
 // HBAParseError names the line of pool_hba.conf that cannot be understood.
@@ -136,95 +128,71 @@ func (e *HBAParseError) Error() string {
 	return fmt.Sprintf("pool_hba.conf line %d (%q): %s; kubectl-pgpool changes nothing it cannot read: fix or remove that line first", e.Line, e.Text, e.Why)
 }
 
-// tokens splits a pool_hba.conf line into fields, keeping double-quoted
-// fields whole, and returns the trailing "# ..." comment apart.
-func tokens(line string) (fields []string, comment string, err error) {
-	var cur strings.Builder
-	inQuote, have := false, false
-	for i := 0; i < len(line); i++ {
-		c := line[i]
-		switch {
-		case c == '"':
-			inQuote = !inQuote
-			cur.WriteByte(c)
-			have = true
-		case inQuote:
-			cur.WriteByte(c)
-		case c == '#':
-			if have {
-				fields = append(fields, cur.String())
-			}
-			return fields, strings.TrimSpace(line[i:]), nil
-		case c == ' ' || c == '\t' || c == '\r':
-			if have {
-				fields = append(fields, cur.String())
-				cur.Reset()
-				have = false
-			}
-		default:
-			cur.WriteByte(c)
-			have = true
-		}
-	}
-	if inQuote {
-		return nil, "", fmt.Errorf("unterminated double quote")
-	}
-	if have {
-		fields = append(fields, cur.String())
-	}
-	return fields, "", nil
-}
+// fieldText is the field as written.
+func fieldText(line string, f hbaField) string { return line[f.start:f.end] }
 
-// parseRule parses one active line; ok is false for blank and comment lines.
+// parseRule parses one line as pgpool's parse_hba_line does; ok is false
+// for blank and comment lines. pgpool refuses the whole file when one line
+// is wrong, and so does this.
 func parseRule(num int, line string) (r HBARule, ok bool, err error) {
-	f, comment, err := tokens(line)
-	if err != nil {
-		return r, false, &HBAParseError{num, line, err.Error()}
-	}
+	line = strings.TrimRight(line, "\r")
+	f, comment := hbaFields(line)
 	if len(f) == 0 {
 		return r, false, nil
 	}
-	if strings.HasSuffix(strings.TrimSpace(line), "\\") {
-		return r, false, &HBAParseError{num, line, "line continuations are not supported"}
+	bad := func(why string) (HBARule, bool, error) { return r, false, &HBAParseError{num, line, why} }
+	one := func(i int, what string) (string, error) {
+		if len(f[i].tokens) > 1 {
+			return "", fmt.Errorf("multiple values for the %s", what)
+		}
+		return f[i].tokens[0].s, nil
 	}
-	r = HBARule{Line: num, Type: f[0], Comment: comment}
-	rest := f[1:]
+	typ, err := one(0, "connection type")
+	if err != nil {
+		return bad(err.Error())
+	}
+	r = HBARule{Line: num, Type: typ, Comment: comment, typeAt: f[0].start, typeEnd: f[0].end}
+	r.quotedTypes = f[0].tokens[0].quoted
 	switch r.Type {
-	case "local":
-		if len(rest) < 3 {
-			return r, false, &HBAParseError{num, line, "a local rule needs DATABASE USER METHOD"}
-		}
-		r.Database, r.User, r.Method, r.Options = rest[0], rest[1], rest[2], rest[3:]
-	case "host", "hostssl", "hostnossl":
-		if len(rest) < 4 {
-			return r, false, &HBAParseError{num, line, "a host rule needs DATABASE USER ADDRESS METHOD"}
-		}
-		r.Database, r.User, r.Address = rest[0], rest[1], rest[2]
-		rest = rest[3:]
-		if !strings.Contains(r.Address, "/") && net.ParseIP(r.Address) != nil {
-			if net.ParseIP(rest[0]) == nil {
-				return r, false, &HBAParseError{num, line, fmt.Sprintf("address %s has no /prefix and %q is not a netmask", r.Address, rest[0])}
-			}
-			r.Mask, rest = rest[0], rest[1:]
-			if len(rest) == 0 {
-				return r, false, &HBAParseError{num, line, "no METHOD after the netmask"}
-			}
-		} else if strings.Contains(r.Address, "/") {
-			if _, _, err := net.ParseCIDR(r.Address); err != nil {
-				return r, false, &HBAParseError{num, line, fmt.Sprintf("address %s is not a valid CIDR", r.Address)}
-			}
-		}
-		r.Method, r.Options = rest[0], rest[1:]
+	case "local", "host", "hostssl", "hostnossl":
 	default:
-		return r, false, &HBAParseError{num, line, fmt.Sprintf("unknown connection type %q (pgpool knows local, host, hostssl, hostnossl)", r.Type)}
+		return bad(fmt.Sprintf("unknown connection type %q (pgpool knows local, host, hostssl, hostnossl)", r.Type))
 	}
-	if !hbaMethods[r.Method] {
-		return r, false, &HBAParseError{num, line, fmt.Sprintf("unknown method %q (pgpool knows trust, reject, md5, scram-sha-256, password, pam, ldap, cert)", r.Method)}
+	if len(f) < 3 {
+		return bad("a rule needs DATABASE and USER after its type")
 	}
-	for _, o := range r.Options {
-		if !strings.Contains(o, "=") {
-			return r, false, &HBAParseError{num, line, fmt.Sprintf("%q after the method is not a name=value option", o)}
+	r.Database, r.dbs = fieldText(line, f[1]), f[1].tokens
+	r.User, r.users = fieldText(line, f[2]), f[2].tokens
+	rest := f[3:]
+	if r.Type != "local" {
+		a, used, err := parseAddress(rest)
+		if err != nil {
+			return bad(err.Error())
 		}
+		r.addr, r.Address = a, fieldText(line, rest[0])
+		if used == 2 {
+			r.Mask = fieldText(line, rest[1])
+		}
+		rest = rest[used:]
+	}
+	if len(rest) == 0 {
+		return bad("no METHOD")
+	}
+	m, err := one(len(f)-len(rest), "method")
+	if err != nil {
+		return bad(err.Error())
+	}
+	r.Method, r.methodAt, r.methodEnd = m, rest[0].start, rest[0].end
+	r.quotedTypes = r.quotedTypes || rest[0].tokens[0].quoted
+	if !hbaMethods[r.Method] {
+		return bad(fmt.Sprintf("unknown method %q (pgpool knows trust, reject, md5, scram-sha-256, password, pam, ldap, cert)", r.Method))
+	}
+	for _, o := range rest[1:] {
+		t := fieldText(line, o)
+		if !strings.Contains(t, "=") {
+			return bad(fmt.Sprintf("%q after the method is not a name=value option", t))
+		}
+		r.Options = append(r.Options, t)
 	}
 	return r, true, nil
 }
@@ -266,6 +234,8 @@ type HBAEdit struct {
 	// NoRemote: no rule admits remote clients and none was added (pool_hba
 	// is enforced, so remote clients are refused today and after).
 	NoRemote bool
+	// Added lists each reject rule added after a rule made hostssl, and why.
+	Added []string
 }
 
 // hbaMethod is the pool_hba.conf method name of a client auth mode.
@@ -289,6 +259,13 @@ func AuthModeOf(method string) string {
 	}
 	return ""
 }
+
+// hbaAdded ends every rule the plugin adds next to a rule it changed.
+const hbaAdded = "# kubectl-pgpool: added"
+
+// hbaDigestPrefix starts the comment line that records, when the plugin
+// turned enable_pool_hba on, a digest of the rules the file had then.
+const hbaDigestPrefix = "#kubectl-pgpool enforced this file; its rules then, sha256: "
 
 // unmark splits text into lines, putting back the original of every rule
 // that carries a marker: the result is the file as it was before any edit
@@ -315,31 +292,49 @@ func unmark(text string) []string {
 				i++ // the edited rule it stands for
 			}
 			continue
+		case strings.HasSuffix(t, hbaAdded), strings.HasPrefix(t, hbaDigestPrefix):
+			continue
 		}
 		out = append(out, l)
 	}
 	return out
 }
 
-// EditHBA edits pool_hba.conf for TLS with sslMode and authMode ("" keeps
-// every rule's method). enforced says whether pgpool reads pool_hba.conf
-// (enable_pool_hba = on) before the change.
+// HBAOptions says what EditHBA edits for.
+type HBAOptions struct {
+	SSLMode  string
+	AuthMode string // "" keeps every rule's method
+	// EnforcedBefore: pgpool read pool_hba.conf before the change
+	// (enable_pool_hba on, as the user set it); EnforcedAfter: it will.
+	EnforcedBefore, EnforcedAfter bool
+	// SSLBefore: ssl was on before the change.
+	SSLBefore bool
+}
+
+// EditHBA edits pool_hba.conf for TLS with o.SSLMode and o.AuthMode.
 //
 //   - Comments, local rules, loopback rules and reject rules are kept.
 //   - Under require, verify-ca and verify-full, every remote rule that lets a
 //     client in becomes hostssl, so a connection without TLS matches no rule
 //     that admits it; a hostnossl rule that admits clients is an error.
+//   - A connection without TLS that matched a rule made hostssl now goes on
+//     to the rules after it. When one of those would let it in with a weaker
+//     method (a loopback trust rule after "host all all 0.0.0.0/0 md5"), a
+//     "hostnossl ... reject" rule with the same scope is added right after
+//     the changed rule, so it is refused instead.
 //   - The method of a plain password rule (md5, scram-sha-256, password; no
-//     @file list, samenet/samehost or options) becomes authMode. Other
+//     @file list, samenet/samehost or options) becomes AuthMode. Other
 //     methods (trust, ldap, pam, cert) are kept, and noted when they differ.
 //   - When no rule admits remote clients: if pool_hba.conf was not enforced
-//     (every client got in), a marked default block admits them with
-//     authMode over TLS; if it was, nothing is added.
+//     (every client got in) and will be, a marked default block admits them
+//     with AuthMode over TLS; otherwise nothing is added.
 //
-// Editing is idempotent: a rule changed before is edited again from its
-// recorded original.
-func EditHBA(text, sslMode, authMode string, enforced bool) (*HBAEdit, error) {
-	if err := ValidateModes(sslMode, authMode); err != nil {
+// Every edit is checked with the first-match model (HBAModel): no connection
+// attempt may get in with a weaker method than before; if one would, the
+// edit is refused. Editing is idempotent: a rule changed before is edited
+// again from its recorded original.
+func EditHBA(text string, o HBAOptions) (*HBAEdit, error) {
+	if err := ValidateModes(o.SSLMode, o.AuthMode); err != nil {
 		return nil, err
 	}
 	lines := unmark(text)
@@ -347,6 +342,12 @@ func EditHBA(text, sslMode, authMode string, enforced bool) (*HBAEdit, error) {
 	var out []string
 	remoteAccept := false
 	lastRemote := -1
+	type converted struct {
+		rule HBARule
+		at   int // index in out of the new rule
+		line string
+	}
+	var conv []converted
 	for i, l := range lines {
 		r, ok, err := parseRule(i+1, l)
 		if err != nil {
@@ -363,22 +364,22 @@ func EditHBA(text, sslMode, authMode string, enforced bool) (*HBAEdit, error) {
 		}
 		remoteAccept = true
 		n := r
-		if TLSRequired(sslMode) {
+		if TLSRequired(o.SSLMode) {
 			switch r.Type {
 			case "host":
 				n.Type = "hostssl"
 			case "hostnossl":
-				return nil, &HBAParseError{r.Line, l, fmt.Sprintf("this rule admits only connections without TLS, which --ssl-mode %s forbids; delete it, make it reject, or choose --ssl-mode prefer", sslMode)}
+				return nil, &HBAParseError{r.Line, l, fmt.Sprintf("this rule admits only connections without TLS, which --ssl-mode %s forbids; delete it, make it reject, or choose --ssl-mode prefer", o.SSLMode)}
 			}
 		}
-		if authMode != "" && r.Method != hbaMethod(authMode) {
+		if o.AuthMode != "" && r.Method != hbaMethod(o.AuthMode) {
 			switch {
 			case r.passwordRule():
-				n.Method = hbaMethod(authMode)
-			case r.Method == "cert" && authMode != "cert" && r.plain():
-				n.Method = hbaMethod(authMode)
+				n.Method = hbaMethod(o.AuthMode)
+			case r.Method == "cert" && o.AuthMode != "cert" && r.plain():
+				n.Method = hbaMethod(o.AuthMode)
 			default:
-				e.Notes = append(e.Notes, fmt.Sprintf("pool_hba.conf line %d (%s) keeps its method %s (only plain md5/scram-sha-256/password rules without @file lists, samenet/samehost or options change to %s)", r.Line, strings.Join(strings.Fields(l), " "), r.Method, hbaMethod(authMode)))
+				e.Notes = append(e.Notes, fmt.Sprintf("pool_hba.conf line %d (%s) keeps its method %s (only plain md5/scram-sha-256/password rules without @file lists, samenet/samehost or options change to %s)", r.Line, strings.Join(strings.Fields(l), " "), r.Method, hbaMethod(o.AuthMode)))
 			}
 		}
 		if n.Method == "cert" && n.Type != "hostssl" {
@@ -394,17 +395,20 @@ func EditHBA(text, sslMode, authMode string, enforced bool) (*HBAEdit, error) {
 		nl := rewrite(l, r, n)
 		e.Changed = append(e.Changed, fmt.Sprintf("line %d: %s -> %s", r.Line, r.String(), n.String()))
 		out = append(out, hbaWasPrefix+l, nl)
+		if n.Type == "hostssl" && r.Type != "hostssl" {
+			conv = append(conv, converted{r, len(out) - 1, l})
+		}
 	}
 	if !remoteAccept {
-		if enforced {
-			e.NoRemote = true
+		if o.EnforcedBefore || !o.EnforcedAfter {
+			e.NoRemote = o.EnforcedBefore
 		} else {
-			auth := authMode
+			auth := o.AuthMode
 			if auth == "" {
 				auth = "md5"
 			}
 			typ := "host"
-			if TLSRequired(sslMode) {
+			if TLSRequired(o.SSLMode) {
 				typ = "hostssl"
 			}
 			block := []string{hbaDefaultBegin,
@@ -420,8 +424,101 @@ func EditHBA(text, sslMode, authMode string, enforced bool) (*HBAEdit, error) {
 			out = append(out[:at], append(block, out[at:]...)...)
 		}
 	}
+	// What the user's own rules say once TLS is on (intent), and what pgpool
+	// did before the change (before): the edit may be as weak as either of
+	// them for a connection, never weaker than both.
+	intent, err := NewHBAModel(joinLines(lines), o.EnforcedAfter, true)
+	if err != nil {
+		return nil, err
+	}
+	before := intent
+	before.Enforced, before.SSL = o.EnforcedBefore, o.SSLBefore
+	after, err := NewHBAModel(joinLines(out), o.EnforcedAfter, true)
+	if err != nil {
+		return nil, fmt.Errorf("pool_hba.conf after the edit cannot be read (a bug of kubectl-pgpool; nothing was changed): %w", err)
+	}
+	// A plain connection that fell through a rule made hostssl to a weaker
+	// rule: refuse it right after that rule.
+	need := map[int]Widening{}
+	for _, w := range Widened(intent, after) {
+		for _, c := range conv {
+			if w.BeforeLine == c.rule.Line && !w.Probe.TLS {
+				if _, ok := need[c.at]; !ok {
+					need[c.at] = w
+				}
+			}
+		}
+	}
+	for k := len(conv) - 1; k >= 0; k-- {
+		c := conv[k]
+		w, ok := need[c.at]
+		if !ok {
+			continue
+		}
+		rej := c.rule
+		rej.Type, rej.Method, rej.Options, rej.Comment = "hostnossl", "reject", nil, hbaAdded
+		rl := rej.String()
+		if strings.HasSuffix(c.line, "\r") {
+			rl += "\r"
+		}
+		out = append(out[:c.at+1], append([]string{rl}, out[c.at+1:]...)...)
+		e.Added = append(e.Added, fmt.Sprintf("after line %d: %s (a connection without TLS that matched line %d would otherwise reach %s at line %d, e.g. %s)", c.rule.Line, strings.TrimSuffix(rl, " "+hbaAdded), c.rule.Line, w.After, w.AfterLine, w.Probe))
+	}
+	slices.Reverse(e.Added)
 	e.Text = joinLines(out)
+	after, err = NewHBAModel(e.Text, o.EnforcedAfter, true)
+	if err != nil {
+		return nil, fmt.Errorf("pool_hba.conf after the edit cannot be read (a bug of kubectl-pgpool; nothing was changed): %w", err)
+	}
+	if ws := WidenedFrom(after, intent, before); len(ws) > 0 {
+		return nil, fmt.Errorf("the pool_hba.conf edit would let a client in with a weaker method than today (%s); kubectl-pgpool refuses it and changes nothing: reorder or narrow the rules by hand", ws[0])
+	}
 	return e, nil
+}
+
+// MarkHBAEnforced records in pool_hba.conf (a comment line at the top) a
+// digest of the rules the file had before the plugin's edits, when the
+// plugin turns enable_pool_hba on: remove turns it off again only when the
+// rules are still those.
+func MarkHBAEnforced(text string) string {
+	lines := splitLines(text)
+	cr := ""
+	if len(lines) > 0 && strings.HasSuffix(lines[0], "\r") {
+		cr = "\r"
+	}
+	var out []string
+	for _, l := range lines {
+		if !strings.HasPrefix(strings.TrimSpace(l), hbaDigestPrefix) {
+			out = append(out, l)
+		}
+	}
+	out = append([]string{hbaDigestPrefix + rulesDigest(text) + cr}, out...)
+	return joinLines(out)
+}
+
+// HBAChangedSinceEnforced reports whether the rules of pool_hba.conf (its
+// edits by the plugin undone) differ from those MarkHBAEnforced recorded;
+// known is false when there is no record.
+func HBAChangedSinceEnforced(text string) (changed, known bool) {
+	for _, l := range splitLines(text) {
+		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, hbaDigestPrefix) {
+			return strings.TrimPrefix(t, hbaDigestPrefix) != rulesDigest(text), true
+		}
+	}
+	return false, false
+}
+
+// rulesDigest is a digest of the active lines of the file as it was before
+// the plugin's edits (comments and blank lines do not count).
+func rulesDigest(text string) string {
+	h := sha256.New()
+	for i, l := range unmark(text) {
+		if _, ok, _ := parseRule(i+1, l); ok {
+			h.Write([]byte(strings.Join(strings.Fields(l), " ") + "\n"))
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // RestoreHBA undoes EditHBA for remove (TLS off): every rule the plugin
@@ -476,23 +573,12 @@ func RestoreHBA(text, authMode string) (*HBAEdit, error) {
 // keeping the rest of the line, and its column alignment where the spaces
 // allow.
 func rewrite(line string, r, n HBARule) string {
-	typeAt := strings.Index(line, r.Type)
-	methodIdx := 3 // type database user [address [mask]] method
-	if r.Type != "local" {
-		methodIdx++
-		if r.Mask != "" {
-			methodIdx++
-		}
-	}
-	methodAt := fieldStart(line, methodIdx)
-	if typeAt < 0 || methodAt < 0 {
-		return n.String()
-	}
-	out := line[:methodAt] + n.Method + line[methodAt+len(r.Method):]
-	out = out[:typeAt] + n.Type + out[typeAt+len(r.Type):]
+	out := line[:r.methodAt] + n.Method + line[r.methodEnd:]
+	out = out[:r.typeAt] + n.Type + out[r.typeEnd:]
 	// Keep the next column where it was: take spaces after the type.
-	if d := len(n.Type) - len(r.Type); d > 0 {
-		end := typeAt + len(n.Type)
+	oldLen := r.typeEnd - r.typeAt
+	if d := len(n.Type) - oldLen; d > 0 {
+		end := r.typeAt + len(n.Type)
 		sp := 0
 		for end+sp < len(out) && out[end+sp] == ' ' {
 			sp++
@@ -501,34 +587,10 @@ func rewrite(line string, r, n HBARule) string {
 			out = out[:end] + out[end+d:]
 		}
 	} else if d < 0 {
-		end := typeAt + len(n.Type)
+		end := r.typeAt + len(n.Type)
 		out = out[:end] + strings.Repeat(" ", -d) + out[end:]
 	}
 	return out
-}
-
-// fieldStart returns the byte offset of the i-th (0-based) field of a rule
-// line, honouring double quotes.
-func fieldStart(line string, i int) int {
-	n, in, quoted := -1, false, false
-	for p := 0; p < len(line); p++ {
-		c := line[p]
-		space := !quoted && (c == ' ' || c == '\t')
-		if !space && !in {
-			in = true
-			n++
-			if n == i {
-				return p
-			}
-		}
-		if space {
-			in = false
-		}
-		if c == '"' {
-			quoted = !quoted
-		}
-	}
-	return -1
 }
 
 func joinLines(l []string) string {
@@ -586,41 +648,17 @@ func Enforce(c *PgpoolConf) bool {
 	if c.Bool("enable_pool_hba") {
 		return false
 	}
-	idx := -1
-	for i, l := range c.lines {
-		if k, _, _, ok := splitLine(l); ok && k == "enable_pool_hba" {
-			idx = i
-		}
-	}
-	if idx < 0 {
-		c.Set("enable_pool_hba", "on "+enforceMarker+"unset")
-		return true
-	}
-	c.lines[idx] = "enable_pool_hba = on " + enforceMarker + c.lines[idx]
+	c.SetMarked("enable_pool_hba", "on")
 	return true
 }
 
-const enforceMarker = "# kubectl-pgpool was: "
-
 // Unenforce undoes Enforce: the line it changed gets its original back (or
 // goes, when there was none).
-func Unenforce(c *PgpoolConf) {
-	for i := 0; i < len(c.lines); i++ {
-		l := c.lines[i]
-		k, _, comment, ok := splitLine(l)
-		if !ok || k != "enable_pool_hba" {
-			continue
-		}
-		idx := strings.Index(l, enforceMarker)
-		if idx < 0 || !strings.HasPrefix(comment, enforceMarker) {
-			continue
-		}
-		orig := l[idx+len(enforceMarker):]
-		if orig == "unset" {
-			c.lines = append(c.lines[:i], c.lines[i+1:]...)
-			i--
-			continue
-		}
-		c.lines[i] = orig
-	}
+func Unenforce(c *PgpoolConf) { c.Restore("enable_pool_hba") }
+
+// Enforced reports whether enable_pool_hba was turned on by Enforce (and
+// not by the user).
+func Enforced(c *PgpoolConf) bool {
+	i, _ := c.last("enable_pool_hba")
+	return i >= 0 && strings.Contains(c.lines[i], wasMarker)
 }

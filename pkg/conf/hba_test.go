@@ -21,7 +21,7 @@ func TestHBAGolden(t *testing.T) {
 						a = ""
 					}
 					var out strings.Builder
-					e, err := EditHBA(orig, ssl, a, true)
+					e, err := EditHBA(orig, HBAOptions{SSLMode: ssl, AuthMode: a, EnforcedBefore: true, EnforcedAfter: true})
 					if err != nil {
 						fmt.Fprintf(&out, "error: %v\n", err)
 						golden(t, name, out.String())
@@ -32,7 +32,7 @@ func TestHBAGolden(t *testing.T) {
 					if _, err := ParseHBA(e.Text); err != nil {
 						t.Fatalf("the edited file does not parse: %v", err)
 					}
-					again, err := EditHBA(e.Text, ssl, a, true)
+					again, err := EditHBA(e.Text, HBAOptions{SSLMode: ssl, AuthMode: a, EnforcedBefore: true, EnforcedAfter: true})
 					if err != nil || again.Text != e.Text {
 						t.Fatalf("edit is not idempotent (%v):\n%s", err, Diff(e.Text, again.Text, 1))
 					}
@@ -81,7 +81,7 @@ func checkNotWider(t *testing.T, orig, edited, ssl string) {
 // rule are still there, and postgres still may not log in from anywhere.
 func TestHBAKeepsRejectAndScope(t *testing.T) {
 	orig := "host all postgres 0.0.0.0/0 reject\nhost appdb app 10.0.0.0/8 scram-sha-256\n"
-	e, err := EditHBA(orig, "require", "cert", true)
+	e, err := EditHBA(orig, HBAOptions{SSLMode: "require", AuthMode: "cert", EnforcedBefore: true, EnforcedAfter: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestHBAKeepsRejectAndScope(t *testing.T) {
 		t.Fatalf("got:\n%s\nwant:\n%s", e.Text, want)
 	}
 	// Default (no --client-auth-mode): scram stays scram.
-	e, _ = EditHBA(orig, "require", "", true)
+	e, _ = EditHBA(orig, HBAOptions{SSLMode: "require", AuthMode: "", EnforcedBefore: true, EnforcedAfter: true})
 	if !strings.Contains(e.Text, "hostssl appdb app 10.0.0.0/8 scram-sha-256\n") || GuessAuthMode(e.Text) != "scram" {
 		t.Fatalf("scram was not kept:\n%s", e.Text)
 	}
@@ -100,19 +100,19 @@ func TestHBAErrors(t *testing.T) {
 	for _, tc := range []struct{ text, ssl, want string }{
 		{"host all all 0.0.0.0/0 md5\nhost all all 0.0.0.0/0 ident\n", "require", "line 2"},
 		{"hots all all 0.0.0.0/0 md5\n", "require", `unknown connection type "hots"`},
-		{"host all all 0.0.0.0/0\n", "require", "needs DATABASE USER ADDRESS METHOD"},
+		{"host all all 0.0.0.0/0\n", "require", "no METHOD"},
 		{"host all all 10.0.0.1 md5\n", "require", "not a netmask"},
-		{"host all all 10.0.0.0/33 md5\n", "require", "not a valid CIDR"},
-		{"host all \"bob all 0.0.0.0/0 md5\n", "require", "unterminated double quote"},
+		{"host all all 10.0.0.0/33 md5\n", "require", "invalid CIDR mask"},
+		{"host all \"bob all 0.0.0.0/0 md5\n", "require", "end of line before the address"},
 		{"host all all 0.0.0.0/0 ldap server\n", "require", "not a name=value option"},
 		{"hostnossl all all 0.0.0.0/0 md5\n", "require", "forbids"},
 	} {
-		_, err := EditHBA(tc.text, tc.ssl, "md5", true)
+		_, err := EditHBA(tc.text, HBAOptions{SSLMode: tc.ssl, AuthMode: "md5", EnforcedBefore: true, EnforcedAfter: true})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.text, err, tc.want)
 		}
 	}
-	if _, err := EditHBA("hostnossl all all 0.0.0.0/0 md5\n", "prefer", "md5", true); err != nil {
+	if _, err := EditHBA("hostnossl all all 0.0.0.0/0 md5\n", HBAOptions{SSLMode: "prefer", AuthMode: "md5", EnforcedBefore: true, EnforcedAfter: true}); err != nil {
 		t.Errorf("prefer keeps hostnossl rules: %v", err)
 	}
 }
@@ -121,11 +121,11 @@ func TestHBAErrors(t *testing.T) {
 // clients are refused today); a default block when it was not read at all.
 func TestHBADefaultBlock(t *testing.T) {
 	orig := "local all all trust\nhost all all 127.0.0.1/32 trust\n"
-	e, err := EditHBA(orig, "require", "", true)
+	e, err := EditHBA(orig, HBAOptions{SSLMode: "require", AuthMode: "", EnforcedBefore: true, EnforcedAfter: true})
 	if err != nil || e.Text != orig || !e.NoRemote {
 		t.Fatalf("enforced: %v %+v", err, e)
 	}
-	e, err = EditHBA(orig, "require", "scram", false)
+	e, err = EditHBA(orig, HBAOptions{SSLMode: "require", AuthMode: "scram", EnforcedAfter: true})
 	if err != nil || !e.AddedDefault || !strings.Contains(e.Text, "hostssl all all 0.0.0.0/0 scram-sha-256\n") {
 		t.Fatalf("not enforced: %v %+v", err, e)
 	}

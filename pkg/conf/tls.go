@@ -2,6 +2,7 @@ package conf
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -25,13 +26,13 @@ type Paths struct {
 // ValidateModes checks an sslMode x clientAuthMode pair; authMode "" keeps
 // the methods of pool_hba.conf's rules, which fits any sslMode.
 func ValidateModes(sslMode, authMode string) error {
-	if !contains(SSLModes(), sslMode) {
+	if !slices.Contains(SSLModes(), sslMode) {
 		return fmt.Errorf("unknown ssl mode %q: use one of %s", sslMode, strings.Join(SSLModes(), ", "))
 	}
 	if authMode == "" {
 		return nil
 	}
-	if !contains(ClientAuthModes(), authMode) {
+	if !slices.Contains(ClientAuthModes(), authMode) {
 		return fmt.Errorf("unknown client auth mode %q: use one of %s", authMode, strings.Join(ClientAuthModes(), ", "))
 	}
 	if authMode == "cert" && !TLSRequired(sslMode) {
@@ -45,30 +46,67 @@ func TLSRequired(sslMode string) bool {
 	return sslMode == "require" || sslMode == "verify-ca" || sslMode == "verify-full"
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
+// tlsKeys are the pgpool.conf keys EnableTLS writes.
+var tlsKeys = []string{"ssl", "ssl_cert", "ssl_key", "ssl_ca_cert"}
+
+// EnableTLS turns TLS on with the given file paths. Each line it writes
+// records the line it replaced, so that DisableTLS puts back the exact
+// bytes (the user's own ssl_* lines included).
+func EnableTLS(c *PgpoolConf, p Paths) {
+	c.SetMarked("ssl", "on")
+	c.SetMarked("ssl_cert", Quote(p.Cert))
+	c.SetMarked("ssl_key", Quote(p.Key))
+	c.SetMarked("ssl_ca_cert", Quote(p.CA))
+}
+
+// DisableTLS turns TLS off: every line EnableTLS wrote gets back the line it
+// replaced (or goes), so the file reads byte for byte as before tls add.
+// A file whose lines carry no record (written by a version of the plugin
+// before the records) gets ssl = off and loses the ssl_cert, ssl_key and
+// ssl_ca_cert lines that point at p, and no others.
+func DisableTLS(c *PgpoolConf, p Paths) {
+	if !c.Restore("ssl") && c.Bool("ssl") {
+		c.Set("ssl", "off")
+	}
+	for key, path := range map[string]string{"ssl_cert": p.Cert, "ssl_key": p.Key, "ssl_ca_cert": p.CA} {
+		if c.Restore(key) {
+			continue
+		}
+		if v, ok := c.Get(key); ok && v == path {
+			c.Unset(key)
 		}
 	}
-	return false
 }
 
-// EnableTLS turns TLS on with the given file paths.
-func EnableTLS(c *PgpoolConf, p Paths) {
-	c.Set("ssl", "on")
-	c.Set("ssl_cert", Quote(p.Cert))
-	c.Set("ssl_key", Quote(p.Key))
-	c.Set("ssl_ca_cert", Quote(p.CA))
+// LeftoverTLS returns the TLS settings of pgpool.conf that change what
+// the plugin's certificates mean and that it does not write: ssl_ca_cert_dir
+// (every CA in that directory is trusted beside ssl_ca_cert) and
+// ssl_crl_file (checked against the whole new chain), each with its line.
+func LeftoverTLS(c *PgpoolConf) []string {
+	var out []string
+	for _, k := range []string{"ssl_ca_cert_dir", "ssl_crl_file"} {
+		if v, ok := c.Get(k); ok && v != "" {
+			out = append(out, fmt.Sprintf("%s = '%s' (pgpool.conf line %d)", k, v, c.Line(k)))
+		}
+	}
+	return out
 }
 
-// DisableTLS turns TLS off and drops the certificate paths, so that a file
-// that had TLS added by EnableTLS reads as it did before.
-func DisableTLS(c *PgpoolConf) {
-	c.Set("ssl", "'off'")
-	c.Unset("ssl_cert")
-	c.Unset("ssl_key")
-	c.Unset("ssl_ca_cert")
+// RestoreLeftoverTLS puts back what CommentOutLeftoverTLS changed.
+func RestoreLeftoverTLS(c *PgpoolConf) {
+	c.Restore("ssl_ca_cert_dir")
+	c.Restore("ssl_crl_file")
+}
+
+// CommentOutLeftoverTLS empties the ssl_ca_cert_dir and ssl_crl_file
+// settings (pgpool then reads neither); each line records what it was, so
+// that RestoreLeftoverTLS puts it back.
+func CommentOutLeftoverTLS(c *PgpoolConf) {
+	for _, k := range []string{"ssl_ca_cert_dir", "ssl_crl_file"} {
+		if v, ok := c.Get(k); ok && v != "" {
+			c.SetMarked(k, "''")
+		}
+	}
 }
 
 const (

@@ -73,6 +73,10 @@ type Request struct {
 	Login string
 	// Holder identifies who holds the lock (user, host, pid).
 	Holder string
+	// LeftoverTLS says what add does with ssl_ca_cert_dir and ssl_crl_file
+	// settings it finds: "keep", "comment-out", or "" (refuse them with
+	// cert auth, warn otherwise).
+	LeftoverTLS string
 	// ForceUnlock takes the lock even from a run that still holds it.
 	ForceUnlock bool
 	// Now is when the plan is made (the backup's time).
@@ -103,6 +107,7 @@ func Build(t *pgpool.Target, r Request) (*plan.Plan, error) {
 		return nil, err
 	}
 	b := &builder{t: t, r: r, p: &plan.Plan{Operation: r.Operation, Target: workloadObject(t)}}
+	b.p.Warnings = append(b.p.Warnings, conf.ParsePgpoolConf(t.Config.PgpoolConf).CaseIgnored(pgpoolKeys...)...)
 	if why := interruptedWhy(t, r.Operation); why != "" {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls %s that did not finish (%s): the plan starts from what the cluster holds now; steps already done change nothing", r.Operation, why))
 	}
@@ -137,8 +142,16 @@ func Build(t *pgpool.Target, r Request) (*plan.Plan, error) {
 	return b.p, nil
 }
 
+// pgpoolKeys are the pgpool.conf parameters the plugin reads or writes.
+var pgpoolKeys = []string{"ssl", "ssl_cert", "ssl_key", "ssl_ca_cert", "enable_pool_hba", "ssl_ca_cert_dir", "ssl_crl_file"}
+
 func fits(t *pgpool.Target, r Request) error {
 	name := t.Namespace + "/" + t.Name
+	if r.Operation != Rollback {
+		if err := conf.ParsePgpoolConf(t.Config.PgpoolConf).Check("ssl", "enable_pool_hba"); err != nil {
+			return fmt.Errorf("%s %s/%s: %w", t.Config.Kind, t.Namespace, t.Config.Name, err)
+		}
+	}
 	if r.Operation == Rollback {
 		if t.Backup == nil {
 			return &StateError{fmt.Sprintf("pgpool %s has no backup to roll back to (no Secret %s/%s of kubectl-pgpool): every operation keeps one from before its first write, and a rollback uses it up; there is nothing to undo", name, t.Namespace, pgpool.BackupName(t.Name))}
@@ -374,12 +387,30 @@ func (b *builder) add() error {
 	}
 	b.writeBundle(nil)
 	pc := conf.ParsePgpoolConf(b.t.Config.PgpoolConf)
+	// What pgpool read before any edit of the plugin (a resumed run finds
+	// its own edits in the file).
+	orig := pc.Original()
+	leftover := conf.LeftoverTLS(orig)
+	if len(leftover) > 0 {
+		switch {
+		case b.r.LeftoverTLS == "comment-out":
+			conf.CommentOutLeftoverTLS(pc)
+			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pgpool.conf sets %s: the plan comments them out (--leftover-tls comment-out; remove puts them back)", strings.Join(leftover, " and ")))
+		case b.r.LeftoverTLS == "keep":
+			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pgpool.conf sets %s, kept as --leftover-tls keep asks: every CA in ssl_ca_cert_dir is trusted beside the new one, and ssl_crl_file is checked against the new chain", strings.Join(leftover, " and ")))
+		case b.r.AuthMode == "cert":
+			return fmt.Errorf("%s %s/%s: pgpool.conf sets %s: with --client-auth-mode cert, every CA in ssl_ca_cert_dir would be trusted beside the new one (any certificate they signed whose CN is a user name logs in), and an old ssl_crl_file is checked against the new chain; choose --leftover-tls keep or --leftover-tls comment-out; nothing was changed", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, strings.Join(leftover, " and "))
+		default:
+			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pgpool.conf sets %s: every CA in ssl_ca_cert_dir is trusted beside the new one and ssl_crl_file is checked against the new chain; pass --leftover-tls comment-out to drop them", strings.Join(leftover, " and ")))
+		}
+	}
 	conf.EnableTLS(pc, b.t.Paths())
 	// pool_hba.conf is read only with enable_pool_hba = on: require and
 	// cert are not enforced without it.
 	enforce := conf.TLSRequired(b.r.SSLMode) || b.r.AuthMode == "cert"
-	wasEnforced := pc.Bool("enable_pool_hba")
-	edit, err := conf.EditHBA(b.t.Config.PoolHBA, b.r.SSLMode, b.r.AuthMode, wasEnforced || !enforce)
+	wasEnforced := orig.Bool("enable_pool_hba")
+	edit, err := conf.EditHBA(b.t.Config.PoolHBA, conf.HBAOptions{SSLMode: b.r.SSLMode, AuthMode: b.r.AuthMode,
+		EnforcedBefore: wasEnforced, EnforcedAfter: wasEnforced || enforce, SSLBefore: orig.Bool("ssl")})
 	if err != nil {
 		return fmt.Errorf("%s %s/%s: %w", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
 	}
@@ -387,7 +418,13 @@ func (b *builder) add() error {
 		b.r.AuthMode = conf.GuessAuthMode(edit.Text)
 	}
 	summary := fmt.Sprintf("ssl = on with the certificate at %s; pool_hba.conf: %d remote rules changed for sslMode %s, clientAuthMode %s (every other line kept)", pgpool.PgpoolTLSDir, len(edit.Changed), b.r.SSLMode, b.r.AuthMode)
-	if enforce && conf.Enforce(pc) {
+	for _, a := range edit.Added {
+		b.p.Warnings = append(b.p.Warnings, "pool_hba.conf: a rule is added "+a)
+	}
+	hbaText := edit.Text
+	if enforce && !wasEnforced {
+		conf.Enforce(pc)
+		hbaText = conf.MarkHBAEnforced(hbaText)
 		summary += "; enable_pool_hba = on, so that pgpool enforces pool_hba.conf"
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("enable_pool_hba was off: pgpool did not read pool_hba.conf, so any client got in with or without TLS; the plan turns it on so that sslMode %s%s is enforced. From now on pgpool authenticates clients itself: md5 and scram users need a pool_passwd entry", b.r.SSLMode, map[bool]string{true: " and cert", false: ""}[b.r.AuthMode == "cert"]))
 	}
@@ -398,7 +435,7 @@ func (b *builder) add() error {
 	if edit.NoRemote {
 		b.p.Warnings = append(b.p.Warnings, "pool_hba.conf has no rule that admits remote clients, so only clients on the pod itself get in, before and after this change; none is added")
 	}
-	b.patchConfig(pc.String(), edit.Text, summary)
+	b.patchConfig(pc.String(), hbaText, summary)
 	if n := len(b.p.Steps); n > 1 && b.p.Steps[n-1].Kind == plan.Patch && b.p.Steps[n-2].Object.Kind == "ConfigMap" && b.p.Steps[n-2].Object.Name == tls.CABundleName(b.t.Name) {
 		// The config and the CA bundle are independent (no pod reads
 		// either before the TLS volume is mounted): written together.
@@ -468,18 +505,9 @@ func (b *builder) patchConfig(pgpoolConf, hba, summary string) {
 	})
 }
 
-// maskSecrets hides the values of password-like keys in a diff.
-func maskSecrets(diff string) string {
-	lines := strings.Split(diff, "\n")
-	for i, l := range lines {
-		if len(l) > 2 && strings.Contains(strings.ToLower(l), "password") {
-			if eq := strings.Index(l, "="); eq > 0 {
-				lines[i] = l[:eq+1] + " ******"
-			}
-		}
-	}
-	return strings.Join(lines, "\n")
-}
+// maskSecrets hides the values of secret keys (passwords, wd_authkey,
+// passphrases) in a diff of pgpool.conf.
+func maskSecrets(diff string) string { return conf.MaskSecrets(diff, true) }
 
 func (b *builder) volumeName() string {
 	name := pgpool.TLSVolumeName
@@ -877,8 +905,20 @@ func (b *builder) changeIssuer() {
 
 func (b *builder) remove() error {
 	pc := conf.ParsePgpoolConf(b.t.Config.PgpoolConf)
-	conf.DisableTLS(pc)
-	conf.Unenforce(pc)
+	conf.DisableTLS(pc, b.t.Paths())
+	conf.RestoreLeftoverTLS(pc)
+	if conf.Enforced(pc) {
+		// Turning enable_pool_hba off again stops pgpool reading every rule:
+		// only when the rules are still those add found.
+		switch changed, known := conf.HBAChangedSinceEnforced(b.t.Config.PoolHBA); {
+		case !known:
+			b.p.Warnings = append(b.p.Warnings, "enable_pool_hba stays on: tls add turned it on, but pool_hba.conf holds no record of its rules then (an older kubectl-pgpool wrote it), so rules added since might stop being enforced; set enable_pool_hba back yourself if nothing was added")
+		case changed:
+			b.p.Warnings = append(b.p.Warnings, "enable_pool_hba stays on: tls add turned it on, but pool_hba.conf's rules changed since (rules were added, removed or edited), and turning it off would stop pgpool enforcing them; set it yourself once you have checked them")
+		default:
+			conf.Unenforce(pc)
+		}
+	}
 	edit, err := conf.RestoreHBA(b.t.Config.PoolHBA, b.r.AuthMode)
 	if err != nil {
 		return fmt.Errorf("%s %s/%s: %w", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)

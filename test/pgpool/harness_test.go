@@ -221,7 +221,7 @@ func (p *pgpoolServer) ConfigureWith(sslMode, authMode, base string, edit func(*
 	if edit != nil {
 		edit(c)
 	}
-	he, err := conf.EditHBA(base, sslMode, authMode, true)
+	he, err := conf.EditHBA(base, conf.HBAOptions{SSLMode: sslMode, AuthMode: authMode, EnforcedBefore: true, EnforcedAfter: true})
 	if err != nil {
 		p.t.Fatal(err)
 	}
