@@ -5,10 +5,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
@@ -36,6 +38,9 @@ type AddOptions struct {
 	ClientRenewBefore time.Duration
 	// TakeOver applies over Certificates of that name another tool made.
 	TakeOver bool
+	// LeftoverTLS: what to do with ssl_ca_cert_dir / ssl_crl_file settings
+	// found in pgpool.conf ("keep", "comment-out", "": refuse with cert).
+	LeftoverTLS string
 }
 
 // NewAddOptions returns AddOptions with the defaults of the seed.
@@ -74,6 +79,7 @@ func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 	c.Flags().StringSliceVar(&o.ServerIPs, "server-ip-address", nil, "extra IP address for the server certificate, beside 127.0.0.1 (repeatable)")
 	c.Flags().DurationVar(&o.Duration, "duration", 0, "certificate lifetime (cert-manager's default: 2160h)")
 	addBackendCAFlag(c, &o.OperationOptions)
+	c.Flags().StringVar(&o.LeftoverTLS, "leftover-tls", "", "keep or comment-out: what to do with ssl_ca_cert_dir and ssl_crl_file settings already in pgpool.conf (refused with --client-auth-mode cert until you choose)")
 	c.Flags().BoolVar(&o.TakeOver, "take-over-certificates", false, "apply over Certificates NAME-server-cert/NAME-client-cert that another tool created (they become kubectl-pgpool's)")
 	c.Flags().DurationVar(&o.RenewBefore, "renew-before", 0, "renew this long before expiry (cert-manager's default: a third of the lifetime)")
 	c.Flags().DurationVar(&o.ClientDuration, "client-duration", 0, "the client certificate's lifetime, when it differs from --duration")
@@ -98,8 +104,21 @@ func (o *AddOptions) Validate() error {
 	if o.Issuer == "" {
 		return UsageError{fmt.Errorf("--issuer is required: name the cert-manager Issuer (or, with --issuer-kind ClusterIssuer, the ClusterIssuer) that signs pgpool's certificates")}
 	}
+	if err := splitIssuer(&o.Issuer, &o.IssuerKind); err != nil {
+		return err
+	}
 	if err := validIssuerKind(o.IssuerKind); err != nil {
 		return err
+	}
+	switch o.LeftoverTLS {
+	case "", "keep", "comment-out":
+	default:
+		return UsageError{fmt.Errorf(`--leftover-tls must be "keep" or "comment-out", not %q`, o.LeftoverTLS)}
+	}
+	for _, n := range o.ServerDNS {
+		if err := validDNSName(n); err != nil {
+			return UsageError{err}
+		}
 	}
 	if err := conf.ValidateModes(o.SSLMode, o.AuthMode); err != nil {
 		return UsageError{err}
@@ -147,12 +166,56 @@ func (o *AddOptions) Run(ctx context.Context) error {
 		Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind},
 		SSLMode: o.SSLMode, AuthMode: o.AuthMode, ClientUser: o.ClientUser, ClientOrgs: o.ClientOrgs, ClientOUs: o.ClientOUs,
 		ExtraDNS: o.ServerDNS, ExtraIPs: o.ServerIPs, Duration: o.Duration, RenewBefore: o.RenewBefore, TakeOverCertificates: o.TakeOver,
+		LeftoverTLS: o.LeftoverTLS,
 		ClientDuration: cmp.Or(o.ClientDuration, o.Duration), ClientRenewBefore: cmp.Or(o.ClientRenewBefore, o.RenewBefore),
 	})
 }
 
 func addBackendCAFlag(c *cobra.Command, o *OperationOptions) {
 	c.Flags().StringSliceVar(&o.BackendCA, "backend-ca", nil, "secret/NAME[/KEY] or configmap/NAME[/KEY] (KEY default ca.crt) with the CA of backends that serve TLS from another CA; pgpool verifies its backends against the CA bundle (repeatable; default: keep what the bundle holds)")
+}
+
+// splitIssuer accepts kubectl's KIND/NAME form in --issuer
+// (ClusterIssuer/ca, issuer/ca): the kind moves to kind, unless --issuer-kind
+// names another one.
+func splitIssuer(name, kind *string) error {
+	k, n, ok := strings.Cut(*name, "/")
+	if !ok {
+		return nil
+	}
+	var want string
+	switch strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(k, ".cert-manager.io"), "s")) {
+	case "issuer":
+		want = "Issuer"
+	case "clusterissuer":
+		want = "ClusterIssuer"
+	default:
+		return UsageError{fmt.Errorf("--issuer %q: a name has no '/'; write NAME with --issuer-kind Issuer|ClusterIssuer, or Issuer/NAME, ClusterIssuer/NAME", *name)}
+	}
+	if n == "" || strings.Contains(n, "/") {
+		return UsageError{fmt.Errorf("--issuer %q: write Issuer/NAME or ClusterIssuer/NAME", *name)}
+	}
+	if *kind != "Issuer" && *kind != want {
+		return UsageError{fmt.Errorf("--issuer %q names a %s but --issuer-kind is %s: give one of them", *name, want, *kind)}
+	}
+	*name, *kind = n, want
+	return nil
+}
+
+// validDNSName refuses a --server-dns-name that is not a DNS name (a
+// wildcard only as the whole first label).
+func validDNSName(n string) error {
+	l := strings.ToLower(n)
+	var errs []string
+	if strings.HasPrefix(l, "*.") {
+		errs = validation.IsWildcardDNS1123Subdomain(l)
+	} else {
+		errs = validation.IsDNS1123Subdomain(l)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("--server-dns-name %q is not a DNS name: %s", n, strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 func validIssuerKind(k string) error {
@@ -283,6 +346,9 @@ func (o *ChangeIssuerOptions) Validate() error {
 	}
 	if o.Issuer == "" {
 		return UsageError{fmt.Errorf("--issuer is required: name the new Issuer or ClusterIssuer")}
+	}
+	if err := splitIssuer(&o.Issuer, &o.IssuerKind); err != nil {
+		return err
 	}
 	if o.Parallel < 1 {
 		return UsageError{fmt.Errorf("--parallel must be at least 1")}

@@ -386,34 +386,13 @@ func (b *builder) add() error {
 		b.waitCert(n, after, i > 0)
 	}
 	b.writeBundle(nil)
-	pc := conf.ParsePgpoolConf(b.t.Config.PgpoolConf)
-	// What pgpool read before any edit of the plugin (a resumed run finds
-	// its own edits in the file).
-	orig := pc.Original()
-	leftover := conf.LeftoverTLS(orig)
-	if len(leftover) > 0 {
-		switch {
-		case b.r.LeftoverTLS == "comment-out":
-			conf.CommentOutLeftoverTLS(pc)
-			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pgpool.conf sets %s: the plan comments them out (--leftover-tls comment-out; remove puts them back)", strings.Join(leftover, " and ")))
-		case b.r.LeftoverTLS == "keep":
-			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pgpool.conf sets %s, kept as --leftover-tls keep asks: every CA in ssl_ca_cert_dir is trusted beside the new one, and ssl_crl_file is checked against the new chain", strings.Join(leftover, " and ")))
-		case b.r.AuthMode == "cert":
-			return fmt.Errorf("%s %s/%s: pgpool.conf sets %s: with --client-auth-mode cert, every CA in ssl_ca_cert_dir would be trusted beside the new one (any certificate they signed whose CN is a user name logs in), and an old ssl_crl_file is checked against the new chain; choose --leftover-tls keep or --leftover-tls comment-out; nothing was changed", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, strings.Join(leftover, " and "))
-		default:
-			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pgpool.conf sets %s: every CA in ssl_ca_cert_dir is trusted beside the new one and ssl_crl_file is checked against the new chain; pass --leftover-tls comment-out to drop them", strings.Join(leftover, " and ")))
-		}
-	}
-	conf.EnableTLS(pc, b.t.Paths())
-	// pool_hba.conf is read only with enable_pool_hba = on: require and
-	// cert are not enforced without it.
-	enforce := conf.TLSRequired(b.r.SSLMode) || b.r.AuthMode == "cert"
-	wasEnforced := orig.Bool("enable_pool_hba")
-	edit, err := conf.EditHBA(b.t.Config.PoolHBA, conf.HBAOptions{SSLMode: b.r.SSLMode, AuthMode: b.r.AuthMode,
-		EnforcedBefore: wasEnforced, EnforcedAfter: wasEnforced || enforce, SSLBefore: orig.Bool("ssl")})
+	res, err := conf.AddTLS(conf.Files{PgpoolConf: b.t.Config.PgpoolConf, PoolHBA: b.t.Config.PoolHBA},
+		conf.AddOptions{Paths: b.t.Paths(), SSLMode: b.r.SSLMode, AuthMode: b.r.AuthMode, LeftoverTLS: b.r.LeftoverTLS})
 	if err != nil {
-		return fmt.Errorf("%s %s/%s: %w", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
+		return fmt.Errorf("%s %s/%s: %w; nothing was changed", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
 	}
+	edit := res.HBA
+	b.p.Warnings = append(b.p.Warnings, res.Notes...)
 	if b.r.AuthMode == "" {
 		b.r.AuthMode = conf.GuessAuthMode(edit.Text)
 	}
@@ -421,10 +400,7 @@ func (b *builder) add() error {
 	for _, a := range edit.Added {
 		b.p.Warnings = append(b.p.Warnings, "pool_hba.conf: a rule is added "+a)
 	}
-	hbaText := edit.Text
-	if enforce && !wasEnforced {
-		conf.Enforce(pc)
-		hbaText = conf.MarkHBAEnforced(hbaText)
+	if res.Enforced {
 		summary += "; enable_pool_hba = on, so that pgpool enforces pool_hba.conf"
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("enable_pool_hba was off: pgpool did not read pool_hba.conf, so any client got in with or without TLS; the plan turns it on so that sslMode %s%s is enforced. From now on pgpool authenticates clients itself: md5 and scram users need a pool_passwd entry", b.r.SSLMode, map[bool]string{true: " and cert", false: ""}[b.r.AuthMode == "cert"]))
 	}
@@ -435,7 +411,7 @@ func (b *builder) add() error {
 	if edit.NoRemote {
 		b.p.Warnings = append(b.p.Warnings, "pool_hba.conf has no rule that admits remote clients, so only clients on the pod itself get in, before and after this change; none is added")
 	}
-	b.patchConfig(pc.String(), hbaText, summary)
+	b.patchConfig(res.PgpoolConf, res.PoolHBA, summary)
 	if n := len(b.p.Steps); n > 1 && b.p.Steps[n-1].Kind == plan.Patch && b.p.Steps[n-2].Object.Kind == "ConfigMap" && b.p.Steps[n-2].Object.Name == tls.CABundleName(b.t.Name) {
 		// The config and the CA bundle are independent (no pod reads
 		// either before the TLS volume is mounted): written together.
@@ -904,28 +880,14 @@ func (b *builder) changeIssuer() {
 }
 
 func (b *builder) remove() error {
-	pc := conf.ParsePgpoolConf(b.t.Config.PgpoolConf)
-	conf.DisableTLS(pc, b.t.Paths())
-	conf.RestoreLeftoverTLS(pc)
-	if conf.Enforced(pc) {
-		// Turning enable_pool_hba off again stops pgpool reading every rule:
-		// only when the rules are still those add found.
-		switch changed, known := conf.HBAChangedSinceEnforced(b.t.Config.PoolHBA); {
-		case !known:
-			b.p.Warnings = append(b.p.Warnings, "enable_pool_hba stays on: tls add turned it on, but pool_hba.conf holds no record of its rules then (an older kubectl-pgpool wrote it), so rules added since might stop being enforced; set enable_pool_hba back yourself if nothing was added")
-		case changed:
-			b.p.Warnings = append(b.p.Warnings, "enable_pool_hba stays on: tls add turned it on, but pool_hba.conf's rules changed since (rules were added, removed or edited), and turning it off would stop pgpool enforcing them; set it yourself once you have checked them")
-		default:
-			conf.Unenforce(pc)
-		}
-	}
-	edit, err := conf.RestoreHBA(b.t.Config.PoolHBA, b.r.AuthMode)
+	res, err := conf.RemoveTLS(conf.Files{PgpoolConf: b.t.Config.PgpoolConf, PoolHBA: b.t.Config.PoolHBA}, b.t.Paths(), b.r.AuthMode)
 	if err != nil {
-		return fmt.Errorf("%s %s/%s: %w", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
+		return fmt.Errorf("%s %s/%s: %w; nothing was changed", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
 	}
-	b.p.Warnings = append(b.p.Warnings, edit.Notes...)
+	edit := res.HBA
+	b.p.Warnings = append(b.p.Warnings, res.Notes...)
 	b.r.SSLMode, b.r.AuthMode = "disable", conf.GuessAuthMode(edit.Text)
-	b.patchConfig(pc.String(), edit.Text, "ssl off, certificate paths dropped; pool_hba.conf and enable_pool_hba as they were before tls add")
+	b.patchConfig(res.PgpoolConf, res.PoolHBA, "ssl off, certificate paths dropped; pool_hba.conf and enable_pool_hba as they were before tls add")
 	b.removeVolume()
 	b.roll(b.t.State.VolumePresent)
 	b.verify("off")

@@ -214,7 +214,7 @@ func (p *pgpoolServer) ConfigureWith(sslMode, authMode, base string, edit func(*
 		c.Set(k, v)
 	}
 	if sslMode == "disable" {
-		conf.DisableTLS(c)
+		conf.DisableTLS(c, p.Paths())
 	} else {
 		conf.EnableTLS(c, p.Paths())
 	}
