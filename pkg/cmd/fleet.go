@@ -79,6 +79,7 @@ type fleetResult struct {
 	Seconds   float64           `json:"seconds"`
 	Output    []json.RawMessage `json:"output,omitempty"`
 	text      []byte
+	err       error
 }
 
 // runFleet runs the operation on every pgpool of the fleet, Parallel at a
@@ -138,7 +139,7 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.R
 			}
 			res := fleetResult{Ref: r, Succeeded: err == nil, Seconds: time.Since(t0).Seconds(), text: out.Bytes()}
 			if err != nil {
-				res.Error = err.Error()
+				res.Error, res.err = err.Error(), err
 			}
 			if op.Output == "json" {
 				dec := json.NewDecoder(&out)
@@ -155,9 +156,11 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.R
 	}
 	wg.Wait()
 	var failed []string
+	var errs []error
 	for _, r := range results {
 		if !r.Succeeded {
 			failed = append(failed, r.Namespace+"/"+r.Name)
+			errs = append(errs, r.err)
 		}
 	}
 	if o.Output != "text" {
@@ -182,10 +185,22 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.R
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("tls %s failed on %d of %d pgpools: %s", req.Operation, len(failed), len(results), strings.Join(failed, ", "))
+		// The pgpools' own errors are kept (not printed again) so that the
+		// exit code says what happened (an interrupted fleet exits 130).
+		return &fleetError{msg: fmt.Sprintf("tls %s failed on %d of %d pgpools: %s", req.Operation, len(failed), len(results), strings.Join(failed, ", ")), errs: errs}
 	}
 	return nil
 }
+
+// fleetError is a fleet's failure: its message names the pgpools that
+// failed, and it unwraps to their errors.
+type fleetError struct {
+	msg  string
+	errs []error
+}
+
+func (e *fleetError) Error() string   { return e.msg }
+func (e *fleetError) Unwrap() []error { return e.errs }
 
 func firstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {

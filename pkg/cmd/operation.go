@@ -195,9 +195,11 @@ func runE(o options) func(*cobra.Command, []string) error {
 
 // Output document of -o json|yaml.
 type outputDoc struct {
-	DryRun string       `json:"dryRun"`
-	Plan   *plan.Plan   `json:"plan"`
-	Result *plan.Result `json:"result,omitempty"`
+	DryRun string     `json:"dryRun"`
+	Plan   *plan.Plan `json:"plan"`
+	// NothingToDo says why there is no plan: the goal is already reached.
+	NothingToDo string       `json:"nothingToDo,omitempty"`
+	Result      *plan.Result `json:"result,omitempty"`
 }
 
 // addOnFailureFlag adds --on-failure (the four operations; not rollback).
@@ -257,6 +259,14 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 		req.Issuer = t.State.Issuer
 	}
 	p, err := planner.Build(t, req)
+	var done *planner.NothingToDoError
+	if errors.As(err, &done) {
+		if o.Output == "text" {
+			fmt.Fprintln(o.Out, done.Msg)
+			return false, nil
+		}
+		return false, printDoc(o.Out, o.Output, outputDoc{DryRun: o.DryRun, NothingToDo: done.Msg})
+	}
 	if err != nil {
 		return false, err
 	}

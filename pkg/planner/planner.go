@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -93,6 +94,13 @@ type StateError struct{ Msg string }
 
 func (e *StateError) Error() string { return e.Msg }
 
+// NothingToDoError is returned when the operation's goal is already
+// reached (a run that was killed after it got there, run again): the
+// command succeeds without writing anything.
+type NothingToDoError struct{ Msg string }
+
+func (e *NothingToDoError) Error() string { return e.Msg }
+
 // LockDuration is how long the lock of a run that stopped renewing it (it
 // was killed) lasts before the next run takes it over.
 const LockDuration = 60 * time.Second
@@ -163,6 +171,9 @@ func fits(t *pgpool.Target, r Request) error {
 	}
 	switch r.Operation {
 	case Add:
+		if t.State.Enabled && !Interrupted(t, Add) && addDone(t, r) {
+			return &NothingToDoError{fmt.Sprintf("pgpool %s already has TLS as asked (%s %q, sslMode %s, clientAuthMode %s, its Certificates as this add would apply them): nothing to do", name, tls.IssuerKind(r.Issuer.Kind), r.Issuer.Name, t.State.SSLMode, t.State.AuthMode)}
+		}
 		if t.State.Enabled && !Interrupted(t, Add) {
 			return &StateError{fmt.Sprintf("pgpool %s already has TLS (ssl = on in %s %s): use `kubectl pgpool tls rotate %s` to re-issue its certificates, `kubectl pgpool tls change-issuer %s --issuer NAME` to move it to another issuer, or `kubectl pgpool tls remove %s` first", name, t.Config.Kind, t.Config.Name, t.Name, t.Name, t.Name)}
 		}
@@ -173,6 +184,9 @@ func fits(t *pgpool.Target, r Request) error {
 			return fmt.Errorf("--ssl-mode disable turns TLS off: use `kubectl pgpool tls remove %s` for that", t.Name)
 		}
 	case Remove:
+		if !t.State.Enabled && !Interrupted(t, Remove) && removeDone(t, r) {
+			return &NothingToDoError{fmt.Sprintf("pgpool %s has no TLS (ssl is off in %s %s, no TLS volume, no Certificate of kubectl-pgpool): nothing to do", name, t.Config.Kind, t.Config.Name)}
+		}
 		if !t.State.Enabled && !Interrupted(t, Remove) {
 			return &StateError{fmt.Sprintf("pgpool %s has no TLS (ssl is off in %s %s): use `kubectl pgpool tls add %s --issuer NAME` first", name, t.Config.Kind, t.Config.Name, t.Name)}
 		}
@@ -228,6 +242,74 @@ func fits(t *pgpool.Target, r Request) error {
 		}
 	}
 	return nil
+}
+
+// addDone reports whether t already has what add r asks: TLS on with the
+// volume mounted, the same sslMode and clientAuthMode, and both
+// Certificates as add would apply them (issuer, names, subject, lifetime).
+func addDone(t *pgpool.Target, r Request) bool {
+	if !t.State.VolumePresent || t.State.SSLMode != r.SSLMode || (r.AuthMode != "" && t.State.AuthMode != r.AuthMode) {
+		return false
+	}
+	b := &builder{t: t, r: r}
+	p := b.params()
+	for _, want := range []*cmapi.Certificate{tls.ServerCertificate(p, pgpool.ServerCertName(t.Name)), tls.ClientCertificate(p, pgpool.ClientCertName(t.Name))} {
+		have := t.Certificates[want.Name]
+		if have == nil || !tls.Ours(have, t.Name) || !specCovers(want.Spec, have.Spec) {
+			return false
+		}
+	}
+	return true
+}
+
+// specCovers reports whether every field set in want has the same value in
+// have (fields cert-manager or others added to have do not count).
+func specCovers(want, have cmapi.CertificateSpec) bool {
+	var w, h map[string]any
+	wj, _ := json.Marshal(want)
+	hj, _ := json.Marshal(have)
+	if json.Unmarshal(wj, &w) != nil || json.Unmarshal(hj, &h) != nil {
+		return false
+	}
+	return covers(w, h)
+}
+
+func covers(want, have any) bool {
+	switch w := want.(type) {
+	case map[string]any:
+		h, ok := have.(map[string]any)
+		if !ok {
+			return false
+		}
+		for k, v := range w {
+			if !covers(v, h[k]) {
+				return false
+			}
+		}
+		return true
+	default:
+		wj, _ := json.Marshal(want)
+		hj, _ := json.Marshal(have)
+		return string(wj) == string(hj)
+	}
+}
+
+// removeDone reports whether t has nothing of TLS left that remove r would
+// take away: no TLS volume, no CA bundle of ours, and (unless
+// --keep-certificates) no Certificate of ours.
+func removeDone(t *pgpool.Target, r Request) bool {
+	if t.State.VolumePresent || (t.Bundle != nil && t.BundleOurs) {
+		return false
+	}
+	if r.KeepCertificates {
+		return true
+	}
+	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
+		if c := t.Certificates[n]; c != nil && tls.Ours(c, t.Name) {
+			return false
+		}
+	}
+	return true
 }
 
 // Interrupted reports whether an add or remove on t stopped part-way, so

@@ -3,6 +3,7 @@ package planner
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -618,3 +619,42 @@ func TestRollbackRestoresARestrictivePoolHBA(t *testing.T) {
 	}
 	t.Fatal("the rollback writes no config")
 }
+
+// A run killed after it reached its goal, run again, has nothing to do
+// (exit 0, nothing written); add with other settings keeps its refusal.
+func TestRerunAfterGoalIsNothingToDo(t *testing.T) {
+	var nothing *NothingToDoError
+	if _, err := Build(fixture(t, "StatefulSet"), Request{Operation: Remove, Holder: "tester"}); !errors.As(err, &nothing) {
+		t.Fatalf("remove without TLS: %v, want nothing to do", err)
+	}
+	tg := withTLS(t, fixture(t, "StatefulSet"))
+	p, err := Build(fixture(t, "StatefulSet"), seedAdd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range p.Steps {
+		if c, ok := s.Spec.(plan.ApplyCertificateSpec); ok {
+			var crt cmapi.Certificate
+			if err := json.Unmarshal(c.Manifest, &crt); err != nil {
+				t.Fatal(err)
+			}
+			tg.Certificates[crt.Name].Spec = crt.Spec
+			tg.Certificates[crt.Name].Spec.RevisionHistoryLimit = ptr(int32(3))
+		}
+	}
+	if _, err := Build(tg, seedAdd()); !errors.As(err, &nothing) || !strings.Contains(err.Error(), "nothing to do") {
+		t.Fatalf("add again with the same settings: %v, want nothing to do", err)
+	}
+	other := seedAdd()
+	other.ClientOrgs = []string{"elsewhere"}
+	if _, err := Build(tg, other); errors.As(err, &nothing) || err == nil || !strings.Contains(err.Error(), "tls rotate pgpool") {
+		t.Fatalf("add again with another subject: %v, want the refusal", err)
+	}
+	other = seedAdd()
+	other.SSLMode = "verify-full"
+	if _, err := Build(tg, other); errors.As(err, &nothing) || err == nil {
+		t.Fatalf("add again with another sslMode: %v, want the refusal", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -21,11 +21,16 @@ import (
 //     DisruptionAllowed=False, reason SyncFailed: e.g. a maxUnavailable or
 //     percentage budget over pods whose controller has no scale
 //     subresource, or over pods with no controller);
-//   - a PDB that allows no disruption although every pod it expects is
-//     healthy (maxUnavailable 0, or minAvailable equal to the replicas).
+//   - a PDB that can never allow a disruption: every pod it expects is
+//     healthy and it still wants all of them (maxUnavailable 0, or
+//     minAvailable equal to the replicas): desiredHealthy >= expectedPods.
 //
-// A budget at 0 because some pod is not healthy yet passes: that is
-// transient, and the roll waits for it.
+// It judges the budget by what it wants (desiredHealthy), not by
+// disruptionsAllowed: that is 0 for a while after any eviction (the
+// evicted pod stays in status.disruptedPods until the controller sees it
+// gone, up to two minutes, also when a StatefulSet's replacement has the
+// same name and is Ready), or while a pod is not healthy yet; both are
+// transient, and the eviction's 429 is retried.
 func CheckBudgets(pdbs []policyv1.PodDisruptionBudget, pods []corev1.Pod) error {
 	var problems []string
 	used := map[string]bool{}
@@ -52,7 +57,7 @@ func CheckBudgets(pdbs []policyv1.PodDisruptionBudget, pods []corev1.Pod) error 
 			continue
 		}
 		st := b.Status
-		if st.ObservedGeneration >= b.Generation && st.ExpectedPods > 0 && st.CurrentHealthy >= st.ExpectedPods && st.DisruptionsAllowed == 0 {
+		if st.ObservedGeneration >= b.Generation && st.ExpectedPods > 0 && st.CurrentHealthy >= st.ExpectedPods && st.DesiredHealthy >= st.ExpectedPods {
 			problems = append(problems, fmt.Sprintf("PodDisruptionBudget %s allows no disruption even though every pod it covers is healthy (%s, %d pods), so no pod can be restarted: allow at least 1 (e.g. maxUnavailable: 1)", b.Name, budget(b), st.ExpectedPods))
 		}
 	}

@@ -60,6 +60,12 @@ func TestCheckBudgets(t *testing.T) {
 		{"a PDB without selector selects nothing", []policyv1.PodDisruptionBudget{pdb("pgpool", app), pdb("none", nil, allowed(0))}, nil},
 		{"transient 0 (a pod not healthy yet)", []policyv1.PodDisruptionBudget{pdb("pgpool", app, allowed(0), healthy(2))}, nil},
 		{"not yet observed", []policyv1.PodDisruptionBudget{pdb("pgpool", app, allowed(0), func(b *policyv1.PodDisruptionBudget) { b.Generation = 2 })}, nil},
+		// The killed run's eviction is still counted: the replacement (same
+		// name) is Ready, the budget allows one, but the controller keeps the
+		// evicted pod in disruptedPods for up to two minutes.
+		{"a recent eviction still counted", []policyv1.PodDisruptionBudget{pdb("pgpool", app, allowed(0), func(b *policyv1.PodDisruptionBudget) {
+			b.Status.DisruptedPods = map[string]metav1.Time{"pgpool-0": metav1.Now()}
+		})}, nil},
 		{"two PDBs", []policyv1.PodDisruptionBudget{pdb("pgpool", app), pdb("all", map[string]string{})},
 			[]string{"pod pgpool-0 is selected by 2 PodDisruptionBudgets (all, pgpool)", "keep one"}},
 		{"sync failed", []policyv1.PodDisruptionBudget{pdb("pgpool", app, failed("petsets.apps.k8s.appscode.com does not implement the scale subresource"))},
@@ -67,6 +73,7 @@ func TestCheckBudgets(t *testing.T) {
 		{"maxUnavailable 0", []policyv1.PodDisruptionBudget{pdb("pgpool", app, allowed(0), func(b *policyv1.PodDisruptionBudget) {
 			z := intstr.FromInt32(0)
 			b.Spec.MaxUnavailable = &z
+			b.Status.DesiredHealthy = 3
 		})}, []string{"PodDisruptionBudget pgpool allows no disruption even though every pod it covers is healthy (maxUnavailable 0, 3 pods)"}},
 	}
 	for _, c := range cases {
