@@ -198,7 +198,57 @@ func (p *pgpoolServer) ConfigureWith(sslMode, authMode, base string, edit func(*
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	c := conf.ParsePgpoolConf(string(seed))
+	c := p.localConf(string(seed))
+	if sslMode == "disable" {
+		conf.DisableTLS(c, p.Paths())
+	} else {
+		conf.EnableTLS(c, p.Paths())
+	}
+	if edit != nil {
+		edit(c)
+	}
+	he, err := conf.EditHBA(base, conf.HBAOptions{SSLMode: sslMode, AuthMode: authMode, EnforcedBefore: true, EnforcedAfter: true})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.write(c.String(), he.Text)
+}
+
+// ConfigureAdd writes both files as tls add would from pgpool.conf (the
+// seed's file, pointed at the local ports, then changed by before) and
+// base as pool_hba.conf: through conf.AddTLS, as the planner does. It
+// returns what AddTLS said.
+func (p *pgpoolServer) ConfigureAdd(sslMode, authMode, base string, before func(string) string) *conf.AddResult {
+	p.t.Helper()
+	seed, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "pkg", "conf", "testdata", "kubedb-pgpool.conf"))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	text := p.localConf(string(seed)).String()
+	if before != nil {
+		text = before(text)
+	}
+	res, err := conf.AddTLS(conf.Files{PgpoolConf: text, PoolHBA: base}, conf.AddOptions{Paths: p.Paths(), SSLMode: sslMode, AuthMode: authMode})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.write(res.PgpoolConf, res.PoolHBA)
+	return res
+}
+
+// WriteFiles writes pgpool.conf and pool_hba.conf as they are.
+func (p *pgpoolServer) WriteFiles(pgpoolConf, hba string) { p.write(pgpoolConf, hba) }
+
+func (p *pgpoolServer) write(pgpoolConf, hba string) {
+	p.conf, p.hba = pgpoolConf, hba
+	p.u.write(p.t, filepath.Join(p.dir, "pgpool.conf"), p.conf, 0o600)
+	p.u.write(p.t, filepath.Join(p.dir, "pool_hba.conf"), hba, 0o600)
+}
+
+// localConf points the seed's pgpool.conf at the local backend, ports and
+// directories.
+func (p *pgpoolServer) localConf(seed string) *conf.PgpoolConf {
+	c := conf.ParsePgpoolConf(seed)
 	c.Set("backend_hostname0", conf.Quote("127.0.0.1"))
 	c.Set("backend_port0", strconv.Itoa(p.backend))
 	for _, k := range []string{"backend_hostname1", "backend_port1", "backend_weight1", "backend_flag1"} {
@@ -213,22 +263,7 @@ func (p *pgpoolServer) ConfigureWith(sslMode, authMode, base string, edit func(*
 	} {
 		c.Set(k, v)
 	}
-	if sslMode == "disable" {
-		conf.DisableTLS(c, p.Paths())
-	} else {
-		conf.EnableTLS(c, p.Paths())
-	}
-	if edit != nil {
-		edit(c)
-	}
-	he, err := conf.EditHBA(base, conf.HBAOptions{SSLMode: sslMode, AuthMode: authMode, EnforcedBefore: true, EnforcedAfter: true})
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	hba := he.Text
-	p.conf, p.hba = c.String(), hba
-	p.u.write(p.t, filepath.Join(p.dir, "pgpool.conf"), p.conf, 0o600)
-	p.u.write(p.t, filepath.Join(p.dir, "pool_hba.conf"), hba, 0o600)
+	return c
 }
 
 // baseHBA is the pool_hba.conf the tier starts from: KubeDB's remote rules
