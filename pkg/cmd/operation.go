@@ -25,6 +25,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apiretry"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
@@ -76,6 +77,8 @@ type OperationOptions struct {
 	// cache holds what the run reads once (the pgpools of a fleet share
 	// it); nil reads every time.
 	cache *runCache
+	// identity is this run's lock identity (lock.Self(), once).
+	identity lock.Identity
 }
 
 // newOperationOptions are the shared options of a mutating command.
@@ -214,6 +217,12 @@ func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
 	if err == nil || !changed || req.Operation == planner.Rollback || o.DryRun != "none" {
 		return err
 	}
+	// A run that lost its lock stops: another run holds the pgpool now,
+	// and undoing would undo that run's work too.
+	var lost *lock.LostError
+	if errors.As(err, &lost) {
+		return err
+	}
 	undo := fmt.Sprintf("kubectl pgpool tls rollback %s -n %s", o.Name, o.Namespace)
 	if errors.Is(err, plan.ErrInterrupted) || o.OnFailure == "stop" {
 		return fmt.Errorf("%w\nstopped part-way: run the same command again to finish it, or `%s` to undo it", err, undo)
@@ -235,6 +244,9 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 	// discovery error is reported first.
 	var t *pgpool.Target
 	pf := &preflighted{}
+	if o.identity.Holder == "" {
+		o.identity = lock.Self()
+	}
 	err = parallel.All(func() (err error) {
 		t, err = discover.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
 		return err
@@ -246,7 +258,7 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 		return false, err
 	}
 	req.ApplyAlways = o.Apply == "Always"
-	req.Holder = runner.Holder()
+	req.Holder = o.identity.Holder
 	req.ForceUnlock = o.ForceUnlock
 	req.Now = time.Now()
 	if req.OnlyStale {
@@ -306,7 +318,7 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 	}
 	live := color && ui.IsTerminal(o.ErrOut)
 	prog := ui.NewProgress(o.ErrOut, ui.NewStyles(o.ErrOut, live), len(p.Steps), live)
-	rn := &runner.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, Verify: o.Verify, Password: pf.login, Started: time.Now()}
+	rn := &runner.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, Verify: o.Verify, Password: pf.login, Started: time.Now(), Identity: o.identity}
 	prog.Start()
 	res, execErr := plan.Execute(ctx, p, rn, prog.Event)
 	prog.Stop()
@@ -438,7 +450,7 @@ func (o *OperationOptions) preflightReads(ctx context.Context, req planner.Reque
 		})
 	}
 	reads = append(reads, func() (err error) {
-		notice, err = runner.CheckLock(ctx, o.Clients.Coordination, ns, planner.LeaseName(name), o.ForceUnlock)
+		notice, err = lock.Inspect(ctx, o.Clients.Coordination, ns, pgpool.LeaseName(name), o.identity, o.ForceUnlock)
 		return err
 	})
 	if o.VerifyLogin != "" {

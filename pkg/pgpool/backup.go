@@ -3,6 +3,7 @@ package pgpool
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -57,6 +58,14 @@ const (
 	backupPoolHBAKey     = "pool_hba.conf"
 	AnnotationBackupDone = "kubectl-pgpool.io/backup-done"
 )
+
+// LeaseName is the Lease that locks a pgpool while an operation runs.
+func LeaseName(pgpool string) string { return pgpool + "-kubectl-pgpool-lock" }
+
+// LockDuration is how long the lock of a run that stopped renewing it (it
+// was killed) lasts: the next run takes it over after watching it go
+// unrenewed that long.
+const LockDuration = 60 * time.Second
 
 // BackupName is the Secret that holds a pgpool's backup.
 func BackupName(pgpool string) string { return pgpool + "-kubectl-pgpool-backup" }

@@ -101,13 +101,6 @@ type NothingToDoError struct{ Msg string }
 
 func (e *NothingToDoError) Error() string { return e.Msg }
 
-// LockDuration is how long the lock of a run that stopped renewing it (it
-// was killed) lasts before the next run takes it over.
-const LockDuration = 60 * time.Second
-
-// LeaseName is the lock's Lease.
-func LeaseName(pgpool string) string { return pgpool + "-kubectl-pgpool-lock" }
-
 // Build returns the plan for r on t, or an error that says why the
 // operation does not fit (and which command does).
 func Build(t *pgpool.Target, r Request) (*plan.Plan, error) {
@@ -412,8 +405,8 @@ func certObject(t *pgpool.Target, name string) plan.Object {
 
 func (b *builder) lock() {
 	b.add1(plan.Step{
-		Object:      plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
-		Description: fmt.Sprintf("take the kubectl-pgpool lock on %s (no other operation may run until it is released; renewed while this runs, it expires %.0fs after a run dies)", b.t, LockDuration.Seconds()),
+		Object:      plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: pgpool.LeaseName(b.t.Name)},
+		Description: fmt.Sprintf("take the kubectl-pgpool lock on %s (no other operation may run until it is released; renewed while this runs; the next run takes it over %.0fs after a run dies)", b.t, pgpool.LockDuration.Seconds()),
 		Spec:        plan.LockSpec{Holder: b.r.Holder, Operation: b.r.Operation, Force: b.r.ForceUnlock},
 	})
 }
@@ -1020,7 +1013,7 @@ func (b *builder) record() {
 	b.add1(plan.Step{Object: workloadObject(b.t), Always: true,
 		Description: fmt.Sprintf("record the outcome: annotation %s and an Event on %s", pgpool.AnnotationLastOperation, b.t),
 		Spec:        plan.RecordSpec{Operation: b.r.Operation, TLS: tlsAnn, BackupDone: b.r.Operation != Rollback}})
-	b.add1(plan.Step{Object: plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: LeaseName(b.t.Name)},
+	b.add1(plan.Step{Object: plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: pgpool.LeaseName(b.t.Name)},
 		Always: true, Description: "release the lock", Spec: plan.UnlockSpec{}})
 }
 

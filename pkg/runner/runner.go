@@ -13,8 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/user"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +34,7 @@ import (
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
@@ -80,7 +79,12 @@ type Runner struct {
 	// recorded before it is not this operation's.
 	Started time.Time
 
-	held              *lockState
+	// Identity is this run's lock identity (lock.Self() when empty);
+	// LockOptions tune the lock (tests shorten its duration).
+	Identity    lock.Identity
+	LockOptions lock.Options
+
+	held              *lock.Held
 	verifyUnavailable bool
 	// want caches the expectation read from the TLS Secrets for the step
 	// that runs (reset for every step that does not run concurrently: the
@@ -124,12 +128,12 @@ func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report fun
 	if r.ServerDryRun && !s.Kind.Writes() {
 		return "skipped: nothing to wait for in a server dry run", nil
 	}
-	if err := r.lockLost(); err != nil && !s.Always {
-		return "", fmt.Errorf("%w: stopping, another run may be changing this pgpool", err)
+	if err := r.held.Check(ctx); err != nil && !s.Always {
+		return "", err
 	}
 	switch spec := s.Spec.(type) {
 	case plan.LockSpec:
-		return r.lock(ctx, s, spec)
+		return r.lock(ctx, s, spec, report)
 	case plan.UnlockSpec:
 		return r.unlock(ctx, s)
 	case plan.ApplyCertificateSpec:
@@ -195,24 +199,22 @@ func knownUIDs(p plan.Pods) map[types.UID]bool {
 	return known
 }
 
+// holder names this run (its lock identity).
+func (r *Runner) holder() string {
+	if r.held != nil {
+		return r.held.Holder()
+	}
+	if r.Identity.Holder != "" {
+		return r.Identity.Holder
+	}
+	return lock.Self().Holder
+}
+
 func (r *Runner) answer(what string) string {
 	if r.ServerDryRun {
 		return "server accepted (dry run): " + what
 	}
 	return what
-}
-
-// Holder returns a lock holder identity for this process.
-func Holder() string {
-	host, _ := os.Hostname()
-	name := os.Getenv("USER")
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		name = u.Username
-	}
-	if name == "" {
-		name = "unknown"
-	}
-	return fmt.Sprintf("%s@%s pid %d", name, host, os.Getpid())
 }
 
 func (r *Runner) applyCertificate(ctx context.Context, s plan.Step, spec plan.ApplyCertificateSpec) (string, error) {
@@ -588,7 +590,7 @@ func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, 
 		// changing the workload): there is nothing of ours to record.
 		return "not recorded: this run did not hold the lock", nil
 	}
-	lo := pgpool.LastOperation{Operation: spec.Operation, Time: time.Now().UTC().Format(time.RFC3339), Result: "Succeeded", By: Holder()}
+	lo := pgpool.LastOperation{Operation: spec.Operation, Time: time.Now().UTC().Format(time.RFC3339), Result: "Succeeded", By: r.holder()}
 	if failure != nil {
 		lo.Result, lo.Error = "Failed", failure.Error()
 	}
@@ -613,7 +615,7 @@ func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, 
 		InvolvedObject: corev1.ObjectReference{APIVersion: s.Object.APIVersion, Kind: s.Object.Kind, Namespace: ns, Name: name,
 			UID: types.UID(r.Target.UID)},
 		Reason: reason, Message: truncate(msg, 1000), Type: typ, FirstTimestamp: now, LastTimestamp: now, Count: 1,
-		Source: corev1.EventSource{Component: FieldManager}, ReportingController: "kubectl-pgpool.io/cli", ReportingInstance: Holder(),
+		Source: corev1.EventSource{Component: FieldManager}, ReportingController: "kubectl-pgpool.io/cli", ReportingInstance: r.holder(),
 	}
 	// Three independent writes: at once, errors in this order.
 	err := parallel.All(

@@ -4,25 +4,24 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/testfiles"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
 
@@ -179,58 +178,67 @@ func TestUnknownSpec(t *testing.T) {
 	}
 }
 
-// A held lock names its holder, operation and when it expires; a lock whose
-// holder stopped renewing it is taken over with a notice; the run that lost
-// it neither deletes the new holder's Lease nor records anything.
+// A held lock names its holder and operation; --force-unlock takes it and
+// the run that lost it stops before its next step, neither deletes the new
+// holder's Lease nor records anything; a lock whose holder stopped renewing
+// it is taken over once this run watched it go unrenewed for its duration.
 func TestLock(t *testing.T) {
 	f := newFakes(t)
 	lease := plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: "demo", Name: "pgpool-kubectl-pgpool-lock"}
-	lock := func(r *Runner, holder string, force bool) (string, error) {
+	take := func(r *Runner, holder string, force bool) (string, error) {
 		s := plan.Step{Kind: plan.Lock, Object: lease, Spec: plan.LockSpec{Holder: holder, Operation: "rotate", Force: force}}
 		return r.Run(context.Background(), s, nil, func(string) {})
 	}
+	short := lock.Options{Duration: time.Second, RetryPeriod: 50 * time.Millisecond}
 	a := f.r
-	if _, err := lock(a, "alice@laptop pid 1", false); err != nil {
+	a.LockOptions = short
+	if _, err := take(a, "alice@laptop pid 1", false); err != nil {
 		t.Fatal(err)
 	}
-	b := &Runner{Clients: a.Clients, Target: a.Target}
-	_, err := lock(b, "bob@ci pid 2", false)
-	if err == nil || !strings.Contains(err.Error(), "(rotate by alice@laptop pid 1 since") || !strings.Contains(err.Error(), "expires at") || !strings.Contains(err.Error(), "--force-unlock") {
+	b := &Runner{Clients: a.Clients, Target: a.Target, LockOptions: short}
+	_, err := take(b, "bob@ci pid 2", false)
+	if err == nil || !strings.Contains(err.Error(), "(rotate by alice@laptop pid 1 since") || !strings.Contains(err.Error(), "--force-unlock") {
 		t.Fatalf("held: %v", err)
 	}
 	if msg, _ := run(&cluster{Cluster: f.Cluster, r: b}, plan.Step{Object: workload, Always: true, Spec: plan.RecordSpec{Operation: "rotate"}}, err); !strings.Contains(msg, "not recorded") {
 		t.Fatalf("a run without the lock recorded: %q", msg)
 	}
-	// alice stops renewing (killed): after the duration, bob takes it over.
-	l, _ := f.Core.CoordinationV1().Leases("demo").Get(context.Background(), lease.Name, metav1.GetOptions{})
-	past := metav1.NewMicroTime(time.Now().Add(-2 * planner.LockDuration))
-	l.Spec.RenewTime = &past
-	if _, err := f.Core.CoordinationV1().Leases("demo").Update(context.Background(), l, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
+	// --force-unlock takes a live lock; alice's renewal finds bob's name
+	// and her next step stops.
+	if msg, err := take(b, "bob@ci pid 2", true); err != nil || !strings.Contains(msg, "taken from alice@laptop pid 1 by --force-unlock") {
+		t.Fatalf("force: %q %v", msg, err)
 	}
-	msg, err := lock(b, "bob@ci pid 2", false)
-	if err != nil || !strings.Contains(msg, "taken over from alice@laptop pid 1, whose lock expired at") {
-		t.Fatalf("take over: %q %v", msg, err)
+	var lost *lock.LostError
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := wait.PollUntilContextCancel(ctx, 20*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		return a.held.Check(ctx) != nil, nil
+	}); err != nil {
+		t.Fatal("alice never noticed that bob took her lock")
+	}
+	if _, err := run(&cluster{Cluster: f.Cluster, r: a}, plan.Step{Object: workload, Spec: plan.TriggerSpec{}}, nil); !errors.As(err, &lost) || !strings.Contains(err.Error(), "bob@ci pid 2 holds it now") || !strings.Contains(err.Error(), "undoes nothing") {
+		t.Fatalf("alice's next step: %v", err)
 	}
 	// alice's unlock leaves bob's lock alone; bob's releases it.
 	unlock := plan.Step{Kind: plan.Unlock, Object: lease, Always: true, Spec: plan.UnlockSpec{}}
-	if msg, err := a.Run(context.Background(), unlock, nil, func(string) {}); err != nil || !strings.Contains(msg, "bob@ci pid 2 has taken the lock over") {
+	if msg, err := a.Run(context.Background(), unlock, nil, func(string) {}); err != nil || !strings.Contains(msg, "bob@ci pid 2") {
 		t.Fatalf("alice's unlock: %q %v", msg, err)
 	}
 	if msg, err := b.Run(context.Background(), unlock, nil, func(string) {}); err != nil || msg != "released" {
 		t.Fatalf("bob's unlock: %q %v", msg, err)
 	}
-	// --force-unlock takes a live lock.
-	if _, err := lock(a, "alice@laptop pid 1", false); err != nil {
+	// carol, elsewhere, stopped renewing an hour ago by her clock: bob
+	// watches her Lease for its duration (1s) by his own, then takes it.
+	holder, past, secs := "carol@far pid 3 (run 1)", metav1.NewMicroTime(time.Now().Add(-time.Hour)), int32(1)
+	if _, err := f.Core.CoordinationV1().Leases("demo").Create(context.Background(), &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: lease.Name, Namespace: "demo"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, RenewTime: &past, LeaseDurationSeconds: &secs}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if msg, err := lock(b, "bob@ci pid 2", true); err != nil || !strings.Contains(msg, "taken from alice@laptop pid 1 by --force-unlock") {
-		t.Fatalf("force: %q %v", msg, err)
+	if msg, err := take(b, "bob@ci pid 2", false); err != nil || !strings.Contains(msg, "taken over from carol@far pid 3 (run 1), whose lock this run watched go unrenewed for 1s") {
+		t.Fatalf("take over: %q %v", msg, err)
 	}
-	for _, r := range []*Runner{a, b} {
-		if _, err := r.Run(context.Background(), unlock, nil, func(string) {}); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := b.Run(context.Background(), unlock, nil, func(string) {}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -267,31 +275,5 @@ func TestDeleteSecretOnlyOurs(t *testing.T) {
 	}
 	if _, err := f.Core.CoreV1().Secrets("demo").Get(context.Background(), obj.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("our Secret is still there: %v", err)
-	}
-}
-
-// A lock held by a process of this machine that no longer runs is free at
-// once; one held elsewhere, by this process or by a running process is not.
-func TestHolderGone(t *testing.T) {
-	host, _ := os.Hostname()
-	c := exec.Command("true")
-	if err := c.Run(); err != nil {
-		t.Fatal(err)
-	}
-	dead := c.Process.Pid
-	for _, tc := range []struct {
-		holder string
-		gone   bool
-	}{
-		{fmt.Sprintf("me@%s pid %d", host, dead), true},
-		{fmt.Sprintf("me@%s pid %d", host, os.Getppid()), false},
-		{fmt.Sprintf("me@%s pid %d", host, os.Getpid()), false},
-		{fmt.Sprintf("me@elsewhere-%s pid %d", host, dead), false},
-		{"someone@elsewhere", false},
-		{"an unknown holder", false},
-	} {
-		if got := holderGone(tc.holder); got != tc.gone {
-			t.Errorf("holderGone(%q) = %v, want %v", tc.holder, got, tc.gone)
-		}
 	}
 }

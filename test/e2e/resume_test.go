@@ -17,8 +17,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
 
@@ -75,7 +75,7 @@ func TestInterruptedOperationsFinishWhenRunAgain(t *testing.T) {
 			checkConfig(t, ns, l, true, "hostssl all all 0.0.0.0/0 cert")
 			checkVolume(t, ns, l, false)
 			checkLastOperation(t, ns, l, "add", "Failed")
-			if _, err := env.Kube.CoordinationV1().Leases(ns).Get(testenv.Context(t, time.Minute), planner.LeaseName("pgpool"), metav1.GetOptions{}); err == nil {
+			if _, err := env.Kube.CoordinationV1().Leases(ns).Get(testenv.Context(t, time.Minute), pgpool.LeaseName("pgpool"), metav1.GetOptions{}); err == nil {
 				t.Fatal("the interrupted run left its lock")
 			}
 			// rotate would restart pods into a pgpool without certificates.
@@ -107,12 +107,13 @@ func TestInterruptedOperationsFinishWhenRunAgain(t *testing.T) {
 	}
 }
 
-// leftBehind puts the lock of a killed run in ns: its holder stopped
-// renewing it longer than its duration ago.
+// leftBehind puts the lock of a run killed on another machine in ns: its
+// holder stopped renewing it longer than its duration ago (a short one, 2s,
+// which the next run watches go unrenewed before it takes the lock over).
 func leftBehind(t *testing.T, ns string) {
 	t.Helper()
-	holder, past, secs := "killed@elsewhere pid 9", metav1.NewMicroTime(time.Now().Add(-2*time.Minute)), int32(60)
-	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: planner.LeaseName("pgpool"), Namespace: ns},
+	holder, past, secs := "killed@elsewhere pid 9", metav1.NewMicroTime(time.Now().Add(-2*time.Minute)), int32(2)
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: pgpool.LeaseName("pgpool"), Namespace: ns},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, AcquireTime: &past, RenewTime: &past, LeaseDurationSeconds: &secs}}
 	if _, err := env.Kube.CoordinationV1().Leases(ns).Create(testenv.Context(t, time.Minute), l, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

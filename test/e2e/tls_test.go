@@ -25,7 +25,6 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
@@ -277,7 +276,7 @@ func checkReplacedOnce(t *testing.T, before, after []corev1.Pod, added map[types
 func checkUnlocked(t *testing.T, ns string) {
 	t.Helper()
 	ctx := testenv.Context(t, time.Minute)
-	_, err := env.Kube.CoordinationV1().Leases(ns).Get(ctx, planner.LeaseName("pgpool"), metav1.GetOptions{})
+	_, err := env.Kube.CoordinationV1().Leases(ns).Get(ctx, pgpool.LeaseName("pgpool"), metav1.GetOptions{})
 	if !apierrors.IsNotFound(err) {
 		t.Fatalf("lock Lease still there (or error): %v", err)
 	}
@@ -400,7 +399,7 @@ func TestTLSPreflightErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), holder) || !strings.Contains(err.Error(), "kubectl delete lease") {
 		t.Fatalf("add with a held lock: %v", err)
 	}
-	lease, err := env.Kube.CoordinationV1().Leases(ns).Get(ctx, planner.LeaseName("pgpool"), metav1.GetOptions{})
+	lease, err := env.Kube.CoordinationV1().Leases(ns).Get(ctx, pgpool.LeaseName("pgpool"), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +409,7 @@ func TestTLSPreflightErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--dry-run=client")
-	if err != nil || !strings.Contains(out, "the lock Lease "+ns+"/pgpool-kubectl-pgpool-lock of "+holder+" expired at") {
+	if err != nil || !strings.Contains(out, "the lock Lease "+ns+"/pgpool-kubectl-pgpool-lock of "+holder+" looks unrenewed") {
 		t.Fatalf("add with an expired lock: %v\n%s", err, out)
 	}
 	if after := resourceVersions(t, ns, l); after != before {
@@ -436,7 +435,7 @@ func TestTLSForbiddenExplained(t *testing.T) {
 func leaseFor(ns, holder string) *coordinationv1.Lease {
 	now := metav1.NewMicroTime(time.Now())
 	return &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Name: planner.LeaseName("pgpool"), Namespace: ns, Annotations: map[string]string{"kubectl-pgpool.io/operation": "rotate"}},
+		ObjectMeta: metav1.ObjectMeta{Name: pgpool.LeaseName("pgpool"), Namespace: ns, Annotations: map[string]string{"kubectl-pgpool.io/operation": "rotate"}},
 		Spec:       coordinationv1.LeaseSpec{HolderIdentity: &holder, AcquireTime: &now},
 	}
 }
