@@ -71,6 +71,9 @@ type OperationOptions struct {
 	BackendCA []string
 	// ForceUnlock takes the lock from another run (--force-unlock).
 	ForceUnlock bool
+	// LockDuration is the lock's duration (hidden --lock-duration: tests
+	// shorten it; 0 is 60s).
+	LockDuration time.Duration
 	// OnFailure is what happens when a step fails after the first change:
 	// "rollback" (restore the backup) or "stop".
 	OnFailure string
@@ -95,6 +98,8 @@ func (o *OperationOptions) addFlags(c *cobra.Command) {
 	c.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation (none is asked without a terminal)")
 	c.Flags().BoolVar(&o.NoColor, "no-color", false, "plain output even on a terminal")
 	c.Flags().BoolVar(&o.ForceUnlock, "force-unlock", false, "take the lock even if another run still holds it (only when you know that run is gone)")
+	c.Flags().DurationVar(&o.LockDuration, "lock-duration", 0, "the lock's duration (tests only)")
+	_ = c.Flags().MarkHidden("lock-duration")
 	c.Flags().StringVar(&o.VerifyLogin, "verify-login", "", "Secret with the keys username and password (and optionally database): log in with it through each replaced pod and run SELECT 1, proving the path to the backend (cert auth logs in with the client certificate by itself)")
 	c.Flags().StringVar(&o.Verify, "verify", "true", `prove by a TLS handshake (through port-forward) that each replaced pod serves the new certificate: "true" (skip, with a note, where pods cannot be reached), "false", or "required"`)
 }
@@ -318,7 +323,8 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 	}
 	live := color && ui.IsTerminal(o.ErrOut)
 	prog := ui.NewProgress(o.ErrOut, ui.NewStyles(o.ErrOut, live), len(p.Steps), live)
-	rn := &runner.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, Verify: o.Verify, Password: pf.login, Started: time.Now(), Identity: o.identity}
+	rn := &runner.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, Verify: o.Verify, Password: pf.login, Started: time.Now(), Identity: o.identity,
+		LockOptions: lock.Options{Duration: o.LockDuration}}
 	prog.Start()
 	res, execErr := plan.Execute(ctx, p, rn, prog.Event)
 	prog.Stop()

@@ -88,3 +88,80 @@ func (e *Env) KillAt(t testing.TB, ns string, sig syscall.Signal, match func(str
 	}
 	return c.ProcessState.ExitCode()
 }
+
+// Group is the plugin run as a process group of its own, in a new pid
+// namespace (unshare --pid --fork --mount-proc), as on another machine or
+// in a container with the same host name.
+type Group struct {
+	cmd    *exec.Cmd
+	Stdout bytes.Buffer
+	lines  chan string
+	seen   []string
+}
+
+// StartInPIDNamespace runs `kubectl pgpool ARGS...` in ns in a new pid
+// namespace; lastPID (>0) is written to that namespace's ns_last_pid
+// first, so that the plugin runs as lastPID+1 there.
+func (e *Env) StartInPIDNamespace(t testing.TB, ns string, lastPID int, args ...string) *Group {
+	t.Helper()
+	if _, err := exec.LookPath("unshare"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs unshare and root (new pid namespaces)")
+	}
+	script := `"$0" "$@"; exit $?`
+	if lastPID > 0 {
+		script = fmt.Sprintf(`echo %d > /proc/sys/kernel/ns_last_pid && "$0" "$@"; exit $?`, lastPID)
+	}
+	full := append([]string{"--pid", "--fork", "--mount-proc", "sh", "-c", script, e.PluginBinary(t), "--kubeconfig", e.Kubeconfig, "-n", ns}, args...)
+	g := &Group{cmd: exec.Command("unshare", full...), lines: make(chan string, 1024)}
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	g.cmd.Stdout = &g.Stdout
+	stderr, err := g.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(g.lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			g.lines <- sc.Text()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
+		_ = g.cmd.Wait()
+	})
+	return g
+}
+
+// WaitLine reads the run's progress (stderr) until a line matches; false
+// when the run ended first.
+func (g *Group) WaitLine(match func(string) bool) bool {
+	for l := range g.lines {
+		g.seen = append(g.seen, l)
+		if match(l) {
+			return true
+		}
+	}
+	return false
+}
+
+// Signal sends sig to the whole group (SIGSTOP, SIGCONT, SIGKILL).
+func (g *Group) Signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if err := syscall.Kill(-g.cmd.Process.Pid, sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Wait waits for the run to end and returns its exit code and its whole
+// progress output.
+func (g *Group) Wait() (int, string) {
+	for l := range g.lines {
+		g.seen = append(g.seen, l)
+	}
+	_ = g.cmd.Wait()
+	return g.cmd.ProcessState.ExitCode(), strings.Join(g.seen, "\n")
+}
