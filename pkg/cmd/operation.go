@@ -328,6 +328,14 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 	prog.Start()
 	res, execErr := plan.Execute(ctx, p, rn, prog.Event)
 	prog.Stop()
+	if execErr != nil && o.DryRun == "none" && plan.OnlyBookkeepingFailed(res) && !errors.Is(execErr, plan.ErrInterrupted) {
+		// The change is done and verified: a failed record or unlock is a
+		// warning, never a reason to roll back.
+		res.Succeeded, res.Error = true, ""
+		res.Warning = fmt.Sprintf("tls %s is done and verified on %s, but %v; nothing was undone. %s", req.Operation, t, execErr, bookkeepingAdvice(t))
+		fmt.Fprintln(o.ErrOut, "warning: "+res.Warning)
+		execErr = nil
+	}
 	if o.Output == "text" {
 		ui.RenderResult(o.Out, res, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)))
 		if o.DryRun == "server" {
@@ -340,6 +348,12 @@ func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask
 		return false, err
 	}
 	return changedAfterBackup(res, t.Name), execErr
+}
+
+// bookkeepingAdvice says what to do after a failed record or unlock.
+func bookkeepingAdvice(t *pgpool.Target) string {
+	return fmt.Sprintf("If the record failed, the workload's %s annotation or its Event may still show the previous operation (kubectl pgpool tls status shows what pgpool serves); if the unlock failed, the lock Lease %s/%s stays until the next run takes it over, or `kubectl delete lease -n %s %s`.",
+		pgpool.AnnotationLastOperation, t.Namespace, pgpool.LeaseName(t.Name), t.Namespace, pgpool.LeaseName(t.Name))
 }
 
 // changedAfterBackup reports whether a step that changes the pgpool (not

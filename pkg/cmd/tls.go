@@ -411,6 +411,8 @@ func (o *RemoveOptions) Run(ctx context.Context) error {
 // RollbackOptions are the options of `tls rollback`.
 type RollbackOptions struct {
 	OperationOptions
+	// Force discards edits made to the config since the operation.
+	Force bool
 }
 
 func newRollbackCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
@@ -432,10 +434,11 @@ that is what it is for. A failed operation rolls back by itself unless
 		RunE:              runE(o),
 	}
 	o.addFlags(c)
+	c.Flags().BoolVar(&o.Force, "force", false, "roll back even when pgpool.conf or pool_hba.conf changed since the operation (those edits are lost)")
 	return c
 }
 
 // Run rolls back.
 func (o *RollbackOptions) Run(ctx context.Context) error {
-	return o.run(ctx, planner.Request{Operation: planner.Rollback})
+	return o.run(ctx, planner.Request{Operation: planner.Rollback, Force: o.Force})
 }

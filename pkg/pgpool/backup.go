@@ -31,6 +31,13 @@ type Backup struct {
 
 	PgpoolConf string `json:"-"`
 	PoolHBA    string `json:"-"`
+	// WrotePgpoolConf and WrotePoolHBA are the files as the operation
+	// leaves them (the same as before for rotate and change-issuer): a
+	// rollback refuses to discard edits made since. Wrote is false in
+	// backups of older versions, which hold no such record.
+	WrotePgpoolConf string `json:"-"`
+	WrotePoolHBA    string `json:"-"`
+	Wrote           bool   `json:"wrote,omitempty"`
 	// Container, Volumes and VolumeMounts: the pgpool container's name, the
 	// pod's volumes and the container's volume mounts.
 	Container    string               `json:"container"`
@@ -56,6 +63,8 @@ const (
 	backupStateKey       = "backup.json"
 	backupPgpoolConfKey  = "pgpool.conf"
 	backupPoolHBAKey     = "pool_hba.conf"
+	backupWroteConfKey   = "wrote-pgpool.conf"
+	backupWroteHBAKey    = "wrote-pool_hba.conf"
 	AnnotationBackupDone = "kubectl-pgpool.io/backup-done"
 )
 
@@ -111,7 +120,8 @@ func (b *Backup) Secret(ns, pgpool string) (*corev1.Secret, error) {
 			Labels:      map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: pgpool},
 			Annotations: map[string]string{AnnotationBackupDone: fmt.Sprint(b.Done)}},
 		Type: corev1.SecretTypeOpaque,
-		Data: map[string][]byte{backupStateKey: state, backupPgpoolConfKey: []byte(b.PgpoolConf), backupPoolHBAKey: []byte(b.PoolHBA)},
+		Data: map[string][]byte{backupStateKey: state, backupPgpoolConfKey: []byte(b.PgpoolConf), backupPoolHBAKey: []byte(b.PoolHBA),
+			backupWroteConfKey: []byte(b.WrotePgpoolConf), backupWroteHBAKey: []byte(b.WrotePoolHBA)},
 	}, nil
 }
 
@@ -125,6 +135,7 @@ func ReadBackup(s *corev1.Secret, pgpool string) (*Backup, error) {
 		return nil, fmt.Errorf("Secret %s/%s: the backup is unreadable (%v): delete it (`kubectl delete secret -n %s %s`); the next operation takes a new one", s.Namespace, s.Name, err, s.Namespace, s.Name)
 	}
 	b.PgpoolConf, b.PoolHBA = string(s.Data[backupPgpoolConfKey]), string(s.Data[backupPoolHBAKey])
+	b.WrotePgpoolConf, b.WrotePoolHBA = string(s.Data[backupWroteConfKey]), string(s.Data[backupWroteHBAKey])
 	b.Done = s.Annotations[AnnotationBackupDone] == "true"
 	b.ResourceVersion = s.ResourceVersion
 	return b, nil

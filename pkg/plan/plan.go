@@ -130,12 +130,15 @@ type StepResult struct {
 
 // Result is the outcome of Execute.
 type Result struct {
-	Operation string       `json:"operation"`
-	Target    Object       `json:"target"`
-	Succeeded bool         `json:"succeeded"`
-	Error     string       `json:"error,omitempty"`
-	Seconds   float64      `json:"seconds"`
-	Steps     []StepResult `json:"steps"`
+	Operation string `json:"operation"`
+	Target    Object `json:"target"`
+	Succeeded bool   `json:"succeeded"`
+	Error     string `json:"error,omitempty"`
+	// Warning: the change succeeded and was verified, but a bookkeeping
+	// step after it (record, unlock) failed; nothing was undone.
+	Warning string       `json:"warning,omitempty"`
+	Seconds float64      `json:"seconds"`
+	Steps   []StepResult `json:"steps"`
 }
 
 // Execute runs the steps in order; a run of Concurrent steps (with the
@@ -193,6 +196,25 @@ func Execute(ctx context.Context, p *Plan, r Runner, onEvent func(Event)) (*Resu
 		res.Error = firstErr.Error()
 	}
 	return res, firstErr
+}
+
+// OnlyBookkeepingFailed reports whether every failed step of res records
+// or unlocks, and no step was skipped: the change itself was done and
+// proven, so a failure there must not undo it.
+func OnlyBookkeepingFailed(res *Result) bool {
+	failed := false
+	for _, s := range res.Steps {
+		switch s.Status {
+		case "skipped":
+			return false
+		case "failed":
+			if s.Kind != Record && s.Kind != Unlock {
+				return false
+			}
+			failed = true
+		}
+	}
+	return failed
 }
 
 // runStep runs step i and fills sr.

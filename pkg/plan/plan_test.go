@@ -130,3 +130,23 @@ func TestConcurrentSteps(t *testing.T) {
 		t.Fatalf("statuses %v", got)
 	}
 }
+
+// Only a failed record or unlock, with nothing skipped, is bookkeeping.
+func TestOnlyBookkeepingFailed(t *testing.T) {
+	res := func(steps ...StepResult) *Result { return &Result{Steps: steps} }
+	ok, failed, skipped := "succeeded", "failed", "skipped"
+	for _, tc := range []struct {
+		res  *Result
+		want bool
+	}{
+		{res(StepResult{Kind: Verify, Status: ok}, StepResult{Kind: Record, Status: failed}, StepResult{Kind: Unlock, Status: ok}), true},
+		{res(StepResult{Kind: Verify, Status: ok}, StepResult{Kind: Record, Status: ok}, StepResult{Kind: Unlock, Status: failed}), true},
+		{res(StepResult{Kind: Verify, Status: failed}, StepResult{Kind: Record, Status: ok}, StepResult{Kind: Unlock, Status: ok}), false},
+		{res(StepResult{Kind: Evict, Status: skipped}, StepResult{Kind: Record, Status: failed}), false},
+		{res(StepResult{Kind: Verify, Status: ok}, StepResult{Kind: Record, Status: ok}), false},
+	} {
+		if got := OnlyBookkeepingFailed(tc.res); got != tc.want {
+			t.Errorf("%+v: %v, want %v", tc.res.Steps, got, tc.want)
+		}
+	}
+}

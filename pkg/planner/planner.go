@@ -78,6 +78,9 @@ type Request struct {
 	// settings it finds: "keep", "comment-out", or "" (refuse them with
 	// cert auth, warn otherwise).
 	LeftoverTLS string
+	// Force: rollback discards edits made to the config since the
+	// operation it undoes (--force).
+	Force bool
 	// ForceUnlock takes the lock even from a run that still holds it.
 	ForceUnlock bool
 	// Now is when the plan is made (the backup's time).
@@ -140,6 +143,9 @@ func Build(t *pgpool.Target, r Request) (*plan.Plan, error) {
 		b.p.Warnings = append(b.p.Warnings, "no login proves that clients get through pgpool to its backend after the change (only the TLS handshake is checked): pass --verify-login SECRET, a Secret with the keys username and password")
 	}
 	b.record()
+	if err := b.finishBackup(); err != nil {
+		return nil, err
+	}
 	return b.p, nil
 }
 
@@ -156,6 +162,9 @@ func fits(t *pgpool.Target, r Request) error {
 	if r.Operation == Rollback {
 		if t.Backup == nil {
 			return &StateError{fmt.Sprintf("pgpool %s has no backup to roll back to (no Secret %s/%s of kubectl-pgpool): every operation keeps one from before its first write, and a rollback uses it up; there is nothing to undo", name, t.Namespace, pgpool.BackupName(t.Name))}
+		}
+		if d := editedSince(t); d != "" && !r.Force {
+			return &StateError{fmt.Sprintf("%s %s/%s changed since the tls %s of %s wrote it; a rollback would discard these edits, so it refuses (nothing was changed): undo them first, or pass --force to discard them:\n%s", t.Config.Kind, t.Namespace, t.Config.Name, t.Backup.Operation, t.Backup.Taken, d)}
 		}
 		return nil
 	}
@@ -375,6 +384,10 @@ type builder struct {
 	// reissuing: the plan re-issues a Certificate, so every pod must load
 	// it (none is current).
 	reissuing bool
+	// bk is the backup the plan takes, at step bkStep (its Secret is
+	// rendered when the plan is complete).
+	bk     *pgpool.Backup
+	bkStep int
 }
 
 // add1 appends a step; its kind is its spec's.

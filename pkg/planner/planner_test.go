@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
@@ -658,3 +659,49 @@ func TestRerunAfterGoalIsNothingToDo(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Issue 18, case 7: a rollback refuses to discard an edit made to the
+// config after the operation wrote it (and names it); --force discards it
+// with a warning; an unchanged config rolls back as before. The backup
+// records what the operation writes.
+func TestRollbackKeepsLaterEdits(t *testing.T) {
+	before := fixture(t, "StatefulSet")
+	p, err := Build(before, seedAdd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bk *pgpool.Backup
+	var wrote plan.ConfigPatchSpec
+	for _, s := range p.Steps {
+		switch spec := s.Spec.(type) {
+		case plan.BackupSpec:
+			if bk, err = pgpool.ReadBackup(spec.Secret, "pgpool"); err != nil {
+				t.Fatal(err)
+			}
+		case plan.ConfigPatchSpec:
+			wrote = spec
+		}
+	}
+	if bk == nil || !bk.Wrote || bk.WrotePoolHBA != wrote.PoolHBA || bk.WrotePgpoolConf != wrote.PgpoolConf {
+		t.Fatalf("the backup does not record what add writes: %+v", bk)
+	}
+	bk.Done = true
+	tg := withTLS(t, fixture(t, "StatefulSet"))
+	tg.Backup = bk
+	if _, err := Build(tg, Request{Operation: Rollback, Holder: "tester", Now: time.Now()}); err != nil {
+		t.Fatalf("rollback of an unchanged config: %v", err)
+	}
+	tg.Config.PoolHBA = strings.Replace(tg.Config.PoolHBA, "local", "host all intruder 0.0.0.0/0 reject\nlocal", 1)
+	_, err = Build(tg, Request{Operation: Rollback, Holder: "tester", Now: time.Now()})
+	if err == nil || !strings.Contains(err.Error(), "+ host all intruder 0.0.0.0/0 reject") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("rollback after a later edit: %v", err)
+	}
+	p, err = Build(tg, Request{Operation: Rollback, Holder: "tester", Force: true, Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(p.Warnings, "\n")
+	if !strings.Contains(w, "are discarded") || !strings.Contains(w, "intruder") || !strings.Contains(w, "rolling back undoes a completed operation") {
+		t.Fatalf("warnings: %s", w)
+	}
+}

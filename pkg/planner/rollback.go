@@ -26,16 +26,57 @@ func (b *builder) backup() error {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("keeping the backup taken before the unfinished tls %s (%s): `kubectl pgpool tls rollback %s` restores the state before it", bk.Operation, bk.Taken, t.Name))
 		return nil
 	}
-	sec, err := pgpool.TakeBackup(t, b.r.Operation, b.r.Now.UTC().Format(time.RFC3339)).Secret(t.Namespace, t.Name)
-	if err != nil {
-		return err
-	}
+	b.bk = pgpool.TakeBackup(t, b.r.Operation, b.r.Now.UTC().Format(time.RFC3339))
+	b.bkStep = len(b.p.Steps)
 	b.add1(plan.Step{
 		Object:      plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: t.Namespace, Name: pgpool.BackupName(t.Name)},
 		Description: fmt.Sprintf("back up pgpool.conf, pool_hba.conf, the TLS volume and mount, the Certificates and the CA bundle as they are now (never printed: the config may hold passwords), for `kubectl pgpool tls rollback %s`", t.Name),
-		Spec:        plan.BackupSpec{Secret: sec},
+		Spec:        plan.BackupSpec{},
 	})
 	return nil
+}
+
+// finishBackup renders the backup step's Secret once the plan is built:
+// it records the config files as the operation leaves them, so that a
+// later rollback can tell edits made since.
+func (b *builder) finishBackup() error {
+	if b.bk == nil {
+		return nil
+	}
+	b.bk.WrotePgpoolConf, b.bk.WrotePoolHBA, b.bk.Wrote = b.t.Config.PgpoolConf, b.t.Config.PoolHBA, true
+	for _, s := range b.p.Steps {
+		if c, ok := s.Spec.(plan.ConfigPatchSpec); ok {
+			b.bk.WrotePgpoolConf, b.bk.WrotePoolHBA = c.PgpoolConf, c.PoolHBA
+		}
+	}
+	sec, err := b.bk.Secret(b.t.Namespace, b.t.Name)
+	if err != nil {
+		return err
+	}
+	b.p.Steps[b.bkStep].Spec = plan.BackupSpec{Secret: sec}
+	return nil
+}
+
+// editedSince says how the config files changed since the operation that
+// took the backup wrote them ("" when they did not: they are as it left
+// them, or as they were before it wrote anything).
+func editedSince(t *pgpool.Target) string {
+	bk := t.Backup
+	if bk == nil || !bk.Wrote {
+		return ""
+	}
+	cur := t.Config
+	if (cur.PgpoolConf == bk.WrotePgpoolConf && cur.PoolHBA == bk.WrotePoolHBA) || (cur.PgpoolConf == bk.PgpoolConf && cur.PoolHBA == bk.PoolHBA) {
+		return ""
+	}
+	var out strings.Builder
+	if d := conf.Diff(bk.WrotePgpoolConf, cur.PgpoolConf, 0); d != "" {
+		out.WriteString("pgpool.conf:\n" + conf.MaskSecrets(d, true))
+	}
+	if d := conf.Diff(bk.WrotePoolHBA, cur.PoolHBA, 0); d != "" {
+		out.WriteString("pool_hba.conf:\n" + d)
+	}
+	return out.String()
 }
 
 // rollback puts back what the backup holds: the Certificates (spec and
@@ -49,6 +90,16 @@ func (b *builder) rollback() {
 		b.r.AuthMode = conf.GuessAuthMode(bk.PoolHBA)
 	}
 	b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("rolling back to the state before the tls %s of %s (the backup in Secret %s/%s)", bk.Operation, bk.Taken, t.Namespace, pgpool.BackupName(t.Name)))
+	if bk.Done {
+		age := ""
+		if at, err := time.Parse(time.RFC3339, bk.Taken); err == nil {
+			age = fmt.Sprintf(", %s ago", b.r.Now.Sub(at).Round(time.Minute))
+		}
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("that tls %s finished (the backup was taken %s%s): rolling back undoes a completed operation and returns to the state then", bk.Operation, bk.Taken, age))
+	}
+	if d := editedSince(t); d != "" {
+		b.p.Warnings = append(b.p.Warnings, "--force: the edits made to the config since the tls "+bk.Operation+" are discarded:\n"+d)
+	}
 	names := []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)}
 	for _, n := range names {
 		want, cur := bk.Certificates[n], t.Certificates[n]
