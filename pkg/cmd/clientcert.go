@@ -95,8 +95,18 @@ func (o *ClientCertOptions) Run(ctx context.Context) error {
 	if secret == "" {
 		secret = name + "-client-" + strings.ToLower(strings.NewReplacer("_", "-", "@", "-", ".", "-").Replace(o.User))
 	}
-	if cur, err := o.Clients.CertManager.Certificates(ns).Get(ctx, secret, metav1.GetOptions{}); err == nil && !tls.Ours(cur, name) {
-		return &tls.NotOursError{Kind: "Certificate", Namespace: ns, Name: secret}
+	reserved := map[string]string{pgpool.ServerCertName(name): "the pgpool's own server Certificate", pgpool.ClientCertName(name): "the pgpool's own client Certificate",
+		pgpool.BackupName(name): "the pgpool's backup Secret", tls.CABundleName(name): "the pgpool's CA bundle"}
+	if what, ok := reserved[secret]; ok {
+		return UsageError{fmt.Errorf("--user %s maps to %s/%s, %s: pass --secret with another name", o.User, ns, secret, what)}
+	}
+	if cur, err := o.Clients.CertManager.Certificates(ns).Get(ctx, secret, metav1.GetOptions{}); err == nil {
+		if !tls.Ours(cur, name) {
+			return &tls.NotOursError{Kind: "Certificate", Namespace: ns, Name: secret}
+		}
+		if u := cur.Labels[LabelUser]; u != o.User {
+			return UsageError{fmt.Errorf("Certificate %s/%s was issued for user %q (CN=%s); --user %s maps to the same name and would rewrite it: pass --secret with another name", ns, secret, u, cur.Spec.CommonName, o.User)}
+		}
 	}
 	labels := map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: name, LabelUser: o.User}
 	crt := &cmapi.Certificate{
@@ -151,10 +161,7 @@ func (o *ClientCertOptions) Run(ctx context.Context) error {
 			key  string
 			mode os.FileMode
 		}{{"tls.crt", 0o644}, {"tls.key", 0o600}, {"ca.crt", 0o644}} {
-			if err := os.WriteFile(filepath.Join(o.WriteDir, f.key), sec.Data[f.key], f.mode); err != nil {
-				return err
-			}
-			if err := os.Chmod(filepath.Join(o.WriteDir, f.key), f.mode); err != nil {
+			if err := writeFileAtomic(o.WriteDir, f.key, sec.Data[f.key], f.mode); err != nil {
 				return err
 			}
 		}
@@ -173,4 +180,33 @@ func (o *ClientCertOptions) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Out, "wrote %s/tls.crt, %s/tls.key (0600) and %s/ca.crt\n", o.WriteDir, o.WriteDir, o.WriteDir)
 	}
 	return nil
+}
+
+// writeFileAtomic writes data as dir/name with mode: into a new file
+// (O_EXCL, mode 0600 from the start, so the key is never readable by
+// others), then renamed over name. A symlink at dir/name is replaced, never
+// followed; an existing file's mode does not carry over.
+func writeFileAtomic(dir, name string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() { _ = os.Remove(tmp) }()
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, name))
 }
