@@ -40,7 +40,7 @@ func main() {
 	}()
 	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
 	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: version, Commit: commit, Date: date})
-	err := root.ExecuteContext(ctx)
+	err := cmd.WithCause(ctx, root.ExecuteContext(ctx))
 	signal.Stop(sigs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", cmd.Explain(err))

@@ -174,8 +174,11 @@ type runCache struct {
 	mu sync.Mutex
 	ns map[string]*nsRules
 
-	certManager    sync.Once
-	certManagerErr error
+	// certManagerKnown: the answer below is final (served, or not
+	// served); a transient error is not kept, the next pgpool asks again.
+	cmMu             sync.Mutex
+	certManagerKnown bool
+	certManagerErr   error
 }
 
 type nsRules struct {
@@ -215,19 +218,27 @@ func (c *runCache) rules(ctx context.Context, authz authorizationv1client.Author
 	return e.rules
 }
 
-// certManagerServed returns whether cert-manager.io/v1 is served, asked once.
+// certManagerServed returns whether cert-manager.io/v1 is served, asked
+// until one answer is final (served or not served; a transient error is
+// returned to this pgpool only).
 func (c *runCache) certManagerServed(d discovery.DiscoveryInterface) error {
 	if c == nil {
 		c = &runCache{}
 	}
-	c.certManager.Do(func() {
-		if _, err := d.ServerResourcesForGroupVersion("cert-manager.io/v1"); err != nil {
-			if apierrors.IsNotFound(err) {
-				c.certManagerErr = fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
-			} else {
-				c.certManagerErr = fmt.Errorf("check for cert-manager's API: %w", err)
-			}
-		}
-	})
+	c.cmMu.Lock()
+	defer c.cmMu.Unlock()
+	if c.certManagerKnown {
+		return c.certManagerErr
+	}
+	_, err := d.ServerResourcesForGroupVersion("cert-manager.io/v1")
+	switch {
+	case err == nil:
+		c.certManagerKnown = true
+	case apierrors.IsNotFound(err):
+		c.certManagerKnown = true
+		c.certManagerErr = fmt.Errorf("cert-manager's API (cert-manager.io/v1) is not served by this cluster: install cert-manager first")
+	default:
+		return fmt.Errorf("check for cert-manager's API: %w", err)
+	}
 	return c.certManagerErr
 }

@@ -7,8 +7,10 @@ import (
 	"testing"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -149,5 +151,30 @@ func TestCheckAccessNamedRulesAreAsked(t *testing.T) {
 	}
 	if s.ssar.Load() != 1 {
 		t.Fatalf("%d access reviews, want 1 (get secrets)", s.ssar.Load())
+	}
+}
+
+// A transient error while checking cert-manager's API fails that pgpool
+// only: the next one of the fleet asks again.
+func TestCertManagerCheckNotCachedOnTransientError(t *testing.T) {
+	c := newCluster(t)
+	disc := c.clients.Discovery.(*fakediscovery.FakeDiscovery)
+	calls := 0
+	disc.PrependReactor("get", "resource", func(k8stesting.Action) (bool, runtime.Object, error) {
+		calls++
+		if calls == 1 {
+			return true, nil, apierrors.NewServiceUnavailable("etcd leader election")
+		}
+		return false, nil, nil
+	})
+	cache := &runCache{}
+	if err := cache.certManagerServed(disc); err == nil {
+		t.Fatal("the first check's 503 was not reported")
+	}
+	if err := cache.certManagerServed(disc); err != nil {
+		t.Fatalf("the second pgpool got the first one's transient error: %v", err)
+	}
+	if err := cache.certManagerServed(disc); err != nil || calls != 2 {
+		t.Fatalf("a final answer is asked again (%d calls): %v", calls, err)
 	}
 }

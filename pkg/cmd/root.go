@@ -124,6 +124,19 @@ type UsageError struct{ Err error }
 func (e UsageError) Error() string { return e.Err.Error() }
 func (e UsageError) Unwrap() error { return e.Err }
 
+// WithCause makes an error that ends a cancelled command say why the
+// context ended: Ctrl-C during discovery or preflight surfaces as a
+// client-go "context canceled", which must still exit 130.
+func WithCause(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+		return fmt.Errorf("%w: %w", cause, err)
+	}
+	return err
+}
+
 // ExitCode maps an error to the process exit code: 0 success, 1 failure,
 // 2 bad usage, 124 timeout, 130 interrupted.
 func ExitCode(err error) int {

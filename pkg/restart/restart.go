@@ -93,9 +93,20 @@ func Evict(ctx context.Context, policy policyv1client.PolicyV1Interface, ns, nam
 			return nil
 		case apierrors.IsNotFound(err):
 			return nil
-		case apierrors.IsConflict(err) && uid != "":
+		case apierrors.IsConflict(err) && uid != "" && uidMismatch(err):
 			// The UID precondition failed: the pod was already replaced.
 			return nil
+		case apierrors.IsConflict(err):
+			// Any other conflict (the budget's status changed under the
+			// eviction) is transient: evict again.
+			o.progress("evicting pod %s met a conflict (attempt %d): %s; retrying in %s", name, attempts, reason(err), o.RetryInterval)
+			t := time.NewTimer(o.RetryInterval)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("evict pod %s/%s: conflicts for %d attempts (last: %s): %w", ns, name, attempts, reason(err), ctx.Err())
+			case <-t.C:
+			}
 		case apierrors.IsTooManyRequests(err):
 			o.progress("a PodDisruptionBudget refused evicting pod %s (attempt %d): %s; retrying in %s", name, attempts, reason(err), o.RetryInterval)
 			t := time.NewTimer(o.RetryInterval)
@@ -109,6 +120,14 @@ func Evict(ctx context.Context, policy policyv1client.PolicyV1Interface, ns, nam
 			return fmt.Errorf("evict pod %s/%s: %w", ns, name, err)
 		}
 	}
+}
+
+// uidMismatch reports whether a 409 is the pod's UID precondition failing,
+// in either of the API server's words (the eviction's own check, or the
+// storage layer's).
+func uidMismatch(err error) bool {
+	m := err.Error()
+	return strings.Contains(m, "UID in the precondition") || strings.Contains(m, "UID in precondition")
 }
 
 // waitErr says why a wait for what ended early: the step's deadline, or a

@@ -61,9 +61,21 @@ func (r *Runner) checkPod(ctx context.Context, pod string, tlsOn bool, report fu
 		if r.Verify == VerifyRequired {
 			return "", fmt.Errorf("handshake check (--verify=required): %w", err)
 		}
-		r.verifyUnavailable = true
-		report(fmt.Sprintf("handshake check skipped for every pod: %v (a node without a kubelet, such as kwok's, cannot port-forward; --verify=required makes this an error)", err))
+		// One pod out of reach is skipped; after two in a row (no kubelet
+		// behind the nodes, as with kwok, or port-forward not allowed) the
+		// rest of the run stops trying, and says so.
+		r.unreached = append(r.unreached, pod)
+		r.dialFailures++
+		if r.dialFailures >= 2 {
+			r.verifyUnavailable = true
+			report(fmt.Sprintf("handshake check skipped for the remaining pods: two pods in a row could not be reached (%v; a node without a kubelet, such as kwok's, cannot port-forward; --verify=required makes this an error)", err))
+		} else {
+			report(fmt.Sprintf("handshake check skipped for pod %s: %v (the next pod is still tried; --verify=required makes this an error)", pod, err))
+		}
 		return "handshake not checked", nil
+	}
+	if err == nil {
+		r.dialFailures = 0
 	}
 	if err != nil {
 		return "", err

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,8 +85,13 @@ type Runner struct {
 	Identity    lock.Identity
 	LockOptions lock.Options
 
-	held              *lock.Held
+	held *lock.Held
+	// verifyUnavailable: handshakes stopped after two pods in a row could
+	// not be reached; dialFailures counts those in a row, unreached names
+	// every pod that could not be.
 	verifyUnavailable bool
+	dialFailures      int
+	unreached         []string
 	// want caches the expectation read from the TLS Secrets for the step
 	// that runs (reset for every step that does not run concurrently: the
 	// Secrets change between steps; the steps that check pods never run
@@ -519,10 +525,13 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 	if spec.Check.Login != "" {
 		hs += fmt.Sprintf(", login with SELECT 1 on %d", logins)
 	}
-	if r.Verify == VerifyOff {
+	switch {
+	case r.Verify == VerifyOff:
 		hs = "; handshake check off (--verify=false)"
-	} else if r.verifyUnavailable {
+	case r.verifyUnavailable && handshakes == 0:
 		hs = "; handshake not checked (pods cannot be reached by port-forward)"
+	case handshakes < readyN:
+		hs = fmt.Sprintf("; handshake checked on %d of %d pods (not reached by port-forward during the run: %s)", handshakes, readyN, strings.Join(slices.Compact(slices.Sorted(slices.Values(r.unreached))), ", "))
 	}
 	return fmt.Sprintf("%d pods replaced and Ready, ssl %s%s%s", readyN, ssl, detail, hs), nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
@@ -28,7 +29,7 @@ func PortForwardDialer(cfg *rest.Config, core corev1client.CoreV1Interface, ns s
 		}
 		u := core.RESTClient().Post().Namespace(ns).Resource("pods").Name(pod).SubResource("portforward").URL()
 		d := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
-		sc, _, err := d.Dial(portforward.PortForwardProtocolV1Name)
+		sc, err := dialContext(ctx, d)
 		if err != nil {
 			return nil, fmt.Errorf("port-forward to pod %s/%s: %w", ns, pod, err)
 		}
@@ -56,6 +57,33 @@ func PortForwardDialer(cfg *rest.Config, core corev1client.CoreV1Interface, ns s
 			}
 		}()
 		return c, nil
+	}
+}
+
+// dialContext upgrades the port-forward connection, giving up when ctx
+// ends (--timeout, Ctrl-C): client-go's SPDY dialer takes no context, so a
+// hung upgrade runs on in the background and its connection, if it ever
+// comes, is closed.
+func dialContext(ctx context.Context, d httpstream.Dialer) (httpstream.Connection, error) {
+	type dialed struct {
+		c   httpstream.Connection
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		c, _, err := d.Dial(portforward.PortForwardProtocolV1Name)
+		ch <- dialed{c, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.c, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.c != nil {
+				_ = r.c.Close()
+			}
+		}()
+		return nil, context.Cause(ctx)
 	}
 }
 

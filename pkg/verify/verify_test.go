@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/httpstream"
 )
 
 func selfSigned(t *testing.T, serial int64) (tls.Certificate, *x509.Certificate) {
@@ -89,5 +91,27 @@ func TestCheck(t *testing.T) {
 	_, err = Check(ctx, fakePgpool('S', &kp), "p-0", Expect{TLS: true, Leaf: leaf, Roots: untrusted, ServerName: "localhost"})
 	if !errors.As(err, &mm) || mm.Served.Verified {
 		t.Fatalf("untrusted chain: %v", err)
+	}
+}
+
+// hungDialer never answers the upgrade.
+type hungDialer struct{ release chan struct{} }
+
+func (h hungDialer) Dial(...string) (httpstream.Connection, string, error) {
+	<-h.release
+	return nil, "", errors.New("released")
+}
+
+// A port-forward upgrade that hangs ends with the context (--timeout,
+// Ctrl-C), not when the server gives up.
+func TestDialContextEndsWithTheContext(t *testing.T) {
+	h := hungDialer{release: make(chan struct{})}
+	defer close(h.release)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := dialContext(ctx, h); done <- err }()
+	cancel(errors.New("interrupted"))
+	if err := <-done; err == nil || err.Error() != "interrupted" {
+		t.Fatalf("got %v", err)
 	}
 }
