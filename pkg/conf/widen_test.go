@@ -218,3 +218,35 @@ func TestCase9SecretsMasked(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// Case 6: leftover ssl_ca_cert_dir and ssl_crl_file are named; with cert
+// auth add refuses until the user chooses; comment-out empties them and
+// remove puts them back byte for byte.
+func TestCase6LeftoverTLS(t *testing.T) {
+	orig := "ssl = off\nssl_ca_cert_dir = '/etc/ssl/certs'\nssl_crl_file = '/etc/pgpool/old.crl' # revoked\n"
+	hba := "host all all 0.0.0.0/0 md5\n"
+	f := Files{PgpoolConf: orig, PoolHBA: hba}
+	if _, err := AddTLS(f, AddOptions{Paths: kubedbPaths, SSLMode: "require", AuthMode: "cert"}); err == nil ||
+		!strings.Contains(err.Error(), "ssl_ca_cert_dir = '/etc/ssl/certs' (pgpool.conf line 2)") || !strings.Contains(err.Error(), "--leftover-tls") {
+		t.Fatalf("cert auth with leftovers: %v", err)
+	}
+	keep, err := AddTLS(f, AddOptions{Paths: kubedbPaths, SSLMode: "require", AuthMode: "cert", LeftoverTLS: "keep"})
+	if err != nil || len(keep.Leftover) != 2 || !strings.Contains(strings.Join(keep.Notes, " "), "kept as --leftover-tls keep asks") {
+		t.Fatalf("keep: %v %+v", err, keep)
+	}
+	out, err := AddTLS(f, AddOptions{Paths: kubedbPaths, SSLMode: "require", AuthMode: "cert", LeftoverTLS: "comment-out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := LeftoverTLS(ParsePgpoolConf(out.PgpoolConf)); l != nil {
+		t.Fatalf("still set after comment-out: %v\n%s", l, out.PgpoolConf)
+	}
+	back, err := RemoveTLS(out.Files, kubedbPaths, "cert")
+	if err != nil || back.PgpoolConf != orig || back.PoolHBA != hba {
+		t.Fatalf("remove: %v\n%s", err, Diff(orig, back.PgpoolConf, 1))
+	}
+	prefer, err := AddTLS(f, AddOptions{Paths: kubedbPaths, SSLMode: "prefer"})
+	if err != nil || !strings.Contains(strings.Join(prefer.Notes, " "), "--leftover-tls comment-out") {
+		t.Fatalf("md5 with leftovers is warned about: %v %+v", err, prefer)
+	}
+}
