@@ -89,9 +89,9 @@ func (r HBARule) Remote() bool {
 	}
 	p := r.addr.prefix
 	if p.Addr().Is4() {
-		return !(p.Bits() >= 8 && loopback4.Contains(p.Addr()))
+		return p.Bits() < 8 || !loopback4.Contains(p.Addr())
 	}
-	return !(p.Bits() == 128 && loopback6.Contains(p.Addr()))
+	return p.Bits() != 128 || !loopback6.Contains(p.Addr())
 }
 
 // Accepts reports whether the rule can let a client in (every method but

@@ -64,14 +64,13 @@ type confToken struct {
 func lexLine(line string) (toks []confToken, comment int, err error) {
 	comment = -1
 	for i := 0; i < len(line); {
-		c := line[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\r':
+		switch line[i] {
+		case ' ', '\t', '\r':
 			i++
 			continue
-		case c == '#':
+		case '#':
 			return toks, i, nil
-		case c == '=':
+		case '=':
 			toks = append(toks, confToken{'=', i, i + 1})
 			i++
 			continue

@@ -46,9 +46,6 @@ func TLSRequired(sslMode string) bool {
 	return sslMode == "require" || sslMode == "verify-ca" || sslMode == "verify-full"
 }
 
-// tlsKeys are the pgpool.conf keys EnableTLS writes.
-var tlsKeys = []string{"ssl", "ssl_cert", "ssl_key", "ssl_ca_cert"}
-
 // EnableTLS turns TLS on with the given file paths. Each line it writes
 // records the line it replaced, so that DisableTLS puts back the exact
 // bytes (the user's own ssl_* lines included).

@@ -138,7 +138,7 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// HeldError: another run holds the lock.
+// HeldError is returned when another run holds the lock.
 type HeldError struct {
 	Lease     *coordinationv1.Lease
 	Why       string
@@ -160,7 +160,7 @@ func (e *HeldError) Error() string {
 		l.Annotations[AnnotationOperation], Holder(l), since, l.Namespace, l.Name, why, durationOf(l, e.Duration), l.Namespace, l.Name)
 }
 
-// LostError: this run no longer holds its lock.
+// LostError is returned when this run no longer holds its lock.
 type LostError struct {
 	Namespace, Name string
 	By              string // who holds it now ("" when unknown)

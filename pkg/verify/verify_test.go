@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/apimachinery/pkg/util/httpstream" //nolint:staticcheck // client-go's SPDY dialer (transport/spdy) returns this package's types
 )
 
 func selfSigned(t *testing.T, serial int64) (tls.Certificate, *x509.Certificate) {
