@@ -76,6 +76,11 @@ func readmeTable(t *testing.T) []badInput {
 // situations set up what a row's Situation names, in its own namespace;
 // rows with any other situation share one namespace.
 var situations = map[string]func(t *testing.T, ns string){
+	"TLS already on, with another sslMode": func(t *testing.T, ns string) {
+		if _, _, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--yes"); err != nil {
+			t.Fatal(err)
+		}
+	},
 	"a policy of the cluster's that refuses Certificates over 30 days": func(t *testing.T, ns string) {
 		ctx := testenv.Context(t, time.Minute)
 		vap := &admissionregistrationv1.ValidatingAdmissionPolicy{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,10 +149,16 @@ func TestTLSLifecycle(t *testing.T) {
 				}
 				checkStatusOnKwok(t, ns, status, replicas)
 
-				// A second add is refused and says what to use.
-				_, _, err = plugin(t, env.Kubeconfig, ns, addArgs...)
+				// The same add again has nothing to do; one with other
+				// settings is refused and says what to use.
+				out, _, err := plugin(t, env.Kubeconfig, ns, addArgs...)
+				if err != nil || !strings.Contains(out, "nothing to do") {
+					t.Fatalf("the same add again: %v\n%s", err, out)
+				}
+				other := append(slices.Clone(addArgs), "--ssl-mode", "verify-full")
+				_, _, err = plugin(t, env.Kubeconfig, ns, other...)
 				if err == nil || !strings.Contains(err.Error(), "tls rotate") {
-					t.Fatalf("second add: %v, want an error pointing to tls rotate", err)
+					t.Fatalf("second add with another sslMode: %v, want an error pointing to tls rotate", err)
 				}
 
 				// rotate
