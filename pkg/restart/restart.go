@@ -96,24 +96,19 @@ func Evict(ctx context.Context, policy policyv1client.PolicyV1Interface, ns, nam
 		case apierrors.IsConflict(err) && uid != "" && uidMismatch(err):
 			// The UID precondition failed: the pod was already replaced.
 			return nil
-		case apierrors.IsConflict(err):
-			// Any other conflict (the budget's status changed under the
-			// eviction) is transient: evict again.
-			o.progress("evicting pod %s met a conflict (attempt %d): %s; retrying in %s", name, attempts, reason(err), o.RetryInterval)
-			t := time.NewTimer(o.RetryInterval)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return fmt.Errorf("evict pod %s/%s: conflicts for %d attempts (last: %s): %w", ns, name, attempts, reason(err), ctx.Err())
-			case <-t.C:
+		case apierrors.IsConflict(err), apierrors.IsTooManyRequests(err):
+			// A PodDisruptionBudget refuses for now (429), or the budget's
+			// status changed under the eviction (any other 409): evict again.
+			why := "a PodDisruptionBudget refused evicting pod " + name
+			if apierrors.IsConflict(err) {
+				why = "evicting pod " + name + " met a conflict"
 			}
-		case apierrors.IsTooManyRequests(err):
-			o.progress("a PodDisruptionBudget refused evicting pod %s (attempt %d): %s; retrying in %s", name, attempts, reason(err), o.RetryInterval)
+			o.progress("%s (attempt %d): %s; retrying in %s", why, attempts, reason(err), o.RetryInterval)
 			t := time.NewTimer(o.RetryInterval)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return fmt.Errorf("evict pod %s/%s: a PodDisruptionBudget kept refusing for %d attempts (last: %s): %w", ns, name, attempts, reason(err), ctx.Err())
+				return fmt.Errorf("evict pod %s/%s: %s, %d attempts (last: %s): %w", ns, name, why, attempts, reason(err), ctx.Err())
 			case <-t.C:
 			}
 		default:

@@ -143,11 +143,7 @@ func TestCertAuth(t *testing.T) {
 // scram and md5 over TLS: password logins work; sslMode require refuses a
 // plain connection, prefer and allow accept it.
 func TestPasswordModes(t *testing.T) {
-	u := serverUser(t)
-	ns := setupCerts(t, "pgpool-issuer")
-	certs := issued(t, ns)
-	pg := newPgpool(t, u, startPostgres(t, u))
-	pg.InstallSecrets(certs)
+	pg, certs := pgpoolWithCerts(t)
 	for _, auth := range []string{"scram", "md5"} {
 		for _, ssl := range []string{"require", "prefer", "allow"} {
 			t.Run(auth+"/"+ssl, func(t *testing.T) {

@@ -7,17 +7,24 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 )
 
+// pgpoolWithCerts is a pgpool (not started) in front of a fresh backend,
+// with certificates from pgpool-issuer in a fresh namespace installed.
+func pgpoolWithCerts(t *testing.T) (*pgpoolServer, certSet) {
+	t.Helper()
+	u := serverUser(t)
+	certs := issued(t, setupCerts(t, "pgpool-issuer"))
+	pg := newPgpool(t, u, startPostgres(t, u))
+	pg.InstallSecrets(certs)
+	return pg, certs
+}
+
 // Issue 18, case 1, against real pgpool: after tls add --ssl-mode require
 // on a file whose loopback trust rule follows the remote password rule
 // (pgpool_setup's order), a plain login from 127.0.0.1 without a password
 // is refused. The same file without the rule the plugin adds lets that
 // login in: the test can fail.
 func TestLoopbackTrustNotReachedAfterAdd(t *testing.T) {
-	u := serverUser(t)
-	ns := setupCerts(t, "pgpool-issuer")
-	certs := issued(t, ns)
-	pg := newPgpool(t, u, startPostgres(t, u))
-	pg.InstallSecrets(certs)
+	pg, certs := pgpoolWithCerts(t)
 	base := "host all all 0.0.0.0/0 md5\nhost all all 127.0.0.1/32 trust\n"
 	res := pg.ConfigureAdd("require", "", base, nil)
 	if len(res.HBA.Added) == 0 || !strings.Contains(res.PoolHBA, "hostnossl all all 0.0.0.0/0 reject") {
@@ -54,11 +61,7 @@ func TestLoopbackTrustNotReachedAfterAdd(t *testing.T) {
 // adds nothing. Either way the file ends enforced: a plain login is
 // refused under sslMode require.
 func TestEnablePoolHBASpellings(t *testing.T) {
-	u := serverUser(t)
-	ns := setupCerts(t, "pgpool-issuer")
-	certs := issued(t, ns)
-	pg := newPgpool(t, u, startPostgres(t, u))
-	pg.InstallSecrets(certs)
+	pg, certs := pgpoolWithCerts(t)
 	base := "host all all 0.0.0.0/0 md5\n"
 	for _, tc := range []struct {
 		line     string
