@@ -7,6 +7,7 @@ package planner
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -901,7 +902,7 @@ func (b *builder) rotate() {
 		}
 		for i, n := range names {
 			after := tls.Revision(b.t.Certificates[n])
-			if !contains(reissue, n) {
+			if !slices.Contains(reissue, n) {
 				after-- // Ready is enough
 			}
 			b.waitCert(n, after, i > 0)
@@ -1051,13 +1052,4 @@ func (b *builder) reissued(n string) bool {
 	}
 	r, ok := b.t.Backup.Revisions[n]
 	return ok && tls.Revision(c) > r
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
