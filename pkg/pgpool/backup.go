@@ -1,8 +1,11 @@
 package pgpool
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -38,6 +41,11 @@ type Backup struct {
 	WrotePgpoolConf string `json:"-"`
 	WrotePoolHBA    string `json:"-"`
 	Wrote           bool   `json:"wrote,omitempty"`
+	// After are digests of the Certificates' specs and of the TLS volume
+	// as the operation left them, written when it succeeded (nil before,
+	// or in backups of older versions): a rollback refuses to discard
+	// changes made to them since.
+	After map[string]string `json:"-"`
 	// Container, Volumes and VolumeMounts: the pgpool container's name, the
 	// pod's volumes and the container's volume mounts.
 	Container    string               `json:"container"`
@@ -66,6 +74,8 @@ const (
 	backupWroteConfKey   = "wrote-pgpool.conf"
 	backupWroteHBAKey    = "wrote-pool_hba.conf"
 	AnnotationBackupDone = "kubectl-pgpool.io/backup-done"
+	// AnnotationBackupAfter holds Backup.After as JSON.
+	AnnotationBackupAfter = "kubectl-pgpool.io/backup-after"
 )
 
 // LeaseName is the Lease that locks a pgpool while an operation runs.
@@ -137,6 +147,52 @@ func ReadBackup(s *corev1.Secret, pgpool string) (*Backup, error) {
 	b.PgpoolConf, b.PoolHBA = string(s.Data[backupPgpoolConfKey]), string(s.Data[backupPoolHBAKey])
 	b.WrotePgpoolConf, b.WrotePoolHBA = string(s.Data[backupWroteConfKey]), string(s.Data[backupWroteHBAKey])
 	b.Done = s.Annotations[AnnotationBackupDone] == "true"
+	if a := s.Annotations[AnnotationBackupAfter]; a != "" {
+		_ = json.Unmarshal([]byte(a), &b.After)
+	}
 	b.ResourceVersion = s.ResourceVersion
 	return b, nil
+}
+
+// Digests are what a rollback compares to tell changes made since an
+// operation: a digest of each Certificate's spec ("absent" when there is
+// none) and of the TLS volume (the container's mounts at mountPath and the
+// volumes they name).
+func Digests(certs map[string]*cmapi.Certificate, names []string, tmpl *corev1.PodTemplateSpec, container int, mountPath string) map[string]string {
+	sum := func(v any) string {
+		b, _ := json.Marshal(v)
+		h := sha256.Sum256(b)
+		return hex.EncodeToString(h[:8])
+	}
+	out := map[string]string{}
+	for _, n := range names {
+		out["Certificate "+n] = "absent"
+		if c := certs[n]; c != nil {
+			out["Certificate "+n] = sum(c.Spec)
+		}
+	}
+	var mounts []corev1.VolumeMount
+	var vols []corev1.Volume
+	if container >= 0 && container < len(tmpl.Spec.Containers) {
+		for _, m := range tmpl.Spec.Containers[container].VolumeMounts {
+			if m.MountPath == mountPath || strings.HasPrefix(m.MountPath, mountPath+"/") {
+				mounts = append(mounts, m)
+				for _, v := range tmpl.Spec.Volumes {
+					if v.Name == m.Name {
+						vols = append(vols, v)
+					}
+				}
+			}
+		}
+	}
+	out["the TLS volume"] = "absent"
+	if len(mounts) > 0 {
+		out["the TLS volume"] = sum([]any{mounts, vols})
+	}
+	return out
+}
+
+// Digests of t as discovered.
+func (t *Target) Digests() map[string]string {
+	return Digests(t.Certificates, []string{ServerCertName(t.Name), ClientCertName(t.Name)}, &t.Template, t.ContainerIndex, t.TLSMountPath)
 }

@@ -164,6 +164,9 @@ func fits(t *pgpool.Target, r Request) error {
 		if t.Backup == nil {
 			return &StateError{fmt.Sprintf("pgpool %s has no backup to roll back to (no Secret %s/%s of kubectl-pgpool): every operation keeps one from before its first write, and a rollback uses it up; there is nothing to undo", name, t.Namespace, pgpool.BackupName(t.Name))}
 		}
+		if c := changedSince(t); len(c) > 0 && !r.Force {
+			return &StateError{fmt.Sprintf("%s changed since the tls %s of %s finished; a rollback would discard those changes, so it refuses (nothing was changed): undo them first, or pass --force to discard them", strings.Join(c, " and "), t.Backup.Operation, t.Backup.Taken)}
+		}
 		if d := editedSince(t); d != "" && !r.Force {
 			return &StateError{fmt.Sprintf("%s %s/%s changed since the tls %s of %s wrote it; a rollback would discard these edits, so it refuses (nothing was changed): undo them first, or pass --force to discard them:\n%s", t.Config.Kind, t.Namespace, t.Config.Name, t.Backup.Operation, t.Backup.Taken, d)}
 		}

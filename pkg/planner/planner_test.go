@@ -705,3 +705,24 @@ func TestRollbackKeepsLaterEdits(t *testing.T) {
 		t.Fatalf("warnings: %s", w)
 	}
 }
+
+// The rest of case 7: a Certificate or the TLS volume changed since the
+// operation finished (its record holds their digests) stops a rollback
+// too, naming what changed; --force goes on with a warning.
+func TestRollbackKeepsLaterCertificateChanges(t *testing.T) {
+	tg := withTLS(t, fixture(t, "StatefulSet"))
+	tg.Backup = pgpool.TakeBackup(fixture(t, "StatefulSet"), Add, "2026-12-03T10:00:00Z")
+	tg.Backup.Done, tg.Backup.After = true, tg.Digests()
+	if _, err := Build(tg, Request{Operation: Rollback, Holder: "tester", Now: time.Now()}); err != nil {
+		t.Fatalf("nothing changed since: %v", err)
+	}
+	tg.Certificates["pgpool-server-cert"].Spec.DNSNames = []string{"someone.else.example"}
+	_, err := Build(tg, Request{Operation: Rollback, Holder: "tester", Now: time.Now()})
+	if err == nil || !strings.Contains(err.Error(), "Certificate pgpool-server-cert changed since the tls add") {
+		t.Fatalf("rollback after a Certificate change: %v", err)
+	}
+	p, err := Build(tg, Request{Operation: Rollback, Holder: "tester", Force: true, Now: time.Now()})
+	if err != nil || !strings.Contains(strings.Join(p.Warnings, "\n"), "changes made to Certificate pgpool-server-cert") {
+		t.Fatalf("--force: %v", err)
+	}
+}

@@ -57,6 +57,25 @@ func (b *builder) finishBackup() error {
 	return nil
 }
 
+// changedSince names the Certificates and the TLS volume that changed
+// since the operation that took the backup finished (its record holds
+// their digests then).
+func changedSince(t *pgpool.Target) []string {
+	bk := t.Backup
+	if bk == nil || len(bk.After) == 0 {
+		return nil
+	}
+	now := t.Digests()
+	var out []string
+	for k, v := range bk.After {
+		if now[k] != v {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // editedSince says how the config files changed since the operation that
 // took the backup wrote them ("" when they did not: they are as it left
 // them, or as they were before it wrote anything).
@@ -99,6 +118,9 @@ func (b *builder) rollback() {
 	}
 	if d := editedSince(t); d != "" {
 		b.p.Warnings = append(b.p.Warnings, "--force: the edits made to the config since the tls "+bk.Operation+" are discarded:\n"+d)
+	}
+	if c := changedSince(t); len(c) > 0 {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("--force: the changes made to %s since the tls %s are discarded", strings.Join(c, " and "), bk.Operation))
 	}
 	names := []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)}
 	for _, n := range names {

@@ -25,6 +25,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
@@ -851,12 +852,46 @@ func (r *Runner) applyBackup(ctx context.Context, sec *corev1.Secret) error {
 // backupDone marks the backup as that of a finished operation.
 func (r *Runner) backupDone(ctx context.Context, ns string) error {
 	name := pgpool.BackupName(r.Target.Name)
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{pgpool.AnnotationBackupDone: "true"}}})
+	ann := map[string]string{pgpool.AnnotationBackupDone: "true"}
+	if after, err := r.digestsNow(ctx, ns); err == nil {
+		b, _ := json.Marshal(after)
+		ann[pgpool.AnnotationBackupAfter] = string(b)
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	_, err := r.Clients.Core.Secrets(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("mark the backup Secret %s/%s as done: %w", ns, name, err)
 	}
 	return nil
+}
+
+// digestsNow reads the Certificates and the workload as the operation
+// left them and returns their digests (pgpool.Digests), for the backup:
+// a later rollback refuses to discard changes made to them since.
+func (r *Runner) digestsNow(ctx context.Context, ns string) (map[string]string, error) {
+	t := r.Target
+	names := []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)}
+	certs := map[string]*cmapi.Certificate{}
+	for _, n := range names {
+		c, err := r.Clients.CertManager.Certificates(ns).Get(ctx, n, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, err
+		default:
+			certs[n] = c
+		}
+	}
+	w, err := r.Clients.Dynamic.Resource(t.GVR).Namespace(ns).Get(ctx, t.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	raw, _, _ := unstructured.NestedMap(w.Object, "spec", "template")
+	var tmpl corev1.PodTemplateSpec
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &tmpl); err != nil {
+		return nil, err
+	}
+	return pgpool.Digests(certs, names, &tmpl, t.ContainerIndex, t.TLSMountPath), nil
 }
 
 // RefusedError is a Certificate the plan would apply that the API server's
