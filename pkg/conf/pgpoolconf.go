@@ -27,12 +27,10 @@ type PgpoolConf struct {
 // assignment is one "key [=] value" of an active line, with the byte span
 // of its value in the line.
 type assignment struct {
-	key, value     string // value without quotes
-	valStart       int    // byte offsets of the value token in the line
-	valEnd         int
-	commentStart   int // offset of a trailing "#", or -1
-	singleOnLine   bool
-	tokenWasString bool
+	key, value   string // value without quotes
+	valStart     int    // byte offsets of the value token in the line
+	valEnd       int
+	commentStart int // offset of a trailing "#", or -1
 }
 
 // pgpool's lexer (pool_config.l). Go's Longest() gives flex's longest match;
@@ -60,8 +58,9 @@ type confToken struct {
 }
 
 // lexLine splits one line into pgpool's tokens; comment is the offset of an
-// unquoted '#' (or -1).
-func lexLine(line string) (toks []confToken, comment int, err error) {
+// unquoted '#' (or -1). Every character makes a token (pgpool's lexer never
+// fails; its parser refuses what is not a key where a key must be).
+func lexLine(line string) (toks []confToken, comment int) {
 	comment = -1
 	for i := 0; i < len(line); {
 		switch line[i] {
@@ -69,7 +68,7 @@ func lexLine(line string) (toks []confToken, comment int, err error) {
 			i++
 			continue
 		case '#':
-			return toks, i, nil
+			return toks, i
 		case '=':
 			toks = append(toks, confToken{'=', i, i + 1})
 			i++
@@ -90,16 +89,13 @@ func lexLine(line string) (toks []confToken, comment int, err error) {
 		toks = append(toks, confToken{kind, i, i + best})
 		i += best
 	}
-	return toks, comment, nil
+	return toks, comment
 }
 
 // parseAssignments returns the "key [=] value" statements of one line, as
 // pgpool's ParseConfigFile reads them.
 func parseAssignments(line string) ([]assignment, error) {
-	toks, comment, err := lexLine(line)
-	if err != nil {
-		return nil, err
-	}
+	toks, comment := lexLine(line)
 	var out []assignment
 	for i := 0; i < len(toks); {
 		if toks[i].kind != 'k' {
@@ -124,11 +120,8 @@ func parseAssignments(line string) ([]assignment, error) {
 		if v.kind == 's' {
 			val = val[1 : len(val)-1]
 		}
-		out = append(out, assignment{key: key, value: val, valStart: v.start, valEnd: v.end, commentStart: comment, tokenWasString: v.kind == 's'})
+		out = append(out, assignment{key: key, value: val, valStart: v.start, valEnd: v.end, commentStart: comment})
 		i++
-	}
-	for i := range out {
-		out[i].singleOnLine = len(out) == 1
 	}
 	return out, nil
 }
@@ -186,15 +179,6 @@ func splitLine(line string) (key, value, comment string, ok bool) {
 		comment = strings.TrimRight(line[a.commentStart:], "\r")
 	}
 	return a.key, a.value, comment, true
-}
-
-// Unquote returns a pgpool.conf value without its single quotes. pgpool
-// takes the text between the quotes as it is (no escapes are undone).
-func Unquote(v string) string {
-	if len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'' {
-		return v[1 : len(v)-1]
-	}
-	return v
 }
 
 // Quote returns s as a single-quoted pgpool.conf string. pgpool's lexer

@@ -29,8 +29,10 @@ import (
 // disruptionsAllowed: that is 0 for a while after any eviction (the
 // evicted pod stays in status.disruptedPods until the controller sees it
 // gone, up to two minutes, also when a StatefulSet's replacement has the
-// same name and is Ready), or while a pod is not healthy yet; both are
-// transient, and the eviction's 429 is retried.
+// same name and is Ready: kubernetes' pkg/controller/disruption keys that
+// map by pod name and keeps an entry whose pod has no deletionTimestamp
+// until DeletionTimeout, 2m, in buildDisruptedPodMap), or while a pod is
+// not healthy yet; both are transient, and the eviction's 429 is retried.
 func CheckBudgets(pdbs []policyv1.PodDisruptionBudget, pods []corev1.Pod) error {
 	var problems []string
 	used := map[string]bool{}
