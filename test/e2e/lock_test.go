@@ -39,7 +39,7 @@ func TestLockAcrossPIDNamespaces(t *testing.T) {
 	ns := setup(t, l, 1)
 	pid := freePID(t)
 	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes"}
-	first := env.StartInPIDNamespace(t, ns, pid-1, append(add, "--lock-duration", "10s")...)
+	first := env.StartInPIDNamespace(t, ns, pid-1, append(add, "--lock-duration", "20s")...)
 	if !first.WaitLine(func(s string) bool { return strings.Contains(s, "[1/") && strings.Contains(s, "done in") }) {
 		code, out := first.Wait()
 		t.Fatalf("the first run ended (exit %d) before it took the lock:\n%s", code, out)
@@ -58,6 +58,10 @@ func TestLockAcrossPIDNamespaces(t *testing.T) {
 		t.Fatalf("pid %d exists outside the first run's namespace", pid)
 	}
 
+	// The second run is refused because the first's Lease was renewed less
+	// than its duration (20s) ago: the margin covers a slow start of the
+	// second run on a busy machine; if it were exceeded, the second run
+	// would watch the Lease instead, and the check below fails loudly.
 	second := env.StartInPIDNamespace(t, ns, 0, add...)
 	code, out := second.Wait()
 	if code == 0 || !strings.Contains(out+second.Stdout.String(), "holds the lock") || !strings.Contains(out, holder) {
@@ -70,13 +74,13 @@ func TestLockAcrossPIDNamespaces(t *testing.T) {
 	// (Time passing, not an event, makes this true: polled, with a deadline.)
 	if err := wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		l, err := env.Kube.CoordinationV1().Leases(ns).Get(ctx, pgpool.LeaseName("pgpool"), metav1.GetOptions{})
-		return err == nil && l.Spec.RenewTime != nil && time.Since(l.Spec.RenewTime.Time) > 10*time.Second, nil
+		return err == nil && l.Spec.RenewTime != nil && time.Since(l.Spec.RenewTime.Time) > 20*time.Second, nil
 	}); err != nil {
 		t.Fatalf("the first run's lock never looked unrenewed: %v", err)
 	}
 	second = env.StartInPIDNamespace(t, ns, 0, add...)
 	code, out = second.Wait()
-	if code != 0 || !strings.Contains(out, "whose lock this run watched go unrenewed for 10s") {
+	if code != 0 || !strings.Contains(out, "whose lock this run watched go unrenewed for 20s") {
 		t.Fatalf("the second run after the first stopped renewing: exit %d\n%s\n%s", code, out, second.Stdout.String())
 	}
 	checkConfig(t, ns, l, true, "hostssl all all 0.0.0.0/0 cert")
