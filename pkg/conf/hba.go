@@ -1,8 +1,6 @@
 package conf
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -476,99 +474,6 @@ func EditHBA(text string, o HBAOptions) (*HBAEdit, error) {
 	return e, nil
 }
 
-// MarkHBAEnforced records in pool_hba.conf (a comment line at the top) a
-// digest of the rules the file had before the plugin's edits, when the
-// plugin turns enable_pool_hba on: remove turns it off again only when the
-// rules are still those.
-func MarkHBAEnforced(text string) string {
-	lines := splitLines(text)
-	cr := ""
-	if len(lines) > 0 && strings.HasSuffix(lines[0], "\r") {
-		cr = "\r"
-	}
-	var out []string
-	for _, l := range lines {
-		if !strings.HasPrefix(strings.TrimSpace(l), hbaDigestPrefix) {
-			out = append(out, l)
-		}
-	}
-	out = append([]string{hbaDigestPrefix + rulesDigest(text) + cr}, out...)
-	return joinLines(out)
-}
-
-// HBAChangedSinceEnforced reports whether the rules of pool_hba.conf (its
-// edits by the plugin undone) differ from those MarkHBAEnforced recorded;
-// known is false when there is no record.
-func HBAChangedSinceEnforced(text string) (changed, known bool) {
-	for _, l := range splitLines(text) {
-		t := strings.TrimSpace(l)
-		if strings.HasPrefix(t, hbaDigestPrefix) {
-			return strings.TrimPrefix(t, hbaDigestPrefix) != rulesDigest(text), true
-		}
-	}
-	return false, false
-}
-
-// rulesDigest is a digest of the active lines of the file as it was before
-// the plugin's edits (comments and blank lines do not count).
-func rulesDigest(text string) string {
-	h := sha256.New()
-	for i, l := range unmark(text) {
-		if _, ok, _ := parseRule(i+1, l); ok {
-			h.Write([]byte(strings.Join(strings.Fields(l), " ") + "\n"))
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
-}
-
-// RestoreHBA undoes EditHBA for remove (TLS off): every rule the plugin
-// changed gets its original line back and its default block goes, so a file
-// that add edited reads byte for byte as before. Rules inside the block that
-// earlier versions of the plugin wrote become host rules (cert becomes
-// authMode, md5 when ""), so that remote clients are not locked out; any
-// other hostssl or cert rule is kept and noted (pgpool ignores it while ssl
-// is off).
-func RestoreHBA(text, authMode string) (*HBAEdit, error) {
-	if authMode == "" || authMode == "cert" {
-		authMode = "md5"
-	}
-	lines := unmark(text)
-	e := &HBAEdit{}
-	var out []string
-	inLegacy := false
-	for i, l := range lines {
-		t := strings.TrimSpace(l)
-		switch {
-		case strings.HasPrefix(t, hbaBegin):
-			inLegacy = true
-		case strings.HasPrefix(t, hbaEnd):
-			inLegacy = false
-		}
-		r, ok, err := parseRule(i+1, l)
-		if err != nil {
-			return nil, err
-		}
-		if !ok || !r.Remote() || !r.Accepts() || (r.Type != "hostssl" && r.Method != "cert") {
-			out = append(out, l)
-			continue
-		}
-		if !inLegacy {
-			e.Notes = append(e.Notes, fmt.Sprintf("pool_hba.conf line %d (%s) is kept: pgpool ignores hostssl and cert rules while ssl is off, so the clients it admits are refused after remove", r.Line, r.String()))
-			out = append(out, l)
-			continue
-		}
-		n := r
-		n.Type = "host"
-		if n.Method == "cert" {
-			n.Method = hbaMethod(authMode)
-		}
-		e.Changed = append(e.Changed, fmt.Sprintf("line %d: %s -> %s", r.Line, r.String(), n.String()))
-		out = append(out, rewrite(l, r, n))
-	}
-	e.Text = joinLines(out)
-	return e, nil
-}
-
 // rewrite changes the type and method of rule r on its line to those of n,
 // keeping the rest of the line, and its column alignment where the spaces
 // allow.
@@ -598,67 +503,4 @@ func joinLines(l []string) string {
 		return ""
 	}
 	return strings.Join(l, "\n") + "\n"
-}
-
-// HBASSLMode derives the sslMode pool_hba.conf enforces when ssl is on:
-// require when no remote rule admits connections without TLS, else prefer.
-func HBASSLMode(text string) string {
-	rules, err := ParseHBA(text)
-	if err != nil {
-		return "prefer"
-	}
-	for _, r := range rules {
-		if r.Remote() && r.Accepts() && r.Type != "hostssl" {
-			return "prefer"
-		}
-	}
-	return "require"
-}
-
-// GuessAuthMode returns the client auth mode of the first remote rule that
-// admits clients with md5, scram-sha-256, password or cert; md5 when there
-// is none.
-func GuessAuthMode(text string) string {
-	rules, _ := ParseHBA(text)
-	for _, r := range rules {
-		if r.Remote() && AuthModeOf(r.Method) != "" {
-			return AuthModeOf(r.Method)
-		}
-	}
-	return "md5"
-}
-
-// LoopbackTrust returns the host rules of pool_hba.conf that trust loopback
-// addresses (with or without TLS).
-func LoopbackTrust(text string) []string {
-	rules, _ := ParseHBA(text)
-	var out []string
-	for _, r := range rules {
-		if r.Type != "local" && !r.Remote() && r.Method == "trust" && r.Type != "hostssl" {
-			out = append(out, r.String())
-		}
-	}
-	return out
-}
-
-// Enforce sets enable_pool_hba = on, recording the line it replaces (or that
-// there was none) in a trailing marker comment, so that Unenforce puts the
-// file back as it was. It reports whether anything changed.
-func Enforce(c *PgpoolConf) bool {
-	if c.Bool("enable_pool_hba") {
-		return false
-	}
-	c.SetMarked("enable_pool_hba", "on")
-	return true
-}
-
-// Unenforce undoes Enforce: the line it changed gets its original back (or
-// goes, when there was none).
-func Unenforce(c *PgpoolConf) { c.Restore("enable_pool_hba") }
-
-// Enforced reports whether enable_pool_hba was turned on by Enforce (and
-// not by the user).
-func Enforced(c *PgpoolConf) bool {
-	i, _ := c.last("enable_pool_hba")
-	return i >= 0 && strings.Contains(c.lines[i], wasMarker)
 }
