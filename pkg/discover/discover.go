@@ -23,6 +23,7 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
@@ -89,6 +90,9 @@ func Discover(ctx context.Context, c Clients, ns, name string) (*pgpool.Target, 
 	if err != nil {
 		return nil, err
 	}
+	if t.Layout, err = layout.For(t); err != nil {
+		return nil, err
+	}
 	// Each finder fills in its own fields of t; their errors are reported
 	// in this order, whichever came first.
 	finders := []func(context.Context, Clients, *pgpool.Target) error{findConfig, findPods, findServices, findCertificates, findBundle, findBackup}
@@ -149,10 +153,10 @@ func findConfig(ctx context.Context, c Clients, t *pgpool.Target) error {
 		case err != nil:
 			return fmt.Errorf("get %s %s/%s: %w", kind, t.Namespace, name, err)
 		}
-		if pc, ok := data["pgpool.conf"]; ok {
+		if pc, hba, ok := t.Layout.ConfigFiles(data); ok {
 			t.Config = pgpool.Config{Kind: kind, Name: name, MountPath: m.MountPath, ResourceVersion: rv,
-				PgpoolConf: pc, PoolHBA: data["pool_hba.conf"]}
-			t.TLSMountPath = strings.TrimSuffix(m.MountPath, "/") + "/tls"
+				PgpoolConf: pc, PoolHBA: hba}
+			t.TLSMountPath = t.Layout.TLSMountPath(m.MountPath)
 			return nil
 		}
 		tried = append(tried, kind+" "+name)

@@ -74,18 +74,22 @@ type TLSState struct {
 
 // Target is one pgpool as found in the cluster.
 type Target struct {
-	Namespace      string                        `json:"namespace"`
-	Name           string                        `json:"name"`
-	Kind           string                        `json:"kind"`
-	APIVersion     string                        `json:"apiVersion"`
-	GVR            schema.GroupVersionResource   `json:"-"`
-	UID            string                        `json:"uid"`
-	Annotations    map[string]string             `json:"-"`
-	Template       corev1.PodTemplateSpec        `json:"-"`
-	Selector       *metav1.LabelSelector         `json:"-"`
-	Replicas       int32                         `json:"replicas"`
-	UpdateStrategy string                        `json:"updateStrategy"`
-	Container      string                        `json:"container"`
+	Namespace      string                      `json:"namespace"`
+	Name           string                      `json:"name"`
+	Kind           string                      `json:"kind"`
+	APIVersion     string                      `json:"apiVersion"`
+	GVR            schema.GroupVersionResource `json:"-"`
+	UID            string                      `json:"uid"`
+	Annotations    map[string]string           `json:"-"`
+	Template       corev1.PodTemplateSpec      `json:"-"`
+	Selector       *metav1.LabelSelector       `json:"-"`
+	Replicas       int32                       `json:"replicas"`
+	UpdateStrategy string                      `json:"updateStrategy"`
+	Container      string                      `json:"container"`
+	// Owners are the workload's owner references.
+	Owners []metav1.OwnerReference `json:"-"`
+	// Layout is how this pgpool is deployed (set by discovery).
+	Layout         Layout                        `json:"-"`
 	ContainerIndex int                           `json:"containerIndex"`
 	Config         Config                        `json:"config"`
 	TLSMountPath   string                        `json:"tlsMountPath"`
@@ -117,10 +121,8 @@ func ServerCertName(name string) string { return name + "-server-cert" }
 // ClientCertName is the client Certificate's name.
 func ClientCertName(name string) string { return name + "-client-cert" }
 
-// Paths returns where pgpool reads its TLS files.
-func (t *Target) Paths() conf.Paths {
-	return conf.Paths{Cert: PgpoolTLSDir + "/tls.crt", Key: PgpoolTLSDir + "/tls.key", CA: PgpoolTLSDir + "/ca.pem"}
-}
+// Paths returns where pgpool reads its TLS files (the layout says).
+func (t *Target) Paths() conf.Paths { return t.Layout.Paths() }
 
 // Port is the port pgpool listens on, from its config (9999 by default).
 func (t *Target) Port() int {
@@ -141,7 +143,7 @@ func (t *Target) String() string { return fmt.Sprintf("%s %s/%s", t.Kind, t.Name
 func FromWorkload(obj *unstructured.Unstructured, kind string, gvr schema.GroupVersionResource) (*Target, error) {
 	t := &Target{
 		Namespace: obj.GetNamespace(), Name: obj.GetName(), Kind: kind, APIVersion: obj.GetAPIVersion(),
-		GVR: gvr, UID: string(obj.GetUID()), Annotations: obj.GetAnnotations(),
+		GVR: gvr, UID: string(obj.GetUID()), Annotations: obj.GetAnnotations(), Owners: obj.GetOwnerReferences(),
 	}
 	tmpl, ok, err := unstructured.NestedMap(obj.Object, "spec", "template")
 	if err != nil || !ok {

@@ -430,7 +430,7 @@ func (b *builder) lock() {
 
 func (b *builder) params() tls.Params {
 	var pods []string
-	if b.t.Kind != "Deployment" {
+	if b.t.Layout.StablePodNames() {
 		for i := int32(0); i < b.t.Replicas; i++ {
 			pods = append(pods, b.t.Name+"-"+strconv.Itoa(int(i)))
 		}
@@ -773,7 +773,7 @@ func (b *builder) roll(templateChanged bool) {
 		b.add1(plan.Step{
 			Object:      plan.Object{APIVersion: "v1", Kind: "Pod", Namespace: t.Namespace, Name: p.Name},
 			Description: fmt.Sprintf("evict pod %s, wait for its replacement to be Ready, check by handshake that it serves TLS %s%s", p.Name, expect, loginDesc(b.login())),
-			Spec: plan.EvictSpec{UID: string(p.UID), SameName: t.Kind != "Deployment", Pods: b.pods(),
+			Spec: plan.EvictSpec{UID: string(p.UID), SameName: t.Layout.StablePodNames(), Pods: b.pods(),
 				Check: plan.Check{TLS: expect == "on", Login: b.login()}},
 		})
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/testfiles"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
@@ -31,15 +32,16 @@ func readConf(t *testing.T, name string) string {
 // fixture is a discovered KubeDB-layout (StatefulSet) or pgpool2_on_k8s
 // (Deployment) pgpool with 3 Ready pods, without TLS.
 func fixture(t *testing.T, kind string) *pgpool.Target {
-	layout, cfgKind := "kubedb", "Secret"
+	files, cfgKind := "kubedb", "Secret"
+	var lay pgpool.Layout = layout.KubeDB{}
 	if kind == "Deployment" {
-		layout, cfgKind = "k8s", "ConfigMap"
+		files, cfgKind, lay = "k8s", "ConfigMap", layout.Pgpool2OnK8s{}
 	}
 	tg := &pgpool.Target{
 		Namespace: "demo", Name: "pgpool", Kind: kind, APIVersion: "apps/v1", UID: "w-uid", Replicas: 3,
-		UpdateStrategy: "OnDelete", Container: "pgpool", ContainerIndex: 0,
+		UpdateStrategy: "OnDelete", Container: "pgpool", ContainerIndex: 0, Layout: lay,
 		Selector:     &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pgpool"}},
-		Config:       pgpool.Config{Kind: cfgKind, Name: "pgpool-config", MountPath: "/config", ResourceVersion: "42", PgpoolConf: readConf(t, layout+"-pgpool.conf"), PoolHBA: readConf(t, layout+"-pool_hba.conf")},
+		Config:       pgpool.Config{Kind: cfgKind, Name: "pgpool-config", MountPath: "/config", ResourceVersion: "42", PgpoolConf: readConf(t, files+"-pgpool.conf"), PoolHBA: readConf(t, files+"-pool_hba.conf")},
 		TLSMountPath: "/config/tls", Services: []string{"pgpool", "pgpool-pods"}, Headless: "pgpool-pods",
 		Certificates: map[string]*cmapi.Certificate{},
 	}

@@ -293,7 +293,7 @@ func (b *builder) rollBack(templateChanged, ssl bool) []string {
 	}
 	controllerRolls := templateChanged && t.UpdateStrategy != "OnDelete"
 	b.p.Restart = "evict"
-	if !controllerRolls || t.Kind != "Deployment" {
+	if !controllerRolls || t.Layout.StablePodNames() {
 		for _, p := range changed {
 			if controllerRolls && pgpool.PodReady(&p) {
 				continue // the controller replaces it
@@ -301,7 +301,7 @@ func (b *builder) rollBack(templateChanged, ssl bool) []string {
 			b.add1(plan.Step{
 				Object:      plan.Object{APIVersion: "v1", Kind: "Pod", Namespace: t.Namespace, Name: p.Name},
 				Description: fmt.Sprintf("evict pod %s (started since the backup), wait for its replacement to be Ready, check by handshake that it serves TLS %s%s", p.Name, onOff(ssl), loginDesc(b.login())),
-				Spec: plan.EvictSpec{UID: string(p.UID), SameName: t.Kind != "Deployment", Pods: pods,
+				Spec: plan.EvictSpec{UID: string(p.UID), SameName: t.Layout.StablePodNames(), Pods: pods,
 					Check: plan.Check{TLS: ssl, Login: b.login()}},
 			})
 		}

@@ -276,11 +276,9 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 }
 
 // WaitRollout waits, by watch on the workload, until its controller has
-// finished a rolling update: observedGeneration caught up with the
-// generation, every replica updated and ready (StatefulSet: currentRevision
-// == updateRevision; Deployment: updated == available == replicas, no old
-// pods left).
-func WaitRollout(ctx context.Context, dyn dynamic.NamespaceableResourceInterface, ns, name string, o Options) error {
+// finished a rolling update as done judges it (the layout's RolloutDone),
+// reporting done's progress messages as they change.
+func WaitRollout(ctx context.Context, dyn dynamic.NamespaceableResourceInterface, ns, name string, done func(*unstructured.Unstructured) (bool, string), o Options) error {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
 			lo.FieldSelector = "metadata.name=" + name
@@ -300,12 +298,12 @@ func WaitRollout(ctx context.Context, dyn dynamic.NamespaceableResourceInterface
 		if e.Type == watch.Deleted {
 			return false, fmt.Errorf("%s %s/%s was deleted during the rollout", u.GetKind(), ns, name)
 		}
-		done, msg := RolloutDone(u)
+		ok, msg := done(u)
 		if msg != last {
 			last = msg
 			o.progress("%s", msg)
 		}
-		return done, nil
+		return ok, nil
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -314,33 +312,6 @@ func WaitRollout(ctx context.Context, dyn dynamic.NamespaceableResourceInterface
 		return err
 	}
 	return nil
-}
-
-// RolloutDone judges a StatefulSet/Deployment/PetSet status.
-func RolloutDone(u *unstructured.Unstructured) (bool, string) {
-	gen := u.GetGeneration()
-	obs, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
-	want, ok, _ := unstructured.NestedInt64(u.Object, "spec", "replicas")
-	if !ok {
-		want = 1
-	}
-	updated, _, _ := unstructured.NestedInt64(u.Object, "status", "updatedReplicas")
-	readyN, _, _ := unstructured.NestedInt64(u.Object, "status", "readyReplicas")
-	total, _, _ := unstructured.NestedInt64(u.Object, "status", "replicas")
-	if obs < gen {
-		return false, "waiting for the controller to observe the new pod template"
-	}
-	msg := fmt.Sprintf("%d of %d pods updated, %d Ready", updated, want, readyN)
-	if updated < want || readyN < want || total > want {
-		return false, msg
-	}
-	if u.GetKind() == "Deployment" {
-		avail, _, _ := unstructured.NestedInt64(u.Object, "status", "availableReplicas")
-		return avail >= want, msg
-	}
-	cur, _, _ := unstructured.NestedString(u.Object, "status", "currentRevision")
-	upd, _, _ := unstructured.NestedString(u.Object, "status", "updateRevision")
-	return cur == upd, msg
 }
 
 // WaitGone waits, by watch, until no pod with one of the given UIDs is left

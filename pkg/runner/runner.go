@@ -9,7 +9,6 @@ package runner
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -177,7 +176,7 @@ func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report fun
 		// A new pod that cannot start ends the wait at once, with why.
 		gctx, stop := restart.Guard(ctx, r.Clients.Core, s.Object.Namespace, spec.Pods.Selector, knownUIDs(spec.Pods), r.Target.Owns, restart.Options{})
 		defer stop()
-		err := restart.WaitRollout(gctx, r.Clients.Dynamic.Resource(r.Target.GVR), s.Object.Namespace, s.Object.Name, restart.Options{OnProgress: report})
+		err := restart.WaitRollout(gctx, r.Clients.Dynamic.Resource(r.Target.GVR), s.Object.Namespace, s.Object.Name, r.Target.Layout.RolloutDone, restart.Options{OnProgress: report})
 		if err == nil {
 			err = restart.WaitGone(gctx, r.Clients.Core, s.Object.Namespace, spec.Pods.Selector, knownUIDs(spec.Pods), restart.Options{OnProgress: report})
 		}
@@ -238,14 +237,7 @@ func (r *Runner) applyCertificate(ctx context.Context, s plan.Step, spec plan.Ap
 func (r *Runner) patchConfig(ctx context.Context, s plan.Step, spec plan.ConfigPatchSpec) (string, error) {
 	ns, name := s.Object.Namespace, s.Object.Name
 	opts := metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}
-	data := map[string]string{}
-	for k, v := range map[string]string{"pgpool.conf": spec.PgpoolConf, "pool_hba.conf": spec.PoolHBA} {
-		if s.Object.Kind == "Secret" {
-			v = base64.StdEncoding.EncodeToString([]byte(v))
-		}
-		data[k] = v
-	}
-	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": spec.ResourceVersion}, "data": data})
+	b := r.Target.Layout.ConfigPatch(pgpool.Config{Kind: s.Object.Kind, Name: name, ResourceVersion: spec.ResourceVersion}, spec.PgpoolConf, spec.PoolHBA)
 	var err error
 	if s.Object.Kind == "Secret" {
 		_, err = r.Clients.Core.Secrets(ns).Patch(ctx, name, types.MergePatchType, b, opts)

@@ -20,6 +20,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/testfiles"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
@@ -40,7 +41,7 @@ func newFakes(t *testing.T, objs ...runtime.Object) *cluster {
 	f.r = &Runner{
 		Clients: Clients{Core: f.Core.CoreV1(), CertManager: f.CertManager.CertmanagerV1(), Dynamic: f.Dynamic,
 			Coordination: f.Core.CoordinationV1(), Policy: f.Core.PolicyV1()},
-		Target: &pgpool.Target{Namespace: "demo", Name: "pgpool", Kind: "StatefulSet", GVR: pgpool.StatefulSets, UID: "w-uid"},
+		Target: &pgpool.Target{Namespace: "demo", Name: "pgpool", Kind: "StatefulSet", GVR: pgpool.StatefulSets, UID: "w-uid", Layout: layout.KubeDB{}},
 	}
 	return f
 }

@@ -25,8 +25,8 @@ import (
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	workloadlayout "github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
@@ -455,7 +455,11 @@ func waitSettled(t *testing.T, ns string, l layout) {
 	gvr := l.gvr()
 	ctx := testenv.Context(t, time.Minute)
 	testenv.WaitObject(t, ctx, dynamicLW(gvr, ns, "pgpool"), &unstructured.Unstructured{}, l.kind+" status settled", func(u *unstructured.Unstructured) bool {
-		done, _ := restart.RolloutDone(u)
+		lay, err := workloadlayout.For(&pgpool.Target{Kind: l.kind})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done, _ := lay.RolloutDone(u)
 		avail, _, _ := unstructured.NestedInt64(u.Object, "status", "availableReplicas")
 		want, _, _ := unstructured.NestedInt64(u.Object, "spec", "replicas")
 		return done && avail == want

@@ -1,0 +1,52 @@
+package layout
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+)
+
+// Pgpool2OnK8s is a pgpool as pgpool's own pgpool2_on_k8s manifests run
+// it: a Deployment (replaced pods get new names), config in a ConfigMap,
+// no owner to tell.
+type Pgpool2OnK8s struct{}
+
+// Name names the layout.
+func (Pgpool2OnK8s) Name() string { return "pgpool2_on_k8s" }
+
+// ConfigPatch writes the two files under their keys.
+func (Pgpool2OnK8s) ConfigPatch(c pgpool.Config, pgpoolConf, poolHBA string) []byte {
+	return keyedPatch(c, pgpoolConf, poolHBA)
+}
+
+// ConfigFiles reads the two files from their keys.
+func (Pgpool2OnK8s) ConfigFiles(data map[string]string) (string, string, bool) {
+	return keyedFiles(data)
+}
+
+// TLSMountPath is a tls directory beside the config.
+func (Pgpool2OnK8s) TLSMountPath(configMountPath string) string {
+	return besideConfig(configMountPath)
+}
+
+// Paths are where the image makes pgpool read them.
+func (Pgpool2OnK8s) Paths() conf.Paths { return imagePaths() }
+
+// Owner: a Deployment of these manifests has none to tell (its
+// ReplicaSets are its own).
+func (Pgpool2OnK8s) Owner(*pgpool.Target) *metav1.OwnerReference { return nil }
+
+// StablePodNames: a Deployment's replacement pod has a new name.
+func (Pgpool2OnK8s) StablePodNames() bool { return false }
+
+// RolloutDone: every pod updated, Ready and available.
+func (Pgpool2OnK8s) RolloutDone(u *unstructured.Unstructured) (bool, string) {
+	want, msg, done := rolloutCounts(u)
+	if !done {
+		return false, msg
+	}
+	avail, _, _ := unstructured.NestedInt64(u.Object, "status", "availableReplicas")
+	return avail >= want, msg
+}
