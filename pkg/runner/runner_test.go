@@ -19,8 +19,8 @@ import (
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/testfiles"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
