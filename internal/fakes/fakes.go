@@ -29,6 +29,9 @@ type Cluster struct {
 	Core        *fake.Clientset
 	CertManager *cmfake.Clientset
 	Dynamic     *dynfake.FakeDynamicClient
+	// Denied are the permissions ("verb resource[/sub]") that KubeDB's
+	// access reviews refuse.
+	Denied map[string]bool
 }
 
 // New returns fakes over core objects, cert-manager objects and workloads

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -19,8 +18,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/yaml"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 )
@@ -82,12 +79,9 @@ type opsRun struct {
 	source    string
 	namespace string
 	name      string
-	req       planner.Request
-	// issuerOnly: spec.tls.issuerRef alone, which is change-issuer on a
-	// pgpool with TLS (add on one without).
-	issuerOnly bool
-	timeout    time.Duration
-	apply      string
+	in        planner.Intent
+	timeout   time.Duration
+	apply     string
 }
 
 func newApplyCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
@@ -162,20 +156,18 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 		if r.apply != "" && !o.applySet {
 			op.Apply = r.apply
 		}
-		req := r.req
-		if r.issuerOnly {
-			t, err := discover.Discover(ctx, o.Clients.target(), op.Namespace, op.Name)
-			if err != nil {
-				return fmt.Errorf("%s: %w", r.source, err)
-			}
-			if t.State.Enabled {
-				req.Operation = planner.ChangeIssuer
-			}
+		in, err := op.normalize(r.in, manifestNames)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.source, err)
 		}
 		if len(o.requests) > 1 && o.Output == "text" {
-			fmt.Fprintf(o.Out, "# %s (%d of %d): tls %s %s/%s\n", r.source, i+1, len(o.requests), req.Operation, op.Namespace, op.Name)
+			what := in.Operation
+			if in.IssuerOnly {
+				what = "add or change-issuer"
+			}
+			fmt.Fprintf(o.Out, "# %s (%d of %d): tls %s %s/%s\n", r.source, i+1, len(o.requests), what, op.Namespace, op.Name)
 		}
-		if err := op.run(ctx, req); err != nil {
+		if err := op.run(ctx, in); err != nil {
 			return fmt.Errorf("%s: %w", r.source, err)
 		}
 	}
@@ -265,10 +257,10 @@ func toRun(or OpsRequest, flagNS string, explicitNS bool) (opsRun, error) {
 	case (tl.Remove || tl.RotateCertificates) && more:
 		return r, fmt.Errorf("spec.tls: remove and rotateCertificates take no certificates, sslMode or clientAuthMode")
 	case tl.Remove:
-		r.req = planner.Request{Operation: planner.Remove}
+		r.in = planner.Intent{Operation: planner.Remove}
 		return r, nil
 	case tl.RotateCertificates:
-		r.req = planner.Request{Operation: planner.Rotate}
+		r.in = planner.Intent{Operation: planner.Rotate}
 		return r, nil
 	case tl.IssuerRef == nil:
 		return r, fmt.Errorf("spec.tls needs issuerRef (add TLS or change the issuer), rotateCertificates or remove")
@@ -280,36 +272,15 @@ func toRun(or OpsRequest, flagNS string, explicitNS bool) (opsRun, error) {
 	if ref.APIGroup != "" && ref.APIGroup != "cert-manager.io" {
 		return r, fmt.Errorf("spec.tls.issuerRef.apiGroup %q: only cert-manager.io issuers are supported", ref.APIGroup)
 	}
-	kind := ref.Kind
-	if kind == "" {
-		kind = "Issuer"
-	}
-	if kind != "Issuer" && kind != "ClusterIssuer" {
-		return r, fmt.Errorf("spec.tls.issuerRef.kind %q: must be Issuer or ClusterIssuer", ref.Kind)
-	}
-	req := planner.Request{Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: ref.Name, Kind: kind},
-		SSLMode: tl.SSLMode, AuthMode: tl.ClientAuthMode, ClientUser: "postgres"}
-	if req.SSLMode == "" {
-		req.SSLMode = "require"
-	}
-	if err := conf.ValidateModes(req.SSLMode, req.AuthMode); err != nil {
-		return r, fmt.Errorf("spec.tls: %w", err)
-	}
-	if req.SSLMode == "disable" {
-		return r, fmt.Errorf("spec.tls.sslMode disable means no TLS: use spec.tls.remove")
-	}
+	req := planner.Intent{Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: ref.Name, Kind: ref.Kind},
+		SSLMode: tl.SSLMode, AuthMode: tl.ClientAuthMode, ClientUser: "postgres", IssuerOnly: !more}
 	// Each certificate may have its own duration and renewBefore.
 	durs, renews := map[string]time.Duration{}, map[string]time.Duration{}
 	for _, c := range tl.Certificates {
 		switch c.Alias {
 		case "server":
 			req.ExtraDNS = append(req.ExtraDNS, c.DNSNames...)
-			for _, ip := range c.IPAddresses {
-				if net.ParseIP(ip) == nil {
-					return r, fmt.Errorf("spec.tls.certificates[server].ipAddresses: %q is not an IP address", ip)
-				}
-				req.ExtraIPs = append(req.ExtraIPs, ip)
-			}
+			req.ExtraIPs = append(req.ExtraIPs, c.IPAddresses...)
 			if c.Subject != nil {
 				return r, fmt.Errorf("spec.tls.certificates[server].subject: the server certificate's subject is the pgpool's (CN=NAME); only dnsNames, duration and renewBefore may be set")
 			}
@@ -337,13 +308,40 @@ func toRun(or OpsRequest, flagNS string, explicitNS bool) (opsRun, error) {
 		}
 	}
 	for _, a := range []string{"server", "client"} {
-		if err := shorter("spec.tls.certificates["+a+"].renewBefore", renews[a], "duration", durs[a]); err != nil {
+		if err := planner.Shorter("spec.tls.certificates["+a+"].renewBefore", renews[a], "duration", durs[a]); err != nil {
 			return r, err
 		}
 	}
 	req.Duration, req.RenewBefore = durs["server"], renews["server"]
 	req.ClientDuration, req.ClientRenewBefore = durs["client"], renews["client"]
-	r.req = req
-	r.issuerOnly = !more
+	r.in = req
+	if _, err := planner.Normalize(req, manifestNames); err != nil {
+		return r, err
+	}
 	return r, nil
+}
+
+// manifestNames names the request's fields by a PgpoolOpsRequest's.
+func manifestNames(field string) string {
+	switch field {
+	case "issuer":
+		return "spec.tls.issuerRef.name"
+	case "issuerKind":
+		return "spec.tls.issuerRef.kind"
+	case "remove":
+		return "spec.tls.remove"
+	case "serverDNSName":
+		return "spec.tls.certificates[server].dnsNames"
+	case "serverIP":
+		return "spec.tls.certificates[server].ipAddresses"
+	case "duration", "renewBefore":
+		return "spec.tls.certificates[server]." + field
+	case "clientDuration":
+		return "spec.tls.certificates[client].duration"
+	case "clientRenewBefore":
+		return "spec.tls.certificates[client].renewBefore"
+	case "authMode":
+		return "spec.tls.clientAuthMode"
+	}
+	return "spec.tls." + field
 }

@@ -32,11 +32,11 @@ func TestSeedOpsRequestsParse(t *testing.T) {
 			t.Fatalf("%s: %v (%d runs)", tc.file, err, len(runs))
 		}
 		r := runs[0]
-		if r.req.Operation != tc.op || r.issuerOnly != tc.issuerOnly || r.namespace != "demo" || r.name != "pgpool" {
+		if r.in.Operation != tc.op || r.in.IssuerOnly != tc.issuerOnly || r.namespace != "demo" || r.name != "pgpool" {
 			t.Fatalf("%s: %+v", tc.file, r)
 		}
 		if tc.file == "ppops-add-tls.yaml" {
-			q := r.req
+			q := r.in
 			if q.SSLMode != "require" || q.AuthMode != "cert" || q.Issuer.Name != "pgpool-issuer" || strings.Join(q.ClientOrgs, ",") != "pgpool" ||
 				strings.Join(q.ClientOUs, ",") != "client" || r.timeout != 5*time.Minute || r.apply != "IfReady" {
 				t.Fatalf("add: %+v", r)
@@ -60,8 +60,8 @@ func TestBadOpsRequests(t *testing.T) {
 		{opsHead + "spec: {type: ReconfigureTLS, tls: {remove: true}}", "spec.databaseRef.name is required"},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}}", "spec.tls is required"},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: v, apiGroup: vault.example.com}}}", `apiGroup "vault.example.com"`},
-		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca, kind: Vault}}}", `issuerRef.kind "Vault"`},
-		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, ipAddresses: [10.0.0.300]}]}}", `ipAddresses: "10.0.0.300" is not an IP address`},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca, kind: Vault}}}", `issuerRef.kind must be "Issuer" or "ClusterIssuer", not "Vault"`},
+		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, ipAddresses: [10.0.0.300]}]}}", `ipAddresses "10.0.0.300" is not an IP address`},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: client, ipAddresses: [10.0.0.1]}]}}", "a client certificate has no dnsNames or ipAddresses"},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: metrics}]}}", `alias "metrics": must be server or client`},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, duration: 24h}, {alias: client, duration: 48h, renewBefore: 48h}]}}", "spec.tls.certificates[client].renewBefore (48h0m0s) must be shorter than duration (48h0m0s)"},
@@ -89,7 +89,7 @@ func TestOpsRequestDurationsPerCertificate(t *testing.T) {
 	if err != nil || len(runs) != 1 {
 		t.Fatalf("%+v, %v", runs, err)
 	}
-	q := runs[0].req
+	q := runs[0].in
 	if q.Duration != 2160*time.Hour || q.RenewBefore != 360*time.Hour || q.ClientDuration != 24*time.Hour || q.ClientRenewBefore != 0 {
 		t.Fatalf("durations: server %s/%s, client %s/%s", q.Duration, q.RenewBefore, q.ClientDuration, q.ClientRenewBefore)
 	}
@@ -99,7 +99,7 @@ func TestOpsRequestDurationsPerCertificate(t *testing.T) {
 // certificate's extra SANs.
 func TestOpsRequestServerSANs(t *testing.T) {
 	runs, err := parseOpsRequests("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, dnsNames: [pgpool.example.com], ipAddresses: [10.0.0.1, '::1']}]}}"), "default", false)
-	if err != nil || len(runs) != 1 || strings.Join(runs[0].req.ExtraIPs, ",") != "10.0.0.1,::1" || strings.Join(runs[0].req.ExtraDNS, ",") != "pgpool.example.com" {
+	if err != nil || len(runs) != 1 || strings.Join(runs[0].in.ExtraIPs, ",") != "10.0.0.1,::1" || strings.Join(runs[0].in.ExtraDNS, ",") != "pgpool.example.com" {
 		t.Fatalf("%+v, %v", runs, err)
 	}
 }

@@ -24,9 +24,6 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 )
 
-// LabelUser marks a client Certificate issued for one database user.
-const LabelUser = "kubectl-pgpool.io/user"
-
 // ClientCertOptions are the options of `tls client-cert`.
 type ClientCertOptions struct {
 	connection
@@ -104,11 +101,11 @@ func (o *ClientCertOptions) Run(ctx context.Context) error {
 		if !tls.Ours(cur, name) {
 			return &tls.NotOursError{Kind: "Certificate", Namespace: ns, Name: secret}
 		}
-		if u := cur.Labels[LabelUser]; u != o.User {
+		if u := cur.Labels[pgpool.LabelUser]; u != o.User {
 			return UsageError{fmt.Errorf("Certificate %s/%s was issued for user %q (CN=%s); --user %s maps to the same name and would rewrite it: pass --secret with another name", ns, secret, u, cur.Spec.CommonName, o.User)}
 		}
 	}
-	labels := map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: name, LabelUser: o.User}
+	labels := map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: name, pgpool.LabelUser: o.User}
 	crt := &cmapi.Certificate{
 		TypeMeta:   metav1.TypeMeta{APIVersion: cmapi.SchemeGroupVersion.String(), Kind: "Certificate"},
 		ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: ns, Labels: labels},

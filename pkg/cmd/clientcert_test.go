@@ -12,6 +12,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
 
@@ -24,7 +25,7 @@ func TestClientCertNameCollisions(t *testing.T) {
 		Labels: map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: "pgpool"}},
 		Spec: cmapi.CertificateSpec{CommonName: "postgres", SecretName: "pgpool-client-cert"}}
 	app := &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-client-app", Namespace: "demo",
-		Labels: map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: "pgpool", LabelUser: "app"}},
+		Labels: map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: "pgpool", pgpool.LabelUser: "app"}},
 		Spec: cmapi.CertificateSpec{CommonName: "app", SecretName: "pgpool-client-app"}}
 	for _, crt := range []*cmapi.Certificate{own, app} {
 		if _, err := c.CertManager.CertmanagerV1().Certificates("demo").Create(ctx, crt, metav1.CreateOptions{}); err != nil {

@@ -7,33 +7,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"testing"
 
-	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
+
 	"github.com/spf13/pflag"
-	authorizationv1 "k8s.io/api/authorization/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 )
 
@@ -42,78 +32,20 @@ import (
 // no server behaviour: preflight refusals, permissions derived from the
 // plan, dry runs that write nothing, errors that must not be swallowed.
 
-// cluster is a KubeDB-layout pgpool (StatefulSet, 2 Ready pods) without TLS
-// and a Ready Issuer, in fakes.
+// cluster is fakes.KubeDB with the clients the commands use.
 type cluster struct {
 	*fakes.Cluster
-	denied  map[string]bool // "verb resource[/sub]" the SelfSubjectAccessReviews refuse
-	clients *Clients
+	clients *operation.Clients
 }
 
 func newCluster(t *testing.T) *cluster {
-	t.Helper()
-	conf := func(name string) string {
-		b, err := os.ReadFile("../conf/testdata/" + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	labels := map[string]any{"app": "pgpool"}
-	sts := fakes.Workload("StatefulSet", "demo", "pgpool", "sts-uid", map[string]any{
-		"replicas": int64(2), "selector": map[string]any{"matchLabels": labels},
-		"updateStrategy": map[string]any{"type": "OnDelete"},
-		"template": map[string]any{
-			"metadata": map[string]any{"labels": labels},
-			"spec": map[string]any{
-				"containers": []any{map[string]any{"name": "pgpool", "image": "pgpool",
-					"volumeMounts": []any{map[string]any{"name": "config", "mountPath": "/config"}}}},
-				"volumes": []any{map[string]any{"name": "config", "secret": map[string]any{"secretName": "pgpool-config"}}},
-			},
-		},
-	})
-	objs := []runtime.Object{
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-config", Namespace: "demo", ResourceVersion: "7"},
-			Data: map[string][]byte{"pgpool.conf": []byte(conf("kubedb-pgpool.conf")), "pool_hba.conf": []byte(conf("kubedb-pool_hba.conf"))}},
-	}
-	controller := true
-	for _, n := range []string{"pgpool-0", "pgpool-1"} {
-		objs = append(objs, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: n, Namespace: "demo", UID: types.UID(n + "-uid"), Labels: map[string]string{"app": "pgpool"},
-				OwnerReferences: []metav1.OwnerReference{{UID: "sts-uid", Kind: "StatefulSet", Name: "pgpool", Controller: &controller}}},
-			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
-		})
-	}
-	issuer := &cmapi.Issuer{
-		ObjectMeta: metav1.ObjectMeta{Name: "pgpool-issuer", Namespace: "demo"},
-		Spec:       cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "pgpool-ca"}}},
-		Status:     cmapi.IssuerStatus{Conditions: []cmapi.IssuerCondition{{Type: cmapi.IssuerConditionReady, Status: cmmeta.ConditionTrue}}},
-	}
-	c := &cluster{Cluster: fakes.New(objs, []runtime.Object{issuer}, []runtime.Object{sts}), denied: map[string]bool{}}
-	c.Core.PrependReactor("create", "selfsubjectaccessreviews", accessReviews(func(perm string) bool { return c.denied[perm] }))
-	disc := c.Core.Discovery().(*fakediscovery.FakeDiscovery)
-	disc.Resources = []*metav1.APIResourceList{{GroupVersion: "cert-manager.io/v1", APIResources: []metav1.APIResource{{Name: "certificates"}}}}
-	c.clients = &Clients{
+	c := &cluster{Cluster: fakes.KubeDB(t, "../conf/testdata")}
+	c.clients = &operation.Clients{
 		Clients: runner.Clients{Config: &rest.Config{Host: "https://127.0.0.1:1"}, Core: c.Core.CoreV1(), Policy: c.Core.PolicyV1(),
 			Coordination: c.Core.CoordinationV1(), CertManager: c.CertManager.CertmanagerV1(), Dynamic: c.Dynamic},
-		Discovery: disc, Authorization: c.Core.AuthorizationV1(),
+		Discovery: c.Core.Discovery(), Authorization: c.Core.AuthorizationV1(),
 	}
 	return c
-}
-
-// accessReviews answers SelfSubjectAccessReviews: allowed unless denied
-// says no to "verb resource[/subresource]".
-func accessReviews(denied func(perm string) bool) k8stesting.ReactionFunc {
-	return func(a k8stesting.Action) (bool, runtime.Object, error) {
-		r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview)
-		ra := r.Spec.ResourceAttributes
-		res := ra.Resource
-		if ra.Subresource != "" {
-			res += "/" + ra.Subresource
-		}
-		r.Status.Allowed = !denied(ra.Verb + " " + res)
-		return true, r, nil
-	}
 }
 
 func addOptions(c *cluster) *AddOptions {
@@ -171,8 +103,8 @@ func TestAddDryRunWritesNothing(t *testing.T) {
 // any write, naming it.
 func TestAddRefusedWithoutPermission(t *testing.T) {
 	c := newCluster(t)
-	c.denied["create pods/eviction"] = true
-	c.denied["create configmaps"] = true
+	c.Denied["create pods/eviction"] = true
+	c.Denied["create configmaps"] = true
 	o := addOptions(c)
 	err := runAdd(t, o)
 	if err == nil || !strings.Contains(err.Error(), "you may not create configmaps, create pods/eviction") || !strings.Contains(err.Error(), "nothing was changed") {
@@ -208,44 +140,6 @@ func TestAddRefusedByAdmission(t *testing.T) {
 	if w := c.Writes(); len(w) != 0 {
 		t.Fatalf("wrote before refusing: %v", w)
 	}
-}
-
-// The permissions come from the plan's steps: every kind of step of every
-// operation needs at least one, and remove needs to delete what it deletes.
-func TestPermissionsFollowThePlan(t *testing.T) {
-	c := newCluster(t)
-	o := addOptions(c)
-	if err := o.Complete([]string{"pgpool"}); err != nil {
-		t.Fatal(err)
-	}
-	tg := discoverFake(t, c)
-	p, err := planner.Build(tg, planner.Request{Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}, SSLMode: "require", AuthMode: "cert", ClientUser: "postgres"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]bool{}
-	for _, a := range needs(tg, p, false) {
-		got[a.String()] = true
-	}
-	for _, want := range []string{"create leases.coordination.k8s.io", "delete leases.coordination.k8s.io", "create certificates.cert-manager.io",
-		"patch certificates.cert-manager.io", "watch certificates.cert-manager.io", "create configmaps", "patch configmaps", "patch secrets",
-		"patch statefulsets.apps", "create pods/eviction", "create events", "create pods/portforward"} {
-		if !got[want] {
-			t.Errorf("add: %q missing from %v", want, got)
-		}
-	}
-	if got["delete secrets"] || got["update certificates/status.cert-manager.io"] {
-		t.Errorf("add asks for more than it does: %v", got)
-	}
-}
-
-func discoverFake(t *testing.T, c *cluster) *pgpool.Target {
-	t.Helper()
-	tg, err := discover.Discover(context.Background(), c.clients.target(), "demo", "pgpool")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tg
 }
 
 // A 403 or a 5xx while reading the Certificates is reported as it is, not
@@ -314,7 +208,7 @@ func TestStatus(t *testing.T) {
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var st Status
+	var st operation.Status
 	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -343,62 +237,6 @@ func TestInterrupted(t *testing.T) {
 	var out strings.Builder
 	if ok, err := confirm(ctx, r, &out, "Apply? [y/N] "); ok || !errors.Is(err, plan.ErrInterrupted) {
 		t.Fatalf("confirm after Ctrl-C: %v %v", ok, err)
-	}
-}
-
-// Backends are reached as pgpool reaches them: a Service name in any of its
-// forms through a Ready pod of the Service and the port it targets (by
-// number or by name), a headless pod name through that pod, loopback
-// through a pgpool pod; anything else is reported as not checked.
-func TestBackendPod(t *testing.T) {
-	c := newCluster(t)
-	ready := corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
-	pg := func(name, ns string, isReady bool) *corev1.Pod {
-		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "pg"}},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "pg", Ports: []corev1.ContainerPort{{Name: "postgres", ContainerPort: 5433}}}}}}
-		if isReady {
-			p.Status = ready
-		}
-		return p
-	}
-	svc := func(name, ns string, target intstr.IntOrString) *corev1.Service {
-		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "pg"}, Ports: []corev1.ServicePort{{Port: 5432, TargetPort: target}}}}
-	}
-	nobody := svc("nobody", "demo", intstr.FromInt32(1))
-	nobody.Spec.Selector = map[string]string{"app": "none"}
-	for _, o := range []runtime.Object{
-		nobody, pg("pg-0", "db", false), pg("pg-1", "db", true), svc("ha-postgres", "db", intstr.FromString("postgres")),
-		pg("pg-2", "demo", true), svc("local-pg", "demo", intstr.FromInt32(6000)),
-	} {
-		if err := c.Core.Tracker().Add(o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	o := addOptions(c)
-	if err := o.Complete([]string{"pgpool"}); err != nil {
-		t.Fatal(err)
-	}
-	tg := discoverFake(t, c)
-	for _, tc := range []struct {
-		host         string
-		pod, ns, why string
-		port         int
-	}{
-		{"ha-postgres.db.svc.cluster.local", "pg-1", "db", "", 5433}, // named targetPort, the Ready pod
-		{"ha-postgres.db", "pg-1", "db", "", 5433},
-		{"pg-0.ha-postgres.db.svc", "pg-0", "db", "", 5432}, // a pod under a headless Service: its own port
-		{"local-pg", "pg-2", "demo", "", 6000},              // short name: the pgpool's namespace
-		{"127.0.0.1", "pgpool-0", "demo", "", 5432},         // loopback: through a pgpool pod
-		{"nobody", "", "", "has no Ready pod", 0},
-		{"missing.db.svc", "", "", "no Service db/missing", 0},
-		{"10.0.0.7", "", "", "an IP address", 0},
-		{"/var/run/postgresql", "", "", "a Unix socket", 0},
-	} {
-		pod, port, ns, why := o.backendPod(context.Background(), tg, conf.Backend{Host: tc.host, Port: 5432})
-		if pod != tc.pod || ns != tc.ns || port != tc.port || (tc.why != "" && !strings.Contains(why, tc.why)) {
-			t.Errorf("%s: got pod %q ns %q port %d (%s)", tc.host, pod, ns, port, why)
-		}
 	}
 }
 

@@ -3,7 +3,6 @@ package cmd
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
 )
@@ -74,10 +74,10 @@ func (f *Fleet) complete(c *connection, args []string) error {
 // fleetResult is how one pgpool of a fleet fared.
 type fleetResult struct {
 	discover.Ref
-	Succeeded bool              `json:"succeeded"`
-	Error     string            `json:"error,omitempty"`
-	Seconds   float64           `json:"seconds"`
-	Output    []json.RawMessage `json:"output,omitempty"`
+	Succeeded bool        `json:"succeeded"`
+	Error     string      `json:"error,omitempty"`
+	Seconds   float64     `json:"seconds"`
+	Output    []outputDoc `json:"output,omitempty"`
 	text      []byte
 	err       error
 }
@@ -86,9 +86,9 @@ type fleetResult struct {
 // time; one failure does not stop the others. Progress lines carry the
 // pgpool's name; then each pgpool's plan and result, and a summary table
 // (or, with -o json|yaml, one document with a result per pgpool).
-func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.Request) error {
+func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, in planner.Intent) error {
 	if o.DryRun == "none" && !o.Yes && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
-		fmt.Fprintf(o.ErrOut, "tls %s on %d pgpools:\n", req.Operation, len(f.refs))
+		fmt.Fprintf(o.ErrOut, "tls %s on %d pgpools:\n", in.Operation, len(f.refs))
 		for _, r := range f.refs {
 			fmt.Fprintf(o.ErrOut, "  %s/%s\n", r.Namespace, r.Name)
 		}
@@ -100,7 +100,8 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.R
 	parallel := max(f.Parallel, 1)
 	// The pgpools share what is read once: the user's rules per namespace,
 	// cert-manager's API.
-	o.cache = &runCache{}
+	o.cache = &operation.Cache{}
+	opts := o.options()
 	results := make([]fleetResult, len(f.refs))
 	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
@@ -121,35 +122,32 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.R
 			var out bytes.Buffer
 			op := *o
 			op.Name, op.Namespace, op.Yes = r.Name, r.Namespace, true
-			if o.Output != "text" {
-				op.Output = "json"
-			}
 			errOut := prefixed(o.ErrOut, &mu, "["+r.Namespace+"/"+r.Name+"] ")
 			if board != nil {
 				errOut = board.writer(i)
 			}
 			op.IOStreams = genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: errOut}
+			h := op.hooks(false)
+			var docs []outputDoc
+			if o.Output != "text" {
+				// One document per plan, in the fleet's document.
+				h.Planned = nil
+				h.Done = func(out operation.Outcome) error {
+					docs = append(docs, op.doc(out))
+					return nil
+				}
+			}
 			if board != nil {
 				board.set(i, "running")
 			}
 			t0 := time.Now()
-			err := op.run(ctx, req)
+			err := operation.Run(ctx, o.Clients, r.Namespace, r.Name, in, opts, h)
 			if board != nil {
 				board.set(i, map[bool]string{true: "succeeded", false: "FAILED: " + firstLine(fmt.Sprint(err))}[err == nil])
 			}
-			res := fleetResult{Ref: r, Succeeded: err == nil, Seconds: time.Since(t0).Seconds(), text: out.Bytes()}
+			res := fleetResult{Ref: r, Succeeded: err == nil, Seconds: time.Since(t0).Seconds(), text: out.Bytes(), Output: docs}
 			if err != nil {
 				res.Error, res.err = err.Error(), err
-			}
-			if op.Output == "json" {
-				dec := json.NewDecoder(&out)
-				for {
-					var doc json.RawMessage
-					if dec.Decode(&doc) != nil {
-						break
-					}
-					res.Output = append(res.Output, doc)
-				}
 			}
 			results[i] = res
 		}()
@@ -164,7 +162,7 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.R
 		}
 	}
 	if o.Output != "text" {
-		if err := printDoc(o.Out, o.Output, map[string]any{"operation": req.Operation, "results": results}); err != nil {
+		if err := printDoc(o.Out, o.Output, map[string]any{"operation": in.Operation, "results": results}); err != nil {
 			return err
 		}
 	} else {
@@ -187,7 +185,7 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, req planner.R
 	if len(failed) > 0 {
 		// The pgpools' own errors are kept (not printed again) so that the
 		// exit code says what happened (an interrupted fleet exits 130).
-		return &fleetError{msg: fmt.Sprintf("tls %s failed on %d of %d pgpools: %s", req.Operation, len(failed), len(results), strings.Join(failed, ", ")), errs: errs}
+		return &fleetError{msg: fmt.Sprintf("tls %s failed on %d of %d pgpools: %s", in.Operation, len(failed), len(results), strings.Join(failed, ", ")), errs: errs}
 	}
 	return nil
 }

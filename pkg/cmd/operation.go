@@ -11,30 +11,20 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
-	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
-
-	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apiretry"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
 // connection is what every command on one pgpool completes: its name and
@@ -47,7 +37,7 @@ type connection struct {
 	Namespace string
 	// Clients are built by Complete from the kubeconfig unless already set
 	// (the command tests set fake clientsets here).
-	Clients *Clients
+	Clients *operation.Clients
 	// parallel is how many pgpools run at once (fleets): the client-side
 	// rate limit scales with it.
 	parallel int
@@ -79,7 +69,7 @@ type OperationOptions struct {
 	OnFailure string
 	// cache holds what the run reads once (the pgpools of a fleet share
 	// it); nil reads every time.
-	cache *runCache
+	cache *operation.Cache
 	// identity is this run's lock identity (lock.Self(), once).
 	identity lock.Identity
 }
@@ -137,7 +127,7 @@ func (o *connection) completeClients() error {
 		scale := max(o.parallel, 1)
 		cfg.QPS, cfg.Burst = float32(50*scale), 100*scale
 	}
-	o.Clients, err = NewClients(cfg)
+	o.Clients, err = operation.NewClients(cfg)
 	return err
 }
 
@@ -156,11 +146,6 @@ func (o *OperationOptions) Validate() error {
 	}
 	if o.Timeout <= 0 {
 		return UsageError{fmt.Errorf("--timeout must be positive")}
-	}
-	for _, ref := range o.BackendCA {
-		if _, err := parseCARef(ref); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -210,169 +195,125 @@ type outputDoc struct {
 	Result      *plan.Result `json:"result,omitempty"`
 }
 
+// doc is the -o json|yaml document of one plan's outcome.
+func (o *OperationOptions) doc(out operation.Outcome) outputDoc {
+	if out.NothingToDo != "" {
+		return outputDoc{DryRun: o.DryRun, NothingToDo: out.NothingToDo}
+	}
+	return outputDoc{DryRun: o.DryRun, Plan: out.Plan, Result: out.Result}
+}
+
 // addOnFailureFlag adds --on-failure (the four operations; not rollback).
 func (o *OperationOptions) addOnFailureFlag(c *cobra.Command) {
 	c.Flags().StringVar(&o.OnFailure, "on-failure", o.OnFailure, `when a step fails after the first change: "rollback" (restore the backup taken before it and restart the pods already changed, so every pod runs one config) or "stop" (leave it for you: run the command again to finish, or tls rollback to undo)`)
 }
 
-// run carries out the operation; when a step fails after the first change
-// it rolls back (--on-failure=rollback) or stops and says how to go on.
-func (o *OperationOptions) run(ctx context.Context, req planner.Request) error {
-	changed, err := o.execute(ctx, req, true)
-	if err == nil || !changed || req.Operation == planner.Rollback || o.DryRun != "none" {
-		return err
-	}
-	// A run that lost its lock stops: another run holds the pgpool now,
-	// and undoing would undo that run's work too.
-	var lost *lock.LostError
-	if errors.As(err, &lost) {
-		return err
-	}
-	undo := fmt.Sprintf("kubectl pgpool tls rollback %s -n %s", o.Name, o.Namespace)
-	if errors.Is(err, plan.ErrInterrupted) || o.OnFailure == "stop" {
-		return fmt.Errorf("%w\nstopped part-way: run the same command again to finish it, or `%s` to undo it", err, undo)
-	}
-	fmt.Fprintf(o.ErrOut, "tls %s failed: %v\nrolling back to the state before it (--on-failure=rollback)\n", req.Operation, err)
-	if o.Output == "yaml" {
-		fmt.Fprintln(o.Out, "---")
-	}
-	if _, rerr := o.execute(ctx, planner.Request{Operation: planner.Rollback}, false); rerr != nil {
-		return fmt.Errorf("%w\nthe rollback failed too: %v\nfix that, then run `%s` again", err, rerr, undo)
-	}
-	return fmt.Errorf("%w\nrolled back: the config, the TLS volume and the certificates are as they were before tls %s, and every pod changed since was restarted onto them; fix the cause, then run the command again", err, req.Operation)
-}
-
-// execute is discover -> preflight -> plan -> print -> confirm -> execute
-// -> result. changed: a step after the backup changed the cluster.
-func (o *OperationOptions) execute(ctx context.Context, req planner.Request, ask bool) (changed bool, err error) {
-	// Discovery and the checks that need only the name at once; a
-	// discovery error is reported first.
-	var t *pgpool.Target
-	pf := &preflighted{}
+// options are how the operation runs, from the flags.
+func (o *OperationOptions) options() operation.Options {
 	if o.identity.Holder == "" {
 		o.identity = lock.Self()
 	}
-	err = parallel.All(func() (err error) {
-		t, err = discover.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
-		return err
-	}, func() error { return o.preflightReads(ctx, req, pf) })
+	return operation.Options{DryRun: o.DryRun, Timeout: o.Timeout, Verify: o.Verify, VerifyLogin: o.VerifyLogin,
+		OnFailure: o.OnFailure, LockDuration: o.LockDuration, Identity: o.identity, Cache: o.cache}
+}
+
+// normalize completes in with the shared flags that belong to the request
+// and normalises it (planner.Normalize: the one check of a request), its
+// errors naming the flags (names, or flagNames).
+func (o *OperationOptions) normalize(in planner.Intent, names planner.Names) (planner.Intent, error) {
+	in.ApplyAlways, in.ForceUnlock = o.Apply == "Always", o.ForceUnlock
+	if in.Operation != planner.Remove && in.Operation != planner.Rollback {
+		in.BackendCASources = o.BackendCA
+	}
+	if names == nil {
+		names = flagNames
+	}
+	in, err := planner.Normalize(in, names)
 	if err != nil {
-		return false, err
+		return in, UsageError{err}
 	}
-	if err := o.preflight(ctx, t, &req, pf); err != nil {
-		return false, err
+	return in, nil
+}
+
+// flagNames names the request's fields by their flags.
+func flagNames(field string) string {
+	switch field {
+	case "remove":
+		return "`kubectl pgpool tls remove`"
+	case "authMode":
+		return "--client-auth-mode"
+	case "serverDNSName":
+		return "--server-dns-name"
+	case "serverIP":
+		return "--server-ip-address"
+	case "leftoverTLS":
+		return "--leftover-tls"
 	}
-	req.ApplyAlways = o.Apply == "Always"
-	req.Holder = o.identity.Holder
-	req.ForceUnlock = o.ForceUnlock
-	req.Now = time.Now()
-	if req.OnlyStale {
-		done, err := o.current(ctx, t, &req)
-		if err != nil || done {
-			return false, err
+	var b strings.Builder
+	b.WriteString("--")
+	for _, r := range field {
+		if unicode.IsUpper(r) {
+			b.WriteByte('-')
 		}
+		b.WriteRune(unicode.ToLower(r))
 	}
-	if req.Operation == planner.Rotate || req.Operation == planner.Remove {
-		req.Issuer = t.State.Issuer
-	}
-	p, err := planner.Build(t, req)
-	var done *planner.NothingToDoError
-	if errors.As(err, &done) {
-		if o.Output == "text" {
-			fmt.Fprintln(o.Out, done.Msg)
-			return false, nil
-		}
-		return false, printDoc(o.Out, o.Output, outputDoc{DryRun: o.DryRun, NothingToDo: done.Msg})
-	}
-	if err != nil {
-		return false, err
-	}
-	p.Warnings = append(p.Warnings, pf.warnings...)
-	// The backends, permissions, budgets and a dry run of the Certificates
-	// at once; their errors are reported in this order.
-	var backendWarnings []string
-	checks := []func() error{func() (err error) {
-		if pf.backends != nil {
-			backendWarnings, err = pf.backends()
-		}
-		return err
-	}, func() error { return o.checkAccess(ctx, t, p) }}
-	if p.Restart == "evict" && req.Operation != planner.Rollback {
-		checks = append(checks, func() error { return o.checkBudgets(ctx, t) })
-	}
-	checks = append(checks, func() error { return runner.CheckCertificates(ctx, o.Clients.Clients, p) })
-	if err := parallel.All(checks...); err != nil {
-		return false, err
-	}
-	p.Warnings = append(p.Warnings, backendWarnings...)
+	return b.String()
+}
+
+// run carries out in (normalised) on the pgpool NAME, printing the plan,
+// the progress and the result.
+func (o *OperationOptions) run(ctx context.Context, in planner.Intent) error {
+	return operation.Run(ctx, o.Clients, o.Namespace, o.Name, in, o.options(), o.hooks(true))
+}
+
+// hooks print a run as the flags ask: the plan (text) and a confirmation
+// on a terminal (ask), live progress on stderr, the result and, with -o
+// json|yaml, one document per plan.
+func (o *OperationOptions) hooks(ask bool) operation.Hooks {
 	color := !o.NoColor && os.Getenv("NO_COLOR") == ""
-	if o.Output == "text" {
-		ui.RenderPlan(o.Out, p, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)), o.DryRun)
-	}
-	if o.DryRun == "client" {
-		return false, printDoc(o.Out, o.Output, outputDoc{DryRun: o.DryRun, Plan: p})
-	}
-	if ask && o.DryRun == "none" && !o.Yes && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
-		ok, err := confirm(ctx, o.In, o.ErrOut, fmt.Sprintf("Apply this plan to %s? [y/N] ", t))
-		if errors.Is(err, plan.ErrInterrupted) {
-			return false, fmt.Errorf("%w at the prompt: nothing was changed", err)
-		}
-		if err != nil || !ok {
-			return false, fmt.Errorf("cancelled: nothing was changed")
-		}
-	}
-	live := color && ui.IsTerminal(o.ErrOut)
-	prog := ui.NewProgress(o.ErrOut, ui.NewStyles(o.ErrOut, live), len(p.Steps), live)
-	rn := &runner.Runner{Clients: o.Clients.Clients, Target: t, ServerDryRun: o.DryRun == "server", Timeout: o.Timeout, Verify: o.Verify, Password: pf.login, Started: time.Now(), Identity: o.identity,
-		LockOptions: lock.Options{Duration: o.LockDuration}}
-	prog.Start()
-	res, execErr := plan.Execute(ctx, p, rn, prog.Event)
-	prog.Stop()
-	if execErr != nil && o.DryRun == "none" && plan.OnlyBookkeepingFailed(res) && !errors.Is(execErr, plan.ErrInterrupted) {
-		// The change is done and verified: a failed record or unlock is a
-		// warning, never a reason to roll back.
-		res.Succeeded, res.Error = true, ""
-		res.Warning = fmt.Sprintf("tls %s is done and verified on %s, but %v; nothing was undone. %s", req.Operation, t, execErr, bookkeepingAdvice(t))
-		fmt.Fprintln(o.ErrOut, "warning: "+res.Warning)
-		execErr = nil
-	}
-	if o.Output == "text" {
-		ui.RenderResult(o.Out, res, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)))
-		if o.DryRun == "server" {
-			for i, s := range res.Steps {
-				fmt.Fprintf(o.Out, "%3d. %-7s %s: %s\n", i+1, s.Kind, s.Object, s.Message)
+	return operation.Hooks{
+		Planned: func(ctx context.Context, out operation.Outcome) error {
+			if out.RollingBack && o.Output == "yaml" {
+				fmt.Fprintln(o.Out, "---")
 			}
-		}
+			if o.Output == "text" {
+				ui.RenderPlan(o.Out, out.Plan, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)), o.DryRun)
+			}
+			if !ask || out.RollingBack || o.DryRun != "none" || o.Yes || !ui.IsTerminal(o.In) || !ui.IsTerminal(o.ErrOut) {
+				return nil
+			}
+			ok, err := confirm(ctx, o.In, o.ErrOut, fmt.Sprintf("Apply this plan to %s? [y/N] ", out.Target))
+			if errors.Is(err, plan.ErrInterrupted) {
+				return fmt.Errorf("%w at the prompt: nothing was changed", err)
+			}
+			if err != nil || !ok {
+				return fmt.Errorf("cancelled: nothing was changed")
+			}
+			return nil
+		},
+		Progress: func(n int) (func(plan.Event), func()) {
+			live := color && ui.IsTerminal(o.ErrOut)
+			prog := ui.NewProgress(o.ErrOut, ui.NewStyles(o.ErrOut, live), n, live)
+			prog.Start()
+			return prog.Event, prog.Stop
+		},
+		Done: func(out operation.Outcome) error {
+			if out.NothingToDo != "" && o.Output == "text" {
+				fmt.Fprintln(o.Out, out.NothingToDo)
+				return nil
+			}
+			if o.Output == "text" && out.Result != nil {
+				ui.RenderResult(o.Out, out.Result, ui.NewStyles(o.Out, color && ui.IsTerminal(o.Out)))
+				if o.DryRun == "server" {
+					for i, s := range out.Result.Steps {
+						fmt.Fprintf(o.Out, "%3d. %-7s %s: %s\n", i+1, s.Kind, s.Object, s.Message)
+					}
+				}
+			}
+			return printDoc(o.Out, o.Output, o.doc(out))
+		},
+		Notice: func(msg string) { fmt.Fprintln(o.ErrOut, msg) },
 	}
-	if err := printDoc(o.Out, o.Output, outputDoc{DryRun: o.DryRun, Plan: p, Result: res}); err != nil {
-		return false, err
-	}
-	return changedAfterBackup(res, t.Name), execErr
-}
-
-// bookkeepingAdvice says what to do after a failed record or unlock.
-func bookkeepingAdvice(t *pgpool.Target) string {
-	return fmt.Sprintf("If the record failed, the workload's %s annotation or its Event may still show the previous operation (kubectl pgpool tls status shows what pgpool serves); if the unlock failed, the lock Lease %s/%s stays until the next run takes it over, or `kubectl delete lease -n %s %s`.",
-		pgpool.AnnotationLastOperation, t.Namespace, pgpool.LeaseName(t.Name), t.Namespace, pgpool.LeaseName(t.Name))
-}
-
-// changedAfterBackup reports whether a step that changes the pgpool (not
-// the lock, the backup or the record) succeeded.
-func changedAfterBackup(res *plan.Result, name string) bool {
-	for _, s := range res.Steps {
-		if s.Status != "succeeded" || !s.Kind.Writes() {
-			continue
-		}
-		switch s.Kind {
-		case plan.Lock, plan.Unlock, plan.Record:
-			continue
-		}
-		if s.Object.Kind == "Secret" && s.Object.Name == pgpool.BackupName(name) {
-			continue
-		}
-		return true
-	}
-	return false
 }
 
 // printDoc writes d as JSON or YAML when -o asks for it (text is printed
@@ -418,172 +359,4 @@ func confirm(ctx context.Context, in io.Reader, out io.Writer, q string) (bool, 
 		s := strings.ToLower(strings.TrimSpace(a.line))
 		return s == "y" || s == "yes", nil
 	}
-}
-
-// checkBudgets refuses a roll that the PodDisruptionBudgets would block
-// outright (read-only, before the first write).
-func (o *OperationOptions) checkBudgets(ctx context.Context, t *pgpool.Target) error {
-	pdbs, err := o.Clients.Policy.PodDisruptionBudgets(t.Namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("list the PodDisruptionBudgets in %s: %w", t.Namespace, err)
-	}
-	return restart.CheckBudgets(pdbs.Items, t.Pods)
-}
-
-// preflighted is what preflight found: warnings for the plan, the
-// --verify-login credentials, the CAs it read, and the check that pgpool
-// will trust every backend that serves TLS (nil when the operation adds no
-// CA), which runs with the permission checks once the plan is built.
-type preflighted struct {
-	warnings                       []string
-	login                          verify.Login
-	backendCA, currentCA, issuerCA []byte
-	issuerSpec                     cmapi.IssuerSpec
-	backends                       func() (warnings []string, err error)
-}
-
-// preflightReads runs the read-only checks that need only the pgpool's
-// name, at the same time as its discovery: cert-manager is served, the
-// issuer is Ready, nobody holds the lock; and it reads the CAs pgpool will
-// trust for its backends. The reads are independent: all at once (one round
-// trip of latency, two for an Issuer's CA), their errors reported in this
-// order, as if one after another.
-func (o *OperationOptions) preflightReads(ctx context.Context, req planner.Request, pf *preflighted) error {
-	ns, name := o.Namespace, o.Name
-	withCAs := req.Operation != planner.Remove && req.Operation != planner.Rollback
-	newIssuer := req.Operation == planner.Add || req.Operation == planner.ChangeIssuer
-	var notice string
-	reads := []func() error{func() error {
-		return o.cache.certManagerServed(o.Clients.Discovery)
-	}}
-	if newIssuer {
-		reads = append(reads, func() (err error) {
-			// One read of the issuer: ready, and (then) its CA. change-issuer
-			// with cert auth judges its spec again once the pgpool's auth
-			// mode is known (preflight).
-			ref := cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}
-			pf.issuerSpec, err = issuing.IssuerReady(ctx, o.Clients.CertManager, ns, ref, req.Operation == planner.Add && req.AuthMode == "cert")
-			if err == nil && withCAs {
-				pf.issuerCA = o.issuerCA(ctx, ns, req.Issuer, pf.issuerSpec)
-			}
-			return err
-		})
-	}
-	reads = append(reads, func() (err error) {
-		notice, err = lock.Inspect(ctx, o.Clients.Coordination, ns, pgpool.LeaseName(name), o.identity, o.ForceUnlock)
-		return err
-	})
-	if o.VerifyLogin != "" {
-		reads = append(reads, func() error {
-			s, err := o.Clients.Core.Secrets(ns).Get(ctx, o.VerifyLogin, metav1.GetOptions{})
-			if err != nil {
-				return fmt.Errorf("--verify-login: get Secret %s/%s: %w", ns, o.VerifyLogin, err)
-			}
-			pf.login = verify.Login{User: string(s.Data["username"]), Password: string(s.Data["password"]), Database: string(s.Data["database"])}
-			if pf.login.User == "" || pf.login.Password == "" {
-				return fmt.Errorf("--verify-login: Secret %s/%s needs the keys username and password", ns, o.VerifyLogin)
-			}
-			return nil
-		})
-	}
-	if withCAs {
-		if len(o.BackendCA) > 0 {
-			reads = append(reads, func() (err error) {
-				pf.backendCA, err = o.readCAs(ctx, ns, o.BackendCA)
-				return err
-			})
-		}
-		reads = append(reads, func() error {
-			if sec, err := o.Clients.Core.Secrets(ns).Get(ctx, pgpool.ServerCertName(name), metav1.GetOptions{}); err == nil {
-				pf.currentCA = sec.Data["ca.crt"]
-			}
-			return nil
-		})
-	}
-	if err := parallel.All(reads...); err != nil {
-		return err
-	}
-	if notice != "" {
-		pf.warnings = append(pf.warnings, notice)
-	}
-	return nil
-}
-
-// preflight completes the checks with the discovered target: a SelfSigned
-// issuer for cert auth, and the CAs pgpool will read. It completes req with
-// what was read (the backends' CAs, the CA today). (Checks of today's state
-// against the operation are part of planner.Build.)
-func (o *OperationOptions) preflight(ctx context.Context, t *pgpool.Target, req *planner.Request, pf *preflighted) error {
-	if req.Operation == planner.ChangeIssuer && t.State.AuthMode == "cert" {
-		if err := issuing.RefuseSelfSigned(pf.issuerSpec, cmmeta.IssuerReference{Name: req.Issuer.Name, Kind: req.Issuer.Kind}); err != nil {
-			return err
-		}
-	}
-	if o.VerifyLogin != "" {
-		req.Login = "password"
-	}
-	if req.Operation == planner.Remove || req.Operation == planner.Rollback {
-		return nil
-	}
-	if len(o.BackendCA) > 0 {
-		req.BackendCA, req.BackendCASources = pf.backendCA, o.BackendCA
-	}
-	req.CurrentCA = pf.currentCA
-	issuerCA := pf.issuerCA
-	if req.Operation != planner.Add && req.Operation != planner.ChangeIssuer {
-		issuerCA = req.CurrentCA
-	}
-	// The CAs pgpool will read: the issuer's, the previous one (kept during
-	// change-issuer), the backends'.
-	backendCA := planner.BackendCAs(t, *req)
-	var previous []byte
-	if req.Operation == planner.ChangeIssuer {
-		previous = req.CurrentCA
-	}
-	trust := tls.Pool(issuerCA, previous, backendCA)
-	pf.backends = func() ([]string, error) {
-		var warnings []string
-		backends := o.checkBackends(ctx, t, trust, o.Timeout)
-		for _, b := range backends {
-			if b.Check != "not-checked" {
-				continue
-			}
-			if o.Verify == runner.VerifyRequired && b.Via != "" {
-				return nil, fmt.Errorf("backend %d (%s:%d): %s (--verify=required)", b.Index, b.Host, b.Port, b.Detail)
-			}
-			warnings = append(warnings, fmt.Sprintf("backend %d (%s:%d) not checked for TLS: %s", b.Index, b.Host, b.Port, b.Detail))
-		}
-		return warnings, backendProblems(backends)
-	}
-	return nil
-}
-
-// current fills req.Current with the pods that serve what the Secret holds
-// (rotate --only-stale), proven by a handshake with each; it reports done
-// when no pod is stale. A pod that cannot be checked stops the command: it
-// cannot be told stale or current.
-func (o *OperationOptions) current(ctx context.Context, t *pgpool.Target, req *planner.Request) (bool, error) {
-	pods := make([]PodStatus, 0, len(t.Pods))
-	for i := range t.Pods {
-		pods = append(pods, PodStatus{Name: t.Pods[i].Name, UID: string(t.Pods[i].UID)})
-	}
-	probePods(ctx, o.Clients, t, pods, o.Timeout)
-	req.Current = map[string]bool{}
-	var stale []string
-	for _, p := range pods {
-		switch p.Check {
-		case "ok":
-			req.Current[p.UID] = true
-		case "mismatch":
-			stale = append(stale, p.Name)
-		default:
-			return false, fmt.Errorf("--only-stale: pod %s cannot be told stale or current (%s: %s); nothing was changed: run without --only-stale to restart every pod", p.Name, p.Check, p.Detail)
-		}
-	}
-	if len(stale) == 0 {
-		fmt.Fprintf(o.Out, "all %d pods current: each serves the certificate its Secret holds; nothing to restart\n", len(pods))
-		return true, nil
-	}
-	fmt.Fprintf(o.ErrOut, "--only-stale: %d of %d pods serve an older certificate than the Secret holds: %s\n", len(stale), len(pods), strings.Join(stale, ", "))
-	return false, nil
 }

@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -10,19 +9,15 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
+
 	"github.com/spf13/cobra"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
 // StatusOptions are the options of `tls status`.
@@ -72,80 +67,20 @@ compared with the Certificate's Secret.`,
 	return c
 }
 
-// Status is what `tls status` reports.
-type Status struct {
-	Workload     string             `json:"workload"`
-	Config       string             `json:"config"`
-	SSL          bool               `json:"ssl"`
-	SSLMode      string             `json:"sslMode"`
-	AuthMode     string             `json:"clientAuthMode"`
-	HBAEnforced  bool               `json:"poolHBAEnforced"`
-	Issuer       pgpool.IssuerRef   `json:"issuer,omitempty"`
-	TLSVolume    bool               `json:"tlsVolume"`
-	TLSMountPath string             `json:"tlsMountPath"`
-	Certificates []CertStatus       `json:"certificates"`
-	Pods         []PodStatus        `json:"pods"`
-	CABundle     *BundleStatus      `json:"caBundle,omitempty"`
-	ClientCerts  []ClientCertStatus `json:"clientCertificates,omitempty"`
-	Backends     []BackendStatus    `json:"backends,omitempty"`
-	LastOp       string             `json:"lastOperation,omitempty"`
-	Paths        map[string]string  `json:"pgpoolPaths,omitempty"`
-}
-
-// BundleStatus is the CA bundle pgpool reads as ssl_ca_cert, in order.
-type BundleStatus struct {
-	ConfigMap string   `json:"configMap"`
-	Issuer    []string `json:"issuerCA"`
-	Previous  []string `json:"previousCA,omitempty"`
-	Backend   []string `json:"backendCA,omitempty"`
-}
-
-// CertStatus is one Certificate and what its Secret holds.
-type CertStatus struct {
-	Name     string        `json:"name"`
-	Ready    bool          `json:"ready"`
-	Revision int           `json:"revision"`
-	Secret   *tls.CertInfo `json:"secret,omitempty"`
-}
-
-// ClientCertStatus is a client certificate issued for one user (tls
-// client-cert).
-type ClientCertStatus struct {
-	User     string    `json:"user"`
-	Secret   string    `json:"secret"`
-	Ready    bool      `json:"ready"`
-	NotAfter time.Time `json:"notAfter,omitempty"`
-}
-
-// PodStatus is one pod and, unless --verify=false, what its handshake
-// showed.
-type PodStatus struct {
-	Name  string `json:"name"`
-	Ready bool   `json:"ready"`
-	UID   string `json:"uid"`
-	// Check is "ok" (serves what the Secret holds, or no TLS when TLS is
-	// off), "mismatch", "unreachable", "error" or "skipped".
-	Check  string         `json:"check,omitempty"`
-	Detail string         `json:"detail,omitempty"`
-	Served *verify.Served `json:"served,omitempty"`
-	// Endpoint maps each Service of the pgpool that has EndpointSlices to
-	// whether the pod is a ready endpoint of it (takes its traffic).
-	Endpoint map[string]bool `json:"endpoint,omitempty"`
-}
-
 // Complete resolves NAME or the fleet, and the clients.
-func (o *StatusOptions) Complete(args []string) error { return o.complete(&o.connection, args) }
+func (o *StatusOptions) Complete(args []string) error {
+	return o.complete(&o.connection, args)
+}
 
 // Run prints the status.
 func (o *StatusOptions) Run(ctx context.Context) error {
 	if o.on() {
 		return o.runFleet(ctx)
 	}
-	t, err := discover.Discover(ctx, o.Clients.target(), o.Namespace, o.Name)
+	t, st, err := operation.StatusOf(ctx, o.Clients, o.Namespace, o.Name, o.Verify, o.Timeout)
 	if err != nil {
 		return err
 	}
-	st := o.collect(ctx, t)
 	if err := o.print(t, st); err != nil {
 		return err
 	}
@@ -153,7 +88,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 }
 
 // required is --verify=required: an error unless every pod is proven.
-func (o *StatusOptions) required(t *pgpool.Target, st *Status) error {
+func (o *StatusOptions) required(t *pgpool.Target, st *operation.Status) error {
 	if o.Verify != runner.VerifyRequired {
 		return nil
 	}
@@ -168,129 +103,7 @@ func (o *StatusOptions) required(t *pgpool.Target, st *Status) error {
 	return nil
 }
 
-// collect reads everything status shows about t.
-func (o *StatusOptions) collect(ctx context.Context, t *pgpool.Target) *Status {
-	pc := conf.ParsePgpoolConf(t.Config.PgpoolConf)
-	st := Status{Workload: t.String(), Config: t.Config.Kind + " " + t.Config.Name, SSL: t.State.Enabled,
-		SSLMode: t.State.SSLMode, AuthMode: t.State.AuthMode, HBAEnforced: t.State.HBAEnforced, Issuer: t.State.Issuer, TLSVolume: t.State.VolumePresent,
-		TLSMountPath: t.TLSMountPath, LastOp: t.Annotations[pgpool.AnnotationLastOperation], Paths: map[string]string{}}
-	for _, k := range []string{"ssl_cert", "ssl_key", "ssl_ca_cert"} {
-		if v, ok := pc.Get(k); ok {
-			st.Paths[k] = v
-		}
-	}
-	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
-		crt := t.Certificates[n]
-		if crt == nil {
-			continue
-		}
-		cs := CertStatus{Name: n, Ready: tls.IsReady(crt), Revision: tls.Revision(crt)}
-		if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, crt.Spec.SecretName, metav1.GetOptions{}); err == nil {
-			cs.Secret, _ = tls.ReadSecret(sec)
-		}
-		st.Certificates = append(st.Certificates, cs)
-	}
-	sel := tls.LabelInstance + "=" + t.Name + "," + LabelUser
-	if users, err := o.Clients.CertManager.Certificates(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel}); err == nil {
-		for _, c := range users.Items {
-			cs := ClientCertStatus{User: c.Labels[LabelUser], Secret: c.Spec.SecretName, Ready: tls.IsReady(&c)}
-			if c.Status.NotAfter != nil {
-				cs.NotAfter = c.Status.NotAfter.Time
-			}
-			st.ClientCerts = append(st.ClientCerts, cs)
-		}
-	}
-	for i := range t.Pods {
-		st.Pods = append(st.Pods, PodStatus{Name: t.Pods[i].Name, Ready: pgpool.PodReady(&t.Pods[i]), UID: string(t.Pods[i].UID)})
-	}
-	o.endpoints(ctx, t, st.Pods)
-	var trust []byte
-	if t.Bundle != nil {
-		st.CABundle = &BundleStatus{ConfigMap: t.Bundle.Name, Issuer: tls.Subjects([]byte(t.Bundle.Data[tls.IssuerCAKey])),
-			Previous: tls.Subjects([]byte(t.Bundle.Data[tls.PreviousCAKey])), Backend: tls.Subjects([]byte(t.Bundle.Data[tls.BackendCAKey]))}
-		trust = []byte(t.Bundle.Data[tls.BundleKey])
-	} else if sec, err := o.Clients.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
-		trust = sec.Data["ca.crt"]
-	}
-	if o.Verify != runner.VerifyOff {
-		probePods(ctx, o.Clients, t, st.Pods, o.Timeout)
-		st.Backends = o.checkBackends(ctx, t, tls.Pool(trust), o.Timeout)
-	}
-	return &st
-}
-
-// endpoints fills in, for each pod, whether it is a ready endpoint of each
-// of the pgpool's Services (those without EndpointSlices are left out).
-func (o *StatusOptions) endpoints(ctx context.Context, t *pgpool.Target, pods []PodStatus) {
-	if o.Clients.EndpointSlices == nil || len(t.Services) == 0 {
-		return
-	}
-	sel := fmt.Sprintf("%s in (%s)", discoveryv1.LabelServiceName, strings.Join(t.Services, ","))
-	slices, err := o.Clients.EndpointSlices.EndpointSlices(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
-	if err != nil {
-		return // not allowed, or not served: status shows what it can
-	}
-	for _, es := range slices.Items {
-		svc := es.Labels[discoveryv1.LabelServiceName]
-		for i := range pods {
-			if pods[i].Endpoint == nil {
-				pods[i].Endpoint = map[string]bool{}
-			}
-			if _, seen := pods[i].Endpoint[svc]; !seen {
-				pods[i].Endpoint[svc] = false
-			}
-			for _, ep := range es.Endpoints {
-				if ep.TargetRef != nil && string(ep.TargetRef.UID) == pods[i].UID && ep.Conditions.Ready != nil && *ep.Conditions.Ready {
-					pods[i].Endpoint[svc] = true
-				}
-			}
-		}
-	}
-}
-
-// probePods fills in each pod's handshake result (each bounded by
-// timeout). Once a pod cannot be reached at all (a kwok node has no kubelet
-// to port-forward), the rest are skipped.
-func probePods(ctx context.Context, c *Clients, t *pgpool.Target, pods []PodStatus, timeout time.Duration) {
-	dial := verify.PortForwardDialer(c.Config, c.Core, t.Namespace, t.Port())
-	want, wantErr := verify.Expectation(ctx, c.Core, t.Namespace, t.Name, t.State.Enabled)
-	unreachable := ""
-	for i := range pods {
-		p := &pods[i]
-		if unreachable != "" {
-			p.Check, p.Detail = "skipped", "pod "+unreachable+" could not be reached"
-			continue
-		}
-		s, err := (*verify.Served)(nil), wantErr
-		if err == nil {
-			pctx, cancel := context.WithTimeout(ctx, timeout)
-			s, err = verify.Check(pctx, dial, p.Name, want)
-			cancel()
-		}
-		p.Served = s
-		var de *verify.DialError
-		var me *verify.MismatchError
-		switch {
-		case err == nil && s.TLS:
-			ca := "verified against its ca.crt"
-			if !s.Verified {
-				ca = "not verified: the Secret has no ca.crt"
-			}
-			p.Check, p.Detail = "ok", fmt.Sprintf("serves serial %s over %s, the Secret's certificate, %s", s.Serial, s.Version, ca)
-		case err == nil:
-			p.Check, p.Detail = "ok", "answers the SSLRequest with 'N' (no TLS), as configured"
-		case errors.As(err, &de):
-			p.Check, p.Detail = "unreachable", err.Error()
-			unreachable = p.Name
-		case errors.As(err, &me):
-			p.Check, p.Detail = "mismatch", err.Error()
-		default:
-			p.Check, p.Detail = "error", err.Error()
-		}
-	}
-}
-
-func (o *StatusOptions) print(t *pgpool.Target, st *Status) error {
+func (o *StatusOptions) print(t *pgpool.Target, st *operation.Status) error {
 	if o.Output != "text" {
 		return printDoc(o.Out, o.Output, st)
 	}
@@ -380,10 +193,10 @@ func (o *StatusOptions) print(t *pgpool.Target, st *Status) error {
 
 // StatusRow is one pgpool of `tls status -A|-l|--all`.
 type StatusRow struct {
-	Namespace string  `json:"namespace"`
-	Name      string  `json:"name"`
-	Status    *Status `json:"status,omitempty"`
-	Error     string  `json:"error,omitempty"`
+	Namespace string            `json:"namespace"`
+	Name      string            `json:"name"`
+	Status    *operation.Status `json:"status,omitempty"`
+	Error     string            `json:"error,omitempty"`
 }
 
 // runFleet shows every pgpool of the fleet: a table (namespace, name,
@@ -396,13 +209,13 @@ func (o *StatusOptions) runFleet(ctx context.Context) error {
 	targets := map[int]*pgpool.Target{}
 	for i, r := range o.refs {
 		row := StatusRow{Namespace: r.Namespace, Name: r.Name}
-		t, err := discover.Discover(ctx, o.Clients.target(), r.Namespace, r.Name)
+		t, st, err := operation.StatusOf(ctx, o.Clients, r.Namespace, r.Name, o.Verify, o.Timeout)
 		if err != nil {
 			row.Error = err.Error()
 			problems = append(problems, err.Error())
 		} else {
 			targets[i] = t
-			row.Status = o.collect(ctx, t)
+			row.Status = st
 			if err := o.required(t, row.Status); err != nil {
 				problems = append(problems, err.Error())
 			}

@@ -4,12 +4,9 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"net"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -41,6 +38,8 @@ type AddOptions struct {
 	// LeftoverTLS: what to do with ssl_ca_cert_dir / ssl_crl_file settings
 	// found in pgpool.conf ("keep", "comment-out", "": refuse with cert).
 	LeftoverTLS string
+
+	in planner.Intent
 }
 
 // NewAddOptions returns AddOptions with the defaults of the seed.
@@ -96,133 +95,37 @@ func fixed(vals []string) func(*cobra.Command, []string, string) ([]string, cobr
 	}
 }
 
-// Validate checks the flags.
-func (o *AddOptions) Validate() error {
+// Validate checks the flags and normalises the request.
+func (o *AddOptions) Validate() (err error) {
 	if err := o.OperationOptions.Validate(); err != nil {
 		return err
 	}
-	if o.Issuer == "" {
-		return UsageError{fmt.Errorf("--issuer is required: name the cert-manager Issuer (or, with --issuer-kind ClusterIssuer, the ClusterIssuer) that signs pgpool's certificates")}
-	}
-	if err := splitIssuer(&o.Issuer, &o.IssuerKind); err != nil {
-		return err
-	}
-	if err := validIssuerKind(o.IssuerKind); err != nil {
-		return err
-	}
-	switch o.LeftoverTLS {
-	case "", "keep", "comment-out":
-	default:
-		return UsageError{fmt.Errorf(`--leftover-tls must be "keep" or "comment-out", not %q`, o.LeftoverTLS)}
-	}
-	for _, n := range o.ServerDNS {
-		if err := validDNSName(n); err != nil {
-			return UsageError{err}
+	// The client certificate's lifetime falls back to the server's: its
+	// errors name the flags the user gave.
+	names := func(field string) string {
+		switch {
+		case field == "clientDuration" && o.ClientDuration == 0:
+			field = "duration"
+		case field == "clientRenewBefore" && o.ClientRenewBefore == 0:
+			field = "renewBefore"
 		}
+		return flagNames(field)
 	}
-	if err := conf.ValidateModes(o.SSLMode, o.AuthMode); err != nil {
-		return UsageError{err}
-	}
-	if o.SSLMode == "disable" {
-		return UsageError{fmt.Errorf("--ssl-mode disable means no TLS: use `kubectl pgpool tls remove` to turn TLS off")}
-	}
-	if o.ClientUser == "" {
-		return UsageError{fmt.Errorf("--client-user must not be empty")}
-	}
-	for _, ip := range o.ServerIPs {
-		if net.ParseIP(ip) == nil {
-			return UsageError{fmt.Errorf("--server-ip-address %q is not an IP address", ip)}
-		}
-	}
-	if err := shorter("--renew-before", o.RenewBefore, "--duration", o.Duration); err != nil {
-		return UsageError{err}
-	}
-	// The client certificate's own values, or the shared ones.
-	rf, df := "--renew-before", "--duration"
-	if o.ClientRenewBefore > 0 {
-		rf = "--client-renew-before"
-	}
-	if o.ClientDuration > 0 {
-		df = "--client-duration"
-	}
-	if err := shorter(rf, cmp.Or(o.ClientRenewBefore, o.RenewBefore), df, cmp.Or(o.ClientDuration, o.Duration)); err != nil {
-		return UsageError{err}
-	}
-	return nil
-}
-
-// shorter refuses a renewal that is not shorter than the lifetime (both
-// set); the names are what the user wrote (flags or manifest fields).
-func shorter(renewName string, renew time.Duration, durName string, dur time.Duration) error {
-	if renew > 0 && dur > 0 && renew >= dur {
-		return fmt.Errorf("%s (%s) must be shorter than %s (%s)", renewName, renew, durName, dur)
-	}
-	return nil
-}
-
-// Run adds TLS.
-func (o *AddOptions) Run(ctx context.Context) error {
-	return o.run(ctx, planner.Request{
+	o.in, err = o.normalize(planner.Intent{
 		Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind},
 		SSLMode: o.SSLMode, AuthMode: o.AuthMode, ClientUser: o.ClientUser, ClientOrgs: o.ClientOrgs, ClientOUs: o.ClientOUs,
 		ExtraDNS: o.ServerDNS, ExtraIPs: o.ServerIPs, Duration: o.Duration, RenewBefore: o.RenewBefore, TakeOverCertificates: o.TakeOver,
 		LeftoverTLS:    o.LeftoverTLS,
 		ClientDuration: cmp.Or(o.ClientDuration, o.Duration), ClientRenewBefore: cmp.Or(o.ClientRenewBefore, o.RenewBefore),
-	})
+	}, names)
+	return err
 }
+
+// Run adds TLS.
+func (o *AddOptions) Run(ctx context.Context) error { return o.run(ctx, o.in) }
 
 func addBackendCAFlag(c *cobra.Command, o *OperationOptions) {
 	c.Flags().StringSliceVar(&o.BackendCA, "backend-ca", nil, "secret/NAME[/KEY] or configmap/NAME[/KEY] (KEY default ca.crt) with the CA of backends that serve TLS from another CA; pgpool verifies its backends against the CA bundle (repeatable; default: keep what the bundle holds)")
-}
-
-// splitIssuer accepts kubectl's KIND/NAME form in --issuer
-// (ClusterIssuer/ca, issuer/ca): the kind moves to kind, unless --issuer-kind
-// names another one.
-func splitIssuer(name, kind *string) error {
-	k, n, ok := strings.Cut(*name, "/")
-	if !ok {
-		return nil
-	}
-	var want string
-	switch strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(k, ".cert-manager.io"), "s")) {
-	case "issuer":
-		want = "Issuer"
-	case "clusterissuer":
-		want = "ClusterIssuer"
-	default:
-		return UsageError{fmt.Errorf("--issuer %q: a name has no '/'; write NAME with --issuer-kind Issuer|ClusterIssuer, or Issuer/NAME, ClusterIssuer/NAME", *name)}
-	}
-	if n == "" || strings.Contains(n, "/") {
-		return UsageError{fmt.Errorf("--issuer %q: write Issuer/NAME or ClusterIssuer/NAME", *name)}
-	}
-	if *kind != "Issuer" && *kind != want {
-		return UsageError{fmt.Errorf("--issuer %q names a %s but --issuer-kind is %s: give one of them", *name, want, *kind)}
-	}
-	*name, *kind = n, want
-	return nil
-}
-
-// validDNSName refuses a --server-dns-name that is not a DNS name (a
-// wildcard only as the whole first label).
-func validDNSName(n string) error {
-	l := strings.ToLower(n)
-	var errs []string
-	if strings.HasPrefix(l, "*.") {
-		errs = validation.IsWildcardDNS1123Subdomain(l)
-	} else {
-		errs = validation.IsDNS1123Subdomain(l)
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("--server-dns-name %q is not a DNS name: %s", n, strings.Join(errs, "; "))
-	}
-	return nil
-}
-
-func validIssuerKind(k string) error {
-	if k != "Issuer" && k != "ClusterIssuer" {
-		return UsageError{fmt.Errorf(`--issuer-kind must be "Issuer" or "ClusterIssuer", not %q`, k)}
-	}
-	return nil
 }
 
 // The options of the tls subcommands other than add.
@@ -239,6 +142,7 @@ type (
 		// OnlyStale (with --reissue=false) restarts only the pods whose
 		// served certificate differs from the Secret's.
 		OnlyStale bool
+		in        planner.Intent
 	}
 
 	// ChangeIssuerOptions are the options of `tls change-issuer`.
@@ -247,6 +151,7 @@ type (
 		Fleet
 		Issuer     string
 		IssuerKind string
+		in         planner.Intent
 	}
 
 	// RemoveOptions are the options of `tls remove`.
@@ -256,6 +161,7 @@ type (
 		KeepCertificates bool
 		// AuthMode is the method for cert rules that tls add did not write.
 		AuthMode string
+		in       planner.Intent
 	}
 )
 
@@ -291,21 +197,19 @@ certificate by itself (tls status shows every pod as a mismatch),
 	return c
 }
 
-// Validate checks the flags.
-func (o *RotateOptions) Validate() error {
+// Validate checks the flags and normalises the request.
+func (o *RotateOptions) Validate() (err error) {
 	if err := o.OperationOptions.Validate(); err != nil {
 		return err
 	}
 	if o.Parallel < 1 {
 		return UsageError{fmt.Errorf("--parallel must be at least 1")}
 	}
-	if o.OnlyStale && o.Reissue {
-		return UsageError{fmt.Errorf("--only-stale needs --reissue=false: a re-issue makes every pod stale")}
-	}
 	if o.OnlyStale && o.Verify == "false" {
 		return UsageError{fmt.Errorf("--only-stale tells stale pods by their TLS handshake: it cannot be used with --verify=false")}
 	}
-	return nil
+	o.in, err = o.normalize(planner.Intent{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA, OnlyStale: o.OnlyStale}, nil)
+	return err
 }
 
 // Complete resolves NAME or the fleet, and the clients.
@@ -313,11 +217,10 @@ func (o *RotateOptions) Complete(args []string) error { return o.complete(&o.con
 
 // Run rotates the certificates.
 func (o *RotateOptions) Run(ctx context.Context) error {
-	req := planner.Request{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA, OnlyStale: o.OnlyStale}
 	if o.on() {
-		return o.runFleet(ctx, &o.Fleet, req)
+		return o.runFleet(ctx, &o.Fleet, o.in)
 	}
-	return o.run(ctx, req)
+	return o.run(ctx, o.in)
 }
 
 func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
@@ -339,21 +242,16 @@ func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericcliopt
 	return c
 }
 
-// Validate checks the flags.
-func (o *ChangeIssuerOptions) Validate() error {
+// Validate checks the flags and normalises the request.
+func (o *ChangeIssuerOptions) Validate() (err error) {
 	if err := o.OperationOptions.Validate(); err != nil {
-		return err
-	}
-	if o.Issuer == "" {
-		return UsageError{fmt.Errorf("--issuer is required: name the new Issuer or ClusterIssuer")}
-	}
-	if err := splitIssuer(&o.Issuer, &o.IssuerKind); err != nil {
 		return err
 	}
 	if o.Parallel < 1 {
 		return UsageError{fmt.Errorf("--parallel must be at least 1")}
 	}
-	return validIssuerKind(o.IssuerKind)
+	o.in, err = o.normalize(planner.Intent{Operation: planner.ChangeIssuer, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind}}, nil)
+	return err
 }
 
 // Complete resolves NAME or the fleet, and the clients.
@@ -363,11 +261,10 @@ func (o *ChangeIssuerOptions) Complete(args []string) error {
 
 // Run changes the issuer.
 func (o *ChangeIssuerOptions) Run(ctx context.Context) error {
-	req := planner.Request{Operation: planner.ChangeIssuer, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind}}
 	if o.on() {
-		return o.runFleet(ctx, &o.Fleet, req)
+		return o.runFleet(ctx, &o.Fleet, o.in)
 	}
-	return o.run(ctx, req)
+	return o.run(ctx, o.in)
 }
 
 func newRemoveCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
@@ -392,21 +289,17 @@ Certificates and their Secrets deleted.`,
 	return c
 }
 
-// Validate checks the flags.
-func (o *RemoveOptions) Validate() error {
+// Validate checks the flags and normalises the request.
+func (o *RemoveOptions) Validate() (err error) {
 	if err := o.OperationOptions.Validate(); err != nil {
 		return err
 	}
-	if o.AuthMode != "" && o.AuthMode != "md5" && o.AuthMode != "scram" {
-		return UsageError{fmt.Errorf(`--client-auth-mode after remove must be "md5" or "scram" (cert needs TLS), not %q`, o.AuthMode)}
-	}
-	return nil
+	o.in, err = o.normalize(planner.Intent{Operation: planner.Remove, KeepCertificates: o.KeepCertificates, AuthMode: o.AuthMode}, nil)
+	return err
 }
 
 // Run removes TLS.
-func (o *RemoveOptions) Run(ctx context.Context) error {
-	return o.run(ctx, planner.Request{Operation: planner.Remove, KeepCertificates: o.KeepCertificates, AuthMode: o.AuthMode})
-}
+func (o *RemoveOptions) Run(ctx context.Context) error { return o.run(ctx, o.in) }
 
 // RollbackOptions are the options of `tls rollback`.
 type RollbackOptions struct {
@@ -440,5 +333,9 @@ that is what it is for. A failed operation rolls back by itself unless
 
 // Run rolls back.
 func (o *RollbackOptions) Run(ctx context.Context) error {
-	return o.run(ctx, planner.Request{Operation: planner.Rollback, Force: o.Force})
+	in, err := o.normalize(planner.Intent{Operation: planner.Rollback, Force: o.Force}, nil)
+	if err != nil {
+		return err
+	}
+	return o.run(ctx, in)
 }

@@ -45,11 +45,12 @@ func (KubeDB) Owner(t *pgpool.Target) *metav1.OwnerReference {
 	return nil
 }
 
-// StablePodNames: StatefulSet and PetSet pods come back under their names.
+// StablePodNames is true: StatefulSet and PetSet pods come back under
+// their names.
 func (KubeDB) StablePodNames() bool { return true }
 
-// RolloutDone: every pod updated and Ready, and the current revision is
-// the update revision.
+// RolloutDone wants every pod updated and Ready, and the current revision
+// to be the update revision.
 func (KubeDB) RolloutDone(u *unstructured.Unstructured) (bool, string) {
 	_, msg, done := rolloutCounts(u)
 	if !done {

@@ -34,14 +34,14 @@ func (Pgpool2OnK8s) TLSMountPath(configMountPath string) string {
 // Paths are where the image makes pgpool read them.
 func (Pgpool2OnK8s) Paths() conf.Paths { return imagePaths() }
 
-// Owner: a Deployment of these manifests has none to tell (its
+// Owner is nil: a Deployment of these manifests has none to tell (its
 // ReplicaSets are its own).
 func (Pgpool2OnK8s) Owner(*pgpool.Target) *metav1.OwnerReference { return nil }
 
-// StablePodNames: a Deployment's replacement pod has a new name.
+// StablePodNames is false: a Deployment's replacement pod has a new name.
 func (Pgpool2OnK8s) StablePodNames() bool { return false }
 
-// RolloutDone: every pod updated, Ready and available.
+// RolloutDone wants every pod updated, Ready and available.
 func (Pgpool2OnK8s) RolloutDone(u *unstructured.Unstructured) (bool, string) {
 	want, msg, done := rolloutCounts(u)
 	if !done {

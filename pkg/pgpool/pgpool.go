@@ -27,6 +27,9 @@ import (
 const (
 	AnnotationTLS           = "kubectl-pgpool.io/tls"
 	AnnotationLastOperation = "kubectl-pgpool.io/last-operation"
+	// LabelUser marks a client Certificate issued for one database user
+	// (tls client-cert).
+	LabelUser = "kubectl-pgpool.io/user"
 )
 
 // Layout paths: the TLS Secret is mounted at ConfigMountPath + "/tls"; the

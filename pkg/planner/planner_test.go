@@ -63,7 +63,7 @@ func fixture(t *testing.T, kind string) *pgpool.Target {
 
 // withTLS turns the fixture into one that add has run on.
 func withTLS(t *testing.T, tg *pgpool.Target) *pgpool.Target {
-	p, err := Build(tg, seedAdd())
+	p, err := build(t, tg, seedAdd())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,8 +86,8 @@ func withTLS(t *testing.T, tg *pgpool.Target) *pgpool.Target {
 	return tg
 }
 
-func seedAdd() Request {
-	return Request{Operation: Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer", Kind: "Issuer"}, SSLMode: "require", AuthMode: "cert",
+func seedAdd() request {
+	return request{Operation: Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer", Kind: "Issuer"}, SSLMode: "require", AuthMode: "cert",
 		ClientUser: "postgres", ClientOrgs: []string{"pgpool"}, ClientOUs: []string{"client"}, Holder: "tester"}
 }
 
@@ -101,18 +101,18 @@ func TestPlansGolden(t *testing.T) {
 		for _, tc := range []struct {
 			op  string
 			tg  func() *pgpool.Target
-			req Request
+			req request
 		}{
-			{"rotate-restart-only", func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Rotate, RestartOnly: true, Holder: "tester"}},
+			{"rotate-restart-only", func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, request{Operation: Rotate, RestartOnly: true, Holder: "tester"}},
 			{Add, func() *pgpool.Target { return fixture(t, kind) }, seedAdd()},
-			{Rotate, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Rotate, Holder: "tester"}},
-			{ChangeIssuer, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"}},
-			{Remove, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, Request{Operation: Remove, Holder: "tester"}},
-			{"rollback-add", func() *pgpool.Target { return failedAdd(t, kind) }, Request{Operation: Rollback, Holder: "tester"}},
+			{Rotate, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, request{Operation: Rotate, Holder: "tester"}},
+			{ChangeIssuer, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"}},
+			{Remove, func() *pgpool.Target { return withTLS(t, fixture(t, kind)) }, request{Operation: Remove, Holder: "tester"}},
+			{"rollback-add", func() *pgpool.Target { return failedAdd(t, kind) }, request{Operation: Rollback, Holder: "tester"}},
 		} {
 			name := strings.ToLower(kind) + "-" + tc.op
 			t.Run(name, func(t *testing.T) {
-				p, err := Build(tc.tg(), tc.req)
+				p, err := build(t, tc.tg(), tc.req)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -160,33 +160,33 @@ func TestBuildRefusesWhatDoesNotFit(t *testing.T) {
 	tg := fixture(t, "StatefulSet")
 	for _, tc := range []struct {
 		tg   *pgpool.Target
-		req  Request
+		req  request
 		want string
 	}{
-		{tg, Request{Operation: Rotate}, "tls add pgpool --issuer"},
-		{tg, Request{Operation: Remove}, "has no TLS"},
+		{tg, request{Operation: Rotate}, "tls add pgpool --issuer"},
+		{tg, request{Operation: Remove}, "has no TLS"},
 		{withTLS(t, fixture(t, "StatefulSet")), seedAdd(), "tls rotate pgpool"},
-		{withTLS(t, fixture(t, "StatefulSet")), Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}}, "already uses Issuer"},
+		{withTLS(t, fixture(t, "StatefulSet")), request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}}, "already uses Issuer"},
 	} {
-		if _, err := Build(tc.tg, tc.req); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := build(t, tc.tg, tc.req); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.req.Operation, err, tc.want)
 		}
 	}
 	notReady := fixture(t, "StatefulSet")
 	notReady.Pods[1].Status.Conditions[0].Status = corev1.ConditionFalse
-	if _, err := Build(notReady, seedAdd()); err == nil || !strings.Contains(err.Error(), "pgpool-1") || !strings.Contains(err.Error(), "--apply Always") {
+	if _, err := build(t, notReady, seedAdd()); err == nil || !strings.Contains(err.Error(), "pgpool-1") || !strings.Contains(err.Error(), "--apply Always") {
 		t.Errorf("not ready: %v", err)
 	}
 	r := seedAdd()
 	r.ApplyAlways = true
-	if _, err := Build(notReady, r); err != nil {
+	if _, err := build(t, notReady, r); err != nil {
 		t.Errorf("--apply Always: %v", err)
 	}
 }
 
 func TestDeploymentAddWaitsForRollout(t *testing.T) {
 	tg := fixture(t, "Deployment")
-	p, err := Build(tg, seedAdd())
+	p, err := build(t, tg, seedAdd())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestAddEnforcesPoolHBA(t *testing.T) {
 	tg := fixture(t, "StatefulSet")
 	orig := strings.Replace(tg.Config.PgpoolConf, "enable_pool_hba = on", "enable_pool_hba = off", 1)
 	tg.Config.PgpoolConf = orig
-	p, err := Build(tg, seedAdd())
+	p, err := build(t, tg, seedAdd())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestAddEnforcesPoolHBA(t *testing.T) {
 		t.Fatalf("enable_pool_hba not turned on visibly:\n%s\n%v", cfg.Diff, p.Warnings)
 	}
 	tg = withTLS(t, tg)
-	p, err = Build(tg, Request{Operation: Remove, Holder: "tester"})
+	p, err = build(t, tg, request{Operation: Remove, Holder: "tester"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestAddEnforcesPoolHBA(t *testing.T) {
 func TestAddRefusesUnreadableHBA(t *testing.T) {
 	tg := fixture(t, "StatefulSet")
 	tg.Config.PoolHBA += "host all all 0.0.0.0/0 gss\n"
-	_, err := Build(tg, seedAdd())
+	_, err := build(t, tg, seedAdd())
 	if err == nil || !strings.Contains(err.Error(), "Secret demo/pgpool-config: pool_hba.conf line 7") || !strings.Contains(err.Error(), `unknown method "gss"`) {
 		t.Fatalf("got %v", err)
 	}
@@ -261,7 +261,7 @@ func TestRotateUpgradesLegacyVolume(t *testing.T) {
 		tg := withTLS(t, fixture(t, kind))
 		vols := tg.Template.Spec.Volumes
 		vols[len(vols)-1].VolumeSource = corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "pgpool-server-cert"}}
-		p, err := Build(tg, Request{Operation: Rotate, Holder: "tester"})
+		p, err := build(t, tg, request{Operation: Rotate, Holder: "tester"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -284,8 +284,8 @@ func TestRotateUpgradesLegacyVolume(t *testing.T) {
 // server Certificate moves before the roll and the client one after.
 func TestChangeIssuerKeepsBothCAs(t *testing.T) {
 	tg := withTLS(t, fixture(t, "StatefulSet"))
-	req := Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester", CurrentCA: []byte(testCA)}
-	p, err := Build(tg, req)
+	req := request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester", CurrentCA: []byte(testCA)}
+	p, err := build(t, tg, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,17 +327,17 @@ yyjIlavyZ7wCIG6vHL/+sGL7vSfUt+bFFRIMEcUDOz5rtG7RiYf3bL/7
 func TestCertificatesOfOthers(t *testing.T) {
 	tg := fixture(t, "StatefulSet")
 	tg.Certificates["pgpool-server-cert"] = &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-server-cert", Labels: map[string]string{tls.LabelManagedBy: "kubedb"}}}
-	if _, err := Build(tg, seedAdd()); err == nil || !strings.Contains(err.Error(), "--take-over-certificates") {
+	if _, err := build(t, tg, seedAdd()); err == nil || !strings.Contains(err.Error(), "--take-over-certificates") {
 		t.Fatalf("add over someone else's Certificate: %v", err)
 	}
 	r := seedAdd()
 	r.TakeOverCertificates = true
-	if _, err := Build(tg, r); err != nil {
+	if _, err := build(t, tg, r); err != nil {
 		t.Fatalf("--take-over-certificates: %v", err)
 	}
 	tg = withTLS(t, fixture(t, "StatefulSet"))
 	tg.Certificates["pgpool-client-cert"].Labels = nil
-	p, err := Build(tg, Request{Operation: Remove, Holder: "tester"})
+	p, err := build(t, tg, request{Operation: Remove, Holder: "tester"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +362,7 @@ func TestInterruptedOperationsResume(t *testing.T) {
 	tg.Template.Spec.Containers[0].VolumeMounts = tg.Template.Spec.Containers[0].VolumeMounts[:1]
 	tg.Template.Spec.Volumes = tg.Template.Spec.Volumes[:1]
 	tg.State.VolumePresent = false
-	p, err := Build(tg, seedAdd())
+	p, err := build(t, tg, seedAdd())
 	if err != nil {
 		t.Fatalf("add again: %v", err)
 	}
@@ -371,21 +371,21 @@ func TestInterruptedOperationsResume(t *testing.T) {
 		strings.Contains(kinds, "patch Secret") || !strings.Contains(kinds, "patch StatefulSet") || !strings.Contains(kinds, "evict Pod") {
 		t.Fatalf("resumed add: %s\n%v", kinds, p.Warnings)
 	}
-	for _, op := range []Request{{Operation: Rotate}, {Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}}} {
-		if _, err := Build(tg, op); err == nil || !strings.Contains(err.Error(), "a tls add on pgpool demo/pgpool did not finish") || !strings.Contains(err.Error(), "tls add pgpool --issuer NAME` again") {
+	for _, op := range []request{{Operation: Rotate}, {Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}}} {
+		if _, err := build(t, tg, op); err == nil || !strings.Contains(err.Error(), "a tls add on pgpool demo/pgpool did not finish") || !strings.Contains(err.Error(), "tls add pgpool --issuer NAME` again") {
 			t.Errorf("%s on a half-added pgpool: %v", op.Operation, err)
 		}
 	}
 	// remove stopped after the config patch: ssl off, TLS volume mounted.
 	tg = withTLS(t, fixture(t, "StatefulSet"))
-	rm, err := Build(tg, Request{Operation: Remove, Holder: "tester"})
+	rm, err := build(t, tg, request{Operation: Remove, Holder: "tester"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := configStep(t, rm, tg)
 	tg.Config.PgpoolConf, tg.Config.PoolHBA = c.PgpoolConf, c.PoolHBA
 	tg.State.Enabled = false
-	p, err = Build(tg, Request{Operation: Remove, Holder: "tester"})
+	p, err = build(t, tg, request{Operation: Remove, Holder: "tester"})
 	if err != nil {
 		t.Fatalf("remove again: %v", err)
 	}
@@ -393,7 +393,7 @@ func TestInterruptedOperationsResume(t *testing.T) {
 	if strings.Contains(kinds, "patch Secret") || !strings.Contains(kinds, "patch StatefulSet") || !strings.Contains(kinds, "delete Certificate") {
 		t.Fatalf("resumed remove: %s", kinds)
 	}
-	if _, err := Build(tg, Request{Operation: Rotate}); err == nil || !strings.Contains(err.Error(), "a tls remove on pgpool demo/pgpool did not finish") {
+	if _, err := build(t, tg, request{Operation: Rotate}); err == nil || !strings.Contains(err.Error(), "a tls remove on pgpool demo/pgpool did not finish") {
 		t.Errorf("rotate on a half-removed pgpool: %v", err)
 	}
 	// remove stopped after it deleted the server Certificate: its Secret
@@ -404,7 +404,7 @@ func TestInterruptedOperationsResume(t *testing.T) {
 	delete(tg.Certificates, "pgpool-server-cert")
 	ours := map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: "pgpool"}
 	tg.CertSecrets = map[string]*metav1.ObjectMeta{"pgpool-server-cert": {Name: "pgpool-server-cert", Labels: ours}}
-	p, err = Build(tg, Request{Operation: Remove, Holder: "tester"})
+	p, err = build(t, tg, request{Operation: Remove, Holder: "tester"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,7 +412,7 @@ func TestInterruptedOperationsResume(t *testing.T) {
 		t.Fatalf("remove after the Certificate went: %s", kinds)
 	}
 	tg.CertSecrets["pgpool-server-cert"].Labels = nil
-	p, _ = Build(tg, Request{Operation: Remove, Holder: "tester"})
+	p, _ = build(t, tg, request{Operation: Remove, Holder: "tester"})
 	if kinds := stepKinds(p); strings.Count(kinds, "delete Secret") != 1 {
 		t.Fatalf("a Secret that is not ours: %s", kinds)
 	}
@@ -435,7 +435,7 @@ func TestChangeIssuerResumes(t *testing.T) {
 	tg.Certificates["pgpool-server-cert"].Spec.IssuerRef.Name = "pp-new-issuer"
 	tg.Bundle = &corev1.ConfigMap{Data: map[string]string{"issuer-ca.pem": testCA}}
 	tg.BundleOurs = true
-	p, err := Build(tg, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester", CurrentCA: []byte("new")})
+	p, err := build(t, tg, request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester", CurrentCA: []byte("new")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,11 +449,11 @@ func TestChangeIssuerResumes(t *testing.T) {
 		}
 	}
 	tg.Certificates["pgpool-client-cert"].Spec.IssuerRef.Name = "pp-new-issuer"
-	if _, err := Build(tg, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}}); err == nil || !strings.Contains(err.Error(), "already uses Issuer") {
+	if _, err := build(t, tg, request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}}); err == nil || !strings.Contains(err.Error(), "already uses Issuer") {
 		t.Fatalf("both moved: %v", err)
 	}
 	tg.Annotations = map[string]string{pgpool.AnnotationLastOperation: `{"operation":"change-issuer","result":"Failed"}`}
-	if _, err := Build(tg, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"}); err != nil {
+	if _, err := build(t, tg, request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"}); err != nil {
 		t.Fatalf("both moved, last run failed (pods may not be rolled): %v", err)
 	}
 	// Killed right after moving the client Certificate (its backup pending):
@@ -462,7 +462,7 @@ func TestChangeIssuerResumes(t *testing.T) {
 	// enough: it may still describe the old issuer's certificate.
 	tg.Annotations = nil
 	tg.Backup = &pgpool.Backup{Operation: ChangeIssuer, Revisions: map[string]int{"pgpool-server-cert": 3, "pgpool-client-cert": 5}}
-	p, err = Build(tg, Request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"})
+	p, err = build(t, tg, request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,7 +482,7 @@ func TestChangeIssuerResumes(t *testing.T) {
 func TestBackendCAWithCertAuthWarns(t *testing.T) {
 	r := seedAdd()
 	r.BackendCA = []byte(testCA)
-	p, err := Build(fixture(t, "StatefulSet"), r)
+	p, err := build(t, fixture(t, "StatefulSet"), r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,7 +515,7 @@ func TestRollbackRestoresTheBackup(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			tg := failedAdd(t, kind)
 			orig := fixture(t, kind)
-			p, err := Build(tg, Request{Operation: Rollback, Holder: "tester"})
+			p, err := build(t, tg, request{Operation: Rollback, Holder: "tester"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -550,7 +550,7 @@ func TestRollbackRestoresTheBackup(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Build(fixture(t, "StatefulSet"), Request{Operation: Rollback}); err == nil || !strings.Contains(err.Error(), "has no backup to roll back to") {
+	if _, err := build(t, fixture(t, "StatefulSet"), request{Operation: Rollback}); err == nil || !strings.Contains(err.Error(), "has no backup to roll back to") {
 		t.Fatalf("rollback without a backup: %v", err)
 	}
 }
@@ -561,7 +561,7 @@ func TestRollbackRestoresTheBackup(t *testing.T) {
 func TestBackupIsTakenOnceAndNeverPrinted(t *testing.T) {
 	tg := fixture(t, "StatefulSet")
 	tg.Config.PgpoolConf += "\nsr_check_password = 'hunter2'\n"
-	p, err := Build(tg, seedAdd())
+	p, err := build(t, tg, seedAdd())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -575,7 +575,7 @@ func TestBackupIsTakenOnceAndNeverPrinted(t *testing.T) {
 		t.Fatal("the plan shows a password from the backup")
 	}
 	tg = failedAdd(t, "StatefulSet")
-	p, err = Build(tg, Request{Operation: Remove, Holder: "tester", ApplyAlways: true})
+	p, err = build(t, tg, request{Operation: Remove, Holder: "tester", ApplyAlways: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -583,13 +583,13 @@ func TestBackupIsTakenOnceAndNeverPrinted(t *testing.T) {
 		t.Fatalf("remove after a failed add: the backup of before the add is replaced (warnings %v)", p.Warnings)
 	}
 	tg.Backup.Done = true
-	if p, _ = Build(tg, Request{Operation: Remove, Holder: "tester", ApplyAlways: true}); p == nil {
+	if p, _ = build(t, tg, request{Operation: Remove, Holder: "tester", ApplyAlways: true}); p == nil {
 		t.Fatal("no plan")
 	} else if _, ok := p.Steps[1].Spec.(plan.BackupSpec); !ok {
 		t.Fatal("after a finished operation, the next one takes no new backup")
 	}
 	tg.Backup, tg.BackupForeign = nil, true
-	if _, err := Build(tg, Request{Operation: Remove, Holder: "tester", ApplyAlways: true}); err == nil || !strings.Contains(err.Error(), "Secret demo/pgpool-kubectl-pgpool-backup exists but was not created by kubectl-pgpool") {
+	if _, err := build(t, tg, request{Operation: Remove, Holder: "tester", ApplyAlways: true}); err == nil || !strings.Contains(err.Error(), "Secret demo/pgpool-kubectl-pgpool-backup exists but was not created by kubectl-pgpool") {
 		t.Fatalf("a foreign backup Secret: %v", err)
 	}
 }
@@ -608,7 +608,7 @@ func TestRollbackRestoresARestrictivePoolHBA(t *testing.T) {
 		t.Fatal("the add changed neither file: this test would prove nothing")
 	}
 	tg.Backup = pgpool.TakeBackup(before, Add, "2026-11-27T10:00:00Z")
-	p, err := Build(tg, Request{Operation: Rollback, Holder: "tester"})
+	p, err := build(t, tg, request{Operation: Rollback, Holder: "tester"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -627,11 +627,11 @@ func TestRollbackRestoresARestrictivePoolHBA(t *testing.T) {
 // (exit 0, nothing written); add with other settings keeps its refusal.
 func TestRerunAfterGoalIsNothingToDo(t *testing.T) {
 	var nothing *NothingToDoError
-	if _, err := Build(fixture(t, "StatefulSet"), Request{Operation: Remove, Holder: "tester"}); !errors.As(err, &nothing) {
+	if _, err := build(t, fixture(t, "StatefulSet"), request{Operation: Remove, Holder: "tester"}); !errors.As(err, &nothing) {
 		t.Fatalf("remove without TLS: %v, want nothing to do", err)
 	}
 	tg := withTLS(t, fixture(t, "StatefulSet"))
-	p, err := Build(fixture(t, "StatefulSet"), seedAdd())
+	p, err := build(t, fixture(t, "StatefulSet"), seedAdd())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -645,17 +645,17 @@ func TestRerunAfterGoalIsNothingToDo(t *testing.T) {
 			tg.Certificates[crt.Name].Spec.RevisionHistoryLimit = ptr(int32(3))
 		}
 	}
-	if _, err := Build(tg, seedAdd()); !errors.As(err, &nothing) || !strings.Contains(err.Error(), "nothing to do") {
+	if _, err := build(t, tg, seedAdd()); !errors.As(err, &nothing) || !strings.Contains(err.Error(), "nothing to do") {
 		t.Fatalf("add again with the same settings: %v, want nothing to do", err)
 	}
 	other := seedAdd()
 	other.ClientOrgs = []string{"elsewhere"}
-	if _, err := Build(tg, other); errors.As(err, &nothing) || err == nil || !strings.Contains(err.Error(), "tls rotate pgpool") {
+	if _, err := build(t, tg, other); errors.As(err, &nothing) || err == nil || !strings.Contains(err.Error(), "tls rotate pgpool") {
 		t.Fatalf("add again with another subject: %v, want the refusal", err)
 	}
 	other = seedAdd()
 	other.SSLMode = "verify-full"
-	if _, err := Build(tg, other); errors.As(err, &nothing) || err == nil {
+	if _, err := build(t, tg, other); errors.As(err, &nothing) || err == nil {
 		t.Fatalf("add again with another sslMode: %v, want the refusal", err)
 	}
 }
@@ -668,7 +668,7 @@ func ptr[T any](v T) *T { return &v }
 // records what the operation writes.
 func TestRollbackKeepsLaterEdits(t *testing.T) {
 	before := fixture(t, "StatefulSet")
-	p, err := Build(before, seedAdd())
+	p, err := build(t, before, seedAdd())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -690,15 +690,15 @@ func TestRollbackKeepsLaterEdits(t *testing.T) {
 	bk.Done = true
 	tg := withTLS(t, fixture(t, "StatefulSet"))
 	tg.Backup = bk
-	if _, err := Build(tg, Request{Operation: Rollback, Holder: "tester", Now: time.Now()}); err != nil {
+	if _, err := build(t, tg, request{Operation: Rollback, Holder: "tester", Now: time.Now()}); err != nil {
 		t.Fatalf("rollback of an unchanged config: %v", err)
 	}
 	tg.Config.PoolHBA = strings.Replace(tg.Config.PoolHBA, "local", "host all intruder 0.0.0.0/0 reject\nlocal", 1)
-	_, err = Build(tg, Request{Operation: Rollback, Holder: "tester", Now: time.Now()})
+	_, err = build(t, tg, request{Operation: Rollback, Holder: "tester", Now: time.Now()})
 	if err == nil || !strings.Contains(err.Error(), "+ host all intruder 0.0.0.0/0 reject") || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("rollback after a later edit: %v", err)
 	}
-	p, err = Build(tg, Request{Operation: Rollback, Holder: "tester", Force: true, Now: time.Now()})
+	p, err = build(t, tg, request{Operation: Rollback, Holder: "tester", Force: true, Now: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -715,16 +715,45 @@ func TestRollbackKeepsLaterCertificateChanges(t *testing.T) {
 	tg := withTLS(t, fixture(t, "StatefulSet"))
 	tg.Backup = pgpool.TakeBackup(fixture(t, "StatefulSet"), Add, "2026-12-03T10:00:00Z")
 	tg.Backup.Done, tg.Backup.After = true, tg.Digests()
-	if _, err := Build(tg, Request{Operation: Rollback, Holder: "tester", Now: time.Now()}); err != nil {
+	if _, err := build(t, tg, request{Operation: Rollback, Holder: "tester", Now: time.Now()}); err != nil {
 		t.Fatalf("nothing changed since: %v", err)
 	}
 	tg.Certificates["pgpool-server-cert"].Spec.DNSNames = []string{"someone.else.example"}
-	_, err := Build(tg, Request{Operation: Rollback, Holder: "tester", Now: time.Now()})
+	_, err := build(t, tg, request{Operation: Rollback, Holder: "tester", Now: time.Now()})
 	if err == nil || !strings.Contains(err.Error(), "Certificate pgpool-server-cert changed since the tls add") {
 		t.Fatalf("rollback after a Certificate change: %v", err)
 	}
-	p, err := Build(tg, Request{Operation: Rollback, Holder: "tester", Force: true, Now: time.Now()})
+	p, err := build(t, tg, request{Operation: Rollback, Holder: "tester", Force: true, Now: time.Now()})
 	if err != nil || !strings.Contains(strings.Join(p.Warnings, "\n"), "changes made to Certificate pgpool-server-cert") {
 		t.Fatalf("--force: %v", err)
 	}
+}
+
+// request is an Intent and its Facts in one literal (the tests' shorthand).
+type request struct {
+	Operation                              string
+	Issuer                                 pgpool.IssuerRef
+	SSLMode, AuthMode, ClientUser          string
+	ClientOrgs, ClientOUs                  []string
+	KeepCertificates, TakeOverCertificates bool
+	RestartOnly, ApplyAlways, Force        bool
+	KeepPreviousCA                         bool
+	LeftoverTLS                            string
+	Holder, Login                          string
+	Now                                    time.Time
+	CurrentCA, BackendCA                   []byte
+	Current                                map[string]bool
+}
+
+// build normalises r's intent as the commands do, then builds the plan.
+func build(t *testing.T, tg *pgpool.Target, r request) (*plan.Plan, error) {
+	t.Helper()
+	in, err := Normalize(Intent{Operation: r.Operation, Issuer: r.Issuer, SSLMode: r.SSLMode, AuthMode: r.AuthMode, ClientUser: r.ClientUser,
+		ClientOrgs: r.ClientOrgs, ClientOUs: r.ClientOUs, KeepCertificates: r.KeepCertificates, TakeOverCertificates: r.TakeOverCertificates,
+		RestartOnly: r.RestartOnly, ApplyAlways: r.ApplyAlways, Force: r.Force, KeepPreviousCA: r.KeepPreviousCA, LeftoverTLS: r.LeftoverTLS},
+		func(f string) string { return f })
+	if err != nil {
+		return nil, err
+	}
+	return Build(tg, in, Facts{Holder: r.Holder, Login: r.Login, Now: r.Now, CurrentCA: r.CurrentCA, BackendCA: r.BackendCA, Current: r.Current})
 }

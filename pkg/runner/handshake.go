@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
@@ -43,9 +42,8 @@ func (r *Runner) checkPod(ctx context.Context, pod string, tlsOn bool, report fu
 	if err != nil {
 		return "", err
 	}
-	s, err := verify.Check(ctx, r.dialer(), pod, want)
-	var me *verify.MismatchError
-	if errors.As(err, &me) {
+	proof := verify.Prove(ctx, r.dialer(), pod, want)
+	if proof.Check == "mismatch" {
 		// What the pod must serve was read before it started (while it was
 		// being replaced): if cert-manager wrote the Secret since (a renewal,
 		// or an issuance it repeated), the pod may serve the newer one.
@@ -54,12 +52,11 @@ func (r *Runner) checkPod(ctx context.Context, pod string, tlsOn bool, report fu
 		if want, err = r.expectation(ctx, tlsOn); err != nil {
 			return "", err
 		}
-		s, err = verify.Check(ctx, r.dialer(), pod, want)
+		proof = verify.Prove(ctx, r.dialer(), pod, want)
 	}
-	var de *verify.DialError
-	if errors.As(err, &de) {
+	if proof.Check == "unreachable" {
 		if r.Verify == VerifyRequired {
-			return "", fmt.Errorf("handshake check (--verify=required): %w", err)
+			return "", fmt.Errorf("handshake check (--verify=required): %w", proof.Err)
 		}
 		// One pod out of reach is skipped; after two in a row (no kubelet
 		// behind the nodes, as with kwok, or port-forward not allowed) the
@@ -68,18 +65,17 @@ func (r *Runner) checkPod(ctx context.Context, pod string, tlsOn bool, report fu
 		r.dialFailures++
 		if r.dialFailures >= 2 {
 			r.verifyUnavailable = true
-			report(fmt.Sprintf("handshake check skipped for the remaining pods: two pods in a row could not be reached (%v; a node without a kubelet, such as kwok's, cannot port-forward; --verify=required makes this an error)", err))
+			report(fmt.Sprintf("handshake check skipped for the remaining pods: two pods in a row could not be reached (%v; a node without a kubelet, such as kwok's, cannot port-forward; --verify=required makes this an error)", proof.Err))
 		} else {
-			report(fmt.Sprintf("handshake check skipped for pod %s: %v (the next pod is still tried; --verify=required makes this an error)", pod, err))
+			report(fmt.Sprintf("handshake check skipped for pod %s: %v (the next pod is still tried; --verify=required makes this an error)", pod, proof.Err))
 		}
 		return "handshake not checked", nil
 	}
-	if err == nil {
-		r.dialFailures = 0
+	r.dialFailures = 0
+	if proof.Err != nil {
+		return "", proof.Err
 	}
-	if err != nil {
-		return "", err
-	}
+	s := proof.Served
 	if !s.TLS {
 		return "SSLRequest answered 'N' (no TLS), as expected", nil
 	}

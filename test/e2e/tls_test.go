@@ -26,6 +26,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	workloadlayout "github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
@@ -552,7 +553,7 @@ func TestTLSStepTimeoutExits124(t *testing.T) {
 // the first pod unreachable, skips the rest, and --verify=required fails.
 func checkStatusOnKwok(t *testing.T, ns, out string, replicas int) {
 	t.Helper()
-	var st cmd.Status
+	var st operation.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, out)
 	}

@@ -1,4 +1,4 @@
-package cmd
+package operation
 
 import (
 	"context"
@@ -123,9 +123,9 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 // cannot list its rules, such as a webhook) or refused, is asked one by
 // one (SelfSubjectAccessReview, all at once), so the rules can only save
 // requests, never deny what the API server would allow.
-func (o *OperationOptions) checkAccess(ctx context.Context, t *pgpool.Target, p *plan.Plan) error {
-	wants := needs(t, p, o.Verify == "required")
-	rules := o.cache.rules(ctx, o.Clients.Authorization, t.Namespace)
+func (r *run) checkAccess(ctx context.Context, t *pgpool.Target, p *plan.Plan) error {
+	wants := needs(t, p, r.o.Verify == "required")
+	rules := r.o.Cache.rules(ctx, r.c.Authorization, t.Namespace)
 	var ask []access
 	for _, a := range wants {
 		if ok, _ := validation.Covers(rules, []rbacv1.PolicyRule{a.rule()}); !ok {
@@ -135,7 +135,7 @@ func (o *OperationOptions) checkAccess(ctx context.Context, t *pgpool.Target, p 
 	allowed := make([]bool, len(ask))
 	err := parallel.Each(len(ask), func(i int) error {
 		a := ask[i]
-		r, err := o.Clients.Authorization.SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+		rv, err := r.c.Authorization.SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Namespace: t.Namespace, Group: a.group, Resource: a.resource, Subresource: a.subresource, Verb: a.verb,
 			}},
@@ -143,7 +143,7 @@ func (o *OperationOptions) checkAccess(ctx context.Context, t *pgpool.Target, p 
 		if err != nil {
 			return fmt.Errorf("check permissions (SelfSubjectAccessReview): %w", err)
 		}
-		allowed[i] = r.Status.Allowed
+		allowed[i] = rv.Status.Allowed
 		return nil
 	})
 	if err != nil {
@@ -166,11 +166,11 @@ func (a access) rule() rbacv1.PolicyRule {
 	return rbacv1.PolicyRule{APIGroups: []string{a.group}, Resources: []string{a.path()}, Verbs: []string{a.verb}}
 }
 
-// runCache holds what one run reads once although it may be asked for
-// more than once (by each pgpool of a fleet, which share it): the user's
-// rules per namespace, and whether cert-manager's API is served. A nil
-// *runCache reads every time.
-type runCache struct {
+// Cache holds what is read once although it may be asked for more than
+// once (by each pgpool of a fleet, which share it): the user's rules per
+// namespace, and whether cert-manager's API is served. The zero value is
+// ready; a nil *Cache reads every time.
+type Cache struct {
 	mu sync.Mutex
 	ns map[string]*nsRules
 
@@ -190,9 +190,9 @@ type nsRules struct {
 // completely, read once (nil when the review was incomplete, failed or was
 // refused: nil rules grant nothing, so every permission is then asked one
 // by one).
-func (c *runCache) rules(ctx context.Context, authz authorizationv1client.AuthorizationV1Interface, ns string) []rbacv1.PolicyRule {
+func (c *Cache) rules(ctx context.Context, authz authorizationv1client.AuthorizationV1Interface, ns string) []rbacv1.PolicyRule {
 	if c == nil {
-		c = &runCache{}
+		c = &Cache{}
 	}
 	c.mu.Lock()
 	if c.ns == nil {
@@ -221,9 +221,9 @@ func (c *runCache) rules(ctx context.Context, authz authorizationv1client.Author
 // certManagerServed returns whether cert-manager.io/v1 is served, asked
 // until one answer is final (served or not served; a transient error is
 // returned to this pgpool only).
-func (c *runCache) certManagerServed(d discovery.DiscoveryInterface) error {
+func (c *Cache) certManagerServed(d discovery.DiscoveryInterface) error {
 	if c == nil {
-		c = &runCache{}
+		c = &Cache{}
 	}
 	c.cmMu.Lock()
 	defer c.cmMu.Unlock()

@@ -1,4 +1,4 @@
-package cmd
+package operation
 
 import (
 	"context"
@@ -8,12 +8,14 @@ import (
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 )
@@ -28,7 +30,7 @@ type accessServer struct {
 	ssrr, ssar atomic.Int64
 }
 
-func (s *accessServer) options() *OperationOptions {
+func (s *accessServer) options() *run {
 	c := fake.NewClientset()
 	c.PrependReactor("create", "selfsubjectrulesreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		s.ssrr.Add(1)
@@ -36,13 +38,11 @@ func (s *accessServer) options() *OperationOptions {
 		r.Status.ResourceRules, r.Status.Incomplete = s.rules, s.incomplete
 		return true, r, nil
 	})
-	c.PrependReactor("create", "selfsubjectaccessreviews", accessReviews(func(perm string) bool {
+	c.PrependReactor("create", "selfsubjectaccessreviews", fakes.AccessReviews(func(perm string) bool {
 		s.ssar.Add(1)
 		return s.denied[perm]
 	}))
-	o := &OperationOptions{}
-	o.Clients = &Clients{Authorization: c.AuthorizationV1()}
-	return o
+	return &run{c: &Clients{Authorization: c.AuthorizationV1()}}
 }
 
 // accessFixture is a target and a plan that needs reads, a Certificate
@@ -119,7 +119,7 @@ func TestCheckAccessIncompleteRulesAskEverything(t *testing.T) {
 func TestCheckAccessFleetReadsRulesOncePerNamespace(t *testing.T) {
 	s := &accessServer{rules: []authorizationv1.ResourceRule{{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}}}}
 	o := s.options()
-	o.cache = &runCache{}
+	o.o.Cache = &Cache{}
 	tg, p := accessFixture()
 	for _, ns := range []string{"a", "b", "a", "a", "b"} {
 		op := *o
@@ -157,8 +157,8 @@ func TestCheckAccessNamedRulesAreAsked(t *testing.T) {
 // A transient error while checking cert-manager's API fails that pgpool
 // only: the next one of the fleet asks again.
 func TestCertManagerCheckNotCachedOnTransientError(t *testing.T) {
-	c := newCluster(t)
-	disc := c.clients.Discovery.(*fakediscovery.FakeDiscovery)
+	disc := fake.NewClientset().Discovery().(*fakediscovery.FakeDiscovery)
+	disc.Resources = []*metav1.APIResourceList{{GroupVersion: "cert-manager.io/v1"}}
 	calls := 0
 	disc.PrependReactor("get", "resource", func(k8stesting.Action) (bool, runtime.Object, error) {
 		calls++
@@ -167,7 +167,7 @@ func TestCertManagerCheckNotCachedOnTransientError(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	cache := &runCache{}
+	cache := &Cache{}
 	if err := cache.certManagerServed(disc); err == nil {
 		t.Fatal("the first check's 503 was not reported")
 	}

@@ -1,4 +1,4 @@
-package cmd
+package operation
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
@@ -36,57 +37,31 @@ type BackendStatus struct {
 	Detail  string `json:"detail,omitempty"`
 }
 
-// caRef is one --backend-ca source: secret/NAME[/KEY] or
-// configmap/NAME[/KEY] (KEY defaults to ca.crt).
-type caRef struct {
-	secret    bool
-	name, key string
-}
-
-// parseCARef parses a --backend-ca source (no I/O: Validate uses it too).
-func parseCARef(ref string) (caRef, error) {
-	f := strings.Split(ref, "/")
-	if len(f) < 2 || len(f) > 3 || f[1] == "" {
-		return caRef{}, UsageError{fmt.Errorf("--backend-ca %q: use secret/NAME[/KEY] or configmap/NAME[/KEY]", ref)}
-	}
-	r := caRef{name: f[1], key: "ca.crt"}
-	if len(f) == 3 {
-		r.key = f[2]
-	}
-	switch strings.ToLower(f[0]) {
-	case "secret", "secrets":
-		r.secret = true
-	case "configmap", "configmaps", "cm":
-	default:
-		return caRef{}, UsageError{fmt.Errorf("--backend-ca %q: the kind must be secret or configmap", ref)}
-	}
-	return r, nil
-}
-
 // readCAs reads the --backend-ca sources in the pgpool's namespace.
-func (o *connection) readCAs(ctx context.Context, ns string, refs []string) ([]byte, error) {
+func (r *run) readCAs(ctx context.Context, refs []string) ([]byte, error) {
+	ns := r.ns
 	var parts [][]byte
 	for _, ref := range refs {
-		r, err := parseCARef(ref)
+		src, err := planner.ParseCARef(ref)
 		if err != nil {
 			return nil, err
 		}
 		var data []byte
-		if r.secret {
-			s, err := o.Clients.Core.Secrets(ns).Get(ctx, r.name, metav1.GetOptions{})
+		if src.Secret {
+			s, err := r.c.Core.Secrets(ns).Get(ctx, src.Name, metav1.GetOptions{})
 			if err != nil {
-				return nil, fmt.Errorf("--backend-ca %s: get Secret %s/%s: %w", ref, ns, r.name, err)
+				return nil, fmt.Errorf("--backend-ca %s: get Secret %s/%s: %w", ref, ns, src.Name, err)
 			}
-			data = s.Data[r.key]
+			data = s.Data[src.Key]
 		} else {
-			c, err := o.Clients.Core.ConfigMaps(ns).Get(ctx, r.name, metav1.GetOptions{})
+			cm, err := r.c.Core.ConfigMaps(ns).Get(ctx, src.Name, metav1.GetOptions{})
 			if err != nil {
-				return nil, fmt.Errorf("--backend-ca %s: get ConfigMap %s/%s: %w", ref, ns, r.name, err)
+				return nil, fmt.Errorf("--backend-ca %s: get ConfigMap %s/%s: %w", ref, ns, src.Name, err)
 			}
-			data = []byte(c.Data[r.key])
+			data = []byte(cm.Data[src.Key])
 		}
 		if len(tls.Subjects(data)) == 0 {
-			return nil, fmt.Errorf("--backend-ca %s: key %q holds no PEM certificate", ref, r.key)
+			return nil, fmt.Errorf("--backend-ca %s: key %q holds no PEM certificate", ref, src.Key)
 		}
 		parts = append(parts, data)
 	}
@@ -96,11 +71,12 @@ func (o *connection) readCAs(ctx context.Context, ns string, refs []string) ([]b
 // issuerCA returns the CA an issuer signs with, when it can be read: a CA
 // Issuer's Secret in the pgpool's namespace (ca.crt, else tls.crt). Other
 // issuers (and ClusterIssuers, whose Secret lives elsewhere) give nil.
-func (o *connection) issuerCA(ctx context.Context, ns string, ref pgpool.IssuerRef, spec cmapi.IssuerSpec) []byte {
+func (r *run) issuerCA(ctx context.Context, ref pgpool.IssuerRef, spec cmapi.IssuerSpec) []byte {
+	ns := r.ns
 	if ref.Kind == "ClusterIssuer" || spec.CA == nil {
 		return nil
 	}
-	s, err := o.Clients.Core.Secrets(ns).Get(ctx, spec.CA.SecretName, metav1.GetOptions{})
+	s, err := r.c.Core.Secrets(ns).Get(ctx, spec.CA.SecretName, metav1.GetOptions{})
 	if err != nil {
 		return nil
 	}
@@ -115,20 +91,20 @@ func (o *connection) issuerCA(ctx context.Context, ns string, ref pgpool.IssuerR
 // name through one of its pods, both by port-forward), sends the
 // SSLRequest and checks a served chain against trust, the CAs pgpool will
 // read. It only reads.
-func (o *connection) checkBackends(ctx context.Context, t *pgpool.Target, trust *x509.CertPool, timeout time.Duration) []BackendStatus {
+func (c *Clients) checkBackends(ctx context.Context, t *pgpool.Target, trust *x509.CertPool, timeout time.Duration) []BackendStatus {
 	backends := conf.ParsePgpoolConf(t.Config.PgpoolConf).Backends()
 	out := make([]BackendStatus, len(backends))
 	_ = parallel.Each(len(backends), func(i int) error {
-		out[i] = o.checkBackend(ctx, t, backends[i], trust, timeout)
+		out[i] = c.checkBackend(ctx, t, backends[i], trust, timeout)
 		return nil
 	})
 	return out
 }
 
 // checkBackend reaches one backend (checkBackends does all at once).
-func (o *connection) checkBackend(ctx context.Context, t *pgpool.Target, b conf.Backend, trust *x509.CertPool, timeout time.Duration) BackendStatus {
+func (c *Clients) checkBackend(ctx context.Context, t *pgpool.Target, b conf.Backend, trust *x509.CertPool, timeout time.Duration) BackendStatus {
 	st := BackendStatus{Backend: b}
-	pod, port, ns, why := o.backendPod(ctx, t, b)
+	pod, port, ns, why := c.backendPod(ctx, t, b)
 	if pod == "" {
 		st.Check, st.Detail = "not-checked", why
 		return st
@@ -136,7 +112,7 @@ func (o *connection) checkBackend(ctx context.Context, t *pgpool.Target, b conf.
 	st.Via = ns + "/" + pod
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := verify.PortForwardDialer(o.Clients.Config, o.Clients.Core, ns, port)(cctx, pod)
+	conn, err := verify.PortForwardDialer(c.Config, c.Core, ns, port)(cctx, pod)
 	var s *verify.Served
 	if err == nil {
 		s, err = verify.Probe(cctx, conn, trust, "", nil)
@@ -157,7 +133,7 @@ func (o *connection) checkBackend(ctx context.Context, t *pgpool.Target, b conf.
 
 // backendPod finds the pod and port through which a backend is reached as
 // pgpool reaches it, or says why it cannot.
-func (o *connection) backendPod(ctx context.Context, t *pgpool.Target, b conf.Backend) (pod string, port int, ns, why string) {
+func (c *Clients) backendPod(ctx context.Context, t *pgpool.Target, b conf.Backend) (pod string, port int, ns, why string) {
 	h := strings.TrimSuffix(b.Host, ".")
 	if h == "" || strings.HasPrefix(h, "/") {
 		return "", 0, "", "a Unix socket: no TLS"
@@ -187,7 +163,7 @@ func (o *connection) backendPod(ctx context.Context, t *pgpool.Target, b conf.Ba
 	default:
 		return "", 0, "", "not a Service name of this cluster: not checked"
 	}
-	svc, err := o.Clients.Core.Services(ns).Get(ctx, svcName, metav1.GetOptions{})
+	svc, err := c.Core.Services(ns).Get(ctx, svcName, metav1.GetOptions{})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return "", 0, "", fmt.Sprintf("no Service %s/%s in this cluster: not checked", ns, svcName)
@@ -196,7 +172,7 @@ func (o *connection) backendPod(ctx context.Context, t *pgpool.Target, b conf.Ba
 	}
 	var chosen corev1.Pod
 	if podName != "" {
-		p, err := o.Clients.Core.Pods(ns).Get(ctx, podName, metav1.GetOptions{})
+		p, err := c.Core.Pods(ns).Get(ctx, podName, metav1.GetOptions{})
 		if err != nil {
 			return "", 0, "", fmt.Sprintf("get pod %s/%s: %v", ns, podName, err)
 		}
@@ -205,7 +181,7 @@ func (o *connection) backendPod(ctx context.Context, t *pgpool.Target, b conf.Ba
 	if len(svc.Spec.Selector) == 0 {
 		return "", 0, "", fmt.Sprintf("Service %s/%s has no selector: not checked", ns, svcName)
 	}
-	pods, err := o.Clients.Core.Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(svc.Spec.Selector).String()})
+	pods, err := c.Core.Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(svc.Spec.Selector).String()})
 	if err != nil {
 		return "", 0, "", fmt.Sprintf("list the pods of Service %s/%s: %v", ns, svcName, err)
 	}

@@ -1,0 +1,239 @@
+// Package operation owns one TLS operation on one pgpool, from discovery to
+// result: the read-only preflight (cert-manager, the issuer, the lock, the
+// CAs, the backends, permissions, disruption budgets, a dry run of the
+// Certificates), the plan, its execution, and the rollback of a failed run;
+// and the status of a pgpool. It prints nothing: the command sees the run
+// through Hooks (the plan before the first write, progress events, the
+// outcome, notices) and renders it.
+package operation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
+)
+
+// Options are how an operation runs (the shared flags of the commands).
+type Options struct {
+	// DryRun is "none", "client" (plan only) or "server" (every write sent
+	// with dryRun=All).
+	DryRun string
+	// Timeout bounds each step, and each handshake of the preflight.
+	Timeout time.Duration
+	// Verify is "true", "false" or "required" (runner.Verify*).
+	Verify string
+	// VerifyLogin names a Secret (keys username, password, optionally
+	// database) to log in with through each replaced pod.
+	VerifyLogin string
+	// OnFailure is what happens when a step fails after the first change:
+	// "rollback" (restore the backup) or "stop".
+	OnFailure string
+	// LockDuration is the lock's duration (0: pgpool.LockDuration).
+	LockDuration time.Duration
+	// Identity is the run's lock identity (lock.Self() when empty).
+	Identity lock.Identity
+	// Cache holds what is read once for many pgpools (a fleet shares
+	// one); nil reads every time.
+	Cache *Cache
+}
+
+// Outcome is one plan's end: what it ran on, the plan, its result (nil for
+// --dry-run=client), or why there was nothing to do.
+type Outcome struct {
+	Target      *pgpool.Target
+	Plan        *plan.Plan
+	Result      *plan.Result
+	NothingToDo string
+	// RollingBack: the automatic rollback of a failed operation.
+	RollingBack bool
+}
+
+// Hooks are how the command sees and steers a run; nil hooks are skipped.
+type Hooks struct {
+	// Planned gets the plan, checked, before the first write (also the
+	// plan of an automatic rollback): print it, ask; an error stops the
+	// run with nothing written.
+	Planned func(ctx context.Context, o Outcome) error
+	// Progress starts the live progress of a plan of n steps: it returns
+	// where each event goes and a function that ends the display.
+	Progress func(n int) (event func(plan.Event), stop func())
+	// Done gets the outcome of each plan run (or not run).
+	Done func(o Outcome) error
+	// Notice gets a line for the user beside the output (stderr).
+	Notice func(msg string)
+}
+
+func (h Hooks) notice(msg string) {
+	if h.Notice != nil {
+		h.Notice(msg)
+	}
+}
+
+func (h Hooks) done(o Outcome) error {
+	if h.Done != nil {
+		return h.Done(o)
+	}
+	return nil
+}
+
+// Run carries out in on the pgpool ns/name. When a step fails after the
+// first change it rolls back (OnFailure "rollback") or stops and says how
+// to go on.
+func Run(ctx context.Context, c *Clients, ns, name string, in planner.Intent, o Options, h Hooks) error {
+	if o.Identity.Holder == "" {
+		o.Identity = lock.Self()
+	}
+	r := &run{c: c, ns: ns, name: name, o: o, h: h}
+	changed, err := r.execute(ctx, in, false)
+	if err == nil || !changed || in.Operation == planner.Rollback || o.DryRun != "none" {
+		return err
+	}
+	// A run that lost its lock stops: another run holds the pgpool now,
+	// and undoing would undo that run's work too.
+	var lost *lock.LostError
+	if errors.As(err, &lost) {
+		return err
+	}
+	undo := fmt.Sprintf("kubectl pgpool tls rollback %s -n %s", name, ns)
+	if errors.Is(err, plan.ErrInterrupted) || o.OnFailure == "stop" {
+		return fmt.Errorf("%w\nstopped part-way: run the same command again to finish it, or `%s` to undo it", err, undo)
+	}
+	h.notice(fmt.Sprintf("tls %s failed: %v\nrolling back to the state before it (--on-failure=rollback)", in.Operation, err))
+	if _, rerr := r.execute(ctx, planner.Intent{Operation: planner.Rollback}, true); rerr != nil {
+		return fmt.Errorf("%w\nthe rollback failed too: %v\nfix that, then run `%s` again", err, rerr, undo)
+	}
+	return fmt.Errorf("%w\nrolled back: the config, the TLS volume and the certificates are as they were before tls %s, and every pod changed since was restarted onto them; fix the cause, then run the command again", err, in.Operation)
+}
+
+// run is one Run: the operation and, when it fails, its rollback.
+type run struct {
+	c        *Clients
+	ns, name string
+	o        Options
+	h        Hooks
+}
+
+// execute is discover -> preflight -> plan -> Planned -> execute -> Done.
+// changed: a step after the backup changed the cluster.
+func (r *run) execute(ctx context.Context, in planner.Intent, rollingBack bool) (changed bool, err error) {
+	// Discovery and the checks that need only the name at once; a
+	// discovery error is reported first.
+	var t *pgpool.Target
+	pf := &preflighted{}
+	err = parallel.All(func() (err error) {
+		t, err = discover.Discover(ctx, r.c.discover(), r.ns, r.name)
+		return err
+	}, func() error { return r.preflightReads(ctx, in, pf) })
+	if err != nil {
+		return false, err
+	}
+	in = in.On(t)
+	facts, err := r.preflight(ctx, t, in, pf)
+	if err != nil {
+		return false, err
+	}
+	if in.OnlyStale {
+		if facts.Current, err = r.current(ctx, t); err != nil {
+			return false, err
+		}
+		if len(facts.Current) == len(t.Pods) {
+			msg := fmt.Sprintf("all %d pods current: each serves the certificate its Secret holds; nothing to restart", len(t.Pods))
+			return false, r.h.done(Outcome{Target: t, NothingToDo: msg})
+		}
+	}
+	p, err := planner.Build(t, in, facts)
+	var done *planner.NothingToDoError
+	if errors.As(err, &done) {
+		return false, r.h.done(Outcome{Target: t, NothingToDo: done.Msg})
+	}
+	if err != nil {
+		return false, err
+	}
+	p.Warnings = append(p.Warnings, pf.warnings...)
+	backendWarnings, err := r.checks(ctx, t, in, p, pf)
+	if err != nil {
+		return false, err
+	}
+	p.Warnings = append(p.Warnings, backendWarnings...)
+	out := Outcome{Target: t, Plan: p, RollingBack: rollingBack}
+	if r.h.Planned != nil {
+		if err := r.h.Planned(ctx, out); err != nil {
+			return false, err
+		}
+	}
+	if r.o.DryRun == "client" {
+		return false, r.h.done(out)
+	}
+	event, stop := func(plan.Event) {}, func() {}
+	if r.h.Progress != nil {
+		event, stop = r.h.Progress(len(p.Steps))
+	}
+	rn := &runner.Runner{Clients: r.c.Clients, Target: t, ServerDryRun: r.o.DryRun == "server", Timeout: r.o.Timeout, Verify: r.o.Verify,
+		Password: pf.login, Started: time.Now(), Identity: r.o.Identity, LockOptions: lock.Options{Duration: r.o.LockDuration}}
+	res, execErr := plan.Execute(ctx, p, rn, event)
+	stop()
+	if execErr != nil && r.o.DryRun == "none" && plan.OnlyBookkeepingFailed(res) && !errors.Is(execErr, plan.ErrInterrupted) {
+		// The change is done and verified: a failed record or unlock is a
+		// warning, never a reason to roll back.
+		res.Succeeded, res.Error = true, ""
+		res.Warning = fmt.Sprintf("tls %s is done and verified on %s, but %v; nothing was undone. %s", in.Operation, t, execErr, bookkeepingAdvice(t))
+		r.h.notice("warning: " + res.Warning)
+		execErr = nil
+	}
+	out.Result = res
+	if err := r.h.done(out); err != nil {
+		return false, err
+	}
+	return changedAfterBackup(res, t.Name), execErr
+}
+
+// checks are the preflight's checks of the built plan, all at once, their
+// errors reported in this order: the backends, the permissions, the
+// disruption budgets, a dry run of the Certificates.
+func (r *run) checks(ctx context.Context, t *pgpool.Target, in planner.Intent, p *plan.Plan, pf *preflighted) (backendWarnings []string, err error) {
+	checks := []func() error{func() (err error) {
+		if pf.backends != nil {
+			backendWarnings, err = pf.backends()
+		}
+		return err
+	}, func() error { return r.checkAccess(ctx, t, p) }}
+	if p.Restart == "evict" && in.Operation != planner.Rollback {
+		checks = append(checks, func() error { return r.checkBudgets(ctx, t) })
+	}
+	checks = append(checks, func() error { return runner.CheckCertificates(ctx, r.c.Clients, p) })
+	return backendWarnings, parallel.All(checks...)
+}
+
+// bookkeepingAdvice says what to do after a failed record or unlock.
+func bookkeepingAdvice(t *pgpool.Target) string {
+	return fmt.Sprintf("If the record failed, the workload's %s annotation or its Event may still show the previous operation (kubectl pgpool tls status shows what pgpool serves); if the unlock failed, the lock Lease %s/%s stays until the next run takes it over, or `kubectl delete lease -n %s %s`.",
+		pgpool.AnnotationLastOperation, t.Namespace, pgpool.LeaseName(t.Name), t.Namespace, pgpool.LeaseName(t.Name))
+}
+
+// changedAfterBackup reports whether a step that changes the pgpool (not
+// the lock, the backup or the record) succeeded.
+func changedAfterBackup(res *plan.Result, name string) bool {
+	for _, s := range res.Steps {
+		if s.Status != "succeeded" || !s.Kind.Writes() {
+			continue
+		}
+		switch s.Kind {
+		case plan.Lock, plan.Unlock, plan.Record:
+			continue
+		}
+		if s.Object.Kind == "Secret" && s.Object.Name == pgpool.BackupName(name) {
+			continue
+		}
+		return true
+	}
+	return false
+}

@@ -1,0 +1,129 @@
+package operation
+
+// Fast tests of the operation library against client-go's fake clientsets:
+// what needs no server behaviour (preflight refusals, permissions derived
+// from the plan, the paths to the backends, a rollback after a failure).
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
+)
+
+// cluster is fakes.KubeDB with the clients an operation uses.
+type cluster struct {
+	*fakes.Cluster
+	clients *Clients
+}
+
+func newCluster(t *testing.T) *cluster {
+	c := &cluster{Cluster: fakes.KubeDB(t, "../conf/testdata")}
+	c.clients = &Clients{
+		Clients: runner.Clients{Config: &rest.Config{Host: "https://127.0.0.1:1"}, Core: c.Core.CoreV1(), Policy: c.Core.PolicyV1(),
+			Coordination: c.Core.CoordinationV1(), CertManager: c.CertManager.CertmanagerV1(), Dynamic: c.Dynamic},
+		Discovery: c.Core.Discovery(), Authorization: c.Core.AuthorizationV1(),
+	}
+	return c
+}
+
+func (c *cluster) discover(t *testing.T) *pgpool.Target {
+	t.Helper()
+	tg, err := discover.Discover(context.Background(), c.clients.discover(), "demo", "pgpool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
+// The permissions come from the plan's steps: every kind of step of every
+// operation needs at least one, and remove needs to delete what it deletes.
+func TestPermissionsFollowThePlan(t *testing.T) {
+	c := newCluster(t)
+	tg := c.discover(t)
+	in, err := planner.Normalize(planner.Intent{Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}, SSLMode: "require", AuthMode: "cert", ClientUser: "postgres"}, func(f string) string { return f })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := planner.Build(tg, in, planner.Facts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, a := range needs(tg, p, false) {
+		got[a.String()] = true
+	}
+	for _, want := range []string{"create leases.coordination.k8s.io", "delete leases.coordination.k8s.io", "create certificates.cert-manager.io",
+		"patch certificates.cert-manager.io", "watch certificates.cert-manager.io", "create configmaps", "patch configmaps", "patch secrets",
+		"patch statefulsets.apps", "create pods/eviction", "create events", "create pods/portforward"} {
+		if !got[want] {
+			t.Errorf("add: %q missing from %v", want, got)
+		}
+	}
+	if got["delete secrets"] || got["update certificates/status.cert-manager.io"] {
+		t.Errorf("add asks for more than it does: %v", got)
+	}
+}
+
+// Backends are reached as pgpool reaches them: a Service name in any of its
+// forms through a Ready pod of the Service and the port it targets (by
+// number or by name), a headless pod name through that pod, loopback
+// through a pgpool pod; anything else is reported as not checked.
+func TestBackendPod(t *testing.T) {
+	c := newCluster(t)
+	ready := corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	pg := func(name, ns string, isReady bool) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "pg"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "pg", Ports: []corev1.ContainerPort{{Name: "postgres", ContainerPort: 5433}}}}}}
+		if isReady {
+			p.Status = ready
+		}
+		return p
+	}
+	svc := func(name, ns string, target intstr.IntOrString) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "pg"}, Ports: []corev1.ServicePort{{Port: 5432, TargetPort: target}}}}
+	}
+	nobody := svc("nobody", "demo", intstr.FromInt32(1))
+	nobody.Spec.Selector = map[string]string{"app": "none"}
+	for _, o := range []runtime.Object{
+		nobody, pg("pg-0", "db", false), pg("pg-1", "db", true), svc("ha-postgres", "db", intstr.FromString("postgres")),
+		pg("pg-2", "demo", true), svc("local-pg", "demo", intstr.FromInt32(6000)),
+	} {
+		if err := c.Core.Tracker().Add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tg := c.discover(t)
+	for _, tc := range []struct {
+		host         string
+		pod, ns, why string
+		port         int
+	}{
+		{"ha-postgres.db.svc.cluster.local", "pg-1", "db", "", 5433}, // named targetPort, the Ready pod
+		{"ha-postgres.db", "pg-1", "db", "", 5433},
+		{"pg-0.ha-postgres.db.svc", "pg-0", "db", "", 5432}, // a pod under a headless Service: its own port
+		{"local-pg", "pg-2", "demo", "", 6000},              // short name: the pgpool's namespace
+		{"127.0.0.1", "pgpool-0", "demo", "", 5432},         // loopback: through a pgpool pod
+		{"nobody", "", "", "has no Ready pod", 0},
+		{"missing.db.svc", "", "", "no Service db/missing", 0},
+		{"10.0.0.7", "", "", "an IP address", 0},
+		{"/var/run/postgresql", "", "", "a Unix socket", 0},
+	} {
+		pod, port, ns, why := c.clients.backendPod(context.Background(), tg, conf.Backend{Host: tc.host, Port: 5432})
+		if pod != tc.pod || ns != tc.ns || port != tc.port || (tc.why != "" && !strings.Contains(why, tc.why)) {
+			t.Errorf("%s: got pod %q ns %q port %d (%s)", tc.host, pod, ns, port, why)
+		}
+	}
+}

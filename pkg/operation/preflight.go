@@ -1,0 +1,184 @@
+package operation
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
+)
+
+// preflighted is what preflight found: warnings for the plan, the
+// --verify-login credentials, the CAs it read, and the check that pgpool
+// will trust every backend that serves TLS (nil when the operation adds no
+// CA), which runs with the permission checks once the plan is built.
+type preflighted struct {
+	warnings                       []string
+	login                          verify.Login
+	backendCA, currentCA, issuerCA []byte
+	issuerSpec                     cmapi.IssuerSpec
+	backends                       func() (warnings []string, err error)
+}
+
+// preflightReads runs the read-only checks that need only the pgpool's
+// name, at the same time as its discovery: cert-manager is served, the
+// issuer is Ready, nobody holds the lock; and it reads the CAs pgpool will
+// trust for its backends. The reads are independent: all at once (one round
+// trip of latency, two for an Issuer's CA), their errors reported in this
+// order, as if one after another.
+func (r *run) preflightReads(ctx context.Context, in planner.Intent, pf *preflighted) error {
+	ns, name, c := r.ns, r.name, r.c
+	withCAs := in.Operation != planner.Remove && in.Operation != planner.Rollback
+	newIssuer := in.Operation == planner.Add || in.Operation == planner.ChangeIssuer
+	var notice string
+	reads := []func() error{func() error {
+		return r.o.Cache.certManagerServed(c.Discovery)
+	}}
+	if newIssuer {
+		reads = append(reads, func() (err error) {
+			// One read of the issuer: ready, and (then) its CA. change-issuer
+			// with cert auth judges its spec again once the pgpool's auth
+			// mode is known (preflight).
+			ref := cmmeta.IssuerReference{Name: in.Issuer.Name, Kind: in.Issuer.Kind}
+			pf.issuerSpec, err = issuing.IssuerReady(ctx, c.CertManager, ns, ref, in.Operation == planner.Add && in.AuthMode == "cert")
+			if err == nil && withCAs {
+				pf.issuerCA = r.issuerCA(ctx, in.Issuer, pf.issuerSpec)
+			}
+			return err
+		})
+	}
+	reads = append(reads, func() (err error) {
+		notice, err = lock.Inspect(ctx, c.Coordination, ns, pgpool.LeaseName(name), r.o.Identity, in.ForceUnlock)
+		return err
+	})
+	if r.o.VerifyLogin != "" {
+		reads = append(reads, func() error {
+			s, err := c.Core.Secrets(ns).Get(ctx, r.o.VerifyLogin, metav1.GetOptions{})
+			if err != nil {
+				return fmt.Errorf("--verify-login: get Secret %s/%s: %w", ns, r.o.VerifyLogin, err)
+			}
+			pf.login = verify.Login{User: string(s.Data["username"]), Password: string(s.Data["password"]), Database: string(s.Data["database"])}
+			if pf.login.User == "" || pf.login.Password == "" {
+				return fmt.Errorf("--verify-login: Secret %s/%s needs the keys username and password", ns, r.o.VerifyLogin)
+			}
+			return nil
+		})
+	}
+	if withCAs {
+		if len(in.BackendCASources) > 0 {
+			reads = append(reads, func() (err error) {
+				pf.backendCA, err = r.readCAs(ctx, in.BackendCASources)
+				return err
+			})
+		}
+		reads = append(reads, func() error {
+			if sec, err := c.Core.Secrets(ns).Get(ctx, pgpool.ServerCertName(name), metav1.GetOptions{}); err == nil {
+				pf.currentCA = sec.Data["ca.crt"]
+			}
+			return nil
+		})
+	}
+	if err := parallel.All(reads...); err != nil {
+		return err
+	}
+	if notice != "" {
+		pf.warnings = append(pf.warnings, notice)
+	}
+	return nil
+}
+
+// preflight completes the checks with the discovered target (a SelfSigned
+// issuer for cert auth; the backends pgpool must trust) and returns the
+// facts for the planner. (Checks of today's state against the operation
+// are part of planner.Build.)
+func (r *run) preflight(ctx context.Context, t *pgpool.Target, in planner.Intent, pf *preflighted) (planner.Facts, error) {
+	f := planner.Facts{Holder: r.o.Identity.Holder, Now: time.Now()}
+	if in.Operation == planner.ChangeIssuer && t.State.AuthMode == "cert" {
+		if err := issuing.RefuseSelfSigned(pf.issuerSpec, cmmeta.IssuerReference{Name: in.Issuer.Name, Kind: in.Issuer.Kind}); err != nil {
+			return f, err
+		}
+	}
+	if r.o.VerifyLogin != "" {
+		f.Login = "password"
+	}
+	if in.Operation == planner.Remove || in.Operation == planner.Rollback {
+		return f, nil
+	}
+	f.BackendCA, f.CurrentCA = pf.backendCA, pf.currentCA
+	issuerCA := pf.issuerCA
+	if in.Operation != planner.Add && in.Operation != planner.ChangeIssuer {
+		issuerCA = f.CurrentCA
+	}
+	// The CAs pgpool will read: the issuer's, the previous one (kept during
+	// change-issuer), the backends'.
+	var previous []byte
+	if in.Operation == planner.ChangeIssuer {
+		previous = f.CurrentCA
+	}
+	trust := tls.Pool(issuerCA, previous, planner.BackendCAs(t, f))
+	pf.backends = func() ([]string, error) {
+		var warnings []string
+		backends := r.c.checkBackends(ctx, t, trust, r.o.Timeout)
+		for _, b := range backends {
+			if b.Check != "not-checked" {
+				continue
+			}
+			if r.o.Verify == runner.VerifyRequired && b.Via != "" {
+				return nil, fmt.Errorf("backend %d (%s:%d): %s (--verify=required)", b.Index, b.Host, b.Port, b.Detail)
+			}
+			warnings = append(warnings, fmt.Sprintf("backend %d (%s:%d) not checked for TLS: %s", b.Index, b.Host, b.Port, b.Detail))
+		}
+		return warnings, backendProblems(backends)
+	}
+	return f, nil
+}
+
+// current returns the UIDs of the pods that serve what the Secret holds
+// (rotate --only-stale), proven by a handshake with each. A pod that cannot
+// be checked stops the command: it cannot be told stale or current.
+func (r *run) current(ctx context.Context, t *pgpool.Target) (map[string]bool, error) {
+	pods := make([]PodStatus, 0, len(t.Pods))
+	for i := range t.Pods {
+		pods = append(pods, PodStatus{Name: t.Pods[i].Name, UID: string(t.Pods[i].UID)})
+	}
+	r.c.probePods(ctx, t, pods, r.o.Timeout)
+	current := map[string]bool{}
+	var stale []string
+	for _, p := range pods {
+		switch p.Check {
+		case "ok":
+			current[p.UID] = true
+		case "mismatch":
+			stale = append(stale, p.Name)
+		default:
+			return nil, fmt.Errorf("--only-stale: pod %s cannot be told stale or current (%s: %s); nothing was changed: run without --only-stale to restart every pod", p.Name, p.Check, p.Detail)
+		}
+	}
+	if len(stale) > 0 {
+		r.h.notice(fmt.Sprintf("--only-stale: %d of %d pods serve an older certificate than the Secret holds: %s", len(stale), len(pods), strings.Join(stale, ", ")))
+	}
+	return current, nil
+}
+
+// checkBudgets refuses a roll that the PodDisruptionBudgets would block
+// outright (read-only, before the first write).
+func (r *run) checkBudgets(ctx context.Context, t *pgpool.Target) error {
+	pdbs, err := r.c.Policy.PodDisruptionBudgets(t.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list the PodDisruptionBudgets in %s: %w", t.Namespace, err)
+	}
+	return restart.CheckBudgets(pdbs.Items, t.Pods)
+}

@@ -1,0 +1,58 @@
+package planner
+
+// The CA bundle ConfigMap pgpool reads as ssl_ca_cert.
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+)
+
+// BackendCAs are the backends' CAs pgpool will trust: those of
+// --backend-ca, else those the CA bundle holds today.
+func BackendCAs(t *pgpool.Target, f Facts) []byte {
+	if f.BackendCA == nil && t.Bundle != nil {
+		return []byte(t.Bundle.Data[tls.BackendCAKey])
+	}
+	return f.BackendCA
+}
+
+// writeBundle writes the CA bundle pgpool reads as ssl_ca_cert: the
+// issuer's CA (ca.crt of the server Secret, read when the step runs), then
+// previous (a CA clients and backends may still use), then the backends'.
+func (b *builder) writeBundle(previous []byte) {
+	backend := BackendCAs(b.t, b.f)
+	desc := fmt.Sprintf("write the CA bundle pgpool reads as ssl_ca_cert (for client certificates and its backends): first the issuer's CA (ca.crt of Secret %s)", pgpool.ServerCertName(b.t.Name))
+	var diff strings.Builder
+	if s := tls.Subjects(previous); len(s) > 0 {
+		desc += ", then the previous issuer's CA"
+		for _, x := range s {
+			fmt.Fprintf(&diff, "  previous issuer's CA: %s\n", x)
+		}
+	}
+	if s := tls.Subjects(backend); len(s) > 0 {
+		auth := b.authMode
+		if b.in.Operation != Add {
+			auth = b.t.State.AuthMode
+		}
+		if auth == "cert" {
+			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pgpool reads one CA file both to verify its backends and to verify client certificates: with cert auth, a client certificate signed by the backend's CA (%s) is accepted too, as the user its CN names; use a backend CA that signs nothing for other clients", strings.Join(s, "; ")))
+		}
+		desc += ", then the backends' CAs"
+		if len(b.in.BackendCASources) > 0 {
+			desc += " from " + strings.Join(b.in.BackendCASources, ", ")
+		}
+		for _, x := range s {
+			fmt.Fprintf(&diff, "  backend CA: %s\n", x)
+		}
+	}
+	b.add1(plan.Step{
+		Object:      plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: tls.CABundleName(b.t.Name)},
+		Description: desc,
+		Diff:        diff.String(),
+		Spec:        plan.ApplyBundleSpec{IssuerCAFrom: pgpool.ServerCertName(b.t.Name), PreviousCA: previous, BackendCA: backend},
+	})
+}

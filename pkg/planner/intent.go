@@ -1,0 +1,268 @@
+package planner
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+)
+
+// Operations.
+const (
+	Add          = "add"
+	Rotate       = "rotate"
+	ChangeIssuer = "change-issuer"
+	Remove       = "remove"
+	Rollback     = "rollback"
+)
+
+// Intent is what the user asked for, from flags or a PgpoolOpsRequest,
+// normalised and checked once by Normalize; nothing downstream changes it.
+type Intent struct {
+	Operation   string
+	Issuer      pgpool.IssuerRef
+	SSLMode     string
+	AuthMode    string
+	ClientUser  string
+	ClientOrgs  []string
+	ClientOUs   []string
+	ExtraDNS    []string
+	ExtraIPs    []string
+	Duration    time.Duration
+	RenewBefore time.Duration
+	// Duration and RenewBefore are the server certificate's,
+	// ClientDuration and ClientRenewBefore the client certificate's (0:
+	// cert-manager's defaults).
+	ClientDuration    time.Duration
+	ClientRenewBefore time.Duration
+	KeepCertificates  bool
+	// TakeOverCertificates lets add apply over Certificates of that name
+	// that another tool created (--take-over-certificates).
+	TakeOverCertificates bool
+	// RestartOnly: rotate without re-issuing (--reissue=false): restart the
+	// pods so that pgpool loads the certificates the Secrets hold now (after
+	// cert-manager renewed them by itself).
+	RestartOnly bool
+	// OnlyStale: rotate --reissue=false --only-stale (Facts.Current says
+	// which pods are current).
+	OnlyStale bool
+	// ApplyAlways: --apply Always (do not require every pod Ready first).
+	ApplyAlways bool
+	// BackendCASources are the --backend-ca sources (Facts.BackendCA holds
+	// what they name), for the plan.
+	BackendCASources []string
+	// KeepPreviousCA: rotate keeps the previous issuer's CA in the bundle.
+	KeepPreviousCA bool
+	// LeftoverTLS says what add does with ssl_ca_cert_dir and ssl_crl_file
+	// settings it finds: "keep", "comment-out", or "" (refuse them with
+	// cert auth, warn otherwise).
+	LeftoverTLS string
+	// Force: rollback discards edits made to the config since the
+	// operation it undoes (--force).
+	Force bool
+	// ForceUnlock takes the lock even from a run that still holds it.
+	ForceUnlock bool
+	// IssuerOnly: an add that names only the issuer (a PgpoolOpsRequest
+	// with spec.tls.issuerRef alone), which KubeDB runs as change-issuer
+	// on a pgpool that has TLS: see On.
+	IssuerOnly bool
+}
+
+// On is the intent as it applies to t: an IssuerOnly add on a pgpool that
+// has TLS is a change-issuer to that issuer.
+func (in Intent) On(t *pgpool.Target) Intent {
+	if in.Operation != Add || !in.IssuerOnly || !t.State.Enabled {
+		return in
+	}
+	return Intent{Operation: ChangeIssuer, Issuer: in.Issuer, ApplyAlways: in.ApplyAlways, ForceUnlock: in.ForceUnlock, BackendCASources: in.BackendCASources}
+}
+
+// Facts are what the preflight learned for the planner, beside the
+// discovered target: nothing in them is the user's choice.
+type Facts struct {
+	// Holder identifies who takes the lock (the run's identity).
+	Holder string
+	// Now is when the plan is made (the backup's time).
+	Now time.Time
+	// CurrentCA is ca.crt of the server Secret today: the previous CA after
+	// change-issuer.
+	CurrentCA []byte
+	// BackendCA is the PEM of the CAs that pgpool must trust for its
+	// backends (read from Intent.BackendCASources), nil to keep what the CA
+	// bundle holds.
+	BackendCA []byte
+	// Login says how the verify step logs in through each pod beside the
+	// client certificate: "password" (--verify-login) or "".
+	Login string
+	// Current are the UIDs of pods proven (by handshake) to serve what the
+	// Secret holds: rotate --only-stale restarts only the others.
+	Current map[string]bool
+}
+
+// Names turns an Intent field into what the user wrote for it: a flag
+// (--ssl-mode) or a manifest field (spec.tls.sslMode). The fields are
+// issuer, issuerKind, sslMode, authMode, clientUser, serverDNSName,
+// serverIP, duration, renewBefore, clientDuration, clientRenewBefore,
+// leftoverTLS, and remove (how to turn TLS off instead).
+type Names func(field string) string
+
+// Normalize fills in the defaults of in (the issuer kind, add's sslMode;
+// the issuer may be written KIND/NAME) and checks it: every
+// choice known, sslMode and clientAuthMode that fit each other, names and
+// addresses the certificates can carry, lifetimes longer than their
+// renewal. It is the one place the request is checked; its errors name
+// the user's words through name.
+func Normalize(in Intent, name Names) (Intent, error) {
+	switch in.Operation {
+	case Add, ChangeIssuer:
+		if in.Issuer.Kind == "" {
+			in.Issuer.Kind = "Issuer"
+		}
+		if in.Issuer.Name == "" {
+			if in.Operation == Add {
+				return in, fmt.Errorf("%s is required: name the cert-manager Issuer (or, with %s ClusterIssuer, the ClusterIssuer) that signs pgpool's certificates", name("issuer"), name("issuerKind"))
+			}
+			return in, fmt.Errorf("%s is required: name the new Issuer or ClusterIssuer", name("issuer"))
+		}
+		if err := splitIssuer(&in.Issuer, name); err != nil {
+			return in, err
+		}
+		if k := in.Issuer.Kind; k != "Issuer" && k != "ClusterIssuer" {
+			return in, fmt.Errorf(`%s must be "Issuer" or "ClusterIssuer", not %q`, name("issuerKind"), k)
+		}
+	case Remove:
+		if in.AuthMode != "" && in.AuthMode != "md5" && in.AuthMode != "scram" {
+			return in, fmt.Errorf(`%s after remove must be "md5" or "scram" (cert needs TLS), not %q`, name("authMode"), in.AuthMode)
+		}
+	case Rotate:
+		if in.OnlyStale && !in.RestartOnly {
+			return in, fmt.Errorf("--only-stale needs --reissue=false: a re-issue makes every pod stale")
+		}
+	case Rollback:
+	default:
+		return in, fmt.Errorf("unknown operation %q", in.Operation)
+	}
+	for _, ref := range in.BackendCASources {
+		if _, err := ParseCARef(ref); err != nil {
+			return in, err
+		}
+	}
+	if in.Operation != Add {
+		return in, nil
+	}
+	if in.SSLMode == "" {
+		in.SSLMode = "require"
+	}
+	if in.ClientUser == "" {
+		return in, fmt.Errorf("%s must not be empty", name("clientUser"))
+	}
+	switch in.LeftoverTLS {
+	case "", "keep", "comment-out":
+	default:
+		return in, fmt.Errorf(`%s must be "keep" or "comment-out", not %q`, name("leftoverTLS"), in.LeftoverTLS)
+	}
+	for _, n := range in.ExtraDNS {
+		if err := validDNSName(n, name); err != nil {
+			return in, err
+		}
+	}
+	for _, ip := range in.ExtraIPs {
+		if net.ParseIP(ip) == nil {
+			return in, fmt.Errorf("%s %q is not an IP address", name("serverIP"), ip)
+		}
+	}
+	if err := conf.ValidateModes(in.SSLMode, in.AuthMode); err != nil {
+		return in, fmt.Errorf("%s: %w", name("sslMode"), err)
+	}
+	if in.SSLMode == "disable" {
+		return in, fmt.Errorf("%s disable means no TLS: use %s to turn TLS off", name("sslMode"), name("remove"))
+	}
+	if err := Shorter(name("renewBefore"), in.RenewBefore, name("duration"), in.Duration); err != nil {
+		return in, err
+	}
+	return in, Shorter(name("clientRenewBefore"), in.ClientRenewBefore, name("clientDuration"), in.ClientDuration)
+}
+
+// Shorter refuses a renewal that is not shorter than the lifetime (both
+// set); the names are what the user wrote.
+func Shorter(renewName string, renew time.Duration, durName string, dur time.Duration) error {
+	if renew > 0 && dur > 0 && renew >= dur {
+		return fmt.Errorf("%s (%s) must be shorter than %s (%s)", renewName, renew, durName, dur)
+	}
+	return nil
+}
+
+// splitIssuer accepts kubectl's KIND/NAME form for the issuer
+// (ClusterIssuer/ca, issuer/ca): the kind moves to Kind, unless the kind
+// given names another one.
+func splitIssuer(ref *pgpool.IssuerRef, name Names) error {
+	k, n, ok := strings.Cut(ref.Name, "/")
+	if !ok {
+		return nil
+	}
+	var want string
+	switch strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(k, ".cert-manager.io"), "s")) {
+	case "issuer":
+		want = "Issuer"
+	case "clusterissuer":
+		want = "ClusterIssuer"
+	default:
+		return fmt.Errorf("%s %q: a name has no '/'; write NAME with %s Issuer|ClusterIssuer, or Issuer/NAME, ClusterIssuer/NAME", name("issuer"), ref.Name, name("issuerKind"))
+	}
+	if n == "" || strings.Contains(n, "/") {
+		return fmt.Errorf("%s %q: write Issuer/NAME or ClusterIssuer/NAME", name("issuer"), ref.Name)
+	}
+	if ref.Kind != "Issuer" && ref.Kind != want {
+		return fmt.Errorf("%s %q names a %s but %s is %s: give one of them", name("issuer"), ref.Name, want, name("issuerKind"), ref.Kind)
+	}
+	ref.Name, ref.Kind = n, want
+	return nil
+}
+
+// validDNSName refuses a server DNS name that is not a DNS name (a
+// wildcard only as the whole first label).
+func validDNSName(n string, name Names) error {
+	l := strings.ToLower(n)
+	var errs []string
+	if strings.HasPrefix(l, "*.") {
+		errs = validation.IsWildcardDNS1123Subdomain(l)
+	} else {
+		errs = validation.IsDNS1123Subdomain(l)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s %q is not a DNS name: %s", name("serverDNSName"), n, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// CARef is one --backend-ca source: secret/NAME[/KEY] or
+// configmap/NAME[/KEY] (KEY defaults to ca.crt).
+type CARef struct {
+	Secret    bool
+	Name, Key string
+}
+
+// ParseCARef parses a --backend-ca source.
+func ParseCARef(ref string) (CARef, error) {
+	f := strings.Split(ref, "/")
+	if len(f) < 2 || len(f) > 3 || f[1] == "" {
+		return CARef{}, fmt.Errorf("--backend-ca %q: use secret/NAME[/KEY] or configmap/NAME[/KEY]", ref)
+	}
+	r := CARef{Name: f[1], Key: "ca.crt"}
+	if len(f) == 3 {
+		r.Key = f[2]
+	}
+	switch strings.ToLower(f[0]) {
+	case "secret", "secrets":
+		r.Secret = true
+	case "configmap", "configmaps", "cm":
+	default:
+		return CARef{}, fmt.Errorf("--backend-ca %q: the kind must be secret or configmap", ref)
+	}
+	return r, nil
+}
