@@ -2,26 +2,18 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"time"
 
-	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/spf13/cobra"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 )
 
 // ClientCertOptions are the options of `tls client-cert`.
@@ -81,75 +73,13 @@ func (o *ClientCertOptions) Validate() error {
 
 // Run issues the certificate and waits for it.
 func (o *ClientCertOptions) Run(ctx context.Context) error {
-	ns, name := o.Namespace, o.Name
-	base, err := o.Clients.CertManager.Certificates(ns).Get(ctx, pgpool.ClientCertName(name), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("pgpool %s/%s has no client Certificate %s: client certificates come from its TLS setup; run `kubectl pgpool tls add %s --issuer NAME --client-auth-mode cert` first", ns, name, pgpool.ClientCertName(name), name)
-	} else if err != nil {
-		return fmt.Errorf("get Certificate %s/%s: %w", ns, pgpool.ClientCertName(name), err)
-	}
-	secret := o.Secret
-	if secret == "" {
-		secret = name + "-client-" + strings.ToLower(strings.NewReplacer("_", "-", "@", "-", ".", "-").Replace(o.User))
-	}
-	reserved := map[string]string{pgpool.ServerCertName(name): "the pgpool's own server Certificate", pgpool.ClientCertName(name): "the pgpool's own client Certificate",
-		pgpool.BackupName(name): "the pgpool's backup Secret", tls.CABundleName(name): "the pgpool's CA bundle"}
-	if what, ok := reserved[secret]; ok {
-		return UsageError{fmt.Errorf("--user %s maps to %s/%s, %s: pass --secret with another name", o.User, ns, secret, what)}
-	}
-	if cur, err := o.Clients.CertManager.Certificates(ns).Get(ctx, secret, metav1.GetOptions{}); err == nil {
-		if !tls.Ours(cur, name) {
-			return &tls.NotOursError{Kind: "Certificate", Namespace: ns, Name: secret}
-		}
-		if u := cur.Labels[pgpool.LabelUser]; u != o.User {
-			return UsageError{fmt.Errorf("Certificate %s/%s was issued for user %q (CN=%s); --user %s maps to the same name and would rewrite it: pass --secret with another name", ns, secret, u, cur.Spec.CommonName, o.User)}
-		}
-	}
-	labels := map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: name, pgpool.LabelUser: o.User}
-	crt := &cmapi.Certificate{
-		TypeMeta:   metav1.TypeMeta{APIVersion: cmapi.SchemeGroupVersion.String(), Kind: "Certificate"},
-		ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: ns, Labels: labels},
-		Spec: cmapi.CertificateSpec{
-			SecretName:     secret,
-			SecretTemplate: &cmapi.CertificateSecretTemplate{Labels: labels},
-			CommonName:     o.User,
-			Subject:        base.Spec.Subject,
-			Usages:         []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageClientAuth},
-			IssuerRef:      base.Spec.IssuerRef,
-			PrivateKey:     base.Spec.PrivateKey,
-			Duration:       base.Spec.Duration,
-			RenewBefore:    base.Spec.RenewBefore,
-		},
-	}
-	if o.Duration > 0 {
-		crt.Spec.Duration, crt.Spec.RenewBefore = &metav1.Duration{Duration: o.Duration}, nil
-	}
-	if err := tls.Validate(crt, "--user"); err != nil {
-		return err
-	}
-	body, err := json.Marshal(crt)
+	ns := o.Namespace
+	sec, err := operation.IssueClientCert(ctx, o.Clients, ns, o.Name, operation.ClientCert{User: o.User, Secret: o.Secret, Duration: o.Duration},
+		o.Timeout, func(s string) { fmt.Fprintln(o.ErrOut, s) })
 	if err != nil {
 		return err
 	}
-	force := true
-	started := time.Now()
-	applied, err := o.Clients.CertManager.Certificates(ns).Patch(ctx, secret, types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: runner.FieldManager, Force: &force})
-	if err != nil {
-		return fmt.Errorf("apply Certificate %s/%s: %w", ns, secret, err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	after := tls.Revision(applied)
-	if tls.IsReady(applied) {
-		after-- // unchanged and Ready already
-	}
-	if _, err := issuing.WaitReady(wctx, o.Clients.CertManager, ns, secret, after, started, func(s string) { fmt.Fprintln(o.ErrOut, s) }); err != nil {
-		return fmt.Errorf("Certificate %s/%s for user %s: %w", ns, secret, o.User, err)
-	}
-	sec, err := o.Clients.Core.Secrets(ns).Get(ctx, secret, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("get Secret %s/%s: %w", ns, secret, err)
-	}
+	secret := sec.Name
 	if o.WriteDir != "" {
 		if err := os.MkdirAll(o.WriteDir, 0o700); err != nil {
 			return err

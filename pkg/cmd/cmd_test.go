@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
 
 	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,7 +23,6 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 )
@@ -208,7 +208,7 @@ func TestStatus(t *testing.T) {
 	if err := o.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var st operation.Status
+	var st status.Status
 	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -235,7 +235,7 @@ func TestInterrupted(t *testing.T) {
 	cancel(plan.ErrInterrupted)
 	r, _ := io.Pipe() // never answers
 	var out strings.Builder
-	if ok, err := confirm(ctx, r, &out, "Apply? [y/N] "); ok || !errors.Is(err, plan.ErrInterrupted) {
+	if ok, err := ui.Confirm(ctx, r, &out, "Apply? [y/N] "); ok || !errors.Is(err, plan.ErrInterrupted) {
 		t.Fatalf("confirm after Ctrl-C: %v %v", ok, err)
 	}
 }
@@ -274,21 +274,5 @@ func TestUnknownCommandsAndAliases(t *testing.T) {
 		if strings.Join(af, " ") != strings.Join(cf, " ") {
 			t.Errorf("%s has flags %v, tls %s has %v", alias, af, of, cf)
 		}
-	}
-}
-
-// On a terminal a fleet shows one line per pgpool with its latest progress
-// line, redrawn in place.
-func TestLiveBoard(t *testing.T) {
-	var buf bytes.Buffer
-	b := newLiveBoard(&buf, []discover.Ref{{Namespace: "a", Name: "pgpool"}, {Namespace: "b", Name: "pgpool"}})
-	w := b.writer(1)
-	_, _ = w.Write([]byte("[2/9] apply Secret b/x: started\n[2/9] apply Secret b/x: done in 1s"))
-	_, _ = w.Write([]byte("\n"))
-	b.set(0, "succeeded")
-	out := buf.String()
-	last := out[strings.LastIndex(out, "\x1b[2A"):]
-	if !strings.Contains(last, "a/pgpool") || !strings.Contains(last, "succeeded") || !strings.Contains(last, "b/pgpool") || !strings.Contains(last, "[2/9] apply Secret b/x: done in 1s") {
-		t.Fatalf("last frame:\n%q", last)
 	}
 }

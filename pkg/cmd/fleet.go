@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -92,7 +90,7 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, in planner.In
 		for _, r := range f.refs {
 			fmt.Fprintf(o.ErrOut, "  %s/%s\n", r.Namespace, r.Name)
 		}
-		ok, err := confirm(ctx, o.In, o.ErrOut, "Change all of them (each plan is printed as it runs)? [y/N] ")
+		ok, err := ui.Confirm(ctx, o.In, o.ErrOut, "Change all of them (each plan is printed as it runs)? [y/N] ")
 		if err != nil || !ok {
 			return fmt.Errorf("cancelled: nothing was changed")
 		}
@@ -108,10 +106,10 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, in planner.In
 	var mu sync.Mutex
 	// On a terminal: one line per pgpool, its latest step, redrawn; in a
 	// pipe: every progress line, prefixed with the pgpool.
-	var board *liveBoard
+	var board *ui.Board
 	if !o.NoColor && ui.IsTerminal(o.ErrOut) {
-		board = newLiveBoard(o.ErrOut, f.refs)
-		defer board.stop()
+		board = ui.NewBoard(o.ErrOut, names(f.refs))
+		defer board.Stop()
 	}
 	for i, r := range f.refs {
 		wg.Add(1)
@@ -122,9 +120,9 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, in planner.In
 			var out bytes.Buffer
 			op := *o
 			op.Name, op.Namespace, op.Yes = r.Name, r.Namespace, true
-			errOut := prefixed(o.ErrOut, &mu, "["+r.Namespace+"/"+r.Name+"] ")
+			errOut := ui.Prefixed(o.ErrOut, &mu, "["+r.Namespace+"/"+r.Name+"] ")
 			if board != nil {
-				errOut = board.writer(i)
+				errOut = board.Writer(i)
 			}
 			op.IOStreams = genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: errOut}
 			h := op.hooks(false)
@@ -138,12 +136,12 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, in planner.In
 				}
 			}
 			if board != nil {
-				board.set(i, "running")
+				board.Set(i, "running")
 			}
 			t0 := time.Now()
 			err := operation.Run(ctx, o.Clients, r.Namespace, r.Name, in, opts, h)
 			if board != nil {
-				board.set(i, map[bool]string{true: "succeeded", false: "FAILED: " + firstLine(fmt.Sprint(err))}[err == nil])
+				board.Set(i, map[bool]string{true: "succeeded", false: "FAILED: " + ui.FirstLine(fmt.Sprint(err))}[err == nil])
 			}
 			res := fleetResult{Ref: r, Succeeded: err == nil, Seconds: time.Since(t0).Seconds(), text: out.Bytes(), Output: docs}
 			if err != nil {
@@ -162,23 +160,18 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, in planner.In
 		}
 	}
 	if o.Output != "text" {
-		if err := printDoc(o.Out, o.Output, map[string]any{"operation": in.Operation, "results": results}); err != nil {
+		if err := ui.PrintDoc(o.Out, o.Output, map[string]any{"operation": in.Operation, "results": results}); err != nil {
 			return err
 		}
 	} else {
 		for _, r := range results {
 			fmt.Fprintf(o.Out, "=== %s/%s\n%s\n", r.Namespace, r.Name, strings.TrimRight(string(r.text), "\n"))
 		}
-		w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "NAMESPACE\tNAME\tRESULT\tTIME\tERROR")
-		for _, r := range results {
-			res, msg := "succeeded", ""
-			if !r.Succeeded {
-				res, msg = "FAILED", firstLine(r.Error)
-			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Name, res, (time.Duration(r.Seconds * 1e9)).Round(100*time.Millisecond), msg)
+		rows := make([]ui.FleetRow, len(results))
+		for i, r := range results {
+			rows[i] = ui.FleetRow{Namespace: r.Namespace, Name: r.Name, Succeeded: r.Succeeded, Seconds: r.Seconds, Error: r.Error}
 		}
-		if err := w.Flush(); err != nil {
+		if err := ui.RenderFleet(o.Out, rows); err != nil {
 			return err
 		}
 	}
@@ -200,98 +193,10 @@ type fleetError struct {
 func (e *fleetError) Error() string   { return e.msg }
 func (e *fleetError) Unwrap() []error { return e.errs }
 
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
+func names(refs []discover.Ref) []string {
+	out := make([]string, len(refs))
+	for i, r := range refs {
+		out[i] = r.Namespace + "/" + r.Name
 	}
-	return s
-}
-
-// lineWriter hands each whole line written to it to emit.
-type lineWriter struct {
-	emit func(line string)
-	buf  []byte
-}
-
-func (l *lineWriter) Write(b []byte) (int, error) {
-	l.buf = append(l.buf, b...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			return len(b), nil
-		}
-		l.emit(string(l.buf[:i]))
-		l.buf = l.buf[i+1:]
-	}
-}
-
-// prefixed writes whole lines to w, each after prefix, one writer at a time
-// (the pgpools of a fleet share stderr).
-func prefixed(w io.Writer, mu *sync.Mutex, prefix string) io.Writer {
-	return &lineWriter{emit: func(line string) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(w, "%s%s\n", prefix, line)
-	}}
-}
-
-// liveBoard shows one line per pgpool of a fleet on a terminal: its name
-// and its latest progress line, redrawn in place as they change.
-type liveBoard struct {
-	w     io.Writer
-	mu    sync.Mutex
-	names []string
-	lines []string
-	drawn bool
-}
-
-func newLiveBoard(w io.Writer, refs []discover.Ref) *liveBoard {
-	b := &liveBoard{w: w}
-	for _, r := range refs {
-		b.names = append(b.names, r.Namespace+"/"+r.Name)
-		b.lines = append(b.lines, "waiting")
-	}
-	b.draw()
-	return b
-}
-
-// set replaces pgpool i's line and redraws.
-func (b *liveBoard) set(i int, line string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.lines[i] = line
-	b.drawLocked()
-}
-
-func (b *liveBoard) draw() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.drawLocked()
-}
-
-func (b *liveBoard) drawLocked() {
-	var sb strings.Builder
-	if b.drawn {
-		fmt.Fprintf(&sb, "\x1b[%dA", len(b.lines)) // back to the first line
-	}
-	for i, l := range b.lines {
-		line := fmt.Sprintf("%-30s %s", b.names[i], l)
-		if len(line) > 150 {
-			line = line[:147] + "..."
-		}
-		fmt.Fprintf(&sb, "\x1b[2K%s\n", line)
-	}
-	b.drawn = true
-	_, _ = io.WriteString(b.w, sb.String())
-}
-
-func (b *liveBoard) stop() { b.draw() }
-
-// writer is pgpool i's progress stream: each whole line becomes its line.
-func (b *liveBoard) writer(i int) io.Writer {
-	return &lineWriter{emit: func(line string) {
-		if line = strings.TrimSpace(line); line != "" {
-			b.set(i, line)
-		}
-	}}
+	return out
 }

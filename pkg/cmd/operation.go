@@ -1,12 +1,9 @@
 package cmd
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -16,10 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/rest"
-	"sigs.k8s.io/yaml"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apiretry"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
@@ -117,17 +111,7 @@ func (o *connection) completeClients() error {
 	if err != nil {
 		return fmt.Errorf("load kubeconfig: %w", err)
 	}
-	cfg = rest.CopyConfig(cfg)
-	cfg.Wrap(apiretry.Wrap) // transient API errors are retried under every client
-	cfg.UserAgent = "kubectl-pgpool"
-	if cfg.QPS == 0 {
-		// Client-side rate limit: kubectl's is 50/100 per command; a fleet
-		// of N pgpools at once gets N times that (the API server's own
-		// priority and fairness still applies).
-		scale := max(o.parallel, 1)
-		cfg.QPS, cfg.Burst = float32(50*scale), 100*scale
-	}
-	o.Clients, err = operation.NewClients(cfg)
+	o.Clients, err = operation.ClientsFor(cfg, o.parallel)
 	return err
 }
 
@@ -282,7 +266,7 @@ func (o *OperationOptions) hooks(ask bool) operation.Hooks {
 			if !ask || out.RollingBack || o.DryRun != "none" || o.Yes || !ui.IsTerminal(o.In) || !ui.IsTerminal(o.ErrOut) {
 				return nil
 			}
-			ok, err := confirm(ctx, o.In, o.ErrOut, fmt.Sprintf("Apply this plan to %s? [y/N] ", out.Target))
+			ok, err := ui.Confirm(ctx, o.In, o.ErrOut, fmt.Sprintf("Apply this plan to %s? [y/N] ", out.Target))
 			if errors.Is(err, plan.ErrInterrupted) {
 				return fmt.Errorf("%w at the prompt: nothing was changed", err)
 			}
@@ -310,53 +294,8 @@ func (o *OperationOptions) hooks(ask bool) operation.Hooks {
 					}
 				}
 			}
-			return printDoc(o.Out, o.Output, o.doc(out))
+			return ui.PrintDoc(o.Out, o.Output, o.doc(out))
 		},
 		Notice: func(msg string) { fmt.Fprintln(o.ErrOut, msg) },
-	}
-}
-
-// printDoc writes d as JSON or YAML when -o asks for it (text is printed
-// by the caller).
-func printDoc(out io.Writer, output string, d any) error {
-	switch output {
-	case "json":
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(d)
-	case "yaml":
-		b, err := yaml.Marshal(d)
-		if err != nil {
-			return err
-		}
-		_, err = out.Write(b)
-		return err
-	}
-	return nil
-}
-
-// confirm asks q and reads the answer; Ctrl-C at the prompt ends it at once
-// (the read goes on in the background until the process exits).
-func confirm(ctx context.Context, in io.Reader, out io.Writer, q string) (bool, error) {
-	fmt.Fprint(out, q)
-	type answer struct {
-		line string
-		err  error
-	}
-	ch := make(chan answer, 1)
-	go func() {
-		line, err := bufio.NewReader(in).ReadString('\n')
-		ch <- answer{line, err}
-	}()
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(out)
-		return false, context.Cause(ctx)
-	case a := <-ch:
-		if a.err != nil && a.line == "" {
-			return false, a.err
-		}
-		s := strings.ToLower(strings.TrimSpace(a.line))
-		return s == "y" || s == "yes", nil
 	}
 }

@@ -11,6 +11,9 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/opsrequest"
+
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -135,10 +138,12 @@ func ExitCode(err error) int {
 	var ue UsageError
 	var ie *tls.InvalidCertificateError
 	var re *runner.RefusedError
+	var oe *opsrequest.InvalidError
+	var in *operation.InputError
 	switch {
 	case err == nil:
 		return 0
-	case errors.As(err, &ue), errors.As(err, &ie), errors.As(err, &re):
+	case errors.As(err, &ue), errors.As(err, &ie), errors.As(err, &re), errors.As(err, &oe), errors.As(err, &in):
 		return 2
 	case errors.Is(err, plan.ErrInterrupted):
 		return 130

@@ -3,13 +3,11 @@ package cmd
 import (
 	"context"
 	"fmt"
-	"os"
-	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -88,7 +86,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 }
 
 // required is --verify=required: an error unless every pod is proven.
-func (o *StatusOptions) required(t *pgpool.Target, st *operation.Status) error {
+func (o *StatusOptions) required(t *pgpool.Target, st *status.Status) error {
 	if o.Verify != runner.VerifyRequired {
 		return nil
 	}
@@ -103,100 +101,19 @@ func (o *StatusOptions) required(t *pgpool.Target, st *operation.Status) error {
 	return nil
 }
 
-func (o *StatusOptions) print(t *pgpool.Target, st *operation.Status) error {
+func (o *StatusOptions) print(t *pgpool.Target, st *status.Status) error {
 	if o.Output != "text" {
-		return printDoc(o.Out, o.Output, st)
+		return ui.PrintDoc(o.Out, o.Output, st)
 	}
-	w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "Workload:\t%s (%d replicas, %s)\n", st.Workload, t.Replicas, t.UpdateStrategy)
-	fmt.Fprintf(w, "Config:\t%s (mounted at %s)\n", st.Config, t.Config.MountPath)
-	fmt.Fprintf(w, "TLS:\t%s\n", map[bool]string{true: "on", false: "off"}[st.SSL])
-	fmt.Fprintf(w, "sslMode / clientAuthMode:\t%s / %s\n", st.SSLMode, st.AuthMode)
-	if st.HBAEnforced {
-		fmt.Fprintf(w, "pool_hba.conf:\tenforced (enable_pool_hba = on)\n")
-	} else {
-		fmt.Fprintf(w, "pool_hba.conf:\tNOT enforced (enable_pool_hba = off): pgpool admits clients without reading it, so sslMode require and cert are not enforced\n")
-	}
-	if st.Issuer.Name != "" {
-		fmt.Fprintf(w, "Issuer:\t%s %s\n", st.Issuer.Kind, st.Issuer.Name)
-	}
-	fmt.Fprintf(w, "TLS volume at %s:\t%v\n", st.TLSMountPath, st.TLSVolume)
-	for _, c := range st.Certificates {
-		fmt.Fprintf(w, "Certificate %s:\tReady=%v revision %d\n", c.Name, c.Ready, c.Revision)
-		if c.Secret != nil {
-			fmt.Fprintf(w, "  subject / issuer:\t%s / %s\n", c.Secret.Subject, c.Secret.Issuer)
-			fmt.Fprintf(w, "  serial / expires:\t%s / %s (in %s)\n", c.Secret.Serial, c.Secret.NotAfter.UTC().Format(time.RFC3339), time.Until(c.Secret.NotAfter).Round(time.Hour))
-		}
-	}
-	for _, c := range st.ClientCerts {
-		fmt.Fprintf(w, "Client certificate for user %s:\tSecret %s, Ready=%v, expires %s\n", c.User, c.Secret, c.Ready, c.NotAfter.UTC().Format(time.RFC3339))
-	}
-	if b := st.CABundle; b != nil {
-		fmt.Fprintf(w, "CA bundle (ssl_ca_cert):\tConfigMap %s\n", b.ConfigMap)
-		for _, x := range b.Issuer {
-			fmt.Fprintf(w, "  issuer's CA:\t%s\n", x)
-		}
-		for _, x := range b.Previous {
-			fmt.Fprintf(w, "  previous issuer's CA:\t%s (leaves at the next tls rotate, unless --keep-previous-ca)\n", x)
-		}
-		for _, x := range b.Backend {
-			fmt.Fprintf(w, "  backend CA:\t%s\n", x)
-		}
-	}
-	for _, b := range st.Backends {
-		what := b.Check
-		switch b.Check {
-		case "tls-trusted":
-			what = "TLS, issued by " + b.Issuer + ", trusted by the CA bundle"
-		case "tls-untrusted":
-			what = "TLS, issued by " + b.Issuer + ", NOT trusted: pgpool cannot log in to it; add its CA with tls rotate --reissue=false --backend-ca"
-		case "plain":
-			what = "no TLS"
-		}
-		if b.Detail != "" && b.Check != "tls-untrusted" {
-			what += " (" + b.Detail + ")"
-		}
-		fmt.Fprintf(w, "Backend %d:\t%s:%d: %s\n", b.Index, b.Host, b.Port, what)
-	}
-	for _, p := range st.Pods {
-		fmt.Fprintf(w, "Pod %s:\tReady=%v\n", p.Name, p.Ready)
-		if len(p.Endpoint) > 0 {
-			var in, out []string
-			for svc, ready := range p.Endpoint {
-				if ready {
-					in = append(in, svc)
-				} else {
-					out = append(out, svc)
-				}
-			}
-			sort.Strings(in)
-			sort.Strings(out)
-			var parts []string
-			if len(in) > 0 {
-				parts = append(parts, "a ready endpoint of Service "+strings.Join(in, ", "))
-			}
-			if len(out) > 0 {
-				parts = append(parts, "not a ready endpoint of Service "+strings.Join(out, ", ")+" (no traffic through it)")
-			}
-			line := strings.Join(parts, "; ")
-			fmt.Fprintf(w, "  endpoint:\t%s\n", line)
-		}
-		if p.Check != "" {
-			fmt.Fprintf(w, "  handshake:\t%s: %s\n", p.Check, p.Detail)
-		}
-	}
-	if st.LastOp != "" {
-		fmt.Fprintf(w, "Last operation:\t%s\n", st.LastOp)
-	}
-	return w.Flush()
+	return ui.RenderStatus(o.Out, t, st)
 }
 
 // StatusRow is one pgpool of `tls status -A|-l|--all`.
 type StatusRow struct {
-	Namespace string            `json:"namespace"`
-	Name      string            `json:"name"`
-	Status    *operation.Status `json:"status,omitempty"`
-	Error     string            `json:"error,omitempty"`
+	Namespace string         `json:"namespace"`
+	Name      string         `json:"name"`
+	Status    *status.Status `json:"status,omitempty"`
+	Error     string         `json:"error,omitempty"`
 }
 
 // runFleet shows every pgpool of the fleet: a table (namespace, name,
@@ -223,55 +140,15 @@ func (o *StatusOptions) runFleet(ctx context.Context) error {
 		rows = append(rows, row)
 	}
 	if o.Output != "text" {
-		if err := printDoc(o.Out, o.Output, rows); err != nil {
+		if err := ui.PrintDoc(o.Out, o.Output, rows); err != nil {
 			return err
 		}
 	} else {
-		sty := ui.NewStyles(o.Out, os.Getenv("NO_COLOR") == "" && ui.IsTerminal(o.Out))
-		w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "NAMESPACE\tNAME\tTLS\tSSLMODE\tAUTH\tISSUER\tEXPIRES\tCURRENT\tLAST OPERATION")
+		table := make([]ui.StatusRow, len(rows))
 		for i, r := range rows {
-			if r.Status == nil {
-				fmt.Fprintf(w, "%s\t%s\t?\t\t\t\t\t\t%s\n", r.Namespace, r.Name, firstLine(r.Error))
-				continue
-			}
-			st, t := r.Status, targets[i]
-			tlsOn, issuer, expires, current := "off", "", "", ""
-			if st.SSL {
-				tlsOn = "on"
-			}
-			if st.Issuer.Name != "" {
-				issuer = st.Issuer.Kind + "/" + st.Issuer.Name
-			}
-			for _, c := range st.Certificates {
-				if c.Name == pgpool.ServerCertName(t.Name) && c.Secret != nil {
-					days := int(time.Until(c.Secret.NotAfter).Hours() / 24)
-					expires = fmt.Sprintf("%dd", days)
-					switch {
-					case days < 7:
-						expires = sty.Failure(expires)
-					case days < 30:
-						expires = sty.Warning(expires)
-					}
-				}
-			}
-			if o.Verify != runner.VerifyOff {
-				ok := 0
-				for _, p := range st.Pods {
-					if p.Check == "ok" {
-						ok++
-					}
-				}
-				current = fmt.Sprintf("%d/%d", ok, len(st.Pods))
-			}
-			last := t.LastOperation()
-			lastOp := ""
-			if last.Operation != "" {
-				lastOp = last.Operation + " " + last.Result + " " + last.Time
-			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Name, tlsOn, st.SSLMode, st.AuthMode, issuer, expires, current, lastOp)
+			table[i] = ui.StatusRow{Namespace: r.Namespace, Name: r.Name, Target: targets[i], Status: r.Status, Error: r.Error}
 		}
-		if err := w.Flush(); err != nil {
+		if err := ui.RenderStatusTable(o.Out, table, o.Verify != runner.VerifyOff); err != nil {
 			return err
 		}
 	}

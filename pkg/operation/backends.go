@@ -20,22 +20,10 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
-
-// BackendStatus is what one of pgpool's backends serves, reached the way
-// pgpool reaches it.
-type BackendStatus struct {
-	conf.Backend
-	// Via names the pod the check went through.
-	Via string `json:"via,omitempty"`
-	// Check: "tls-trusted", "tls-untrusted", "plain", "not-checked".
-	Check   string `json:"check"`
-	Issuer  string `json:"issuer,omitempty"`
-	Subject string `json:"subject,omitempty"`
-	Detail  string `json:"detail,omitempty"`
-}
 
 // readCAs reads the --backend-ca sources in the pgpool's namespace.
 func (r *run) readCAs(ctx context.Context, refs []string) ([]byte, error) {
@@ -91,9 +79,9 @@ func (r *run) issuerCA(ctx context.Context, ref pgpool.IssuerRef, spec cmapi.Iss
 // name through one of its pods, both by port-forward), sends the
 // SSLRequest and checks a served chain against trust, the CAs pgpool will
 // read. It only reads.
-func (c *Clients) checkBackends(ctx context.Context, t *pgpool.Target, trust *x509.CertPool, timeout time.Duration) []BackendStatus {
+func (c *Clients) checkBackends(ctx context.Context, t *pgpool.Target, trust *x509.CertPool, timeout time.Duration) []status.BackendStatus {
 	backends := conf.ParsePgpoolConf(t.Config.PgpoolConf).Backends()
-	out := make([]BackendStatus, len(backends))
+	out := make([]status.BackendStatus, len(backends))
 	_ = parallel.Each(len(backends), func(i int) error {
 		out[i] = c.checkBackend(ctx, t, backends[i], trust, timeout)
 		return nil
@@ -102,8 +90,8 @@ func (c *Clients) checkBackends(ctx context.Context, t *pgpool.Target, trust *x5
 }
 
 // checkBackend reaches one backend (checkBackends does all at once).
-func (c *Clients) checkBackend(ctx context.Context, t *pgpool.Target, b conf.Backend, trust *x509.CertPool, timeout time.Duration) BackendStatus {
-	st := BackendStatus{Backend: b}
+func (c *Clients) checkBackend(ctx context.Context, t *pgpool.Target, b conf.Backend, trust *x509.CertPool, timeout time.Duration) status.BackendStatus {
+	st := status.BackendStatus{Backend: b}
 	pod, port, ns, why := c.backendPod(ctx, t, b)
 	if pod == "" {
 		st.Check, st.Detail = "not-checked", why
@@ -219,7 +207,7 @@ func (c *Clients) backendPod(ctx context.Context, t *pgpool.Target, b conf.Backe
 // backendProblems turns untrusted TLS backends into the preflight error
 // (nothing has been written yet), naming the backend, its issuer and the
 // flag that fixes it.
-func backendProblems(bs []BackendStatus) error {
+func backendProblems(bs []status.BackendStatus) error {
 	var msgs []string
 	for _, b := range bs {
 		if b.Check == "tls-untrusted" {

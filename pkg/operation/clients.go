@@ -13,6 +13,7 @@ import (
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/apiretry"
 	discoverpkg "github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 )
@@ -24,6 +25,23 @@ type Clients struct {
 	runner.Clients
 	Discovery     discovery.DiscoveryInterface
 	Authorization authorizationv1client.AuthorizationV1Interface
+}
+
+// ClientsFor builds the clients the plugin runs with from the user's REST
+// config: transient API errors retried under every client, its user agent,
+// and a client-side rate limit for parallel pgpools at once.
+func ClientsFor(cfg *rest.Config, parallel int) (*Clients, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(apiretry.Wrap)
+	cfg.UserAgent = "kubectl-pgpool"
+	if cfg.QPS == 0 {
+		// kubectl's limit is 50/100 per command; a fleet of N pgpools at
+		// once gets N times that (the API server's own priority and
+		// fairness still applies).
+		scale := max(parallel, 1)
+		cfg.QPS, cfg.Burst = float32(50*scale), 100*scale
+	}
+	return NewClients(cfg)
 }
 
 // NewClients builds the clients from a REST config; they share one HTTP

@@ -16,6 +16,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
@@ -150,9 +151,9 @@ func (r *run) preflight(ctx context.Context, t *pgpool.Target, in planner.Intent
 // (rotate --only-stale), proven by a handshake with each. A pod that cannot
 // be checked stops the command: it cannot be told stale or current.
 func (r *run) current(ctx context.Context, t *pgpool.Target) (map[string]bool, error) {
-	pods := make([]PodStatus, 0, len(t.Pods))
+	pods := make([]status.PodStatus, 0, len(t.Pods))
 	for i := range t.Pods {
-		pods = append(pods, PodStatus{Name: t.Pods[i].Name, UID: string(t.Pods[i].UID)})
+		pods = append(pods, status.PodStatus{Name: t.Pods[i].Name, UID: string(t.Pods[i].UID)})
 	}
 	r.c.probePods(ctx, t, pods, r.o.Timeout)
 	current := map[string]bool{}

@@ -13,77 +13,17 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
-// Status is what `tls status` reports.
-type Status struct {
-	Workload     string             `json:"workload"`
-	Config       string             `json:"config"`
-	SSL          bool               `json:"ssl"`
-	SSLMode      string             `json:"sslMode"`
-	AuthMode     string             `json:"clientAuthMode"`
-	HBAEnforced  bool               `json:"poolHBAEnforced"`
-	Issuer       pgpool.IssuerRef   `json:"issuer,omitempty"`
-	TLSVolume    bool               `json:"tlsVolume"`
-	TLSMountPath string             `json:"tlsMountPath"`
-	Certificates []CertStatus       `json:"certificates"`
-	Pods         []PodStatus        `json:"pods"`
-	CABundle     *BundleStatus      `json:"caBundle,omitempty"`
-	ClientCerts  []ClientCertStatus `json:"clientCertificates,omitempty"`
-	Backends     []BackendStatus    `json:"backends,omitempty"`
-	LastOp       string             `json:"lastOperation,omitempty"`
-	Paths        map[string]string  `json:"pgpoolPaths,omitempty"`
-}
-
-// BundleStatus is the CA bundle pgpool reads as ssl_ca_cert, in order.
-type BundleStatus struct {
-	ConfigMap string   `json:"configMap"`
-	Issuer    []string `json:"issuerCA"`
-	Previous  []string `json:"previousCA,omitempty"`
-	Backend   []string `json:"backendCA,omitempty"`
-}
-
-// CertStatus is one Certificate and what its Secret holds.
-type CertStatus struct {
-	Name     string        `json:"name"`
-	Ready    bool          `json:"ready"`
-	Revision int           `json:"revision"`
-	Secret   *tls.CertInfo `json:"secret,omitempty"`
-}
-
-// ClientCertStatus is a client certificate issued for one user (tls
-// client-cert).
-type ClientCertStatus struct {
-	User     string    `json:"user"`
-	Secret   string    `json:"secret"`
-	Ready    bool      `json:"ready"`
-	NotAfter time.Time `json:"notAfter,omitempty"`
-}
-
-// PodStatus is one pod and, unless --verify=false, what its handshake
-// showed.
-type PodStatus struct {
-	Name  string `json:"name"`
-	Ready bool   `json:"ready"`
-	UID   string `json:"uid"`
-	// Check is "ok" (serves what the Secret holds, or no TLS when TLS is
-	// off), "mismatch", "unreachable", "error" or "skipped".
-	Check  string         `json:"check,omitempty"`
-	Detail string         `json:"detail,omitempty"`
-	Served *verify.Served `json:"served,omitempty"`
-	// Endpoint maps each Service of the pgpool that has EndpointSlices to
-	// whether the pod is a ready endpoint of it (takes its traffic).
-	Endpoint map[string]bool `json:"endpoint,omitempty"`
-}
-
 // Collect reads everything `tls status` shows about t; unless verifyMode
 // is "false", it proves by handshake what each pod and backend serves
 // (each bounded by timeout).
-func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode string, timeout time.Duration) *Status {
+func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode string, timeout time.Duration) *status.Status {
 	pc := conf.ParsePgpoolConf(t.Config.PgpoolConf)
-	st := Status{Workload: t.String(), Config: t.Config.Kind + " " + t.Config.Name, SSL: t.State.Enabled,
+	st := status.Status{Workload: t.String(), Config: t.Config.Kind + " " + t.Config.Name, SSL: t.State.Enabled,
 		SSLMode: t.State.SSLMode, AuthMode: t.State.AuthMode, HBAEnforced: t.State.HBAEnforced, Issuer: t.State.Issuer, TLSVolume: t.State.VolumePresent,
 		TLSMountPath: t.TLSMountPath, LastOp: t.Annotations[pgpool.AnnotationLastOperation], Paths: map[string]string{}}
 	for _, k := range []string{"ssl_cert", "ssl_key", "ssl_ca_cert"} {
@@ -96,7 +36,7 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 		if crt == nil {
 			continue
 		}
-		cs := CertStatus{Name: n, Ready: tls.IsReady(crt), Revision: tls.Revision(crt)}
+		cs := status.CertStatus{Name: n, Ready: tls.IsReady(crt), Revision: tls.Revision(crt)}
 		if sec, err := c.Core.Secrets(t.Namespace).Get(ctx, crt.Spec.SecretName, metav1.GetOptions{}); err == nil {
 			cs.Secret, _ = tls.ReadSecret(sec)
 		}
@@ -105,7 +45,7 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 	sel := tls.LabelInstance + "=" + t.Name + "," + pgpool.LabelUser
 	if users, err := c.CertManager.Certificates(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel}); err == nil {
 		for _, cr := range users.Items {
-			cs := ClientCertStatus{User: cr.Labels[pgpool.LabelUser], Secret: cr.Spec.SecretName, Ready: tls.IsReady(&cr)}
+			cs := status.ClientCertStatus{User: cr.Labels[pgpool.LabelUser], Secret: cr.Spec.SecretName, Ready: tls.IsReady(&cr)}
 			if cr.Status.NotAfter != nil {
 				cs.NotAfter = cr.Status.NotAfter.Time
 			}
@@ -113,12 +53,12 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 		}
 	}
 	for i := range t.Pods {
-		st.Pods = append(st.Pods, PodStatus{Name: t.Pods[i].Name, Ready: pgpool.PodReady(&t.Pods[i]), UID: string(t.Pods[i].UID)})
+		st.Pods = append(st.Pods, status.PodStatus{Name: t.Pods[i].Name, Ready: pgpool.PodReady(&t.Pods[i]), UID: string(t.Pods[i].UID)})
 	}
 	c.endpoints(ctx, t, st.Pods)
 	var trust []byte
 	if t.Bundle != nil {
-		st.CABundle = &BundleStatus{ConfigMap: t.Bundle.Name, Issuer: tls.Subjects([]byte(t.Bundle.Data[tls.IssuerCAKey])),
+		st.CABundle = &status.BundleStatus{ConfigMap: t.Bundle.Name, Issuer: tls.Subjects([]byte(t.Bundle.Data[tls.IssuerCAKey])),
 			Previous: tls.Subjects([]byte(t.Bundle.Data[tls.PreviousCAKey])), Backend: tls.Subjects([]byte(t.Bundle.Data[tls.BackendCAKey]))}
 		trust = []byte(t.Bundle.Data[tls.BundleKey])
 	} else if sec, err := c.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
@@ -133,7 +73,7 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 
 // endpoints fills in, for each pod, whether it is a ready endpoint of each
 // of the pgpool's Services (those without EndpointSlices are left out).
-func (c *Clients) endpoints(ctx context.Context, t *pgpool.Target, pods []PodStatus) {
+func (c *Clients) endpoints(ctx context.Context, t *pgpool.Target, pods []status.PodStatus) {
 	if c.EndpointSlices == nil || len(t.Services) == 0 {
 		return
 	}
@@ -163,7 +103,7 @@ func (c *Clients) endpoints(ctx context.Context, t *pgpool.Target, pods []PodSta
 // probePods fills in each pod's handshake result (each bounded by
 // timeout). Once a pod cannot be reached at all (a kwok node has no kubelet
 // to port-forward), the rest are skipped.
-func (c *Clients) probePods(ctx context.Context, t *pgpool.Target, pods []PodStatus, timeout time.Duration) {
+func (c *Clients) probePods(ctx context.Context, t *pgpool.Target, pods []status.PodStatus, timeout time.Duration) {
 	dial := verify.PortForwardDialer(c.Config, c.Core, t.Namespace, t.Port())
 	want, wantErr := verify.Expectation(ctx, c.Core, t.Namespace, t.Name, t.State.Enabled)
 	unreachable := ""
@@ -188,7 +128,7 @@ func (c *Clients) probePods(ctx context.Context, t *pgpool.Target, pods []PodSta
 }
 
 // StatusOf discovers the pgpool ns/name and collects its status.
-func StatusOf(ctx context.Context, c *Clients, ns, name, verifyMode string, timeout time.Duration) (*pgpool.Target, *Status, error) {
+func StatusOf(ctx context.Context, c *Clients, ns, name, verifyMode string, timeout time.Duration) (*pgpool.Target, *status.Status, error) {
 	t, err := discover.Discover(ctx, c.discover(), ns, name)
 	if err != nil {
 		return nil, nil, err

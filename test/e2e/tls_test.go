@@ -26,8 +26,8 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	workloadlayout "github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	pgstatus "github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
@@ -553,7 +553,7 @@ func TestTLSStepTimeoutExits124(t *testing.T) {
 // the first pod unreachable, skips the rest, and --verify=required fails.
 func checkStatusOnKwok(t *testing.T, ns, out string, replicas int) {
 	t.Helper()
-	var st operation.Status
+	var st pgstatus.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, out)
 	}

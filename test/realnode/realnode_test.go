@@ -30,8 +30,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	pgstatus "github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
@@ -136,10 +136,10 @@ func roll(t *testing.T, ns string, replicas int, args ...string) {
 }
 
 // runStatus runs `tls status --verify=required -o json`.
-func runStatus(t *testing.T, ns string) (operation.Status, error) {
+func runStatus(t *testing.T, ns string) (pgstatus.Status, error) {
 	t.Helper()
 	out, errOut, runErr := testenv.Plugin(env.Kubeconfig, ns, 2*time.Minute, "tls", "status", "pgpool", "--verify=required", "-o", "json")
-	var st operation.Status
+	var st pgstatus.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v (%v)\n%s\n%s", err, runErr, out, errOut)
 	}

@@ -1,6 +1,7 @@
-package cmd
+package opsrequest
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,18 +28,18 @@ func TestSeedOpsRequestsParse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		runs, err := parseOpsRequests(tc.file, data, "default", false)
+		runs, err := Parse(tc.file, data, "default", false)
 		if err != nil || len(runs) != 1 {
 			t.Fatalf("%s: %v (%d runs)", tc.file, err, len(runs))
 		}
 		r := runs[0]
-		if r.in.Operation != tc.op || r.in.IssuerOnly != tc.issuerOnly || r.namespace != "demo" || r.name != "pgpool" {
+		if r.Intent.Operation != tc.op || r.Intent.IssuerOnly != tc.issuerOnly || r.Namespace != "demo" || r.Name != "pgpool" {
 			t.Fatalf("%s: %+v", tc.file, r)
 		}
 		if tc.file == "ppops-add-tls.yaml" {
-			q := r.in
+			q := r.Intent
 			if q.SSLMode != "require" || q.AuthMode != "cert" || q.Issuer.Name != "pgpool-issuer" || strings.Join(q.ClientOrgs, ",") != "pgpool" ||
-				strings.Join(q.ClientOUs, ",") != "client" || r.timeout != 5*time.Minute || r.apply != "IfReady" {
+				strings.Join(q.ClientOUs, ",") != "client" || r.Timeout != 5*time.Minute || r.Apply != "IfReady" {
 				t.Fatalf("add: %+v", r)
 			}
 		}
@@ -70,13 +71,14 @@ func TestBadOpsRequests(t *testing.T) {
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}, apply: Sometimes}", `spec.apply "Sometimes"`},
 		{opsHead + "spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}}\n---\n" + opsHead + "spec: {type: Restart, databaseRef: {name: pgpool}}", "(PgpoolOpsRequest x): spec.type \"Restart\""},
 	} {
-		_, err := parseOpsRequests("f.yaml", []byte(tc.doc), "default", false)
-		if err == nil || !strings.Contains(err.Error(), tc.want) || ExitCode(err) != 2 {
-			t.Errorf("%s\n: error %v (exit %d), want %q", tc.doc, err, ExitCode(err), tc.want)
+		_, err := Parse("f.yaml", []byte(tc.doc), "default", false)
+		var invalid *InvalidError
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.As(err, &invalid) {
+			t.Errorf("%s\n: error %v, want %q (an InvalidError: exit 2)", tc.doc, err, tc.want)
 		}
 	}
 	// -n given and different from metadata.namespace.
-	if _, err := parseOpsRequests("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}}"), "prod", true); err == nil ||
+	if _, err := Parse("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}}"), "prod", true); err == nil ||
 		!strings.Contains(err.Error(), `metadata.namespace "demo" does not match the namespace "prod" given with -n`) {
 		t.Errorf("namespace mismatch: %v", err)
 	}
@@ -85,11 +87,11 @@ func TestBadOpsRequests(t *testing.T) {
 // Each certificate of a manifest keeps its own duration and renewBefore;
 // one not given is cert-manager's default, not the other's.
 func TestOpsRequestDurationsPerCertificate(t *testing.T) {
-	runs, err := parseOpsRequests("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, duration: 2160h, renewBefore: 360h}, {alias: client, duration: 24h}]}}"), "default", false)
+	runs, err := Parse("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, duration: 2160h, renewBefore: 360h}, {alias: client, duration: 24h}]}}"), "default", false)
 	if err != nil || len(runs) != 1 {
 		t.Fatalf("%+v, %v", runs, err)
 	}
-	q := runs[0].in
+	q := runs[0].Intent
 	if q.Duration != 2160*time.Hour || q.RenewBefore != 360*time.Hour || q.ClientDuration != 24*time.Hour || q.ClientRenewBefore != 0 {
 		t.Fatalf("durations: server %s/%s, client %s/%s", q.Duration, q.RenewBefore, q.ClientDuration, q.ClientRenewBefore)
 	}
@@ -98,8 +100,8 @@ func TestOpsRequestDurationsPerCertificate(t *testing.T) {
 // Server ipAddresses and dnsNames of a manifest become the server
 // certificate's extra SANs.
 func TestOpsRequestServerSANs(t *testing.T) {
-	runs, err := parseOpsRequests("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, dnsNames: [pgpool.example.com], ipAddresses: [10.0.0.1, '::1']}]}}"), "default", false)
-	if err != nil || len(runs) != 1 || strings.Join(runs[0].in.ExtraIPs, ",") != "10.0.0.1,::1" || strings.Join(runs[0].in.ExtraDNS, ",") != "pgpool.example.com" {
+	runs, err := Parse("f.yaml", []byte(opsHead+"spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: ca}, certificates: [{alias: server, dnsNames: [pgpool.example.com], ipAddresses: [10.0.0.1, '::1']}]}}"), "default", false)
+	if err != nil || len(runs) != 1 || strings.Join(runs[0].Intent.ExtraIPs, ",") != "10.0.0.1,::1" || strings.Join(runs[0].Intent.ExtraDNS, ",") != "pgpool.example.com" {
 		t.Fatalf("%+v, %v", runs, err)
 	}
 }

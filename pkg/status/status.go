@@ -1,0 +1,86 @@
+// Package status holds what `tls status` reports about a pgpool, as data:
+// pkg/operation fills it in, pkg/ui renders it, -o json|yaml prints it.
+package status
+
+import (
+	"time"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
+)
+
+// Status is what `tls status` reports.
+type Status struct {
+	Workload     string             `json:"workload"`
+	Config       string             `json:"config"`
+	SSL          bool               `json:"ssl"`
+	SSLMode      string             `json:"sslMode"`
+	AuthMode     string             `json:"clientAuthMode"`
+	HBAEnforced  bool               `json:"poolHBAEnforced"`
+	Issuer       pgpool.IssuerRef   `json:"issuer,omitempty"`
+	TLSVolume    bool               `json:"tlsVolume"`
+	TLSMountPath string             `json:"tlsMountPath"`
+	Certificates []CertStatus       `json:"certificates"`
+	Pods         []PodStatus        `json:"pods"`
+	CABundle     *BundleStatus      `json:"caBundle,omitempty"`
+	ClientCerts  []ClientCertStatus `json:"clientCertificates,omitempty"`
+	Backends     []BackendStatus    `json:"backends,omitempty"`
+	LastOp       string             `json:"lastOperation,omitempty"`
+	Paths        map[string]string  `json:"pgpoolPaths,omitempty"`
+}
+
+// BundleStatus is the CA bundle pgpool reads as ssl_ca_cert, in order.
+type BundleStatus struct {
+	ConfigMap string   `json:"configMap"`
+	Issuer    []string `json:"issuerCA"`
+	Previous  []string `json:"previousCA,omitempty"`
+	Backend   []string `json:"backendCA,omitempty"`
+}
+
+// CertStatus is one Certificate and what its Secret holds.
+type CertStatus struct {
+	Name     string        `json:"name"`
+	Ready    bool          `json:"ready"`
+	Revision int           `json:"revision"`
+	Secret   *tls.CertInfo `json:"secret,omitempty"`
+}
+
+// ClientCertStatus is a client certificate issued for one user (tls
+// client-cert).
+type ClientCertStatus struct {
+	User     string    `json:"user"`
+	Secret   string    `json:"secret"`
+	Ready    bool      `json:"ready"`
+	NotAfter time.Time `json:"notAfter,omitempty"`
+}
+
+// PodStatus is one pod and, unless --verify=false, what its handshake
+// showed.
+type PodStatus struct {
+	Name  string `json:"name"`
+	Ready bool   `json:"ready"`
+	UID   string `json:"uid"`
+	// Check is "ok" (serves what the Secret holds, or no TLS when TLS is
+	// off), "mismatch", "unreachable", "error" or "skipped".
+	Check  string         `json:"check,omitempty"`
+	Detail string         `json:"detail,omitempty"`
+	Served *verify.Served `json:"served,omitempty"`
+	// Endpoint maps each Service of the pgpool that has EndpointSlices to
+	// whether the pod is a ready endpoint of it (takes its traffic).
+	Endpoint map[string]bool `json:"endpoint,omitempty"`
+}
+
+// BackendStatus is what one of pgpool's backends serves, reached the way
+// pgpool reaches it.
+type BackendStatus struct {
+	conf.Backend
+	// Via names the pod the check went through.
+	Via string `json:"via,omitempty"`
+	// Check: "tls-trusted", "tls-untrusted", "plain", "not-checked".
+	Check   string `json:"check"`
+	Issuer  string `json:"issuer,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Detail  string `json:"detail,omitempty"`
+}
