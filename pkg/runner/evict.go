@@ -1,0 +1,89 @@
+package runner
+
+// The roll: one pod at a time through the Eviction API.
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
+)
+
+func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, report func(string)) (string, error) {
+	ns, name := s.Object.Namespace, s.Object.Name
+	uid := types.UID(spec.UID)
+	o := restart.Options{DryRun: r.dryRun(), OnProgress: report}
+	t0 := time.Now()
+	// What the replacement must serve is read from the Secrets while the
+	// pod is replaced (a round trip saved); checkPod reads them again if the
+	// pod serves something else (cert-manager may have written them since).
+	var prefetch sync.WaitGroup
+	defer prefetch.Wait()
+	if !r.ServerDryRun && r.Verify != VerifyOff && !r.verifyUnavailable {
+		prefetch.Go(func() { _, _ = r.expectation(ctx, spec.Check.TLS) })
+	}
+	// The watches that judge the replacement start with the eviction, so
+	// that their first lists are in when it is gone (two round trips saved).
+	var pods, slices *restart.Watch
+	endpoints := r.Clients.EndpointSlices != nil && len(r.Target.Services) > 0
+	if !r.ServerDryRun {
+		pods = restart.WatchPods(ctx, r.Clients.Core, ns, spec.Pods.Selector)
+		defer pods.Stop()
+		if endpoints {
+			slices = restart.WatchEndpoints(ctx, r.Clients.EndpointSlices, ns, r.Target.Services)
+			defer slices.Stop()
+		}
+	}
+	if err := restart.Evict(ctx, r.Clients.Policy, ns, name, uid, o); err != nil {
+		return "", err
+	}
+	if r.ServerDryRun {
+		return r.answer("eviction allowed"), nil
+	}
+	report(fmt.Sprintf("evicted pod %s", name))
+	p, err := restart.WaitReplaced(ctx, r.Clients.Core, ns, name, uid, restart.Replacement{
+		SameName: spec.SameName, Selector: spec.Pods.Selector, Known: knownUIDs(spec.Pods), Want: spec.Pods.Want, Owns: r.Target.Owns, Pods: pods,
+	}, o)
+	if err != nil {
+		return "", err
+	}
+	msg := fmt.Sprintf("replaced by %s (uid %s) and Ready in %s", p.Name, shortUID(p.UID), time.Since(t0).Round(100*time.Millisecond))
+	if endpoints {
+		// The next pod goes only once this one takes Service traffic.
+		skipped, err := restart.WaitEndpointsOn(ctx, slices, ns, r.Target.Services, p, uid, o)
+		if err != nil {
+			return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
+		}
+		if n := len(r.Target.Services) - len(skipped); n > 0 {
+			msg += fmt.Sprintf("; a ready endpoint of %d Service(s), the old pod no longer one", n)
+		}
+	}
+	prefetch.Wait()
+	hs, err := r.checkPod(ctx, p.Name, spec.Check.TLS, report)
+	if err != nil {
+		return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
+	}
+	if hs != "" {
+		msg += "; " + hs
+	}
+	if hs != "" && hs != "handshake not checked" && spec.Check.Login != "" {
+		li, err := r.loginPod(ctx, p.Name, spec.Check.TLS, spec.Check.Login)
+		if err != nil {
+			return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
+		}
+		msg += "; " + li
+	}
+	return msg, nil
+}
+
+func shortUID(u types.UID) string {
+	if len(u) > 8 {
+		return string(u[:8])
+	}
+	return string(u)
+}

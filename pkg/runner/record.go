@@ -1,0 +1,97 @@
+package runner
+
+// The record step: the outcome on the workload and as an Event.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
+)
+
+func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, failure error) (string, error) {
+	if r.held == nil && !r.ServerDryRun {
+		// This run did not get the lock (another run holds it and is
+		// changing the workload): there is nothing of ours to record.
+		return "not recorded: this run did not hold the lock", nil
+	}
+	lo := pgpool.LastOperation{Operation: spec.Operation, Time: time.Now().UTC().Format(time.RFC3339), Result: "Succeeded", By: r.holder()}
+	if failure != nil {
+		lo.Result, lo.Error = "Failed", failure.Error()
+	}
+	b, _ := json.Marshal(lo)
+	ann := map[string]any{pgpool.AnnotationLastOperation: string(b)}
+	if failure == nil {
+		if spec.TLS == "" {
+			ann[pgpool.AnnotationTLS] = nil
+		} else {
+			ann[pgpool.AnnotationTLS] = spec.TLS
+		}
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	ns, name := s.Object.Namespace, s.Object.Name
+	reason, typ, msg := "TLS"+camel(lo.Operation)+"Succeeded", corev1.EventTypeNormal, fmt.Sprintf("kubectl-pgpool tls %s succeeded", lo.Operation)
+	if failure != nil {
+		reason, typ, msg = "TLS"+camel(lo.Operation)+"Failed", corev1.EventTypeWarning, fmt.Sprintf("kubectl-pgpool tls %s failed: %s", lo.Operation, failure)
+	}
+	now := metav1.Now()
+	ev := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: name + ".", Namespace: ns},
+		InvolvedObject: corev1.ObjectReference{APIVersion: s.Object.APIVersion, Kind: s.Object.Kind, Namespace: ns, Name: name,
+			UID: types.UID(r.Target.UID)},
+		Reason: reason, Message: truncate(msg, 1000), Type: typ, FirstTimestamp: now, LastTimestamp: now, Count: 1,
+		Source: corev1.EventSource{Component: FieldManager}, ReportingController: "kubectl-pgpool.io/cli", ReportingInstance: r.holder(),
+	}
+	// Three independent writes: at once, errors in this order.
+	err := parallel.All(
+		func() error {
+			if failure == nil && spec.BackupDone {
+				return r.backupDone(ctx, ns)
+			}
+			return nil
+		},
+		func() error {
+			if _, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, name, types.MergePatchType, patch,
+				metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}); err != nil {
+				return fmt.Errorf("annotate %s %s/%s: %w", s.Object.Kind, ns, name, err)
+			}
+			return nil
+		},
+		func() error {
+			if _, err := r.Clients.Core.Events(ns).Create(ctx, ev, metav1.CreateOptions{DryRun: r.dryRun()}); err != nil {
+				return fmt.Errorf("create Event on %s %s/%s: %w", s.Object.Kind, ns, name, err)
+			}
+			return nil
+		},
+	)
+	if err != nil {
+		return "", err
+	}
+	return r.answer(fmt.Sprintf("%s recorded (Event %s)", lo.Result, reason)), nil
+}
+
+func camel(op string) string {
+	var sb strings.Builder
+	for _, p := range strings.Split(op, "-") {
+		if p != "" {
+			sb.WriteString(strings.ToUpper(p[:1]) + p[1:])
+		}
+	}
+	return sb.String()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
