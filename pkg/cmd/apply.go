@@ -95,18 +95,18 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 		if r.Apply != "" && !o.applySet {
 			op.Apply = r.Apply
 		}
-		in, err := op.normalize(r.Intent, opsrequest.Names)
+		intent, err := op.normalize(r.Intent, opsrequest.Names)
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.Source, err)
 		}
 		if len(o.requests) > 1 && o.Output == "text" {
-			what := in.Operation
-			if in.IssuerOnly {
+			what := intent.Operation
+			if intent.IssuerOnly {
 				what = "add or change-issuer"
 			}
 			fmt.Fprintf(o.Out, "# %s (%d of %d): tls %s %s/%s\n", r.Source, i+1, len(o.requests), what, op.Namespace, op.Name)
 		}
-		if err := op.run(ctx, in); err != nil {
+		if err := op.run(ctx, intent); err != nil {
 			return fmt.Errorf("%s: %w", r.Source, err)
 		}
 	}

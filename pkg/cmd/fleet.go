@@ -84,9 +84,9 @@ type fleetResult struct {
 // time; one failure does not stop the others. Progress lines carry the
 // pgpool's name; then each pgpool's plan and result, and a summary table
 // (or, with -o json|yaml, one document with a result per pgpool).
-func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, in planner.Intent) error {
+func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, intent planner.Intent) error {
 	if o.DryRun == "none" && !o.Yes && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
-		fmt.Fprintf(o.ErrOut, "tls %s on %d pgpools:\n", in.Operation, len(f.refs))
+		fmt.Fprintf(o.ErrOut, "tls %s on %d pgpools:\n", intent.Operation, len(f.refs))
 		for _, r := range f.refs {
 			fmt.Fprintf(o.ErrOut, "  %s/%s\n", r.Namespace, r.Name)
 		}
@@ -139,7 +139,7 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, in planner.In
 				board.Set(i, "running")
 			}
 			t0 := time.Now()
-			err := operation.Run(ctx, o.Clients, r.Namespace, r.Name, in, opts, h)
+			err := operation.Run(ctx, o.Clients, r.Namespace, r.Name, intent, opts, h)
 			if board != nil {
 				board.Set(i, map[bool]string{true: "succeeded", false: "FAILED: " + ui.FirstLine(fmt.Sprint(err))}[err == nil])
 			}
@@ -160,7 +160,7 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, in planner.In
 		}
 	}
 	if o.Output != "text" {
-		if err := ui.PrintDoc(o.Out, o.Output, map[string]any{"operation": in.Operation, "results": results}); err != nil {
+		if err := ui.PrintDoc(o.Out, o.Output, map[string]any{"operation": intent.Operation, "results": results}); err != nil {
 			return err
 		}
 	} else {
@@ -178,7 +178,7 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, in planner.In
 	if len(failed) > 0 {
 		// The pgpools' own errors are kept (not printed again) so that the
 		// exit code says what happened (an interrupted fleet exits 130).
-		return &fleetError{msg: fmt.Sprintf("tls %s failed on %d of %d pgpools: %s", in.Operation, len(failed), len(results), strings.Join(failed, ", ")), errs: errs}
+		return &fleetError{msg: fmt.Sprintf("tls %s failed on %d of %d pgpools: %s", intent.Operation, len(failed), len(results), strings.Join(failed, ", ")), errs: errs}
 	}
 	return nil
 }

@@ -201,22 +201,22 @@ func (o *OperationOptions) options() operation.Options {
 		OnFailure: o.OnFailure, LockDuration: o.LockDuration, Identity: o.identity, Cache: o.cache}
 }
 
-// normalize completes in with the shared flags that belong to the request
+// normalize completes intent with the shared flags that belong to the request
 // and normalises it (planner.Normalize: the one check of a request), its
 // errors naming the flags (names, or flagNames).
-func (o *OperationOptions) normalize(in planner.Intent, names planner.Names) (planner.Intent, error) {
-	in.ApplyAlways, in.ForceUnlock = o.Apply == "Always", o.ForceUnlock
-	if in.Operation != planner.Remove && in.Operation != planner.Rollback {
-		in.BackendCASources = o.BackendCA
+func (o *OperationOptions) normalize(intent planner.Intent, names planner.Names) (planner.Intent, error) {
+	intent.ApplyAlways, intent.ForceUnlock = o.Apply == "Always", o.ForceUnlock
+	if intent.Operation != planner.Remove && intent.Operation != planner.Rollback {
+		intent.BackendCASources = o.BackendCA
 	}
 	if names == nil {
 		names = flagNames
 	}
-	in, err := planner.Normalize(in, names)
+	intent, err := planner.Normalize(intent, names)
 	if err != nil {
-		return in, UsageError{err}
+		return intent, UsageError{err}
 	}
-	return in, nil
+	return intent, nil
 }
 
 // flagNames names the request's fields by their flags.
@@ -244,10 +244,10 @@ func flagNames(field string) string {
 	return b.String()
 }
 
-// run carries out in (normalised) on the pgpool NAME, printing the plan,
+// run carries out intent (normalised) on the pgpool NAME, printing the plan,
 // the progress and the result.
-func (o *OperationOptions) run(ctx context.Context, in planner.Intent) error {
-	return operation.Run(ctx, o.Clients, o.Namespace, o.Name, in, o.options(), o.hooks(true))
+func (o *OperationOptions) run(ctx context.Context, intent planner.Intent) error {
+	return operation.Run(ctx, o.Clients, o.Namespace, o.Name, intent, o.options(), o.hooks(true))
 }
 
 // hooks print a run as the flags ask: the plan (text) and a confirmation

@@ -139,11 +139,11 @@ func ExitCode(err error) int {
 	var ie *tls.InvalidCertificateError
 	var re *runner.RefusedError
 	var oe *opsrequest.InvalidError
-	var in *operation.InputError
+	var intent *operation.InputError
 	switch {
 	case err == nil:
 		return 0
-	case errors.As(err, &ue), errors.As(err, &ie), errors.As(err, &re), errors.As(err, &oe), errors.As(err, &in):
+	case errors.As(err, &ue), errors.As(err, &ie), errors.As(err, &re), errors.As(err, &oe), errors.As(err, &intent):
 		return 2
 	case errors.Is(err, plan.ErrInterrupted):
 		return 130

@@ -39,7 +39,7 @@ type AddOptions struct {
 	// found in pgpool.conf ("keep", "comment-out", "": refuse with cert).
 	LeftoverTLS string
 
-	in planner.Intent
+	intent planner.Intent
 }
 
 // NewAddOptions returns AddOptions with the defaults of the seed.
@@ -111,7 +111,7 @@ func (o *AddOptions) Validate() (err error) {
 		}
 		return flagNames(field)
 	}
-	o.in, err = o.normalize(planner.Intent{
+	o.intent, err = o.normalize(planner.Intent{
 		Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind},
 		SSLMode: o.SSLMode, AuthMode: o.AuthMode, ClientUser: o.ClientUser, ClientOrgs: o.ClientOrgs, ClientOUs: o.ClientOUs,
 		ExtraDNS: o.ServerDNS, ExtraIPs: o.ServerIPs, Duration: o.Duration, RenewBefore: o.RenewBefore, TakeOverCertificates: o.TakeOver,
@@ -122,7 +122,7 @@ func (o *AddOptions) Validate() (err error) {
 }
 
 // Run adds TLS.
-func (o *AddOptions) Run(ctx context.Context) error { return o.run(ctx, o.in) }
+func (o *AddOptions) Run(ctx context.Context) error { return o.run(ctx, o.intent) }
 
 func addBackendCAFlag(c *cobra.Command, o *OperationOptions) {
 	c.Flags().StringSliceVar(&o.BackendCA, "backend-ca", nil, "secret/NAME[/KEY] or configmap/NAME[/KEY] (KEY default ca.crt) with the CA of backends that serve TLS from another CA; pgpool verifies its backends against the CA bundle (repeatable; default: keep what the bundle holds)")
@@ -142,7 +142,7 @@ type (
 		// OnlyStale (with --reissue=false) restarts only the pods whose
 		// served certificate differs from the Secret's.
 		OnlyStale bool
-		in        planner.Intent
+		intent    planner.Intent
 	}
 
 	// ChangeIssuerOptions are the options of `tls change-issuer`.
@@ -151,7 +151,7 @@ type (
 		Fleet
 		Issuer     string
 		IssuerKind string
-		in         planner.Intent
+		intent     planner.Intent
 	}
 
 	// RemoveOptions are the options of `tls remove`.
@@ -161,7 +161,7 @@ type (
 		KeepCertificates bool
 		// AuthMode is the method for cert rules that tls add did not write.
 		AuthMode string
-		in       planner.Intent
+		intent   planner.Intent
 	}
 )
 
@@ -208,7 +208,7 @@ func (o *RotateOptions) Validate() (err error) {
 	if o.OnlyStale && o.Verify == "false" {
 		return UsageError{fmt.Errorf("--only-stale tells stale pods by their TLS handshake: it cannot be used with --verify=false")}
 	}
-	o.in, err = o.normalize(planner.Intent{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA, OnlyStale: o.OnlyStale}, nil)
+	o.intent, err = o.normalize(planner.Intent{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA, OnlyStale: o.OnlyStale}, nil)
 	return err
 }
 
@@ -218,9 +218,9 @@ func (o *RotateOptions) Complete(args []string) error { return o.complete(&o.con
 // Run rotates the certificates.
 func (o *RotateOptions) Run(ctx context.Context) error {
 	if o.on() {
-		return o.runFleet(ctx, &o.Fleet, o.in)
+		return o.runFleet(ctx, &o.Fleet, o.intent)
 	}
-	return o.run(ctx, o.in)
+	return o.run(ctx, o.intent)
 }
 
 func newChangeIssuerCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
@@ -250,7 +250,7 @@ func (o *ChangeIssuerOptions) Validate() (err error) {
 	if o.Parallel < 1 {
 		return UsageError{fmt.Errorf("--parallel must be at least 1")}
 	}
-	o.in, err = o.normalize(planner.Intent{Operation: planner.ChangeIssuer, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind}}, nil)
+	o.intent, err = o.normalize(planner.Intent{Operation: planner.ChangeIssuer, Issuer: pgpool.IssuerRef{Name: o.Issuer, Kind: o.IssuerKind}}, nil)
 	return err
 }
 
@@ -262,9 +262,9 @@ func (o *ChangeIssuerOptions) Complete(args []string) error {
 // Run changes the issuer.
 func (o *ChangeIssuerOptions) Run(ctx context.Context) error {
 	if o.on() {
-		return o.runFleet(ctx, &o.Fleet, o.in)
+		return o.runFleet(ctx, &o.Fleet, o.intent)
 	}
-	return o.run(ctx, o.in)
+	return o.run(ctx, o.intent)
 }
 
 func newRemoveCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
@@ -294,12 +294,12 @@ func (o *RemoveOptions) Validate() (err error) {
 	if err := o.OperationOptions.Validate(); err != nil {
 		return err
 	}
-	o.in, err = o.normalize(planner.Intent{Operation: planner.Remove, KeepCertificates: o.KeepCertificates, AuthMode: o.AuthMode}, nil)
+	o.intent, err = o.normalize(planner.Intent{Operation: planner.Remove, KeepCertificates: o.KeepCertificates, AuthMode: o.AuthMode}, nil)
 	return err
 }
 
 // Run removes TLS.
-func (o *RemoveOptions) Run(ctx context.Context) error { return o.run(ctx, o.in) }
+func (o *RemoveOptions) Run(ctx context.Context) error { return o.run(ctx, o.intent) }
 
 // RollbackOptions are the options of `tls rollback`.
 type RollbackOptions struct {
@@ -333,9 +333,9 @@ that is what it is for. A failed operation rolls back by itself unless
 
 // Run rolls back.
 func (o *RollbackOptions) Run(ctx context.Context) error {
-	in, err := o.normalize(planner.Intent{Operation: planner.Rollback, Force: o.Force}, nil)
+	intent, err := o.normalize(planner.Intent{Operation: planner.Rollback, Force: o.Force}, nil)
 	if err != nil {
 		return err
 	}
-	return o.run(ctx, in)
+	return o.run(ctx, intent)
 }

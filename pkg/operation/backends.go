@@ -58,10 +58,10 @@ func (r *run) readCAs(ctx context.Context, refs []string) ([]byte, error) {
 
 // issuerCA returns the CA an issuer signs with, when it can be read: a CA
 // Issuer's Secret in the pgpool's namespace (ca.crt, else tls.crt). Other
-// issuers (and ClusterIssuers, whose Secret lives elsewhere) give nil.
-func (r *run) issuerCA(ctx context.Context, ref pgpool.IssuerRef, spec cmapi.IssuerSpec) []byte {
+// issuers give nil (a ClusterIssuer's Secret lives elsewhere: not asked).
+func (r *run) issuerCA(ctx context.Context, spec cmapi.IssuerSpec) []byte {
 	ns := r.ns
-	if ref.Kind == "ClusterIssuer" || spec.CA == nil {
+	if spec.CA == nil {
 		return nil
 	}
 	s, err := r.c.Core.Secrets(ns).Get(ctx, spec.CA.SecretName, metav1.GetOptions{})

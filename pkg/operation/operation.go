@@ -20,6 +20,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 )
 
 // Options are how an operation runs (the shared flags of the commands).
@@ -85,18 +86,19 @@ func (h Hooks) done(o Outcome) error {
 	return nil
 }
 
-// Run carries out in on the pgpool ns/name. When a step fails after the
+// Run carries out intent on the pgpool ns/name. When a step fails after the
 // first change it rolls back (OnFailure "rollback") or stops and says how
 // to go on.
-func Run(ctx context.Context, c *Clients, ns, name string, in planner.Intent, o Options, h Hooks) error {
+func Run(ctx context.Context, c *Clients, ns, name string, intent planner.Intent, o Options, h Hooks) error {
 	if o.Identity.Holder == "" {
 		o.Identity = lock.Self()
 	}
 	r := &run{c: c, ns: ns, name: name, o: o, h: h}
-	changed, err := r.execute(ctx, in, false)
-	if err == nil || !changed || in.Operation == planner.Rollback || o.DryRun != "none" {
+	out, changed, err := r.execute(ctx, intent, false)
+	if err == nil || !changed || out.Plan.Operation == planner.Rollback || o.DryRun != "none" {
 		return err
 	}
+	op := out.Plan.Operation
 	// A run that lost its lock stops: another run holds the pgpool now,
 	// and undoing would undo that run's work too.
 	var lost *lock.LostError
@@ -107,11 +109,11 @@ func Run(ctx context.Context, c *Clients, ns, name string, in planner.Intent, o 
 	if errors.Is(err, plan.ErrInterrupted) || o.OnFailure == "stop" {
 		return fmt.Errorf("%w\nstopped part-way: run the same command again to finish it, or `%s` to undo it", err, undo)
 	}
-	h.notice(fmt.Sprintf("tls %s failed: %v\nrolling back to the state before it (--on-failure=rollback)", in.Operation, err))
-	if _, rerr := r.execute(ctx, planner.Intent{Operation: planner.Rollback}, true); rerr != nil {
+	h.notice(fmt.Sprintf("tls %s failed: %v\nrolling back to the state before it (--on-failure=rollback)", op, err))
+	if _, _, rerr := r.execute(ctx, planner.Intent{Operation: planner.Rollback}, true); rerr != nil {
 		return fmt.Errorf("%w\nthe rollback failed too: %v\nfix that, then run `%s` again", err, rerr, undo)
 	}
-	return fmt.Errorf("%w\nrolled back: the config, the TLS volume and the certificates are as they were before tls %s, and every pod changed since was restarted onto them; fix the cause, then run the command again", err, in.Operation)
+	return fmt.Errorf("%w\nrolled back: the config, the TLS volume and the certificates are as they were before tls %s, and every pod changed since was restarted onto them; fix the cause, then run the command again", err, op)
 }
 
 // run is one Run: the operation and, when it fails, its rollback.
@@ -124,54 +126,55 @@ type run struct {
 
 // execute is discover -> preflight -> plan -> Planned -> execute -> Done.
 // changed: a step after the backup changed the cluster.
-func (r *run) execute(ctx context.Context, in planner.Intent, rollingBack bool) (changed bool, err error) {
+func (r *run) execute(ctx context.Context, intent planner.Intent, rollingBack bool) (out Outcome, changed bool, err error) {
 	// Discovery and the checks that need only the name at once; a
 	// discovery error is reported first.
-	var t *pgpool.Target
 	pf := &preflighted{}
 	err = parallel.All(func() (err error) {
-		t, err = discover.Discover(ctx, r.c.discover(), r.ns, r.name)
+		out.Target, err = discover.Discover(ctx, r.c.discover(), r.ns, r.name)
 		return err
-	}, func() error { return r.preflightReads(ctx, in, pf) })
+	}, func() error { return r.preflightReads(ctx, intent, pf) })
 	if err != nil {
-		return false, err
+		return out, false, err
 	}
-	in = in.On(t)
-	facts, err := r.preflight(ctx, t, in, pf)
+	t := out.Target
+	intent = onTarget(intent, t)
+	facts, err := r.preflight(ctx, t, intent, pf)
 	if err != nil {
-		return false, err
+		return out, false, err
 	}
-	if in.OnlyStale {
+	if intent.OnlyStale {
 		if facts.Current, err = r.current(ctx, t); err != nil {
-			return false, err
+			return out, false, err
 		}
 		if len(facts.Current) == len(t.Pods) {
-			msg := fmt.Sprintf("all %d pods current: each serves the certificate its Secret holds; nothing to restart", len(t.Pods))
-			return false, r.h.done(Outcome{Target: t, NothingToDo: msg})
+			out.NothingToDo = fmt.Sprintf("all %d pods current: each serves the certificate its Secret holds; nothing to restart", len(t.Pods))
+			return out, false, r.h.done(out)
 		}
 	}
-	p, err := planner.Build(t, in, facts)
+	p, err := planner.Build(t, intent, facts)
 	var done *planner.NothingToDoError
 	if errors.As(err, &done) {
-		return false, r.h.done(Outcome{Target: t, NothingToDo: done.Msg})
+		out.NothingToDo = done.Msg
+		return out, false, r.h.done(out)
 	}
 	if err != nil {
-		return false, err
+		return out, false, err
 	}
+	out.Plan, out.RollingBack = p, rollingBack
 	p.Warnings = append(p.Warnings, pf.warnings...)
-	backendWarnings, err := r.checks(ctx, t, in, p, pf)
+	backendWarnings, err := r.checks(ctx, t, p, pf)
 	if err != nil {
-		return false, err
+		return out, false, err
 	}
 	p.Warnings = append(p.Warnings, backendWarnings...)
-	out := Outcome{Target: t, Plan: p, RollingBack: rollingBack}
 	if r.h.Planned != nil {
 		if err := r.h.Planned(ctx, out); err != nil {
-			return false, err
+			return out, false, err
 		}
 	}
 	if r.o.DryRun == "client" {
-		return false, r.h.done(out)
+		return out, false, r.h.done(out)
 	}
 	event, stop := func(plan.Event) {}, func() {}
 	if r.h.Progress != nil {
@@ -185,28 +188,45 @@ func (r *run) execute(ctx context.Context, in planner.Intent, rollingBack bool) 
 		// The change is done and verified: a failed record or unlock is a
 		// warning, never a reason to roll back.
 		res.Succeeded, res.Error = true, ""
-		res.Warning = fmt.Sprintf("tls %s is done and verified on %s, but %v; nothing was undone. %s", in.Operation, t, execErr, bookkeepingAdvice(t))
+		res.Warning = fmt.Sprintf("tls %s is done and verified on %s, but %v; nothing was undone. %s", p.Operation, t, execErr, bookkeepingAdvice(t))
 		r.h.notice("warning: " + res.Warning)
 		execErr = nil
 	}
 	out.Result = res
 	if err := r.h.done(out); err != nil {
-		return false, err
+		return out, false, err
 	}
-	return changedAfterBackup(res, t.Name), execErr
+	return out, changedAfterBackup(res, t.Name), execErr
+}
+
+// onTarget is the intent as it applies to t: an IssuerOnly add (a
+// PgpoolOpsRequest with spec.tls.issuerRef alone) on a pgpool that has TLS
+// is, as KubeDB runs it, a change-issuer to that issuer.
+func onTarget(intent planner.Intent, t *pgpool.Target) planner.Intent {
+	if intent.Operation != planner.Add || !intent.IssuerOnly || !t.State.Enabled {
+		return intent
+	}
+	return planner.Intent{Operation: planner.ChangeIssuer, Issuer: intent.Issuer, ApplyAlways: intent.ApplyAlways, ForceUnlock: intent.ForceUnlock, BackendCASources: intent.BackendCASources}
 }
 
 // checks are the preflight's checks of the built plan, all at once, their
-// errors reported in this order: the backends, the permissions, the
-// disruption budgets, a dry run of the Certificates.
-func (r *run) checks(ctx context.Context, t *pgpool.Target, in planner.Intent, p *plan.Plan, pf *preflighted) (backendWarnings []string, err error) {
-	checks := []func() error{func() (err error) {
+// errors reported in this order: the new issuer, the backends, the
+// permissions, the disruption budgets, a dry run of the Certificates.
+func (r *run) checks(ctx context.Context, t *pgpool.Target, p *plan.Plan, pf *preflighted) (backendWarnings []string, err error) {
+	checks := []func() error{func() error {
+		// change-issuer with cert auth: a SelfSigned issuer signs each
+		// client certificate with its own key, which no CA bundle holds.
+		if p.Operation == planner.ChangeIssuer && t.State.AuthMode == "cert" {
+			return issuing.RefuseSelfSigned(pf.issuerSpec, pf.issuerRef)
+		}
+		return nil
+	}, func() (err error) {
 		if pf.backends != nil {
 			backendWarnings, err = pf.backends()
 		}
 		return err
 	}, func() error { return r.checkAccess(ctx, t, p) }}
-	if p.Restart == "evict" && in.Operation != planner.Rollback {
+	if p.Restart == "evict" && p.Operation != planner.Rollback {
 		checks = append(checks, func() error { return r.checkBudgets(ctx, t) })
 	}
 	checks = append(checks, func() error { return runner.CheckCertificates(ctx, r.c.Clients, p) })

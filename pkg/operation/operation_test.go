@@ -52,11 +52,11 @@ func (c *cluster) discover(t *testing.T) *pgpool.Target {
 func TestPermissionsFollowThePlan(t *testing.T) {
 	c := newCluster(t)
 	tg := c.discover(t)
-	in, err := planner.Normalize(planner.Intent{Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}, SSLMode: "require", AuthMode: "cert", ClientUser: "postgres"}, func(f string) string { return f })
+	intent, err := planner.Normalize(planner.Intent{Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}, SSLMode: "require", AuthMode: "cert", ClientUser: "postgres"}, func(f string) string { return f })
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := planner.Build(tg, in, planner.Facts{})
+	p, err := planner.Build(tg, intent, planner.Facts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,5 +125,20 @@ func TestBackendPod(t *testing.T) {
 		if pod != tc.pod || ns != tc.ns || port != tc.port || (tc.why != "" && !strings.Contains(why, tc.why)) {
 			t.Errorf("%s: got pod %q ns %q port %d (%s)", tc.host, pod, ns, port, why)
 		}
+	}
+}
+
+// An add that names only the issuer is change-issuer on a pgpool with TLS.
+func TestIssuerOnly(t *testing.T) {
+	intent := planner.Intent{Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: "ca", Kind: "Issuer"}, IssuerOnly: true}
+	if got := onTarget(intent, &pgpool.Target{}); got.Operation != planner.Add {
+		t.Fatalf("no TLS: %s", got.Operation)
+	}
+	if got := onTarget(intent, &pgpool.Target{State: pgpool.TLSState{Enabled: true}}); got.Operation != planner.ChangeIssuer || got.Issuer != intent.Issuer {
+		t.Fatalf("TLS on: %+v", got)
+	}
+	intent.IssuerOnly = false
+	if got := onTarget(intent, &pgpool.Target{State: pgpool.TLSState{Enabled: true}}); got.Operation != planner.Add {
+		t.Fatalf("a full add stays an add: %s", got.Operation)
 	}
 }

@@ -31,6 +31,7 @@ type preflighted struct {
 	login                          verify.Login
 	backendCA, currentCA, issuerCA []byte
 	issuerSpec                     cmapi.IssuerSpec
+	issuerRef                      cmmeta.IssuerReference
 	backends                       func() (warnings []string, err error)
 }
 
@@ -38,33 +39,22 @@ type preflighted struct {
 // name, at the same time as its discovery: cert-manager is served, the
 // issuer is Ready, nobody holds the lock; and it reads the CAs pgpool will
 // trust for its backends. The reads are independent: all at once (one round
-// trip of latency, two for an Issuer's CA), their errors reported in this
-// order, as if one after another.
-func (r *run) preflightReads(ctx context.Context, in planner.Intent, pf *preflighted) error {
+// trip of latency, two for an Issuer's CA), their errors reported in the
+// order below, as if one after another.
+func (r *run) preflightReads(ctx context.Context, intent planner.Intent, pf *preflighted) error {
 	ns, name, c := r.ns, r.name, r.c
-	withCAs := in.Operation != planner.Remove && in.Operation != planner.Rollback
-	newIssuer := in.Operation == planner.Add || in.Operation == planner.ChangeIssuer
+	withCAs := intent.Operation != planner.Remove && intent.Operation != planner.Rollback
+	newIssuer := intent.Operation == planner.Add || intent.Operation == planner.ChangeIssuer
 	var notice string
-	reads := []func() error{func() error {
-		return r.o.Cache.certManagerServed(c.Discovery)
-	}}
-	if newIssuer {
+	// The user's own inputs first (--backend-ca, --verify-login), then the
+	// cluster's: cert-manager, the issuer, the lock, the CA today.
+	var reads []func() error
+	if withCAs && len(intent.BackendCASources) > 0 {
 		reads = append(reads, func() (err error) {
-			// One read of the issuer: ready, and (then) its CA. change-issuer
-			// with cert auth judges its spec again once the pgpool's auth
-			// mode is known (preflight).
-			ref := cmmeta.IssuerReference{Name: in.Issuer.Name, Kind: in.Issuer.Kind}
-			pf.issuerSpec, err = issuing.IssuerReady(ctx, c.CertManager, ns, ref, in.Operation == planner.Add && in.AuthMode == "cert")
-			if err == nil && withCAs {
-				pf.issuerCA = r.issuerCA(ctx, in.Issuer, pf.issuerSpec)
-			}
+			pf.backendCA, err = r.readCAs(ctx, intent.BackendCASources)
 			return err
 		})
 	}
-	reads = append(reads, func() (err error) {
-		notice, err = lock.Inspect(ctx, c.Coordination, ns, pgpool.LeaseName(name), r.o.Identity, in.ForceUnlock)
-		return err
-	})
 	if r.o.VerifyLogin != "" {
 		reads = append(reads, func() error {
 			s, err := c.Core.Secrets(ns).Get(ctx, r.o.VerifyLogin, metav1.GetOptions{})
@@ -78,13 +68,28 @@ func (r *run) preflightReads(ctx context.Context, in planner.Intent, pf *preflig
 			return nil
 		})
 	}
+	reads = append(reads, func() error {
+		return r.o.Cache.certManagerServed(c.Discovery)
+	})
+	if newIssuer {
+		pf.issuerRef = cmmeta.IssuerReference{Name: intent.Issuer.Name, Kind: intent.Issuer.Kind}
+		clusterIssuer := intent.Issuer.Kind == "ClusterIssuer"
+		reads = append(reads, func() (err error) {
+			// One read of the issuer: ready, and (then) its CA. change-issuer
+			// with cert auth judges its spec again once the pgpool's auth
+			// mode is known (checks).
+			pf.issuerSpec, err = issuing.IssuerReady(ctx, c.CertManager, ns, pf.issuerRef, intent.Operation == planner.Add && intent.AuthMode == "cert")
+			if err == nil && withCAs && !clusterIssuer {
+				pf.issuerCA = r.issuerCA(ctx, pf.issuerSpec)
+			}
+			return err
+		})
+	}
+	reads = append(reads, func() (err error) {
+		notice, err = lock.Inspect(ctx, c.Coordination, ns, pgpool.LeaseName(name), r.o.Identity, intent.ForceUnlock)
+		return err
+	})
 	if withCAs {
-		if len(in.BackendCASources) > 0 {
-			reads = append(reads, func() (err error) {
-				pf.backendCA, err = r.readCAs(ctx, in.BackendCASources)
-				return err
-			})
-		}
 		reads = append(reads, func() error {
 			if sec, err := c.Core.Secrets(ns).Get(ctx, pgpool.ServerCertName(name), metav1.GetOptions{}); err == nil {
 				pf.currentCA = sec.Data["ca.crt"]
@@ -101,32 +106,26 @@ func (r *run) preflightReads(ctx context.Context, in planner.Intent, pf *preflig
 	return nil
 }
 
-// preflight completes the checks with the discovered target (a SelfSigned
-// issuer for cert auth; the backends pgpool must trust) and returns the
-// facts for the planner. (Checks of today's state against the operation
+// preflight completes the checks with the discovered target (the backends
+// pgpool must trust) and returns the facts for the planner. (Checks of today's state against the operation
 // are part of planner.Build.)
-func (r *run) preflight(ctx context.Context, t *pgpool.Target, in planner.Intent, pf *preflighted) (planner.Facts, error) {
+func (r *run) preflight(ctx context.Context, t *pgpool.Target, intent planner.Intent, pf *preflighted) (planner.Facts, error) {
 	f := planner.Facts{Holder: r.o.Identity.Holder, Now: time.Now()}
-	if in.Operation == planner.ChangeIssuer && t.State.AuthMode == "cert" {
-		if err := issuing.RefuseSelfSigned(pf.issuerSpec, cmmeta.IssuerReference{Name: in.Issuer.Name, Kind: in.Issuer.Kind}); err != nil {
-			return f, err
-		}
-	}
 	if r.o.VerifyLogin != "" {
 		f.Login = "password"
 	}
-	if in.Operation == planner.Remove || in.Operation == planner.Rollback {
+	if intent.Operation == planner.Remove || intent.Operation == planner.Rollback {
 		return f, nil
 	}
 	f.BackendCA, f.CurrentCA = pf.backendCA, pf.currentCA
 	issuerCA := pf.issuerCA
-	if in.Operation != planner.Add && in.Operation != planner.ChangeIssuer {
+	if intent.Operation != planner.Add && intent.Operation != planner.ChangeIssuer {
 		issuerCA = f.CurrentCA
 	}
 	// The CAs pgpool will read: the issuer's, the previous one (kept during
 	// change-issuer), the backends'.
 	var previous []byte
-	if in.Operation == planner.ChangeIssuer {
+	if intent.Operation == planner.ChangeIssuer {
 		previous = f.CurrentCA
 	}
 	trust := tls.Pool(issuerCA, previous, planner.BackendCAs(t, f))

@@ -27,10 +27,10 @@ func (b *builder) params() tls.Params {
 	}
 	return tls.Params{
 		Namespace: b.t.Namespace, Name: b.t.Name,
-		Issuer:   cmmeta.IssuerReference{Name: b.issuer.Name, Kind: tls.IssuerKind(b.issuer.Kind), Group: "cert-manager.io"},
-		Services: b.t.Services, Headless: b.t.Headless, PodNames: pods, ExtraDNS: b.in.ExtraDNS, ExtraIPs: b.in.ExtraIPs,
-		ClientUser: b.in.ClientUser, ClientOrgs: b.in.ClientOrgs, ClientOUs: b.in.ClientOUs,
-		Duration: b.in.Duration, RenewBefore: b.in.RenewBefore, ClientDuration: b.in.ClientDuration, ClientRenewBefore: b.in.ClientRenewBefore,
+		Issuer:   cmmeta.IssuerReference{Name: b.issuer.Name, Kind: b.issuer.Kind, Group: "cert-manager.io"},
+		Services: b.t.Services, Headless: b.t.Headless, PodNames: pods, ExtraDNS: b.intent.ExtraDNS, ExtraIPs: b.intent.ExtraIPs,
+		ClientUser: b.intent.ClientUser, ClientOrgs: b.intent.ClientOrgs, ClientOUs: b.intent.ClientOUs,
+		Duration: b.intent.Duration, RenewBefore: b.intent.RenewBefore, ClientDuration: b.intent.ClientDuration, ClientRenewBefore: b.intent.ClientRenewBefore,
 		ServerSecret: pgpool.ServerCertName(b.t.Name), ClientSecret: pgpool.ClientCertName(b.t.Name),
 	}
 }
@@ -52,7 +52,7 @@ func (b *builder) add() error {
 		desc string
 	}{
 		{"server", server, server.Name, fmt.Sprintf("server certificate from %s %q, CN=%s, %d DNS names + 127.0.0.1, secret %s", p.Issuer.Kind, p.Issuer.Name, server.Spec.CommonName, len(server.Spec.DNSNames), server.Spec.SecretName)},
-		{"client", client, client.Name, fmt.Sprintf("client certificate from %s %q, CN=%s%s, secret %s", p.Issuer.Kind, p.Issuer.Name, client.Spec.CommonName, subjectSuffix(b.in), client.Spec.SecretName)},
+		{"client", client, client.Name, fmt.Sprintf("client certificate from %s %q, CN=%s%s, secret %s", p.Issuer.Kind, p.Issuer.Name, client.Spec.CommonName, subjectSuffix(b.intent), client.Spec.SecretName)},
 	} {
 		m, err := json.Marshal(c.obj)
 		if err != nil {
@@ -69,7 +69,7 @@ func (b *builder) add() error {
 	}
 	b.writeBundle(nil)
 	res, err := conf.AddTLS(conf.Files{PgpoolConf: b.t.Config.PgpoolConf, PoolHBA: b.t.Config.PoolHBA},
-		conf.AddOptions{Paths: b.t.Paths(), SSLMode: b.in.SSLMode, AuthMode: b.authMode, LeftoverTLS: b.in.LeftoverTLS})
+		conf.AddOptions{Paths: b.t.Paths(), SSLMode: b.intent.SSLMode, AuthMode: b.authMode, LeftoverTLS: b.intent.LeftoverTLS})
 	if err != nil {
 		return fmt.Errorf("%s %s/%s: %w; nothing was changed", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
 	}
@@ -78,13 +78,13 @@ func (b *builder) add() error {
 	if b.authMode == "" {
 		b.authMode = conf.GuessAuthMode(edit.Text)
 	}
-	summary := fmt.Sprintf("ssl = on with the certificate at %s; pool_hba.conf: %d remote rules changed for sslMode %s, clientAuthMode %s (every other line kept)", path.Dir(b.t.Paths().Cert), len(edit.Changed), b.in.SSLMode, b.authMode)
+	summary := fmt.Sprintf("ssl = on with the certificate at %s; pool_hba.conf: %d remote rules changed for sslMode %s, clientAuthMode %s (every other line kept)", path.Dir(b.t.Paths().Cert), len(edit.Changed), b.intent.SSLMode, b.authMode)
 	for _, a := range edit.Added {
 		b.p.Warnings = append(b.p.Warnings, "pool_hba.conf: a rule is added "+a)
 	}
 	if res.Enforced {
 		summary += "; enable_pool_hba = on, so that pgpool enforces pool_hba.conf"
-		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("enable_pool_hba was off: pgpool did not read pool_hba.conf, so any client got in with or without TLS; the plan turns it on so that sslMode %s%s is enforced. From now on pgpool authenticates clients itself: md5 and scram users need a pool_passwd entry", b.in.SSLMode, map[bool]string{true: " and cert", false: ""}[b.authMode == "cert"]))
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("enable_pool_hba was off: pgpool did not read pool_hba.conf, so any client got in with or without TLS; the plan turns it on so that sslMode %s%s is enforced. From now on pgpool authenticates clients itself: md5 and scram users need a pool_passwd entry", b.intent.SSLMode, map[bool]string{true: " and cert", false: ""}[b.authMode == "cert"]))
 	}
 	b.p.Warnings = append(b.p.Warnings, edit.Notes...)
 	if edit.AddedDefault {
@@ -106,7 +106,7 @@ func (b *builder) add() error {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pool_hba.conf trusts loopback addresses (%s): connections through `kubectl port-forward` arrive from 127.0.0.1 and skip TLS and %s auth (so the plugin's own login check, which comes that way too, proves the path to the backend but not client authentication); remove those lines if that is not what you want", strings.Join(lines, "; "), b.authMode))
 	}
 	if b.authMode == "cert" {
-		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("clientAuthMode cert: pgpool still logs in to PostgreSQL itself as %q, so that user needs a pool_passwd entry (or trust for pgpool in the backend's pg_hba.conf); see the README", b.in.ClientUser))
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("clientAuthMode cert: pgpool still logs in to PostgreSQL itself as %q, so that user needs a pool_passwd entry (or trust for pgpool in the backend's pg_hba.conf); see the README", b.intent.ClientUser))
 	}
 	b.roll(true)
 	b.verify("on")

@@ -23,7 +23,7 @@ func (b *builder) backup() error {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("keeping the backup taken before the unfinished tls %s (%s): `kubectl pgpool tls rollback %s` restores the state before it", bk.Operation, bk.Taken, t.Name))
 		return nil
 	}
-	b.bk = pgpool.TakeBackup(t, b.in.Operation, b.f.Now.UTC().Format(time.RFC3339))
+	b.bk = pgpool.TakeBackup(t, b.intent.Operation, b.f.Now.UTC().Format(time.RFC3339))
 	b.bkStep = len(b.p.Steps)
 	b.add1(plan.Step{
 		Object:      plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: t.Namespace, Name: pgpool.BackupName(t.Name)},

@@ -35,15 +35,15 @@ func (b *builder) writeBundle(previous []byte) {
 	}
 	if s := tls.Subjects(backend); len(s) > 0 {
 		auth := b.authMode
-		if b.in.Operation != Add {
+		if b.intent.Operation != Add {
 			auth = b.t.State.AuthMode
 		}
 		if auth == "cert" {
 			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pgpool reads one CA file both to verify its backends and to verify client certificates: with cert auth, a client certificate signed by the backend's CA (%s) is accepted too, as the user its CN names; use a backend CA that signs nothing for other clients", strings.Join(s, "; ")))
 		}
 		desc += ", then the backends' CAs"
-		if len(b.in.BackendCASources) > 0 {
-			desc += " from " + strings.Join(b.in.BackendCASources, ", ")
+		if len(b.intent.BackendCASources) > 0 {
+			desc += " from " + strings.Join(b.intent.BackendCASources, ", ")
 		}
 		for _, x := range s {
 			fmt.Fprintf(&diff, "  backend CA: %s\n", x)

@@ -18,13 +18,13 @@ import (
 // certificate from either CA, and its backends stay trusted.
 func (b *builder) changeIssuer() {
 	server, client := pgpool.ServerCertName(b.t.Name), pgpool.ClientCertName(b.t.Name)
-	ref := map[string]any{"spec": map[string]any{"issuerRef": map[string]string{"name": b.issuer.Name, "kind": tls.IssuerKind(b.issuer.Kind), "group": "cert-manager.io"}}}
+	ref := map[string]any{"spec": map[string]any{"issuerRef": map[string]string{"name": b.issuer.Name, "kind": b.issuer.Kind, "group": "cert-manager.io"}}}
 	patch, _ := json.Marshal(ref)
 	move := func(n, why string) {
 		old := b.t.Certificates[n].Spec.IssuerRef
 		b.add1(plan.Step{Object: certObject(b.t, n),
-			Description: fmt.Sprintf("move Certificate %s to %s %q (cert-manager re-issues it)%s", n, tls.IssuerKind(b.issuer.Kind), b.issuer.Name, why),
-			Diff:        fmt.Sprintf("- issuerRef: %s %s\n+ issuerRef: %s %s\n", tls.IssuerKind(old.Kind), old.Name, tls.IssuerKind(b.issuer.Kind), b.issuer.Name),
+			Description: fmt.Sprintf("move Certificate %s to %s %q (cert-manager re-issues it)%s", n, b.issuer.Kind, b.issuer.Name, why),
+			Diff:        fmt.Sprintf("- issuerRef: %s %s\n+ issuerRef: %s %s\n", tls.IssuerKind(old.Kind), old.Name, b.issuer.Kind, b.issuer.Name),
 			Spec:        plan.CertificatePatchSpec{Patch: patch}})
 		b.waitCert(n, tls.Revision(b.t.Certificates[n]), false)
 	}
@@ -32,7 +32,7 @@ func (b *builder) changeIssuer() {
 	if onIssuer(b.t, server, b.issuer) {
 		// Resuming: the server Certificate moved already, so ca.crt is the
 		// new CA; the old one is in the bundle the stopped run wrote.
-		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls change-issuer that did not finish: Certificate %s is already on %s %q", server, tls.IssuerKind(b.issuer.Kind), b.issuer.Name))
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls change-issuer that did not finish: Certificate %s is already on %s %q", server, b.issuer.Kind, b.issuer.Name))
 		b.waitCert(server, b.movedRevision(server), false)
 		previous = nil
 		if b.t.Bundle != nil {

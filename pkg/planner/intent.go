@@ -69,17 +69,8 @@ type Intent struct {
 	ForceUnlock bool
 	// IssuerOnly: an add that names only the issuer (a PgpoolOpsRequest
 	// with spec.tls.issuerRef alone), which KubeDB runs as change-issuer
-	// on a pgpool that has TLS: see On.
+	// on a pgpool that has TLS.
 	IssuerOnly bool
-}
-
-// On is the intent as it applies to t: an IssuerOnly add on a pgpool that
-// has TLS is a change-issuer to that issuer.
-func (in Intent) On(t *pgpool.Target) Intent {
-	if in.Operation != Add || !in.IssuerOnly || !t.State.Enabled {
-		return in
-	}
-	return Intent{Operation: ChangeIssuer, Issuer: in.Issuer, ApplyAlways: in.ApplyAlways, ForceUnlock: in.ForceUnlock, BackendCASources: in.BackendCASources}
 }
 
 // Facts are what the preflight learned for the planner, beside the
@@ -111,81 +102,84 @@ type Facts struct {
 // leftoverTLS, and remove (how to turn TLS off instead).
 type Names func(field string) string
 
-// Normalize fills in the defaults of in (the issuer kind, add's sslMode;
+// Normalize fills in the defaults of intent (the issuer kind, add's sslMode;
 // the issuer may be written KIND/NAME) and checks it: every
 // choice known, sslMode and clientAuthMode that fit each other, names and
 // addresses the certificates can carry, lifetimes longer than their
 // renewal. It is the one place the request is checked; its errors name
 // the user's words through name.
-func Normalize(in Intent, name Names) (Intent, error) {
-	switch in.Operation {
+func Normalize(intent Intent, name Names) (Intent, error) {
+	switch intent.Operation {
 	case Add, ChangeIssuer:
-		if in.Issuer.Kind == "" {
-			in.Issuer.Kind = "Issuer"
+		if intent.Issuer.Kind == "" {
+			intent.Issuer.Kind = "Issuer"
 		}
-		if in.Issuer.Name == "" {
-			if in.Operation == Add {
-				return in, fmt.Errorf("%s is required: name the cert-manager Issuer (or, with %s ClusterIssuer, the ClusterIssuer) that signs pgpool's certificates", name("issuer"), name("issuerKind"))
+		if intent.Issuer.Name == "" {
+			if intent.Operation == Add {
+				return intent, fmt.Errorf("%s is required: name the cert-manager Issuer (or, with %s ClusterIssuer, the ClusterIssuer) that signs pgpool's certificates", name("issuer"), name("issuerKind"))
 			}
-			return in, fmt.Errorf("%s is required: name the new Issuer or ClusterIssuer", name("issuer"))
+			return intent, fmt.Errorf("%s is required: name the new Issuer or ClusterIssuer", name("issuer"))
 		}
-		if err := splitIssuer(&in.Issuer, name); err != nil {
-			return in, err
+		if err := splitIssuer(&intent.Issuer, name); err != nil {
+			return intent, err
 		}
-		if k := in.Issuer.Kind; k != "Issuer" && k != "ClusterIssuer" {
-			return in, fmt.Errorf(`%s must be "Issuer" or "ClusterIssuer", not %q`, name("issuerKind"), k)
+		if k := intent.Issuer.Kind; k != "Issuer" && k != "ClusterIssuer" {
+			return intent, fmt.Errorf(`%s must be "Issuer" or "ClusterIssuer", not %q`, name("issuerKind"), k)
 		}
 	case Remove:
-		if in.AuthMode != "" && in.AuthMode != "md5" && in.AuthMode != "scram" {
-			return in, fmt.Errorf(`%s after remove must be "md5" or "scram" (cert needs TLS), not %q`, name("authMode"), in.AuthMode)
+		if intent.AuthMode != "" && intent.AuthMode != "md5" && intent.AuthMode != "scram" {
+			return intent, fmt.Errorf(`%s after remove must be "md5" or "scram" (cert needs TLS), not %q`, name("authMode"), intent.AuthMode)
 		}
 	case Rotate:
-		if in.OnlyStale && !in.RestartOnly {
-			return in, fmt.Errorf("--only-stale needs --reissue=false: a re-issue makes every pod stale")
+		if intent.OnlyStale && !intent.RestartOnly {
+			return intent, fmt.Errorf("--only-stale needs --reissue=false: a re-issue makes every pod stale")
 		}
 	case Rollback:
 	default:
-		return in, fmt.Errorf("unknown operation %q", in.Operation)
+		return intent, fmt.Errorf("unknown operation %q", intent.Operation)
 	}
-	for _, ref := range in.BackendCASources {
+	for _, ref := range intent.BackendCASources {
 		if _, err := ParseCARef(ref); err != nil {
-			return in, err
+			return intent, err
 		}
 	}
-	if in.Operation != Add {
-		return in, nil
+	if intent.Operation != Add {
+		return intent, nil
 	}
-	if in.SSLMode == "" {
-		in.SSLMode = "require"
+	if intent.SSLMode == "" {
+		intent.SSLMode = "require"
 	}
-	if in.ClientUser == "" {
-		return in, fmt.Errorf("%s must not be empty", name("clientUser"))
+	if intent.ClientUser == "" {
+		return intent, fmt.Errorf("%s must not be empty", name("clientUser"))
 	}
-	switch in.LeftoverTLS {
+	switch intent.LeftoverTLS {
 	case "", "keep", "comment-out":
 	default:
-		return in, fmt.Errorf(`%s must be "keep" or "comment-out", not %q`, name("leftoverTLS"), in.LeftoverTLS)
+		return intent, fmt.Errorf(`%s must be "keep" or "comment-out", not %q`, name("leftoverTLS"), intent.LeftoverTLS)
 	}
-	for _, n := range in.ExtraDNS {
+	for _, n := range intent.ExtraDNS {
 		if err := validDNSName(n, name); err != nil {
-			return in, err
+			return intent, err
 		}
 	}
-	for _, ip := range in.ExtraIPs {
+	for _, ip := range intent.ExtraIPs {
 		if net.ParseIP(ip) == nil {
-			return in, fmt.Errorf("%s %q is not an IP address", name("serverIP"), ip)
+			return intent, fmt.Errorf("%s %q is not an IP address", name("serverIP"), ip)
 		}
 	}
-	if err := conf.ValidateModes(in.SSLMode, in.AuthMode); err != nil {
-		return in, fmt.Errorf("%s: %w", name("sslMode"), err)
+	if err := Shorter(name("renewBefore"), intent.RenewBefore, name("duration"), intent.Duration); err != nil {
+		return intent, err
 	}
-	if in.SSLMode == "disable" {
-		return in, fmt.Errorf("%s disable means no TLS: use %s to turn TLS off", name("sslMode"), name("remove"))
+	if err := Shorter(name("clientRenewBefore"), intent.ClientRenewBefore, name("clientDuration"), intent.ClientDuration); err != nil {
+		return intent, err
 	}
-	if err := Shorter(name("renewBefore"), in.RenewBefore, name("duration"), in.Duration); err != nil {
-		return in, err
+	if intent.SSLMode == "disable" {
+		return intent, fmt.Errorf("%s disable means no TLS: use %s to turn TLS off", name("sslMode"), name("remove"))
 	}
-	return in, Shorter(name("clientRenewBefore"), in.ClientRenewBefore, name("clientDuration"), in.ClientDuration)
+	if err := conf.ValidateModes(intent.SSLMode, intent.AuthMode); err != nil {
+		return intent, fmt.Errorf("%s: %w", name("sslMode"), err)
+	}
+	return intent, nil
 }
 
 // Shorter refuses a renewal that is not shorter than the lifetime (both

@@ -26,9 +26,9 @@ func TestIssuerKindSlashName(t *testing.T) {
 		{"ClusterIssuer/", "Issuer", "", "", false},
 		{"ca", "Vault", "", "", false},
 	} {
-		in, err := Normalize(Intent{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: tc.name, Kind: tc.kind}}, flag)
-		if (err == nil) != tc.ok || (tc.ok && (in.Issuer.Name != tc.wantName || in.Issuer.Kind != tc.wantKind)) {
-			t.Errorf("issuer %s kind %s: %+v %v", tc.name, tc.kind, in.Issuer, err)
+		intent, err := Normalize(Intent{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: tc.name, Kind: tc.kind}}, flag)
+		if (err == nil) != tc.ok || (tc.ok && (intent.Issuer.Name != tc.wantName || intent.Issuer.Kind != tc.wantKind)) {
+			t.Errorf("issuer %s kind %s: %+v %v", tc.name, tc.kind, intent.Issuer, err)
 		}
 	}
 }
@@ -48,48 +48,33 @@ func TestServerDNSNames(t *testing.T) {
 // word for the field, and nothing else checks sslMode again.
 func TestNormalize(t *testing.T) {
 	add := func(f func(*Intent)) Intent {
-		in := Intent{Operation: Add, Issuer: pgpool.IssuerRef{Name: "ca"}, SSLMode: "require", ClientUser: "postgres"}
-		f(&in)
-		return in
+		intent := Intent{Operation: Add, Issuer: pgpool.IssuerRef{Name: "ca"}, SSLMode: "require", ClientUser: "postgres"}
+		f(&intent)
+		return intent
 	}
 	for _, tc := range []struct {
-		in   Intent
-		want string
+		intent Intent
+		want   string
 	}{
-		{add(func(in *Intent) { in.Issuer.Name = "" }), "--issuer is required"},
-		{add(func(in *Intent) { in.SSLMode = "bogus" }), "--sslMode: unknown ssl mode"},
-		{add(func(in *Intent) { in.SSLMode, in.AuthMode = "prefer", "cert" }), "cert needs every client on TLS"},
-		{add(func(in *Intent) { in.SSLMode = "disable" }), "disable means no TLS: use --remove"},
-		{add(func(in *Intent) { in.ClientUser = "" }), "--clientUser must not be empty"},
-		{add(func(in *Intent) { in.ExtraIPs = []string{"10.0.0.300"} }), `--serverIP "10.0.0.300" is not an IP address`},
-		{add(func(in *Intent) { in.LeftoverTLS = "drop" }), "--leftoverTLS must be"},
-		{add(func(in *Intent) { in.Duration, in.RenewBefore = 1e9, 2e9 }), "--renewBefore (2s) must be shorter than --duration (1s)"},
-		{add(func(in *Intent) { in.BackendCASources = []string{"pod/x"} }), "the kind must be secret or configmap"},
+		{add(func(intent *Intent) { intent.Issuer.Name = "" }), "--issuer is required"},
+		{add(func(intent *Intent) { intent.SSLMode = "bogus" }), "--sslMode: unknown ssl mode"},
+		{add(func(intent *Intent) { intent.SSLMode, intent.AuthMode = "prefer", "cert" }), "cert needs every client on TLS"},
+		{add(func(intent *Intent) { intent.SSLMode = "disable" }), "disable means no TLS: use --remove"},
+		{add(func(intent *Intent) { intent.ClientUser = "" }), "--clientUser must not be empty"},
+		{add(func(intent *Intent) { intent.ExtraIPs = []string{"10.0.0.300"} }), `--serverIP "10.0.0.300" is not an IP address`},
+		{add(func(intent *Intent) { intent.LeftoverTLS = "drop" }), "--leftoverTLS must be"},
+		{add(func(intent *Intent) { intent.Duration, intent.RenewBefore = 1e9, 2e9 }), "--renewBefore (2s) must be shorter than --duration (1s)"},
+		{add(func(intent *Intent) { intent.BackendCASources = []string{"pod/x"} }), "the kind must be secret or configmap"},
 		{Intent{Operation: Remove, AuthMode: "cert"}, "--authMode after remove must be"},
 		{Intent{Operation: Rotate, OnlyStale: true}, "--only-stale needs --reissue=false"},
 		{Intent{Operation: "frobnicate"}, "unknown operation"},
 	} {
-		if _, err := Normalize(tc.in, flag); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%+v: %v, want %q", tc.in, err, tc.want)
+		if _, err := Normalize(tc.intent, flag); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.intent, err, tc.want)
 		}
 	}
-	in, err := Normalize(Intent{Operation: Add, Issuer: pgpool.IssuerRef{Name: "ca"}, ClientUser: "postgres"}, flag)
-	if err != nil || in.SSLMode != "require" || in.Issuer.Kind != "Issuer" {
-		t.Fatalf("defaults: %+v %v", in, err)
-	}
-}
-
-// An add that names only the issuer is change-issuer on a pgpool with TLS.
-func TestIssuerOnly(t *testing.T) {
-	in := Intent{Operation: Add, Issuer: pgpool.IssuerRef{Name: "ca", Kind: "Issuer"}, IssuerOnly: true}
-	if got := in.On(&pgpool.Target{}); got.Operation != Add {
-		t.Fatalf("no TLS: %s", got.Operation)
-	}
-	if got := in.On(&pgpool.Target{State: pgpool.TLSState{Enabled: true}}); got.Operation != ChangeIssuer || got.Issuer != in.Issuer {
-		t.Fatalf("TLS on: %+v", got)
-	}
-	in.IssuerOnly = false
-	if got := in.On(&pgpool.Target{State: pgpool.TLSState{Enabled: true}}); got.Operation != Add {
-		t.Fatalf("a full add stays an add: %s", got.Operation)
+	intent, err := Normalize(Intent{Operation: Add, Issuer: pgpool.IssuerRef{Name: "ca"}, ClientUser: "postgres"}, flag)
+	if err != nil || intent.SSLMode != "require" || intent.Issuer.Kind != "Issuer" {
+		t.Fatalf("defaults: %+v %v", intent, err)
 	}
 }

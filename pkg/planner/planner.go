@@ -10,7 +10,6 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
 
 // StateError is returned when the operation does not fit today's state.
@@ -25,25 +24,25 @@ type NothingToDoError struct{ Msg string }
 
 func (e *NothingToDoError) Error() string { return e.Msg }
 
-// Build returns the plan for in (normalised) on t with what the preflight
+// Build returns the plan for intent (normalised) on t with what the preflight
 // learned, or an error that says why the operation does not fit (and which
 // command does).
-func Build(t *pgpool.Target, in Intent, f Facts) (*plan.Plan, error) {
-	if err := fits(t, in); err != nil {
+func Build(t *pgpool.Target, intent Intent, f Facts) (*plan.Plan, error) {
+	if err := fits(t, intent); err != nil {
 		return nil, err
 	}
-	b := newBuilder(t, in, f)
+	b := newBuilder(t, intent, f)
 	b.p.Warnings = append(b.p.Warnings, conf.ParsePgpoolConf(t.Config.PgpoolConf).CaseIgnored(pgpoolKeys...)...)
-	if why := interruptedWhy(t, in.Operation); why != "" {
-		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls %s that did not finish (%s): the plan starts from what the cluster holds now; steps already done change nothing", in.Operation, why))
+	if why := interruptedWhy(t, intent.Operation); why != "" {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls %s that did not finish (%s): the plan starts from what the cluster holds now; steps already done change nothing", intent.Operation, why))
 	}
 	b.lock()
-	if in.Operation != Rollback {
+	if intent.Operation != Rollback {
 		if err := b.backup(); err != nil {
 			return nil, err
 		}
 	}
-	switch in.Operation {
+	switch intent.Operation {
 	case Add:
 		if err := b.add(); err != nil {
 			return nil, err
@@ -59,9 +58,9 @@ func Build(t *pgpool.Target, in Intent, f Facts) (*plan.Plan, error) {
 	case Rollback:
 		b.rollback()
 	default:
-		return nil, fmt.Errorf("unknown operation %q", in.Operation)
+		return nil, fmt.Errorf("unknown operation %q", intent.Operation)
 	}
-	if b.login() == "" && b.in.Operation != Rollback {
+	if b.login() == "" && b.intent.Operation != Rollback {
 		b.p.Warnings = append(b.p.Warnings, "no login proves that clients get through pgpool to its backend after the change (only the TLS handshake is checked): pass --verify-login SECRET, a Secret with the keys username and password")
 	}
 	b.record()
@@ -75,10 +74,10 @@ func Build(t *pgpool.Target, in Intent, f Facts) (*plan.Plan, error) {
 var pgpoolKeys = []string{"ssl", "ssl_cert", "ssl_key", "ssl_ca_cert", "enable_pool_hba", "ssl_ca_cert_dir", "ssl_crl_file"}
 
 type builder struct {
-	t  *pgpool.Target
-	in Intent
-	f  Facts
-	p  *plan.Plan
+	t      *pgpool.Target
+	intent Intent
+	f      Facts
+	p      *plan.Plan
 	// issuer is the issuer the Certificates are on when the plan is done:
 	// the one asked (add, change-issuer), today's (rotate, remove), the
 	// backup's (rollback).
@@ -95,12 +94,12 @@ type builder struct {
 	bkStep int
 }
 
-func newBuilder(t *pgpool.Target, in Intent, f Facts) *builder {
-	b := &builder{t: t, in: in, f: f, p: &plan.Plan{Operation: in.Operation, Target: workloadObject(t)}, issuer: in.Issuer, authMode: in.AuthMode}
-	if in.Operation == Rotate || in.Operation == Remove {
+func newBuilder(t *pgpool.Target, intent Intent, f Facts) *builder {
+	b := &builder{t: t, intent: intent, f: f, p: &plan.Plan{Operation: intent.Operation, Target: workloadObject(t)}, issuer: intent.Issuer, authMode: intent.AuthMode}
+	if intent.Operation == Rotate || intent.Operation == Remove {
 		b.issuer = t.State.Issuer
 	}
-	if in.Operation == Rotate || in.Operation == ChangeIssuer {
+	if intent.Operation == Rotate || intent.Operation == ChangeIssuer {
 		b.authMode = t.State.AuthMode
 	}
 	return b
@@ -136,7 +135,7 @@ func (b *builder) lock() {
 	b.add1(plan.Step{
 		Object:      plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: pgpool.LeaseName(b.t.Name)},
 		Description: fmt.Sprintf("take the kubectl-pgpool lock on %s (no other operation may run until it is released; renewed while this runs; the next run takes it over %.0fs after a run dies)", b.t, pgpool.LockDuration.Seconds()),
-		Spec:        plan.LockSpec{Holder: b.f.Holder, Operation: b.in.Operation, Force: b.in.ForceUnlock},
+		Spec:        plan.LockSpec{Holder: b.f.Holder, Operation: b.intent.Operation, Force: b.intent.ForceUnlock},
 	})
 }
 
@@ -187,10 +186,10 @@ func (b *builder) login() string {
 		return b.f.Login
 	}
 	auth := b.authMode
-	if b.in.Operation == Rotate || b.in.Operation == ChangeIssuer {
+	if b.intent.Operation == Rotate || b.intent.Operation == ChangeIssuer {
 		auth = b.t.State.AuthMode
 	}
-	if auth == "cert" && b.in.Operation != Remove {
+	if auth == "cert" && b.intent.Operation != Remove {
 		return "cert"
 	}
 	return ""
@@ -235,18 +234,18 @@ func (b *builder) verify(ssl string) {
 
 func (b *builder) record() {
 	tlsAnn := ""
-	if b.in.Operation == Rollback {
+	if b.intent.Operation == Rollback {
 		tlsAnn = b.t.Backup.TLSAnnotation
-	} else if b.in.Operation != Remove {
-		ssl, auth := b.in.SSLMode, b.authMode
-		if b.in.Operation != Add {
+	} else if b.intent.Operation != Remove {
+		ssl, auth := b.intent.SSLMode, b.authMode
+		if b.intent.Operation != Add {
 			ssl, auth = b.t.State.SSLMode, b.t.State.AuthMode
 		}
-		tlsAnn = pgpool.TLSAnnotation(ssl, auth, pgpool.IssuerRef{Name: b.issuer.Name, Kind: tls.IssuerKind(b.issuer.Kind)})
+		tlsAnn = pgpool.TLSAnnotation(ssl, auth, pgpool.IssuerRef{Name: b.issuer.Name, Kind: b.issuer.Kind})
 	}
 	b.add1(plan.Step{Object: workloadObject(b.t), Always: true,
 		Description: fmt.Sprintf("record the outcome: annotation %s and an Event on %s", pgpool.AnnotationLastOperation, b.t),
-		Spec:        plan.RecordSpec{Operation: b.in.Operation, TLS: tlsAnn, BackupDone: b.in.Operation != Rollback}})
+		Spec:        plan.RecordSpec{Operation: b.intent.Operation, TLS: tlsAnn, BackupDone: b.intent.Operation != Rollback}})
 	b.add1(plan.Step{Object: plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: pgpool.LeaseName(b.t.Name)},
 		Always: true, Description: "release the lock", Spec: plan.UnlockSpec{}})
 }

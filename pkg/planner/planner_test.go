@@ -748,12 +748,12 @@ type request struct {
 // build normalises r's intent as the commands do, then builds the plan.
 func build(t *testing.T, tg *pgpool.Target, r request) (*plan.Plan, error) {
 	t.Helper()
-	in, err := Normalize(Intent{Operation: r.Operation, Issuer: r.Issuer, SSLMode: r.SSLMode, AuthMode: r.AuthMode, ClientUser: r.ClientUser,
+	intent, err := Normalize(Intent{Operation: r.Operation, Issuer: r.Issuer, SSLMode: r.SSLMode, AuthMode: r.AuthMode, ClientUser: r.ClientUser,
 		ClientOrgs: r.ClientOrgs, ClientOUs: r.ClientOUs, KeepCertificates: r.KeepCertificates, TakeOverCertificates: r.TakeOverCertificates,
 		RestartOnly: r.RestartOnly, ApplyAlways: r.ApplyAlways, Force: r.Force, KeepPreviousCA: r.KeepPreviousCA, LeftoverTLS: r.LeftoverTLS},
 		func(f string) string { return f })
 	if err != nil {
 		return nil, err
 	}
-	return Build(tg, in, Facts{Holder: r.Holder, Login: r.Login, Now: r.Now, CurrentCA: r.CurrentCA, BackendCA: r.BackendCA, Current: r.Current})
+	return Build(tg, intent, Facts{Holder: r.Holder, Login: r.Login, Now: r.Now, CurrentCA: r.CurrentCA, BackendCA: r.BackendCA, Current: r.Current})
 }

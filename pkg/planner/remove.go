@@ -12,7 +12,7 @@ import (
 )
 
 func (b *builder) remove() error {
-	res, err := conf.RemoveTLS(conf.Files{PgpoolConf: b.t.Config.PgpoolConf, PoolHBA: b.t.Config.PoolHBA}, b.t.Paths(), b.in.AuthMode)
+	res, err := conf.RemoveTLS(conf.Files{PgpoolConf: b.t.Config.PgpoolConf, PoolHBA: b.t.Config.PoolHBA}, b.t.Paths(), b.intent.AuthMode)
 	if err != nil {
 		return fmt.Errorf("%s %s/%s: %w; nothing was changed", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
 	}
@@ -25,7 +25,7 @@ func (b *builder) remove() error {
 		b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: b.t.Bundle.Name},
 			Description: "delete the CA bundle ConfigMap " + b.t.Bundle.Name + " (no pod mounts it any more)", Spec: plan.DeleteSpec{}})
 	}
-	if !b.in.KeepCertificates {
+	if !b.intent.KeepCertificates {
 		// Only Certificates kubectl-pgpool created, and the Secrets they
 		// wrote, are deleted; anything else is someone else's. Both
 		// Certificates go first (together), then their Secrets (together):

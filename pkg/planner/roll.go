@@ -19,7 +19,7 @@ import (
 // replaces the pods by itself and we wait for that instead of evicting.
 func (b *builder) roll(templateChanged bool) {
 	expect := "on"
-	if b.in.Operation == Remove {
+	if b.intent.Operation == Remove {
 		expect = "off"
 	}
 	t := b.t

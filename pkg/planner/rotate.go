@@ -15,7 +15,7 @@ import (
 func (b *builder) rotate() {
 	b.issuer = b.t.State.Issuer
 	names := []string{pgpool.ServerCertName(b.t.Name), pgpool.ClientCertName(b.t.Name)}
-	if !b.in.RestartOnly {
+	if !b.intent.RestartOnly {
 		var reissue []string
 		for _, n := range names {
 			if b.reissued(n) {
@@ -36,7 +36,7 @@ func (b *builder) rotate() {
 		}
 	}
 	var previous []byte
-	if b.in.KeepPreviousCA && b.t.Bundle != nil {
+	if b.intent.KeepPreviousCA && b.t.Bundle != nil {
 		previous = []byte(b.t.Bundle.Data[tls.PreviousCAKey])
 	} else if b.t.Bundle != nil && len(tls.Subjects([]byte(b.t.Bundle.Data[tls.PreviousCAKey]))) > 0 {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the previous issuer's CA (%s) leaves the CA bundle: client certificates it signed are refused after this roll (--keep-previous-ca keeps it)", strings.Join(tls.Subjects([]byte(b.t.Bundle.Data[tls.PreviousCAKey])), "; ")))

@@ -40,16 +40,10 @@ func fits(t *pgpool.Target, r Intent) error {
 	switch r.Operation {
 	case Add:
 		if t.State.Enabled && !Interrupted(t, Add) && addDone(t, r) {
-			return &NothingToDoError{fmt.Sprintf("pgpool %s already has TLS as asked (%s %q, sslMode %s, clientAuthMode %s, its Certificates as this add would apply them): nothing to do", name, tls.IssuerKind(r.Issuer.Kind), r.Issuer.Name, t.State.SSLMode, t.State.AuthMode)}
+			return &NothingToDoError{fmt.Sprintf("pgpool %s already has TLS as asked (%s %q, sslMode %s, clientAuthMode %s, its Certificates as this add would apply them): nothing to do", name, r.Issuer.Kind, r.Issuer.Name, t.State.SSLMode, t.State.AuthMode)}
 		}
 		if t.State.Enabled && !Interrupted(t, Add) {
 			return &StateError{fmt.Sprintf("pgpool %s already has TLS (ssl = on in %s %s): use `kubectl pgpool tls rotate %s` to re-issue its certificates, `kubectl pgpool tls change-issuer %s --issuer NAME` to move it to another issuer, or `kubectl pgpool tls remove %s` first", name, t.Config.Kind, t.Config.Name, t.Name, t.Name, t.Name)}
-		}
-		if err := conf.ValidateModes(r.SSLMode, r.AuthMode); err != nil {
-			return err
-		}
-		if r.SSLMode == "disable" {
-			return fmt.Errorf("--ssl-mode disable turns TLS off: use `kubectl pgpool tls remove %s` for that", t.Name)
 		}
 	case Remove:
 		if !t.State.Enabled && !Interrupted(t, Remove) && removeDone(t, r) {
@@ -87,7 +81,7 @@ func fits(t *pgpool.Target, r Intent) error {
 		}
 	}
 	if r.Operation == ChangeIssuer && changeIssuerDone(t, r.Issuer) {
-		return &StateError{fmt.Sprintf("pgpool %s already uses %s %q: to re-issue from it use `kubectl pgpool tls rotate %s`", name, tls.IssuerKind(r.Issuer.Kind), r.Issuer.Name, t.Name)}
+		return &StateError{fmt.Sprintf("pgpool %s already uses %s %q: to re-issue from it use `kubectl pgpool tls rotate %s`", name, r.Issuer.Kind, r.Issuer.Name, t.Name)}
 	}
 	// A run that finishes an unfinished one does not wait for Ready pods:
 	// the unfinished run's roll may be what is under way.
@@ -225,7 +219,7 @@ func interruptedWhy(t *pgpool.Target, op string) string {
 // onIssuer reports whether Certificate n of t names issuer.
 func onIssuer(t *pgpool.Target, n string, issuer pgpool.IssuerRef) bool {
 	c := t.Certificates[n]
-	return c != nil && c.Spec.IssuerRef.Name == issuer.Name && tls.IssuerKind(c.Spec.IssuerRef.Kind) == tls.IssuerKind(issuer.Kind)
+	return c != nil && c.Spec.IssuerRef.Name == issuer.Name && tls.IssuerKind(c.Spec.IssuerRef.Kind) == issuer.Kind
 }
 
 // changeIssuerDone reports whether both Certificates are on issuer and no
@@ -245,7 +239,7 @@ func orNone(s []string) string {
 
 // resuming reports whether this run finishes one of the same operation
 // that did not (its backup is still pending).
-func (b *builder) resuming() bool { return pending(b.t, b.in.Operation) }
+func (b *builder) resuming() bool { return pending(b.t, b.intent.Operation) }
 
 // pending reports whether a run of op on t did not finish: its backup is
 // there and not marked done.
