@@ -8,11 +8,18 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	fakediscovery "k8s.io/client-go/discovery/fake"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 	corev1 "k8s.io/api/core/v1"
@@ -140,5 +147,152 @@ func TestIssuerOnly(t *testing.T) {
 	intent.IssuerOnly = false
 	if got := onTarget(intent, &pgpool.Target{State: pgpool.TLSState{Enabled: true}}); got.Operation != planner.Add {
 		t.Fatalf("a full add stays an add: %s", got.Operation)
+	}
+}
+
+// intentFor normalises a request as the commands do.
+func intentFor(t *testing.T, in planner.Intent) planner.Intent {
+	t.Helper()
+	n, err := planner.Normalize(in, func(f string) string { return f })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func seedAdd(t *testing.T) planner.Intent {
+	return intentFor(t, planner.Intent{Operation: planner.Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}, SSLMode: "require", AuthMode: "cert", ClientUser: "postgres"})
+}
+
+// recorder keeps what the hooks saw.
+type recorder struct {
+	planned  []Outcome
+	done     []Outcome
+	notices  []string
+	progress int
+}
+
+func (r *recorder) hooks() Hooks {
+	return Hooks{
+		Planned: func(_ context.Context, o Outcome) error { r.planned = append(r.planned, o); return nil },
+		Progress: func(int) (func(plan.Event), func()) {
+			return func(plan.Event) { r.progress++ }, func() {}
+		},
+		Done:   func(o Outcome) error { r.done = append(r.done, o); return nil },
+		Notice: func(m string) { r.notices = append(r.notices, m) },
+	}
+}
+
+func options() Options {
+	return Options{DryRun: "none", Timeout: time.Second, Verify: "false", OnFailure: "rollback", Identity: lock.Identity{Holder: "tester"}}
+}
+
+// Each preflight refusal stops the run before the plan: no hook sees a
+// plan and nothing is written.
+func TestPreflightRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		break_ func(c *cluster)
+		opts   func(o *Options)
+		want   string
+	}{
+		{"issuer not ready", func(c *cluster) {
+			is, _ := c.CertManager.CertmanagerV1().Issuers("demo").Get(context.Background(), "pgpool-issuer", metav1.GetOptions{})
+			is.Status.Conditions[0].Status = cmmeta.ConditionFalse
+			_, _ = c.CertManager.CertmanagerV1().Issuers("demo").UpdateStatus(context.Background(), is, metav1.UpdateOptions{})
+		}, nil, "pgpool-issuer"},
+		{"no cert-manager", func(c *cluster) {
+			c.Core.Discovery().(*fakediscovery.FakeDiscovery).Resources = nil
+		}, nil, "install cert-manager first"},
+		{"verify-login Secret missing", nil, func(o *Options) { o.VerifyLogin = "nobody" }, "--verify-login: get Secret demo/nobody"},
+		{"permission denied", func(c *cluster) { c.Denied["create pods/eviction"] = true }, nil, "you may not create pods/eviction"},
+		{"lock held", func(c *cluster) {
+			now := metav1.NewMicroTime(time.Now())
+			holder, secs := "someone else", int32(3600)
+			_, _ = c.Core.CoordinationV1().Leases("demo").Create(context.Background(), &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: pgpool.LeaseName("pgpool"), Namespace: "demo"},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: &holder, AcquireTime: &now, RenewTime: &now, LeaseDurationSeconds: &secs},
+			}, metav1.CreateOptions{})
+		}, nil, "someone else"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t)
+			if tc.break_ != nil {
+				tc.break_(c)
+			}
+			before := len(c.Writes())
+			o := options()
+			if tc.opts != nil {
+				tc.opts(&o)
+			}
+			var rec recorder
+			err := Run(context.Background(), c.clients, "demo", "pgpool", seedAdd(t), o, rec.hooks())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if len(rec.planned) != 0 || len(rec.done) != 0 {
+				t.Fatalf("a refused run reached the plan: %+v", rec)
+			}
+			if w := c.Writes(); len(w) != before {
+				t.Fatalf("a refused run wrote: %v", w[before:])
+			}
+		})
+	}
+}
+
+// A step that fails after the first change rolls back (the rollback's plan
+// is shown as such, and the error says what happened); with OnFailure
+// "stop" it stops, keeps what it did, and says how to go on.
+func TestFailureRollsBack(t *testing.T) {
+	for _, onFailure := range []string{"rollback", "stop"} {
+		t.Run(onFailure, func(t *testing.T) {
+			c := newCluster(t)
+			var rec recorder
+			o := options()
+			o.OnFailure = onFailure
+			// cert-manager never issues (no controller in the fakes): the
+			// wait for the Certificates times out after they were applied.
+			err := Run(context.Background(), c.clients, "demo", "pgpool", seedAdd(t), o, rec.hooks())
+			if err == nil {
+				t.Fatal("no error")
+			}
+			crts, _ := c.CertManager.CertmanagerV1().Certificates("demo").List(context.Background(), metav1.ListOptions{})
+			if onFailure == "stop" {
+				if !strings.Contains(err.Error(), "stopped part-way: run the same command again to finish it") || len(rec.planned) != 1 || len(crts.Items) != 2 {
+					t.Fatalf("stop: %v; %d plans, %d Certificates", err, len(rec.planned), len(crts.Items))
+				}
+				return
+			}
+			// The fakes have no controllers, so the rollback's own verify
+			// step cannot pass here: that it ran, and how the error reads,
+			// is what is checked (the cluster tiers check that it works).
+			if !strings.Contains(err.Error(), "the rollback failed too") || !strings.Contains(err.Error(), "kubectl pgpool tls rollback pgpool -n demo") ||
+				len(rec.planned) != 2 || !rec.planned[1].RollingBack || rec.planned[1].Plan.Operation != planner.Rollback {
+				t.Fatalf("rollback: %v; plans %d", err, len(rec.planned))
+			}
+			if len(rec.notices) == 0 || !strings.Contains(rec.notices[0], "rolling back to the state before it") {
+				t.Fatalf("notices: %q", rec.notices)
+			}
+		})
+	}
+}
+
+// Run again after it stopped, the operation resumes: the plan keeps the
+// backup taken before the first run (the state to roll back to).
+func TestResume(t *testing.T) {
+	c := newCluster(t)
+	o := options()
+	o.OnFailure = "stop"
+	var first recorder
+	if err := Run(context.Background(), c.clients, "demo", "pgpool", seedAdd(t), o, first.hooks()); err == nil {
+		t.Fatal("the first run did not stop")
+	}
+	var again recorder
+	o.DryRun = "client"
+	if err := Run(context.Background(), c.clients, "demo", "pgpool", seedAdd(t), o, again.hooks()); err != nil {
+		t.Fatal(err)
+	}
+	if len(again.planned) != 1 || !strings.Contains(strings.Join(again.planned[0].Plan.Warnings, "\n"), "keeping the backup taken before the unfinished tls add") {
+		t.Fatalf("second plan: %+v", again.planned)
 	}
 }
