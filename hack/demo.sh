@@ -59,4 +59,15 @@ step $K exec -n demo pgpool-0 -c pgpool -- openssl x509 -in /opt/pgpool-II/tls/c
 step "$P" tls status pgpool -n demo
 step "$P" tls remove pgpool -n demo --yes
 step $K exec -n demo pgpool-0 -c pgpool -- grep '^ssl' /opt/pgpool-II/etc/pgpool.conf
-printf '\nThe cluster is still up: export KUBECONFIG=%s (make cluster-down stops it)\n' "$KUBECONFIG" >&2
+# What the demo leaves running, and how to remove it: its 3 real pgpool
+# pods (with 1-second exec probes) and the backend slow down whatever runs
+# on this machine next, benchmarks included.
+{
+	printf '\nLeft running:\n'
+	printf '  the local cluster (%s): etcd, kube-apiserver, controllers, cert-manager, kwok,\n' "$(dirname "$KUBECONFIG")"
+	printf '    containerd, the kubelet and kube-proxy of the real node\n'
+	printf '  namespace demo: %s\n' "$($K get pods -n demo --no-headers -o custom-columns=:metadata.name | tr '\n' ' ')"
+	printf 'Use it:       export KUBECONFIG=%s\n' "$KUBECONFIG"
+	printf 'Remove demo:  KUBECONFIG=%s %s delete namespace demo\n' "$KUBECONFIG" "$K"
+	printf 'Stop it all:  make cluster-down\n'
+} >&2
