@@ -71,12 +71,16 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 	if hs != "" {
 		msg += "; " + hs
 	}
-	if hs != "" && hs != "handshake not checked" && spec.Check.Login != "" {
+	proven := hs != "" && hs != "handshake not checked"
+	if proven && spec.Check.Login != "" {
 		li, err := r.loginPod(ctx, p.Name, spec.Check.TLS, spec.Check.Login)
 		if err != nil {
 			return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
 		}
 		msg += "; " + li
+	}
+	if proven {
+		r.remember(p, spec.Check.TLS, spec.Check.Login)
 	}
 	return msg, nil
 }

@@ -1,10 +1,14 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Verify modes (--verify).
@@ -80,4 +84,51 @@ func (r *Runner) checkPod(ctx context.Context, pod string, tlsOn bool, report fu
 		return "SSLRequest answered 'N' (no TLS), as expected", nil
 	}
 	return fmt.Sprintf("serves serial %s over %s", s.Serial, s.Version), nil
+}
+
+// provenPod is a pod this run proved in its roll: the certificate it
+// served (nil without TLS), its containers' restarts then, and the login
+// that went through it. pgpool reads its certificate only when it starts,
+// so the proof holds while no container restarts and the Secret holds the
+// same certificate: the verify step does not dial such a pod again.
+type provenPod struct {
+	leaf     []byte
+	tls      bool
+	restarts int32
+	login    string
+}
+
+func restarts(p *corev1.Pod) (n int32) {
+	for _, c := range p.Status.ContainerStatuses {
+		n += c.RestartCount
+	}
+	return n
+}
+
+// remember records that pod p was proven against the expectation of this
+// step (r.want), with login if one went through.
+func (r *Runner) remember(p *corev1.Pod, tlsOn bool, login string) {
+	if r.proven == nil {
+		r.proven = map[types.UID]provenPod{}
+	}
+	var leaf []byte
+	if r.want != nil && r.want.Leaf != nil {
+		leaf = r.want.Leaf.Raw
+	}
+	r.proven[p.UID] = provenPod{leaf: leaf, tls: tlsOn, restarts: restarts(p), login: login}
+}
+
+// stillProven reports whether p was proven in this run's roll against
+// what it must serve now: TLS as tlsOn, the leaf the server Secret holds
+// now (leafPEM), the login asked, and no container restarted since.
+func (r *Runner) stillProven(p *corev1.Pod, tlsOn bool, leafPEM []byte, login string) bool {
+	pr, ok := r.proven[p.UID]
+	if !ok || pr.tls != tlsOn || pr.restarts != restarts(p) || (login != "" && pr.login != login) {
+		return false
+	}
+	if !tlsOn {
+		return true
+	}
+	now, err := tls.ParseFirstCert(leafPEM)
+	return err == nil && now != nil && bytes.Equal(pr.leaf, now.Raw)
 }

@@ -85,6 +85,8 @@ type Runner struct {
 	// Secrets change between steps; the steps that check pods never run
 	// concurrently).
 	want *verify.Expect
+	// proven are the pods this run proved in its roll (see provenPod).
+	proven map[types.UID]provenPod
 }
 
 var _ plan.Runner = (*Runner)(nil)

@@ -2,8 +2,15 @@ package runner
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	encpem "encoding/pem"
 	"errors"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +31,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
 // Fast checks of the runner against client-go's fakes: the error paths and
@@ -277,4 +285,50 @@ func TestDeleteSecretOnlyOurs(t *testing.T) {
 	if _, err := f.Core.CoreV1().Secrets("demo").Get(context.Background(), obj.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("our Secret is still there: %v", err)
 	}
+}
+
+// A pod proven in the roll is not dialled again by the verify step while
+// nothing changed: the same certificate in the Secret, no container
+// restart, the same login; any change and it is checked again.
+func TestStillProven(t *testing.T) {
+	leafPEM := testLeaf(t, 1)
+	leaf, err := tls.ParseFirstCert(leafPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{want: &verify.Expect{TLS: true, Leaf: leaf}}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "p1"}, Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{RestartCount: 0}}}}
+	if r.stillProven(p, true, leafPEM, "") {
+		t.Fatal("proven before anything was remembered")
+	}
+	r.remember(p, true, "cert")
+	if !r.stillProven(p, true, leafPEM, "cert") || !r.stillProven(p, true, leafPEM, "") {
+		t.Fatal("not proven right after the roll proved it")
+	}
+	other := testLeaf(t, 2)
+	if r.stillProven(p, true, other, "cert") {
+		t.Fatal("proven although the Secret holds another certificate now")
+	}
+	if r.stillProven(p, true, leafPEM, "password") || r.stillProven(p, false, leafPEM, "") {
+		t.Fatal("proven for another login or TLS setting")
+	}
+	p.Status.ContainerStatuses[0].RestartCount = 1
+	if r.stillProven(p, true, leafPEM, "cert") {
+		t.Fatal("proven although pgpool restarted (and read its files again)")
+	}
+}
+
+// testLeaf is a self-signed certificate with serial, as PEM.
+func testLeaf(t *testing.T, serial int64) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "pgpool"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return encpem.EncodeToMemory(&encpem.Block{Type: "CERTIFICATE", Bytes: der})
 }
