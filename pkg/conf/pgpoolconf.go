@@ -144,9 +144,6 @@ func ParsePgpoolConf(text string) *PgpoolConf {
 	return c
 }
 
-// Err is the first line pgpool could not parse, or nil.
-func (c *PgpoolConf) Err() error { return c.err }
-
 // String renders the file with the line endings it had.
 func (c *PgpoolConf) String() string {
 	if len(c.lines) == 0 {

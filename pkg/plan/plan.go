@@ -73,11 +73,6 @@ type Step struct {
 	Spec Spec `json:"spec"`
 }
 
-// NewStep returns a step for spec on obj; its Kind is the spec's.
-func NewStep(obj Object, description string, spec Spec) Step {
-	return Step{Kind: spec.StepKind(), Object: obj, Description: description, Spec: spec}
-}
-
 // Plan is the ordered list of steps of one operation on one pgpool.
 type Plan struct {
 	Operation string `json:"operation"`

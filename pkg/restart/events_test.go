@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -192,4 +193,20 @@ func TestWatchesStartedBeforeTheWait(t *testing.T) {
 	if _, err := WaitEndpointsOn(ctx, slices, "demo", []string{"pgpool"}, p, "old", Options{}); err != nil {
 		t.Fatalf("WaitEndpointsOn: %v", err)
 	}
+}
+
+// WaitEndpoints (the tests' shorthand) waits, by one watch of the EndpointSlices of services,
+// until pod p is a ready endpoint of each of them and the pod it replaced
+// (old, "" when none) is a ready endpoint of none (gone, or terminating:
+// kube-proxy sends it no new connections), so that new connections through
+// the Services reach the new pod and no longer the old one before the next
+// pod goes. A Service without any EndpointSlice (no controller maintains them)
+// is skipped and returned.
+func WaitEndpoints(ctx context.Context, c discoveryv1client.DiscoveryV1Interface, ns string, services []string, p *corev1.Pod, old types.UID, o Options) ([]string, error) {
+	if len(services) == 0 {
+		return nil, nil
+	}
+	w := WatchEndpoints(ctx, c, ns, services)
+	defer w.Stop()
+	return WaitEndpointsOn(ctx, w, ns, services, p, old, o)
 }

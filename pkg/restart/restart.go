@@ -21,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -271,24 +270,13 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 	return found, nil
 }
 
-// WaitEndpoints waits, by one watch of the EndpointSlices of services,
-// until pod p is a ready endpoint of each of them and the pod it replaced
-// (old, "" when none) is a ready endpoint of none (gone, or terminating:
-// kube-proxy sends it no new connections), so that new connections through
-// the Services reach the new pod and no longer the old one before the next
-// pod goes. A Service without any EndpointSlice (no controller maintains them)
-// is skipped and returned.
-func WaitEndpoints(ctx context.Context, c discoveryv1client.DiscoveryV1Interface, ns string, services []string, p *corev1.Pod, old types.UID, o Options) ([]string, error) {
-	if len(services) == 0 {
-		return nil, nil
-	}
-	w := WatchEndpoints(ctx, c, ns, services)
-	defer w.Stop()
-	return WaitEndpointsOn(ctx, w, ns, services, p, old, o)
-}
-
-// WaitEndpointsOn is WaitEndpoints on a watch of the Services'
-// EndpointSlices (WatchEndpoints) started before the pod was evicted.
+// WaitEndpointsOn waits, on a watch of the Services' EndpointSlices
+// (WatchEndpoints, started before the pod was evicted), until pod p is a
+// ready endpoint of each of services and the pod it replaced (old, "" when
+// none) is a ready endpoint of none (gone, or terminating: kube-proxy sends
+// it no new connections), so that new connections through the Services
+// reach the new pod before the next pod goes. A Service without any
+// EndpointSlice (no controller maintains them) is skipped and returned.
 func WaitEndpointsOn(ctx context.Context, w *Watch, ns string, services []string, p *corev1.Pod, old types.UID, o Options) ([]string, error) {
 	if len(services) == 0 {
 		return nil, nil
