@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
@@ -75,12 +76,16 @@ func (r *Runner) applyBackup(ctx context.Context, sec *corev1.Secret) error {
 func (r *Runner) backupDone(ctx context.Context, ns string) error {
 	name := pgpool.BackupName(r.Target.Name)
 	ann := map[string]string{pgpool.AnnotationBackupDone: "true"}
-	if after, err := r.digestsNow(ctx, ns); err == nil {
+	after, err := r.digestsAfter, error(nil)
+	if after == nil {
+		after, err = r.digestsNow(ctx, ns)
+	}
+	if err == nil {
 		b, _ := json.Marshal(after)
 		ann[pgpool.AnnotationBackupAfter] = string(b)
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
-	_, err := r.Clients.Core.Secrets(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
+	_, err = r.Clients.Core.Secrets(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("mark the backup Secret %s/%s as done: %w", ns, name, err)
 	}
@@ -93,25 +98,47 @@ func (r *Runner) backupDone(ctx context.Context, ns string) error {
 func (r *Runner) digestsNow(ctx context.Context, ns string) (map[string]string, error) {
 	t := r.Target
 	names := []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)}
-	certs := map[string]*cmapi.Certificate{}
-	for _, n := range names {
-		c, err := r.Clients.CertManager.Certificates(ns).Get(ctx, n, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
-			return nil, err
-		default:
-			certs[n] = c
+	crts := make([]*cmapi.Certificate, len(names))
+	var w *unstructured.Unstructured
+	// Three independent reads: at once.
+	err := parallel.Each(len(names)+1, func(i int) (err error) {
+		if i == len(names) {
+			w, err = r.Clients.Dynamic.Resource(t.GVR).Namespace(ns).Get(ctx, t.Name, metav1.GetOptions{})
+			return err
 		}
-	}
-	w, err := r.Clients.Dynamic.Resource(t.GVR).Namespace(ns).Get(ctx, t.Name, metav1.GetOptions{})
+		c, err := r.Clients.CertManager.Certificates(ns).Get(ctx, names[i], metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		crts[i] = c
+		return err
+	})
 	if err != nil {
 		return nil, err
+	}
+	if d := digestsOf(t, names, crts, w); d != nil {
+		return d, nil
+	}
+	return nil, fmt.Errorf("read the pod template of %s", t)
+}
+
+// digestsOf digests the Certificates (nil: none) and the workload's pod
+// template as the operation left them (pgpool.Digests); nil when the
+// template cannot be read.
+func digestsOf(t *pgpool.Target, names []string, crts []*cmapi.Certificate, w *unstructured.Unstructured) map[string]string {
+	if w == nil {
+		return nil
+	}
+	certs := map[string]*cmapi.Certificate{}
+	for i, n := range names {
+		if crts[i] != nil {
+			certs[n] = crts[i]
+		}
 	}
 	raw, _, _ := unstructured.NestedMap(w.Object, "spec", "template")
 	var tmpl corev1.PodTemplateSpec
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &tmpl); err != nil {
-		return nil, err
+		return nil
 	}
-	return pgpool.Digests(certs, names, &tmpl, t.ContainerIndex, t.TLSMountPath), nil
+	return pgpool.Digests(certs, names, &tmpl, t.ContainerIndex, t.TLSMountPath)
 }

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -38,22 +40,43 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 		pods       []corev1.Pod
 	)
 	kind, cname := spec.Config.Kind, spec.Config.Name
+	certNames := []string{pgpool.ServerCertName(r.Target.Name), pgpool.ClientCertName(r.Target.Name)}
+	crts := make([]*cmapi.Certificate, len(certNames))
+	var crtErr atomic.Bool
 	err := parallel.All(func() error {
-		// 1. The config says what it should.
+		// 1. The config says what it should (read where the layout keeps it).
+		data := map[string]string{}
 		if kind == "Secret" {
 			cs, err := r.Clients.Core.Secrets(ns).Get(ctx, cname, metav1.GetOptions{})
 			if err != nil {
 				return fmt.Errorf("verify: get Secret %s/%s: %w", ns, cname, err)
 			}
-			pgpoolConf = string(cs.Data["pgpool.conf"])
-			return nil
+			for k, v := range cs.Data {
+				data[k] = string(v)
+			}
+		} else {
+			cm, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, cname, metav1.GetOptions{})
+			if err != nil {
+				return fmt.Errorf("verify: get ConfigMap %s/%s: %w", ns, cname, err)
+			}
+			data = cm.Data
 		}
-		cm, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, cname, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("verify: get ConfigMap %s/%s: %w", ns, cname, err)
-		}
-		pgpoolConf = cm.Data["pgpool.conf"]
+		pgpoolConf, _, _ = r.Target.Layout.ConfigFiles(data)
 		return nil
+	}, func() error {
+		// The Certificates as the operation leaves them: their digests go
+		// into the backup when the run is recorded (read now, beside the
+		// rest, so the record step only writes).
+		return parallel.Each(len(certNames), func(i int) error {
+			c, err := r.Clients.CertManager.Certificates(ns).Get(ctx, certNames[i], metav1.GetOptions{})
+			switch {
+			case err == nil:
+				crts[i] = c
+			case !apierrors.IsNotFound(err):
+				crtErr.Store(true) // read again by the record
+			}
+			return nil
+		})
 	}, func() (err error) {
 		// 2. The pod template mounts the TLS volume or not.
 		workload, err = r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Get(ctx, s.Object.Name, metav1.GetOptions{})
@@ -88,6 +111,9 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 	if err != nil {
 		return "", err
 	}
+	if !crtErr.Load() {
+		r.digestsAfter = digestsOf(r.Target, certNames, crts, workload)
+	}
 	if conf.ParsePgpoolConf(pgpoolConf).Bool("ssl") != on {
 		problems = append(problems, fmt.Sprintf("%s %s/%s: pgpool.conf does not have ssl %s", kind, ns, cname, ssl))
 	}
@@ -121,6 +147,9 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 					logins++
 				}
 				continue
+			}
+			if r.unreachable[p.UID] {
+				continue // not reached in the roll: reported below, not dialled again
 			}
 			hs, err := r.checkPod(ctx, p.Name, on, func(string) {})
 			if err != nil {

@@ -85,8 +85,13 @@ type Runner struct {
 	// Secrets change between steps; the steps that check pods never run
 	// concurrently).
 	want *verify.Expect
-	// proven are the pods this run proved in its roll (see provenPod).
-	proven map[types.UID]provenPod
+	// proven are the pods this run proved in its roll (see provenPod);
+	// unreachable, those it could not reach then (not dialled again).
+	proven      map[types.UID]provenPod
+	unreachable map[types.UID]bool
+	// digestsAfter are the digests for the backup, read by the verify
+	// step (nil: the record reads them).
+	digestsAfter map[string]string
 }
 
 var _ plan.Runner = (*Runner)(nil)
