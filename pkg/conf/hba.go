@@ -147,6 +147,8 @@ type HBAOptions struct {
 // edit is refused. Editing is idempotent: a rule changed before is edited
 // again from its recorded original.
 func EditHBA(text string, o HBAOptions) (*HBAEdit, error) {
+	// The request was checked once (planner.Normalize); this keeps
+	// EditHBA's own contract for any other caller.
 	if err := ValidateModes(o.SSLMode, o.AuthMode); err != nil {
 		return nil, err
 	}
