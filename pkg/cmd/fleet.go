@@ -139,7 +139,7 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, intent planne
 				board.Set(i, "running")
 			}
 			t0 := time.Now()
-			err := operation.Run(ctx, o.Clients, r.Namespace, r.Name, intent, opts, h)
+			err := operation.Run(ctx, o.Clients, r, intent, opts, h)
 			if board != nil {
 				board.Set(i, map[bool]string{true: "succeeded", false: "FAILED: " + ui.FirstLine(fmt.Sprint(err))}[err == nil])
 			}

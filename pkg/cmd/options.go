@@ -14,6 +14,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
@@ -247,7 +248,7 @@ func flagNames(field string) string {
 // run carries out intent (normalised) on the pgpool NAME, printing the plan,
 // the progress and the result.
 func (o *OperationOptions) run(ctx context.Context, intent planner.Intent) error {
-	return operation.Run(ctx, o.Clients, o.Namespace, o.Name, intent, o.options(), o.hooks(true))
+	return operation.Run(ctx, o.Clients, discover.Ref{Namespace: o.Namespace, Name: o.Name}, intent, o.options(), o.hooks(true))
 }
 
 // hooks print a run as the flags ask: the plan (text) and a confirmation

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
 
@@ -75,7 +76,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	if o.on() {
 		return o.runFleet(ctx)
 	}
-	t, st, err := operation.StatusOf(ctx, o.Clients, o.Namespace, o.Name, o.Verify, o.Timeout)
+	t, st, err := operation.StatusOf(ctx, o.Clients, discover.Ref{Namespace: o.Namespace, Name: o.Name}, o.Verify, o.Timeout)
 	if err != nil {
 		return err
 	}
@@ -126,7 +127,7 @@ func (o *StatusOptions) runFleet(ctx context.Context) error {
 	targets := map[int]*pgpool.Target{}
 	for i, r := range o.refs {
 		row := StatusRow{Namespace: r.Namespace, Name: r.Name}
-		t, st, err := operation.StatusOf(ctx, o.Clients, r.Namespace, r.Name, o.Verify, o.Timeout)
+		t, st, err := operation.StatusOf(ctx, o.Clients, r, o.Verify, o.Timeout)
 		if err != nil {
 			row.Error = err.Error()
 			problems = append(problems, err.Error())

@@ -54,11 +54,22 @@ func (e *NotFoundError) Error() string {
 
 // Discover finds the pgpool NAME in namespace ns.
 func Discover(ctx context.Context, c Clients, ns, name string) (*pgpool.Target, error) {
+	return DiscoverRef(ctx, c, Ref{Namespace: ns, Name: name})
+}
+
+// DiscoverRef finds the pgpool r names; when r.Kind is known (Find found
+// it) only that kind is read.
+func DiscoverRef(ctx context.Context, c Clients, r Ref) (*pgpool.Target, error) {
+	ns, name := r.Namespace, r.Name
 	// The reads are independent: each group at once (one round trip of
 	// latency per group, not per read).
 	objs := make([]*unstructured.Unstructured, len(workloadKinds))
 	errs := make([]error, len(workloadKinds))
 	_ = parallel.Each(len(workloadKinds), func(i int) error {
+		if r.Kind != "" && r.Kind != workloadKinds[i].Kind {
+			errs[i] = apierrors.NewNotFound(workloadKinds[i].GVR.GroupResource(), name)
+			return nil
+		}
 		objs[i], errs[i] = c.Dynamic.Resource(workloadKinds[i].GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 		return nil // a NotFound is an answer: judged below, kind by kind
 	})
@@ -295,6 +306,9 @@ func findBackup(ctx context.Context, c Clients, t *pgpool.Target) error {
 type Ref struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
+	// Kind is the workload's kind when a listing found it ("": any; a
+	// name two kinds share is left to Discover, which refuses it).
+	Kind string `json:"-"`
 }
 
 // Find returns the workloads that run a pgpool container in ns (every
@@ -307,7 +321,7 @@ func Find(ctx context.Context, dyn dynamic.Interface, ns, selector string) ([]Re
 // find is Find; unless strict, a kind that cannot be listed is skipped.
 func find(ctx context.Context, dyn dynamic.Interface, ns, selector string, strict bool) ([]Ref, error) {
 	var out []Ref
-	seen := map[Ref]bool{}
+	seen := map[Ref]int{}
 	for _, wk := range workloadKinds {
 		l, err := dyn.Resource(wk.GVR).Namespace(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
 		if (apierrors.IsNotFound(err) && wk.GVR == pgpool.PetSets) || (err != nil && !strict) {
@@ -319,10 +333,13 @@ func find(ctx context.Context, dyn dynamic.Interface, ns, selector string, stric
 		for i := range l.Items {
 			if _, err := pgpool.FromWorkload(&l.Items[i], wk.Kind, wk.GVR); err == nil {
 				r := Ref{Namespace: l.Items[i].GetNamespace(), Name: l.Items[i].GetName()}
-				if !seen[r] {
-					seen[r] = true
-					out = append(out, r)
+				if at, ok := seen[r]; ok {
+					out[at].Kind = "" // two kinds of one name: Discover refuses it
+					continue
 				}
+				seen[r] = len(out)
+				r.Kind = wk.Kind
+				out = append(out, r)
 			}
 		}
 	}

@@ -88,3 +88,31 @@ func TestDiscoverErrors(t *testing.T) {
 		t.Fatalf("missing config: %v", err)
 	}
 }
+
+// A fleet's listing knows each workload's kind: discovery then reads only
+// that kind. A name two kinds share keeps no kind, so Discover refuses it.
+func TestFindKnowsTheKind(t *testing.T) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-config", Namespace: "demo"}, Data: map[string]string{"pgpool.conf": "ssl = off\n"}}
+	c := fakes.New([]runtime.Object{cm}, nil, []runtime.Object{workload("Deployment", "pgpool-config")})
+	refs, err := Find(context.Background(), c.Dynamic, "demo", "")
+	if err != nil || len(refs) != 1 || refs[0].Kind != "Deployment" {
+		t.Fatalf("Find = %+v, %v", refs, err)
+	}
+	before := len(c.Dynamic.Actions())
+	if _, err := DiscoverRef(context.Background(), clients(c), refs[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range c.Dynamic.Actions()[before:] {
+		if a.GetVerb() == "get" && a.GetResource().Resource != "deployments" {
+			t.Errorf("read %s although the kind is known", a.GetResource().Resource)
+		}
+	}
+	both := fakes.New([]runtime.Object{cm}, nil, []runtime.Object{workload("Deployment", "pgpool-config"), workload("StatefulSet", "pgpool-config")})
+	refs, err = Find(context.Background(), both.Dynamic, "demo", "")
+	if err != nil || len(refs) != 1 || refs[0].Kind != "" {
+		t.Fatalf("Find over a shared name = %+v, %v", refs, err)
+	}
+	if _, err := DiscoverRef(context.Background(), clients(both), refs[0]); err == nil || !strings.Contains(err.Error(), "ambiguous") {
+		t.Fatalf("a name two kinds share: %v", err)
+	}
+}

@@ -86,14 +86,14 @@ func (h Hooks) done(o Outcome) error {
 	return nil
 }
 
-// Run carries out intent on the pgpool ns/name. When a step fails after the
+// Run carries out intent on the pgpool ref names. When a step fails after the
 // first change it rolls back (OnFailure "rollback") or stops and says how
 // to go on.
-func Run(ctx context.Context, c *Clients, ns, name string, intent planner.Intent, o Options, h Hooks) error {
+func Run(ctx context.Context, c *Clients, ref discover.Ref, intent planner.Intent, o Options, h Hooks) error {
 	if o.Identity.Holder == "" {
 		o.Identity = lock.Self()
 	}
-	r := &run{c: c, ns: ns, name: name, o: o, h: h}
+	r := &run{c: c, ref: ref, ns: ref.Namespace, name: ref.Name, o: o, h: h}
 	out, changed, err := r.execute(ctx, intent, false)
 	if err == nil || !changed || out.Plan.Operation == planner.Rollback || o.DryRun != "none" {
 		return err
@@ -105,7 +105,7 @@ func Run(ctx context.Context, c *Clients, ns, name string, intent planner.Intent
 	if errors.As(err, &lost) {
 		return err
 	}
-	undo := fmt.Sprintf("kubectl pgpool tls rollback %s -n %s", name, ns)
+	undo := fmt.Sprintf("kubectl pgpool tls rollback %s -n %s", ref.Name, ref.Namespace)
 	if errors.Is(err, plan.ErrInterrupted) || o.OnFailure == "stop" {
 		return fmt.Errorf("%w\nstopped part-way: run the same command again to finish it, or `%s` to undo it", err, undo)
 	}
@@ -119,6 +119,7 @@ func Run(ctx context.Context, c *Clients, ns, name string, intent planner.Intent
 // run is one Run: the operation and, when it fails, its rollback.
 type run struct {
 	c        *Clients
+	ref      discover.Ref
 	ns, name string
 	o        Options
 	h        Hooks
@@ -131,7 +132,7 @@ func (r *run) execute(ctx context.Context, intent planner.Intent, rollingBack bo
 	// discovery error is reported first.
 	pf := &preflighted{}
 	err = parallel.All(func() (err error) {
-		out.Target, err = discover.Discover(ctx, r.c.discover(), r.ns, r.name)
+		out.Target, err = discover.DiscoverRef(ctx, r.c.discover(), r.ref)
 		return err
 	}, func() error { return r.preflightReads(ctx, intent, pf) })
 	if err != nil {

@@ -226,7 +226,7 @@ func TestPreflightRefusals(t *testing.T) {
 				tc.opts(&o)
 			}
 			var rec recorder
-			err := Run(context.Background(), c.clients, "demo", "pgpool", seedAdd(t), o, rec.hooks())
+			err := Run(context.Background(), c.clients, discover.Ref{Namespace: "demo", Name: "pgpool"}, seedAdd(t), o, rec.hooks())
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
@@ -252,7 +252,7 @@ func TestFailureRollsBack(t *testing.T) {
 			o.OnFailure = onFailure
 			// cert-manager never issues (no controller in the fakes): the
 			// wait for the Certificates times out after they were applied.
-			err := Run(context.Background(), c.clients, "demo", "pgpool", seedAdd(t), o, rec.hooks())
+			err := Run(context.Background(), c.clients, discover.Ref{Namespace: "demo", Name: "pgpool"}, seedAdd(t), o, rec.hooks())
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -284,12 +284,12 @@ func TestResume(t *testing.T) {
 	o := options()
 	o.OnFailure = "stop"
 	var first recorder
-	if err := Run(context.Background(), c.clients, "demo", "pgpool", seedAdd(t), o, first.hooks()); err == nil {
+	if err := Run(context.Background(), c.clients, discover.Ref{Namespace: "demo", Name: "pgpool"}, seedAdd(t), o, first.hooks()); err == nil {
 		t.Fatal("the first run did not stop")
 	}
 	var again recorder
 	o.DryRun = "client"
-	if err := Run(context.Background(), c.clients, "demo", "pgpool", seedAdd(t), o, again.hooks()); err != nil {
+	if err := Run(context.Background(), c.clients, discover.Ref{Namespace: "demo", Name: "pgpool"}, seedAdd(t), o, again.hooks()); err != nil {
 		t.Fatal(err)
 	}
 	if len(again.planned) != 1 || !strings.Contains(strings.Join(again.planned[0].Plan.Warnings, "\n"), "keeping the backup taken before the unfinished tls add") {

@@ -127,9 +127,9 @@ func (c *Clients) probePods(ctx context.Context, t *pgpool.Target, pods []status
 	}
 }
 
-// StatusOf discovers the pgpool ns/name and collects its status.
-func StatusOf(ctx context.Context, c *Clients, ns, name, verifyMode string, timeout time.Duration) (*pgpool.Target, *status.Status, error) {
-	t, err := discover.Discover(ctx, c.discover(), ns, name)
+// StatusOf discovers the pgpool ref names and collects its status.
+func StatusOf(ctx context.Context, c *Clients, ref discover.Ref, verifyMode string, timeout time.Duration) (*pgpool.Target, *status.Status, error) {
+	t, err := discover.DiscoverRef(ctx, c.discover(), ref)
 	if err != nil {
 		return nil, nil, err
 	}
