@@ -100,11 +100,12 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", r.Source, err)
 		}
 		if len(o.requests) > 1 && o.Output == "text" {
-			what := intent.Operation
-			if intent.IssuerOnly {
-				what = "add or change-issuer"
+			// Said once the operation is known (an issuer alone is add or
+			// change-issuer, as the pgpool is).
+			source, n := r.Source, i+1
+			op.banner = func(operation string) string {
+				return fmt.Sprintf("# %s (%d of %d): tls %s %s/%s", source, n, len(o.requests), operation, op.Namespace, op.Name)
 			}
-			fmt.Fprintf(o.Out, "# %s (%d of %d): tls %s %s/%s\n", r.Source, i+1, len(o.requests), what, op.Namespace, op.Name)
 		}
 		if err := op.run(ctx, intent); err != nil {
 			return fmt.Errorf("%s: %w", r.Source, err)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -274,5 +276,50 @@ func TestUnknownCommandsAndAliases(t *testing.T) {
 		if strings.Join(af, " ") != strings.Join(cf, " ") {
 			t.Errorf("%s has flags %v, tls %s has %v", alias, af, of, cf)
 		}
+	}
+}
+
+// tls apply with several documents heads each one's output with a line
+// naming the operation that runs: an issuer alone on a pgpool without TLS
+// is an add; a remove on it has nothing to do. Nothing is written.
+func TestApplySaysWhatEachDocumentRuns(t *testing.T) {
+	c := newCluster(t)
+	f := filepath.Join(t.TempDir(), "ops.yaml")
+	docs := `apiVersion: ops.kubedb.com/v1alpha1
+kind: PgpoolOpsRequest
+metadata: {name: a, namespace: demo}
+spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {issuerRef: {name: pgpool-issuer}}}
+---
+apiVersion: ops.kubedb.com/v1alpha1
+kind: PgpoolOpsRequest
+metadata: {name: b, namespace: demo}
+spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}}
+`
+	if err := os.WriteFile(f, []byte(docs), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	ns := "demo"
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.Namespace = &ns
+	o := &ApplyOptions{OperationOptions: newOperationOptions(streams, flags), Filenames: []string{f}}
+	o.Clients = c.clients
+	o.DryRun, o.Output, o.Apply, o.Verify, o.Timeout, o.Yes = "client", "text", "IfReady", "false", 5e9, true
+	if err := o.Complete(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"(PgpoolOpsRequest a) (1 of 2): tls add demo/pgpool", "(PgpoolOpsRequest b) (2 of 2): tls remove demo/pgpool"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("%q missing from:\n%s", want, out)
+		}
+	}
+	if w := c.Writes(); len(w) != 0 {
+		t.Fatalf("a client dry run wrote: %v", w)
 	}
 }

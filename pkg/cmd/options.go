@@ -67,6 +67,9 @@ type OperationOptions struct {
 	cache *operation.Cache
 	// identity is this run's lock identity (lock.Self(), once).
 	identity lock.Identity
+	// banner, when set, is a line printed (text only) before the first
+	// plan or answer, given the operation that runs.
+	banner func(operation string) string
 }
 
 // newOperationOptions are the shared options of a mutating command.
@@ -256,8 +259,15 @@ func (o *OperationOptions) run(ctx context.Context, intent planner.Intent) error
 // json|yaml, one document per plan.
 func (o *OperationOptions) hooks(ask bool) operation.Hooks {
 	color := !o.NoColor && os.Getenv("NO_COLOR") == ""
+	bannerOnce := func(operation string) {
+		if o.banner != nil && o.Output == "text" {
+			fmt.Fprintln(o.Out, o.banner(operation))
+			o.banner = nil
+		}
+	}
 	return operation.Hooks{
 		Planned: func(ctx context.Context, out operation.Outcome) error {
+			bannerOnce(out.Operation)
 			if out.RollingBack && o.Output == "yaml" {
 				fmt.Fprintln(o.Out, "---")
 			}
@@ -283,6 +293,7 @@ func (o *OperationOptions) hooks(ask bool) operation.Hooks {
 			return prog.Event, prog.Stop
 		},
 		Done: func(out operation.Outcome) error {
+			bannerOnce(out.Operation)
 			if out.NothingToDo != "" && o.Output == "text" {
 				fmt.Fprintln(o.Out, out.NothingToDo)
 				return nil

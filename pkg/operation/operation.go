@@ -50,6 +50,9 @@ type Options struct {
 // Outcome is one plan's end: what it ran on, the plan, its result (nil for
 // --dry-run=client), or why there was nothing to do.
 type Outcome struct {
+	// Operation is what runs (an issuer-only add on a pgpool with TLS is a
+	// change-issuer).
+	Operation   string
 	Target      *pgpool.Target
 	Plan        *plan.Plan
 	Result      *plan.Result
@@ -140,6 +143,7 @@ func (r *run) execute(ctx context.Context, intent planner.Intent, rollingBack bo
 	}
 	t := out.Target
 	intent = onTarget(intent, t)
+	out.Operation = intent.Operation
 	facts, err := r.preflight(ctx, t, intent, pf)
 	if err != nil {
 		return out, false, err
