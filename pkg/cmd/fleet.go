@@ -108,7 +108,7 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, intent planne
 	// pipe: every progress line, prefixed with the pgpool.
 	var board *ui.Board
 	if !o.NoColor && ui.IsTerminal(o.ErrOut) {
-		board = ui.NewBoard(o.ErrOut, names(f.refs))
+		board = ui.NewBoard(o.ErrOut, discover.Names(f.refs))
 		defer board.Stop()
 	}
 	for i, r := range f.refs {
@@ -192,11 +192,3 @@ type fleetError struct {
 
 func (e *fleetError) Error() string   { return e.msg }
 func (e *fleetError) Unwrap() []error { return e.errs }
-
-func names(refs []discover.Ref) []string {
-	out := make([]string, len(refs))
-	for i, r := range refs {
-		out[i] = r.Namespace + "/" + r.Name
-	}
-	return out
-}

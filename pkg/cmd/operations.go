@@ -83,16 +83,10 @@ func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 	c.Flags().DurationVar(&o.RenewBefore, "renew-before", 0, "renew this long before expiry (cert-manager's default: a third of the lifetime)")
 	c.Flags().DurationVar(&o.ClientDuration, "client-duration", 0, "the client certificate's lifetime, when it differs from --duration")
 	c.Flags().DurationVar(&o.ClientRenewBefore, "client-renew-before", 0, "the client certificate's renewal, when it differs from --renew-before")
-	_ = c.RegisterFlagCompletionFunc("ssl-mode", fixed(conf.SSLModes()))
-	_ = c.RegisterFlagCompletionFunc("client-auth-mode", fixed(conf.ClientAuthModes()))
-	_ = c.RegisterFlagCompletionFunc("issuer-kind", fixed([]string{"Issuer", "ClusterIssuer"}))
+	_ = c.RegisterFlagCompletionFunc("ssl-mode", cobra.FixedCompletions(conf.SSLModes(), cobra.ShellCompDirectiveNoFileComp))
+	_ = c.RegisterFlagCompletionFunc("client-auth-mode", cobra.FixedCompletions(conf.ClientAuthModes(), cobra.ShellCompDirectiveNoFileComp))
+	_ = c.RegisterFlagCompletionFunc("issuer-kind", cobra.FixedCompletions([]string{"Issuer", "ClusterIssuer"}, cobra.ShellCompDirectiveNoFileComp))
 	return c
-}
-
-func fixed(vals []string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return vals, cobra.ShellCompDirectiveNoFileComp
-	}
 }
 
 // Validate checks the flags and normalises the request.

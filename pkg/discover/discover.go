@@ -311,6 +311,15 @@ type Ref struct {
 	Kind string `json:"-"`
 }
 
+// Names are the refs as namespace/name.
+func Names(refs []Ref) []string {
+	out := make([]string, len(refs))
+	for i, r := range refs {
+		out[i] = r.Namespace + "/" + r.Name
+	}
+	return out
+}
+
 // Find returns the workloads that run a pgpool container in ns (every
 // namespace when ns is ""), whose labels match selector (any when ""),
 // sorted by namespace and name.
