@@ -26,6 +26,9 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 	st := status.Status{Workload: t.String(), Config: t.Config.Kind + " " + t.Config.Name, SSL: t.State.Enabled,
 		SSLMode: t.State.SSLMode, AuthMode: t.State.AuthMode, HBAEnforced: t.State.HBAEnforced, Issuer: t.State.Issuer, TLSVolume: t.State.VolumePresent,
 		TLSMountPath: t.TLSMountPath, LastOp: t.Annotations[pgpool.AnnotationLastOperation], Paths: map[string]string{}}
+	if o := t.Layout.Owner(t); o != nil {
+		st.Owner = fmt.Sprintf("%s %s/%s (%s)", o.Kind, t.Namespace, o.Name, o.APIVersion)
+	}
 	for _, k := range []string{"ssl_cert", "ssl_key", "ssl_ca_cert"} {
 		if v, ok := pc.Get(k); ok {
 			st.Paths[k] = v

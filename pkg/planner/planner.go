@@ -33,6 +33,9 @@ func Build(t *pgpool.Target, intent Intent, f Facts) (*plan.Plan, error) {
 	}
 	b := newBuilder(t, intent, f)
 	b.p.Warnings = append(b.p.Warnings, conf.ParsePgpoolConf(t.Config.PgpoolConf).CaseIgnored(pgpoolKeys...)...)
+	if o := t.Layout.Owner(t); o != nil && intent.Operation != Rollback {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("%s is controlled by %s %s/%s (%s): kubectl-pgpool does not pause it or write this change into it (KubeDB's ops-manager does both), so KubeDB's provisioner may put the workload or its config back; pause it for the change (kubectl dba pause), or run this as a PgpoolOpsRequest with the ops-manager", t, o.Kind, t.Namespace, o.Name, o.APIVersion))
+	}
 	if why := interruptedWhy(t, intent.Operation); why != "" {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls %s that did not finish (%s): the plan starts from what the cluster holds now; steps already done change nothing", intent.Operation, why))
 	}

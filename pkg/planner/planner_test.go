@@ -757,3 +757,26 @@ func build(t *testing.T, tg *pgpool.Target, r request) (*plan.Plan, error) {
 	}
 	return Build(tg, intent, Facts{Holder: r.Holder, Login: r.Login, Now: r.Now, CurrentCA: r.CurrentCA, BackendCA: r.BackendCA, Current: r.Current})
 }
+
+// A workload KubeDB's Pgpool controls: the plan says that the plugin does
+// not pause or update that object, and what to do; without an owner, or on
+// pgpool2_on_k8s, nothing is said.
+func TestOwnerWarning(t *testing.T) {
+	yes := true
+	tg := fixture(t, "StatefulSet")
+	tg.Owners = []metav1.OwnerReference{{APIVersion: "kubedb.com/v1alpha2", Kind: "Pgpool", Name: "pgpool", Controller: &yes}}
+	p, err := build(t, tg, seedAdd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(p.Warnings, "\n"); !strings.Contains(w, "is controlled by Pgpool demo/pgpool (kubedb.com/v1alpha2)") || !strings.Contains(w, "kubectl dba pause") {
+		t.Fatalf("warnings:\n%s", w)
+	}
+	p, err = build(t, fixture(t, "StatefulSet"), seedAdd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(strings.Join(p.Warnings, "\n"), "is controlled by") {
+		t.Fatalf("a warning without an owner: %v", p.Warnings)
+	}
+}

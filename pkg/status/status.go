@@ -28,7 +28,10 @@ type Status struct {
 	ClientCerts  []ClientCertStatus `json:"clientCertificates,omitempty"`
 	Backends     []BackendStatus    `json:"backends,omitempty"`
 	LastOp       string             `json:"lastOperation,omitempty"`
-	Paths        map[string]string  `json:"pgpoolPaths,omitempty"`
+	// Owner is the object that controls the workload and that the layout
+	// knows to tell (KubeDB's Pgpool), as KIND NAMESPACE/NAME.
+	Owner string            `json:"owner,omitempty"`
+	Paths map[string]string `json:"pgpoolPaths,omitempty"`
 }
 
 // BundleStatus is the CA bundle pgpool reads as ssl_ca_cert, in order.

@@ -24,7 +24,7 @@ func TestJSONFieldNames(t *testing.T) {
 			t.Errorf("%s missing from %s", want, b)
 		}
 	}
-	for _, absent := range []string{`"caBundle"`, `"clientCertificates"`, `"lastOperation"`, `"detail"`, `"served"`} {
+	for _, absent := range []string{`"caBundle"`, `"clientCertificates"`, `"lastOperation"`, `"detail"`, `"served"`, `"owner"`} {
 		if strings.Contains(string(b), absent) {
 			t.Errorf("%s present in %s", absent, b)
 		}

@@ -17,6 +17,9 @@ import (
 func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "Workload:\t%s (%d replicas, %s)\n", st.Workload, t.Replicas, t.UpdateStrategy)
+	if st.Owner != "" {
+		fmt.Fprintf(w, "Controlled by:\t%s (not paused or updated by kubectl-pgpool)\n", st.Owner)
+	}
 	fmt.Fprintf(w, "Config:\t%s (mounted at %s)\n", st.Config, t.Config.MountPath)
 	fmt.Fprintf(w, "TLS:\t%s\n", map[bool]string{true: "on", false: "off"}[st.SSL])
 	fmt.Fprintf(w, "sslMode / clientAuthMode:\t%s / %s\n", st.SSLMode, st.AuthMode)
