@@ -27,7 +27,7 @@ import (
 
 // readCAs reads the --backend-ca sources in the pgpool's namespace.
 func (r *run) readCAs(ctx context.Context, refs []string) ([]byte, error) {
-	ns := r.ns
+	ns := r.ref.Namespace
 	var parts [][]byte
 	for _, ref := range refs {
 		src, err := planner.ParseCARef(ref)
@@ -60,7 +60,7 @@ func (r *run) readCAs(ctx context.Context, refs []string) ([]byte, error) {
 // Issuer's Secret in the pgpool's namespace (ca.crt, else tls.crt). Other
 // issuers give nil (a ClusterIssuer's Secret lives elsewhere: not asked).
 func (r *run) issuerCA(ctx context.Context, spec cmapi.IssuerSpec) []byte {
-	ns := r.ns
+	ns := r.ref.Namespace
 	if spec.CA == nil {
 		return nil
 	}

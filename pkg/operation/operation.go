@@ -96,7 +96,7 @@ func Run(ctx context.Context, c *Clients, ref discover.Ref, intent planner.Inten
 	if o.Identity.Holder == "" {
 		o.Identity = lock.Self()
 	}
-	r := &run{c: c, ref: ref, ns: ref.Namespace, name: ref.Name, o: o, h: h}
+	r := &run{c: c, ref: ref, o: o, h: h}
 	out, changed, err := r.execute(ctx, intent, false)
 	if err == nil || !changed || out.Plan.Operation == planner.Rollback || o.DryRun != "none" {
 		return err
@@ -121,11 +121,10 @@ func Run(ctx context.Context, c *Clients, ref discover.Ref, intent planner.Inten
 
 // run is one Run: the operation and, when it fails, its rollback.
 type run struct {
-	c        *Clients
-	ref      discover.Ref
-	ns, name string
-	o        Options
-	h        Hooks
+	c   *Clients
+	ref discover.Ref
+	o   Options
+	h   Hooks
 }
 
 // execute is discover -> preflight -> plan -> Planned -> execute -> Done.

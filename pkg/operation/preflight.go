@@ -42,7 +42,7 @@ type preflighted struct {
 // trip of latency, two for an Issuer's CA), their errors reported in the
 // order below, as if one after another.
 func (r *run) preflightReads(ctx context.Context, intent planner.Intent, pf *preflighted) error {
-	ns, name, c := r.ns, r.name, r.c
+	ns, name, c := r.ref.Namespace, r.ref.Name, r.c
 	withCAs := intent.Operation != planner.Remove && intent.Operation != planner.Rollback
 	newIssuer := intent.Operation == planner.Add || intent.Operation == planner.ChangeIssuer
 	var notice string
