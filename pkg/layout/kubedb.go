@@ -6,7 +6,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 )
 
@@ -14,26 +13,10 @@ import (
 // versions) whose pods keep their names, config in a Secret mounted at
 // /config, the TLS volume beside it, and (when KubeDB's operator made it)
 // a Pgpool object of kubedb.com that owns the workload.
-type KubeDB struct{}
+type KubeDB struct{ imageConfig }
 
 // Name names the layout.
 func (KubeDB) Name() string { return "kubedb" }
-
-// ConfigPatch writes the two files under their keys.
-func (KubeDB) ConfigPatch(c pgpool.Config, pgpoolConf, poolHBA string) []byte {
-	return keyedPatch(c, pgpoolConf, poolHBA)
-}
-
-// ConfigFiles reads the two files from their keys.
-func (KubeDB) ConfigFiles(data map[string]string) (string, string, bool) {
-	return keyedFiles(data)
-}
-
-// TLSMountPath is a tls directory beside the config.
-func (KubeDB) TLSMountPath(configMountPath string) string { return besideConfig(configMountPath) }
-
-// Paths are where KubeDB's image makes pgpool read them.
-func (KubeDB) Paths() conf.Paths { return imagePaths() }
 
 // Owner is the kubedb.com Pgpool that controls the workload, if any.
 func (KubeDB) Owner(t *pgpool.Target) *metav1.OwnerReference {

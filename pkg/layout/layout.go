@@ -29,26 +29,17 @@ func For(t *pgpool.Target) (pgpool.Layout, error) {
 	return nil, fmt.Errorf("%s: no layout knows a %s", t, t.Kind)
 }
 
-// What the two layouts share: both images copy the mounted TLS directory
-// to where pgpool reads it, and both keep the two files under their own
-// keys in a ConfigMap or a Secret.
+// imageConfig is what the KubeDB and pgpool2_on_k8s images share, embedded
+// by both: the two files under their own keys in a ConfigMap or a Secret,
+// the TLS volume in a tls directory beside the config, and the image's
+// entrypoint copying it to where pgpool reads it. A layout that differs
+// here (Bitnami's writes its config from environment variables) does not
+// embed it.
+type imageConfig struct{}
 
-// imagePaths are where the KubeDB and pgpool2_on_k8s images make pgpool
-// read its TLS files (their entrypoints copy the mounted directory there).
-func imagePaths() conf.Paths {
-	d := pgpool.PgpoolTLSDir
-	return conf.Paths{Cert: d + "/tls.crt", Key: d + "/tls.key", CA: d + "/ca.pem"}
-}
-
-// besideConfig mounts the TLS volume in a tls directory next to the
-// config's mount.
-func besideConfig(configMountPath string) string {
-	return strings.TrimSuffix(configMountPath, "/") + "/tls"
-}
-
-// keyedPatch writes the two files under their keys, base64 in a Secret's
-// data, as they are in a ConfigMap's.
-func keyedPatch(c pgpool.Config, pgpoolConf, poolHBA string) []byte {
+// ConfigPatch writes the two files under their keys, base64 in a Secret's
+// data, as they are in a ConfigMap's, on the resourceVersion read.
+func (imageConfig) ConfigPatch(c pgpool.Config, pgpoolConf, poolHBA string) []byte {
 	data := map[string]string{}
 	for k, v := range map[string]string{"pgpool.conf": pgpoolConf, "pool_hba.conf": poolHBA} {
 		if c.Kind == "Secret" {
@@ -60,10 +51,21 @@ func keyedPatch(c pgpool.Config, pgpoolConf, poolHBA string) []byte {
 	return b
 }
 
-// keyedFiles reads the two files from their keys.
-func keyedFiles(data map[string]string) (string, string, bool) {
+// ConfigFiles reads the two files from their keys.
+func (imageConfig) ConfigFiles(data map[string]string) (string, string, bool) {
 	pc, ok := data["pgpool.conf"]
 	return pc, data["pool_hba.conf"], ok
+}
+
+// TLSMountPath is a tls directory beside the config's mount.
+func (imageConfig) TLSMountPath(configMountPath string) string {
+	return strings.TrimSuffix(configMountPath, "/") + "/tls"
+}
+
+// Paths are where the images make pgpool read its TLS files.
+func (imageConfig) Paths() conf.Paths {
+	d := pgpool.PgpoolTLSDir
+	return conf.Paths{Cert: d + "/tls.crt", Key: d + "/tls.key", CA: d + "/ca.pem"}
 }
 
 // rolloutCounts are what a workload's status says of a rollout under way:

@@ -4,35 +4,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 )
 
 // Pgpool2OnK8s is a pgpool as pgpool's own pgpool2_on_k8s manifests run
 // it: a Deployment (replaced pods get new names), config in a ConfigMap,
 // no owner to tell.
-type Pgpool2OnK8s struct{}
+type Pgpool2OnK8s struct{ imageConfig }
 
 // Name names the layout.
 func (Pgpool2OnK8s) Name() string { return "pgpool2_on_k8s" }
-
-// ConfigPatch writes the two files under their keys.
-func (Pgpool2OnK8s) ConfigPatch(c pgpool.Config, pgpoolConf, poolHBA string) []byte {
-	return keyedPatch(c, pgpoolConf, poolHBA)
-}
-
-// ConfigFiles reads the two files from their keys.
-func (Pgpool2OnK8s) ConfigFiles(data map[string]string) (string, string, bool) {
-	return keyedFiles(data)
-}
-
-// TLSMountPath is a tls directory beside the config.
-func (Pgpool2OnK8s) TLSMountPath(configMountPath string) string {
-	return besideConfig(configMountPath)
-}
-
-// Paths are where the image makes pgpool read them.
-func (Pgpool2OnK8s) Paths() conf.Paths { return imagePaths() }
 
 // Owner is nil: a Deployment of these manifests has none to tell (its
 // ReplicaSets are its own).
