@@ -148,9 +148,6 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 				}
 				continue
 			}
-			if r.unreachable[p.UID] {
-				continue // not reached in the roll: reported below, not dialled again
-			}
 			hs, err := r.checkPod(ctx, p.Name, on, func(string) {})
 			if err != nil {
 				problems = append(problems, err.Error())

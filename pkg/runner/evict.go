@@ -79,14 +79,8 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 		}
 		msg += "; " + li
 	}
-	switch {
-	case proven:
+	if proven {
 		r.remember(p, spec.Check.TLS, spec.Check.Login)
-	case hs == "handshake not checked":
-		if r.unreachable == nil {
-			r.unreachable = map[types.UID]bool{}
-		}
-		r.unreachable[p.UID] = true
 	}
 	return msg, nil
 }

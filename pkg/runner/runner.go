@@ -85,10 +85,10 @@ type Runner struct {
 	// Secrets change between steps; the steps that check pods never run
 	// concurrently).
 	want *verify.Expect
-	// proven are the pods this run proved in its roll (see provenPod);
-	// unreachable, those it could not reach then (not dialled again).
-	proven      map[types.UID]provenPod
-	unreachable map[types.UID]bool
+	// proven are the pods this run proved in its roll (see provenPod). A
+	// pod the roll could not reach is tried again at the end (port-forward
+	// may have failed only for a moment on a busy machine).
+	proven map[types.UID]provenPod
 	// digestsAfter are the digests for the backup, read by the verify
 	// step (nil: the record reads them).
 	digestsAfter map[string]string
