@@ -1,7 +1,9 @@
-// Package planner builds the Plan of each TLS operation (add, rotate,
-// change-issuer, remove) from a discovered target and the user's request.
-// Building is pure: it reads the target snapshot and writes nothing; the
-// same Plan is then printed, dry-run or executed.
+// Package planner owns the request and its plan: the user's request as an
+// Intent, normalised and checked once (Normalize), and the Plan of each
+// operation (add, rotate, change-issuer, remove, rollback; one file each)
+// built from a discovered target, the Intent and what the preflight learned
+// (Facts). Building is pure: it reads the target snapshot and writes
+// nothing; the same Plan is then printed, dry-run or executed.
 package planner
 
 import (
