@@ -443,6 +443,38 @@ func (h *Held) Check(ctx context.Context) error {
 	return nil
 }
 
+// Confirm renews the lock now, whatever its age: after a step failed, it
+// tells a failure of this run's own from one caused by losing the lock
+// meanwhile (this process was stopped while a request was in flight, and
+// another run took the lock over). It returns a LostError only when
+// another run holds the Lease or it is gone; when the Lease cannot be read
+// at all, nothing is known and it returns nil.
+func (h *Held) Confirm(ctx context.Context) error {
+	if h == nil {
+		return nil
+	}
+	if err := h.Lost(); err != nil {
+		return err
+	}
+	err := h.renew(ctx)
+	var l *LostError
+	if !errors.As(err, &l) {
+		return nil
+	}
+	h.setLost(err)
+	return err
+}
+
+// Lost is the LostError once this run knows it lost the lock, else nil.
+func (h *Held) Lost() error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lost
+}
+
 // Release stops renewing and deletes the Lease while it is still this
 // run's (a run that took it over keeps it).
 func (h *Held) Release(ctx context.Context) (string, error) {

@@ -24,6 +24,11 @@ func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, 
 		// changing the workload): there is nothing of ours to record.
 		return "not recorded: this run did not hold the lock", nil
 	}
+	if err := r.held.Lost(); err != nil {
+		// Another run holds the pgpool now: the outcome on it is that
+		// run's to record.
+		return "not recorded: this run lost the lock", nil
+	}
 	lo := pgpool.LastOperation{Operation: spec.Operation, Time: time.Now().UTC().Format(time.RFC3339), Result: "Succeeded", By: r.holder()}
 	if failure != nil {
 		lo.Result, lo.Error = "Failed", failure.Error()

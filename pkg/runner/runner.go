@@ -115,6 +115,14 @@ func (r *Runner) Run(ctx context.Context, s plan.Step, failure error, report fun
 		r.want = nil // only steps that run alone check pods (evict, verify)
 	}
 	msg, err := r.run(stepCtx, s, failure, report)
+	var lost *lock.LostError
+	if err != nil && !errors.As(err, &lost) && s.Kind != plan.Unlock {
+		// Did this step fail because the run lost its lock meanwhile?
+		// Then that is the error: the run stops and undoes nothing.
+		if lerr := r.held.Confirm(ctx); lerr != nil {
+			err = fmt.Errorf("%w (the step itself: %v)", lerr, err)
+		}
+	}
 	switch {
 	case err == nil:
 	case errors.Is(context.Cause(ctx), plan.ErrInterrupted):

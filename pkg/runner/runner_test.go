@@ -251,6 +251,50 @@ func TestLock(t *testing.T) {
 	}
 }
 
+// A run stopped (SIGSTOP, a suspended laptop) while a write was in flight
+// resumes to that write's error after another run took its lock over: the
+// error is the lost lock (so nothing is rolled back), and the record step
+// leaves the other run's outcome alone.
+func TestLockLostDuringAStep(t *testing.T) {
+	f := newFakes(t)
+	lease := plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: "demo", Name: "pgpool-kubectl-pgpool-lock"}
+	if _, err := run(f, plan.Step{Object: lease, Spec: plan.LockSpec{Holder: "alice@laptop pid 1", Operation: "add"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = f.r.held.Release(context.Background()) }()
+	f.Core.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		// While alice's request waits, bob takes the lock over (through
+		// the tracker: the fake client is locked while a reactor runs).
+		leases := coordinationv1.SchemeGroupVersion.WithResource("leases")
+		o, err := f.Core.Tracker().Get(leases, "demo", lease.Name)
+		if err != nil {
+			t.Error(err)
+			return true, nil, err
+		}
+		l, bob := o.(*coordinationv1.Lease).DeepCopy(), "bob@laptop pid 1"
+		l.Spec.HolderIdentity = &bob
+		if err := f.Core.Tracker().Update(leases, l, "demo"); err != nil {
+			t.Error(err)
+		}
+		return true, nil, apierrors.NewTimeoutError("request did not complete within requested timeout", 0)
+	})
+	backup := plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "Secret", Namespace: "demo", Name: "pgpool-kubectl-pgpool-backup"},
+		Spec: plan.BackupSpec{Secret: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-kubectl-pgpool-backup", Namespace: "demo"}}}}
+	_, err := run(f, backup, nil)
+	var lost *lock.LostError
+	if !errors.As(err, &lost) || !strings.Contains(err.Error(), "bob@laptop pid 1 holds it now") || !strings.Contains(err.Error(), "the step itself: write the backup Secret") {
+		t.Fatalf("the step's error: %v", err)
+	}
+	msg, err := run(f, plan.Step{Object: workload, Always: true, Spec: plan.RecordSpec{Operation: "add"}}, err)
+	if err != nil || !strings.Contains(msg, "not recorded: this run lost the lock") {
+		t.Fatalf("record: %q %v", msg, err)
+	}
+	u, _ := f.Dynamic.Resource(pgpool.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
+	if a := u.GetAnnotations()[pgpool.AnnotationLastOperation]; a != "" {
+		t.Fatalf("a run that lost its lock recorded %s", a)
+	}
+}
+
 // Ctrl-C (the context cancelled with plan.ErrInterrupted) is not a
 // timeout: the step's error says interrupted, and maps to exit 130.
 func TestInterruptedIsNotTimeout(t *testing.T) {
