@@ -42,6 +42,7 @@ func New(core, certManager, workloadObjs []runtime.Object) *Cluster {
 		CertManager: cmfake.NewClientset(certManager...),
 		Dynamic: dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
 			pgpool.StatefulSets: "StatefulSetList", pgpool.Deployments: "DeploymentList", pgpool.PetSets: "PetSetList",
+			pgpool.KubeDBPgpools: "PgpoolList", pgpool.PgpoolOpsRequests: "PgpoolOpsRequestList",
 		}, workloadObjs...),
 	}
 	n := 0

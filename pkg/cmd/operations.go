@@ -296,11 +296,7 @@ func (o *RemoveOptions) Validate() (err error) {
 func (o *RemoveOptions) Run(ctx context.Context) error { return o.run(ctx, o.intent) }
 
 // RollbackOptions are the options of `tls rollback`.
-type RollbackOptions struct {
-	OperationOptions
-	// Force discards edits made to the config since the operation.
-	Force bool
-}
+type RollbackOptions struct{ OperationOptions }
 
 func newRollbackCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
 	o := &RollbackOptions{OperationOptions: newOperationOptions(streams, flags)}
@@ -321,13 +317,12 @@ that is what it is for. A failed operation rolls back by itself unless
 		RunE:              runE(o),
 	}
 	o.addFlags(c)
-	c.Flags().BoolVar(&o.Force, "force", false, "roll back even when pgpool.conf or pool_hba.conf changed since the operation (those edits are lost)")
 	return c
 }
 
 // Run rolls back.
 func (o *RollbackOptions) Run(ctx context.Context) error {
-	intent, err := o.normalize(planner.Intent{Operation: planner.Rollback, Force: o.Force}, nil)
+	intent, err := o.normalize(planner.Intent{Operation: planner.Rollback}, nil)
 	if err != nil {
 		return err
 	}

@@ -106,7 +106,7 @@ func DiscoverRef(ctx context.Context, c Clients, r Ref) (*pgpool.Target, error) 
 	}
 	// Each finder fills in its own fields of t; their errors are reported
 	// in this order, whichever came first.
-	finders := []func(context.Context, Clients, *pgpool.Target) error{findConfig, findPods, findServices, findCertificates, findBundle, findBackup}
+	finders := []func(context.Context, Clients, *pgpool.Target) error{findConfig, findPods, findServices, findCertificates, findBundle, findBackup, findOwner}
 	if err := parallel.Each(len(finders), func(i int) error { return finders[i](ctx, c, t) }); err != nil {
 		return nil, err
 	}
@@ -300,6 +300,54 @@ func findBackup(ctx context.Context, c Clients, t *pgpool.Target) error {
 	}
 	t.Backup, err = pgpool.ReadBackup(s, t.Name)
 	return err
+}
+
+// findOwner reads the KubeDB Pgpool object that controls the workload (the
+// layout names it) and the PgpoolOpsRequests on it that have not ended
+// (where that API is served). A Pgpool that is gone, or an API not
+// served, leaves t.Owner nil.
+func findOwner(ctx context.Context, c Clients, t *pgpool.Target) error {
+	ref := t.Layout.Owner(t)
+	if ref == nil {
+		return nil
+	}
+	gvr := pgpool.KubeDBPgpools
+	if gv, err := schema.ParseGroupVersion(ref.APIVersion); err == nil {
+		gvr.Version = gv.Version
+	}
+	var owner *unstructured.Unstructured
+	var ops *unstructured.UnstructuredList
+	err := parallel.All(func() (err error) {
+		owner, err = c.Dynamic.Resource(gvr).Namespace(t.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			owner, err = nil, nil
+		}
+		if err != nil {
+			err = fmt.Errorf("get %s %s/%s (it controls %s): %w", ref.Kind, t.Namespace, ref.Name, t, err)
+		}
+		return err
+	}, func() (err error) {
+		ops, err = c.Dynamic.Resource(pgpool.PgpoolOpsRequests).Namespace(t.Namespace).List(ctx, metav1.ListOptions{})
+		if apierrors.IsNotFound(err) {
+			ops, err = nil, nil
+		}
+		if err != nil {
+			err = fmt.Errorf("list PgpoolOpsRequests in %s: %w", t.Namespace, err)
+		}
+		return err
+	})
+	if err != nil || owner == nil {
+		return err
+	}
+	t.Owner = pgpool.ReadOwner(owner)
+	if ops != nil {
+		for i := range ops.Items {
+			if pending, phase := pgpool.OpsRequestPending(&ops.Items[i], ref.Name); pending {
+				t.Owner.Pending = append(t.Owner.Pending, fmt.Sprintf("%s (phase %s)", ops.Items[i].GetName(), phase))
+			}
+		}
+	}
+	return nil
 }
 
 // Ref names one pgpool.

@@ -59,6 +59,9 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 		}
 	}
 	add(core("secrets", "get"), core("configmaps", "get"), core("pods", "list")) // discovery and the preflight's reads
+	if t.Owner != nil {
+		add(access{"kubedb.com", "pgpools", "", "get"}, access{"ops.kubedb.com", "pgpoolopsrequests", "", "list"})
+	}
 	login := false
 	for _, s := range p.Steps {
 		switch spec := s.Spec.(type) {
@@ -100,6 +103,10 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 			default:
 				add(core(strings.ToLower(s.Object.Kind)+"s", "delete"))
 			}
+		case plan.PauseSpec:
+			add(access{"kubedb.com", "pgpools", "status", "update"}, access{"kubedb.com", "pgpools", "", "get"})
+		case plan.OwnerPatchSpec:
+			add(access{"kubedb.com", "pgpools", "", "patch"})
 		case plan.RecordSpec:
 			add(wl("patch"), core("events", "create"))
 			if spec.BackupDone {

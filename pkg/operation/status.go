@@ -29,6 +29,15 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 	if o := t.Layout.Owner(t); o != nil {
 		st.Owner = fmt.Sprintf("%s %s/%s (%s)", o.Kind, t.Namespace, o.Name, o.APIVersion)
 	}
+	if o := t.Owner; o != nil {
+		st.OwnerSays, st.OwnerDiffers, st.OwnerPending = o.Spec.Summary(), o.Spec.Differences(t.State), o.Pending
+		switch {
+		case o.PausedByUs():
+			st.OwnerPaused = fmt.Sprintf("by kubectl-pgpool (%s): unless that run is still going, it did not end; run its command again, or `kubectl pgpool tls rollback %s`, to lift the pause", o.Paused.Message, t.Name)
+		case o.Paused != nil:
+			st.OwnerPaused = fmt.Sprintf("by someone else (reason %s: %s)", o.Paused.Reason, o.Paused.Message)
+		}
+	}
 	for _, k := range []string{"ssl_cert", "ssl_key", "ssl_ca_cert"} {
 		if v, ok := pc.Get(k); ok {
 			st.Paths[k] = v

@@ -64,6 +64,9 @@ type Backup struct {
 	// Pods are the UIDs of the workload's pods then: a pod not among them
 	// was started after the first write.
 	Pods []string `json:"pods"`
+	// Owner is what the KubeDB Pgpool object said of TLS then (nil: there
+	// was none).
+	Owner *OwnerSpec `json:"owner,omitempty"`
 }
 
 // Backup Secret keys and annotations.
@@ -114,6 +117,10 @@ func TakeBackup(t *Target, op, now string) *Backup {
 	}
 	for _, p := range t.Pods {
 		b.Pods = append(b.Pods, string(p.UID))
+	}
+	if t.Owner != nil {
+		spec := t.Owner.Spec
+		b.Owner = &spec
 	}
 	return b
 }

@@ -91,6 +91,9 @@ type Target struct {
 	Container      string                      `json:"container"`
 	// Owners are the workload's owner references.
 	Owners []metav1.OwnerReference `json:"-"`
+	// Owner is the KubeDB Pgpool object that controls the workload, as
+	// read (nil: none, or none that could be read).
+	Owner *Owner `json:"-"`
 	// Layout is how this pgpool is deployed (set by discovery).
 	Layout         Layout                        `json:"-"`
 	ContainerIndex int                           `json:"containerIndex"`

@@ -131,6 +131,21 @@ type RecordSpec struct {
 // UnlockSpec releases the lock.
 type UnlockSpec struct{}
 
+// PauseSpec sets (Pause) or lifts the Paused status condition of the step's
+// object, a KubeDB Pgpool: while it is set, KubeDB's provisioner leaves the
+// Pgpool's PetSet and config alone. Only a pause with the plugin's reason
+// is lifted.
+type PauseSpec struct {
+	Pause   bool   `json:"pause"`
+	Message string `json:"message,omitempty"`
+}
+
+// OwnerPatchSpec writes what the operation did into the step's object (a
+// KubeDB Pgpool's spec), as KubeDB's ops-manager does: a merge patch.
+type OwnerPatchSpec struct {
+	Patch json.RawMessage `json:"patch"`
+}
+
 // StepKind implementations.
 func (LockSpec) StepKind() Kind             { return Lock }
 func (ApplyCertificateSpec) StepKind() Kind { return Apply }
@@ -147,3 +162,5 @@ func (VerifySpec) StepKind() Kind           { return Verify }
 func (DeleteSpec) StepKind() Kind           { return Delete }
 func (RecordSpec) StepKind() Kind           { return Record }
 func (UnlockSpec) StepKind() Kind           { return Unlock }
+func (PauseSpec) StepKind() Kind            { return Patch }
+func (OwnerPatchSpec) StepKind() Kind       { return Patch }

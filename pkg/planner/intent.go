@@ -62,8 +62,9 @@ type Intent struct {
 	// settings it finds: "keep", "comment-out", or "" (refuse them with
 	// cert auth, warn otherwise).
 	LeftoverTLS string
-	// Force: rollback discards edits made to the config since the
-	// operation it undoes (--force).
+	// Force (--force): go on although the KubeDB Pgpool is paused by
+	// someone else or has a PgpoolOpsRequest that has not ended; rollback
+	// also discards edits made to the config since the operation it undoes.
 	Force bool
 	// ForceUnlock takes the lock even from a run that still holds it.
 	ForceUnlock bool

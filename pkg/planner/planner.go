@@ -35,13 +35,14 @@ func Build(t *pgpool.Target, intent Intent, f Facts) (*plan.Plan, error) {
 	}
 	b := newBuilder(t, intent, f)
 	b.p.Warnings = append(b.p.Warnings, conf.ParsePgpoolConf(t.Config.PgpoolConf).CaseIgnored(pgpoolKeys...)...)
-	if o := t.Layout.Owner(t); o != nil && intent.Operation != Rollback {
-		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("%s is controlled by %s %s/%s (%s): kubectl-pgpool does not pause it or write this change into it (KubeDB's ops-manager does both), so KubeDB's provisioner may put the workload or its config back; pause it for the change (kubectl dba pause), or run this as a PgpoolOpsRequest with the ops-manager", t, o.Kind, t.Namespace, o.Name, o.APIVersion))
+	if o := t.Layout.Owner(t); o != nil && t.Owner == nil {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("%s is controlled by %s %s/%s (%s), which could not be read (it is gone, or its API is not served): it is neither paused nor told of this change", t, o.Kind, t.Namespace, o.Name, o.APIVersion))
 	}
 	if why := interruptedWhy(t, intent.Operation); why != "" {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls %s that did not finish (%s): the plan starts from what the cluster holds now; steps already done change nothing", intent.Operation, why))
 	}
 	b.lock()
+	b.pause()
 	if intent.Operation != Rollback {
 		if err := b.backup(); err != nil {
 			return nil, err
@@ -68,6 +69,7 @@ func Build(t *pgpool.Target, intent Intent, f Facts) (*plan.Plan, error) {
 	if b.login() == "" && b.intent.Operation != Rollback {
 		b.p.Warnings = append(b.p.Warnings, "no login proves that clients get through pgpool to its backend after the change (only the TLS handshake is checked): pass --verify-login SECRET, a Secret with the keys username and password")
 	}
+	b.updateOwner()
 	b.record()
 	if err := b.finishBackup(); err != nil {
 		return nil, err
@@ -251,6 +253,7 @@ func (b *builder) record() {
 	b.add1(plan.Step{Object: workloadObject(b.t), Always: true,
 		Description: fmt.Sprintf("record the outcome: annotation %s and an Event on %s", pgpool.AnnotationLastOperation, b.t),
 		Spec:        plan.RecordSpec{Operation: b.intent.Operation, TLS: tlsAnn, BackupDone: b.intent.Operation != Rollback}})
+	b.unpause()
 	b.add1(plan.Step{Object: plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: pgpool.LeaseName(b.t.Name)},
 		Always: true, Description: "release the lock", Spec: plan.UnlockSpec{}})
 }

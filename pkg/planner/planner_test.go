@@ -758,25 +758,112 @@ func build(t *testing.T, tg *pgpool.Target, r request) (*plan.Plan, error) {
 	return Build(tg, intent, Facts{Holder: r.Holder, Login: r.Login, Now: r.Now, CurrentCA: r.CurrentCA, BackendCA: r.BackendCA, Current: r.Current})
 }
 
-// A workload KubeDB's Pgpool controls: the plan says that the plugin does
-// not pause or update that object, and what to do; without an owner, or on
-// pgpool2_on_k8s, nothing is said.
-func TestOwnerWarning(t *testing.T) {
+// A workload KubeDB's Pgpool controls: the plan pauses the Pgpool before
+// the first change, writes the result into its spec after the proof (the
+// seed's UpdateDatabase) and lifts the pause even after a failure; it
+// refuses while an ops request or someone else's pause is on it, unless
+// --force (then someone else's pause is left alone); an owner that cannot
+// be read is named; remove clears spec.tls in one patch; rollback puts the
+// backup's spec back.
+func TestKubeDBOwner(t *testing.T) {
 	yes := true
-	tg := fixture(t, "StatefulSet")
-	tg.Owners = []metav1.OwnerReference{{APIVersion: "kubedb.com/v1alpha2", Kind: "Pgpool", Name: "pgpool", Controller: &yes}}
-	p, err := build(t, tg, seedAdd())
+	owned := func(tg *pgpool.Target, o *pgpool.Owner) *pgpool.Target {
+		tg.Owners = []metav1.OwnerReference{{APIVersion: "kubedb.com/v1alpha2", Kind: "Pgpool", Name: "pgpool", Controller: &yes}}
+		tg.Owner = o
+		return tg
+	}
+	pgpoolObj := func() *pgpool.Owner {
+		return &pgpool.Owner{APIVersion: "kubedb.com/v1alpha2", Kind: "Pgpool", Name: "pgpool", Spec: pgpool.OwnerSpec{ClientAuthMode: "md5"}}
+	}
+	p, err := build(t, owned(fixture(t, "StatefulSet"), nil), seedAdd())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w := strings.Join(p.Warnings, "\n"); !strings.Contains(w, "is controlled by Pgpool demo/pgpool (kubedb.com/v1alpha2)") || !strings.Contains(w, "kubectl dba pause") {
+	if w := strings.Join(p.Warnings, "\n"); !strings.Contains(w, "is controlled by Pgpool demo/pgpool (kubedb.com/v1alpha2), which could not be read") {
 		t.Fatalf("warnings:\n%s", w)
 	}
-	p, err = build(t, fixture(t, "StatefulSet"), seedAdd())
+	kinds := func(p *plan.Plan) string {
+		var out []string
+		for _, s := range p.Steps {
+			switch s.Spec.(type) {
+			case plan.PauseSpec:
+				out = append(out, fmt.Sprintf("pause=%v always=%v", s.Spec.(plan.PauseSpec).Pause, s.Always))
+			case plan.OwnerPatchSpec:
+				out = append(out, "update")
+			default:
+				out = append(out, string(s.Kind))
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	patchOf := func(p *plan.Plan) map[string]any {
+		for _, s := range p.Steps {
+			if o, ok := s.Spec.(plan.OwnerPatchSpec); ok {
+				var m map[string]any
+				if err := json.Unmarshal(o.Patch, &m); err != nil {
+					t.Fatal(err)
+				}
+				return m["spec"].(map[string]any)
+			}
+		}
+		return nil
+	}
+
+	p, err = build(t, owned(fixture(t, "StatefulSet"), pgpoolObj()), seedAdd())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(strings.Join(p.Warnings, "\n"), "is controlled by") {
-		t.Fatalf("a warning without an owner: %v", p.Warnings)
+	if k := kinds(p); !strings.HasPrefix(k, "lock pause=true always=false apply ") || !strings.HasSuffix(k, " verify update record pause=false always=true unlock") {
+		t.Fatalf("add's steps: %s", k)
+	}
+	spec := patchOf(p)
+	tlsSpec, _ := json.Marshal(spec["tls"])
+	if spec["sslMode"] != "require" || spec["clientAuthMode"] != "cert" || !strings.Contains(string(tlsSpec), `"issuerRef":{"apiGroup":"cert-manager.io","kind":"Issuer","name":"pgpool-issuer"}`) ||
+		!strings.Contains(string(tlsSpec), `"alias":"server"`) || !strings.Contains(string(tlsSpec), `"secretName":"pgpool-client-cert"`) || !strings.Contains(string(tlsSpec), `"organizations":["pgpool"]`) {
+		t.Fatalf("add's UpdateDatabase: %v %s", spec, tlsSpec)
+	}
+
+	busy := pgpoolObj()
+	busy.Pending = []string{"ppops-restart (phase Progressing)"}
+	if _, err := build(t, owned(fixture(t, "StatefulSet"), busy), seedAdd()); err == nil || !strings.Contains(err.Error(), "ppops-restart (phase Progressing)") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("a pending ops request: %v", err)
+	}
+	paused := pgpoolObj()
+	paused.Paused = &metav1.Condition{Type: "Paused", Status: "True", Reason: "ManualPause", Message: "dba"}
+	if _, err := build(t, owned(fixture(t, "StatefulSet"), paused), seedAdd()); err == nil || !strings.Contains(err.Error(), `paused by someone else (condition Paused, reason "ManualPause"`) {
+		t.Fatalf("someone else's pause: %v", err)
+	}
+	force := seedAdd()
+	force.Force = true
+	p, err = build(t, owned(fixture(t, "StatefulSet"), paused), force)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := kinds(p); strings.Contains(k, "pause=") || !strings.Contains(strings.Join(p.Warnings, "\n"), "that pause is left as it is") {
+		t.Fatalf("--force under someone else's pause: %s %v", k, p.Warnings)
+	}
+
+	withSpec := withTLS(t, fixture(t, "StatefulSet"))
+	on := pgpoolObj()
+	on.Spec = pgpool.OwnerSpec{SSLMode: "require", ClientAuthMode: "cert", TLS: map[string]any{"issuerRef": map[string]any{"name": "pgpool-issuer", "kind": "Issuer"}}}
+	p, err = build(t, owned(withSpec, on), request{Operation: Remove, Holder: "tester"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec := patchOf(p); spec == nil || spec["tls"] != nil || spec["sslMode"] != "disable" || spec["clientAuthMode"] != "md5" {
+		t.Fatalf("remove's UpdateDatabase: %v", spec)
+	}
+	if _, ok := patchOf(p)["tls"]; !ok {
+		t.Fatal("remove's patch does not clear spec.tls")
+	}
+
+	rb := failedAdd(t, "StatefulSet")
+	rb.Backup.Owner = &pgpool.OwnerSpec{ClientAuthMode: "md5"}
+	p, err = build(t, owned(rb, on), request{Operation: Rollback, Holder: "tester"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec := patchOf(p); spec == nil || spec["tls"] != nil || spec["sslMode"] != nil || spec["clientAuthMode"] != "md5" {
+		t.Fatalf("rollback's UpdateDatabase: %v", spec)
 	}
 }

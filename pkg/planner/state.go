@@ -17,6 +17,9 @@ import (
 
 func fits(t *pgpool.Target, r Intent) error {
 	name := t.Namespace + "/" + t.Name
+	if err := ownerFits(t, r); err != nil {
+		return err
+	}
 	if r.Operation != Rollback {
 		if err := conf.ParsePgpoolConf(t.Config.PgpoolConf).Check("ssl", "enable_pool_hba"); err != nil {
 			return fmt.Errorf("%s %s/%s: %w", t.Config.Kind, t.Namespace, t.Config.Name, err)

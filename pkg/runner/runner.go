@@ -196,6 +196,10 @@ func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report fun
 		return r.delete(ctx, s)
 	case plan.RecordSpec:
 		return r.record(ctx, s, spec, failure)
+	case plan.PauseSpec:
+		return r.pause(ctx, s, spec)
+	case plan.OwnerPatchSpec:
+		return r.patchOwner(ctx, s, spec)
 	}
 	return "", fmt.Errorf("step %s %s: no runner for %T", s.Kind, s.Object, s.Spec)
 }

@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -292,6 +293,58 @@ func TestLockLostDuringAStep(t *testing.T) {
 	u, _ := f.Dynamic.Resource(pgpool.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
 	if a := u.GetAnnotations()[pgpool.AnnotationLastOperation]; a != "" {
 		t.Fatalf("a run that lost its lock recorded %s", a)
+	}
+}
+
+// The pause of a KubeDB Pgpool is its Paused status condition: set with
+// the plugin's reason beside the conditions KubeDB wrote, lifted only when
+// it is the plugin's; the result is merged into its spec.
+func TestPauseAndUpdateOwner(t *testing.T) {
+	pg := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "kubedb.com/v1alpha2", "kind": "Pgpool",
+		"metadata": map[string]any{"name": "pgpool", "namespace": "demo"},
+		"spec":     map[string]any{"clientAuthMode": "md5", "replicas": int64(1)},
+		"status":   map[string]any{"conditions": []any{map[string]any{"type": "Ready", "status": "True"}}}}}
+	f := &cluster{Cluster: fakes.New(nil, nil, []runtime.Object{pg})}
+	f.r = newFakes(t).r
+	f.r.Clients.Dynamic = f.Dynamic
+	obj := plan.Object{APIVersion: "kubedb.com/v1alpha2", Kind: "Pgpool", Namespace: "demo", Name: "pgpool"}
+	conds := func() []any {
+		u, err := f.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		return c
+	}
+	if msg, err := run(f, plan.Step{Object: obj, Spec: plan.PauseSpec{Pause: true, Message: "kubectl-pgpool tls add by tester"}}, nil); err != nil || msg != "paused" {
+		t.Fatalf("pause: %q %v", msg, err)
+	}
+	if c := conds(); len(c) != 2 || c[1].(map[string]any)["reason"] != pgpool.PauseReason || c[0].(map[string]any)["type"] != "Ready" {
+		t.Fatalf("after the pause: %v", c)
+	}
+	if _, err := run(f, plan.Step{Object: obj, Spec: plan.OwnerPatchSpec{Patch: json.RawMessage(`{"spec":{"sslMode":"require","clientAuthMode":"cert"}}`)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := run(f, plan.Step{Object: obj, Always: true, Spec: plan.PauseSpec{}}, errors.New("boom")); err != nil || msg != "pause lifted" {
+		t.Fatalf("unpause: %q %v", msg, err)
+	}
+	u, _ := f.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
+	if o := pgpool.ReadOwner(u); o.Paused != nil || o.Spec.SSLMode != "require" || o.Spec.ClientAuthMode != "cert" || len(conds()) != 1 {
+		t.Fatalf("after the update and the unpause: %+v %v", o, conds())
+	}
+	// Someone else's pause is never lifted, and a pause does not replace it.
+	_ = unstructured.SetNestedSlice(u.Object, []any{map[string]any{"type": "Paused", "status": "True", "reason": "ManualPause"}}, "status", "conditions")
+	if _, err := f.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace("demo").UpdateStatus(context.Background(), u, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := run(f, plan.Step{Object: obj, Always: true, Spec: plan.PauseSpec{}}, nil); err != nil || !strings.Contains(msg, "paused by someone else") {
+		t.Fatalf("unpause over someone else's: %q %v", msg, err)
+	}
+	if _, err := run(f, plan.Step{Object: obj, Spec: plan.PauseSpec{Pause: true}}, nil); err == nil || !strings.Contains(err.Error(), "paused by someone else") {
+		t.Fatalf("pause over someone else's: %v", err)
+	}
+	if c := conds(); len(c) != 1 || c[0].(map[string]any)["reason"] != "ManualPause" {
+		t.Fatalf("someone else's pause changed: %v", c)
 	}
 }
 

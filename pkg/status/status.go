@@ -30,8 +30,15 @@ type Status struct {
 	LastOp       string             `json:"lastOperation,omitempty"`
 	// Owner is the object that controls the workload and that the layout
 	// knows to tell (KubeDB's Pgpool), as KIND NAMESPACE/NAME.
-	Owner string            `json:"owner,omitempty"`
-	Paths map[string]string `json:"pgpoolPaths,omitempty"`
+	Owner string `json:"owner,omitempty"`
+	// OwnerSays is what that object's spec says of TLS; OwnerDiffers where
+	// it disagrees with what is live; OwnerPaused its pause, if any; and
+	// OwnerPending its PgpoolOpsRequests that have not ended.
+	OwnerSays    string            `json:"ownerSays,omitempty"`
+	OwnerDiffers []string          `json:"ownerDiffers,omitempty"`
+	OwnerPaused  string            `json:"ownerPaused,omitempty"`
+	OwnerPending []string          `json:"ownerPending,omitempty"`
+	Paths        map[string]string `json:"pgpoolPaths,omitempty"`
 }
 
 // BundleStatus is the CA bundle pgpool reads as ssl_ca_cert, in order.

@@ -18,7 +18,19 @@ func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "Workload:\t%s (%d replicas, %s)\n", st.Workload, t.Replicas, t.UpdateStrategy)
 	if st.Owner != "" {
-		fmt.Fprintf(w, "Controlled by:\t%s (not paused or updated by kubectl-pgpool)\n", st.Owner)
+		fmt.Fprintf(w, "Controlled by:\t%s\n", st.Owner)
+	}
+	if st.OwnerSays != "" {
+		fmt.Fprintf(w, "  its spec says:\t%s\n", st.OwnerSays)
+		for _, d := range st.OwnerDiffers {
+			fmt.Fprintf(w, "  DIFFERS:\t%s\n", d)
+		}
+	}
+	if st.OwnerPaused != "" {
+		fmt.Fprintf(w, "  paused:\t%s\n", st.OwnerPaused)
+	}
+	for _, p := range st.OwnerPending {
+		fmt.Fprintf(w, "  ops request not ended:\t%s\n", p)
 	}
 	fmt.Fprintf(w, "Config:\t%s (mounted at %s)\n", st.Config, t.Config.MountPath)
 	fmt.Fprintf(w, "TLS:\t%s\n", map[bool]string{true: "on", false: "off"}[st.SSL])
