@@ -77,7 +77,7 @@ func (r *Runner) backupDone(ctx context.Context, ns string) error {
 	name := pgpool.BackupName(r.Target.Name)
 	ann := map[string]string{pgpool.AnnotationBackupDone: "true"}
 	after, err := r.digestsAfter, error(nil)
-	if after == nil {
+	if after == nil || r.digestsStale.Load() {
 		after, err = r.digestsNow(ctx, ns)
 	}
 	if err == nil {

@@ -84,7 +84,7 @@ func (r *Runner) pause(ctx context.Context, s plan.Step, spec plan.PauseSpec) (s
 // patchOwner writes the result into the Pgpool's spec.
 func (r *Runner) patchOwner(ctx context.Context, s plan.Step, spec plan.OwnerPatchSpec) (string, error) {
 	if _, err := r.owner(s.Object).Patch(ctx, s.Object.Name, types.MergePatchType, spec.Patch,
-		metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}); err != nil {
+		metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun(), FieldValidation: "Strict"}); err != nil {
 		return "", fmt.Errorf("patch %s %s/%s: %w", s.Object.Kind, s.Object.Namespace, s.Object.Name, err)
 	}
 	return r.answer("updated"), nil

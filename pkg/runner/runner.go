@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/typed/certmanager/v1"
@@ -90,8 +91,11 @@ type Runner struct {
 	// may have failed only for a moment on a busy machine).
 	proven map[types.UID]provenPod
 	// digestsAfter are the digests for the backup, read by the verify
-	// step (nil: the record reads them).
+	// step (nil: the record reads them); digestsStale: a Certificate was
+	// deleted after that (remove), so the record reads them again (set by
+	// the two deletes at once, hence atomic).
 	digestsAfter map[string]string
+	digestsStale atomic.Bool
 }
 
 var _ plan.Runner = (*Runner)(nil)
@@ -193,6 +197,9 @@ func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report fun
 	case plan.VerifySpec:
 		return r.verify(ctx, s, spec, report)
 	case plan.DeleteSpec:
+		if s.Object.Kind == "Certificate" {
+			r.digestsStale.Store(true)
+		}
 		return r.delete(ctx, s)
 	case plan.RecordSpec:
 		return r.record(ctx, s, spec, failure)

@@ -1,0 +1,332 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
+)
+
+// installKubeDBAPI applies KubeDB's Pgpool API as the tests know it (the
+// Pgpool CRD, a PgpoolOpsRequest stand-in, KubeDB's admission rules as a
+// ValidatingAdmissionPolicy; idempotent) and waits until the policy refuses
+// what KubeDB's webhook refuses.
+func installKubeDBAPI(t *testing.T) {
+	t.Helper()
+	ctx := testenv.Context(t, 2*time.Minute)
+	objs := env.Fixture(t, "kubedb-pgpool-crd.yaml")
+	var crdObjs, rest []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "CustomResourceDefinition" {
+			crdObjs = append(crdObjs, o)
+		} else {
+			rest = append(rest, o)
+		}
+	}
+	env.Apply(t, "", crdObjs, 0)
+	for _, c := range crdObjs {
+		testenv.WaitObject(t, ctx, dynamicLW(crds, "", c.GetName()), &unstructured.Unstructured{}, "CRD "+c.GetName()+" to be Established", func(u *unstructured.Unstructured) bool {
+			conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+			for _, c := range conds {
+				if m, _ := c.(map[string]any); m["type"] == "Established" && m["status"] == "True" {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	env.Apply(t, "", rest, 0)
+	// The policy takes effect once the API server has compiled it (and
+	// the Pgpool API is served once discovery caught up): poll a server
+	// dry run of what it refuses.
+	bad := pgpoolObject("default")
+	_ = unstructured.SetNestedField(bad.Object, "require", "spec", "sslMode")
+	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, err := env.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace("default").Create(ctx, bad, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err != nil && strings.Contains(err.Error(), "KubeDB: spec.sslMode other than disable needs spec.tls"), nil
+	}); err != nil {
+		t.Fatalf("the KubeDB admission policy never took effect: %v", err)
+	}
+}
+
+// pgpoolObject is the seed's Pgpool object, before TLS.
+func pgpoolObject(ns string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kubedb.com/v1alpha2", "kind": "Pgpool",
+		"metadata": map[string]any{"name": "pgpool", "namespace": ns},
+		"spec": map[string]any{"version": "4.5.0", "replicas": int64(1), "deletionPolicy": "WipeOut",
+			"postgresRef": map[string]any{"name": "ha-postgres", "namespace": "demo"}},
+	}}
+}
+
+// kubedbOwned makes the pgpool in ns what KubeDB's provisioner makes: a
+// Pgpool object that controls the workload and its config Secret.
+func kubedbOwned(t *testing.T, ns string) {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	pg, err := env.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace(ns).Create(ctx, pgpoolObject(ns), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := unstructured.NestedString(pg.Object, "spec", "clientAuthMode"); got != "md5" {
+		t.Fatalf("the CRD's default clientAuthMode: %q", got)
+	}
+	patch := []byte(`{"metadata":{"ownerReferences":[{"apiVersion":"kubedb.com/v1alpha2","kind":"Pgpool","name":"pgpool","uid":"` + string(pg.GetUID()) + `","controller":true}]}}`)
+	if _, err := env.Dynamic.Resource(pgpool.StatefulSets).Namespace(ns).Patch(ctx, "pgpool", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Kube.CoreV1().Secrets(ns).Patch(ctx, "pgpool-config", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pauses watches the Pgpool in ns from now on and returns a function that
+// stops and says which Paused reasons were seen, in order (a reason once
+// per change of it; "" for not paused).
+func pauses(t *testing.T, ns string) func() []string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(testenv.Context(t, 10*time.Minute))
+	res := env.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace(ns)
+	cur, err := res.Get(ctx, "pgpool", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, cur.GetResourceVersion(), cache.ToListerWatcherWithContext(dynamicLW(pgpool.KubeDBPgpools, ns, "pgpool")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []string
+	lastRV := cur.GetResourceVersion()
+	events := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		last := "-"
+		for ev := range w.ResultChan() {
+			u, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok || ev.Type == watch.Error {
+				continue
+			}
+			reason := ""
+			if o := pgpool.ReadOwner(u); o.Paused != nil {
+				reason = o.Paused.Reason
+			}
+			mu.Lock()
+			if reason != last {
+				seen = append(seen, reason)
+				last = reason
+			}
+			lastRV = u.GetResourceVersion()
+			mu.Unlock()
+			select {
+			case events <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return func() []string {
+		t.Helper()
+		// The watch has seen everything once it has delivered the object
+		// as it is now.
+		now, err := res.Get(ctx, "pgpool", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(time.Minute)
+		for {
+			mu.Lock()
+			caught := lastRV == now.GetResourceVersion()
+			mu.Unlock()
+			if caught {
+				break
+			}
+			select {
+			case <-events:
+			case <-deadline:
+				t.Fatalf("the watch of the Pgpool never delivered resourceVersion %s", now.GetResourceVersion())
+			}
+		}
+		w.Stop()
+		cancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return seen
+	}
+}
+
+// owner reads the Pgpool in ns as the plugin does, and checks that it is
+// still valid under the CRD's schema and the admission policy (a server dry
+// run of an update with it as it is).
+func owner(t *testing.T, ns string) *pgpool.Owner {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	res := env.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace(ns)
+	u, err := res.Get(ctx, "pgpool", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.Update(ctx, u, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"}); err != nil {
+		t.Fatalf("the Pgpool as the plugin left it is refused by the schema or KubeDB's rules: %v", err)
+	}
+	return pgpool.ReadOwner(u)
+}
+
+// checkOwner checks what the Pgpool object says after an operation, and
+// that the pause was set by the plugin during it and lifted after.
+func checkOwner(t *testing.T, ns, op string, seen []string, ssl, auth, issuer string) {
+	t.Helper()
+	if len(seen) < 2 || seen[0] != pgpool.PauseReason || seen[len(seen)-1] != "" {
+		t.Fatalf("%s: the Paused reasons seen by the watch: %q, want the plugin's, then none", op, seen)
+	}
+	o := owner(t, ns)
+	if o.Paused != nil || o.Spec.SSLMode != ssl || o.Spec.ClientAuthMode != auth {
+		t.Fatalf("%s: the Pgpool object: %+v", op, o)
+	}
+	got, _, _ := unstructured.NestedString(o.Spec.TLS, "issuerRef", "name")
+	if got != issuer {
+		t.Fatalf("%s: spec.tls.issuerRef.name %q, want %q (%v)", op, got, issuer, o.Spec.TLS)
+	}
+	if issuer == "" {
+		return
+	}
+	certs, _, _ := unstructured.NestedSlice(o.Spec.TLS, "certificates")
+	var aliases []string
+	for _, c := range certs {
+		m, _ := c.(map[string]any)
+		aliases = append(aliases, m["alias"].(string)+"="+m["secretName"].(string))
+	}
+	if strings.Join(aliases, ",") != "server=pgpool-server-cert,client=pgpool-client-cert" {
+		t.Fatalf("%s: spec.tls.certificates: %v", op, certs)
+	}
+}
+
+// The seed's walkthrough on a pgpool that a KubeDB Pgpool object controls:
+// each operation pauses the Pgpool (seen by a watch), writes the result
+// into its spec after the proof, and lifts the pause; the object stays
+// valid under the CRD's schema and KubeDB's admission rules; tls status
+// shows what it says. A PgpoolOpsRequest that has not ended, or someone
+// else's pause, refuses the command with nothing written. A failure that
+// rolls back, and a SIGKILLed run finished by running it again, leave no
+// pause behind.
+func TestKubeDBPgpoolObject(t *testing.T) {
+	installKubeDBAPI(t)
+	l := layouts[0]
+	ns := setup(t, l, 1)
+	kubedbOwned(t, ns)
+	run := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := plugin(t, env.Kubeconfig, ns, args...)
+		if err != nil {
+			t.Fatalf("kubectl pgpool %s: %v\n%s\n%s", strings.Join(args, " "), err, out, errOut)
+		}
+		return out + errOut
+	}
+	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes"}
+
+	// Refused, with nothing written, while KubeDB is changing the Pgpool.
+	ctx := testenv.Context(t, time.Minute)
+	opsGVR := pgpool.PgpoolOpsRequests
+	ops := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "ops.kubedb.com/v1alpha1", "kind": "PgpoolOpsRequest",
+		"metadata": map[string]any{"name": "ppops-restart", "namespace": ns}, "spec": map[string]any{"type": "Restart", "databaseRef": map[string]any{"name": "pgpool"}}}}
+	if _, err := env.Dynamic.Resource(opsGVR).Namespace(ns).Create(ctx, ops, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := resourceVersions(t, ns, l)
+	if out, errOut, err := plugin(t, env.Kubeconfig, ns, add...); err == nil || !strings.Contains(err.Error(), "ppops-restart (phase none yet)") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("add with a PgpoolOpsRequest pending: %v\n%s\n%s", err, out, errOut)
+	}
+	if err := env.Dynamic.Resource(opsGVR).Namespace(ns).Delete(ctx, "ppops-restart", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	res := env.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace(ns)
+	setPaused := func(conds []any) {
+		t.Helper()
+		u, err := res.Get(ctx, "pgpool", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = unstructured.SetNestedSlice(u.Object, conds, "status", "conditions")
+		if _, err := res.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setPaused([]any{map[string]any{"type": "Paused", "status": "True", "reason": "ManualPause", "message": "kubectl dba pause"}})
+	if out, errOut, err := plugin(t, env.Kubeconfig, ns, add...); err == nil || !strings.Contains(err.Error(), "paused by someone else") {
+		t.Fatalf("add under someone else's pause: %v\n%s\n%s", err, out, errOut)
+	}
+	if after := resourceVersions(t, ns, l); after != before {
+		t.Fatalf("a refused command wrote: %s -> %s", before, after)
+	}
+	setPaused([]any{})
+
+	// A failure that rolls back leaves no pause and the Pgpool as it was.
+	refuseTLSVolume(t, ns, l)
+	stop := pauses(t, ns)
+	if out, errOut, err := plugin(t, env.Kubeconfig, ns, add...); err == nil || !strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("add refused by the policy: %v\n%s\n%s", err, out, errOut)
+	}
+	checkOwner(t, ns, "add rolled back", stop(), "", "md5", "")
+	adm := env.Kube.AdmissionregistrationV1()
+	_ = adm.ValidatingAdmissionPolicyBindings().Delete(ctx, "no-certs-"+ns, metav1.DeleteOptions{})
+	_ = adm.ValidatingAdmissionPolicies().Delete(ctx, "no-certs-"+ns, metav1.DeleteOptions{})
+	volume := []byte(`[{"op":"add","path":"/spec/template/spec/volumes/-","value":{"name":"certs","emptyDir":{}}}]`)
+	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, err := env.Dynamic.Resource(pgpool.StatefulSets).Namespace(ns).Patch(ctx, "pgpool", types.JSONPatchType, volume, metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("the admission policy that refused the TLS volume never went away: %v", err)
+	}
+
+	// An add killed after its config patch leaves the plugin's pause; the
+	// re-run finishes the add and lifts it.
+	env.KillAt(t, ns, syscall.SIGKILL, func(line string) bool {
+		return strings.Contains(line, "patch Secret "+ns+"/pgpool-config") && strings.Contains(line, "done in")
+	}, add[:len(add)-1]...)
+	if o := owner(t, ns); !o.PausedByUs() {
+		t.Fatalf("after the killed add, the Pgpool's pause: %+v", o.Paused)
+	}
+	if out := run("tls", "status", "pgpool", "--verify=false"); !strings.Contains(out, "paused:") || !strings.Contains(out, "by kubectl-pgpool") {
+		t.Fatalf("status after the killed add:\n%s", out)
+	}
+	stop = pauses(t, ns)
+	run(add...)
+	checkOwner(t, ns, "add", append([]string{pgpool.PauseReason}, stop()...), "require", "cert", "pgpool-issuer")
+	if out := run("tls", "status", "pgpool", "--verify=false"); !strings.Contains(out, `spec.tls issuer Issuer "pgpool-issuer"`) || strings.Contains(out, "DIFFERS") || strings.Contains(out, "paused:") {
+		t.Fatalf("status after add:\n%s", out)
+	}
+
+	for _, step := range []struct {
+		args   []string
+		issuer string
+		ssl    string
+		auth   string
+	}{
+		{[]string{"tls", "rotate", "pgpool", "--yes"}, "pgpool-issuer", "require", "cert"},
+		{[]string{"tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer", "--yes"}, "pp-new-issuer", "require", "cert"},
+		{[]string{"tls", "remove", "pgpool", "--yes"}, "", "disable", "md5"},
+	} {
+		stop := pauses(t, ns)
+		run(step.args...)
+		checkOwner(t, ns, step.args[1], stop(), step.ssl, step.auth, step.issuer)
+	}
+	// The Pgpool's spec is backed up with the rest: rollback of the remove
+	// puts spec.tls back.
+	stop = pauses(t, ns)
+	run("tls", "rollback", "pgpool", "--yes")
+	checkOwner(t, ns, "rollback", stop(), "require", "cert", "pp-new-issuer")
+}
