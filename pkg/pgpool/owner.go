@@ -40,14 +40,11 @@ type Owner struct {
 	Pending []string
 }
 
-// String names the object, e.g. "Pgpool demo/pgpool".
-func (o *Owner) String() string { return o.Kind + " " + o.Name }
-
-// PausedByUs: the pause is one the plugin set (a run that ended without
+// PausedByUs reports a pause the plugin set (a run that ended without
 // lifting it left it behind, or this run's).
 func (o *Owner) PausedByUs() bool { return o.Paused != nil && o.Paused.Reason == PauseReason }
 
-// PausedByOther: someone else paused it (`kubectl dba pause`, KubeDB's
+// PausedByOther reports a pause by someone else (`kubectl dba pause`, KubeDB's
 // ops-manager).
 func (o *Owner) PausedByOther() bool { return o.Paused != nil && !o.PausedByUs() }
 
