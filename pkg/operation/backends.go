@@ -3,6 +3,7 @@ package operation
 import (
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -54,6 +56,34 @@ func (r *run) readCAs(ctx context.Context, refs []string) ([]byte, error) {
 		parts = append(parts, data)
 	}
 	return tls.JoinCAs(parts...), nil
+}
+
+// appBindingCA reads the backend's CA from the AppBinding that a KubeDB
+// Pgpool's spec.postgresRef names (spec.clientConfig.caBundle), when there
+// is one: KubeDB knows the backend's TLS, so the user need not pass
+// --backend-ca. No AppBinding, or its API not served: nil.
+func (r *run) appBindingCA(ctx context.Context, t *pgpool.Target) ([]byte, string, error) {
+	if t.Owner == nil || t.Owner.PostgresRef.Name == "" {
+		return nil, "", nil
+	}
+	ref := t.Owner.PostgresRef
+	u, err := r.c.Dynamic.Resource(pgpool.AppBindings).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, "", nil
+	case err != nil:
+		return nil, "", fmt.Errorf("get AppBinding %s/%s (spec.postgresRef of %s %s/%s): %w", ref.Namespace, ref.Name, t.Owner.Kind, t.Namespace, t.Owner.Name, err)
+	}
+	b64, _, _ := unstructured.NestedString(u.Object, "spec", "clientConfig", "caBundle")
+	if b64 == "" {
+		return nil, "", nil
+	}
+	from := fmt.Sprintf("AppBinding %s/%s (spec.clientConfig.caBundle; spec.postgresRef of %s %s)", ref.Namespace, ref.Name, t.Owner.Kind, t.Owner.Name)
+	pem, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(tls.Subjects(pem)) == 0 {
+		return nil, "", fmt.Errorf("%s holds no PEM certificate: fix it, or pass --backend-ca", from)
+	}
+	return pem, from, nil
 }
 
 // issuerCA returns the CA an issuer signs with, when it can be read: a CA

@@ -6,6 +6,9 @@ package operation
 
 import (
 	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +27,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/rest"
@@ -294,5 +298,72 @@ func TestResume(t *testing.T) {
 	}
 	if len(again.planned) != 1 || !strings.Contains(strings.Join(again.planned[0].Plan.Warnings, "\n"), "keeping the backup taken before the unfinished tls add") {
 		t.Fatalf("second plan: %+v", again.planned)
+	}
+}
+
+// On a pgpool a KubeDB Pgpool controls, the backend's CA comes from the
+// AppBinding its spec.postgresRef names when --backend-ca is not given (the
+// plan says so), and the plan pauses the Pgpool, updates it and unpauses
+// it; --backend-ca wins over the AppBinding.
+func TestKubeDBAppBindingCA(t *testing.T) {
+	c := newCluster(t)
+	ca, err := os.ReadFile("../tls/testdata/second-ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "kubedb.com/v1alpha2", "kind": "Pgpool",
+		"metadata": map[string]any{"name": "pgpool", "namespace": "demo", "uid": "pg-uid"},
+		"spec":     map[string]any{"postgresRef": map[string]any{"name": "ha-postgres"}, "clientAuthMode": "md5"}}}
+	ab := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding",
+		"metadata": map[string]any{"name": "ha-postgres", "namespace": "demo"},
+		"spec":     map[string]any{"clientConfig": map[string]any{"caBundle": base64.StdEncoding.EncodeToString(ca)}}}}
+	for _, o := range []*unstructured.Unstructured{pg, ab} {
+		if err := c.Dynamic.Tracker().Add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sts, err := c.Dynamic.Resource(pgpool.StatefulSets).Namespace("demo").Get(context.Background(), "pgpool", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes := true
+	sts.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "kubedb.com/v1alpha2", Kind: "Pgpool", Name: "pgpool", UID: "pg-uid", Controller: &yes}})
+	if _, err := c.Dynamic.Resource(pgpool.StatefulSets).Namespace("demo").Update(context.Background(), sts, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	plan1 := func(intent planner.Intent) *plan.Plan {
+		t.Helper()
+		o := options()
+		o.DryRun = "client"
+		var rec recorder
+		if err := Run(context.Background(), c.clients, discover.Ref{Namespace: "demo", Name: "pgpool"}, intent, o, rec.hooks()); err != nil {
+			t.Fatal(err)
+		}
+		return rec.planned[0].Plan
+	}
+	p := plan1(seedAdd(t))
+	var kinds []string
+	bundle := false
+	for _, s := range p.Steps {
+		kinds = append(kinds, fmt.Sprintf("%T", s.Spec))
+		if b, ok := s.Spec.(plan.ApplyBundleSpec); ok {
+			bundle = true
+			if string(b.BackendCA) != string(ca) || !strings.Contains(s.Description, "from AppBinding demo/ha-postgres") {
+				t.Fatalf("the bundle step: %q, backend CA %q", s.Description, b.BackendCA)
+			}
+		}
+	}
+	if k := strings.Join(kinds, " "); !bundle || strings.Count(k, "plan.PauseSpec") != 2 || !strings.Contains(k, "plan.OwnerPatchSpec") {
+		t.Fatalf("the plan's steps: %s", k)
+	}
+	in := seedAdd(t)
+	in.BackendCASources = []string{"secret/pgpool-ca"}
+	if err := c.Core.Tracker().Add(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-ca", Namespace: "demo"}, Data: map[string][]byte{"ca.crt": ca}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range plan1(in).Steps {
+		if _, ok := s.Spec.(plan.ApplyBundleSpec); ok && !strings.Contains(s.Description, "from secret/pgpool-ca") {
+			t.Fatalf("with --backend-ca: %q", s.Description)
+		}
 	}
 }

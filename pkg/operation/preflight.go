@@ -118,6 +118,15 @@ func (r *run) preflight(ctx context.Context, t *pgpool.Target, intent planner.In
 		return f, nil
 	}
 	f.BackendCA, f.CurrentCA = pf.backendCA, pf.currentCA
+	if len(intent.BackendCASources) == 0 {
+		ca, from, err := r.appBindingCA(ctx, t)
+		if err != nil {
+			return f, err
+		}
+		if ca != nil {
+			f.BackendCA, f.BackendCAFrom = ca, from
+		}
+	}
 	issuerCA := pf.issuerCA
 	if intent.Operation != planner.Add && intent.Operation != planner.ChangeIssuer {
 		issuerCA = f.CurrentCA

@@ -15,6 +15,9 @@ import (
 var (
 	KubeDBPgpools     = schema.GroupVersionResource{Group: "kubedb.com", Version: "v1alpha2", Resource: "pgpools"}
 	PgpoolOpsRequests = schema.GroupVersionResource{Group: "ops.kubedb.com", Version: "v1alpha1", Resource: "pgpoolopsrequests"}
+	// AppBindings are KubeDB's connection records: the backend Postgres's
+	// carries its CA (spec.clientConfig.caBundle).
+	AppBindings = schema.GroupVersionResource{Group: "appcatalog.appscode.com", Version: "v1alpha1", Resource: "appbindings"}
 )
 
 // PauseReason is the reason of a Paused condition the plugin sets.
@@ -33,6 +36,9 @@ type OwnerSpec struct {
 type Owner struct {
 	APIVersion, Kind, Name, UID string
 	Spec                        OwnerSpec
+	// PostgresRef is spec.postgresRef: the backend's AppBinding (its
+	// namespace defaults to the Pgpool's).
+	PostgresRef struct{ Namespace, Name string }
 	// Paused is its Paused status condition when that is True, else nil.
 	Paused *metav1.Condition
 	// Pending names the PgpoolOpsRequests on it that have not ended
@@ -54,6 +60,11 @@ func ReadOwner(u *unstructured.Unstructured) *Owner {
 	o.Spec.TLS, _, _ = unstructured.NestedMap(u.Object, "spec", "tls")
 	o.Spec.SSLMode, _, _ = unstructured.NestedString(u.Object, "spec", "sslMode")
 	o.Spec.ClientAuthMode, _, _ = unstructured.NestedString(u.Object, "spec", "clientAuthMode")
+	o.PostgresRef.Name, _, _ = unstructured.NestedString(u.Object, "spec", "postgresRef", "name")
+	o.PostgresRef.Namespace, _, _ = unstructured.NestedString(u.Object, "spec", "postgresRef", "namespace")
+	if o.PostgresRef.Namespace == "" {
+		o.PostgresRef.Namespace = u.GetNamespace()
+	}
 	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
 	for _, c := range conds {
 		m, _ := c.(map[string]any)

@@ -44,6 +44,8 @@ func (b *builder) writeBundle(previous []byte) {
 		desc += ", then the backends' CAs"
 		if len(b.intent.BackendCASources) > 0 {
 			desc += " from " + strings.Join(b.intent.BackendCASources, ", ")
+		} else if b.f.BackendCAFrom != "" {
+			desc += " from " + b.f.BackendCAFrom
 		}
 		for _, x := range s {
 			fmt.Fprintf(&diff, "  backend CA: %s\n", x)

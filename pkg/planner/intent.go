@@ -88,6 +88,9 @@ type Facts struct {
 	// backends (read from Intent.BackendCASources), nil to keep what the CA
 	// bundle holds.
 	BackendCA []byte
+	// BackendCAFrom says where BackendCA came from when the user did not
+	// name it (KubeDB's AppBinding of the backend), for the plan.
+	BackendCAFrom string
 	// Login says how the verify step logs in through each pod beside the
 	// client certificate: "password" (--verify-login) or "".
 	Login string
