@@ -45,6 +45,7 @@ dist: ## release archives and dist/pgpool.yaml with their sha256 (VERSION=v0.1.0
 	@hack/dist.sh
 
 e2e: ## tests against the local cluster with its real node (starts it when it is not up, stops it after)
+	@hack/build-petset.sh >/dev/null
 	@REAL_NODE=1 hack/with-cluster.sh go test -count=1 -p 1 -timeout 60m ./test/...
 
 bench: ## wall time, controller wait and API requests per operation and replica count; fleets; latency; client errors during rolls (real node)

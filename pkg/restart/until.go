@@ -46,6 +46,9 @@ func WatchEndpoints(ctx context.Context, c discoveryv1client.DiscoveryV1Interfac
 	return StartWatch(ctx, lw, &discoveryv1.EndpointSlice{})
 }
 
+// Objects are what the watch holds now.
+func (w *Watch) Objects() []any { return w.store.List() }
+
 // Stop ends the watch and waits for its informer to return.
 func (w *Watch) Stop() {
 	w.watcher.Stop()

@@ -6,6 +6,7 @@ package restart
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -167,4 +168,57 @@ func selectorLW[L runtime.Object](selector string, list func(context.Context, me
 			return watchFn(ctx, lo)
 		},
 	}
+}
+
+// WatchWorkload starts the watch of the workload name (for
+// WaitControllerSaw).
+func WatchWorkload(ctx context.Context, dyn dynamic.NamespaceableResourceInterface, ns, name string) *Watch {
+	return StartWatch(ctx, &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+			lo.FieldSelector = "metadata.name=" + name
+			return dyn.Namespace(ns).List(ctx, lo)
+		},
+		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+			lo.FieldSelector = "metadata.name=" + name
+			return dyn.Namespace(ns).Watch(ctx, lo)
+		},
+	}, &unstructured.Unstructured{})
+}
+
+// WaitControllerSaw waits until the workload's controller reports at least
+// ready Ready pods (status.readyReplicas, for the current generation): its
+// view of the pods has caught up with the replacement. A controller that
+// acts on a stale view deletes again what it sees as the evicted pod
+// (kubeops/petset deletes a terminated pod by name, which then hits its
+// replacement), so the next pod is not evicted before. It gives up after
+// limit (a controller that reports no status) and says so.
+func WaitControllerSaw(ctx context.Context, w *Watch, ready int, limit time.Duration, o Options) error {
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	saw := func(u *unstructured.Unstructured) bool {
+		n, _, _ := unstructured.NestedInt64(u.Object, "status", "readyReplicas")
+		obs, found, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
+		return int(n) >= ready && (!found || obs >= u.GetGeneration())
+	}
+	err := w.Until(wctx, func(store cache.Store) (bool, error) {
+		for _, obj := range store.List() {
+			if u, ok := obj.(*unstructured.Unstructured); ok && saw(u) {
+				return true, nil
+			}
+		}
+		return false, nil
+	}, func(e watch.Event) (bool, error) {
+		u, ok := e.Object.(*unstructured.Unstructured)
+		return ok && saw(u), nil
+	})
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return waitErr(ctx, "the workload's controller to see the replacement")
+	case wctx.Err() != nil:
+		o.progress("the workload's controller did not report %d Ready pods within %s; going on", ready, limit)
+		return nil
+	}
+	return err
 }

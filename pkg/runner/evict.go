@@ -8,8 +8,10 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
 )
@@ -29,11 +31,13 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 	}
 	// The watches that judge the replacement start with the eviction, so
 	// that their first lists are in when it is gone (two round trips saved).
-	var pods, slices *restart.Watch
+	var pods, slices, workload *restart.Watch
 	endpoints := r.Clients.EndpointSlices != nil && len(r.Target.Services) > 0
 	if !r.ServerDryRun {
 		pods = restart.WatchPods(ctx, r.Clients.Core, ns, spec.Pods.Selector)
 		defer pods.Stop()
+		workload = restart.WatchWorkload(ctx, r.Clients.Dynamic.Resource(r.Target.GVR), ns, r.Target.Name)
+		defer workload.Stop()
 		if endpoints {
 			slices = restart.WatchEndpoints(ctx, r.Clients.EndpointSlices, ns, r.Target.Services)
 			defer slices.Stop()
@@ -81,6 +85,17 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 	}
 	if proven {
 		r.remember(p, spec.Check.TLS, spec.Check.Login)
+	}
+	// The next pod goes only once the workload's controller counts this
+	// one Ready: one acting on a stale view would delete it again.
+	ready := 0
+	for _, o := range pods.Objects() {
+		if q, ok := o.(*corev1.Pod); ok && q.DeletionTimestamp == nil && pgpool.PodReady(q) && r.Target.Owns(q) {
+			ready++
+		}
+	}
+	if err := restart.WaitControllerSaw(ctx, workload, ready, 30*time.Second, o); err != nil {
+		return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
 	}
 	return msg, nil
 }

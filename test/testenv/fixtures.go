@@ -4,6 +4,7 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -16,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 )
@@ -79,11 +81,22 @@ func (e *Env) Apply(t testing.TB, ns string, objs []*unstructured.Unstructured, 
 	ctx := Context(t, time.Minute)
 	for _, o := range objs {
 		o = o.DeepCopy()
-		if replicas > 0 && (o.GetKind() == "StatefulSet" || o.GetKind() == "Deployment") {
+		if replicas > 0 && (o.GetKind() == "StatefulSet" || o.GetKind() == "Deployment" || o.GetKind() == "PetSet") {
 			_ = unstructured.SetNestedField(o.Object, int64(replicas), "spec", "replicas")
 		}
 		gvk := o.GroupVersionKind()
 		m, err := e.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if meta.IsNoMatchError(err) {
+			// A CRD installed since the mapper read the API: read it again
+			// until the API server serves the kind (with a deadline).
+			_ = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
+				if r, ok := e.Mapper.(meta.ResettableRESTMapper); ok {
+					r.Reset()
+				}
+				m, err = e.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+				return !meta.IsNoMatchError(err), nil
+			})
+		}
 		if err != nil {
 			t.Fatalf("map %s: %v", gvk, err)
 		}

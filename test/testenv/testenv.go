@@ -115,6 +115,9 @@ func RepoRoot() string {
 // Run is for TestMain: it attaches to or starts a cluster, stores it in
 // *env, runs the tests and stops a cluster it started.
 func Run(m *testing.M, env **Env) int {
+	if spec := os.Getenv(envNetnsChild); spec != "" {
+		return netnsChild(spec) // this binary is PetSetController's bridge
+	}
 	e, err := Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testenv:", err)

@@ -1,0 +1,248 @@
+package testenv
+
+// The real PetSet controller (kubeops/petset), run against the local API
+// server for the tests that roll a real PetSet. Its webhook server listens
+// on :9443 of every interface and has no flag for the address, so it runs
+// in a network namespace of its own: there, 127.0.0.1:PORT of the API
+// server is a bridge (through a unix socket) to the API server on this
+// machine's loopback, and nothing it opens is reachable from outside.
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// envNetnsChild, when set, makes a test binary the bridge inside the
+// PetSet controller's network namespace (see netnsChild).
+const envNetnsChild = "KUBECTL_PGPOOL_NETNS_CHILD"
+
+type netnsSpec struct {
+	Socket string   `json:"socket"` // the unix socket to the API server
+	Listen string   `json:"listen"` // 127.0.0.1:PORT inside the namespace
+	Log    string   `json:"log"`
+	Args   []string `json:"args"` // the controller and its arguments
+}
+
+// PetSetController builds (once, cached) and starts the real PetSet
+// controller from the source snapshot, installs its CRDs (replacing the
+// e2e tier's stand-in) and stops it when the test ends. Without the
+// snapshot the test is skipped, saying why.
+func (e *Env) PetSetController(t testing.TB) {
+	t.Helper()
+	build := exec.Command("bash", filepath.Join(e.Root, "hack", "build-petset.sh"))
+	var stderr strings.Builder
+	build.Stderr = &stderr
+	out, err := build.Output()
+	if err != nil {
+		t.Fatalf("build the PetSet controller: %v\n%s", err, stderr.String())
+	}
+	lines := strings.Fields(string(out))
+	if len(lines) == 0 {
+		t.Skip(strings.TrimSpace(stderr.String()))
+	}
+	dir := lines[len(lines)-1]
+
+	ctx := Context(t, 2*time.Minute)
+	crdGVR := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	for _, f := range []string{"apps.k8s.appscode.com_petsets.yaml", "apps.k8s.appscode.com_placementpolicies.yaml"} {
+		b, err := os.ReadFile(filepath.Join(dir, "crds", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs := decodeObjects(t, f, b)
+		e.Apply(t, "", objs, 0)
+		for _, o := range objs {
+			if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+				u, err := e.Dynamic.Resource(crdGVR).Get(ctx, o.GetName(), metav1.GetOptions{})
+				if err != nil {
+					return false, nil
+				}
+				conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+				for _, c := range conds {
+					if m, _ := c.(map[string]any); m["type"] == "Established" && m["status"] == "True" {
+						return true, nil
+					}
+				}
+				return false, nil
+			}); err != nil {
+				t.Fatalf("CRD %s never Established: %v", o.GetName(), err)
+			}
+		}
+	}
+
+	u, err := url.Parse(e.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := os.MkdirTemp("", "petset-") // short: a unix socket path has a length limit
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(tmp) })
+	certs := filepath.Join(tmp, "certs")
+	writeSelfSigned(t, certs)
+	sock := filepath.Join(tmp, "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go bridge(l, func() (net.Conn, error) { return net.Dial("tcp", u.Host) })
+	logPath := filepath.Join(tmp, "petset.log")
+	if e.Cluster != nil && e.Cluster.ClusterDir != "" {
+		logPath = filepath.Join(e.Cluster.ClusterDir, "logs", "petset.log")
+	}
+	spec, _ := json.Marshal(netnsSpec{Socket: sock, Listen: u.Host, Log: logPath, Args: []string{filepath.Join(dir, "petset"), "run",
+		"--kubeconfig", e.Kubeconfig, "--cert-dir", certs, "--metrics-bind-address", "0", "--health-probe-bind-address", "127.0.0.1:0"}})
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command("unshare", "--net", "--fork", "--kill-child", self)
+	c.Env = append(os.Environ(), envNetnsChild+"="+string(spec))
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Stdout, c.Stderr = os.Stderr, os.Stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = c.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-c.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		_ = l.Close()
+	})
+	t.Logf("the PetSet controller runs in its own network namespace (pid %d, log %s)", c.Process.Pid, logPath)
+}
+
+// bridge copies every connection l accepts to one that dial opens, both
+// ways, until l is closed.
+func bridge(l net.Listener, dial func() (net.Conn, error)) {
+	for {
+		in, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer func() { _ = in.Close() }()
+			out, err := dial()
+			if err != nil {
+				return
+			}
+			defer func() { _ = out.Close() }()
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); _, _ = io.Copy(out, in); closeWrite(out) }()
+			go func() { defer wg.Done(); _, _ = io.Copy(in, out); closeWrite(in) }()
+			wg.Wait()
+		}()
+	}
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+}
+
+// netnsChild runs inside the controller's network namespace when the test
+// binary is started with envNetnsChild: it brings loopback up, bridges
+// the API server's address to the unix socket, runs the controller and
+// exits with its exit code (SIGTERM stops it).
+func netnsChild(specJSON string) int {
+	var s netnsSpec
+	if err := json.Unmarshal([]byte(specJSON), &s); err != nil {
+		fmt.Fprintln(os.Stderr, "netns child:", err)
+		return 2
+	}
+	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "netns child: ip link set lo up: %v %s\n", err, out)
+		return 2
+	}
+	l, err := net.Listen("tcp", s.Listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "netns child:", err)
+		return 2
+	}
+	go bridge(l, func() (net.Conn, error) { return net.Dial("unix", s.Socket) })
+	logf, err := os.OpenFile(s.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "netns child:", err)
+		return 2
+	}
+	defer func() { _ = logf.Close() }()
+	c := exec.Command(s.Args[0], s.Args[1:]...)
+	c.Stdout, c.Stderr = logf, logf
+	if err := c.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "netns child:", err)
+		return 2
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() { <-sig; _ = c.Process.Signal(syscall.SIGTERM) }()
+	if err := c.Wait(); err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		return 1
+	}
+	return 0
+}
+
+// writeSelfSigned writes tls.crt and tls.key for the controller's webhook
+// server (nothing calls it: no webhook configuration points at it).
+func writeSelfSigned(t testing.TB, dir string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "petset-webhook"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
