@@ -4,8 +4,9 @@
 # tarballs (manifest.json, config.json, one layer) that `ctr images import`
 # takes:
 #   pause.tar   kubectl-pgpool/pause:local   a static Go pause (test/cluster/images/pause)
-#   pgpool.tar  kubectl-pgpool/pgpool:local  Debian bookworm minbase with pgpool2,
-#               postgresql-15 and openssl (debootstrap from the machine's apt mirror),
+#   pgpool.tar  kubectl-pgpool/pgpool:local  Debian trixie minbase with pgpool2 (4.6,
+#               the generation KubeDB and Bitnami ship), postgresql-17 and openssl
+#               (debootstrap from the machine's apt mirror),
 #               entrypoints from test/cluster/images/
 # Both stop on SIGINT (pgpool and PostgreSQL: fast shutdown; SIGTERM would
 # wait for clients to leave). Prints the directory on its last line.
@@ -52,8 +53,8 @@ if [ ! -f "$OUT/pgpool.tar" ]; then
 	[ -n "$MIRROR" ] || MIRROR="$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
 	[ -n "$MIRROR" ] || { echo "no Debian mirror in the apt sources" >&2; exit 1; }
 	R="$WORK/pgpool/rootfs"
-	echo "$(ts) debootstrap bookworm with pgpool2, postgresql-15, openssl (about a minute)" >&2
-	debootstrap --variant=minbase --include=pgpool2,postgresql-15,openssl bookworm "$R" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
+	echo "$(ts) debootstrap trixie with pgpool2, postgresql-17, openssl (about a minute)" >&2
+	debootstrap --variant=minbase --include=pgpool2,postgresql-17,openssl trixie "$R" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
 		{ tail -n 20 "$WORK/debootstrap.log" >&2; exit 1; }
 	# KubeDB's images run as UID/GID 70; give the postgres user that id.
 	chroot "$R" sh -c 'groupmod -g 70 postgres && usermod -u 70 -g 70 postgres' >/dev/null

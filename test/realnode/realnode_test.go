@@ -283,6 +283,13 @@ func TestSeedWalkthroughOnRealNode(t *testing.T) {
 	for _, replicas := range []int{1, 3} {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			ns := realPgpool(t, replicas)
+			// The pgpool users run: the generation KubeDB (4.5) and
+			// Bitnami's chart (4.6) ship, not bookworm's 4.3.
+			v := execIn(t, ns, "pgpool", "--version")
+			t.Logf("real node: %s", strings.TrimSpace(v))
+			if !strings.Contains(v, "pgpool-II version 4.6") {
+				t.Fatalf("the real node runs %q, want pgpool-II 4.6", v)
+			}
 
 			// The backend serves TLS from its own CA: without that CA, add
 			// refuses in preflight and writes nothing.
