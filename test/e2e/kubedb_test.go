@@ -20,79 +20,6 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
 
-// installKubeDBAPI applies KubeDB's Pgpool API as the tests know it (the
-// Pgpool CRD, a PgpoolOpsRequest stand-in, KubeDB's admission rules as a
-// ValidatingAdmissionPolicy; idempotent) and waits until the policy refuses
-// what KubeDB's webhook refuses.
-func installKubeDBAPI(t *testing.T) {
-	t.Helper()
-	ctx := testenv.Context(t, 2*time.Minute)
-	objs := env.Fixture(t, "kubedb-pgpool-crd.yaml")
-	var crdObjs, rest []*unstructured.Unstructured
-	for _, o := range objs {
-		if o.GetKind() == "CustomResourceDefinition" {
-			crdObjs = append(crdObjs, o)
-		} else {
-			rest = append(rest, o)
-		}
-	}
-	env.Apply(t, "", crdObjs, 0)
-	for _, c := range crdObjs {
-		testenv.WaitObject(t, ctx, dynamicLW(crds, "", c.GetName()), &unstructured.Unstructured{}, "CRD "+c.GetName()+" to be Established", func(u *unstructured.Unstructured) bool {
-			conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-			for _, c := range conds {
-				if m, _ := c.(map[string]any); m["type"] == "Established" && m["status"] == "True" {
-					return true
-				}
-			}
-			return false
-		})
-	}
-	env.Apply(t, "", rest, 0)
-	// The policy takes effect once the API server has compiled it (and
-	// the Pgpool API is served once discovery caught up): poll a server
-	// dry run of what it refuses.
-	bad := pgpoolObject("default")
-	_ = unstructured.SetNestedField(bad.Object, "require", "spec", "sslMode")
-	if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		_, err := env.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace("default").Create(ctx, bad, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		return err != nil && strings.Contains(err.Error(), "KubeDB: spec.sslMode other than disable needs spec.tls"), nil
-	}); err != nil {
-		t.Fatalf("the KubeDB admission policy never took effect: %v", err)
-	}
-}
-
-// pgpoolObject is the seed's Pgpool object, before TLS.
-func pgpoolObject(ns string) *unstructured.Unstructured {
-	return &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "kubedb.com/v1alpha2", "kind": "Pgpool",
-		"metadata": map[string]any{"name": "pgpool", "namespace": ns},
-		"spec": map[string]any{"version": "4.5.0", "replicas": int64(1), "deletionPolicy": "WipeOut",
-			"postgresRef": map[string]any{"name": "ha-postgres", "namespace": "demo"}},
-	}}
-}
-
-// kubedbOwned makes the pgpool in ns what KubeDB's provisioner makes: a
-// Pgpool object that controls the workload and its config Secret.
-func kubedbOwned(t *testing.T, ns string) {
-	t.Helper()
-	ctx := testenv.Context(t, time.Minute)
-	pg, err := env.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace(ns).Create(ctx, pgpoolObject(ns), metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, _, _ := unstructured.NestedString(pg.Object, "spec", "clientAuthMode"); got != "md5" {
-		t.Fatalf("the CRD's default clientAuthMode: %q", got)
-	}
-	patch := []byte(`{"metadata":{"ownerReferences":[{"apiVersion":"kubedb.com/v1alpha2","kind":"Pgpool","name":"pgpool","uid":"` + string(pg.GetUID()) + `","controller":true}]}}`)
-	if _, err := env.Dynamic.Resource(pgpool.StatefulSets).Namespace(ns).Patch(ctx, "pgpool", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.Kube.CoreV1().Secrets(ns).Patch(ctx, "pgpool-config", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // pauses watches the Pgpool in ns from now on and returns a function that
 // stops and says which Paused reasons were seen, in order (a reason once
 // per change of it; "" for not paused).
@@ -169,23 +96,6 @@ func pauses(t *testing.T, ns string) func() []string {
 	}
 }
 
-// owner reads the Pgpool in ns as the plugin does, and checks that it is
-// still valid under the CRD's schema and the admission policy (a server dry
-// run of an update with it as it is).
-func owner(t *testing.T, ns string) *pgpool.Owner {
-	t.Helper()
-	ctx := testenv.Context(t, time.Minute)
-	res := env.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace(ns)
-	u, err := res.Get(ctx, "pgpool", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := res.Update(ctx, u, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"}); err != nil {
-		t.Fatalf("the Pgpool as the plugin left it is refused by the schema or KubeDB's rules: %v", err)
-	}
-	return pgpool.ReadOwner(u)
-}
-
 // checkOwner checks what the Pgpool object says after an operation, and
 // that the pause was set by the plugin during it and lifted after.
 func checkOwner(t *testing.T, ns, op string, seen []string, ssl, auth, issuer string) {
@@ -193,7 +103,7 @@ func checkOwner(t *testing.T, ns, op string, seen []string, ssl, auth, issuer st
 	if len(seen) < 2 || seen[0] != pgpool.PauseReason || seen[len(seen)-1] != "" {
 		t.Fatalf("%s: the Paused reasons seen by the watch: %q, want the plugin's, then none", op, seen)
 	}
-	o := owner(t, ns)
+	o := env.KubeDBOwner(t, ns)
 	if o.Paused != nil || o.Spec.SSLMode != ssl || o.Spec.ClientAuthMode != auth {
 		t.Fatalf("%s: the Pgpool object: %+v", op, o)
 	}
@@ -224,10 +134,10 @@ func checkOwner(t *testing.T, ns, op string, seen []string, ssl, auth, issuer st
 // rolls back, and a SIGKILLed run finished by running it again, leave no
 // pause behind.
 func TestKubeDBPgpoolObject(t *testing.T) {
-	installKubeDBAPI(t)
+	env.InstallKubeDBAPI(t)
 	l := layouts[0]
 	ns := setup(t, l, 1)
-	kubedbOwned(t, ns)
+	env.KubeDBOwned(t, ns, pgpool.StatefulSets)
 	run := func(args ...string) string {
 		t.Helper()
 		out, errOut, err := plugin(t, env.Kubeconfig, ns, args...)
@@ -297,7 +207,7 @@ func TestKubeDBPgpoolObject(t *testing.T) {
 	env.KillAt(t, ns, syscall.SIGKILL, func(line string) bool {
 		return strings.Contains(line, "patch Secret "+ns+"/pgpool-config") && strings.Contains(line, "done in")
 	}, add[:len(add)-1]...)
-	if o := owner(t, ns); !o.PausedByUs() {
+	if o := env.KubeDBOwner(t, ns); !o.PausedByUs() {
 		t.Fatalf("after the killed add, the Pgpool's pause: %+v", o.Paused)
 	}
 	if out := run("tls", "status", "pgpool", "--verify=false"); !strings.Contains(out, "paused:") || !strings.Contains(out, "by kubectl-pgpool") {

@@ -10,6 +10,7 @@ import (
 	"context"
 	cryptotls "crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	pgstatus "github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
@@ -844,20 +846,42 @@ func asPetSet(replicas int) func(*unstructured.Unstructured) {
 	}
 }
 
-// The seed's walkthrough on a real PetSet, rolled by the real PetSet
-// controller (kubeops/petset, built from its source snapshot), with real
-// pgpool pods, 1 and 3 replicas: add (trusting the backend's CA), rotate,
+// The seed's walkthrough on KubeDB as it runs: a real PetSet, rolled by
+// the real PetSet controller (kubeops/petset, built from its source
+// snapshot), controlled by a Pgpool object whose backend's AppBinding
+// carries the backend's CA, with real pgpool pods, 1 and 3 replicas: add
+// (without --backend-ca: the AppBinding's CA is trusted), rotate,
 // change-issuer, remove; after each, every pod was replaced exactly once by
 // the controller (with 3, at least 2 Ready at every moment) and a login
-// through every pod proves the path to the backend.
+// through every pod proves the path to the backend, and the Pgpool object
+// says what is live and is not left paused.
 func TestSeedWalkthroughOnRealPetSet(t *testing.T) {
 	if !env.Cluster.RealNode {
 		t.Fatal("the cluster has no real node: start it with REAL_NODE=1 make cluster-up")
 	}
 	env.PetSetController(t)
+	env.InstallKubeDBAPI(t)
 	for _, replicas := range []int{1, 3} {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			ns := env.RealPgpool(t, replicas, asPetSet(replicas))
+			// As KubeDB runs it: a Pgpool object controls the PetSet and its
+			// config, and the backend's AppBinding carries its CA.
+			env.KubeDBOwned(t, ns, pgpool.PetSets)
+			ab := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding",
+				"metadata": map[string]any{"name": "ha-postgres", "namespace": ns},
+				"spec": map[string]any{"type": "kubedb.com/postgres", "clientConfig": map[string]any{
+					"caBundle": base64.StdEncoding.EncodeToString(secretPEM(t, ns, "pgpool-backend-cert", "ca.crt"))}}}}
+			if _, err := env.Dynamic.Resource(pgpool.AppBindings).Namespace(ns).Create(testenv.Context(t, time.Minute), ab, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			says := func(op, ssl, auth, issuer string) {
+				t.Helper()
+				o := env.KubeDBOwner(t, ns)
+				name, _, _ := unstructured.NestedString(o.Spec.TLS, "issuerRef", "name")
+				if o.Paused != nil || o.Spec.SSLMode != ssl || o.Spec.ClientAuthMode != auth || name != issuer {
+					t.Fatalf("%s: the Pgpool object says %s (paused: %v)", op, o.Spec.Summary(), o.Paused)
+				}
+			}
 			pods, err := env.Kube.CoreV1().Pods(ns).List(testenv.Context(t, time.Minute), metav1.ListOptions{LabelSelector: selector})
 			if err != nil {
 				t.Fatal(err)
@@ -867,13 +891,17 @@ func TestSeedWalkthroughOnRealPetSet(t *testing.T) {
 					t.Fatalf("pod %s is not the PetSet controller's: %v", p.Name, p.OwnerReferences)
 				}
 			}
+			// No --backend-ca: the backend's CA comes from its AppBinding.
 			rollChecked(t, ns, replicas, false, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require",
-				"--client-auth-mode", "cert", "--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert")
+				"--client-auth-mode", "cert", "--client-org", "pgpool", "--client-ou", "client")
 			loginThroughPgpool(t, ns, replicas, true)
+			says("add", "require", "cert", "pgpool-issuer")
 			rollChecked(t, ns, replicas, false, "tls", "rotate", "pgpool")
 			loginThroughPgpool(t, ns, replicas, true)
+			says("rotate", "require", "cert", "pgpool-issuer")
 			rollChecked(t, ns, replicas, false, "tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer")
 			loginThroughPgpool(t, ns, replicas, true)
+			says("change-issuer", "require", "cert", "pp-new-issuer")
 			login := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-login"},
 				StringData: map[string]string{"username": "postgres", "password": "pgpool-demo-password"}}
 			if _, err := env.Kube.CoreV1().Secrets(ns).Create(testenv.Context(t, time.Minute), login, metav1.CreateOptions{}); err != nil {
@@ -881,6 +909,7 @@ func TestSeedWalkthroughOnRealPetSet(t *testing.T) {
 			}
 			rollChecked(t, ns, replicas, false, "tls", "remove", "pgpool", "--verify-login", "pgpool-login")
 			loginThroughPgpool(t, ns, replicas, false)
+			says("remove", "disable", "md5", "")
 		})
 	}
 }

@@ -8,7 +8,6 @@ package testenv
 // machine's loopback, and nothing it opens is reachable from outside.
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -30,11 +29,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // envNetnsChild, when set, makes a test binary the bridge inside the
@@ -68,7 +62,6 @@ func (e *Env) PetSetController(t testing.TB) {
 	dir := lines[len(lines)-1]
 
 	ctx := Context(t, 2*time.Minute)
-	crdGVR := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 	for _, f := range []string{"apps.k8s.appscode.com_petsets.yaml", "apps.k8s.appscode.com_placementpolicies.yaml"} {
 		b, err := os.ReadFile(filepath.Join(dir, "crds", f))
 		if err != nil {
@@ -77,21 +70,7 @@ func (e *Env) PetSetController(t testing.TB) {
 		objs := decodeObjects(t, f, b)
 		e.Apply(t, "", objs, 0)
 		for _, o := range objs {
-			if err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-				u, err := e.Dynamic.Resource(crdGVR).Get(ctx, o.GetName(), metav1.GetOptions{})
-				if err != nil {
-					return false, nil
-				}
-				conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-				for _, c := range conds {
-					if m, _ := c.(map[string]any); m["type"] == "Established" && m["status"] == "True" {
-						return true, nil
-					}
-				}
-				return false, nil
-			}); err != nil {
-				t.Fatalf("CRD %s never Established: %v", o.GetName(), err)
-			}
+			e.waitEstablished(t, ctx, o.GetName())
 		}
 	}
 
