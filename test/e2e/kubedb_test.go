@@ -240,3 +240,70 @@ func TestKubeDBPgpoolObject(t *testing.T) {
 	run("tls", "rollback", "pgpool", "--yes")
 	checkOwner(t, ns, "rollback", stop(), "require", "cert", "pp-new-issuer")
 }
+
+// KubeDB from v2026.1.19 names the config Secret NAME-<the last 6
+// characters of the Pgpool's UID> (before: NAME-config): discovery follows
+// the PetSet's pgpool-config volume, so add and remove write that Secret,
+// and the Pgpool object follows.
+func TestKubeDBNewConfigSecretName(t *testing.T) {
+	env.InstallKubeDBAPI(t)
+	ns := env.Namespace(t)
+	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
+	ctx := testenv.Context(t, 2*time.Minute)
+	pg, err := env.Dynamic.Resource(pgpool.KubeDBPgpools).Namespace(ns).Create(ctx, testenv.PgpoolObject(ns, "ha-postgres"), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := string(pg.GetUID())
+	name := "pgpool-" + uid[len(uid)-6:]
+	owner := []any{map[string]any{"apiVersion": "kubedb.com/v1alpha2", "kind": "Pgpool", "name": "pgpool", "uid": uid, "controller": true}}
+	objs := env.Fixture(t, "kubedb.yaml")
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Secret":
+			o.SetName(name)
+			_ = unstructured.SetNestedSlice(o.Object, owner, "metadata", "ownerReferences")
+		case "StatefulSet":
+			vols, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "volumes")
+			for _, v := range vols {
+				if m, _ := v.(map[string]any); m["secret"] != nil {
+					m["secret"].(map[string]any)["secretName"] = name
+				}
+			}
+			_ = unstructured.SetNestedSlice(o.Object, vols, "spec", "template", "spec", "volumes")
+			_ = unstructured.SetNestedSlice(o.Object, owner, "metadata", "ownerReferences")
+		}
+	}
+	env.Apply(t, ns, objs, 1)
+	waitIssuer(t, ns, "pgpool-issuer")
+	env.WaitPodsReady(t, ns, kubedbSelector, 1, 2*time.Minute)
+	conf := func() string {
+		t.Helper()
+		s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(s.Data["pgpool.conf"]) + string(s.Data["pool_hba.conf"])
+	}
+	for _, step := range []struct {
+		args          []string
+		want          string
+		ssl, auth, by string
+	}{
+		{[]string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes"}, "hostssl    all             all             0.0.0.0/0               cert", "require", "cert", "pgpool-issuer"},
+		{[]string{"tls", "remove", "pgpool", "--yes"}, "ssl = 'off'", "disable", "md5", ""},
+	} {
+		out, errOut, err := plugin(t, env.Kubeconfig, ns, step.args...)
+		if err != nil || !strings.Contains(out+errOut, "Secret "+ns+"/"+name) {
+			t.Fatalf("%s: %v\n%s\n%s", step.args[1], err, out, errOut)
+		}
+		if c := conf(); !strings.Contains(c, step.want) {
+			t.Fatalf("%s: Secret %s lacks %q:\n%s", step.args[1], name, step.want, c)
+		}
+		o := env.KubeDBOwner(t, ns)
+		by, _, _ := unstructured.NestedString(o.Spec.TLS, "issuerRef", "name")
+		if o.Paused != nil || o.Spec.SSLMode != step.ssl || o.Spec.ClientAuthMode != step.auth || by != step.by {
+			t.Fatalf("%s: the Pgpool object says %s (paused: %v)", step.args[1], o.Spec.Summary(), o.Paused)
+		}
+	}
+}
