@@ -57,6 +57,7 @@ type OperationOptions struct {
 	// ForceUnlock takes the lock from another run (--force-unlock); Force
 	// goes on under a KubeDB pause or ops request (rollback: see there).
 	ForceUnlock, Force bool
+	Owner              string
 	// LockDuration is the lock's duration (hidden --lock-duration: tests
 	// shorten it; 0 is 60s).
 	LockDuration time.Duration
@@ -88,6 +89,7 @@ func (o *OperationOptions) addFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.NoColor, "no-color", false, "plain output even on a terminal")
 	c.Flags().BoolVar(&o.ForceUnlock, "force-unlock", false, "take the lock even if another run still holds it (only when you know that run is gone)")
 	c.Flags().BoolVar(&o.Force, "force", false, "go on although the KubeDB Pgpool is paused by someone else or has a PgpoolOpsRequest that has not ended (rollback: also when the config changed since the operation; those edits are lost)")
+	c.Flags().StringVar(&o.Owner, "owner", "", `"ignore": go on although a tool that reverts changes at once (Flux's kustomize-controller) manages an object the plan changes`)
 	c.Flags().DurationVar(&o.LockDuration, "lock-duration", 0, "the lock's duration (tests only)")
 	_ = c.Flags().MarkHidden("lock-duration")
 	c.Flags().StringVar(&o.VerifyLogin, "verify-login", "", "Secret with the keys username and password (and optionally database): log in with it through each replaced pod and run SELECT 1, proving the path to the backend (cert auth logs in with the client certificate by itself)")
@@ -211,7 +213,7 @@ func (o *OperationOptions) options() operation.Options {
 // and normalises it (planner.Normalize: the one check of a request), its
 // errors naming the flags (names, or flagNames).
 func (o *OperationOptions) normalize(intent planner.Intent, names planner.Names) (planner.Intent, error) {
-	intent.ApplyAlways, intent.ForceUnlock, intent.Force = o.Apply == "Always", o.ForceUnlock, o.Force
+	intent.ApplyAlways, intent.ForceUnlock, intent.Force, intent.Owner = o.Apply == "Always", o.ForceUnlock, o.Force, o.Owner
 	if intent.Operation != planner.Remove && intent.Operation != planner.Rollback {
 		intent.BackendCASources = o.BackendCA
 	}

@@ -115,23 +115,23 @@ func DiscoverRef(ctx context.Context, c Clients, r Ref) (*pgpool.Target, error) 
 }
 
 // readConfig reads a ConfigMap's or Secret's data as text.
-func readConfig(ctx context.Context, c Clients, ns, kind, name string) (string, map[string]string, error) {
+func readConfig(ctx context.Context, c Clients, ns, kind, name string) (metav1.ObjectMeta, map[string]string, error) {
 	if kind == "Secret" {
 		s, err := c.Core.Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return "", nil, err
+			return metav1.ObjectMeta{}, nil, err
 		}
 		data := map[string]string{}
 		for k, v := range s.Data {
 			data[k] = string(v)
 		}
-		return s.ResourceVersion, data, nil
+		return s.ObjectMeta, data, nil
 	}
 	cm, err := c.Core.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return "", nil, err
+		return metav1.ObjectMeta{}, nil, err
 	}
-	return cm.ResourceVersion, cm.Data, nil
+	return cm.ObjectMeta, cm.Data, nil
 }
 
 // findConfig looks through the pgpool container's mounts for a ConfigMap or
@@ -156,7 +156,7 @@ func findConfig(ctx context.Context, c Clients, t *pgpool.Target) error {
 		default:
 			continue
 		}
-		rv, data, err := readConfig(ctx, c, t.Namespace, kind, name)
+		meta, data, err := readConfig(ctx, c, t.Namespace, kind, name)
 		switch {
 		case apierrors.IsNotFound(err):
 			tried = append(tried, kind+" "+name+" (not found)")
@@ -165,8 +165,8 @@ func findConfig(ctx context.Context, c Clients, t *pgpool.Target) error {
 			return fmt.Errorf("get %s %s/%s: %w", kind, t.Namespace, name, err)
 		}
 		if pc, hba, ok := t.Layout.ConfigFiles(data); ok {
-			t.Config = pgpool.Config{Kind: kind, Name: name, MountPath: m.MountPath, ResourceVersion: rv,
-				PgpoolConf: pc, PoolHBA: hba}
+			t.Config = pgpool.Config{Kind: kind, Name: name, MountPath: m.MountPath, ResourceVersion: meta.ResourceVersion,
+				PgpoolConf: pc, PoolHBA: hba, Labels: meta.Labels, Annotations: meta.Annotations}
 			t.TLSMountPath = t.Layout.TLSMountPath(m.MountPath)
 			return nil
 		}

@@ -54,6 +54,9 @@ type Config struct {
 	ResourceVersion string `json:"resourceVersion"`
 	PgpoolConf      string `json:"-"`
 	PoolHBA         string `json:"-"`
+	// Labels and Annotations of the ConfigMap or Secret (who manages it).
+	Labels      map[string]string `json:"-"`
+	Annotations map[string]string `json:"-"`
 }
 
 // IssuerRef names a cert-manager issuer.
@@ -84,6 +87,7 @@ type Target struct {
 	GVR            schema.GroupVersionResource `json:"-"`
 	UID            string                      `json:"uid"`
 	Annotations    map[string]string           `json:"-"`
+	Labels         map[string]string           `json:"-"`
 	Template       corev1.PodTemplateSpec      `json:"-"`
 	Selector       *metav1.LabelSelector       `json:"-"`
 	Replicas       int32                       `json:"replicas"`
@@ -149,7 +153,7 @@ func (t *Target) String() string { return fmt.Sprintf("%s %s/%s", t.Kind, t.Name
 func FromWorkload(obj *unstructured.Unstructured, kind string, gvr schema.GroupVersionResource) (*Target, error) {
 	t := &Target{
 		Namespace: obj.GetNamespace(), Name: obj.GetName(), Kind: kind, APIVersion: obj.GetAPIVersion(),
-		GVR: gvr, UID: string(obj.GetUID()), Annotations: obj.GetAnnotations(), Owners: obj.GetOwnerReferences(),
+		GVR: gvr, UID: string(obj.GetUID()), Annotations: obj.GetAnnotations(), Labels: obj.GetLabels(), Owners: obj.GetOwnerReferences(),
 	}
 	tmpl, ok, err := unstructured.NestedMap(obj.Object, "spec", "template")
 	if err != nil || !ok {

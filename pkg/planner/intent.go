@@ -68,6 +68,10 @@ type Intent struct {
 	Force bool
 	// ForceUnlock takes the lock even from a run that still holds it.
 	ForceUnlock bool
+	// Owner is what to do when a tool that reverts changes at once (Flux's
+	// kustomize-controller) manages an object the plan changes: "" refuses,
+	// "ignore" goes on (--owner).
+	Owner string
 	// IssuerOnly: an add that names only the issuer (a PgpoolOpsRequest
 	// with spec.tls.issuerRef alone), which KubeDB runs as change-issuer
 	// on a pgpool that has TLS.
@@ -146,6 +150,9 @@ func Normalize(intent Intent, name Names) (Intent, error) {
 		if _, err := ParseCARef(ref); err != nil {
 			return intent, err
 		}
+	}
+	if intent.Owner != "" && intent.Owner != "ignore" {
+		return intent, fmt.Errorf(`%s must be "ignore" (or not given: refuse when a tool that reverts changes at once manages an object the plan changes), not %q`, name("owner"), intent.Owner)
 	}
 	if intent.Operation != Add {
 		return intent, nil

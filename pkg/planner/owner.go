@@ -13,6 +13,7 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/owners"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
@@ -32,6 +33,27 @@ func ownerFits(t *pgpool.Target, r Intent) error {
 		return &StateError{fmt.Sprintf("%s %s/%s is paused by someone else (condition Paused, reason %q: %s): KubeDB's ops-manager or a person is changing it, so kubectl-pgpool refuses (nothing was changed): wait until the pause is lifted, or pass --force to go on anyway (the pause is then left as it is)", o.Kind, t.Namespace, o.Name, o.Paused.Reason, o.Paused.Message)}
 	}
 	return nil
+}
+
+// managers names who else manages the objects the plan changes (the
+// workload and its config: Helm, Argo CD, Flux) and what they will do to
+// the change; it refuses when one reverts it at once, unless --owner=ignore.
+func managers(t *pgpool.Target, r Intent) (warnings []string, err error) {
+	for _, obj := range []struct {
+		what         string
+		labels, anns map[string]string
+	}{
+		{t.String(), t.Labels, t.Annotations},
+		{fmt.Sprintf("%s %s/%s", t.Config.Kind, t.Namespace, t.Config.Name), t.Config.Labels, t.Config.Annotations},
+	} {
+		for _, o := range owners.Of(obj.labels, obj.anns) {
+			if o.AtOnce && r.Owner != "ignore" {
+				return nil, &StateError{fmt.Sprintf("%s is managed by %s (%s): %s, so this change would not last and kubectl-pgpool refuses (nothing was changed): make the change in its source of truth, stop it from reconciling this object (annotation kustomize.toolkit.fluxcd.io/reconcile: disabled, or suspend the Kustomization), or pass --owner=ignore to go on anyway", obj.what, o.Tool, o.Name, o.Then)}
+			}
+			warnings = append(warnings, fmt.Sprintf("%s is managed by %s (%s): %s; put the change into its source of truth so that it lasts", obj.what, o.Tool, o.Name, o.Then))
+		}
+	}
+	return warnings, nil
 }
 
 func ownerObject(t *pgpool.Target) plan.Object {

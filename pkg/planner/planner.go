@@ -33,7 +33,12 @@ func Build(t *pgpool.Target, intent Intent, f Facts) (*plan.Plan, error) {
 	if err := fits(t, intent); err != nil {
 		return nil, err
 	}
+	managed, err := managers(t, intent)
+	if err != nil {
+		return nil, err
+	}
 	b := newBuilder(t, intent, f)
+	b.p.Warnings = append(b.p.Warnings, managed...)
 	b.p.Warnings = append(b.p.Warnings, conf.ParsePgpoolConf(t.Config.PgpoolConf).CaseIgnored(pgpoolKeys...)...)
 	if o := t.Layout.Owner(t); o != nil && t.Owner == nil {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("%s is controlled by %s %s/%s (%s), which could not be read (it is gone, or its API is not served): it is neither paused nor told of this change", t, o.Kind, t.Namespace, o.Name, o.APIVersion))

@@ -867,3 +867,32 @@ func TestKubeDBOwner(t *testing.T) {
 		t.Fatalf("rollback's UpdateDatabase: %v", spec)
 	}
 }
+
+// Who else manages the objects the plan changes is named with what it will
+// do; a tool that reverts at once (Flux's kustomize-controller) refuses the
+// plan unless --owner=ignore; an opt-out on the object makes it a warning.
+func TestManagedBy(t *testing.T) {
+	tg := fixture(t, "StatefulSet")
+	tg.Labels = map[string]string{"kustomize.toolkit.fluxcd.io/name": "apps", "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}
+	if _, err := build(t, tg, seedAdd()); err == nil || !strings.Contains(err.Error(), "StatefulSet demo/pgpool is managed by Flux kustomize-controller (Kustomization flux-system/apps)") || !strings.Contains(err.Error(), "--owner=ignore") {
+		t.Fatalf("under Flux: %v", err)
+	}
+	intent, err := Normalize(Intent{Operation: Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}, SSLMode: "require", ClientUser: "postgres", Owner: "ignore"}, func(f string) string { return f })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Build(tg, intent, Facts{Holder: "tester"})
+	if err != nil || !strings.Contains(strings.Join(p.Warnings, "\n"), "is managed by Flux kustomize-controller") {
+		t.Fatalf("--owner=ignore: %v %v", err, p)
+	}
+	if _, err := Normalize(Intent{Operation: Add, Issuer: pgpool.IssuerRef{Name: "x"}, ClientUser: "postgres", Owner: "yes"}, func(f string) string { return "--" + f }); err == nil || !strings.Contains(err.Error(), `--owner must be "ignore"`) {
+		t.Fatalf("--owner=yes: %v", err)
+	}
+	tg.Annotations = map[string]string{"kustomize.toolkit.fluxcd.io/reconcile": "disabled"}
+	tg.Config.Annotations = map[string]string{"meta.helm.sh/release-name": "ha", "meta.helm.sh/release-namespace": "demo"}
+	p, err = build(t, tg, seedAdd())
+	w := strings.Join(p.Warnings, "\n")
+	if err != nil || !strings.Contains(w, "reconcile: disabled") || !strings.Contains(w, "Secret demo/pgpool-config is managed by Helm (release demo/ha): Helm reverts nothing by itself; the next helm upgrade puts the chart's values back") {
+		t.Fatalf("opted out, and Helm on the config: %v\n%s", err, w)
+	}
+}

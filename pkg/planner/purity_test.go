@@ -10,7 +10,7 @@ import (
 // the certificates as data) import nothing that does Kubernetes I/O: a
 // plan is built and tested without a cluster or a client.
 func TestPurePackagesImportNoClient(t *testing.T) {
-	pure := []string{"../conf", "../plan", ".", "../pgpool", "../tls", "../layout", "../opsrequest"}
+	pure := []string{"../conf", "../plan", ".", "../pgpool", "../tls", "../layout", "../opsrequest", "../owners"}
 	out, err := exec.Command("go", append([]string{"list", "-deps"}, pure...)...).Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
@@ -26,7 +26,7 @@ func TestPurePackagesImportNoClient(t *testing.T) {
 // (docs/architecture.md): each may import only packages after it.
 var dataFlow = []string{
 	"cmd/kubectl-pgpool", "pkg/cmd", "pkg/ui", "pkg/opsrequest", "pkg/operation", "pkg/status", "pkg/runner",
-	"pkg/restart", "pkg/lock", "pkg/verify", "pkg/tls/issuing", "pkg/planner", "pkg/discover", "pkg/layout",
+	"pkg/restart", "pkg/lock", "pkg/verify", "pkg/tls/issuing", "pkg/planner", "pkg/owners", "pkg/discover", "pkg/layout",
 	"pkg/plan", "pkg/pgpool", "pkg/conf", "pkg/tls", "pkg/apiretry", "internal/parallel",
 }
 

@@ -1,0 +1,80 @@
+// Package owners names who else writes an object the plugin changes (Helm,
+// Argo CD, Flux) from the object's labels and annotations, and what that
+// owner will do to the change: put it back at once by itself, or at its
+// next sync or upgrade. It reads nothing from the cluster.
+package owners
+
+import "fmt"
+
+// Owner is a tool that manages an object.
+type Owner struct {
+	// Tool names it: "Helm", "Argo CD", "Flux kustomize-controller",
+	// "Flux helm-controller".
+	Tool string `json:"tool"`
+	// Name is what it manages the object as: a release, an Application, a
+	// Kustomization or a HelmRelease (namespace/name when known).
+	Name string `json:"name"`
+	// AtOnce: it reverts a live change by itself, within seconds
+	// (kustomize-controller without an opt-out on the object).
+	AtOnce bool `json:"revertsAtOnce"`
+	// Then says what happens to the change, in words.
+	Then string `json:"then"`
+}
+
+// Marker labels and annotations.
+const (
+	helmManagedBy     = "app.kubernetes.io/managed-by"
+	helmRelease       = "meta.helm.sh/release-name"
+	helmReleaseNS     = "meta.helm.sh/release-namespace"
+	argoTracking      = "argocd.argoproj.io/tracking-id"
+	fluxKustomizeName = "kustomize.toolkit.fluxcd.io/name"
+	fluxKustomizeNS   = "kustomize.toolkit.fluxcd.io/namespace"
+	fluxReconcile     = "kustomize.toolkit.fluxcd.io/reconcile"
+	fluxSSA           = "kustomize.toolkit.fluxcd.io/ssa"
+	fluxHelmName      = "helm.toolkit.fluxcd.io/name"
+	fluxHelmNS        = "helm.toolkit.fluxcd.io/namespace"
+)
+
+// Of names the owners an object's labels and annotations show. A Flux
+// HelmRelease's objects carry Helm's markers too: they are named once, as
+// Flux's.
+func Of(labels, annotations map[string]string) []Owner {
+	var out []Owner
+	if n := labels[fluxKustomizeName]; n != "" {
+		o := Owner{Tool: "Flux kustomize-controller", Name: "Kustomization " + qualified(labels[fluxKustomizeNS], n), AtOnce: true,
+			Then: "it puts the object back at its next reconciliation (within its interval), as it does with any drift"}
+		switch {
+		case annotations[fluxReconcile] == "disabled":
+			o.AtOnce, o.Then = false, "it leaves the object alone (annotation "+fluxReconcile+": disabled)"
+		case annotations[fluxSSA] == "Ignore" || annotations[fluxSSA] == "Merge" || annotations[fluxSSA] == "IfNotPresent":
+			o.AtOnce, o.Then = false, fmt.Sprintf("it does not revert the change (annotation %s: %s)", fluxSSA, annotations[fluxSSA])
+		}
+		out = append(out, o)
+	}
+	if n := labels[fluxHelmName]; n != "" {
+		out = append(out, Owner{Tool: "Flux helm-controller", Name: "HelmRelease " + qualified(labels[fluxHelmNS], n),
+			Then: "drift detection is off by default: the release's next upgrade puts the chart's values back"})
+	} else if labels[helmManagedBy] == "Helm" || annotations[helmRelease] != "" {
+		out = append(out, Owner{Tool: "Helm", Name: "release " + qualified(annotations[helmReleaseNS], annotations[helmRelease]),
+			Then: "Helm reverts nothing by itself; the next helm upgrade puts the chart's values back"})
+	}
+	if id := annotations[argoTracking]; id != "" {
+		app := id
+		for i := 0; i < len(id); i++ {
+			if id[i] == ':' {
+				app = id[:i]
+				break
+			}
+		}
+		out = append(out, Owner{Tool: "Argo CD", Name: "Application " + app,
+			Then: "with selfHeal on, it puts the object back within seconds; without, the next sync does"})
+	}
+	return out
+}
+
+func qualified(ns, name string) string {
+	if ns == "" {
+		return name
+	}
+	return ns + "/" + name
+}

@@ -1,0 +1,36 @@
+package owners
+
+import (
+	"strings"
+	"testing"
+)
+
+// Each tool's markers name it, with what it does to a change; Flux's
+// kustomize-controller reverts at once unless the object opts out; a Flux
+// HelmRelease's objects are named once; an object with no marker has none.
+func TestOf(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		labels, ann map[string]string
+		want        string // Tool/Name/AtOnce, joined
+	}{
+		{"none", map[string]string{"app.kubernetes.io/instance": "pgpool", "app.kubernetes.io/managed-by": "kubedb.com"}, nil, ""},
+		{"helm", map[string]string{helmManagedBy: "Helm"}, map[string]string{helmRelease: "ha", helmReleaseNS: "db"}, "Helm/release db/ha/false"},
+		{"flux kustomize", map[string]string{fluxKustomizeName: "apps", fluxKustomizeNS: "flux-system"}, nil, "Flux kustomize-controller/Kustomization flux-system/apps/true"},
+		{"flux kustomize, disabled", map[string]string{fluxKustomizeName: "apps", fluxKustomizeNS: "flux-system"}, map[string]string{fluxReconcile: "disabled"}, "Flux kustomize-controller/Kustomization flux-system/apps/false"},
+		{"flux kustomize, ssa Ignore", map[string]string{fluxKustomizeName: "apps"}, map[string]string{fluxSSA: "Ignore"}, "Flux kustomize-controller/Kustomization apps/false"},
+		{"flux helm", map[string]string{helmManagedBy: "Helm", fluxHelmName: "ha", fluxHelmNS: "db"}, map[string]string{helmRelease: "db-ha"}, "Flux helm-controller/HelmRelease db/ha/false"},
+		{"argo", nil, map[string]string{argoTracking: "pgpools:apps/StatefulSet:demo/pgpool"}, "Argo CD/Application pgpools/false"},
+	} {
+		var got []string
+		for _, o := range Of(tc.labels, tc.ann) {
+			got = append(got, o.Tool+"/"+o.Name+"/"+map[bool]string{true: "true", false: "false"}[o.AtOnce])
+			if o.Then == "" {
+				t.Errorf("%s: %s says nothing of what happens", tc.name, o.Tool)
+			}
+		}
+		if g := strings.Join(got, ", "); g != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, g, tc.want)
+		}
+	}
+}

@@ -1,0 +1,45 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
+)
+
+// A pgpool whose StatefulSet Flux's kustomize-controller manages (its
+// labels, as kustomize-controller sets them) is refused with nothing
+// written: the change would be put back at the next reconciliation; with
+// --owner=ignore the plan goes on and names the owner; a Helm release on
+// the config Secret is named with what its next upgrade does.
+func TestOwnersThatRevert(t *testing.T) {
+	l := layouts[0]
+	ns := setup(t, l, 1)
+	ctx := testenv.Context(t, time.Minute)
+	flux := []byte(`{"metadata":{"labels":{"kustomize.toolkit.fluxcd.io/name":"apps","kustomize.toolkit.fluxcd.io/namespace":"flux-system"}}}`)
+	if _, err := env.Dynamic.Resource(l.gvr()).Namespace(ns).Patch(ctx, "pgpool", types.MergePatchType, flux, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	helm := []byte(`{"metadata":{"labels":{"app.kubernetes.io/managed-by":"Helm"},"annotations":{"meta.helm.sh/release-name":"pgpool","meta.helm.sh/release-namespace":"` + ns + `"}}}`)
+	if _, err := env.Kube.CoreV1().Secrets(ns).Patch(ctx, "pgpool-config", types.MergePatchType, helm, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--yes"}
+	before := resourceVersions(t, ns, l)
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, add...)
+	if err == nil || !strings.Contains(err.Error(), "StatefulSet "+ns+"/pgpool is managed by Flux kustomize-controller (Kustomization flux-system/apps)") || !strings.Contains(err.Error(), "--owner=ignore") {
+		t.Fatalf("add under Flux: %v\n%s\n%s", err, out, errOut)
+	}
+	if after := resourceVersions(t, ns, l); after != before {
+		t.Fatalf("a refused add wrote: %s -> %s", before, after)
+	}
+	out, errOut, err = plugin(t, env.Kubeconfig, ns, append(add, "--owner=ignore", "--dry-run=client")...)
+	all := out + errOut
+	if err != nil || !strings.Contains(all, "is managed by Flux kustomize-controller") || !strings.Contains(all, "Secret "+ns+"/pgpool-config is managed by Helm (release "+ns+"/pgpool)") {
+		t.Fatalf("add --owner=ignore: %v\n%s", err, all)
+	}
+}
