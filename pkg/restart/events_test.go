@@ -210,3 +210,45 @@ func WaitEndpoints(ctx context.Context, c discoveryv1client.DiscoveryV1Interface
 	defer w.Stop()
 	return WaitEndpointsOn(ctx, w, ns, services, p, old, o)
 }
+
+// A replacement that its controller deletes again (kubeops/petset, acting
+// on a stale view, deletes the fresh pod it takes for the evicted one; the
+// pod reaches phase Failed while it goes) does not stop the roll: the wait
+// goes on to the next replacement.
+func TestReplacementDeletedByItsController(t *testing.T) {
+	cs := fake.NewClientset(wpod("pgpool-0", "old", true))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pods := WatchPods(ctx, cs.CoreV1(), "demo", "app=pgpool")
+	defer pods.Stop()
+	if !cache.WaitFor(ctx, "", pods.informer.HasSyncedChecker()) {
+		t.Fatal("the watch did not sync")
+	}
+	if err := cs.CoreV1().Pods("demo").Delete(ctx, "pgpool-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gone := wpod("pgpool-0", "second", false)
+	now := metav1.Now()
+	gone.DeletionTimestamp = &now
+	gone.Status.Phase = corev1.PodFailed
+	if _, err := cs.CoreV1().Pods("demo").Create(ctx, gone, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if Stuck(gone) != "" {
+		t.Fatalf("a pod being deleted is judged stuck: %s", Stuck(gone))
+	}
+	if err := cs.CoreV1().Pods("demo").Delete(ctx, "pgpool-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Pods("demo").Create(ctx, wpod("pgpool-0", "third", true), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var said []string
+	p, err := WaitReplaced(ctx, cs.CoreV1(), "demo", "pgpool-0", "old", Replacement{SameName: true, Selector: "app=pgpool", Pods: pods}, Options{OnProgress: func(s string) { said = append(said, s) }})
+	if err != nil || p.UID != "third" {
+		t.Fatalf("WaitReplaced: %v, %v; want the pod with uid third (%q)", p, err, said)
+	}
+	if !strings.Contains(strings.Join(said, "\n"), "is being deleted by its controller") {
+		t.Fatalf("progress: %q", said)
+	}
+}

@@ -147,8 +147,14 @@ func (e *StuckError) Error() string {
 // Stuck says why a pod cannot start and will not by itself (a container
 // crash-looping, an image that cannot be pulled, a container config that
 // cannot be created, the pod failed), or "" while it may still become
-// Ready.
+// Ready. A pod that is being deleted is not stuck: it is on its way out,
+// and its controller makes another (kubeops/petset deletes a fresh
+// replacement it mistakes for the evicted pod; it reaches a terminal phase
+// while it goes, and the next one starts).
 func Stuck(p *corev1.Pod) string {
+	if p.DeletionTimestamp != nil {
+		return ""
+	}
 	if p.Status.Phase == corev1.PodFailed {
 		return fmt.Sprintf("the pod failed (%s: %s)", p.Status.Reason, p.Status.Message)
 	}
@@ -218,6 +224,8 @@ func WaitReplaced(ctx context.Context, core corev1client.CoreV1Interface, ns, na
 				say(fmt.Sprintf("pod %s is gone; waiting for its replacement", name))
 			case cur.UID == uid:
 				say(fmt.Sprintf("pod %s is terminating", name))
+			case cur.DeletionTimestamp != nil:
+				say(fmt.Sprintf("replacement pod %s is being deleted by its controller; waiting for the next", name))
 			case Stuck(cur) != "":
 				return false, &StuckError{Namespace: ns, Pod: name, Why: Stuck(cur)}
 			case !pgpool.PodReady(cur):
