@@ -26,16 +26,7 @@ import (
 // finished a rolling update as done judges it (the layout's RolloutDone),
 // reporting done's progress messages as they change.
 func WaitRollout(ctx context.Context, dyn dynamic.NamespaceableResourceInterface, ns, name string, done func(*unstructured.Unstructured) (bool, string), o Options) error {
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
-			lo.FieldSelector = "metadata.name=" + name
-			return dyn.Namespace(ns).List(ctx, lo)
-		},
-		WatchFuncWithContext: func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
-			lo.FieldSelector = "metadata.name=" + name
-			return dyn.Namespace(ns).Watch(ctx, lo)
-		},
-	}
+	lw := workloadLW(dyn, ns, name)
 	last := ""
 	_, err := watchtools.UntilWithSync(ctx, lw, &unstructured.Unstructured{}, nil, func(e watch.Event) (bool, error) {
 		u, ok := e.Object.(*unstructured.Unstructured)
@@ -173,7 +164,12 @@ func selectorLW[L runtime.Object](selector string, list func(context.Context, me
 // WatchWorkload starts the watch of the workload name (for
 // WaitControllerSaw).
 func WatchWorkload(ctx context.Context, dyn dynamic.NamespaceableResourceInterface, ns, name string) *Watch {
-	return StartWatch(ctx, &cache.ListWatch{
+	return StartWatch(ctx, workloadLW(dyn, ns, name), &unstructured.Unstructured{})
+}
+
+// workloadLW lists and watches the one workload name in ns.
+func workloadLW(dyn dynamic.NamespaceableResourceInterface, ns, name string) *cache.ListWatch {
+	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
 			lo.FieldSelector = "metadata.name=" + name
 			return dyn.Namespace(ns).List(ctx, lo)
@@ -182,7 +178,7 @@ func WatchWorkload(ctx context.Context, dyn dynamic.NamespaceableResourceInterfa
 			lo.FieldSelector = "metadata.name=" + name
 			return dyn.Namespace(ns).Watch(ctx, lo)
 		},
-	}, &unstructured.Unstructured{})
+	}
 }
 
 // WaitControllerSaw waits until the workload's controller reports at least
