@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
@@ -40,14 +39,6 @@ func TestSeedOpsRequestsApply(t *testing.T) {
 	// each request it says what the ops-manager would have written.
 	env.InstallKubeDBAPI(t)
 	env.KubeDBOwned(t, ns, pgpool.StatefulSets)
-	says := func(n, ssl, auth, issuer string) {
-		t.Helper()
-		o := env.KubeDBOwner(t, ns)
-		name, _, _ := unstructured.NestedString(o.Spec.TLS, "issuerRef", "name")
-		if o.Paused != nil || o.Spec.SSLMode != ssl || o.Spec.ClientAuthMode != auth || name != issuer {
-			t.Fatalf("after %s the Pgpool object says %s (paused: %v)", n, o.Spec.Summary(), o.Paused)
-		}
-	}
 	file := func(n string) string { return filepath.Join(env.Root, "test", "fixtures", "kubedb-ops", n) }
 
 	// A file whose second document is not ReconfigureTLS: nothing runs.
@@ -73,7 +64,7 @@ func TestSeedOpsRequestsApply(t *testing.T) {
 	checkConfig(t, ns, l, true, "hostssl all all 0.0.0.0/0 cert")
 	checkVolume(t, ns, l, true)
 	checkLastOperation(t, ns, l, "add", "Succeeded")
-	says("ppops-add-tls", "require", "cert", "pgpool-issuer")
+	env.CheckKubeDBSays(t, ns, "ppops-add-tls", "require", "cert", "pgpool-issuer")
 	cli := secretInfo(t, ns, "pgpool-client-cert")
 	if !strings.Contains(cli.Subject, "O=pgpool") || !strings.Contains(cli.Subject, "OU=client") {
 		t.Fatalf("client certificate subject %q, want O=pgpool, OU=client", cli.Subject)
@@ -81,7 +72,7 @@ func TestSeedOpsRequestsApply(t *testing.T) {
 	revs := revisions(t, ns)
 	apply("ppops-rotate.yaml")
 	checkLastOperation(t, ns, l, "rotate", "Succeeded")
-	says("ppops-rotate", "require", "cert", "pgpool-issuer")
+	env.CheckKubeDBSays(t, ns, "ppops-rotate", "require", "cert", "pgpool-issuer")
 	for n, r := range revisions(t, ns) {
 		if r <= revs[n] {
 			t.Fatalf("ppops-rotate did not re-issue %s", n)
@@ -89,13 +80,13 @@ func TestSeedOpsRequestsApply(t *testing.T) {
 	}
 	apply("ppops-change-issuer.yaml")
 	checkLastOperation(t, ns, l, "change-issuer", "Succeeded")
-	says("ppops-change-issuer", "require", "cert", "pp-new-issuer")
+	env.CheckKubeDBSays(t, ns, "ppops-change-issuer", "require", "cert", "pp-new-issuer")
 	if s := secretInfo(t, ns, "pgpool-server-cert"); s.Issuer != "CN=ca-updated,O=kubedb-updated" {
 		t.Fatalf("issuer after ppops-change-issuer: %q", s.Issuer)
 	}
 	apply("ppops-remove.yaml")
 	checkLastOperation(t, ns, l, "remove", "Succeeded")
-	says("ppops-remove", "disable", "md5", "")
+	env.CheckKubeDBSays(t, ns, "ppops-remove", "disable", "md5", "")
 	checkConfig(t, ns, l, false, "host all all 0.0.0.0/0 md5")
 	checkVolume(t, ns, l, false)
 	if _, err := env.CertMgr.CertmanagerV1().Certificates(ns).Get(ctx, "pgpool-server-cert", metav1.GetOptions{}); !apierrors.IsNotFound(err) {

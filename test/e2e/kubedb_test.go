@@ -103,26 +103,7 @@ func checkOwner(t *testing.T, ns, op string, seen []string, ssl, auth, issuer st
 	if len(seen) < 2 || seen[0] != pgpool.PauseReason || seen[len(seen)-1] != "" {
 		t.Fatalf("%s: the Paused reasons seen by the watch: %q, want the plugin's, then none", op, seen)
 	}
-	o := env.KubeDBOwner(t, ns)
-	if o.Paused != nil || o.Spec.SSLMode != ssl || o.Spec.ClientAuthMode != auth {
-		t.Fatalf("%s: the Pgpool object: %+v", op, o)
-	}
-	got, _, _ := unstructured.NestedString(o.Spec.TLS, "issuerRef", "name")
-	if got != issuer {
-		t.Fatalf("%s: spec.tls.issuerRef.name %q, want %q (%v)", op, got, issuer, o.Spec.TLS)
-	}
-	if issuer == "" {
-		return
-	}
-	certs, _, _ := unstructured.NestedSlice(o.Spec.TLS, "certificates")
-	var aliases []string
-	for _, c := range certs {
-		m, _ := c.(map[string]any)
-		aliases = append(aliases, m["alias"].(string)+"="+m["secretName"].(string))
-	}
-	if strings.Join(aliases, ",") != "server=pgpool-server-cert,client=pgpool-client-cert" {
-		t.Fatalf("%s: spec.tls.certificates: %v", op, certs)
-	}
+	env.CheckKubeDBSays(t, ns, op, ssl, auth, issuer)
 }
 
 // The seed's walkthrough on a pgpool that a KubeDB Pgpool object controls:
@@ -300,10 +281,6 @@ func TestKubeDBNewConfigSecretName(t *testing.T) {
 		if c := conf(); !strings.Contains(c, step.want) {
 			t.Fatalf("%s: Secret %s lacks %q:\n%s", step.args[1], name, step.want, c)
 		}
-		o := env.KubeDBOwner(t, ns)
-		by, _, _ := unstructured.NestedString(o.Spec.TLS, "issuerRef", "name")
-		if o.Paused != nil || o.Spec.SSLMode != step.ssl || o.Spec.ClientAuthMode != step.auth || by != step.by {
-			t.Fatalf("%s: the Pgpool object says %s (paused: %v)", step.args[1], o.Spec.Summary(), o.Paused)
-		}
+		env.CheckKubeDBSays(t, ns, step.args[1], step.ssl, step.auth, step.by)
 	}
 }

@@ -874,14 +874,6 @@ func TestSeedWalkthroughOnRealPetSet(t *testing.T) {
 			if _, err := env.Dynamic.Resource(pgpool.AppBindings).Namespace(ns).Create(testenv.Context(t, time.Minute), ab, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			says := func(op, ssl, auth, issuer string) {
-				t.Helper()
-				o := env.KubeDBOwner(t, ns)
-				name, _, _ := unstructured.NestedString(o.Spec.TLS, "issuerRef", "name")
-				if o.Paused != nil || o.Spec.SSLMode != ssl || o.Spec.ClientAuthMode != auth || name != issuer {
-					t.Fatalf("%s: the Pgpool object says %s (paused: %v)", op, o.Spec.Summary(), o.Paused)
-				}
-			}
 			pods, err := env.Kube.CoreV1().Pods(ns).List(testenv.Context(t, time.Minute), metav1.ListOptions{LabelSelector: selector})
 			if err != nil {
 				t.Fatal(err)
@@ -895,13 +887,13 @@ func TestSeedWalkthroughOnRealPetSet(t *testing.T) {
 			rollChecked(t, ns, replicas, false, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require",
 				"--client-auth-mode", "cert", "--client-org", "pgpool", "--client-ou", "client")
 			loginThroughPgpool(t, ns, replicas, true)
-			says("add", "require", "cert", "pgpool-issuer")
+			env.CheckKubeDBSays(t, ns, "add", "require", "cert", "pgpool-issuer")
 			rollChecked(t, ns, replicas, false, "tls", "rotate", "pgpool")
 			loginThroughPgpool(t, ns, replicas, true)
-			says("rotate", "require", "cert", "pgpool-issuer")
+			env.CheckKubeDBSays(t, ns, "rotate", "require", "cert", "pgpool-issuer")
 			rollChecked(t, ns, replicas, false, "tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer")
 			loginThroughPgpool(t, ns, replicas, true)
-			says("change-issuer", "require", "cert", "pp-new-issuer")
+			env.CheckKubeDBSays(t, ns, "change-issuer", "require", "cert", "pp-new-issuer")
 			login := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-login"},
 				StringData: map[string]string{"username": "postgres", "password": "pgpool-demo-password"}}
 			if _, err := env.Kube.CoreV1().Secrets(ns).Create(testenv.Context(t, time.Minute), login, metav1.CreateOptions{}); err != nil {
@@ -909,7 +901,7 @@ func TestSeedWalkthroughOnRealPetSet(t *testing.T) {
 			}
 			rollChecked(t, ns, replicas, false, "tls", "remove", "pgpool", "--verify-login", "pgpool-login")
 			loginThroughPgpool(t, ns, replicas, false)
-			says("remove", "disable", "md5", "")
+			env.CheckKubeDBSays(t, ns, "remove", "disable", "md5", "")
 		})
 	}
 }

@@ -6,6 +6,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -121,4 +122,32 @@ func (e *Env) KubeDBOwner(t testing.TB, ns string) *pgpool.Owner {
 		t.Fatalf("the Pgpool as the plugin left it is refused by the schema or KubeDB's rules: %v", err)
 	}
 	return pgpool.ReadOwner(u)
+}
+
+// CheckKubeDBSays checks, after operation op, that the Pgpool in ns is not
+// paused and says sslMode ssl, clientAuthMode auth and, unless issuer is
+// "" (no spec.tls), spec.tls on that issuer with the server and client
+// certificates of the plugin's names; and that it is valid (KubeDBOwner).
+func (e *Env) CheckKubeDBSays(t testing.TB, ns, op, ssl, auth, issuer string) {
+	t.Helper()
+	o := e.KubeDBOwner(t, ns)
+	name, _, _ := unstructured.NestedString(o.Spec.TLS, "issuerRef", "name")
+	if o.Paused != nil || o.Spec.SSLMode != ssl || o.Spec.ClientAuthMode != auth || name != issuer {
+		t.Fatalf("%s: the Pgpool object says %s (paused: %v)", op, o.Spec.Summary(), o.Paused)
+	}
+	if issuer == "" {
+		if o.Spec.TLS != nil {
+			t.Fatalf("%s: spec.tls is left: %v", op, o.Spec.TLS)
+		}
+		return
+	}
+	certs, _, _ := unstructured.NestedSlice(o.Spec.TLS, "certificates")
+	var aliases []string
+	for _, c := range certs {
+		m, _ := c.(map[string]any)
+		aliases = append(aliases, fmt.Sprintf("%v=%v", m["alias"], m["secretName"]))
+	}
+	if strings.Join(aliases, ",") != "server=pgpool-server-cert,client=pgpool-client-cert" {
+		t.Fatalf("%s: spec.tls.certificates: %v", op, certs)
+	}
 }
