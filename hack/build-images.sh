@@ -7,7 +7,8 @@
 #   pgpool.tar  kubectl-pgpool/pgpool:local  Debian trixie minbase with pgpool2 (4.6,
 #               the generation KubeDB and Bitnami ship), postgresql-17 and openssl
 #               (debootstrap from the machine's apt mirror),
-#               entrypoints from test/cluster/images/
+#               entrypoints from test/cluster/images/ (KubeDB's and
+#               pgpool2_on_k8s's, PostgreSQL's, and a stand-in for Bitnami's)
 # Both stop on SIGINT (pgpool and PostgreSQL: fast shutdown; SIGTERM would
 # wait for clients to leave). Prints the directory on its last line.
 set -euo pipefail
@@ -63,9 +64,10 @@ if [ ! -f "$OUT/pgpool.tar" ]; then
 		"$R"/var/lib/apt/lists/* "$R"/usr/share/locale/*
 	install -m 0755 "$ROOT/test/cluster/images/pgpool-entrypoint.sh" "$R/usr/local/bin/pgpool-entrypoint"
 	install -m 0755 "$ROOT/test/cluster/images/postgres-entrypoint.sh" "$R/usr/local/bin/postgres-entrypoint"
+	install -m 0755 "$ROOT/test/cluster/images/bitnami-pgpool-entrypoint.sh" "$R/usr/local/bin/bitnami-pgpool-entrypoint"
 	# (not "$R/var/run/...": /var/run is an absolute symlink to /run)
-	mkdir -p "$R/opt/pgpool-II/etc" "$R/opt/pgpool-II/tls" "$R/run/pgpool"
-	chown -R 70:70 "$R/opt/pgpool-II" "$R/run/pgpool"
+	mkdir -p "$R/opt/pgpool-II/etc" "$R/opt/pgpool-II/tls" "$R/run/pgpool" "$R/opt/bitnami/pgpool"
+	chown -R 70:70 "$R/opt/pgpool-II" "$R/run/pgpool" "$R/opt/bitnami/pgpool"
 	archive pgpool kubectl-pgpool/pgpool:local "$R" /usr/local/bin/pgpool-entrypoint 70
 fi
 echo "$OUT"

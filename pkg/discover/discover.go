@@ -137,6 +137,9 @@ func readConfig(ctx context.Context, c Clients, ns, kind, name string) (metav1.O
 // findConfig looks through the pgpool container's mounts for a ConfigMap or
 // Secret volume with a pgpool.conf key.
 func findConfig(ctx context.Context, c Clients, t *pgpool.Target) error {
+	if pc, ok := t.Layout.TemplateConf(&t.Template.Spec.Containers[t.ContainerIndex]); ok {
+		return findTemplateConfig(ctx, c, t, pc)
+	}
 	vols := map[string]corev1.Volume{}
 	for _, v := range t.Template.Spec.Volumes {
 		vols[v.Name] = v

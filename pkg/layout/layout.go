@@ -1,7 +1,8 @@
 // Package layout holds the ways a pgpool is deployed, each one
 // implementation of pgpool.Layout in a file of its own: KubeDB
-// (StatefulSet or PetSet, config in a Secret) and pgpool2_on_k8s
-// (Deployment, config in a ConfigMap). For picks the one for a workload.
+// (StatefulSet or PetSet, config in a Secret), pgpool2_on_k8s
+// (Deployment, config in a ConfigMap) and Bitnami's postgresql-ha chart
+// (Deployment, config from environment variables). For picks the one for a workload.
 // Adding a layout is a new file here with its tests, and a case in For.
 // Nothing here does I/O.
 package layout
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
@@ -24,6 +26,9 @@ func For(t *pgpool.Target) (pgpool.Layout, error) {
 	case "StatefulSet", "PetSet":
 		return KubeDB{}, nil
 	case "Deployment":
+		if t.ContainerIndex >= 0 && t.ContainerIndex < len(t.Template.Spec.Containers) && IsBitnami(&t.Template.Spec.Containers[t.ContainerIndex]) {
+			return Bitnami{}, nil
+		}
 		return Pgpool2OnK8s{}, nil
 	}
 	return nil, fmt.Errorf("%s: no layout knows a %s", t, t.Kind)
@@ -56,6 +61,9 @@ func (imageConfig) ConfigFiles(data map[string]string) (string, string, bool) {
 	pc, ok := data["pgpool.conf"]
 	return pc, data["pool_hba.conf"], ok
 }
+
+// TemplateConf: all of pgpool.conf is in the config object.
+func (imageConfig) TemplateConf(*corev1.Container) (string, bool) { return "", false }
 
 // TLSMountPath is a tls directory beside the config's mount.
 func (imageConfig) TLSMountPath(configMountPath string) string {

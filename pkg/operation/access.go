@@ -73,7 +73,7 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 			add(access{"coordination.k8s.io", "leases", "", "delete"})
 		case plan.ApplyCertificateSpec:
 			add(crt("create"), crt("patch")) // server-side apply creates it the first time
-		case plan.ApplyBundleSpec:
+		case plan.ApplyBundleSpec, plan.ApplyConfigMapSpec:
 			add(core("configmaps", "create"), core("configmaps", "patch"))
 		case plan.BackupSpec:
 			add(core("secrets", "create"), core("secrets", "patch"))

@@ -51,6 +51,12 @@ type Backup struct {
 	Container    string               `json:"container"`
 	Volumes      []corev1.Volume      `json:"volumes"`
 	VolumeMounts []corev1.VolumeMount `json:"volumeMounts"`
+	// Env and InitContainers: the pgpool container's environment and the
+	// pod's init containers (a layout that keeps TLS in the pod template,
+	// Bitnami's); HBAGenerated: pool_hba.conf was the container's own.
+	Env            []corev1.EnvVar    `json:"env,omitempty"`
+	InitContainers []corev1.Container `json:"initContainers,omitempty"`
+	HBAGenerated   bool               `json:"hbaGenerated,omitempty"`
 	// Certificates maps NAME-server-cert and NAME-client-cert to their
 	// name, labels and spec then (nil: the Certificate did not exist).
 	Certificates map[string]*cmapi.Certificate `json:"certificates"`
@@ -98,6 +104,8 @@ func TakeBackup(t *Target, op, now string) *Backup {
 	b := &Backup{Operation: op, Taken: now, PgpoolConf: t.Config.PgpoolConf, PoolHBA: t.Config.PoolHBA,
 		Container: t.Container, Volumes: t.Template.Spec.Volumes,
 		VolumeMounts: t.Template.Spec.Containers[t.ContainerIndex].VolumeMounts,
+		Env:          t.Template.Spec.Containers[t.ContainerIndex].Env, InitContainers: t.Template.Spec.InitContainers,
+		HBAGenerated: t.Config.Generated,
 		Certificates: map[string]*cmapi.Certificate{}, TLSAnnotation: t.Annotations[AnnotationTLS]}
 	for _, n := range []string{ServerCertName(t.Name), ClientCertName(t.Name)} {
 		b.Certificates[n] = nil

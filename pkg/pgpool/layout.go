@@ -1,6 +1,7 @@
 package pgpool
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -25,6 +26,11 @@ type Layout interface {
 	// mounted ConfigMap or Secret (as text); ok is false when it holds no
 	// pgpool.conf.
 	ConfigFiles(data map[string]string) (pgpoolConf, poolHBA string, ok bool)
+
+	// TemplateConf is what of pgpool.conf the pod template sets (Bitnami's
+	// container writes it from its environment at every start); ok is
+	// false for layouts that keep all of pgpool.conf in the config object.
+	TemplateConf(c *corev1.Container) (pgpoolConf string, ok bool)
 
 	// TLSMountPath is where the TLS volume is mounted in the pgpool
 	// container, given where the config is mounted.

@@ -39,6 +39,13 @@ type ApplyBundleSpec struct {
 	Data         map[string]string `json:"-"`
 }
 
+// ApplyConfigMapSpec creates a ConfigMap of the plugin's (its labels) with
+// Data, or replaces the data of one that is the plugin's; someone else's
+// ConfigMap of that name is refused.
+type ApplyConfigMapSpec struct {
+	Data map[string]string `json:"-"`
+}
+
 // BackupSpec writes the backup Secret (the state before the operation's
 // first write). Its data may hold passwords and is never printed.
 type BackupSpec struct {
@@ -150,6 +157,7 @@ type OwnerPatchSpec struct {
 func (LockSpec) StepKind() Kind             { return Lock }
 func (ApplyCertificateSpec) StepKind() Kind { return Apply }
 func (ApplyBundleSpec) StepKind() Kind      { return Apply }
+func (ApplyConfigMapSpec) StepKind() Kind   { return Apply }
 func (BackupSpec) StepKind() Kind           { return Apply }
 func (TriggerSpec) StepKind() Kind          { return Trigger }
 func (WaitCertificateSpec) StepKind() Kind  { return Wait }

@@ -93,14 +93,18 @@ func (b *builder) add() error {
 	if edit.NoRemote {
 		b.p.Warnings = append(b.p.Warnings, "pool_hba.conf has no rule that admits remote clients, so only clients on the pod itself get in, before and after this change; none is added")
 	}
-	b.patchConfig(res.PgpoolConf, res.PoolHBA, summary)
-	if n := len(b.p.Steps); n > 1 && b.p.Steps[n-1].Kind == plan.Patch && b.p.Steps[n-2].Object.Kind == "ConfigMap" && b.p.Steps[n-2].Object.Name == tls.CABundleName(b.t.Name) {
-		// The config and the CA bundle are independent (no pod reads
-		// either before the TLS volume is mounted): written together.
-		b.p.Steps[n-1].Concurrent = true
-	}
-	if !b.t.State.VolumePresent {
-		b.addVolume()
+	if inTemplate(b.t) {
+		b.templateTLS(true, res.PoolHBA, res.Enforced)
+	} else {
+		b.patchConfig(res.PgpoolConf, res.PoolHBA, summary)
+		if n := len(b.p.Steps); n > 1 && b.p.Steps[n-1].Kind == plan.Patch && b.p.Steps[n-2].Object.Kind == "ConfigMap" && b.p.Steps[n-2].Object.Name == tls.CABundleName(b.t.Name) {
+			// The config and the CA bundle are independent (no pod reads
+			// either before the TLS volume is mounted): written together.
+			b.p.Steps[n-1].Concurrent = true
+		}
+		if !b.t.State.VolumePresent {
+			b.addVolume()
+		}
 	}
 	if lines := conf.LoopbackTrust(b.t.Config.PoolHBA); len(lines) > 0 {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("pool_hba.conf trusts loopback addresses (%s): connections through `kubectl port-forward` arrive from 127.0.0.1 and skip TLS and %s auth (so the plugin's own login check, which comes that way too, proves the path to the backend but not client authentication); remove those lines if that is not what you want", strings.Join(lines, "; "), b.authMode))

@@ -41,6 +41,9 @@ func (b *builder) finishBackup() error {
 		return nil
 	}
 	b.bk.WrotePgpoolConf, b.bk.WrotePoolHBA, b.bk.Wrote = b.t.Config.PgpoolConf, b.t.Config.PoolHBA, true
+	if b.wrote != nil {
+		b.bk.WrotePgpoolConf, b.bk.WrotePoolHBA = b.wrote[0], b.wrote[1]
+	}
 	for _, s := range b.p.Steps {
 		if c, ok := s.Spec.(plan.ConfigPatchSpec); ok {
 			b.bk.WrotePgpoolConf, b.bk.WrotePoolHBA = c.PgpoolConf, c.PoolHBA

@@ -104,6 +104,9 @@ type builder struct {
 	// rendered when the plan is complete).
 	bk     *pgpool.Backup
 	bkStep int
+	// wrote are pgpool.conf and pool_hba.conf as a layout that keeps them
+	// in the pod template leaves them (nil: the ConfigPatch step says).
+	wrote *[2]string
 }
 
 func newBuilder(t *pgpool.Target, intent Intent, f Facts) *builder {

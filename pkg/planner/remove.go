@@ -17,10 +17,20 @@ func (b *builder) remove() error {
 		return fmt.Errorf("%s %s/%s: %w; nothing was changed", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
 	}
 	b.p.Warnings = append(b.p.Warnings, res.Notes...)
-	b.patchConfig(res.PgpoolConf, res.PoolHBA, "ssl off, certificate paths dropped; pool_hba.conf and enable_pool_hba as they were before tls add")
-	b.removeVolume()
-	b.roll(b.t.State.VolumePresent)
-	b.verify("off")
+	if inTemplate(b.t) {
+		ours := b.hbaOurs()
+		b.roll(b.templateTLS(false, res.PoolHBA, false))
+		b.verify("off")
+		if ours {
+			b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: b.t.Config.Name},
+				Description: "delete ConfigMap " + b.t.Config.Name + " (the pool_hba.conf tls add wrote; the container generates its own again)", Spec: plan.DeleteSpec{}})
+		}
+	} else {
+		b.patchConfig(res.PgpoolConf, res.PoolHBA, "ssl off, certificate paths dropped; pool_hba.conf and enable_pool_hba as they were before tls add")
+		b.removeVolume()
+		b.roll(b.t.State.VolumePresent)
+		b.verify("off")
+	}
 	if b.t.Bundle != nil && b.t.BundleOurs {
 		b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: b.t.Bundle.Name},
 			Description: "delete the CA bundle ConfigMap " + b.t.Bundle.Name + " (no pod mounts it any more)", Spec: plan.DeleteSpec{}})

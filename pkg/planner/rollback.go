@@ -72,13 +72,22 @@ func (b *builder) rollback() {
 			Spec:        plan.ApplyBundleSpec{Data: bk.Bundle},
 		})
 	}
-	b.patchConfig(bk.PgpoolConf, bk.PoolHBA, fmt.Sprintf("pgpool.conf and pool_hba.conf exactly as they were before the tls %s", bk.Operation))
-	changed := b.restoreVolume(bk)
+	var changed bool
+	if inTemplate(t) {
+		changed = b.restoreTemplate(bk)
+	} else {
+		b.patchConfig(bk.PgpoolConf, bk.PoolHBA, fmt.Sprintf("pgpool.conf and pool_hba.conf exactly as they were before the tls %s", bk.Operation))
+		changed = b.restoreVolume(bk)
+	}
 	restarted := b.rollBack(changed, ssl)
 	if c := bk.Certificates[pgpool.ServerCertName(t.Name)]; c != nil {
 		b.issuer = pgpool.IssuerRef{Name: c.Spec.IssuerRef.Name, Kind: tls.IssuerKind(c.Spec.IssuerRef.Kind)}
 	}
 	b.verifyRollback(ssl, restarted)
+	if inTemplate(t) && bk.HBAGenerated && b.hbaOurs() {
+		b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: t.Namespace, Name: t.Config.Name},
+			Description: "delete ConfigMap " + t.Config.Name + " (it did not exist before; the container generates its pool_hba.conf again)", Spec: plan.DeleteSpec{}})
+	}
 	if bk.Bundle == nil && t.Bundle != nil && t.BundleOurs {
 		b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: t.Namespace, Name: t.Bundle.Name},
 			Description: "delete the CA bundle ConfigMap " + t.Bundle.Name + " (it did not exist before)", Spec: plan.DeleteSpec{}})

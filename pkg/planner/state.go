@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
@@ -45,7 +46,10 @@ func fits(t *pgpool.Target, r Intent) error {
 		if t.State.Enabled && !Interrupted(t, Add) && addDone(t, r) {
 			return &NothingToDoError{fmt.Sprintf("pgpool %s already has TLS as asked (%s %q, sslMode %s, clientAuthMode %s, its Certificates as this add would apply them): nothing to do", name, r.Issuer.Kind, r.Issuer.Name, t.State.SSLMode, t.State.AuthMode)}
 		}
-		if t.State.Enabled && !Interrupted(t, Add) {
+		if t.Config.Generated && t.Config.ResourceVersion != "" && !tls.Ours(&metav1.ObjectMeta{Labels: t.Config.Labels}, t.Name) {
+			return &tls.NotOursError{Kind: "ConfigMap", Namespace: t.Namespace, Name: t.Config.Name}
+		}
+		if t.State.Enabled && !Interrupted(t, Add) && t.ForeignTLS == nil {
 			return &StateError{fmt.Sprintf("pgpool %s already has TLS (ssl = on in %s %s): use `kubectl pgpool tls rotate %s` to re-issue its certificates, `kubectl pgpool tls change-issuer %s --issuer NAME` to move it to another issuer, or `kubectl pgpool tls remove %s` first", name, t.Config.Kind, t.Config.Name, t.Name, t.Name, t.Name)}
 		}
 	case Remove:

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
@@ -44,7 +45,11 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 	crts := make([]*cmapi.Certificate, len(certNames))
 	var crtErr atomic.Bool
 	err := parallel.All(func() error {
-		// 1. The config says what it should (read where the layout keeps it).
+		// 1. The config says what it should (read where the layout keeps it;
+		// in the pod template: read below, from the workload).
+		if _, ok := r.Target.Layout.TemplateConf(&r.Target.Template.Spec.Containers[r.Target.ContainerIndex]); ok {
+			return nil
+		}
 		data := map[string]string{}
 		if kind == "Secret" {
 			cs, err := r.Clients.Core.Secrets(ns).Get(ctx, cname, metav1.GetOptions{})
@@ -113,6 +118,9 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 	}
 	if !crtErr.Load() {
 		r.digestsAfter = digestsOf(r.Target, certNames, crts, workload)
+	}
+	if pc, ok := templateConf(r.Target, workload); ok {
+		pgpoolConf, kind, cname = pc, s.Object.Kind, s.Object.Name+" (its environment)"
 	}
 	if conf.ParsePgpoolConf(pgpoolConf).Bool("ssl") != on {
 		problems = append(problems, fmt.Sprintf("%s %s/%s: pgpool.conf does not have ssl %s", kind, ns, cname, ssl))
@@ -196,6 +204,21 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 		hs = fmt.Sprintf("; handshake checked on %d of %d pods (not reached by port-forward during the run: %s)", handshakes, readyN, strings.Join(slices.Compact(slices.Sorted(slices.Values(r.unreached))), ", "))
 	}
 	return fmt.Sprintf("%d pods replaced and Ready, ssl %s%s%s", readyN, ssl, detail, hs), nil
+}
+
+// templateConf is what the workload's pod template sets of pgpool.conf,
+// for a layout that keeps it there.
+func templateConf(t *pgpool.Target, u *unstructured.Unstructured) (string, bool) {
+	cs, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
+	if t.ContainerIndex >= len(cs) {
+		return "", false
+	}
+	m, _ := cs[t.ContainerIndex].(map[string]any)
+	var c corev1.Container
+	if runtime.DefaultUnstructuredConverter.FromUnstructured(m, &c) != nil {
+		return "", false
+	}
+	return t.Layout.TemplateConf(&c)
 }
 
 func mounted(u *unstructured.Unstructured, path string) bool {

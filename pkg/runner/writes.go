@@ -221,6 +221,33 @@ func (r *Runner) writeBundle(ctx context.Context, cm *corev1.ConfigMap) (string,
 	return r.answer(fmt.Sprintf("CA bundle: %s", strings.Join(tls.Subjects([]byte(cm.Data[tls.BundleKey])), "; "))), nil
 }
 
+// applyConfigMap writes a ConfigMap of the plugin's (server-side apply,
+// after checking that one of that name, if any, is the plugin's).
+func (r *Runner) applyConfigMap(ctx context.Context, s plan.Step, spec plan.ApplyConfigMapSpec) (string, error) {
+	ns := s.Object.Namespace
+	cur, err := r.Clients.Core.ConfigMaps(ns).Get(ctx, s.Object.Name, metav1.GetOptions{})
+	switch {
+	case err == nil && !tls.Ours(cur, r.Target.Name):
+		return "", &tls.NotOursError{Kind: "ConfigMap", Namespace: ns, Name: s.Object.Name}
+	case err != nil && !apierrors.IsNotFound(err):
+		return "", fmt.Errorf("get ConfigMap %s/%s: %w", ns, s.Object.Name, err)
+	}
+	cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: s.Object.Name, Namespace: ns,
+			Labels: map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: r.Target.Name}},
+		Data: spec.Data}
+	body, err := json.Marshal(cm)
+	if err != nil {
+		return "", err
+	}
+	force := true
+	if _, err := r.Clients.Core.ConfigMaps(ns).Patch(ctx, cm.Name, types.ApplyPatchType, body,
+		metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: r.dryRun()}); err != nil {
+		return "", fmt.Errorf("apply ConfigMap %s/%s: %w", ns, cm.Name, err)
+	}
+	return r.answer("written"), nil
+}
+
 // readBundle reads the CA bundle ConfigMap (nil when there is none).
 func (r *Runner) readBundle(ctx context.Context, ns string) (*corev1.ConfigMap, error) {
 	name := tls.CABundleName(r.Target.Name)

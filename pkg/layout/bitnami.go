@@ -1,0 +1,368 @@
+package layout
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+)
+
+// Bitnami is a pgpool as Bitnami's postgresql-ha chart runs it: a
+// Deployment whose container writes pgpool.conf and pool_hba.conf at every
+// start from environment variables (PGPOOL_ENABLE_TLS, PGPOOL_TLS_*_FILE),
+// the TLS Secret mounted as volume raw-certificates and copied by the init
+// container into the emptyDir pgpool-certificates (the key made 0600), and
+// a user pool_hba.conf (PGPOOL_USER_HBA_FILE, from the ConfigMap the chart
+// makes of pgpool.poolHbaConfiguration) replacing the generated one.
+//
+// The plugin writes what the chart's values would render: pgpool.tls.*
+// with the server Certificate's Secret, pgpool.poolHbaConfiguration, and
+// the CA bundle as an extra volume (pgpool.extraVolumes) whose ca.pem is
+// PGPOOL_TLS_CA_FILE (pgpool.extraEnvVars), so that HelmValues can say
+// what to put into the release for the change to last.
+type Bitnami struct{}
+
+// The chart's names and paths.
+const (
+	BitnamiCertsDir      = "/opt/bitnami/pgpool/certs"
+	BitnamiRawDir        = "/tmp/certs"
+	BitnamiUserConfigDir = "/opt/bitnami/pgpool/user_config"
+	BitnamiCADir         = "/opt/bitnami/pgpool/kubectl-pgpool-ca"
+	BitnamiRawVolume     = "raw-certificates"
+	BitnamiCertsVolume   = "pgpool-certificates"
+	BitnamiConfigVolume  = "pgpool-config"
+	BitnamiCAVolume      = "kubectl-pgpool-ca"
+	BitnamiInitContainer = "init-chmod-data"
+)
+
+// IsBitnami reports whether container c is Bitnami's pgpool (it is
+// configured by PGPOOL_BACKEND_NODES, which only that image reads).
+func IsBitnami(c *corev1.Container) bool {
+	for _, e := range c.Env {
+		if e.Name == "PGPOOL_BACKEND_NODES" {
+			return true
+		}
+	}
+	return false
+}
+
+// Name names the layout.
+func (Bitnami) Name() string { return "bitnami" }
+
+// ConfigPatch writes pool_hba.conf into the user ConfigMap (pgpool.conf is
+// the container's to write, from the environment: it is not written
+// here).
+func (Bitnami) ConfigPatch(c pgpool.Config, _, poolHBA string) []byte {
+	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": c.ResourceVersion}, "data": map[string]string{"pool_hba.conf": poolHBA}})
+	return b
+}
+
+// ConfigFiles reads the user pool_hba.conf; pgpool.conf is not in the
+// ConfigMap (TemplateConf has what the plugin reads of it).
+func (Bitnami) ConfigFiles(data map[string]string) (string, string, bool) {
+	hba, ok := data["pool_hba.conf"]
+	return "", hba, ok
+}
+
+// TLSMountPath is where the init container copies the certificate and the
+// key (the pgpool-certificates emptyDir).
+func (Bitnami) TLSMountPath(string) string { return BitnamiCertsDir }
+
+// Paths are the files PGPOOL_TLS_*_FILE name.
+func (Bitnami) Paths() conf.Paths {
+	return conf.Paths{Cert: BitnamiCertsDir + "/tls.crt", Key: BitnamiCertsDir + "/tls.key", CA: BitnamiCADir + "/ca.pem"}
+}
+
+// Owner is nil: the chart's Deployment has no owner reference to tell
+// (Helm is found by pkg/owners, from its labels).
+func (Bitnami) Owner(*pgpool.Target) *metav1.OwnerReference { return nil }
+
+// StablePodNames is false: a Deployment's replacement pod has a new name.
+func (Bitnami) StablePodNames() bool { return false }
+
+// RolloutDone is a Deployment's.
+func (Bitnami) RolloutDone(u *unstructured.Unstructured) (bool, string) {
+	return Pgpool2OnK8s{}.RolloutDone(u)
+}
+
+// TemplateConf is what the container will write into pgpool.conf that the
+// plugin reads (port, enable_pool_hba, ssl and its files), from its
+// environment.
+func (Bitnami) TemplateConf(c *corev1.Container) (string, bool) {
+	env := envMap(c.Env)
+	yes := func(k, def string) bool {
+		v, ok := env[k]
+		if !ok {
+			v = def
+		}
+		return strings.EqualFold(v, "yes") || strings.EqualFold(v, "true") || v == "1"
+	}
+	port := env["PGPOOL_PORT_NUMBER"]
+	if port == "" {
+		port = "5432"
+	}
+	onOff := map[bool]string{true: "on", false: "off"}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# written by Bitnami's pgpool container from its environment\nport = %s\nenable_pool_hba = %s\nssl = %s\n", port, onOff[yes("PGPOOL_ENABLE_POOL_HBA", "yes")], onOff[yes("PGPOOL_ENABLE_TLS", "no")])
+	if yes("PGPOOL_ENABLE_TLS", "no") {
+		for _, kv := range [][2]string{{"ssl_cert", "PGPOOL_TLS_CERT_FILE"}, {"ssl_key", "PGPOOL_TLS_KEY_FILE"}, {"ssl_ca_cert", "PGPOOL_TLS_CA_FILE"}} {
+			if v := env[kv[1]]; v != "" {
+				fmt.Fprintf(&b, "%s = '%s'\n", kv[0], v)
+			}
+		}
+	}
+	return b.String(), true
+}
+
+// GeneratedHBA is the pool_hba.conf the container writes when no user file
+// replaces it: local trust; with a CA file, certificate logins over TLS
+// from anywhere first; the streaming-replication check user trusted from
+// anywhere; then the database admin and everyone else with the
+// authentication method, over TLS or not.
+func GeneratedHBA(c *corev1.Container) string {
+	env := envMap(c.Env)
+	method := env["PGPOOL_AUTHENTICATION_METHOD"]
+	if method == "" {
+		method = "scram-sha-256"
+	}
+	all := method
+	if strings.EqualFold(env["PGPOOL_ENABLE_LDAP"], "yes") {
+		all = "pam pamservice=pgpool"
+	}
+	var b strings.Builder
+	b.WriteString("# the pool_hba.conf Bitnami's pgpool container generates from its environment\n")
+	b.WriteString("local    all    all                  trust\n")
+	if env["PGPOOL_TLS_CA_FILE"] != "" && strings.EqualFold(env["PGPOOL_ENABLE_TLS"], "yes") {
+		b.WriteString("hostssl  all    all    0.0.0.0/0     cert\nhostssl  all    all    ::/0          cert\n")
+	}
+	if u := env["PGPOOL_SR_CHECK_USER"]; u != "" {
+		fmt.Fprintf(&b, "host     all    %s    all    trust\n", u)
+	}
+	if v := env["PGPOOL_ENABLE_POOL_PASSWD"]; v == "" || strings.EqualFold(v, "yes") {
+		u := env["PGPOOL_POSTGRES_USERNAME"]
+		if u == "" {
+			u = "postgres"
+		}
+		fmt.Fprintf(&b, "host     all    %s    all    %s\n", u, method)
+	}
+	fmt.Fprintf(&b, "host     all    all    all    %s\n", all)
+	return b.String()
+}
+
+// UserHBA is where the container reads a user pool_hba.conf from: the
+// ConfigMap volume mounted at the directory of PGPOOL_USER_HBA_FILE, and
+// its key; ok is false when there is none.
+func UserHBA(spec *corev1.PodSpec, c *corev1.Container) (cm, key, mountPath string, ok bool) {
+	file := envMap(c.Env)["PGPOOL_USER_HBA_FILE"]
+	if file == "" {
+		return "", "", "", false
+	}
+	for _, m := range c.VolumeMounts {
+		dir := strings.TrimSuffix(m.MountPath, "/") + "/"
+		if !strings.HasPrefix(file, dir) || m.SubPath != "" {
+			continue
+		}
+		for _, v := range spec.Volumes {
+			if v.Name == m.Name && v.ConfigMap != nil {
+				return v.ConfigMap.Name, strings.TrimPrefix(file, dir), m.MountPath, true
+			}
+		}
+	}
+	return "", "", "", false
+}
+
+// HBAConfigMapName is the ConfigMap the chart makes of
+// pgpool.poolHbaConfiguration for the Deployment NAME (the chart names its
+// Deployment RELEASE-pgpool and the ConfigMap RELEASE-pgpool-configuration).
+func HBAConfigMapName(deployment string) string { return deployment + "-configuration" }
+
+// BitnamiTLS says what the pod template is to run.
+type BitnamiTLS struct {
+	// On: TLS with the server Certificate's Secret and the CA bundle;
+	// off: no TLS, as the chart renders pgpool.tls.enabled=false.
+	On                   bool
+	ServerSecret, Bundle string
+	// HBAConfigMap, when set, is mounted at BitnamiUserConfigDir and its
+	// pool_hba.conf replaces the generated file; "" drops the one the
+	// plugin mounted (DropHBA).
+	HBAConfigMap string
+	DropHBA      bool
+	// EnforceHBA sets PGPOOL_ENABLE_POOL_HBA=yes.
+	EnforceHBA bool
+}
+
+// ApplyBitnamiTLS returns a copy of spec whose container ci (the pgpool
+// container) and volumes are as w says, the way the chart renders its
+// values: env, the raw-certificates and pgpool-certificates volumes, the
+// init container that copies the files (the pgpool image's shell, run as
+// root to give them to the pgpool user), the CA volume.
+func ApplyBitnamiTLS(spec corev1.PodSpec, ci int, w BitnamiTLS) corev1.PodSpec {
+	out := *spec.DeepCopy()
+	c := &out.Containers[ci]
+	setEnv := func(name, value string) {
+		for i := range c.Env {
+			if c.Env[i].Name == name {
+				c.Env[i] = corev1.EnvVar{Name: name, Value: value}
+				return
+			}
+		}
+		c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: value})
+	}
+	dropEnv := func(names ...string) {
+		c.Env = dropWhere(c.Env, func(e corev1.EnvVar) bool { return slices.Contains(names, e.Name) })
+	}
+	dropVolumes := func(names ...string) {
+		out.Volumes = dropWhere(out.Volumes, func(v corev1.Volume) bool { return slices.Contains(names, v.Name) })
+		c.VolumeMounts = dropWhere(c.VolumeMounts, func(m corev1.VolumeMount) bool { return slices.Contains(names, m.Name) })
+	}
+	if w.EnforceHBA {
+		setEnv("PGPOOL_ENABLE_POOL_HBA", "yes")
+	}
+	if w.HBAConfigMap != "" {
+		setEnv("PGPOOL_USER_HBA_FILE", BitnamiUserConfigDir+"/pool_hba.conf")
+		if !hasVolume(out.Volumes, BitnamiConfigVolume) {
+			out.Volumes = append(out.Volumes, corev1.Volume{Name: BitnamiConfigVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: w.HBAConfigMap}}}})
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: BitnamiConfigVolume, MountPath: BitnamiUserConfigDir + "/"})
+		}
+	}
+	if w.DropHBA {
+		dropEnv("PGPOOL_USER_HBA_FILE")
+		dropVolumes(BitnamiConfigVolume)
+	}
+	if !w.On {
+		setEnv("PGPOOL_ENABLE_TLS", "no")
+		dropEnv("PGPOOL_TLS_PREFER_SERVER_CIPHERS", "PGPOOL_TLS_CERT_FILE", "PGPOOL_TLS_KEY_FILE", "PGPOOL_TLS_CA_FILE")
+		dropVolumes(BitnamiRawVolume, BitnamiCertsVolume, BitnamiCAVolume)
+		out.InitContainers = dropWhere(out.InitContainers, func(ic corev1.Container) bool { return ic.Name == BitnamiInitContainer })
+		if len(out.InitContainers) == 0 {
+			out.InitContainers = nil
+		}
+		return out
+	}
+	setEnv("PGPOOL_ENABLE_TLS", "yes")
+	if envMap(c.Env)["PGPOOL_TLS_PREFER_SERVER_CIPHERS"] == "" {
+		setEnv("PGPOOL_TLS_PREFER_SERVER_CIPHERS", "yes")
+	}
+	setEnv("PGPOOL_TLS_CERT_FILE", BitnamiCertsDir+"/tls.crt")
+	setEnv("PGPOOL_TLS_KEY_FILE", BitnamiCertsDir+"/tls.key")
+	setEnv("PGPOOL_TLS_CA_FILE", BitnamiCADir+"/ca.pem")
+	raw := corev1.Volume{Name: BitnamiRawVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: w.ServerSecret}}}
+	ca := corev1.Volume{Name: BitnamiCAVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: w.Bundle}, Items: []corev1.KeyToPath{{Key: "ca.pem", Path: "ca.pem"}}}}}
+	replaced := false
+	for i := range out.Volumes {
+		if out.Volumes[i].Name == BitnamiRawVolume {
+			out.Volumes[i], replaced = raw, true
+		}
+	}
+	if !replaced {
+		out.Volumes = append(out.Volumes, raw, corev1.Volume{Name: BitnamiCertsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	}
+	if !hasVolume(out.Volumes, BitnamiCAVolume) {
+		out.Volumes = append(out.Volumes, ca)
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: BitnamiCAVolume, MountPath: BitnamiCADir, ReadOnly: true})
+	}
+	if !hasMount(c.VolumeMounts, BitnamiCertsVolume) {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: BitnamiCertsVolume, MountPath: BitnamiCertsDir})
+	}
+	has := false
+	for _, ic := range out.InitContainers {
+		has = has || ic.Name == BitnamiInitContainer
+	}
+	if !has {
+		out.InitContainers = append(out.InitContainers, copyContainer(&out, c))
+	}
+	return out
+}
+
+// copyContainer is the init container the chart renders with TLS on.
+func copyContainer(spec *corev1.PodSpec, c *corev1.Container) corev1.Container {
+	uid, gid := int64(1001), int64(1001)
+	if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+		uid = *c.SecurityContext.RunAsUser
+	}
+	if spec.SecurityContext != nil && spec.SecurityContext.FSGroup != nil {
+		gid = *spec.SecurityContext.FSGroup
+	}
+	root := int64(0)
+	return corev1.Container{
+		Name: BitnamiInitContainer, Image: c.Image, ImagePullPolicy: c.ImagePullPolicy,
+		Command:         []string{"/bin/sh", "-cx", fmt.Sprintf("cp %s/* %s/\nchown -R %d:%d %s/\nchmod 600 %s/tls.key\n", BitnamiRawDir, BitnamiCertsDir, uid, gid, BitnamiCertsDir, BitnamiCertsDir)},
+		SecurityContext: &corev1.SecurityContext{RunAsUser: &root},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: BitnamiRawVolume, MountPath: BitnamiRawDir},
+			{Name: BitnamiCertsVolume, MountPath: BitnamiCertsDir},
+		},
+	}
+}
+
+// HelmValues are the postgresql-ha values that render what w sets up, for
+// a release whose values are otherwise kept (helm upgrade --reuse-values
+// -f FILE).
+func HelmValues(w BitnamiTLS, hba string) string {
+	var b strings.Builder
+	b.WriteString("pgpool:\n")
+	if !w.On {
+		b.WriteString("  tls:\n    enabled: false\n")
+	} else {
+		fmt.Fprintf(&b, "  tls:\n    enabled: true\n    autoGenerated: false\n    certificatesSecret: %s\n    certFilename: tls.crt\n    certKeyFilename: tls.key\n    certCAFilename: \"\"\n", w.ServerSecret)
+		fmt.Fprintf(&b, "  extraEnvVars:\n    - name: PGPOOL_TLS_CA_FILE\n      value: %s/ca.pem\n", BitnamiCADir)
+		if w.EnforceHBA {
+			b.WriteString("    - name: PGPOOL_ENABLE_POOL_HBA\n      value: \"yes\"\n")
+		}
+		fmt.Fprintf(&b, "  extraVolumes:\n    - name: %s\n      configMap:\n        name: %s\n        items:\n          - {key: ca.pem, path: ca.pem}\n", BitnamiCAVolume, w.Bundle)
+		fmt.Fprintf(&b, "  extraVolumeMounts:\n    - name: %s\n      mountPath: %s\n      readOnly: true\n", BitnamiCAVolume, BitnamiCADir)
+	}
+	if hba != "" {
+		b.WriteString("  poolHbaConfiguration: |\n")
+		for _, l := range strings.Split(strings.TrimRight(hba, "\n"), "\n") {
+			b.WriteString("    " + l + "\n")
+		}
+	}
+	return b.String()
+}
+
+func envMap(env []corev1.EnvVar) map[string]string {
+	m := map[string]string{}
+	for _, e := range env {
+		if e.ValueFrom == nil {
+			m[e.Name] = e.Value
+		}
+	}
+	return m
+}
+
+func dropWhere[T any](s []T, drop func(T) bool) []T {
+	var out []T
+	for _, x := range s {
+		if !drop(x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func hasVolume(vs []corev1.Volume, name string) bool {
+	for _, v := range vs {
+		if v.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func hasMount(ms []corev1.VolumeMount, name string) bool {
+	for _, m := range ms {
+		if m.Name == name {
+			return true
+		}
+	}
+	return false
+}

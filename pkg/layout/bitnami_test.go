@@ -1,0 +1,101 @@
+package layout
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+)
+
+// chartPod is the pgpool pod template of the postgresql-ha chart with
+// pgpool.tls.enabled=false (the values' default).
+func chartPod() corev1.PodSpec {
+	uid, gid := int64(1001), int64(1001)
+	return corev1.PodSpec{
+		SecurityContext: &corev1.PodSecurityContext{FSGroup: &gid},
+		Containers: []corev1.Container{{Name: "pgpool", Image: "bitnami/pgpool:4.6.3",
+			SecurityContext: &corev1.SecurityContext{RunAsUser: &uid},
+			Env: []corev1.EnvVar{
+				{Name: "PGPOOL_BACKEND_NODES", Value: "0:pg-postgresql-0.pg-postgresql-headless:5432,"},
+				{Name: "PGPOOL_SR_CHECK_USER", Value: "repmgr"},
+				{Name: "PGPOOL_POSTGRES_USERNAME", Value: "postgres"},
+				{Name: "PGPOOL_POSTGRES_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{Key: "password"}}},
+				{Name: "PGPOOL_AUTHENTICATION_METHOD", Value: "scram-sha-256"},
+				{Name: "PGPOOL_ENABLE_TLS", Value: "no"},
+				{Name: "PGPOOL_HEALTH_CHECK_PSQL_TIMEOUT", Value: "6"},
+			},
+			VolumeMounts: []corev1.VolumeMount{{Name: "empty-dir", MountPath: "/tmp", SubPath: "tmp-dir"}}}},
+		Volumes: []corev1.Volume{{Name: "empty-dir", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+	}
+}
+
+func TestForPicksBitnamiByItsEnvironment(t *testing.T) {
+	tg := &pgpool.Target{Kind: "Deployment", Template: corev1.PodTemplateSpec{Spec: chartPod()}}
+	if l, err := For(tg); err != nil || l.Name() != "bitnami" {
+		t.Fatalf("For(chart Deployment) = %v, %v", l, err)
+	}
+}
+
+// What the container generates: plain host lines always; with a CA, any
+// certificate over TLS first.
+func TestGeneratedHBA(t *testing.T) {
+	spec := chartPod()
+	hba := GeneratedHBA(&spec.Containers[0])
+	for _, want := range []string{"local    all    all", "host     all    repmgr    all    trust", "host     all    postgres    all    scram-sha-256", "host     all    all    all    scram-sha-256"} {
+		if !strings.Contains(hba, want) {
+			t.Errorf("generated pool_hba.conf lacks %q:\n%s", want, hba)
+		}
+	}
+	if strings.Contains(hba, "hostssl") {
+		t.Errorf("hostssl without TLS:\n%s", hba)
+	}
+	on := ApplyBitnamiTLS(spec, 0, BitnamiTLS{On: true, ServerSecret: "s", Bundle: "b"})
+	if hba := GeneratedHBA(&on.Containers[0]); !strings.Contains(hba, "hostssl  all    all    0.0.0.0/0     cert") {
+		t.Errorf("with a CA file, no hostssl cert line:\n%s", hba)
+	}
+}
+
+// TLS on renders what the chart renders for pgpool.tls.enabled=true, and
+// off gives back exactly the template it started from.
+func TestApplyBitnamiTLSRoundTrip(t *testing.T) {
+	spec := chartPod()
+	on := ApplyBitnamiTLS(spec, 0, BitnamiTLS{On: true, ServerSecret: "pg-server-cert", Bundle: "pg-ca-bundle", HBAConfigMap: "pg-configuration"})
+	c := on.Containers[0]
+	env := envMap(c.Env)
+	for k, v := range map[string]string{"PGPOOL_ENABLE_TLS": "yes", "PGPOOL_TLS_CERT_FILE": BitnamiCertsDir + "/tls.crt", "PGPOOL_TLS_KEY_FILE": BitnamiCertsDir + "/tls.key",
+		"PGPOOL_TLS_CA_FILE": BitnamiCADir + "/ca.pem", "PGPOOL_USER_HBA_FILE": BitnamiUserConfigDir + "/pool_hba.conf"} {
+		if env[k] != v {
+			t.Errorf("%s = %q, want %q", k, env[k], v)
+		}
+	}
+	if len(on.InitContainers) != 1 || on.InitContainers[0].Name != BitnamiInitContainer || !strings.Contains(on.InitContainers[0].Command[2], "chown -R 1001:1001") {
+		t.Errorf("init container: %+v", on.InitContainers)
+	}
+	pc, _ := Bitnami{}.TemplateConf(&c)
+	p := conf.ParsePgpoolConf(pc)
+	if !p.Bool("ssl") || !p.Bool("enable_pool_hba") {
+		t.Errorf("pgpool.conf from the environment:\n%s", pc)
+	}
+	if cm, key, _, ok := UserHBA(&on, &c); !ok || cm != "pg-configuration" || key != "pool_hba.conf" {
+		t.Errorf("UserHBA = %s %s %v", cm, key, ok)
+	}
+	off := ApplyBitnamiTLS(on, 0, BitnamiTLS{DropHBA: true})
+	if !reflect.DeepEqual(envMap(off.Containers[0].Env), envMap(spec.Containers[0].Env)) || !reflect.DeepEqual(off.Volumes, spec.Volumes) ||
+		!reflect.DeepEqual(off.Containers[0].VolumeMounts, spec.Containers[0].VolumeMounts) || off.InitContainers != nil {
+		t.Errorf("off is not the chart's template again:\n%+v\n%+v", off, spec)
+	}
+}
+
+// The values say what the plugin wrote.
+func TestHelmValues(t *testing.T) {
+	v := HelmValues(BitnamiTLS{On: true, ServerSecret: "pg-server-cert", Bundle: "pg-ca-bundle"}, "local all all trust\n")
+	for _, want := range []string{"certificatesSecret: pg-server-cert", "name: PGPOOL_TLS_CA_FILE", "name: pg-ca-bundle", "poolHbaConfiguration: |\n    local all all trust"} {
+		if !strings.Contains(v, want) {
+			t.Errorf("values lack %q:\n%s", want, v)
+		}
+	}
+}

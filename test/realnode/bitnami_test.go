@@ -1,0 +1,231 @@
+package realnode
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
+	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
+)
+
+// The Bitnami postgresql-ha fixture (the chart's pgpool as `helm template`
+// renders it, test/fixtures/bitnami-postgresql-ha.yaml).
+const (
+	bitnamiName     = "pg-postgresql-ha-pgpool"
+	bitnamiSelector = "app.kubernetes.io/instance=pg,app.kubernetes.io/name=postgresql-ha,app.kubernetes.io/component=pgpool"
+)
+
+// realBitnami puts the fixture with real pgpool behind the stand-in of
+// Bitnami's entrypoint into a new namespace, with the issuers and the
+// backend's TLS, and waits for its 2 pods.
+func realBitnami(t *testing.T) string {
+	t.Helper()
+	ns := env.Namespace(t)
+	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
+	env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
+	ctx := testenv.Context(t, 2*time.Minute)
+	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	objs := env.Fixture(t, "bitnami-postgresql-ha.yaml")
+	for _, o := range objs {
+		a := o.GetAnnotations()
+		a["meta.helm.sh/release-namespace"] = ns
+		o.SetAnnotations(a)
+	}
+	env.Apply(t, ns, objs, 2)
+	env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
+	env.WaitIssuerReady(t, ctx, ns, "pp-new-issuer")
+	env.WaitPodsReady(t, ns, bitnamiSelector, 2, 3*time.Minute)
+	return ns
+}
+
+// bitnamiRun runs the plugin on the fixture while watching its pods: every
+// pod is replaced, the Deployment's rolling update keeps one Ready. It
+// returns what the plugin printed.
+func bitnamiRun(t *testing.T, ns string, args ...string) string {
+	t.Helper()
+	before := env.WaitPodsReady(t, ns, bitnamiSelector, 2, 2*time.Minute)
+	log := env.WatchPods(t, ns, bitnamiSelector)
+	args = append([]string{"tls", args[0], bitnamiName}, args[1:]...)
+	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, append(args, "--yes", "--verify=required")...)
+	if err != nil {
+		t.Fatalf("kubectl pgpool %s: %v\n%s\n%s", strings.Join(args, " "), err, out, errOut)
+	}
+	after := env.WaitPodsReady(t, ns, bitnamiSelector, 2, 2*time.Minute)
+	log.Stop()
+	old := map[string]bool{}
+	for _, p := range before {
+		old[string(p.UID)] = true
+	}
+	for _, p := range after {
+		if old[string(p.UID)] {
+			t.Fatalf("%s: pod %s was not restarted", args[1], p.Name)
+		}
+	}
+	return out + errOut
+}
+
+// bitnamiTemplate is what the plugin may change of the chart's objects:
+// the Deployment's pod template and the ConfigMaps in the namespace.
+func bitnamiTemplate(t *testing.T, ns string) (corev1.PodSpec, []string) {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	d, err := env.Kube.AppsV1().Deployments(ns).Get(ctx, bitnamiName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cms, err := env.Kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range cms.Items {
+		if c.Name != "kube-root-ca.crt" {
+			names = append(names, c.Name)
+		}
+	}
+	return d.Spec.Template.Spec, names
+}
+
+// bitnamiLogins tries three logins through the Service: without TLS
+// (password), over TLS without a client certificate (password), and with
+// the client certificate; it returns which got in.
+func bitnamiLogins(t *testing.T, ns string) (plain, noCert, withCert bool) {
+	t.Helper()
+	port := portForward(t, ns, "svc/"+bitnamiName)
+	base := fmt.Sprintf("host=localhost port=%d dbname=postgres user=postgres password=pgpool-demo-password", port)
+	_, plain = psql(t, base+" sslmode=disable")
+	_, noCert = psql(t, base+" sslmode=require")
+	if _, err := env.Kube.CoreV1().Secrets(ns).Get(testenv.Context(t, time.Minute), bitnamiName+"-client-cert", metav1.GetOptions{}); err == nil {
+		dir := t.TempDir()
+		ca := filepath.Join(dir, "ca.crt")
+		crt, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+		for f, k := range map[string][2]string{ca: {bitnamiName + "-server-cert", "ca.crt"}, crt: {bitnamiName + "-client-cert", "tls.crt"}, key: {bitnamiName + "-client-cert", "tls.key"}} {
+			if err := os.WriteFile(f, secretPEM(t, ns, k[0], k[1]), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, withCert = psql(t, fmt.Sprintf("host=localhost port=%d dbname=postgres user=postgres sslmode=verify-ca sslrootcert=%s sslcert=%s sslkey=%s", port, ca, crt, key))
+	}
+	return plain, noCert, withCert
+}
+
+// execBitnami runs a command in the fixture's first pgpool container.
+func execBitnami(t *testing.T, ns string, args ...string) string {
+	t.Helper()
+	pods := env.WaitPodsReady(t, ns, bitnamiSelector, 2, time.Minute)
+	out, err := kubectl(t, append([]string{"-n", ns, "exec", pods[0].Name, "-c", "pgpool", "--"}, args...)...)
+	if err != nil {
+		t.Fatalf("exec %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+// TestBitnamiOnRealNode: a pgpool of Bitnami's postgresql-ha chart, which
+// writes its config from environment variables at every start. add with
+// sslMode require and clientAuthMode cert really refuses plain and
+// certificate-less logins (the generated pool_hba.conf would admit both);
+// rotate, change-issuer, remove and rollback work; remove, and a rollback
+// of an add, leave the chart's objects as they were.
+func TestBitnamiOnRealNode(t *testing.T) {
+	if !env.Cluster.RealNode {
+		t.Fatal("the cluster has no real node: start it with REAL_NODE=1 make cluster-up")
+	}
+	ns := realBitnami(t)
+	origSpec, origCMs := bitnamiTemplate(t, ns)
+	if plain, _, _ := bitnamiLogins(t, ns); !plain {
+		t.Fatal("before add: a plain password login is refused")
+	}
+
+	add := []string{"add", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--backend-ca", "secret/pgpool-backend-cert"}
+	out := bitnamiRun(t, ns, add...)
+	for _, want := range []string{"Helm release pg", "certificatesSecret: " + bitnamiName + "-server-cert", "poolHbaConfiguration: |", "PGPOOL_USER_HBA_FILE"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("the plan of add does not say %q:\n%s", want, out)
+		}
+	}
+	running := execBitnami(t, ns, "cat", "/opt/bitnami/pgpool/conf/pgpool.conf", "/opt/bitnami/pgpool/conf/pool_hba.conf")
+	for _, want := range []string{"ssl = on", "ssl_cert = '/opt/bitnami/pgpool/certs/tls.crt'", "ssl_ca_cert = '/opt/bitnami/pgpool/kubectl-pgpool-ca/ca.pem'", "hostssl"} {
+		if !strings.Contains(running, want) {
+			t.Fatalf("the running config lacks %q:\n%s", want, running)
+		}
+	}
+	if perm := execBitnami(t, ns, "stat", "-c", "%a %u", "/opt/bitnami/pgpool/certs/tls.key"); strings.TrimSpace(perm) != "600 70" {
+		t.Fatalf("the key the init container copied: %s, want mode 600 owned by the pgpool user", perm)
+	}
+	checkLogins := func(when string, wantPlain, wantNoCert, wantCert bool) {
+		t.Helper()
+		plain, noCert, withCert := bitnamiLogins(t, ns)
+		if plain != wantPlain || noCert != wantNoCert || withCert != wantCert {
+			t.Fatalf("%s: logins plain %v, TLS without a certificate %v, with the client certificate %v; want %v %v %v", when, plain, noCert, withCert, wantPlain, wantNoCert, wantCert)
+		}
+	}
+	checkLogins("after add", false, false, true)
+
+	serial := func() string {
+		crt, err := tls.ParseFirstCert(secretPEM(t, ns, bitnamiName+"-server-cert", "tls.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return crt.SerialNumber.Text(16)
+	}
+	first := serial()
+	bitnamiRun(t, ns, "rotate")
+	if serial() == first {
+		t.Fatal("rotate: the server certificate was not re-issued")
+	}
+	checkLogins("after rotate", false, false, true)
+	bitnamiRun(t, ns, "change-issuer", "--issuer", "pp-new-issuer")
+	if subj := execBitnami(t, ns, "openssl", "x509", "-in", "/opt/bitnami/pgpool/certs/tls.crt", "-issuer", "-nameopt", "RFC2253", "-noout"); !strings.Contains(subj, "CN=ca-updated") {
+		t.Fatalf("the certificate in the pod after change-issuer: %s", subj)
+	}
+	checkLogins("after change-issuer", false, false, true)
+
+	login := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-login"}, StringData: map[string]string{"username": "postgres", "password": "pgpool-demo-password"}}
+	if _, err := env.Kube.CoreV1().Secrets(ns).Create(testenv.Context(t, time.Minute), login, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bitnamiRun(t, ns, "remove", "--verify-login", "pgpool-login")
+	checkLogins("after remove", true, false, false) // no TLS: sslmode=require fails
+	sameAsChart(t, ns, "remove", origSpec, origCMs)
+
+	// add again, then roll it back: the chart's objects as they were.
+	bitnamiRun(t, ns, add...)
+	checkLogins("after the second add", false, false, true)
+	bitnamiRun(t, ns, "rollback")
+	checkLogins("after rollback", true, false, false)
+	sameAsChart(t, ns, "rollback", origSpec, origCMs)
+}
+
+// sameAsChart fails unless the pod template and the ConfigMaps are as the
+// chart rendered them.
+func sameAsChart(t *testing.T, ns, after string, spec corev1.PodSpec, cms []string) {
+	t.Helper()
+	now, nowCMs := bitnamiTemplate(t, ns)
+	if !reflect.DeepEqual(now, spec) {
+		a, _ := json.MarshalIndent(spec, "", " ")
+		b, _ := json.MarshalIndent(now, "", " ")
+		t.Fatalf("after %s the pod template is not the chart's:\n%s\nwant\n%s", after, b, a)
+	}
+	var ours []string
+	for _, n := range nowCMs {
+		if !slices.Contains(cms, n) {
+			ours = append(ours, n)
+		}
+	}
+	if len(ours) > 0 {
+		t.Fatalf("after %s ConfigMaps are left: %v", after, ours)
+	}
+}
