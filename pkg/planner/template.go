@@ -50,6 +50,9 @@ func (b *builder) templateTLS(on bool, hba string, enforce bool) bool {
 			Description: fmt.Sprintf("create ConfigMap %s with pool_hba.conf for sslMode %s, clientAuthMode %s (derived from the file the container generated)", cm, b.intent.SSLMode, b.authMode),
 			Diff:        "pool_hba.conf:\n" + conf.Diff(t.Config.PoolHBA, hba, 1),
 			Spec:        plan.ApplyConfigMapSpec{Data: map[string]string{"pool_hba.conf": hba}}})
+		if strings.Contains(t.Config.PoolHBA, "hostssl") && b.authMode != "cert" {
+			b.p.Warnings = append(b.p.Warnings, "the generated pool_hba.conf asks every TLS connection for a client certificate (hostssl ... cert, written because the chart set a CA file): that is kept (never widened), so password logins over TLS stay refused; pass --client-auth-mode cert to say so, or write your own pool_hba.conf (pgpool.poolHbaConfiguration)")
+		}
 	case !on && b.hbaOurs():
 		w.DropHBA = true
 	case hba != t.Config.PoolHBA:
