@@ -110,6 +110,9 @@ func DiscoverRef(ctx context.Context, c Clients, r Ref) (*pgpool.Target, error) 
 	if err := parallel.Each(len(finders), func(i int) error { return finders[i](ctx, c, t) }); err != nil {
 		return nil, err
 	}
+	if err := findArgo(ctx, c, t); err != nil { // marked by the workload or the config
+		return nil, err
+	}
 	t.ReadState()
 	return t, nil
 }

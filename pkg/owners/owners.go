@@ -4,7 +4,10 @@
 // next sync or upgrade. It reads nothing from the cluster.
 package owners
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Owner is a tool that manages an object.
 type Owner struct {
@@ -19,6 +22,8 @@ type Owner struct {
 	AtOnce bool `json:"revertsAtOnce"`
 	// Then says what happens to the change, in words.
 	Then string `json:"then"`
+	// App is an Argo CD Application's name as its tracking id has it.
+	App string `json:"-"`
 }
 
 // Marker labels and annotations.
@@ -66,10 +71,41 @@ func Of(labels, annotations map[string]string) []Owner {
 				break
 			}
 		}
-		out = append(out, Owner{Tool: "Argo CD", Name: "Application " + app,
+		out = append(out, Owner{Tool: "Argo CD", Name: "Application " + app, App: app,
 			Then: "with selfHeal on, it puts the object back within seconds; without, the next sync does"})
 	}
 	return out
+}
+
+// Argo is what an Argo CD Application says of drift, as read from the
+// cluster (Read false: it could not be read, Why says why).
+type Argo struct {
+	Read     bool
+	SelfHeal bool
+	Why      string
+}
+
+// ArgoApp splits an Application name from a tracking id: "NS_NAME" (an
+// Application outside Argo CD's own namespace) or "NAME" (in it, ns "").
+func ArgoApp(app string) (ns, name string) {
+	if i := strings.Index(app, "_"); i > 0 {
+		return app[:i], app[i+1:]
+	}
+	return "", app
+}
+
+// WithArgo completes an Argo CD owner with what its Application says:
+// selfHeal on reverts at once.
+func WithArgo(o Owner, a Argo) Owner {
+	switch {
+	case !a.Read:
+		o.Then = fmt.Sprintf("its Application could not be read (%s): with selfHeal on, it puts the object back within seconds; without, the next sync does", a.Why)
+	case a.SelfHeal:
+		o.AtOnce, o.Then = true, "its Application has selfHeal on: it puts the object back within seconds"
+	default:
+		o.Then = "its Application has selfHeal off: the next sync puts the object back"
+	}
+	return o
 }
 
 func qualified(ns, name string) string {

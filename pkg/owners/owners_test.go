@@ -34,3 +34,24 @@ func TestOf(t *testing.T) {
 		}
 	}
 }
+
+// An Argo CD owner reverts at once only when its Application, read, has
+// selfHeal on; one that could not be read says why.
+func TestWithArgo(t *testing.T) {
+	o := Of(nil, map[string]string{argoTracking: "db_pgpools:apps/StatefulSet:demo/pgpool"})[0]
+	if ns, name := ArgoApp(o.App); ns != "db" || name != "pgpools" {
+		t.Fatalf("ArgoApp(%q) = %q %q", o.App, ns, name)
+	}
+	if ns, name := ArgoApp("pgpools"); ns != "" || name != "pgpools" {
+		t.Fatalf("ArgoApp(pgpools) = %q %q", ns, name)
+	}
+	if w := WithArgo(o, Argo{Read: true, SelfHeal: true}); !w.AtOnce {
+		t.Error("selfHeal on does not revert at once")
+	}
+	if w := WithArgo(o, Argo{Read: true}); w.AtOnce || !strings.Contains(w.Then, "selfHeal off") {
+		t.Errorf("selfHeal off: %+v", w)
+	}
+	if w := WithArgo(o, Argo{Why: "no permission"}); w.AtOnce || !strings.Contains(w.Then, "could not be read (no permission)") {
+		t.Errorf("unread: %+v", w)
+	}
+}

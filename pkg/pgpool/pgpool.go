@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/owners"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
 
@@ -112,6 +113,9 @@ type Target struct {
 	// Owner is the KubeDB Pgpool object that controls the workload, as
 	// read (nil: none, or none that could be read).
 	Owner *Owner `json:"-"`
+	// Argo is what the Argo CD Applications that track the workload or its
+	// config say of drift, by the name their tracking ids give.
+	Argo map[string]owners.Argo `json:"-"`
 	// ForeignTLS is TLS not set up by the plugin that add replaces (nil:
 	// none).
 	ForeignTLS *ForeignTLS `json:"-"`

@@ -47,8 +47,11 @@ func managers(t *pgpool.Target, r Intent) (warnings []string, err error) {
 		{fmt.Sprintf("%s %s/%s", t.Config.Kind, t.Namespace, t.Config.Name), t.Config.Labels, t.Config.Annotations},
 	} {
 		for _, o := range owners.Of(obj.labels, obj.anns) {
+			if o.App != "" {
+				o = owners.WithArgo(o, t.Argo[o.App])
+			}
 			if o.AtOnce && r.Owner != "ignore" {
-				return nil, &StateError{fmt.Sprintf("%s is managed by %s (%s): %s, so this change would not last and kubectl-pgpool refuses (nothing was changed): make the change in its source of truth, stop it from reconciling this object (annotation kustomize.toolkit.fluxcd.io/reconcile: disabled, or suspend the Kustomization), or pass --owner=ignore to go on anyway", obj.what, o.Tool, o.Name, o.Then)}
+				return nil, &StateError{fmt.Sprintf("%s is managed by %s (%s): %s, so this change would not last and kubectl-pgpool refuses (nothing was changed): make the change in its source of truth, stop it from reconciling this object (Flux: annotation kustomize.toolkit.fluxcd.io/reconcile: disabled, or suspend the Kustomization; Argo CD: turn selfHeal off), or pass --owner=ignore to go on anyway", obj.what, o.Tool, o.Name, o.Then)}
 			}
 			warnings = append(warnings, fmt.Sprintf("%s is managed by %s (%s): %s; put the change into its source of truth so that it lasts", obj.what, o.Tool, o.Name, o.Then))
 		}

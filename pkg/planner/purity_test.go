@@ -26,8 +26,8 @@ func TestPurePackagesImportNoClient(t *testing.T) {
 // (docs/architecture.md): each may import only packages after it.
 var dataFlow = []string{
 	"cmd/kubectl-pgpool", "pkg/cmd", "pkg/ui", "pkg/opsrequest", "pkg/operation", "pkg/status", "pkg/runner",
-	"pkg/restart", "pkg/lock", "pkg/verify", "pkg/tls/issuing", "pkg/planner", "pkg/owners", "pkg/discover", "pkg/layout",
-	"pkg/plan", "pkg/pgpool", "pkg/conf", "pkg/tls", "pkg/apiretry", "internal/parallel",
+	"pkg/restart", "pkg/lock", "pkg/verify", "pkg/tls/issuing", "pkg/planner", "pkg/discover", "pkg/layout",
+	"pkg/plan", "pkg/pgpool", "pkg/owners", "pkg/conf", "pkg/tls", "pkg/apiretry", "internal/parallel",
 }
 
 // No package imports one above it in the data flow, and the commands are

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
@@ -41,5 +43,50 @@ func TestOwnersThatRevert(t *testing.T) {
 	all := out + errOut
 	if err != nil || !strings.Contains(all, "is managed by Flux kustomize-controller") || !strings.Contains(all, "Secret "+ns+"/pgpool-config is managed by Helm (release "+ns+"/pgpool)") {
 		t.Fatalf("add --owner=ignore: %v\n%s", err, all)
+	}
+}
+
+// A StatefulSet that an Argo CD Application tracks (its tracking id):
+// with selfHeal on, read from the Application, the change would be put
+// back within seconds, so add refuses with nothing written; with selfHeal
+// off it goes on and says the next sync reverts it; an Application that
+// cannot be read gives a warning that says why.
+func TestArgoCDSelfHeal(t *testing.T) {
+	l := layouts[0]
+	ns := setup(t, l, 1)
+	env.InstallArgoCDAPI(t)
+	ctx := testenv.Context(t, time.Minute)
+	app := "pgpools-" + ns
+	tracked := []byte(`{"metadata":{"annotations":{"argocd.argoproj.io/tracking-id":"` + app + `:apps/StatefulSet:` + ns + `/pgpool"}}}`)
+	if _, err := env.Dynamic.Resource(l.gvr()).Namespace(ns).Patch(ctx, "pgpool", types.MergePatchType, tracked, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--yes"}
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, append(add, "--dry-run=client")...)
+	if err != nil || !strings.Contains(out+errOut, "its Application could not be read (no Application "+app+" in any namespace)") {
+		t.Fatalf("add with no Application to read: %v\n%s\n%s", err, out, errOut)
+	}
+	application := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+		"metadata": map[string]any{"name": app, "namespace": ns},
+		"spec": map[string]any{"project": "default", "syncPolicy": map[string]any{"automated": map[string]any{"prune": true, "selfHeal": true}}}}}
+	apps := env.Dynamic.Resource(schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "applications"}).Namespace(ns)
+	if _, err := apps.Create(ctx, application, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := resourceVersions(t, ns, l)
+	out, errOut, err = plugin(t, env.Kubeconfig, ns, add...)
+	if err == nil || !strings.Contains(err.Error(), "Argo CD (Application "+app+"): its Application has selfHeal on") || !strings.Contains(err.Error(), "--owner=ignore") {
+		t.Fatalf("add under selfHeal: %v\n%s\n%s", err, out, errOut)
+	}
+	if after := resourceVersions(t, ns, l); after != before {
+		t.Fatalf("a refused add wrote: %s -> %s", before, after)
+	}
+	off := []byte(`{"spec":{"syncPolicy":{"automated":{"selfHeal":false}}}}`)
+	if _, err := apps.Patch(ctx, app, types.MergePatchType, off, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = plugin(t, env.Kubeconfig, ns, append(add, "--dry-run=client")...)
+	if err != nil || !strings.Contains(out+errOut, "its Application has selfHeal off: the next sync puts the object back") {
+		t.Fatalf("add with selfHeal off: %v\n%s\n%s", err, out, errOut)
 	}
 }

@@ -42,6 +42,15 @@ func (e *Env) waitEstablished(t testing.TB, ctx context.Context, name string) {
 	}
 }
 
+// InstallArgoCDAPI installs the stand-in of Argo CD's Application CRD
+// (test/fixtures/argocd-application-crd.yaml) and waits until it is served.
+func (e *Env) InstallArgoCDAPI(t testing.TB) {
+	t.Helper()
+	crds := e.Fixture(t, "argocd-application-crd.yaml")
+	e.Apply(t, "", crds, 0)
+	e.waitEstablished(t, Context(t, 2*time.Minute), crds[0].GetName())
+}
+
 // InstallKubeDBAPI applies test/fixtures/kubedb-pgpool-crd.yaml (the Pgpool
 // CRD, the PgpoolOpsRequest and AppBinding stand-ins, KubeDB's admission
 // rules as a ValidatingAdmissionPolicy; idempotent) and waits until the
