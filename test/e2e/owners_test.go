@@ -68,7 +68,7 @@ func TestArgoCDSelfHeal(t *testing.T) {
 	}
 	application := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
 		"metadata": map[string]any{"name": app, "namespace": ns},
-		"spec": map[string]any{"project": "default", "syncPolicy": map[string]any{"automated": map[string]any{"prune": true, "selfHeal": true}}}}}
+		"spec":     map[string]any{"project": "default", "syncPolicy": map[string]any{"automated": map[string]any{"prune": true, "selfHeal": true}}}}}
 	apps := env.Dynamic.Resource(schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "applications"}).Namespace(ns)
 	if _, err := apps.Create(ctx, application, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
