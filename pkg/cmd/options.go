@@ -82,7 +82,7 @@ func newOperationOptions(streams genericiooptions.IOStreams, flags *genericcliop
 func (o *OperationOptions) addFlags(c *cobra.Command) {
 	c.Flags().StringVar(&o.DryRun, "dry-run", "none", `"none", "client" (print the plan, change nothing) or "server" (also send every write with dryRun=All and show the server's answers)`)
 	c.Flags().Lookup("dry-run").NoOptDefVal = "client"
-	c.Flags().StringVarP(&o.Output, "output", "o", "text", "output format of the plan and the result: text, json or yaml")
+	c.Flags().StringVarP(&o.Output, "output", "o", "text", "output format of the plan and the result: text, json or yaml; patch prints the changes to objects that exist as patches for a source of truth (GitOps)")
 	c.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "time limit of each step (as KubeDB's spec.timeout)")
 	c.Flags().StringVar(&o.Apply, "apply", "IfReady", `"IfReady" (refuse unless every pod is Ready) or "Always" (as KubeDB's spec.apply)`)
 	c.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation (none is asked without a terminal)")
@@ -127,7 +127,7 @@ func (o *connection) completeClients() error {
 func (o *OperationOptions) Validate() error {
 	for _, c := range []struct{ flag, value, choices string }{
 		{"--dry-run", o.DryRun, "none client server"},
-		{"--output", o.Output, "text json yaml"},
+		{"--output", o.Output, "text json yaml patch"},
 		{"--apply", o.Apply, "IfReady Always"},
 		{"--verify", o.Verify, "true false required"},
 		{"--on-failure", o.OnFailure, "rollback stop"},
@@ -298,6 +298,9 @@ func (o *OperationOptions) hooks(ask bool) operation.Hooks {
 		},
 		Done: func(out operation.Outcome) error {
 			bannerOnce(out.Operation)
+			if o.Output == "patch" {
+				return ui.PrintPatches(o.Out, out.Plan, out.NothingToDo)
+			}
 			if out.NothingToDo != "" && o.Output == "text" {
 				fmt.Fprintln(o.Out, out.NothingToDo)
 				return nil

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -81,7 +82,37 @@ type Plan struct {
 	Restart  string   `json:"restart,omitempty"`
 	Warnings []string `json:"warnings,omitempty"`
 	Steps    []Step   `json:"steps"`
+	// Patches are the plan's changes to objects that exist, as patches
+	// for a source of truth (-o patch); Creates names the objects it
+	// creates; Unprinted names changes that are not printed (a Secret's
+	// data), with why.
+	Patches   []PatchDoc `json:"-"`
+	Creates   []Object   `json:"-"`
+	Unprinted []string   `json:"-"`
 }
+
+// PatchDoc is one existing object's change as a patch: a JSON patch (a
+// list of operations, with the tests that pin what it was planned
+// against) or a merge patch (an object with apiVersion, kind and
+// metadata, which kustomize takes as a strategic merge patch). A document
+// is an entry of a kustomization's patches, and its patch goes to
+// `kubectl patch --type json|merge`.
+type PatchDoc struct {
+	Target PatchTarget `json:"target"`
+	Patch  string      `json:"patch"`
+}
+
+// PatchTarget names the object a PatchDoc changes, as kustomize does.
+type PatchTarget struct {
+	Group     string `json:"group,omitempty"`
+	Version   string `json:"version"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+// JSONPatch reports whether the patch is a JSON patch (else a merge patch).
+func (d PatchDoc) JSONPatch() bool { return strings.HasPrefix(strings.TrimSpace(d.Patch), "[") }
 
 // Runner carries out one step against a cluster. failure is the error
 // that failed the operation so far (nil while every step succeeded): only

@@ -79,6 +79,7 @@ func Build(t *pgpool.Target, intent Intent, f Facts) (*plan.Plan, error) {
 	if err := b.finishBackup(); err != nil {
 		return nil, err
 	}
+	patchDocs(t, b.p)
 	return b.p, nil
 }
 
