@@ -12,6 +12,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
@@ -26,6 +27,10 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 	st := status.Status{Workload: t.String(), Config: t.Config.Kind + " " + t.Config.Name, SSL: t.State.Enabled,
 		SSLMode: t.State.SSLMode, AuthMode: t.State.AuthMode, HBAEnforced: t.State.HBAEnforced, Issuer: t.State.Issuer, TLSVolume: t.State.VolumePresent,
 		TLSMountPath: t.TLSMountPath, LastOp: t.Annotations[pgpool.AnnotationLastOperation], Paths: map[string]string{}}
+	st.Layout = t.Layout.Name()
+	for _, m := range planner.Managers(t) {
+		st.ManagedBy = append(st.ManagedBy, fmt.Sprintf("%s: %s (%s): %s", m.What, m.Owner.Tool, m.Owner.Name, m.Owner.Then))
+	}
 	if o := t.Layout.Owner(t); o != nil {
 		st.Owner = fmt.Sprintf("%s %s/%s (%s)", o.Kind, t.Namespace, o.Name, o.APIVersion)
 	}

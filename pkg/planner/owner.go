@@ -35,10 +35,17 @@ func ownerFits(t *pgpool.Target, r Intent) error {
 	return nil
 }
 
-// managers names who else manages the objects the plan changes (the
-// workload and its config: Helm, Argo CD, Flux) and what they will do to
-// the change; it refuses when one reverts it at once, unless --owner=ignore.
-func managers(t *pgpool.Target, r Intent) (warnings []string, err error) {
+// Managed is one object the plans change and a tool that manages it.
+type Managed struct {
+	What  string // e.g. "StatefulSet demo/pgpool"
+	Owner owners.Owner
+}
+
+// Managers names who else manages the objects the plans change (the
+// workload and its config: Helm, Argo CD, Flux, with what an Argo CD
+// Application says), and what they will do to a change.
+func Managers(t *pgpool.Target) []Managed {
+	var out []Managed
 	for _, obj := range []struct {
 		what         string
 		labels, anns map[string]string
@@ -50,11 +57,21 @@ func managers(t *pgpool.Target, r Intent) (warnings []string, err error) {
 			if o.App != "" {
 				o = owners.WithArgo(o, t.Argo[o.App])
 			}
-			if o.AtOnce && r.Owner != "ignore" {
-				return nil, &StateError{fmt.Sprintf("%s is managed by %s (%s): %s, so this change would not last and kubectl-pgpool refuses (nothing was changed): make the change in its source of truth, stop it from reconciling this object (Flux: annotation kustomize.toolkit.fluxcd.io/reconcile: disabled, or suspend the Kustomization; Argo CD: turn selfHeal off), or pass --owner=ignore to go on anyway", obj.what, o.Tool, o.Name, o.Then)}
-			}
-			warnings = append(warnings, fmt.Sprintf("%s is managed by %s (%s): %s; put the change into its source of truth so that it lasts", obj.what, o.Tool, o.Name, o.Then))
+			out = append(out, Managed{What: obj.what, Owner: o})
 		}
+	}
+	return out
+}
+
+// managers warns of each tool that manages an object the plan changes,
+// and refuses when one reverts the change at once, unless --owner=ignore.
+func managers(t *pgpool.Target, r Intent) (warnings []string, err error) {
+	for _, m := range Managers(t) {
+		o := m.Owner
+		if o.AtOnce && r.Owner != "ignore" {
+			return nil, &StateError{fmt.Sprintf("%s is managed by %s (%s): %s, so this change would not last and kubectl-pgpool refuses (nothing was changed): make the change in its source of truth, stop it from reconciling this object (Flux: annotation kustomize.toolkit.fluxcd.io/reconcile: disabled, or suspend the Kustomization; Argo CD: turn selfHeal off), or pass --owner=ignore to go on anyway", m.What, o.Tool, o.Name, o.Then)}
+		}
+		warnings = append(warnings, fmt.Sprintf("%s is managed by %s (%s): %s; put the change into its source of truth so that it lasts", m.What, o.Tool, o.Name, o.Then))
 	}
 	return warnings, nil
 }

@@ -39,6 +39,12 @@ type Status struct {
 	OwnerPaused  string            `json:"ownerPaused,omitempty"`
 	OwnerPending []string          `json:"ownerPending,omitempty"`
 	Paths        map[string]string `json:"pgpoolPaths,omitempty"`
+	// ManagedBy names who else manages the workload and its config (Helm,
+	// Argo CD, Flux) and what they do to a change made here.
+	ManagedBy []string `json:"managedBy,omitempty"`
+	// Layout is how the pgpool is deployed (kubedb, pgpool2_on_k8s,
+	// bitnami).
+	Layout string `json:"layout,omitempty"`
 }
 
 // BundleStatus is the CA bundle pgpool reads as ssl_ca_cert, in order.

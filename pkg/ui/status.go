@@ -17,6 +17,9 @@ import (
 func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "Workload:\t%s (%d replicas, %s)\n", st.Workload, t.Replicas, t.UpdateStrategy)
+	for _, m := range st.ManagedBy {
+		fmt.Fprintf(w, "Managed by:\t%s\n", m)
+	}
 	if st.Owner != "" {
 		fmt.Fprintf(w, "Controlled by:\t%s\n", st.Owner)
 	}

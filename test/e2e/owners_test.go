@@ -89,4 +89,9 @@ func TestArgoCDSelfHeal(t *testing.T) {
 	if err != nil || !strings.Contains(out+errOut, "its Application has selfHeal off: the next sync puts the object back") {
 		t.Fatalf("add with selfHeal off: %v\n%s\n%s", err, out, errOut)
 	}
+	// tls status names who manages the pgpool.
+	out, errOut, _ = plugin(t, env.Kubeconfig, ns, "tls", "status", "pgpool")
+	if !strings.Contains(out, "Managed by:") || !strings.Contains(out, "StatefulSet "+ns+"/pgpool: Argo CD (Application "+app+"): its Application has selfHeal off") {
+		t.Fatalf("status does not name the owner:\n%s\n%s", out, errOut)
+	}
 }
