@@ -42,17 +42,37 @@ type Managed struct {
 }
 
 // Managers names who else manages the objects the plans change (the
-// workload and its config: Helm, Argo CD, Flux, with what an Argo CD
-// Application says), and what they will do to a change.
+// workload, its config, the Certificates and the CA bundle that exist:
+// Helm, Argo CD, Flux, with what an Argo CD Application says; a
+// controller of the workload that no layout knows), and what they will do
+// to a change.
 func Managers(t *pgpool.Target) []Managed {
-	var out []Managed
-	for _, obj := range []struct {
+	type object struct {
 		what         string
 		labels, anns map[string]string
-	}{
+	}
+	objs := []object{
 		{t.String(), t.Labels, t.Annotations},
 		{fmt.Sprintf("%s %s/%s", t.Config.Kind, t.Namespace, t.Config.Name), t.Config.Labels, t.Config.Annotations},
-	} {
+	}
+	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
+		if c := t.Certificates[n]; c != nil {
+			objs = append(objs, object{"Certificate " + t.Namespace + "/" + n, c.Labels, c.Annotations})
+		}
+	}
+	if t.Bundle != nil {
+		objs = append(objs, object{"ConfigMap " + t.Namespace + "/" + t.Bundle.Name, t.Bundle.Labels, t.Bundle.Annotations})
+	}
+	var out []Managed
+	if t.Layout.Owner(t) == nil {
+		for _, r := range t.Owners {
+			if r.Controller != nil && *r.Controller {
+				out = append(out, Managed{What: t.String(), Owner: owners.Owner{Tool: "its controller", Name: fmt.Sprintf("%s %s/%s, %s", r.Kind, t.Namespace, r.Name, r.APIVersion),
+					Then: "kubectl-pgpool does not know it: it may put the pod template back when it next reconciles"}})
+			}
+		}
+	}
+	for _, obj := range objs {
 		for _, o := range owners.Of(obj.labels, obj.anns) {
 			if o.App != "" {
 				o = owners.WithArgo(o, t.Argo[o.App])
