@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
@@ -148,6 +149,16 @@ func TestBitnamiOnRealNode(t *testing.T) {
 	if plain, _, _ := bitnamiLogins(t, ns); !plain {
 		t.Fatal("before add: a plain password login is refused")
 	}
+	// What the plugin takes the generated pool_hba.conf to be is what the
+	// container wrote (the plugin derives it from the environment).
+	d, err := env.Kube.AppsV1().Deployments(ns).Get(testenv.Context(t, time.Minute), bitnamiName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	derived := strings.SplitN(layout.GeneratedHBA(&d.Spec.Template.Spec.Containers[0]), "\n", 2)[1] // without its comment line
+	if wrote := execBitnami(t, ns, "cat", "/opt/bitnami/pgpool/conf/pool_hba.conf"); wrote != derived {
+		t.Fatalf("the container generated\n%s\nthe plugin derives\n%s", wrote, derived)
+	}
 
 	add := []string{"add", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--backend-ca", "secret/pgpool-backend-cert"}
 	out := bitnamiRun(t, ns, add...)
@@ -173,6 +184,10 @@ func TestBitnamiOnRealNode(t *testing.T) {
 		}
 	}
 	checkLogins("after add", false, false, true)
+	if st, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 2*time.Minute, "tls", "status", bitnamiName, "--verify=required"); err != nil ||
+		!strings.Contains(st, "Managed by:") || !strings.Contains(st, "Helm (release "+ns+"/pg)") {
+		t.Fatalf("tls status --verify=required on the Bitnami pgpool: %v\n%s\n%s", err, st, errOut)
+	}
 
 	serial := func() string {
 		crt, err := tls.ParseFirstCert(secretPEM(t, ns, bitnamiName+"-server-cert", "tls.crt"))
