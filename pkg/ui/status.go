@@ -35,7 +35,11 @@ func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 	for _, p := range st.OwnerPending {
 		fmt.Fprintf(w, "  ops request not ended:\t%s\n", p)
 	}
-	fmt.Fprintf(w, "Config:\t%s (mounted at %s)\n", st.Config, t.Config.MountPath)
+	if st.Layout == "bitnami" {
+		fmt.Fprintf(w, "Config:\t%s (Bitnami's postgresql-ha)\n", st.Config)
+	} else {
+		fmt.Fprintf(w, "Config:\t%s (mounted at %s)\n", st.Config, t.Config.MountPath)
+	}
 	fmt.Fprintf(w, "TLS:\t%s\n", map[bool]string{true: "on", false: "off"}[st.SSL])
 	fmt.Fprintf(w, "sslMode / clientAuthMode:\t%s / %s\n", st.SSLMode, st.AuthMode)
 	if st.HBAEnforced {
