@@ -44,6 +44,24 @@ func TestOwnersThatRevert(t *testing.T) {
 	if err != nil || !strings.Contains(all, "is managed by Flux kustomize-controller") || !strings.Contains(all, "Secret "+ns+"/pgpool-config is managed by Helm (release "+ns+"/pgpool)") {
 		t.Fatalf("add --owner=ignore: %v\n%s", err, all)
 	}
+
+	// The object opts out of kustomize-controller's drift correction: a
+	// warning, no refusal. A Flux HelmRelease's markers on the config are
+	// named once, as Flux's.
+	optOut := []byte(`{"metadata":{"annotations":{"kustomize.toolkit.fluxcd.io/reconcile":"disabled"}}}`)
+	if _, err := env.Dynamic.Resource(l.gvr()).Namespace(ns).Patch(ctx, "pgpool", types.MergePatchType, optOut, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fluxHelm := []byte(`{"metadata":{"labels":{"helm.toolkit.fluxcd.io/name":"pgpool","helm.toolkit.fluxcd.io/namespace":"flux-system"}}}`)
+	if _, err := env.Kube.CoreV1().Secrets(ns).Patch(ctx, "pgpool-config", types.MergePatchType, fluxHelm, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = plugin(t, env.Kubeconfig, ns, append(add, "--dry-run=client")...)
+	all = out + errOut
+	if err != nil || !strings.Contains(all, "it leaves the object alone (annotation kustomize.toolkit.fluxcd.io/reconcile: disabled)") ||
+		!strings.Contains(all, "Secret "+ns+"/pgpool-config is managed by Flux helm-controller (HelmRelease flux-system/pgpool)") || strings.Contains(all, "managed by Helm") {
+		t.Fatalf("add with the opt-out and a HelmRelease: %v\n%s", err, all)
+	}
 }
 
 // A StatefulSet that an Argo CD Application tracks (its tracking id):
