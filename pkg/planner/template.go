@@ -94,12 +94,17 @@ func (b *builder) helmValues(w layout.BitnamiTLS, hba string, on bool) {
 	if rel == "" {
 		return
 	}
-	if !on && !w.DropHBA {
-		hba = b.t.Config.PoolHBA
-	} else if !on {
+	own := ""
+	switch {
+	case !on && (w.DropHBA || b.t.Config.Generated):
+		hba = "" // the container generates its file again
+	case !b.t.Config.Generated && b.t.Config.Name != layout.HBAConfigMapName(b.t.Name):
+		// The user's own ConfigMap (pgpool.configurationCM): the chart
+		// does not render it, so the values cannot carry the file.
+		own = fmt.Sprintf("\nand keep pool_hba.conf in your ConfigMap %s (pgpool.configurationCM) as this plan writes it", b.t.Config.Name)
 		hba = ""
 	}
-	b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("Helm release %s renders this Deployment: the next `helm upgrade` puts back what its values say. For the change to last, upgrade with these values too (helm upgrade %s CHART --reuse-values -f values.yaml):\n%s", rel, rel, layout.HelmValues(w, hba)))
+	b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("Helm release %s renders this Deployment: the next `helm upgrade` puts back what its values say. For the change to last, upgrade with these values too (helm upgrade %s CHART --reuse-values -f values.yaml)%s:\n%s", rel, rel, own, layout.HelmValues(w, hba)))
 }
 
 // patchTemplate adds the JSON patch that makes the pod template's spec

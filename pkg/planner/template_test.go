@@ -209,3 +209,47 @@ func TestBitnamiFromTheChartsCertificate(t *testing.T) {
 		t.Errorf("add with someone else's ConfigMap %s: %v", tg.Config.Name, err)
 	}
 }
+
+// With a user pool_hba.conf in the chart's ConfigMap (poolHbaConfiguration)
+// add patches that file and the values carry it; in the user's own
+// ConfigMap (configurationCM) the values say to keep it there; remove
+// gives the values the file as it puts it back.
+func TestBitnamiUserHBA(t *testing.T) {
+	for _, cm := range []string{"pg-pgpool-configuration", "my-hba"} {
+		tg := bitnamiTarget()
+		tg.Template.Spec = layout.ApplyBitnamiTLS(tg.Template.Spec, 0, layout.BitnamiTLS{HBAConfigMap: cm})
+		hba := "local all all trust\nhost all all 0.0.0.0/0 scram-sha-256\n"
+		rediscover(tg, hba)
+		tg.Config.Name, tg.Config.Labels = cm, map[string]string{"app.kubernetes.io/managed-by": "Helm"}
+		p, err := build(t, tg, seedAdd())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, patch, ok := stepOf[plan.ConfigPatchSpec](p)
+		if !ok || s.Object.Name != cm || !strings.Contains(patch.PoolHBA, "hostssl all all 0.0.0.0/0 cert") {
+			t.Fatalf("%s: add does not patch the user's file: %+v %q", cm, s.Object, patch.PoolHBA)
+		}
+		if _, _, ok := stepOf[plan.ApplyConfigMapSpec](p); ok {
+			t.Errorf("%s: add creates a ConfigMap although the user has one", cm)
+		}
+		w := strings.Join(p.Warnings, "\n")
+		if inValues := strings.Contains(w, "poolHbaConfiguration: |"); inValues != (cm == "pg-pgpool-configuration") || (cm == "my-hba") != strings.Contains(w, "keep pool_hba.conf in your ConfigMap my-hba") {
+			t.Errorf("%s: the values and the user's ConfigMap:\n%s", cm, w)
+		}
+		applyTemplate(t, tg, p)
+		rediscover(tg, patch.PoolHBA)
+		tg.Config.Name, tg.Config.Labels = cm, map[string]string{"app.kubernetes.io/managed-by": "Helm"}
+		p, err = build(t, tg, request{Operation: Remove, Holder: "tester"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, back, ok := stepOf[plan.ConfigPatchSpec](p); !ok || back.PoolHBA != hba {
+			t.Errorf("%s: remove does not put the user's file back: %q", cm, back.PoolHBA)
+		}
+		for _, st := range p.Steps {
+			if _, ok := st.Spec.(plan.DeleteSpec); ok && st.Object.Name == cm {
+				t.Errorf("%s: remove deletes the user's ConfigMap", cm)
+			}
+		}
+	}
+}
