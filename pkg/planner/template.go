@@ -98,6 +98,10 @@ func (b *builder) helmValues(w layout.BitnamiTLS, hba string, on bool) {
 	switch {
 	case !on && (w.DropHBA || b.t.Config.Generated):
 		hba = "" // the container generates its file again
+	case on && b.t.Config.Generated:
+		// Helm takes over an object it did not create only when it is
+		// marked as the release's.
+		own = fmt.Sprintf("; before that, hand the ConfigMap %[1]s this plan creates to the release, or the upgrade stops on it: kubectl label configmap -n %[2]s %[1]s app.kubernetes.io/managed-by=Helm --overwrite && kubectl annotate configmap -n %[2]s %[1]s meta.helm.sh/release-name=%[3]s meta.helm.sh/release-namespace=%[2]s", b.t.Config.Name, b.t.Namespace, rel)
 	case !b.t.Config.Generated && b.t.Config.Name != layout.HBAConfigMapName(b.t.Name):
 		// The user's own ConfigMap (pgpool.configurationCM): the chart
 		// does not render it, so the values cannot carry the file.

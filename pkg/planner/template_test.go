@@ -126,7 +126,8 @@ func TestBitnamiAddRemoveRollback(t *testing.T) {
 		t.Fatalf("add's user pool_hba.conf: %+v %+v", s.Object, cm.Data)
 	}
 	warn := strings.Join(p.Warnings, "\n")
-	for _, want := range []string{"is replaced by a user file", "Helm release pg renders this Deployment", "poolHbaConfiguration: |", "certificatesSecret: pg-pgpool-server-cert"} {
+	for _, want := range []string{"is replaced by a user file", "Helm release pg renders this Deployment", "poolHbaConfiguration: |", "certificatesSecret: pg-pgpool-server-cert",
+		"kubectl annotate configmap -n demo pg-pgpool-configuration meta.helm.sh/release-name=pg"} {
 		if !strings.Contains(warn, want) {
 			t.Errorf("add's warnings lack %q:\n%s", want, warn)
 		}

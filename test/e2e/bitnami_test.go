@@ -224,7 +224,11 @@ func sameRendering(t *testing.T, ns string, want corev1.PodSpec, got corev1.PodS
 // values cuts the values document out of the plan's Helm warning.
 func values(t *testing.T, out string) string {
 	t.Helper()
-	_, rest, ok := strings.Cut(out, "-f values.yaml):\n")
+	_, rest, ok := strings.Cut(out, "-f values.yaml)")
+	if ok {
+		_, rest, ok = strings.Cut(rest, ":\npgpool:\n")
+		rest = "pgpool:\n" + rest
+	}
 	if !ok {
 		t.Fatalf("no values in the plan:\n%s", out)
 	}
