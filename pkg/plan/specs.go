@@ -104,6 +104,11 @@ type EvictSpec struct {
 	SameName bool   `json:"sameName"`
 	Pods     Pods   `json:"pods"`
 	Check    Check  `json:"check"`
+	// Next: another pod of this roll is evicted after this one, so the
+	// step ends only once the workload's controller counts the
+	// replacement Ready (a controller acting on a stale view could delete
+	// it again while the next pod is down).
+	Next bool `json:"next,omitempty"`
 }
 
 // RolloutSpec waits for the workload controller's own rolling update and for

@@ -41,7 +41,7 @@ func (b *builder) roll(templateChanged bool) {
 			Object:      plan.Object{APIVersion: "v1", Kind: "Pod", Namespace: t.Namespace, Name: p.Name},
 			Description: fmt.Sprintf("evict pod %s, wait for its replacement to be Ready, check by handshake that it serves TLS %s%s", p.Name, expect, loginDesc(b.login())),
 			Spec: plan.EvictSpec{UID: string(p.UID), SameName: t.Layout.StablePodNames(), Pods: b.pods(),
-				Check: plan.Check{TLS: expect == "on", Login: b.login()}},
+				Check: plan.Check{TLS: expect == "on", Login: b.login()}, Next: i > 0},
 		})
 	}
 }

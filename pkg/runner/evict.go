@@ -36,8 +36,10 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 	if !r.ServerDryRun {
 		pods = restart.WatchPods(ctx, r.Clients.Core, ns, spec.Pods.Selector)
 		defer pods.Stop()
-		workload = restart.WatchWorkload(ctx, r.Clients.Dynamic.Resource(r.Target.GVR), ns, r.Target.Name)
-		defer workload.Stop()
+		if spec.Next {
+			workload = restart.WatchWorkload(ctx, r.Clients.Dynamic.Resource(r.Target.GVR), ns, r.Target.Name)
+			defer workload.Stop()
+		}
 		if endpoints {
 			slices = restart.WatchEndpoints(ctx, r.Clients.EndpointSlices, ns, r.Target.Services)
 			defer slices.Stop()
@@ -87,7 +89,11 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 		r.remember(p, spec.Check.TLS, spec.Check.Login)
 	}
 	// The next pod goes only once the workload's controller counts this
-	// one Ready: one acting on a stale view would delete it again.
+	// one Ready: one acting on a stale view would delete it again (after
+	// the last pod, the verify step waits for whatever it does).
+	if !spec.Next {
+		return msg, nil
+	}
 	ready := 0
 	for _, o := range pods.Objects() {
 		if q, ok := o.(*corev1.Pod); ok && q.DeletionTimestamp == nil && pgpool.PodReady(q) && r.Target.Owns(q) {
