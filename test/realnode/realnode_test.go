@@ -130,15 +130,7 @@ func rollChecked(t *testing.T, ns string, replicas int, exact bool, args ...stri
 	plugin(t, ns, args...)
 	after := env.WaitPodsReady(t, ns, selector, replicas, 2*time.Minute)
 	log.Stop()
-	old := map[string]bool{}
-	for _, p := range before {
-		old[string(p.UID)] = true
-	}
-	for _, p := range after {
-		if old[string(p.UID)] {
-			t.Fatalf("%s: pod %s was not restarted", args[1], p.Name)
-		}
-	}
+	allReplaced(t, args[1], before, after)
 	if n := len(log.Added()); n > replicas && !exact {
 		t.Logf("%s: %d pods created for %d replicas: the controller recreated %d by itself: %v", args[1], n, replicas, n-replicas, log.Added())
 	} else if n != replicas {
@@ -146,6 +138,20 @@ func rollChecked(t *testing.T, ns string, replicas int, exact bool, args ...stri
 	}
 	if replicas >= 3 && log.MinReady() < replicas-1 {
 		t.Fatalf("%s: only %d pods were Ready at one moment, want at least %d", args[1], log.MinReady(), replicas-1)
+	}
+}
+
+// allReplaced fails unless no pod of before is among after.
+func allReplaced(t *testing.T, op string, before, after []corev1.Pod) {
+	t.Helper()
+	old := map[string]bool{}
+	for _, p := range before {
+		old[string(p.UID)] = true
+	}
+	for _, p := range after {
+		if old[string(p.UID)] {
+			t.Fatalf("%s: pod %s was not restarted", op, p.Name)
+		}
 	}
 }
 
