@@ -73,7 +73,7 @@ func (b *builder) templateTLS(on bool, hba string, enforce bool) bool {
 	if on {
 		if f := t.ForeignTLS; f != nil {
 			what := "the certificate in Secret " + f.Secret
-			if f.SelfSigned || strings.Contains(f.Secret, "crt") {
+			if f.SelfSigned {
 				what = "the chart's certificate in Secret " + f.Secret
 			}
 			exp := ""
