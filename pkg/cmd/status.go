@@ -17,6 +17,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
 // StatusOptions are the options of `tls status`.
@@ -94,9 +95,14 @@ func (o *StatusOptions) required(t *pgpool.Target, st *status.Status) error {
 	if len(st.Pods) == 0 {
 		return fmt.Errorf("%s has no pods, so nothing is proven (--verify=required)", t)
 	}
+	pol := operation.RefusalPolicy(t)
 	for _, p := range st.Pods {
 		if p.Check != "ok" {
 			return fmt.Errorf("pod %s of %s is not proven to serve what it should (%s: %s)", p.Name, t, p.Check, p.Detail)
+		}
+		r := verify.Refusal{Plaintext: p.Plaintext, Certless: p.Certless, Detail: p.Refusal}
+		if err := r.Failure(pol); err != nil {
+			return fmt.Errorf("pod %s of %s: %w", p.Name, t, err)
 		}
 	}
 	return nil

@@ -129,6 +129,7 @@ func (c *Clients) endpoints(ctx context.Context, t *pgpool.Target, pods []status
 func (c *Clients) probePods(ctx context.Context, t *pgpool.Target, pods []status.PodStatus, timeout time.Duration) {
 	dial := verify.PortForwardDialer(c.Config, c.Core, t.Namespace, t.Port())
 	want, wantErr := verify.Expectation(ctx, c.Core, t.Namespace, t.Name, t.State.Enabled)
+	pol := RefusalPolicy(t)
 	unreachable := ""
 	for i := range pods {
 		p := &pods[i]
@@ -146,8 +147,22 @@ func (c *Clients) probePods(ctx context.Context, t *pgpool.Target, pods []status
 		p.Served, p.Check, p.Detail = proof.Served, proof.Check, proof.Detail
 		if proof.Check == "unreachable" {
 			unreachable = p.Name
+			continue
 		}
+		pctx, cancel = context.WithTimeout(ctx, timeout)
+		r := verify.ProveRefusal(pctx, dial, p.Name, pol)
+		cancel()
+		p.Plaintext, p.Certless, p.Refusal = r.Plaintext, r.Certless, r.Detail
 	}
+}
+
+// RefusalPolicy is what t's pods must refuse as configured today: plain
+// logins when its sslMode requires TLS, TLS logins without a client
+// certificate under cert auth.
+func RefusalPolicy(t *pgpool.Target) verify.Policy {
+	m, _ := conf.NewHBAModel(t.Config.PoolHBA, t.State.HBAEnforced, t.State.Enabled) // a rule it cannot parse is named by no explanation
+	cert := t.State.Enabled && t.State.AuthMode == "cert"
+	return verify.Policy{Plaintext: t.State.Enabled && conf.TLSRequired(t.State.SSLMode), Certless: cert, TLS: t.State.Enabled, Cert: cert, PoolHBA: t.Config.PoolHBA, Model: m}
 }
 
 // StatusOf discovers the pgpool ref names and collects its status.

@@ -95,6 +95,20 @@ type Pods struct {
 type Check struct {
 	TLS   bool   `json:"tls"`
 	Login string `json:"login,omitempty"`
+	// Refuse is the negative proof every pod must pass (nil: none).
+	Refuse *Refuse `json:"refuse,omitempty"`
+}
+
+// Refuse is what a pod must refuse, probed with logins that carry no
+// credential: plain ones when the sslMode requires TLS, TLS ones without a
+// client certificate under cert auth. PoolHBA (with Enforced) is the
+// pool_hba.conf pgpool must read once the plan is done: it says what let a
+// probe in.
+type Refuse struct {
+	Plaintext bool   `json:"plaintext"`
+	Certless  bool   `json:"certless"`
+	PoolHBA   string `json:"-"`
+	Enforced  bool   `json:"-"`
 }
 
 // EvictSpec evicts one pod and waits for its Ready replacement (same name

@@ -74,6 +74,7 @@ func (b *builder) add() error {
 		return fmt.Errorf("%s %s/%s: %w; nothing was changed", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
 	}
 	edit := res.HBA
+	b.hbaAfter, b.hbaEnforced, b.hbaKnown = res.PoolHBA, res.Enforced || b.t.State.HBAEnforced, true
 	b.p.Warnings = append(b.p.Warnings, res.Notes...)
 	if b.authMode == "" {
 		b.authMode = conf.GuessAuthMode(edit.Text)

@@ -108,6 +108,10 @@ type builder struct {
 	// wrote are pgpool.conf and pool_hba.conf as a layout that keeps them
 	// in the pod template leaves them (nil: the ConfigPatch step says).
 	wrote *[2]string
+	// hbaAfter is pool_hba.conf when the plan is done, and whether pgpool
+	// reads it then (hbaKnown false: as today).
+	hbaAfter              string
+	hbaEnforced, hbaKnown bool
 }
 
 func newBuilder(t *pgpool.Target, intent Intent, f Facts) *builder {
@@ -231,6 +235,24 @@ func verifyLoginDesc(login string) string {
 	return ""
 }
 
+// refuse is the negative proof of add, rotate and change-issuer: what
+// every pod must refuse once TLS is on (remove and rollback prove the
+// handshake only).
+func (b *builder) refuse() *plan.Refuse {
+	op := b.intent.Operation
+	if op != Add && op != Rotate && op != ChangeIssuer {
+		return nil
+	}
+	ssl, hba, enforced := b.t.State.SSLMode, b.t.Config.PoolHBA, b.t.State.HBAEnforced
+	if op == Add {
+		ssl = b.intent.SSLMode
+	}
+	if b.hbaKnown {
+		hba, enforced = b.hbaAfter, b.hbaEnforced
+	}
+	return &plan.Refuse{Plaintext: conf.TLSRequired(ssl), Certless: b.authMode == "cert", PoolHBA: hba, Enforced: enforced}
+}
+
 func (b *builder) verify(ssl string) {
 	what := "ssl = on in the config, the TLS volume mounted, the server certificate issued by " + b.issuer.Name
 	issuer := b.issuer.Name
@@ -243,7 +265,7 @@ func (b *builder) verify(ssl string) {
 		Spec: plan.VerifySpec{
 			Config:       plan.Object{APIVersion: "v1", Kind: b.t.Config.Kind, Namespace: b.t.Namespace, Name: b.t.Config.Name},
 			TLSMountPath: b.t.TLSMountPath, Issuer: issuer, Pods: b.pods(),
-			Check: plan.Check{TLS: ssl == "on", Login: b.login()},
+			Check: plan.Check{TLS: ssl == "on", Login: b.login(), Refuse: b.refuse()},
 		},
 	})
 }

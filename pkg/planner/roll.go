@@ -39,9 +39,9 @@ func (b *builder) roll(templateChanged bool) {
 		p := stale[i]
 		b.add1(plan.Step{
 			Object:      plan.Object{APIVersion: "v1", Kind: "Pod", Namespace: t.Namespace, Name: p.Name},
-			Description: fmt.Sprintf("evict pod %s, wait for its replacement to be Ready, check by handshake that it serves TLS %s%s", p.Name, expect, loginDesc(b.login())),
+			Description: fmt.Sprintf("evict pod %s, wait for its replacement to be Ready, check by handshake that it serves TLS %s%s%s", p.Name, expect, refuseDesc(b.refuse()), loginDesc(b.login())),
 			Spec: plan.EvictSpec{UID: string(p.UID), SameName: t.Layout.StablePodNames(), Pods: b.pods(),
-				Check: plan.Check{TLS: expect == "on", Login: b.login()}, Next: i > 0},
+				Check: plan.Check{TLS: expect == "on", Login: b.login(), Refuse: b.refuse()}, Next: i > 0},
 		})
 	}
 }
@@ -89,4 +89,20 @@ func (b *builder) pods() plan.Pods {
 	}
 	sel, _ := metav1.LabelSelectorAsSelector(b.t.Selector)
 	return plan.Pods{Selector: sel.String(), Known: known, Want: int(b.t.Replicas)}
+}
+
+// refuseDesc says what the negative proof tries on each pod (logins that
+// carry no credential).
+func refuseDesc(r *plan.Refuse) string {
+	switch {
+	case r == nil:
+		return ""
+	case r.Plaintext && r.Certless:
+		return " and refuses logins without TLS or a client certificate"
+	case r.Plaintext:
+		return " and refuses logins without TLS"
+	case r.Certless:
+		return " and refuses TLS logins without a client certificate"
+	}
+	return ""
 }

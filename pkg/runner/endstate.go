@@ -161,6 +161,9 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 				problems = append(problems, err.Error())
 			} else if hs != "" && hs != "handshake not checked" {
 				handshakes++
+				if _, err := r.refusePod(ctx, p.Name, spec.Check.Refuse, on, func(string) {}); err != nil {
+					problems = append(problems, err.Error())
+				}
 				if spec.Check.Login != "" {
 					if _, err := r.loginPod(ctx, p.Name, on, spec.Check.Login); err != nil {
 						problems = append(problems, err.Error())
@@ -194,6 +197,9 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 	hs := fmt.Sprintf("; handshake checked on %d pods", handshakes)
 	if spec.Check.Login != "" {
 		hs += fmt.Sprintf(", login with SELECT 1 on %d", logins)
+	}
+	if rf := spec.Check.Refuse; rf != nil && (rf.Plaintext || rf.Certless) && handshakes > 0 {
+		hs += ", logins without a credential refused on each of those"
 	}
 	switch {
 	case r.Verify == VerifyOff:

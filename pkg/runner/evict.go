@@ -78,6 +78,15 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 		msg += "; " + hs
 	}
 	proven := hs != "" && hs != "handshake not checked"
+	if proven {
+		rf, err := r.refusePod(ctx, p.Name, spec.Check.Refuse, spec.Check.TLS, report)
+		if err != nil {
+			return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
+		}
+		if rf != "" {
+			msg += "; " + rf
+		}
+	}
 	if proven && spec.Check.Login != "" {
 		li, err := r.loginPod(ctx, p.Name, spec.Check.TLS, spec.Check.Login)
 		if err != nil {

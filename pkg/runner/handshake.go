@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 	corev1 "k8s.io/api/core/v1"
@@ -84,6 +87,35 @@ func (r *Runner) checkPod(ctx context.Context, pod string, tlsOn bool, report fu
 		return "SSLRequest answered 'N' (no TLS), as expected", nil
 	}
 	return fmt.Sprintf("serves serial %s over %s", s.Serial, s.Version), nil
+}
+
+// refusePod is the negative proof of one pod that served what it should:
+// the logins the policy forbids are tried with no credential. One that
+// gets on is an error; one that cannot be judged (no connection, or a rule
+// only port-forward's address meets) is reported, and an error under
+// --verify=required.
+func (r *Runner) refusePod(ctx context.Context, pod string, ref *plan.Refuse, tlsOn bool, report func(string)) (string, error) {
+	if ref == nil || r.Verify == VerifyOff || r.verifyUnavailable || (!ref.Plaintext && !ref.Certless) {
+		return "", nil
+	}
+	m, _ := conf.NewHBAModel(ref.PoolHBA, ref.Enforced, tlsOn) // a rule it cannot parse is named by no explanation
+	pol := verify.Policy{Plaintext: ref.Plaintext, Certless: ref.Certless, TLS: tlsOn, Cert: ref.Certless, PoolHBA: ref.PoolHBA, Model: m}
+	res := verify.ProveRefusal(ctx, r.dialer(), pod, pol)
+	if err := res.Failure(pol); err != nil {
+		if res.Plaintext == verify.Accepted || res.Certless == verify.Accepted || r.Verify == VerifyRequired {
+			return "", fmt.Errorf("pod %s: %w", pod, err)
+		}
+		report(fmt.Sprintf("pod %s: %v (--verify=required makes this an error)", pod, err))
+		return "refusals not proven", nil
+	}
+	var what []string
+	if ref.Plaintext {
+		what = append(what, "plain logins")
+	}
+	if ref.Certless {
+		what = append(what, "TLS logins without a client certificate")
+	}
+	return "refuses " + strings.Join(what, " and "), nil
 }
 
 // provenPod is a pod this run proved in its roll: the certificate it

@@ -83,6 +83,13 @@ type PodStatus struct {
 	Check  string         `json:"check,omitempty"`
 	Detail string         `json:"detail,omitempty"`
 	Served *verify.Served `json:"served,omitempty"`
+	// Plaintext and Certless are the negative proof: whether the pod
+	// refused logins with no credential, without TLS and over TLS without
+	// a client certificate ("refused", "accepted", "not-checked");
+	// Refusal says what admitted one, or why one was not checked.
+	Plaintext string   `json:"plaintext,omitempty"`
+	Certless  string   `json:"certless,omitempty"`
+	Refusal   []string `json:"refusal,omitempty"`
 	// Endpoint maps each Service of the pgpool that has EndpointSlices to
 	// whether the pod is a ready endpoint of it (takes its traffic).
 	Endpoint map[string]bool `json:"endpoint,omitempty"`

@@ -114,6 +114,12 @@ func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 		if p.Check != "" {
 			fmt.Fprintf(w, "  handshake:\t%s: %s\n", p.Check, p.Detail)
 		}
+		if p.Plaintext != "" {
+			fmt.Fprintf(w, "  refusals:\tplaintext %s, certless %s\n", p.Plaintext, p.Certless)
+			for _, d := range p.Refusal {
+				fmt.Fprintf(w, "  \t%s\n", d)
+			}
+		}
 	}
 	if st.LastOp != "" {
 		fmt.Fprintf(w, "Last operation:\t%s\n", st.LastOp)
@@ -137,14 +143,14 @@ type StatusRow struct {
 func RenderStatusTable(out io.Writer, rows []StatusRow, verified bool) error {
 	sty := NewStyles(out, os.Getenv("NO_COLOR") == "" && IsTerminal(out))
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAMESPACE\tNAME\tTLS\tSSLMODE\tAUTH\tISSUER\tEXPIRES\tCURRENT\tLAST OPERATION")
+	fmt.Fprintln(w, "NAMESPACE\tNAME\tTLS\tSSLMODE\tAUTH\tISSUER\tEXPIRES\tCURRENT\tPLAINTEXT\tCERTLESS\tLAST OPERATION")
 	for _, r := range rows {
 		if r.Status == nil {
-			fmt.Fprintf(w, "%s\t%s\t?\t\t\t\t\t\t%s\n", r.Namespace, r.Name, FirstLine(r.Error))
+			fmt.Fprintf(w, "%s\t%s\t?\t\t\t\t\t\t\t\t%s\n", r.Namespace, r.Name, FirstLine(r.Error))
 			continue
 		}
 		st, t := r.Status, r.Target
-		tlsOn, issuer, expires, current := "off", "", "", ""
+		tlsOn, issuer, expires, current, plain, certless := "off", "", "", "", "", ""
 		if st.SSL {
 			tlsOn = "on"
 		}
@@ -171,15 +177,34 @@ func RenderStatusTable(out io.Writer, rows []StatusRow, verified bool) error {
 				}
 			}
 			current = fmt.Sprintf("%d/%d", ok, len(st.Pods))
+			plain, certless = worst(st.Pods, func(p status.PodStatus) string { return p.Plaintext }), worst(st.Pods, func(p status.PodStatus) string { return p.Certless })
 		}
 		last := t.LastOperation()
 		lastOp := ""
 		if last.Operation != "" {
 			lastOp = last.Operation + " " + last.Result + " " + last.Time
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Name, tlsOn, st.SSLMode, st.AuthMode, issuer, expires, current, lastOp)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Name, tlsOn, st.SSLMode, st.AuthMode, issuer, expires, current, plain, certless, lastOp)
 	}
 	return w.Flush()
+}
+
+// worst is the weakest negative proof of the pods: accepted on any,
+// else not-checked on any (or no pod), else refused.
+func worst(pods []status.PodStatus, of func(status.PodStatus) string) string {
+	w := "refused"
+	for _, p := range pods {
+		switch v := of(p); {
+		case v == "accepted":
+			return v
+		case v != "refused":
+			w = "not-checked"
+		}
+	}
+	if len(pods) == 0 {
+		return "not-checked"
+	}
+	return w
 }
 
 // FirstLine is s up to its first newline.

@@ -1,0 +1,33 @@
+package conf
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestRefusalAttempts(t *testing.T) {
+	hba := "local all all trust\nhostssl appdb,other app,+admins 0.0.0.0/0 cert\nhost all @users 10.0.0.0/8 md5\nhost \"all\" \"all\" ::/0 md5\n"
+	got := RefusalAttempts(hba, "rnd")
+	want := []Attempt{{"postgres", "postgres"}, {"postgres", "rnd"}, {"appdb", "app"}, {"all", "all"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%v", got)
+	}
+}
+
+func TestJudgeAttempt(t *testing.T) {
+	m, _ := NewHBAModel("host all all 127.0.0.1/32 trust\nhost all all samenet md5\nhostssl all all 0.0.0.0/0 cert\n", true, true)
+	if v := m.JudgeAttempt(Attempt{"postgres", "postgres"}, false); !v.Loopback || v.Line != 1 || !v.Admits() {
+		t.Fatalf("%+v", v)
+	}
+	m, _ = NewHBAModel("hostssl all all 0.0.0.0/0 cert\n", true, true)
+	if v := m.JudgeAttempt(Attempt{"postgres", "postgres"}, false); v.Admits() || v.Method != "implicit reject" {
+		t.Fatalf("%+v", v)
+	}
+	if v := m.JudgeAttempt(Attempt{"postgres", "postgres"}, true); v.Loopback || !v.Admits() || v.Line != 1 {
+		t.Fatalf("%+v", v)
+	}
+	m.Enforced = false
+	if v := m.JudgeAttempt(Attempt{"postgres", "postgres"}, false); !v.Admits() || v.Method != "" {
+		t.Fatalf("%+v", v)
+	}
+}
