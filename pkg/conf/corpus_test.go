@@ -100,7 +100,11 @@ func checkEdit(t *testing.T, name, orig string, o HBAOptions) (refused bool) {
 		}
 	}
 	back, err := RestoreHBA(e.Text, o.AuthMode)
-	if err != nil || back.Text != orig {
+	if err != nil {
+		t.Errorf("%s %+v: remove refused: %v\n%s", name, o, err, e.Text)
+		return false
+	}
+	if back.Text != orig {
 		t.Errorf("%s %+v: remove does not give back the original (%v):\n%s", name, o, err, Diff(orig, back.Text, 1))
 	}
 	again, err := EditHBA(e.Text, o)

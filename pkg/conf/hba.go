@@ -82,13 +82,30 @@ const hbaDigestPrefix = "#kubectl-pgpool enforced this file; its rules then, sha
 
 // unmark splits text into lines, putting back the original of every rule
 // that carries a marker: the result is the file as it was before any edit
-// of the plugin, except for default blocks, which are dropped.
+// of the plugin, except for default blocks, which are dropped. A marker
+// binds only to the rule it describes: the first rule after it (before
+// the next marker) that is its original as EditHBA converts it. Lines in
+// between (an administrator's rule written under the marker) are kept
+// where they are; a marker whose rule is gone or was edited by hand is
+// stale: it is dropped and the rule kept as it is.
 func unmark(text string) []string {
 	var out []string
 	lines := splitLines(text)
+	bound := map[int]string{} // line index -> the original it stands for
+	for i, l := range lines {
+		if !strings.HasPrefix(l, hbaWasPrefix) {
+			continue
+		}
+		orig := strings.TrimPrefix(l, hbaWasPrefix)
+		for j := i + 1; j < len(lines) && !strings.HasPrefix(lines[j], hbaWasPrefix); j++ {
+			if _, seen := bound[j]; !seen && convertedFrom(orig, lines[j]) {
+				bound[j] = orig
+				break
+			}
+		}
+	}
 	inDefault := false
-	for i := 0; i < len(lines); i++ {
-		l := lines[i]
+	for i, l := range lines {
 		t := strings.TrimSpace(l)
 		switch {
 		case strings.HasPrefix(t, hbaDefaultBegin):
@@ -100,17 +117,42 @@ func unmark(text string) []string {
 			}
 			continue
 		case strings.HasPrefix(l, hbaWasPrefix):
-			out = append(out, strings.TrimPrefix(l, hbaWasPrefix))
-			if i+1 < len(lines) {
-				i++ // the edited rule it stands for
-			}
 			continue
 		case strings.HasSuffix(t, hbaAdded), strings.HasPrefix(t, hbaDigestPrefix):
 			continue
 		}
+		if orig, ok := bound[i]; ok {
+			l = orig
+		}
 		out = append(out, l)
 	}
 	return out
+}
+
+// convertedFrom reports whether line is orig as EditHBA changes a rule:
+// the same databases, users, address and options, host made hostssl or
+// the type kept, and the method kept or made one of the client auth
+// modes' methods.
+func convertedFrom(orig, line string) bool {
+	o, ok1, err1 := parseRule(1, orig)
+	n, ok2, err2 := parseRule(1, line)
+	if !ok1 || !ok2 || err1 != nil || err2 != nil {
+		return false
+	}
+	if o.Database != n.Database || o.User != n.User || o.Address != n.Address || o.Mask != n.Mask || !slices.Equal(o.Options, n.Options) {
+		return false
+	}
+	if n.Type != o.Type && !(o.Type == "host" && n.Type == "hostssl") {
+		return false
+	}
+	if n.Method == o.Method {
+		return true
+	}
+	// EditHBA changes only a password or cert method, and only to one of
+	// the client auth modes' methods: a record that would give back trust
+	// (or anything else) for them is not the plugin's.
+	from := o.Method == "md5" || o.Method == "scram-sha-256" || o.Method == "password" || o.Method == "cert"
+	return from && (n.Method == "md5" || n.Method == "scram-sha-256" || n.Method == "cert")
 }
 
 // HBAOptions says what EditHBA edits for.

@@ -188,3 +188,53 @@ func TestHBARemote(t *testing.T) {
 		}
 	}
 }
+
+// Issue 27, finding 4 (failed before the fix: the marker swallowed the
+// line under it): an administrator's rule written under a marker survives
+// remove, and the converted rule below still gets its original back.
+func TestRestoreKeepsARuleWrittenUnderAMarker(t *testing.T) {
+	live := hbaWasPrefix + "host all all 0.0.0.0/0 md5\n" +
+		"host all intruder 0.0.0.0/0 reject\n" +
+		"hostssl all all 0.0.0.0/0 cert\n"
+	back, err := RestoreHBA(live, "md5")
+	if err != nil || back.Text != "host all intruder 0.0.0.0/0 reject\nhost all all 0.0.0.0/0 md5\n" {
+		t.Fatalf("%v\n%q", err, back.Text)
+	}
+}
+
+// A converted rule narrowed by hand no longer matches its marker: the
+// marker is stale and dropped, the narrowed rule stays narrow (it was
+// widened back to 0.0.0.0/0 before the fix). A marker that would give back
+// trust for a cert rule is not the plugin's and binds to nothing.
+func TestStaleMarkersAreDropped(t *testing.T) {
+	for _, tc := range []struct{ live, want string }{
+		{hbaWasPrefix + "host all all 0.0.0.0/0 md5\nhostssl all all 10.0.0.0/8 cert\n", "hostssl all all 10.0.0.0/8 cert\n"},
+		{hbaWasPrefix + "host all all 0.0.0.0/0 trust\nhostssl all all 0.0.0.0/0 cert\n", "hostssl all all 0.0.0.0/0 cert\n"},
+		{hbaWasPrefix + "host all all 0.0.0.0/0 md5\n", ""},
+	} {
+		back, err := RestoreHBA(tc.live, "md5")
+		if err != nil || back.Text != tc.want {
+			t.Errorf("%q: %v\n%q, want %q", tc.live, err, back.Text, tc.want)
+		}
+	}
+}
+
+// The record of the rules enforce-on saw sees a rule written under a
+// marker as a change, so remove keeps enable_pool_hba on.
+func TestDigestSeesARuleUnderAMarker(t *testing.T) {
+	e, err := EditHBA("host all all 0.0.0.0/0 md5\n", HBAOptions{SSLMode: "require", AuthMode: "cert", EnforcedAfter: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marked := MarkHBAEnforced(e.Text)
+	if changed, known := HBAChangedSinceEnforced(marked); changed || !known {
+		t.Fatalf("fresh: %v %v", changed, known)
+	}
+	edited := strings.Replace(marked, "\nhostssl", "\nhost all intruder 0.0.0.0/0 reject\nhostssl", 1)
+	if edited == marked {
+		t.Fatalf("no converted rule in\n%s", marked)
+	}
+	if changed, _ := HBAChangedSinceEnforced(edited); !changed {
+		t.Fatalf("a rule under the marker is not a change:\n%s", edited)
+	}
+}

@@ -87,3 +87,36 @@ func (p *pgpoolServer) hbaFor(sslMode, authMode string) string {
 	}
 	return he.Text
 }
+
+// Issue 27, finding 4, against real pgpool: an administrator writes a
+// reject rule for postgres just under a marker of tls add's; after tls
+// remove (as conf.RemoveTLS writes the files) pgpool still refuses
+// postgres, with the right password, while the converted rule below is
+// given back its original. Before the fix the marker swallowed the reject
+// rule and postgres got in.
+func TestRemoveKeepsAnAdministratorsRule(t *testing.T) {
+	pg, _ := pgpoolWithCerts(t)
+	res := pg.ConfigureAdd("require", "cert", baseHBA, nil)
+	const reject = "host all postgres 0.0.0.0/0 reject\n"
+	i := strings.Index(res.PoolHBA, "#kubectl-pgpool was: ")
+	if i < 0 {
+		t.Fatalf("no marker in\n%s", res.PoolHBA)
+	}
+	j := i + strings.Index(res.PoolHBA[i:], "\n") + 1
+	edited := res.PoolHBA[:j] + reject + res.PoolHBA[j:]
+	rm, err := conf.RemoveTLS(conf.Files{PgpoolConf: res.PgpoolConf, PoolHBA: edited}, pg.Paths(), "cert")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rm.PoolHBA, reject+"host all all 0.0.0.0/0 md5\n") {
+		t.Fatalf("remove's pool_hba.conf:\n%s", rm.PoolHBA)
+	}
+	pg.WriteFiles(rm.PgpoolConf, rm.PoolHBA)
+	pg.Restart()
+	ctx := testenv.Context(t, time.Minute)
+	if _, err := pg.Login(ctx, verify.Login{User: "postgres", Database: "postgres", Password: password}); err == nil {
+		t.Fatalf("postgres got in after remove, despite the administrator's reject rule:\n%s", rm.PoolHBA)
+	} else {
+		t.Logf("refused as it should be: %v", err)
+	}
+}

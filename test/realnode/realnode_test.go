@@ -196,6 +196,65 @@ func status(t *testing.T, ns string, replicas int, tlsOn bool) {
 		if p.Check != "ok" || s == nil || s.TLS != tlsOn || s.Serial != wantSerial || (tlsOn && (s.Version != "TLS 1.3" || !s.Verified)) {
 			t.Fatalf("status of pod %s: check %q (%s), served %+v; want TLS %v serial %q", p.Name, p.Check, p.Detail, s, tlsOn, wantSerial)
 		}
+		// The negative proof, against real pgpool: under require + cert
+		// plain logins and TLS logins without a certificate are refused;
+		// without TLS a plain login is asked for its password (accepted).
+		wantPlain, wantCertless := "accepted", "not-checked"
+		if tlsOn && st.SSLMode == "require" {
+			wantPlain = "refused"
+		}
+		if tlsOn && st.AuthMode == "cert" {
+			wantCertless = "refused"
+		}
+		if p.Plaintext != wantPlain || p.Certless != wantCertless {
+			t.Fatalf("status of pod %s (%s, %s): plaintext %q, certless %q, want %q, %q (%s)", p.Name, st.SSLMode, st.AuthMode, p.Plaintext, p.Certless, wantPlain, wantCertless, strings.Join(p.Refusal, "; "))
+		}
+	}
+}
+
+// A pgpool that reads another pool_hba.conf than its config holds (the
+// container runs pgpool with -a pointing at a file that trusts everyone):
+// the files the plugin writes say require + cert, pgpool admits anyone.
+// add's proof stops the roll at the first pod and names the cause; with
+// the proofs off add succeeds, and then status --verify=required exits 1
+// and says pgpool does not read the file.
+func TestPlaintextAdmittedFailsTheProof(t *testing.T) {
+	ns := env.RealPgpool(t, 1, func(o *unstructured.Unstructured) {
+		if o.GetKind() != "StatefulSet" {
+			return
+		}
+		cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		for i, c := range cs {
+			m := c.(map[string]any)
+			if m["name"] == "pgpool" {
+				m["command"] = []any{"sh", "-ec", `printf 'local all all trust\nhost all all all trust\n' >/tmp/other_hba.conf
+ETC=/opt/pgpool-II/etc; mkdir -p $ETC /opt/pgpool-II/tls
+cp /config/pgpool.conf "$ETC/"; cp /config/pool_passwd "$ETC/pool_passwd"; chmod 0600 "$ETC/pool_passwd"; : >"$ETC/pcp.conf"
+rm -f /opt/pgpool-II/tls/*; if [ -d /config/tls ]; then cp /config/tls/* /opt/pgpool-II/tls/; chmod 0600 /opt/pgpool-II/tls/tls.key; fi
+exec pgpool -n -f "$ETC/pgpool.conf" -a /tmp/other_hba.conf -F "$ETC/pcp.conf"`}
+				cs[i] = m
+			}
+		}
+		_ = unstructured.SetNestedSlice(o.Object, cs, "spec", "template", "spec", "containers")
+	})
+	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert",
+		"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert", "--yes"}
+	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, add...)
+	if err == nil || !strings.Contains(out+errOut, "the roll stops at pod pgpool-0") || !strings.Contains(out+errOut, "plaintext accepted") || !strings.Contains(out+errOut, "does not read that file") {
+		t.Fatalf("add against a pgpool that reads another pool_hba.conf: %v\n%s\n%s", err, out, errOut)
+	}
+	// What add undid is put right by rollback when the run did not; either
+	// way, add again with the proofs off.
+	_, _, _ = testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, "tls", "rollback", "pgpool", "--yes")
+	if out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, append(add, "--verify=false")...); err != nil {
+		t.Fatalf("add --verify=false: %v\n%s\n%s", err, out, errOut)
+	}
+	st, err := runStatus(t, ns)
+	if err == nil || len(st.Pods) != 1 || st.Pods[0].Check != "ok" || st.Pods[0].Plaintext != "accepted" || st.Pods[0].Certless != "accepted" {
+		t.Fatalf("status --verify=required of a pgpool that admits plaintext: %v %+v", err, st.Pods)
+	}
+	if !strings.Contains(err.Error(), "plaintext accepted") {
+		t.Fatalf("status --verify=required says: %v", err)
 	}
 }
 
