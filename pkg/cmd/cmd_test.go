@@ -323,3 +323,13 @@ spec: {type: ReconfigureTLS, databaseRef: {name: pgpool}, tls: {remove: true}}
 		t.Fatalf("a client dry run wrote: %v", w)
 	}
 }
+
+// Issue 27, item 9: a negative --lock-duration is a usage error (it was
+// taken as is).
+func TestNegativeLockDuration(t *testing.T) {
+	o := addOptions(newCluster(t))
+	o.LockDuration = -1e9
+	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--lock-duration") {
+		t.Fatalf("%v", err)
+	}
+}

@@ -49,6 +49,9 @@ type OperationOptions struct {
 	Yes     bool
 	NoColor bool
 	Verify  string
+	// ShowSecrets prints secret values (--show-secrets); by default they
+	// are shown as <redacted>.
+	ShowSecrets bool
 	// VerifyLogin names a Secret (keys username, password, optionally
 	// database) to log in with through each replaced pod.
 	VerifyLogin string
@@ -87,6 +90,7 @@ func (o *OperationOptions) addFlags(c *cobra.Command) {
 	c.Flags().StringVar(&o.Apply, "apply", "IfReady", `"IfReady" (refuse unless every pod is Ready) or "Always" (as KubeDB's spec.apply)`)
 	c.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation (none is asked without a terminal)")
 	c.Flags().BoolVar(&o.NoColor, "no-color", false, "plain output even on a terminal")
+	c.Flags().BoolVar(&o.ShowSecrets, "show-secrets", false, "print secret values (password environment variables, pool_hba.conf's ldapbindpasswd) in -o json|yaml|patch instead of <redacted>")
 	c.Flags().BoolVar(&o.ForceUnlock, "force-unlock", false, "take the lock even if another run still holds it (only when you know that run is gone)")
 	c.Flags().BoolVar(&o.Force, "force", false, "go on although the KubeDB Pgpool is paused by someone else or has a PgpoolOpsRequest that has not ended (rollback: also when the config changed since the operation; those edits are lost)")
 	c.Flags().StringVar(&o.Owner, "owner", "", `"ignore": go on although a tool that reverts changes at once (Flux's kustomize-controller) manages an object the plan changes`)
@@ -138,6 +142,9 @@ func (o *OperationOptions) Validate() error {
 	}
 	if o.Timeout <= 0 {
 		return UsageError{fmt.Errorf("--timeout must be positive")}
+	}
+	if o.LockDuration < 0 {
+		return UsageError{fmt.Errorf("--lock-duration must not be negative (0 is the default, 60s)")}
 	}
 	return nil
 }
@@ -299,7 +306,7 @@ func (o *OperationOptions) hooks(ask bool) operation.Hooks {
 		Done: func(out operation.Outcome) error {
 			bannerOnce(out.Operation)
 			if o.Output == "patch" {
-				return ui.PrintPatches(o.Out, out.Plan, out.NothingToDo)
+				return ui.PrintPatches(o.Out, out.Plan, out.NothingToDo, o.ShowSecrets)
 			}
 			if out.NothingToDo != "" && o.Output == "text" {
 				fmt.Fprintln(o.Out, out.NothingToDo)
@@ -313,7 +320,7 @@ func (o *OperationOptions) hooks(ask bool) operation.Hooks {
 					}
 				}
 			}
-			return ui.PrintDoc(o.Out, o.Output, o.doc(out))
+			return ui.PrintDocSecrets(o.Out, o.Output, o.doc(out), o.ShowSecrets)
 		},
 		Notice: func(msg string) { fmt.Fprintln(o.ErrOut, msg) },
 	}

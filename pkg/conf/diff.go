@@ -5,6 +5,7 @@ import "strings"
 // Diff returns a line diff of two texts in unified style ("-" removed, "+"
 // added, " " kept), with at most context unchanged lines around each change
 // and "..." where lines are skipped. It returns "" when the texts are equal.
+// Secret values (RedactSecrets) are never shown: a diff is for printing.
 func Diff(a, b string, context int) string {
 	if a == b {
 		return ""
@@ -67,7 +68,7 @@ func Diff(a, b string, context int) string {
 		}
 		sb.WriteByte(o.c)
 		sb.WriteByte(' ')
-		sb.WriteString(o.s)
+		sb.WriteString(RedactSecrets(o.s))
 		sb.WriteByte('\n')
 	}
 	if skipped {

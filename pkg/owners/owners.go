@@ -60,7 +60,11 @@ func Of(labels, annotations map[string]string) []Owner {
 		out = append(out, Owner{Tool: "Flux helm-controller", Name: "HelmRelease " + qualified(labels[fluxHelmNS], n),
 			Then: "drift detection is off by default: the release's next upgrade puts the chart's values back"})
 	} else if labels[helmManagedBy] == "Helm" || annotations[helmRelease] != "" {
-		out = append(out, Owner{Tool: "Helm", Name: "release " + qualified(annotations[helmReleaseNS], annotations[helmRelease]),
+		name := "release " + qualified(annotations[helmReleaseNS], annotations[helmRelease])
+		if annotations[helmRelease] == "" {
+			name = "a release not named on the object (label " + helmManagedBy + ": Helm, no annotation " + helmRelease + ")"
+		}
+		out = append(out, Owner{Tool: "Helm", Name: name,
 			Then: "Helm reverts nothing by itself; the next helm upgrade puts the chart's values back"})
 	}
 	if id := annotations[argoTracking]; id != "" {

@@ -55,3 +55,12 @@ func TestWithArgo(t *testing.T) {
 		t.Errorf("unread: %+v", w)
 	}
 }
+
+// Issue 27, item 9: Helm's label without its release annotation is named
+// as such (before: "release " with nothing after it).
+func TestHelmWithoutReleaseName(t *testing.T) {
+	o := Of(map[string]string{helmManagedBy: "Helm"}, nil)
+	if len(o) != 1 || o[0].Tool != "Helm" || o[0].Name == "release " || !strings.Contains(o[0].Name, "not named") {
+		t.Fatalf("%+v", o)
+	}
+}

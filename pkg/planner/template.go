@@ -90,7 +90,7 @@ func (b *builder) templateTLS(on bool, hba string, enforce bool) bool {
 // helmValues says what to put into the Helm release for the change to
 // last, when the Deployment is Helm's.
 func (b *builder) helmValues(w layout.BitnamiTLS, hba string, on bool) {
-	rel := b.t.Annotations["meta.helm.sh/release-name"]
+	rel := shellQuote(b.t.Annotations["meta.helm.sh/release-name"])
 	if rel == "" {
 		return
 	}
@@ -101,7 +101,7 @@ func (b *builder) helmValues(w layout.BitnamiTLS, hba string, on bool) {
 	case on && b.t.Config.Generated:
 		// Helm takes over an object it did not create only when it is
 		// marked as the release's.
-		own = fmt.Sprintf("; before that, hand the ConfigMap %[1]s this plan creates to the release, or the upgrade stops on it: kubectl label configmap -n %[2]s %[1]s app.kubernetes.io/managed-by=Helm --overwrite && kubectl annotate configmap -n %[2]s %[1]s meta.helm.sh/release-name=%[3]s meta.helm.sh/release-namespace=%[2]s", b.t.Config.Name, b.t.Namespace, rel)
+		own = fmt.Sprintf("; before that, hand the ConfigMap %[1]s this plan creates to the release, or the upgrade stops on it: kubectl label configmap -n %[2]s %[1]s app.kubernetes.io/managed-by=Helm --overwrite && kubectl annotate configmap -n %[2]s %[1]s meta.helm.sh/release-name=%[3]s meta.helm.sh/release-namespace=%[2]s", shellQuote(b.t.Config.Name), shellQuote(b.t.Namespace), rel)
 	case !b.t.Config.Generated && b.t.Config.Name != layout.HBAConfigMapName(b.t.Name):
 		// The user's own ConfigMap (pgpool.configurationCM): the chart
 		// does not render it, so the values cannot carry the file.
@@ -231,4 +231,19 @@ func (b *builder) restoreTemplate(bk *pgpool.Backup) bool {
 			Spec:        plan.ConfigPatchSpec{ResourceVersion: t.Config.ResourceVersion, PoolHBA: bk.PoolHBA}})
 	}
 	return b.patchTemplate(spec, fmt.Sprintf("the pod template's environment, volumes, mounts and init containers exactly as they were before the tls %s", bk.Operation))
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but
+// letters, digits and ._/:=@- (a name from the cluster printed in a
+// command line to paste).
+func shellQuote(s string) string {
+	if s == "" {
+		return ""
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._/:=@-", r)) {
+			return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
+		}
+	}
+	return s
 }

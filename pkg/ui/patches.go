@@ -6,6 +6,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 )
 
@@ -13,7 +14,7 @@ import (
 // one YAML document per object (an entry for a kustomization's patches,
 // or `kubectl patch` input), after comments naming what it creates and
 // what it does not print. nothing, when set, says why there is no plan.
-func PrintPatches(out io.Writer, p *plan.Plan, nothing string) error {
+func PrintPatches(out io.Writer, p *plan.Plan, nothing string, showSecrets bool) error {
 	if p == nil {
 		_, err := fmt.Fprintf(out, "# %s\n", nothing)
 		return err
@@ -27,8 +28,19 @@ func PrintPatches(out io.Writer, p *plan.Plan, nothing string) error {
 	for _, u := range p.Unprinted {
 		fmt.Fprintf(out, "# not printed: %s\n", u)
 	}
+	if !showSecrets {
+		fmt.Fprintf(out, "# secret values (password environment variables, pool_hba.conf's ldapbindpasswd) are shown as %s: --show-secrets prints them\n", conf.Redacted)
+	}
 	for _, d := range p.Patches {
-		b, err := yaml.Marshal(d)
+		var doc any = d
+		if !showSecrets {
+			r, err := Redact(d)
+			if err != nil {
+				return err
+			}
+			doc = r
+		}
+		b, err := yaml.Marshal(doc)
 		if err != nil {
 			return err
 		}

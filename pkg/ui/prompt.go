@@ -14,10 +14,27 @@ import (
 // PrintDoc writes d as JSON or YAML when -o asks for it (text is printed
 // by the caller).
 func PrintDoc(out io.Writer, output string, d any) error {
+	return printDoc(out, output, d, false)
+}
+
+// PrintDocSecrets is PrintDoc that shows secrets (--show-secrets).
+func PrintDocSecrets(out io.Writer, output string, d any, show bool) error {
+	return printDoc(out, output, d, show)
+}
+
+func printDoc(out io.Writer, output string, d any, show bool) error {
+	if !show && (output == "json" || output == "yaml") {
+		r, err := Redact(d)
+		if err != nil {
+			return err
+		}
+		d = r
+	}
 	switch output {
 	case "json":
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
 		return enc.Encode(d)
 	case "yaml":
 		b, err := yaml.Marshal(d)

@@ -25,7 +25,7 @@ func TestPatchOutputGivesWhatWasWritten(t *testing.T) {
 	ns := setup(t, l, 1)
 	cp := env.Namespace(t)
 	env.Apply(t, cp, env.Fixture(t, l.fixture), 1)
-	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes", "-o", "patch")
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes", "-o", "patch", "--show-secrets")
 	if err != nil {
 		t.Fatalf("add -o patch: %v\n%s\n%s", err, out, errOut)
 	}
