@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -29,8 +30,10 @@ type Backup struct {
 	// operation again keeps this backup (it holds the state before it).
 	Done bool `json:"-"`
 	// ResourceVersion is the backup Secret's when it was read: the next
-	// write of the backup is conditional on it.
+	// write of the backup is conditional on it. Digest is BackupDigest of
+	// its data.
 	ResourceVersion string `json:"-"`
+	Digest          string `json:"-"`
 
 	PgpoolConf string `json:"-"`
 	PoolHBA    string `json:"-"`
@@ -85,7 +88,74 @@ const (
 	AnnotationBackupDone = "kubectl-pgpool.io/backup-done"
 	// AnnotationBackupAfter holds Backup.After as JSON.
 	AnnotationBackupAfter = "kubectl-pgpool.io/backup-after"
+	// AnnotationBackupDigest, on the workload, is BackupDigest of the
+	// backup Secret the plugin wrote: written before the Secret, by whoever
+	// may change the workload, so that a Secret edited by someone who may
+	// only write Secrets is not applied to the pod template.
+	AnnotationBackupDigest = "kubectl-pgpool.io/backup-digest"
 )
+
+// BackupDigest is a digest of a backup Secret's data (every key and value,
+// in key order).
+func BackupDigest(data map[string][]byte) string {
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(data[k]))
+		h.Write(data[k])
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// BackupProblem says why the backup must not be applied to t, or "": its
+// digest is not the one the plugin recorded on the workload when it wrote
+// it (someone else wrote or changed the Secret), or it would bring into
+// the pod template what was not there and that the plugin never writes (a
+// hostPath volume, a privileged container, an image the template does not
+// use).
+func (t *Target) BackupProblem() string {
+	b := t.Backup
+	if b == nil {
+		return ""
+	}
+	secret := fmt.Sprintf("backup Secret %s/%s", t.Namespace, BackupName(t.Name))
+	switch want := t.Annotations[AnnotationBackupDigest]; {
+	case want == "":
+		return fmt.Sprintf("%s has no digest on %s (annotation %s): it was written by an older kubectl-pgpool or by someone else, so it is not applied", secret, t, AnnotationBackupDigest)
+	case want != b.Digest:
+		return fmt.Sprintf("%s does not match the digest kubectl-pgpool recorded on %s when it wrote it (annotation %s): it was changed since, so it is not applied", secret, t, AnnotationBackupDigest)
+	}
+	return backupAdds(secret, b, &t.Template.Spec)
+}
+
+func backupAdds(secret string, b *Backup, spec *corev1.PodSpec) string {
+	images := map[string]bool{}
+	vols := map[string]bool{}
+	for _, c := range append(append([]corev1.Container(nil), spec.Containers...), spec.InitContainers...) {
+		images[c.Image] = true
+	}
+	for _, v := range spec.Volumes {
+		vols[v.Name] = true
+	}
+	for _, v := range b.Volumes {
+		if !vols[v.Name] && v.HostPath != nil {
+			return fmt.Sprintf("%s would add volume %s from the node's path %s, which kubectl-pgpool never writes: it is not applied", secret, v.Name, v.HostPath.Path)
+		}
+	}
+	for _, c := range b.InitContainers {
+		if !images[c.Image] {
+			return fmt.Sprintf("%s would add init container %s with image %s, which the pod template does not use: it is not applied", secret, c.Name, c.Image)
+		}
+		if sc := c.SecurityContext; sc != nil && sc.Privileged != nil && *sc.Privileged {
+			return fmt.Sprintf("%s would add the privileged init container %s: it is not applied", secret, c.Name)
+		}
+	}
+	return ""
+}
 
 // LeaseName is the Lease that locks a pgpool while an operation runs.
 func LeaseName(pgpool string) string { return pgpool + "-kubectl-pgpool-lock" }
@@ -166,6 +236,7 @@ func ReadBackup(s *corev1.Secret, pgpool string) (*Backup, error) {
 		_ = json.Unmarshal([]byte(a), &b.After)
 	}
 	b.ResourceVersion = s.ResourceVersion
+	b.Digest = BackupDigest(s.Data)
 	return b, nil
 }
 

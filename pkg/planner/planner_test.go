@@ -743,6 +743,23 @@ type request struct {
 	Now                                    time.Time
 	CurrentCA, BackendCA                   []byte
 	Current                                map[string]bool
+	// Untrusted leaves the backup as it is; otherwise build records its
+	// digest on the workload, as the runner does when it writes one.
+	Untrusted bool
+}
+
+// trust records tg's backup's digest on the workload, as the runner does.
+func trust(tg *pgpool.Target) {
+	if tg.Backup == nil {
+		return
+	}
+	if tg.Backup.Digest == "" {
+		tg.Backup.Digest = "sha256:test"
+	}
+	if tg.Annotations == nil {
+		tg.Annotations = map[string]string{}
+	}
+	tg.Annotations[pgpool.AnnotationBackupDigest] = tg.Backup.Digest
 }
 
 // build normalises r's intent as the commands do, then builds the plan.
@@ -754,6 +771,9 @@ func build(t *testing.T, tg *pgpool.Target, r request) (*plan.Plan, error) {
 		func(f string) string { return f })
 	if err != nil {
 		return nil, err
+	}
+	if !r.Untrusted {
+		trust(tg)
 	}
 	return Build(tg, intent, Facts{Holder: r.Holder, Login: r.Login, Now: r.Now, CurrentCA: r.CurrentCA, BackendCA: r.BackendCA, Current: r.Current})
 }
@@ -894,5 +914,44 @@ func TestManagedBy(t *testing.T) {
 	w := strings.Join(p.Warnings, "\n")
 	if err != nil || !strings.Contains(w, "reconcile: disabled") || !strings.Contains(w, "Secret demo/pgpool-config is managed by Helm (release demo/ha): Helm reverts nothing by itself; the next helm upgrade puts the chart's values back") {
 		t.Fatalf("opted out, and Helm on the config: %v\n%s", err, w)
+	}
+}
+
+// Issue 27, finding 5: a backup Secret whose digest is not the one
+// recorded on the workload (edited by someone who may write Secrets), or
+// that would add a hostPath volume or an init container with an image the
+// template does not use, is refused by rollback and by the operation that
+// would adopt it, and nothing is planned. (Before, rollback applied any
+// backup carrying the labels.)
+func TestUntrustedBackupRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(tg *pgpool.Target)
+		want  string
+	}{
+		{"no digest", func(tg *pgpool.Target) {}, "has no digest"},
+		{"changed", func(tg *pgpool.Target) { trust(tg); tg.Backup.Digest = "sha256:other" }, "does not match the digest"},
+		{"hostPath", func(tg *pgpool.Target) {
+			trust(tg)
+			tg.Backup.Volumes = append(tg.Backup.Volumes, corev1.Volume{Name: "root", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}})
+		}, "from the node's path /"},
+		{"image", func(tg *pgpool.Target) {
+			trust(tg)
+			tg.Backup.InitContainers = append(tg.Backup.InitContainers, corev1.Container{Name: "x", Image: "attacker/image"})
+		}, "with image attacker/image"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tg := fixture(t, "StatefulSet")
+			tg.Backup = pgpool.TakeBackup(fixture(t, "StatefulSet"), Add, "2026-12-07T10:00:00Z")
+			tc.setup(tg)
+			if _, err := build(t, tg, request{Operation: Rollback, Untrusted: true}); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "kubectl delete secret -n demo pgpool-kubectl-pgpool-backup") {
+				t.Fatalf("rollback: %v", err)
+			}
+			r := seedAdd()
+			r.Untrusted = true
+			if _, err := build(t, tg, r); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("add adopting the unfinished backup: %v", err)
+			}
+		})
 	}
 }

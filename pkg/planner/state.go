@@ -26,6 +26,11 @@ func fits(t *pgpool.Target, r Intent) error {
 			return fmt.Errorf("%s %s/%s: %w", t.Config.Kind, t.Namespace, t.Config.Name, err)
 		}
 	}
+	if t.Backup != nil && (r.Operation == Rollback || (!t.Backup.Done && t.Backup.Operation == r.Operation)) {
+		if p := t.BackupProblem(); p != "" {
+			return &StateError{fmt.Sprintf("%s. Nothing was changed. If %s is as you want it now, delete the Secret (`kubectl delete secret -n %s %s`) and run the command again: the next operation takes a new backup", p, t, t.Namespace, pgpool.BackupName(t.Name))}
+		}
+	}
 	if r.Operation == Rollback {
 		if t.Backup == nil {
 			return &StateError{fmt.Sprintf("pgpool %s has no backup to roll back to (no Secret %s/%s of kubectl-pgpool): every operation keeps one from before its first write, and a rollback uses it up; there is nothing to undo", name, t.Namespace, pgpool.BackupName(t.Name))}

@@ -31,10 +31,19 @@ func (r *Runner) backup(ctx context.Context, s plan.Step, spec plan.BackupSpec) 
 	ns, name := s.Object.Namespace, s.Object.Name
 	secrets := r.Clients.Core.Secrets(ns)
 	sec := spec.Secret.DeepCopy()
+	if r.Target.BackupForeign {
+		return "", &tls.NotOursError{Kind: "Secret", Namespace: ns, Name: name}
+	}
+	// The digest goes on the workload first: a backup Secret without it is
+	// never applied, so an interruption between the two writes leaves
+	// nothing that a rollback would trust.
+	ann, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{pgpool.AnnotationBackupDigest: pgpool.BackupDigest(sec.Data)}}})
+	if _, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, r.Target.Name, types.MergePatchType, ann,
+		metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}); err != nil {
+		return "", fmt.Errorf("record the backup's digest on %s: %w", r.Target, err)
+	}
 	var err error
 	switch {
-	case r.Target.BackupForeign:
-		return "", &tls.NotOursError{Kind: "Secret", Namespace: ns, Name: name}
 	case r.Target.Backup == nil:
 		_, err = secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
 	default:

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -164,4 +166,48 @@ func TestKilledAddRollsBack(t *testing.T) {
 		t.Fatalf("rollback after a killed add: %v\n%s\n%s", err, out, errOut)
 	}
 	checkRolledBack(t, ns, l, conf0, hba0)
+}
+
+// Issue 27, finding 5: a colleague who may write Secrets but not
+// Deployments adds a hostPath volume to the backup Secret of a finished
+// add. `tls rollback` refuses it (the Secret no longer matches the digest
+// the plugin recorded on the workload) and writes nothing; the pod template
+// never gets the volume. Before, rollback applied it.
+func TestEditedBackupIsNotApplied(t *testing.T) {
+	l := layouts[1]
+	ns := setup(t, l, 1)
+	if out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--yes"); err != nil {
+		t.Fatalf("add: %v\n%s\n%s", err, out, errOut)
+	}
+	ctx := testenv.Context(t, time.Minute)
+	sec, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, pgpool.BackupName("pgpool"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state map[string]any
+	if err := json.Unmarshal(sec.Data["backup.json"], &state); err != nil {
+		t.Fatal(err)
+	}
+	vols, _ := state["volumes"].([]any)
+	state["volumes"] = append(vols, map[string]any{"name": "node-root", "hostPath": map[string]any{"path": "/"}})
+	sec.Data["backup.json"], _ = json.Marshal(state)
+	if _, err := env.Kube.CoreV1().Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w0, err := env.Dynamic.Resource(l.gvr()).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "rollback", "pgpool", "--yes")
+	if err == nil || !strings.Contains(err.Error(), "does not match the digest") || !strings.Contains(err.Error(), "kubectl delete secret -n "+ns+" "+pgpool.BackupName("pgpool")) {
+		t.Fatalf("rollback of an edited backup: %v\n%s\n%s", err, out, errOut)
+	}
+	w1, err := env.Dynamic.Resource(l.gvr()).Namespace(ns).Get(ctx, "pgpool", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w1.GetResourceVersion() != w0.GetResourceVersion() || strings.Contains(fmt.Sprint(w1.Object["spec"]), "node-root") {
+		t.Fatalf("the refused rollback changed the %s", l.kind)
+	}
+	checkConfig(t, ns, l, true, "hostssl all all 0.0.0.0/0 md5")
 }
