@@ -54,6 +54,7 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 			st.Paths[k] = v
 		}
 	}
+	var issuerCA []byte // ca.crt of the server Secret
 	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
 		crt := t.Certificates[n]
 		if crt == nil {
@@ -62,6 +63,9 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 		cs := status.CertStatus{Name: n, Ready: tls.IsReady(crt), Revision: tls.Revision(crt)}
 		if sec, err := c.Core.Secrets(t.Namespace).Get(ctx, crt.Spec.SecretName, metav1.GetOptions{}); err == nil {
 			cs.Secret, _ = tls.ReadSecret(sec)
+			if n == pgpool.ServerCertName(t.Name) && len(sec.Data["ca.crt"]) > 0 {
+				issuerCA = sec.Data["ca.crt"]
+			}
 		}
 		st.Certificates = append(st.Certificates, cs)
 	}
@@ -82,7 +86,8 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 	var trust []byte
 	if t.Bundle != nil {
 		st.CABundle = &status.BundleStatus{ConfigMap: t.Bundle.Name, Issuer: tls.Subjects([]byte(t.Bundle.Data[tls.IssuerCAKey])),
-			Previous: tls.Subjects([]byte(t.Bundle.Data[tls.PreviousCAKey])), Backend: tls.Subjects([]byte(t.Bundle.Data[tls.BackendCAKey]))}
+			Previous: tls.Subjects([]byte(t.Bundle.Data[tls.PreviousCAKey])), Backend: tls.Subjects([]byte(t.Bundle.Data[tls.BackendCAKey])),
+			CAs: tls.AuditBundle(t.Bundle.Data, issuerCA)}
 		trust = []byte(t.Bundle.Data[tls.BundleKey])
 	} else if sec, err := c.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
 		trust = sec.Data["ca.crt"]

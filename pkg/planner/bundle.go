@@ -51,10 +51,30 @@ func (b *builder) writeBundle(previous []byte) {
 			fmt.Fprintf(&diff, "  backend CA: %s\n", x)
 		}
 	}
+	if b.t.Bundle != nil {
+		// The bundle is written from its sources: a CA someone else added
+		// to it is dropped, and said.
+		for _, c := range tls.AuditBundle(b.t.Bundle.Data, b.f.CurrentCA) {
+			if c.Origin == tls.OriginUnknown && !inPEM(backend, c.SHA256) && !inPEM(previous, c.SHA256) {
+				b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the CA bundle holds a CA of unknown origin, %s (sha256 %s; %s): it could sign client certificates pgpool accepts, and it is dropped", c.Subject, c.SHA256, c.Why))
+				fmt.Fprintf(&diff, "- unknown CA dropped: %s (sha256 %.16s...)\n", c.Subject, c.SHA256)
+			}
+		}
+	}
 	b.add1(plan.Step{
 		Object:      plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: tls.CABundleName(b.t.Name)},
 		Description: desc,
 		Diff:        diff.String(),
 		Spec:        plan.ApplyBundleSpec{IssuerCAFrom: pgpool.ServerCertName(b.t.Name), PreviousCA: previous, BackendCA: backend},
 	})
+}
+
+// inPEM reports whether a PEM text holds the certificate with this SHA-256.
+func inPEM(data []byte, sum string) bool {
+	for _, c := range tls.AuditBundle(map[string]string{tls.BundleKey: string(data)}, data) {
+		if c.SHA256 == sum {
+			return true
+		}
+	}
+	return false
 }

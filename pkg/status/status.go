@@ -53,6 +53,23 @@ type BundleStatus struct {
 	Issuer    []string `json:"issuerCA"`
 	Previous  []string `json:"previousCA,omitempty"`
 	Backend   []string `json:"backendCA,omitempty"`
+	// CAs is every CA of ca.pem, the file pgpool reads, with its origin
+	// (tls.AuditBundle): an unknown one can sign client certificates.
+	CAs []tls.BundleCA `json:"cas,omitempty"`
+}
+
+// UnknownCAs are the bundle's CAs of unknown origin.
+func (s *Status) UnknownCAs() []tls.BundleCA {
+	var out []tls.BundleCA
+	if s.CABundle == nil {
+		return nil
+	}
+	for _, c := range s.CABundle.CAs {
+		if c.Origin == tls.OriginUnknown {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // CertStatus is one Certificate and what its Secret holds.

@@ -2,9 +2,12 @@ package tls
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -91,6 +94,64 @@ func Pool(parts ...[]byte) *x509.CertPool {
 		return nil
 	}
 	return p
+}
+
+// Origins of a CA in the bundle (BundleCA.Origin).
+const (
+	OriginIssuer   = "issuer"   // the current issuer's CA
+	OriginPrevious = "previous" // the issuer's CA before change-issuer, kept for overlap
+	OriginBackend  = "backend"  // a backend's CA (--backend-ca)
+	OriginUnknown  = "unknown"  // none of those: someone else put it there
+)
+
+// BundleCA is one CA of the bundle pgpool reads as ssl_ca_cert, and where
+// it comes from. An unknown CA can sign client certificates that pgpool
+// accepts under cert auth (any CN, so any user).
+type BundleCA struct {
+	Subject  string    `json:"subject"`
+	SHA256   string    `json:"sha256"`
+	NotAfter time.Time `json:"notAfter"`
+	Origin   string    `json:"origin"`
+	// Why says where an unknown CA was found.
+	Why string `json:"why,omitempty"`
+}
+
+// AuditBundle lists every CA of the bundle's ca.pem with its origin:
+// issuerCA (ca.crt of the server Secret today; nil when not known) and
+// the previous and backend parts the plugin recorded. A CA only in ca.pem,
+// or in issuer-ca.pem but not the issuer's, is unknown.
+func AuditBundle(data map[string]string, issuerCA []byte) []BundleCA {
+	in := func(part []byte, c *x509.Certificate) bool {
+		certs, _ := ParseCerts(part)
+		for _, p := range certs {
+			if bytes.Equal(p.Raw, c.Raw) {
+				return true
+			}
+		}
+		return false
+	}
+	certs, _ := ParseCerts([]byte(data[BundleKey]))
+	out := make([]BundleCA, 0, len(certs))
+	for _, c := range certs {
+		sum := sha256.Sum256(c.Raw)
+		b := BundleCA{Subject: c.Subject.String(), SHA256: hex.EncodeToString(sum[:]), NotAfter: c.NotAfter}
+		switch {
+		case issuerCA != nil && in(issuerCA, c):
+			b.Origin = OriginIssuer
+		case issuerCA == nil && in([]byte(data[IssuerCAKey]), c):
+			b.Origin = OriginIssuer
+		case in([]byte(data[PreviousCAKey]), c):
+			b.Origin = OriginPrevious
+		case in([]byte(data[BackendCAKey]), c):
+			b.Origin = OriginBackend
+		case in([]byte(data[IssuerCAKey]), c):
+			b.Origin, b.Why = OriginUnknown, "in "+IssuerCAKey+" but not the issuer's CA (ca.crt of the server Secret)"
+		default:
+			b.Origin, b.Why = OriginUnknown, "in "+BundleKey+" only: not written by kubectl-pgpool"
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 // BundleConfigMap is the desired CA bundle ConfigMap.

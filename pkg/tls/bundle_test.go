@@ -1,8 +1,16 @@
 package tls
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -31,4 +39,44 @@ func TestBundleOrder(t *testing.T) {
 	if err := (&NotOursError{"ConfigMap", "ns", "x"}).Error(); !strings.Contains(err, "will not change or delete it") {
 		t.Fatal(err)
 	}
+}
+
+// Issue 27, finding 6: every CA of ca.pem gets its origin; one appended to
+// ca.pem by hand, or put into issuer-ca.pem in place of the issuer's, is
+// unknown.
+func TestAuditBundle(t *testing.T) {
+	issuer, prev, extra := pemFile(t, "second-ca.pem"), pemFile(t, "old-ca.pem"), selfSigned(t, "intruder-ca")
+	cm := BundleConfigMap("ns", "pgpool", issuer, prev, nil)
+	origins := func(data map[string]string, ca []byte) string {
+		var o []string
+		for _, c := range AuditBundle(data, ca) {
+			o = append(o, c.Subject+"="+c.Origin)
+		}
+		return strings.Join(o, ";")
+	}
+	if got := origins(cm.Data, issuer); got != "CN=second-ca=issuer;CN=old-ca=previous" {
+		t.Fatalf("%s", got)
+	}
+	cm.Data[BundleKey] += string(extra)
+	if got := origins(cm.Data, issuer); !strings.HasSuffix(got, "=unknown") {
+		t.Fatalf("appended to ca.pem: %s", got)
+	}
+	// The Secret's CA is now another: what issuer-ca.pem holds is not it.
+	if got := origins(BundleConfigMap("ns", "pgpool", issuer, nil, nil).Data, prev); got != "CN=second-ca=unknown" {
+		t.Fatalf("issuer-ca.pem not the issuer's: %s", got)
+	}
+}
+
+func selfSigned(t *testing.T, cn string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

@@ -72,6 +72,10 @@ func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 		for _, x := range b.Backend {
 			fmt.Fprintf(w, "  backend CA:\t%s\n", x)
 		}
+		for _, c := range st.UnknownCAs() {
+			fmt.Fprintf(w, "  %s\t%s (sha256 %s, expires %s): %s; it can sign client certificates pgpool accepts; the next tls rotate drops it\n",
+				"CA of unknown origin:", c.Subject, c.SHA256, c.NotAfter.UTC().Format(time.RFC3339), c.Why)
+		}
 	}
 	for _, b := range st.Backends {
 		what := b.Check
