@@ -38,6 +38,9 @@ type AddOptions struct {
 	// LeftoverTLS: what to do with ssl_ca_cert_dir / ssl_crl_file settings
 	// found in pgpool.conf ("keep", "comment-out", "": refuse with cert).
 	LeftoverTLS string
+	// RemoteTrust: what to do under cert auth with a rule that trusts
+	// remote clients (--remote-trust).
+	RemoteTrust string
 
 	intent planner.Intent
 }
@@ -78,6 +81,7 @@ func newAddCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 	c.Flags().StringSliceVar(&o.ServerIPs, "server-ip-address", nil, "extra IP address for the server certificate, beside 127.0.0.1 (repeatable)")
 	c.Flags().DurationVar(&o.Duration, "duration", 0, "certificate lifetime (cert-manager's default: 2160h)")
 	addBackendCAFlag(c, &o.OperationOptions)
+	c.Flags().StringVar(&o.RemoteTrust, "remote-trust", "", "cert or keep: what --client-auth-mode cert does with a pool_hba.conf rule that trusts clients on other hosts (refused until you choose): make it ask for a client certificate over TLS, or keep it")
 	c.Flags().StringVar(&o.LeftoverTLS, "leftover-tls", "", "keep or comment-out: what to do with ssl_ca_cert_dir and ssl_crl_file settings already in pgpool.conf (refused with --client-auth-mode cert until you choose)")
 	c.Flags().BoolVar(&o.TakeOver, "take-over-certificates", false, "apply over Certificates NAME-server-cert/NAME-client-cert that another tool created (they become kubectl-pgpool's)")
 	c.Flags().DurationVar(&o.RenewBefore, "renew-before", 0, "renew this long before expiry (cert-manager's default: a third of the lifetime)")
@@ -110,6 +114,7 @@ func (o *AddOptions) Validate() (err error) {
 		SSLMode: o.SSLMode, AuthMode: o.AuthMode, ClientUser: o.ClientUser, ClientOrgs: o.ClientOrgs, ClientOUs: o.ClientOUs,
 		ExtraDNS: o.ServerDNS, ExtraIPs: o.ServerIPs, Duration: o.Duration, RenewBefore: o.RenewBefore, TakeOverCertificates: o.TakeOver,
 		LeftoverTLS:    o.LeftoverTLS,
+		RemoteTrust:    o.RemoteTrust,
 		ClientDuration: cmp.Or(o.ClientDuration, o.Duration), ClientRenewBefore: cmp.Or(o.ClientRenewBefore, o.RenewBefore),
 	}, names)
 	return err

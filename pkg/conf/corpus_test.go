@@ -131,8 +131,14 @@ func corpusOptions() []HBAOptions {
 				continue
 			}
 			for _, before := range []bool{true, false} {
-				out = append(out, HBAOptions{SSLMode: ssl, AuthMode: auth, EnforcedBefore: before,
-					EnforcedAfter: before || TLSRequired(ssl) || auth == "cert"})
+				trusts := []string{""}
+				if auth == "cert" {
+					trusts = []string{"", "cert", "keep"}
+				}
+				for _, tr := range trusts {
+					out = append(out, HBAOptions{SSLMode: ssl, AuthMode: auth, EnforcedBefore: before,
+						EnforcedAfter: before || TLSRequired(ssl) || auth == "cert", RemoteTrust: tr})
+				}
 			}
 		}
 	}

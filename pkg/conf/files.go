@@ -19,6 +19,8 @@ type AddOptions struct {
 	// LeftoverTLS: "keep", "comment-out" or "" (refuse ssl_ca_cert_dir and
 	// ssl_crl_file with cert auth, note them otherwise).
 	LeftoverTLS string
+	// RemoteTrust: HBAOptions.RemoteTrust.
+	RemoteTrust string
 }
 
 // AddResult is the two files after AddTLS, with what the plan says of them.
@@ -68,7 +70,7 @@ func AddTLS(f Files, o AddOptions) (*AddResult, error) {
 	enforce := TLSRequired(o.SSLMode) || o.AuthMode == "cert"
 	wasEnforced := orig.Bool("enable_pool_hba")
 	edit, err := EditHBA(f.PoolHBA, HBAOptions{SSLMode: o.SSLMode, AuthMode: o.AuthMode,
-		EnforcedBefore: wasEnforced, EnforcedAfter: wasEnforced || enforce, SSLBefore: orig.Bool("ssl")})
+		EnforcedBefore: wasEnforced, EnforcedAfter: wasEnforced || enforce, SSLBefore: orig.Bool("ssl"), RemoteTrust: o.RemoteTrust})
 	if err != nil {
 		return nil, err
 	}

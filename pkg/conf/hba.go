@@ -152,7 +152,8 @@ func convertedFrom(orig, line string) bool {
 	// the client auth modes' methods: a record that would give back trust
 	// (or anything else) for them is not the plugin's.
 	from := o.Method == "md5" || o.Method == "scram-sha-256" || o.Method == "password" || o.Method == "cert"
-	return from && (n.Method == "md5" || n.Method == "scram-sha-256" || n.Method == "cert")
+	return from && (n.Method == "md5" || n.Method == "scram-sha-256" || n.Method == "cert") ||
+		o.Method == "trust" && n.Method == "cert" && n.Type == "hostssl" // --remote-trust cert
 }
 
 // HBAOptions says what EditHBA edits for.
@@ -164,6 +165,11 @@ type HBAOptions struct {
 	EnforcedBefore, EnforcedAfter bool
 	// SSLBefore: ssl was on before the change.
 	SSLBefore bool
+	// RemoteTrust is what becomes of a rule that trusts remote clients
+	// under AuthMode cert: "cert" makes it a cert rule (over TLS), "keep"
+	// keeps it; "" refuses the edit (any client that names the user gets
+	// in with no password and no certificate).
+	RemoteTrust string
 }
 
 // EditHBA edits pool_hba.conf for TLS with o.SSLMode and o.AuthMode.
@@ -229,7 +235,20 @@ func EditHBA(text string, o HBAOptions) (*HBAEdit, error) {
 				return nil, &HBAParseError{r.Line, l, fmt.Sprintf("this rule admits only connections without TLS, which --ssl-mode %s forbids; delete it, make it reject, or choose --ssl-mode prefer", o.SSLMode)}
 			}
 		}
-		if o.AuthMode != "" && r.Method != hbaMethod(o.AuthMode) {
+		if r.Method == "trust" && o.AuthMode == "cert" {
+			switch o.RemoteTrust {
+			case "cert":
+				n.Method, n.Type = "cert", "hostssl"
+			case "keep":
+			default:
+				who := "user " + r.User
+				if r.User == "all" {
+					who = "every user"
+				}
+				return nil, fmt.Errorf("pool_hba.conf line %d (%s) lets %s in from other hosts with no password and no certificate, which --client-auth-mode cert is meant to end, so kubectl-pgpool changes nothing until you choose: --remote-trust cert (the rule asks for a client certificate over TLS; remove puts it back) or --remote-trust keep (it stays trust)", r.Line, r.String(), who)
+			}
+		}
+		if o.AuthMode != "" && n.Method != hbaMethod(o.AuthMode) {
 			switch {
 			case r.passwordRule():
 				n.Method = hbaMethod(o.AuthMode)

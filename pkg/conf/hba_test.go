@@ -21,7 +21,7 @@ func TestHBAGolden(t *testing.T) {
 						a = ""
 					}
 					var out strings.Builder
-					e, err := EditHBA(orig, HBAOptions{SSLMode: ssl, AuthMode: a, EnforcedBefore: true, EnforcedAfter: true})
+					e, err := EditHBA(orig, HBAOptions{SSLMode: ssl, AuthMode: a, EnforcedBefore: true, EnforcedAfter: true, RemoteTrust: "cert"})
 					if err != nil {
 						fmt.Fprintf(&out, "error: %v\n", err)
 						golden(t, name, out.String())
@@ -32,7 +32,7 @@ func TestHBAGolden(t *testing.T) {
 					if _, err := ParseHBA(e.Text); err != nil {
 						t.Fatalf("the edited file does not parse: %v", err)
 					}
-					again, err := EditHBA(e.Text, HBAOptions{SSLMode: ssl, AuthMode: a, EnforcedBefore: true, EnforcedAfter: true})
+					again, err := EditHBA(e.Text, HBAOptions{SSLMode: ssl, AuthMode: a, EnforcedBefore: true, EnforcedAfter: true, RemoteTrust: "cert"})
 					if err != nil || again.Text != e.Text {
 						t.Fatalf("edit is not idempotent (%v):\n%s", err, Diff(e.Text, again.Text, 1))
 					}
@@ -68,7 +68,8 @@ func checkNotWider(t *testing.T, orig, edited, ssl string) {
 		if x.Method == "reject" && (y.Method != "reject" || y.Type != x.Type) {
 			t.Errorf("reject rule changed: %s -> %s", x, y)
 		}
-		if x.Method == "trust" && y.Method != "trust" || x.Method != "trust" && y.Method == "trust" {
+		remoteTrustToCert := x.Method == "trust" && y.Method == "cert" && y.Type == "hostssl" && x.Remote() // --remote-trust cert
+		if x.Method == "trust" && y.Method != "trust" && !remoteTrustToCert || x.Method != "trust" && y.Method == "trust" {
 			t.Errorf("trust changed: %s -> %s", x, y)
 		}
 		if TLSRequired(ssl) && y.Remote() && y.Accepts() && y.Type != "hostssl" {
@@ -205,11 +206,11 @@ func TestRestoreKeepsARuleWrittenUnderAMarker(t *testing.T) {
 // A converted rule narrowed by hand no longer matches its marker: the
 // marker is stale and dropped, the narrowed rule stays narrow (it was
 // widened back to 0.0.0.0/0 before the fix). A marker that would give back
-// trust for a cert rule is not the plugin's and binds to nothing.
+// trust for a password rule is not the plugin's and binds to nothing.
 func TestStaleMarkersAreDropped(t *testing.T) {
 	for _, tc := range []struct{ live, want string }{
 		{hbaWasPrefix + "host all all 0.0.0.0/0 md5\nhostssl all all 10.0.0.0/8 cert\n", "hostssl all all 10.0.0.0/8 cert\n"},
-		{hbaWasPrefix + "host all all 0.0.0.0/0 trust\nhostssl all all 0.0.0.0/0 cert\n", "hostssl all all 0.0.0.0/0 cert\n"},
+		{hbaWasPrefix + "host all all 0.0.0.0/0 trust\nhostssl all all 0.0.0.0/0 md5\n", "hostssl all all 0.0.0.0/0 md5\n"},
 		{hbaWasPrefix + "host all all 0.0.0.0/0 md5\n", ""},
 	} {
 		back, err := RestoreHBA(tc.live, "md5")
@@ -236,5 +237,33 @@ func TestDigestSeesARuleUnderAMarker(t *testing.T) {
 	}
 	if changed, _ := HBAChangedSinceEnforced(edited); !changed {
 		t.Fatalf("a rule under the marker is not a change:\n%s", edited)
+	}
+}
+
+// Issue 27, finding 3: under cert auth a rule that trusts remote clients is
+// refused until the user chooses; "cert" makes it ask for a certificate
+// over TLS (and remove puts it back), "keep" keeps it. Before, it was kept
+// with a note.
+func TestRemoteTrustUnderCert(t *testing.T) {
+	orig := "host all repmgr all trust\nhost all all 0.0.0.0/0 scram-sha-256\n"
+	o := HBAOptions{SSLMode: "require", AuthMode: "cert", EnforcedBefore: true, EnforcedAfter: true}
+	if _, err := EditHBA(orig, o); err == nil || !strings.Contains(err.Error(), "--remote-trust cert") || !strings.Contains(err.Error(), "user repmgr") {
+		t.Fatalf("no choice: %v", err)
+	}
+	o.RemoteTrust = "cert"
+	e, err := EditHBA(orig, o)
+	if err != nil || !strings.Contains(e.Text, "\nhostssl all repmgr all cert\n") {
+		t.Fatalf("cert: %v\n%s", err, e.Text)
+	}
+	if back, err := RestoreHBA(e.Text, "cert"); err != nil || back.Text != orig {
+		t.Fatalf("remove after cert: %v\n%s", err, back.Text)
+	}
+	o.RemoteTrust = "keep"
+	if e, err = EditHBA(orig, o); err != nil || !strings.Contains(e.Text, "hostssl all repmgr all trust") {
+		t.Fatalf("keep: %v\n%s", err, e.Text)
+	}
+	// A loopback trust rule is not a remote one: no choice is asked.
+	if _, err := EditHBA("host all all 127.0.0.1/32 trust\nhost all all 0.0.0.0/0 md5\n", HBAOptions{SSLMode: "require", AuthMode: "cert", EnforcedBefore: true, EnforcedAfter: true}); err != nil {
+		t.Fatalf("loopback trust: %v", err)
 	}
 }

@@ -136,21 +136,28 @@ func GeneratedHBA(c *corev1.Container) string {
 	if strings.EqualFold(env["PGPOOL_ENABLE_LDAP"], "yes") {
 		all = "pam pamservice=pgpool"
 	}
+	// The image never trusts the postgres and replication-check users,
+	// even when PGPOOL_AUTHENTICATION_METHOD is trust (libpgpool.sh,
+	// pgpool_create_pghba).
+	users := "scram-sha-256"
+	if method == "md5" {
+		users = "md5"
+	}
 	var b strings.Builder
 	b.WriteString("# the pool_hba.conf Bitnami's pgpool container generates from its environment\n")
 	b.WriteString("local    all    all                  trust\n")
-	if env["PGPOOL_TLS_CA_FILE"] != "" && strings.EqualFold(env["PGPOOL_ENABLE_TLS"], "yes") {
+	if env["PGPOOL_TLS_CA_FILE"] != "" {
 		b.WriteString("hostssl  all    all    0.0.0.0/0     cert\nhostssl  all    all    ::/0          cert\n")
 	}
 	if u := env["PGPOOL_SR_CHECK_USER"]; u != "" {
-		fmt.Fprintf(&b, "host     all    %s    all    trust\n", u)
+		fmt.Fprintf(&b, "host     all    %s    all    %s\n", u, users)
 	}
 	if v := env["PGPOOL_ENABLE_POOL_PASSWD"]; v == "" || strings.EqualFold(v, "yes") {
 		u := env["PGPOOL_POSTGRES_USERNAME"]
 		if u == "" {
 			u = "postgres"
 		}
-		fmt.Fprintf(&b, "host     all    %s    all    %s\n", u, method)
+		fmt.Fprintf(&b, "host     all    %s    all    %s\n", u, users)
 	}
 	fmt.Fprintf(&b, "host     all    all    all    %s\n", all)
 	return b.String()

@@ -45,7 +45,7 @@ func TestForPicksBitnamiByItsEnvironment(t *testing.T) {
 func TestGeneratedHBA(t *testing.T) {
 	spec := chartPod()
 	hba := GeneratedHBA(&spec.Containers[0])
-	for _, want := range []string{"local    all    all", "host     all    repmgr    all    trust", "host     all    postgres    all    scram-sha-256", "host     all    all    all    scram-sha-256"} {
+	for _, want := range []string{"local    all    all", "host     all    repmgr    all    scram-sha-256", "host     all    postgres    all    scram-sha-256", "host     all    all    all    scram-sha-256"} {
 		if !strings.Contains(hba, want) {
 			t.Errorf("generated pool_hba.conf lacks %q:\n%s", want, hba)
 		}

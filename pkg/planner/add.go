@@ -69,7 +69,7 @@ func (b *builder) add() error {
 	}
 	b.writeBundle(nil)
 	res, err := conf.AddTLS(conf.Files{PgpoolConf: b.t.Config.PgpoolConf, PoolHBA: b.t.Config.PoolHBA},
-		conf.AddOptions{Paths: b.t.Paths(), SSLMode: b.intent.SSLMode, AuthMode: b.authMode, LeftoverTLS: b.intent.LeftoverTLS})
+		conf.AddOptions{Paths: b.t.Paths(), SSLMode: b.intent.SSLMode, AuthMode: b.authMode, LeftoverTLS: b.intent.LeftoverTLS, RemoteTrust: b.intent.RemoteTrust})
 	if err != nil {
 		return fmt.Errorf("%s %s/%s: %w; nothing was changed", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
 	}

@@ -62,6 +62,9 @@ type Intent struct {
 	// settings it finds: "keep", "comment-out", or "" (refuse them with
 	// cert auth, warn otherwise).
 	LeftoverTLS string
+	// RemoteTrust says what add does, under cert auth, with a rule that
+	// trusts remote clients: "cert", "keep" or "" (refuse).
+	RemoteTrust string
 	// Force (--force): go on although the KubeDB Pgpool is paused by
 	// someone else or has a PgpoolOpsRequest that has not ended; rollback
 	// also discards edits made to the config since the operation it undoes.
@@ -167,6 +170,11 @@ func Normalize(intent Intent, name Names) (Intent, error) {
 	case "", "keep", "comment-out":
 	default:
 		return intent, fmt.Errorf(`%s must be "keep" or "comment-out", not %q`, name("leftoverTLS"), intent.LeftoverTLS)
+	}
+	switch intent.RemoteTrust {
+	case "", "keep", "cert":
+	default:
+		return intent, fmt.Errorf(`%s must be "cert" or "keep", not %q`, name("remoteTrust"), intent.RemoteTrust)
 	}
 	for _, n := range intent.ExtraDNS {
 		if err := validDNSName(n, name); err != nil {

@@ -88,7 +88,7 @@ func withTLS(t *testing.T, tg *pgpool.Target) *pgpool.Target {
 
 func seedAdd() request {
 	return request{Operation: Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer", Kind: "Issuer"}, SSLMode: "require", AuthMode: "cert",
-		ClientUser: "postgres", ClientOrgs: []string{"pgpool"}, ClientOUs: []string{"client"}, Holder: "tester"}
+		ClientUser: "postgres", ClientOrgs: []string{"pgpool"}, ClientOUs: []string{"client"}, Holder: "tester", RemoteTrust: "keep"}
 }
 
 func golden(t *testing.T, name string, got []byte) {
@@ -738,7 +738,7 @@ type request struct {
 	KeepCertificates, TakeOverCertificates bool
 	RestartOnly, ApplyAlways, Force        bool
 	KeepPreviousCA                         bool
-	LeftoverTLS                            string
+	LeftoverTLS, RemoteTrust               string
 	Holder, Login                          string
 	Now                                    time.Time
 	CurrentCA, BackendCA                   []byte
@@ -767,7 +767,7 @@ func build(t *testing.T, tg *pgpool.Target, r request) (*plan.Plan, error) {
 	t.Helper()
 	intent, err := Normalize(Intent{Operation: r.Operation, Issuer: r.Issuer, SSLMode: r.SSLMode, AuthMode: r.AuthMode, ClientUser: r.ClientUser,
 		ClientOrgs: r.ClientOrgs, ClientOUs: r.ClientOUs, KeepCertificates: r.KeepCertificates, TakeOverCertificates: r.TakeOverCertificates,
-		RestartOnly: r.RestartOnly, ApplyAlways: r.ApplyAlways, Force: r.Force, KeepPreviousCA: r.KeepPreviousCA, LeftoverTLS: r.LeftoverTLS},
+		RestartOnly: r.RestartOnly, ApplyAlways: r.ApplyAlways, Force: r.Force, KeepPreviousCA: r.KeepPreviousCA, LeftoverTLS: r.LeftoverTLS, RemoteTrust: r.RemoteTrust},
 		func(f string) string { return f })
 	if err != nil {
 		return nil, err

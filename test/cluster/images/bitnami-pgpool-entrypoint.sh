@@ -11,7 +11,7 @@
 #    exist, or the container stops) and PGPOOL_TLS_CA_FILE when set;
 #    PGPOOL_USER_CONF_FILE is appended.
 #  - pool_hba.conf is generated (local trust; with a CA file, hostssl cert
-#    lines for any address first; the replication-check user trusted; the
+#    lines for any address first; the replication-check user by password; the
 #    admin user and everyone else with PGPOOL_AUTHENTICATION_METHOD), or
 #    replaced by PGPOOL_USER_HBA_FILE.
 #  - pool_passwd holds PGPOOL_POSTGRES_USERNAME/PASSWORD and the custom
@@ -76,14 +76,18 @@ else
 			echo "hostssl  all    all    0.0.0.0/0     cert"
 			echo "hostssl  all    all    ::/0          cert"
 		fi
-		if [ -n "$PGPOOL_SR_CHECK_USER" ]; then echo "host     all    $PGPOOL_SR_CHECK_USER    all    trust"; fi
-		if yes "$PGPOOL_ENABLE_POOL_PASSWD"; then echo "host     all    $PGPOOL_POSTGRES_USERNAME    all    $PGPOOL_AUTHENTICATION_METHOD"; fi
+		# The image never trusts these two users (scram-sha-256, or md5).
+		users=scram-sha-256
+		[ "$PGPOOL_AUTHENTICATION_METHOD" = md5 ] && users=md5
+		if [ -n "$PGPOOL_SR_CHECK_USER" ]; then echo "host     all    $PGPOOL_SR_CHECK_USER    all    $users"; fi
+		if yes "$PGPOOL_ENABLE_POOL_PASSWD"; then echo "host     all    $PGPOOL_POSTGRES_USERNAME    all    $users"; fi
 		echo "host     all    all    all    $PGPOOL_AUTHENTICATION_METHOD"
 	} >"$HBA"
 fi
 : >"$B/conf/pool_passwd"
 if yes "$PGPOOL_ENABLE_POOL_PASSWD"; then
 	echo "$PGPOOL_POSTGRES_USERNAME:TEXT${PGPOOL_POSTGRES_PASSWORD:-}" >>"$B/conf/pool_passwd"
+	if [ -n "$PGPOOL_SR_CHECK_USER" ]; then echo "$PGPOOL_SR_CHECK_USER:TEXT${PGPOOL_SR_CHECK_PASSWORD:-}" >>"$B/conf/pool_passwd"; fi
 fi
 chmod 0600 "$B/conf/pool_passwd"
 : >"$B/etc/pcp.conf"
