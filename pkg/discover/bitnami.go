@@ -5,6 +5,10 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +27,24 @@ import (
 func findTemplateConfig(ctx context.Context, c Clients, t *pgpool.Target, pgpoolConf string) error {
 	ctr := &t.Template.Spec.Containers[t.ContainerIndex]
 	t.TLSMountPath = t.Layout.TLSMountPath("")
+	if err := checkEnvSources(ctx, c, t, ctr); err != nil {
+		return err
+	}
+	if _, _, _, why := layout.UserFile(&t.Template.Spec, ctr, "PGPOOL_USER_HBA_FILE"); why != "" {
+		return fmt.Errorf("%s: container %s reads pool_hba.conf from a file kubectl-pgpool cannot edit where it lives (%s); it will not replace it with a file of its own, which could admit more. Nothing was changed: keep the file in a ConfigMap mounted as a directory (the chart's pgpool.configurationCM or pgpool.poolHbaConfiguration) and run again", t, t.Container, why)
+	}
+	userConf, err := readUserConf(ctx, c, t, ctr)
+	if err != nil {
+		return err
+	}
+	if userConf != "" {
+		// The container appends it to the pgpool.conf it writes: what it
+		// sets wins.
+		pgpoolConf += layout.UserConfMarker + "\n" + userConf
+		if !strings.HasSuffix(pgpoolConf, "\n") {
+			pgpoolConf += "\n"
+		}
+	}
 	cfg := pgpool.Config{Kind: "ConfigMap", Name: layout.HBAConfigMapName(t.Name), MountPath: layout.BitnamiUserConfigDir, PgpoolConf: pgpoolConf}
 	cm, key, mount, user := layout.UserHBA(&t.Template.Spec, ctr)
 	if user {
@@ -79,4 +101,65 @@ func findForeignTLS(ctx context.Context, c Clients, t *pgpool.Target) error {
 		}
 	}
 	return nil
+}
+
+// checkEnvSources refuses a pgpool container that takes a variable the
+// layout models from somewhere other than a literal value: by envFrom (the
+// chart's extraEnvVarsCM and extraEnvVarsSecret; read here, and only the
+// variables a literal env entry does not override count) or by valueFrom.
+// The plugin would otherwise model what pgpool does not run (say,
+// PGPOOL_ENABLE_POOL_HBA=no from a ConfigMap, so that nothing is
+// enforced). A source it cannot read is refused too.
+func checkEnvSources(ctx context.Context, c Clients, t *pgpool.Target, ctr *corev1.Container) error {
+	literal := map[string]bool{}
+	for _, e := range ctr.Env {
+		if e.ValueFrom == nil {
+			literal[e.Name] = true
+		} else if slices.Contains(layout.ModelledEnv, e.Name) {
+			return fmt.Errorf("%s: container %s takes %s from another object (valueFrom), which kubectl-pgpool does not model; nothing was changed: set it as a literal value (the chart's pgpool.extraEnvVars) and run again", t, t.Container, e.Name)
+		}
+	}
+	for _, src := range ctr.EnvFrom {
+		kind, name := "ConfigMap", ""
+		switch {
+		case src.ConfigMapRef != nil:
+			name = src.ConfigMapRef.Name
+		case src.SecretRef != nil:
+			kind, name = "Secret", src.SecretRef.Name
+		default:
+			continue
+		}
+		_, data, err := readConfig(ctx, c, t.Namespace, kind, name)
+		if apierrors.IsNotFound(err) {
+			continue // the kubelet refuses the pod (unless optional): nothing comes from it
+		}
+		if err != nil {
+			return fmt.Errorf("%s: container %s takes variables from %s %s/%s (envFrom), which kubectl-pgpool cannot read (%v); it could set what the plugin models (PGPOOL_ENABLE_POOL_HBA, ...), so nothing was changed: grant get on it, or set those variables as literal values", t, t.Container, kind, t.Namespace, name, err)
+		}
+		for k := range data {
+			v := src.Prefix + k
+			if slices.Contains(layout.ModelledEnv, v) && !literal[v] {
+				return fmt.Errorf("%s: container %s takes %s from %s %s/%s (envFrom), which kubectl-pgpool does not model; nothing was changed: set it as a literal value (the chart's pgpool.extraEnvVars, which wins over envFrom) and run again", t, t.Container, v, kind, t.Namespace, name)
+			}
+		}
+	}
+	return nil
+}
+
+// readUserConf reads the pgpool.conf the container appends to its own
+// (PGPOOL_USER_CONF_FILE), from its ConfigMap; "" when there is none. One
+// the plugin cannot read where it lives is refused.
+func readUserConf(ctx context.Context, c Clients, t *pgpool.Target, ctr *corev1.Container) (string, error) {
+	cm, key, _, why := layout.UserFile(&t.Template.Spec, ctr, "PGPOOL_USER_CONF_FILE")
+	if why != "" {
+		return "", fmt.Errorf("%s: container %s appends to pgpool.conf a file kubectl-pgpool cannot read (%s), which could turn pool_hba.conf or TLS settings off; nothing was changed: keep it in a ConfigMap mounted as a directory (the chart's pgpool.configurationCM) and run again", t, t.Container, why)
+	}
+	if cm == "" {
+		return "", nil
+	}
+	_, data, err := readConfig(ctx, c, t.Namespace, "ConfigMap", cm)
+	if err != nil {
+		return "", fmt.Errorf("get ConfigMap %s/%s (PGPOOL_USER_CONF_FILE): %w", t.Namespace, cm, err)
+	}
+	return data[key], nil
 }

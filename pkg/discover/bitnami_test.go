@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
@@ -69,5 +70,88 @@ func TestDiscoverBitnami(t *testing.T) {
 	c = fakes.New(nil, nil, []runtime.Object{bitnami(false, "gone")})
 	if _, err := Discover(context.Background(), clients(c), "demo", "pg-pgpool"); err == nil || !strings.Contains(err.Error(), "ConfigMap gone (PGPOOL_USER_HBA_FILE), which does not exist") {
 		t.Fatalf("a user pool_hba.conf ConfigMap that is missing: %v", err)
+	}
+}
+
+// edit changes the pgpool container (and the pod's volumes) of the chart's
+// Deployment.
+func edit(o runtime.Object, f func(c map[string]any, spec map[string]any)) runtime.Object {
+	u := o.(*unstructured.Unstructured)
+	spec := u.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	f(spec["containers"].([]any)[0].(map[string]any), spec)
+	return u
+}
+
+func addEnv(c map[string]any, e ...any) { c["env"] = append(c["env"].([]any), e...) }
+
+// Issue 27, findings 1 and 2: a variable the layout models that comes from
+// envFrom (unless a literal entry overrides it) or valueFrom, a user
+// pool_hba.conf or pgpool.conf the plugin cannot read where it lives, are
+// refused; a ConfigMap key renamed by items is read; a user pgpool.conf
+// is modelled as appended last. Before, discovery read literal values only
+// and fell back to the generated file.
+func TestBitnamiInputsReadInFullOrRefused(t *testing.T) {
+	cmOf := func(name string, data map[string]string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "demo"}, Data: data}
+	}
+	extra := cmOf("extra-env", map[string]string{"PGPOOL_ENABLE_POOL_HBA": "no", "OTHER": "x"})
+	for _, tc := range []struct {
+		name string
+		objs []runtime.Object
+		f    func(c, spec map[string]any)
+		want string // "" discovers
+	}{
+		{"envFrom sets enable_pool_hba", []runtime.Object{extra}, func(c, _ map[string]any) {
+			c["envFrom"] = []any{map[string]any{"configMapRef": map[string]any{"name": "extra-env"}}}
+		}, "takes PGPOOL_ENABLE_POOL_HBA from ConfigMap demo/extra-env (envFrom)"},
+		{"envFrom overridden by a literal", []runtime.Object{extra}, func(c, _ map[string]any) {
+			c["envFrom"] = []any{map[string]any{"configMapRef": map[string]any{"name": "extra-env"}}}
+			addEnv(c, map[string]any{"name": "PGPOOL_ENABLE_POOL_HBA", "value": "yes"})
+		}, ""},
+		{"envFrom with a prefix", []runtime.Object{cmOf("p", map[string]string{"ENABLE_POOL_HBA": "no"})}, func(c, _ map[string]any) {
+			c["envFrom"] = []any{map[string]any{"prefix": "PGPOOL_", "configMapRef": map[string]any{"name": "p"}}}
+		}, "takes PGPOOL_ENABLE_POOL_HBA from ConfigMap demo/p"},
+		{"valueFrom", nil, func(c, _ map[string]any) {
+			addEnv(c, map[string]any{"name": "PGPOOL_ENABLE_POOL_HBA", "valueFrom": map[string]any{"configMapKeyRef": map[string]any{"name": "x", "key": "y"}}})
+		}, "takes PGPOOL_ENABLE_POOL_HBA from another object (valueFrom)"},
+		{"user pool_hba.conf in a Secret", nil, func(c, spec map[string]any) {
+			addEnv(c, map[string]any{"name": "PGPOOL_USER_HBA_FILE", "value": "/hba/pool_hba.conf"})
+			c["volumeMounts"] = []any{map[string]any{"name": "hba", "mountPath": "/hba"}}
+			spec["volumes"] = []any{map[string]any{"name": "hba", "secret": map[string]any{"secretName": "hba"}}}
+		}, "which is not a ConfigMap"},
+		{"user pool_hba.conf by subPath", nil, func(c, spec map[string]any) {
+			addEnv(c, map[string]any{"name": "PGPOOL_USER_HBA_FILE", "value": "/hba/pool_hba.conf"})
+			c["volumeMounts"] = []any{map[string]any{"name": "hba", "mountPath": "/hba/pool_hba.conf", "subPath": "pool_hba.conf"}}
+			spec["volumes"] = []any{map[string]any{"name": "hba", "configMap": map[string]any{"name": "hba"}}}
+		}, "is mounted with subPath"},
+		{"user pool_hba.conf renamed by items", []runtime.Object{cmOf("hba", map[string]string{"my-hba": "hostssl all all 10.0.0.0/8 scram-sha-256\n"})}, func(c, spec map[string]any) {
+			addEnv(c, map[string]any{"name": "PGPOOL_USER_HBA_FILE", "value": "/hba/pool_hba.conf"})
+			c["volumeMounts"] = []any{map[string]any{"name": "hba", "mountPath": "/hba"}}
+			spec["volumes"] = []any{map[string]any{"name": "hba", "configMap": map[string]any{"name": "hba", "items": []any{map[string]any{"key": "my-hba", "path": "pool_hba.conf"}}}}}
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := fakes.New(tc.objs, nil, []runtime.Object{edit(bitnami(false, ""), tc.f)})
+			tg, err := Discover(context.Background(), clients(c), "demo", "pg-pgpool")
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatal(err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "nothing was changed") && !strings.Contains(err.Error(), "Nothing was changed")):
+				t.Fatalf("%v, want %q", err, tc.want)
+			case tc.name == "user pool_hba.conf renamed by items" && (tg.Config.Generated || tg.Config.PoolHBA != "hostssl all all 10.0.0.0/8 scram-sha-256\n"):
+				t.Fatalf("the user file: %+v", tg.Config)
+			}
+		})
+	}
+	// The user pgpool.conf is appended last: its enable_pool_hba wins.
+	conf := cmOf("pg-conf", map[string]string{"pgpool.conf": "enable_pool_hba = off\n"})
+	c := fakes.New([]runtime.Object{conf}, nil, []runtime.Object{edit(bitnami(false, ""), func(c, spec map[string]any) {
+		addEnv(c, map[string]any{"name": "PGPOOL_USER_CONF_FILE", "value": "/conf/pgpool.conf"})
+		c["volumeMounts"] = []any{map[string]any{"name": "conf", "mountPath": "/conf"}}
+		spec["volumes"] = []any{map[string]any{"name": "conf", "configMap": map[string]any{"name": "pg-conf"}}}
+	})})
+	tg, err := Discover(context.Background(), clients(c), "demo", "pg-pgpool")
+	if err != nil || tg.State.HBAEnforced {
+		t.Fatalf("user pgpool.conf with enable_pool_hba = off: %v, enforced %v", err, tg.State.HBAEnforced)
 	}
 }

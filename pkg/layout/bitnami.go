@@ -167,23 +167,90 @@ func GeneratedHBA(c *corev1.Container) string {
 // ConfigMap volume mounted at the directory of PGPOOL_USER_HBA_FILE, and
 // its key; ok is false when there is none.
 func UserHBA(spec *corev1.PodSpec, c *corev1.Container) (cm, key, mountPath string, ok bool) {
-	file := envMap(c.Env)["PGPOOL_USER_HBA_FILE"]
+	cm, key, mountPath, why := UserFile(spec, c, "PGPOOL_USER_HBA_FILE")
+	return cm, key, mountPath, why == "" && cm != ""
+}
+
+// UserFile is where the container reads the file the variable env names
+// (PGPOOL_USER_HBA_FILE, PGPOOL_USER_CONF_FILE): a key of a ConfigMap
+// mounted as a directory (with items, the key a path names). why says
+// why the plugin cannot read it there (a Secret, a projected volume, a
+// subPath mount, a value from elsewhere), "" when it can or when the
+// variable is not set (cm "").
+func UserFile(spec *corev1.PodSpec, c *corev1.Container, env string) (cm, key, mountPath, why string) {
+	for _, e := range c.Env {
+		if e.Name == env && e.ValueFrom != nil {
+			return "", "", "", env + " is set from another object (valueFrom)"
+		}
+	}
+	file := envMap(c.Env)[env]
 	if file == "" {
-		return "", "", "", false
+		return "", "", "", ""
 	}
 	for _, m := range c.VolumeMounts {
 		dir := strings.TrimSuffix(m.MountPath, "/") + "/"
+		if m.MountPath == file && m.SubPath != "" {
+			return "", "", "", fmt.Sprintf("%s=%s is mounted with subPath from volume %s", env, file, m.Name)
+		}
 		if !strings.HasPrefix(file, dir) || m.SubPath != "" {
 			continue
 		}
+		rel := strings.TrimPrefix(file, dir)
 		for _, v := range spec.Volumes {
-			if v.Name == m.Name && v.ConfigMap != nil {
-				return v.ConfigMap.Name, strings.TrimPrefix(file, dir), m.MountPath, true
+			if v.Name != m.Name {
+				continue
 			}
+			if v.ConfigMap == nil {
+				return "", "", "", fmt.Sprintf("%s=%s is in volume %s, which is not a ConfigMap (a Secret or a projected volume)", env, file, v.Name)
+			}
+			if len(v.ConfigMap.Items) == 0 {
+				return v.ConfigMap.Name, rel, m.MountPath, ""
+			}
+			for _, it := range v.ConfigMap.Items {
+				if it.Path == rel {
+					return v.ConfigMap.Name, it.Key, m.MountPath, ""
+				}
+			}
+			return "", "", "", fmt.Sprintf("%s=%s is not among the items of ConfigMap volume %s", env, file, v.Name)
 		}
 	}
-	return "", "", "", false
+	return "", "", "", fmt.Sprintf("%s=%s is on no volume the pod mounts", env, file)
 }
+
+// UserConfMarker starts, in the pgpool.conf discovery models for the
+// container, the user pgpool.conf it appends (PGPOOL_USER_CONF_FILE).
+const UserConfMarker = "# appended by the container from PGPOOL_USER_CONF_FILE"
+
+// UserConfOverrides names what the user pgpool.conf in pc (after
+// UserConfMarker) sets that the plugin writes through the environment, so
+// that the user file would undo it: enable_pool_hba or ssl off, or other
+// certificate files.
+func UserConfOverrides(pc string) []string {
+	i := strings.Index(pc, UserConfMarker)
+	if i < 0 {
+		return nil
+	}
+	user := conf.ParsePgpoolConf(pc[i:])
+	var out []string
+	for _, k := range []string{"enable_pool_hba", "ssl"} {
+		if v, ok := user.Get(k); ok && !user.Bool(k) {
+			out = append(out, k+" = "+v)
+		}
+	}
+	for _, k := range []string{"ssl_cert", "ssl_key", "ssl_ca_cert"} {
+		if v, ok := user.Get(k); ok {
+			out = append(out, k+" = "+v)
+		}
+	}
+	return out
+}
+
+// ModelledEnv are the variables of the pgpool container whose values the
+// plugin models (pgpool.conf's TLS and pool_hba settings, and the
+// pool_hba.conf the container writes).
+var ModelledEnv = []string{"PGPOOL_ENABLE_POOL_HBA", "PGPOOL_USER_HBA_FILE", "PGPOOL_USER_CONF_FILE", "PGPOOL_ENABLE_TLS",
+	"PGPOOL_TLS_CERT_FILE", "PGPOOL_TLS_KEY_FILE", "PGPOOL_TLS_CA_FILE", "PGPOOL_PORT_NUMBER", "PGPOOL_AUTHENTICATION_METHOD",
+	"PGPOOL_ENABLE_LDAP", "PGPOOL_SR_CHECK_USER", "PGPOOL_ENABLE_POOL_PASSWD", "PGPOOL_POSTGRES_USERNAME"}
 
 // HBAConfigMapName is the ConfigMap the chart makes of
 // pgpool.poolHbaConfiguration for the Deployment NAME (the chart names its

@@ -13,6 +13,7 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
@@ -95,6 +96,9 @@ func (b *builder) add() error {
 		b.p.Warnings = append(b.p.Warnings, "pool_hba.conf has no rule that admits remote clients, so only clients on the pod itself get in, before and after this change; none is added")
 	}
 	if inTemplate(b.t) {
+		if o := layout.UserConfOverrides(b.t.Config.PgpoolConf); len(o) > 0 {
+			return fmt.Errorf("%s: the pgpool.conf the container appends last (PGPOOL_USER_CONF_FILE) sets %s, which would undo what tls add writes through the environment; nothing was changed: remove those lines from it and run again", b.t, strings.Join(o, ", "))
+		}
 		b.templateTLS(true, res.PoolHBA, res.Enforced)
 	} else {
 		b.patchConfig(res.PgpoolConf, res.PoolHBA, summary)

@@ -254,3 +254,17 @@ func TestBitnamiUserHBA(t *testing.T) {
 		}
 	}
 }
+
+// Issue 27, finding 1: a user pgpool.conf that the container appends last
+// and that turns enable_pool_hba (or ssl) off, or points at other
+// certificate files, would undo add: add refuses and plans nothing.
+func TestBitnamiUserConfOverridesRefused(t *testing.T) {
+	for _, line := range []string{"enable_pool_hba = off", "ssl = off", "ssl_ca_cert = '/elsewhere/ca.pem'"} {
+		tg := bitnamiTarget()
+		tg.Config.PgpoolConf += layout.UserConfMarker + "\n" + line + "\n"
+		if _, err := build(t, tg, request{Operation: Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}, SSLMode: "require", AuthMode: "cert",
+			ClientUser: "postgres", Holder: "tester"}); err == nil || !strings.Contains(err.Error(), "PGPOOL_USER_CONF_FILE") || !strings.Contains(err.Error(), "nothing was changed") {
+			t.Fatalf("%s: %v", line, err)
+		}
+	}
+}
