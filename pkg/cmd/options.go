@@ -60,7 +60,10 @@ type OperationOptions struct {
 	// ForceUnlock takes the lock from another run (--force-unlock); Force
 	// goes on under a KubeDB pause or ops request (rollback: see there).
 	ForceUnlock, Force bool
-	Owner              string
+	// AllowOutage goes on when the plan takes every pod down at once
+	// (--allow-outage).
+	AllowOutage bool
+	Owner       string
 	// LockDuration is the lock's duration (hidden --lock-duration: tests
 	// shorten it; 0 is 60s).
 	LockDuration time.Duration
@@ -93,6 +96,7 @@ func (o *OperationOptions) addFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.ShowSecrets, "show-secrets", false, "print secret values (password environment variables, pool_hba.conf's ldapbindpasswd) in -o json|yaml|patch instead of <redacted>")
 	c.Flags().BoolVar(&o.ForceUnlock, "force-unlock", false, "take the lock even if another run still holds it (only when you know that run is gone)")
 	c.Flags().BoolVar(&o.Force, "force", false, "go on although the KubeDB Pgpool is paused by someone else or has a PgpoolOpsRequest that has not ended (rollback: also when the config changed since the operation; those edits are lost)")
+	c.Flags().BoolVar(&o.AllowOutage, "allow-outage", false, "go on when the plan takes every pod down at once (a Deployment with strategy Recreate whose pod template changes)")
 	c.Flags().StringVar(&o.Owner, "owner", "", `"ignore": go on although a tool that reverts changes at once (Flux's kustomize-controller) manages an object the plan changes`)
 	c.Flags().DurationVar(&o.LockDuration, "lock-duration", 0, "the lock's duration (tests only)")
 	_ = c.Flags().MarkHidden("lock-duration")
@@ -221,6 +225,7 @@ func (o *OperationOptions) options() operation.Options {
 // errors naming the flags (names, or flagNames).
 func (o *OperationOptions) normalize(intent planner.Intent, names planner.Names) (planner.Intent, error) {
 	intent.ApplyAlways, intent.ForceUnlock, intent.Force, intent.Owner = o.Apply == "Always", o.ForceUnlock, o.Force, o.Owner
+	intent.AllowOutage = o.AllowOutage
 	if intent.Operation != planner.Remove && intent.Operation != planner.Rollback {
 		intent.BackendCASources = o.BackendCA
 	}

@@ -113,7 +113,9 @@ func Run(ctx context.Context, c *Clients, ref discover.Ref, intent planner.Inten
 		return fmt.Errorf("%w\nstopped part-way: run the same command again to finish it, or `%s` to undo it", err, undo)
 	}
 	h.notice(fmt.Sprintf("tls %s failed: %v\nrolling back to the state before it (--on-failure=rollback)", op, err))
-	if _, _, rerr := r.execute(ctx, planner.Intent{Operation: planner.Rollback}, true); rerr != nil {
+	// The failed run was allowed to take the pods down if it had to; its
+	// rollback is too (undoing it is the way back up).
+	if _, _, rerr := r.execute(ctx, planner.Intent{Operation: planner.Rollback, AllowOutage: true}, true); rerr != nil {
 		return fmt.Errorf("%w\nthe rollback failed too: %v\nfix that, then run `%s` again", err, rerr, undo)
 	}
 	return fmt.Errorf("%w\nrolled back: the config, the TLS volume and the certificates are as they were before tls %s, and every pod changed since was restarted onto them; fix the cause, then run the command again", err, op)
@@ -210,7 +212,7 @@ func onTarget(intent planner.Intent, t *pgpool.Target) planner.Intent {
 	if intent.Operation != planner.Add || !intent.IssuerOnly || !t.State.Enabled {
 		return intent
 	}
-	return planner.Intent{Operation: planner.ChangeIssuer, Issuer: intent.Issuer, ApplyAlways: intent.ApplyAlways, ForceUnlock: intent.ForceUnlock, BackendCASources: intent.BackendCASources}
+	return planner.Intent{Operation: planner.ChangeIssuer, Issuer: intent.Issuer, ApplyAlways: intent.ApplyAlways, ForceUnlock: intent.ForceUnlock, BackendCASources: intent.BackendCASources, AllowOutage: intent.AllowOutage}
 }
 
 // checks are the preflight's checks of the built plan, all at once, their

@@ -65,6 +65,9 @@ type Intent struct {
 	// RemoteTrust says what add does, under cert auth, with a rule that
 	// trusts remote clients: "cert", "keep" or "" (refuse).
 	RemoteTrust string
+	// AllowOutage goes on when the plan takes every pod down at once (a
+	// Deployment with strategy Recreate whose template changes).
+	AllowOutage bool
 	// Force (--force): go on although the KubeDB Pgpool is paused by
 	// someone else or has a PgpoolOpsRequest that has not ended; rollback
 	// also discards edits made to the config since the operation it undoes.

@@ -74,6 +74,9 @@ func Build(t *pgpool.Target, intent Intent, f Facts) (*plan.Plan, error) {
 	if b.login() == "" && b.intent.Operation != Rollback {
 		b.p.Warnings = append(b.p.Warnings, "no login proves that clients get through pgpool to its backend after the change (only the TLS handshake is checked): pass --verify-login SECRET, a Secret with the keys username and password")
 	}
+	if b.outage != "" && !intent.AllowOutage {
+		return nil, &StateError{b.outage + "; nothing was changed: pass --allow-outage to go on anyway, or set the strategy to RollingUpdate first"}
+	}
 	b.updateOwner()
 	b.record()
 	if err := b.finishBackup(); err != nil {
@@ -112,6 +115,9 @@ type builder struct {
 	// reads it then (hbaKnown false: as today).
 	hbaAfter              string
 	hbaEnforced, hbaKnown bool
+	// outage says why the plan takes every pod down at once ("" when it
+	// does not).
+	outage string
 }
 
 func newBuilder(t *pgpool.Target, intent Intent, f Facts) *builder {

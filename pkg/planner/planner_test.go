@@ -745,7 +745,8 @@ type request struct {
 	Current                                map[string]bool
 	// Untrusted leaves the backup as it is; otherwise build records its
 	// digest on the workload, as the runner does when it writes one.
-	Untrusted bool
+	Untrusted   bool
+	AllowOutage bool
 }
 
 // trust records tg's backup's digest on the workload, as the runner does.
@@ -767,7 +768,7 @@ func build(t *testing.T, tg *pgpool.Target, r request) (*plan.Plan, error) {
 	t.Helper()
 	intent, err := Normalize(Intent{Operation: r.Operation, Issuer: r.Issuer, SSLMode: r.SSLMode, AuthMode: r.AuthMode, ClientUser: r.ClientUser,
 		ClientOrgs: r.ClientOrgs, ClientOUs: r.ClientOUs, KeepCertificates: r.KeepCertificates, TakeOverCertificates: r.TakeOverCertificates,
-		RestartOnly: r.RestartOnly, ApplyAlways: r.ApplyAlways, Force: r.Force, KeepPreviousCA: r.KeepPreviousCA, LeftoverTLS: r.LeftoverTLS, RemoteTrust: r.RemoteTrust},
+		RestartOnly: r.RestartOnly, ApplyAlways: r.ApplyAlways, Force: r.Force, KeepPreviousCA: r.KeepPreviousCA, LeftoverTLS: r.LeftoverTLS, RemoteTrust: r.RemoteTrust, AllowOutage: r.AllowOutage},
 		func(f string) string { return f })
 	if err != nil {
 		return nil, err

@@ -23,6 +23,10 @@ func (b *builder) roll(templateChanged bool) {
 		expect = "off"
 	}
 	t := b.t
+	if templateChanged && t.UpdateStrategy == "Recreate" {
+		b.outage = fmt.Sprintf("%s has strategy Recreate: the change to its pod template makes its controller stop all %d pods before it starts any, so pgpool is down until the new ones are Ready", t, t.Replicas)
+		b.p.Warnings = append(b.p.Warnings, b.outage+" (--allow-outage)")
+	}
 	if templateChanged && t.UpdateStrategy != "OnDelete" {
 		b.p.Restart = "rollout"
 		b.add1(plan.Step{Object: workloadObject(t),

@@ -268,3 +268,19 @@ func TestBitnamiUserConfOverridesRefused(t *testing.T) {
 		}
 	}
 }
+
+// Issue 27, finding 8: a Deployment with strategy Recreate whose pod
+// template the plan changes would lose every pod at once: the plan says
+// so and needs --allow-outage (before, it went on unsaid).
+func TestRecreateNeedsAllowOutage(t *testing.T) {
+	tg := bitnamiTarget()
+	tg.UpdateStrategy = "Recreate"
+	r := request{Operation: Add, Issuer: pgpool.IssuerRef{Name: "pgpool-issuer"}, SSLMode: "require", AuthMode: "scram", ClientUser: "postgres", Holder: "tester"}
+	if _, err := build(t, tg, r); err == nil || !strings.Contains(err.Error(), "strategy Recreate") || !strings.Contains(err.Error(), "--allow-outage") {
+		t.Fatalf("Recreate: %v", err)
+	}
+	r.AllowOutage = true
+	if p, err := build(t, tg, r); err != nil || !strings.Contains(strings.Join(p.Warnings, "\n"), "stop all 2 pods") {
+		t.Fatalf("--allow-outage: %v", err)
+	}
+}
