@@ -24,6 +24,7 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
 )
 
 // BuildInfo is what `kubectl pgpool version` prints.
@@ -155,7 +156,7 @@ func ExitCode(err error) int {
 
 // Explain turns known API errors into a sentence that says what to do.
 func Explain(err error) string {
-	msg := err.Error()
+	msg := ui.Clean(err.Error())
 	var se apierrors.APIStatus
 	if errors.As(err, &se) {
 		switch se.Status().Code {

@@ -15,7 +15,7 @@ import (
 
 // RenderStatus writes st, the status of t, as `tls status` shows it.
 func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
-	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	w := tabwriter.NewWriter(cleanWriter{out}, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "Workload:\t%s (%d replicas, %s)\n", st.Workload, t.Replicas, t.UpdateStrategy)
 	for _, m := range st.ManagedBy {
 		fmt.Fprintf(w, "Managed by:\t%s\n", m)
@@ -150,7 +150,7 @@ func RenderStatusTable(out io.Writer, rows []StatusRow, verified bool) error {
 	fmt.Fprintln(w, "NAMESPACE\tNAME\tTLS\tSSLMODE\tAUTH\tISSUER\tEXPIRES\tCURRENT\tPLAINTEXT\tCERTLESS\tLAST OPERATION")
 	for _, r := range rows {
 		if r.Status == nil {
-			fmt.Fprintf(w, "%s\t%s\t?\t\t\t\t\t\t\t\t%s\n", r.Namespace, r.Name, FirstLine(r.Error))
+			fmt.Fprintf(w, "%s\t%s\t?\t\t\t\t\t\t\t\t%s\n", r.Namespace, r.Name, Clean(FirstLine(r.Error)))
 			continue
 		}
 		st, t := r.Status, r.Target
@@ -186,7 +186,7 @@ func RenderStatusTable(out io.Writer, rows []StatusRow, verified bool) error {
 		last := t.LastOperation()
 		lastOp := ""
 		if last.Operation != "" {
-			lastOp = last.Operation + " " + last.Result + " " + last.Time
+			lastOp = Clean(last.Operation + " " + last.Result + " " + last.Time)
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Name, tlsOn, st.SSLMode, st.AuthMode, issuer, expires, current, plain, certless, lastOp)
 	}
@@ -240,4 +240,14 @@ func RenderFleet(out io.Writer, rows []FleetRow) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Name, res, (time.Duration(r.Seconds * 1e9)).Round(100*time.Millisecond), msg)
 	}
 	return w.Flush()
+}
+
+// cleanWriter writes through Clean (text without colours only).
+type cleanWriter struct{ w io.Writer }
+
+func (c cleanWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(c.w, Clean(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -75,7 +75,7 @@ func RenderPlan(w io.Writer, p *plan.Plan, s Styles, dryRun string) {
 	}
 	fmt.Fprintln(w, s.r(s.Title, title))
 	for _, warn := range p.Warnings {
-		fmt.Fprintln(w, s.r(s.Fail, "warning: ")+warn)
+		fmt.Fprintln(w, s.r(s.Fail, "warning: ")+Clean(warn))
 	}
 	for i, st := range p.Steps {
 		with := ""
@@ -83,8 +83,8 @@ func RenderPlan(w io.Writer, p *plan.Plan, s Styles, dryRun string) {
 			with = s.r(s.Dim, fmt.Sprintf(" (at the same time as %d)", i))
 		}
 		fmt.Fprintf(w, "%3d. %s %s%s\n", i+1, s.r(s.Kind, fmt.Sprintf("%-7s", st.Kind)), s.r(s.Object, st.Object.String()), with)
-		fmt.Fprintf(w, "     %s\n", s.r(s.Dim, st.Description))
-		for _, l := range strings.Split(strings.TrimSuffix(st.Diff, "\n"), "\n") {
+		fmt.Fprintf(w, "     %s\n", s.r(s.Dim, Clean(st.Description)))
+		for _, l := range strings.Split(strings.TrimSuffix(Clean(st.Diff), "\n"), "\n") {
 			if l == "" {
 				continue
 			}
@@ -107,7 +107,7 @@ func RenderResult(w io.Writer, res *plan.Result, s Styles) {
 		fmt.Fprintf(w, "%s tls %s on %s %s/%s succeeded in %s\n", s.r(s.OK, "✓"), res.Operation, res.Target.Kind, res.Target.Namespace, res.Target.Name, dur(res.Seconds))
 		return
 	}
-	fmt.Fprintf(w, "%s tls %s on %s %s/%s failed after %s: %s\n", s.r(s.Fail, "✗"), res.Operation, res.Target.Kind, res.Target.Namespace, res.Target.Name, dur(res.Seconds), res.Error)
+	fmt.Fprintf(w, "%s tls %s on %s %s/%s failed after %s: %s\n", s.r(s.Fail, "✗"), res.Operation, res.Target.Kind, res.Target.Namespace, res.Target.Name, dur(res.Seconds), Clean(res.Error))
 }
 
 func dur(sec float64) string {
@@ -217,13 +217,13 @@ func (p *Progress) Event(e plan.Event) {
 	if !p.live {
 		switch e.Type {
 		case plan.StepStarted:
-			fmt.Fprintf(p.w, "%s: started: %s\n", label, e.Step.Description)
+			fmt.Fprintf(p.w, "%s: started: %s\n", label, Clean(e.Step.Description))
 		case plan.StepProgress:
-			fmt.Fprintf(p.w, "%s: %s\n", label, e.Message)
+			fmt.Fprintf(p.w, "%s: %s\n", label, Clean(e.Message))
 		case plan.StepSucceeded:
-			fmt.Fprintf(p.w, "%s: done in %s%s\n", label, e.Elapsed.Round(10*time.Millisecond), suffix(e.Message))
+			fmt.Fprintf(p.w, "%s: done in %s%s\n", label, e.Elapsed.Round(10*time.Millisecond), suffix(Clean(e.Message)))
 		case plan.StepFailed:
-			fmt.Fprintf(p.w, "%s: FAILED after %s: %s\n", label, e.Elapsed.Round(10*time.Millisecond), e.Message)
+			fmt.Fprintf(p.w, "%s: FAILED after %s: %s\n", label, e.Elapsed.Round(10*time.Millisecond), Clean(e.Message))
 		case plan.StepSkipped:
 			fmt.Fprintf(p.w, "%s: skipped (an earlier step failed)\n", label)
 		}
@@ -236,7 +236,7 @@ func (p *Progress) Event(e plan.Event) {
 	case plan.StepProgress:
 		for _, r := range p.running {
 			if r.index == e.Index {
-				r.sub = e.Message
+				r.sub = Clean(e.Message)
 			}
 		}
 		p.redraw()
