@@ -146,17 +146,20 @@ func (c *Clients) probePods(ctx context.Context, t *pgpool.Target, pods []status
 			p.Check, p.Detail = "error", wantErr.Error()
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, timeout)
+		sctx, done := verify.Session(ctx) // one port-forward connection for the pod's handshake and probes
+		pctx, cancel := context.WithTimeout(sctx, timeout)
 		proof := verify.Prove(pctx, dial, p.Name, want)
 		cancel()
 		p.Served, p.Check, p.Detail = proof.Served, proof.Check, proof.Detail
 		if proof.Check == "unreachable" {
+			done()
 			unreachable = p.Name
 			continue
 		}
-		pctx, cancel = context.WithTimeout(ctx, timeout)
+		pctx, cancel = context.WithTimeout(sctx, timeout)
 		r := verify.ProveRefusal(pctx, dial, p.Name, pol)
 		cancel()
+		done()
 		p.Plaintext, p.Certless, p.Refusal = r.Plaintext, r.Certless, r.Detail
 	}
 }
