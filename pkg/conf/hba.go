@@ -142,7 +142,7 @@ func convertedFrom(orig, line string) bool {
 	if o.Database != n.Database || o.User != n.User || o.Address != n.Address || o.Mask != n.Mask || !slices.Equal(o.Options, n.Options) {
 		return false
 	}
-	if n.Type != o.Type && !(o.Type == "host" && n.Type == "hostssl") {
+	if n.Type != o.Type && (o.Type != "host" || n.Type != "hostssl") {
 		return false
 	}
 	if n.Method == o.Method {

@@ -241,7 +241,8 @@ func shellQuote(s string) string {
 		return ""
 	}
 	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._/:=@-", r)) {
+		plain := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._/:=@-", r)
+		if !plain {
 			return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
 		}
 	}

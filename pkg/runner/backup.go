@@ -43,10 +43,9 @@ func (r *Runner) backup(ctx context.Context, s plan.Step, spec plan.BackupSpec) 
 		return "", fmt.Errorf("record the backup's digest on %s: %w", r.Target, err)
 	}
 	var err error
-	switch {
-	case r.Target.Backup == nil:
+	if r.Target.Backup == nil {
 		_, err = secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
-	default:
+	} else {
 		sec.ResourceVersion = r.Target.Backup.ResourceVersion
 		err = r.applyBackup(ctx, sec)
 	}
