@@ -109,6 +109,9 @@ type Refuse struct {
 	Certless  bool   `json:"certless"`
 	PoolHBA   string `json:"-"`
 	Enforced  bool   `json:"-"`
+	// KeepTrust: the user kept remote trust rules (--remote-trust keep), so
+	// a probe one of them admits is expected, not a failure.
+	KeepTrust bool `json:"keepTrust,omitempty"`
 }
 
 // EvictSpec evicts one pod and waits for its Ready replacement (same name

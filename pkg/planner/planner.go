@@ -256,7 +256,7 @@ func (b *builder) refuse() *plan.Refuse {
 	if b.hbaKnown {
 		hba, enforced = b.hbaAfter, b.hbaEnforced
 	}
-	return &plan.Refuse{Plaintext: conf.TLSRequired(ssl), Certless: b.authMode == "cert", PoolHBA: hba, Enforced: enforced}
+	return &plan.Refuse{Plaintext: conf.TLSRequired(ssl), Certless: b.authMode == "cert", PoolHBA: hba, Enforced: enforced, KeepTrust: b.intent.RemoteTrust == "keep"}
 }
 
 func (b *builder) verify(ssl string) {

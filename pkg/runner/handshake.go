@@ -99,7 +99,7 @@ func (r *Runner) refusePod(ctx context.Context, pod string, ref *plan.Refuse, tl
 		return "", nil
 	}
 	m, _ := conf.NewHBAModel(ref.PoolHBA, ref.Enforced, tlsOn) // a rule it cannot parse is named by no explanation
-	pol := verify.Policy{Plaintext: ref.Plaintext, Certless: ref.Certless, TLS: tlsOn, Cert: ref.Certless, PoolHBA: ref.PoolHBA, Model: m}
+	pol := verify.Policy{Plaintext: ref.Plaintext, Certless: ref.Certless, TLS: tlsOn, Cert: ref.Certless, PoolHBA: ref.PoolHBA, Model: m, KeepTrust: ref.KeepTrust}
 	res := verify.ProveRefusal(ctx, r.dialer(), pod, pol)
 	if err := res.Failure(pol); err != nil {
 		if res.Plaintext == verify.Accepted || res.Certless == verify.Accepted || r.Verify == VerifyRequired {

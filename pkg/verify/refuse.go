@@ -170,6 +170,9 @@ type Policy struct {
 	TLS, Cert bool
 	PoolHBA   string
 	Model     conf.HBAModel
+	// KeepTrust: a probe admitted by a remote trust rule the user chose to
+	// keep (--remote-trust keep) is reported, not counted as accepted.
+	KeepTrust bool
 }
 
 // Refusal is the negative proof of one pod.
@@ -203,10 +206,10 @@ func ProveRefusal(ctx context.Context, dial Dialer, pod string, p Policy) *Refus
 	attempts := conf.RefusalAttempts(p.PoolHBA, "kubectl_pgpool_probe_"+hex.EncodeToString(rnd[:]))
 	r := &Refusal{Certless: NotChecked}
 	var detail []string
-	r.Plaintext, detail = tryAll(ctx, dial, pod, attempts, false, p.Model)
+	r.Plaintext, detail = tryAll(ctx, dial, pod, attempts, false, p)
 	r.Detail = append(r.Detail, detail...)
 	if p.Cert && p.TLS {
-		r.Certless, detail = tryAll(ctx, dial, pod, attempts, true, p.Model)
+		r.Certless, detail = tryAll(ctx, dial, pod, attempts, true, p)
 		r.Detail = append(r.Detail, detail...)
 	} else if p.Certless {
 		r.Detail = append(r.Detail, "certless: the pod is not meant to serve TLS")
@@ -218,7 +221,7 @@ func ProveRefusal(ctx context.Context, dial Dialer, pod string, p Policy) *Refus
 // that judges clients elsewhere too (or against the file), not-checked if
 // one could not be judged (no connection, or admitted by a rule only
 // port-forward's address meets), refused if all were refused.
-func tryAll(ctx context.Context, dial Dialer, pod string, attempts []conf.Attempt, tlsOn bool, m conf.HBAModel) (string, []string) {
+func tryAll(ctx context.Context, dial Dialer, pod string, attempts []conf.Attempt, tlsOn bool, p Policy) (string, []string) {
 	kind := "plaintext"
 	if tlsOn {
 		kind = "certless"
@@ -239,8 +242,12 @@ func tryAll(ctx context.Context, dial Dialer, pod string, attempts []conf.Attemp
 		case answer == AnswerRefused:
 			continue
 		}
-		v := m.JudgeAttempt(a, tlsOn)
+		v := p.Model.JudgeAttempt(a, tlsOn)
 		line := fmt.Sprintf("%s: %s %s: %s", kind, a, answer, v.Explain(true))
+		if p.KeepTrust && v.Method == "trust" && !v.Loopback {
+			detail = append(detail, line+" (kept by --remote-trust keep)")
+			continue
+		}
 		if v.Loopback && v.Admits() {
 			if result == Refused {
 				result = NotChecked

@@ -101,3 +101,26 @@ func TestProveRefusalJudges(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+// A remote trust rule the user kept (--remote-trust keep) admits a probe:
+// reported, not a failure of the roll; without that choice it is
+// accepted. (The fake speaks no TLS: the plain kind is judged the same.)
+func TestKeptTrustIsNotAFailure(t *testing.T) {
+	hba := "host all repmgr 0.0.0.0/0 trust\nhostssl all all 0.0.0.0/0 cert\n"
+	m, _ := conf.NewHBAModel(hba, true, true)
+	ok, _ := fakeServer(t, msg('R', []byte{0, 0, 0, 0}))
+	pol := Policy{Plaintext: true, PoolHBA: hba, Model: m, KeepTrust: true}
+	if got := tryAllKind(t, ok, pol); got != Refused {
+		t.Fatalf("kept trust: %s", got)
+	}
+	pol.KeepTrust = false
+	if got := tryAllKind(t, ok, pol); got != Accepted {
+		t.Fatalf("trust not kept: %s", got)
+	}
+}
+
+func tryAllKind(t *testing.T, dial Dialer, p Policy) string {
+	t.Helper()
+	got, _ := tryAll(context.Background(), dial, "p", []conf.Attempt{{DB: "postgres", User: "repmgr"}}, false, p)
+	return got
+}
