@@ -146,20 +146,17 @@ func (c *Clients) probePods(ctx context.Context, t *pgpool.Target, pods []status
 			p.Check, p.Detail = "error", wantErr.Error()
 			continue
 		}
-		sctx, done := verify.Session(ctx) // one port-forward connection for the pod's handshake and probes
-		pctx, cancel := context.WithTimeout(sctx, timeout)
+		pctx, cancel := context.WithTimeout(ctx, timeout)
 		proof := verify.Prove(pctx, dial, p.Name, want)
 		cancel()
 		p.Served, p.Check, p.Detail = proof.Served, proof.Check, proof.Detail
 		if proof.Check == "unreachable" {
-			done()
 			unreachable = p.Name
 			continue
 		}
-		pctx, cancel = context.WithTimeout(sctx, timeout)
+		pctx, cancel = context.WithTimeout(ctx, timeout)
 		r := verify.ProveRefusal(pctx, dial, p.Name, pol)
 		cancel()
-		done()
 		p.Plaintext, p.Certless, p.Refusal = r.Plaintext, r.Certless, r.Detail
 	}
 }

@@ -156,24 +156,22 @@ func (r *Runner) verify(ctx context.Context, s plan.Step, spec plan.VerifySpec, 
 				}
 				continue
 			}
-			pctx, done := verify.Session(ctx)
-			hs, err := r.checkPod(pctx, p.Name, on, func(string) {})
+			hs, err := r.checkPod(ctx, p.Name, on, func(string) {})
 			if err != nil {
 				problems = append(problems, err.Error())
 			} else if hs != "" && hs != "handshake not checked" {
 				handshakes++
-				if _, err := r.refusePod(pctx, p.Name, spec.Check.Refuse, on, func(string) {}); err != nil {
+				if _, err := r.refusePod(ctx, p.Name, spec.Check.Refuse, on, func(string) {}); err != nil {
 					problems = append(problems, err.Error())
 				}
 				if spec.Check.Login != "" {
-					if _, err := r.loginPod(pctx, p.Name, on, spec.Check.Login); err != nil {
+					if _, err := r.loginPod(ctx, p.Name, on, spec.Check.Login); err != nil {
 						problems = append(problems, err.Error())
 					} else {
 						logins++
 					}
 				}
 			}
-			done()
 		}
 	}
 	if readyN < spec.Pods.Want {

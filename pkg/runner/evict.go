@@ -14,7 +14,6 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/restart"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
 
 func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, report func(string)) (string, error) {
@@ -71,11 +70,7 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 		}
 	}
 	prefetch.Wait()
-	// The pod's handshake, refusal probes and login share one
-	// port-forward connection.
-	pctx, done := verify.Session(ctx)
-	defer done()
-	hs, err := r.checkPod(pctx, p.Name, spec.Check.TLS, report)
+	hs, err := r.checkPod(ctx, p.Name, spec.Check.TLS, report)
 	if err != nil {
 		return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
 	}
@@ -84,7 +79,7 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 	}
 	proven := hs != "" && hs != "handshake not checked"
 	if proven {
-		rf, err := r.refusePod(pctx, p.Name, spec.Check.Refuse, spec.Check.TLS, report)
+		rf, err := r.refusePod(ctx, p.Name, spec.Check.Refuse, spec.Check.TLS, report)
 		if err != nil {
 			return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
 		}
@@ -93,7 +88,7 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 		}
 	}
 	if proven && spec.Check.Login != "" {
-		li, err := r.loginPod(pctx, p.Name, spec.Check.TLS, spec.Check.Login)
+		li, err := r.loginPod(ctx, p.Name, spec.Check.TLS, spec.Check.Login)
 		if err != nil {
 			return "", fmt.Errorf("the roll stops at pod %s: %w", p.Name, err)
 		}

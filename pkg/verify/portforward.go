@@ -21,61 +21,35 @@ import (
 // PortForwardDialer returns a Dialer that reaches port of a pod in ns
 // through the API server's port-forward (the same path as `kubectl
 // port-forward`), without opening any local listener.
-//
-// Within a Session (of ctx), every connection to the same pod is a new
-// pair of streams on one port-forward connection, as kubectl port-forward
-// serves each local connection: one upgrade request for the handshake, the
-// refusal probes and the login of a pod, instead of one each.
 func PortForwardDialer(cfg *rest.Config, core corev1client.CoreV1Interface, ns string, port int) Dialer {
 	return func(ctx context.Context, pod string) (net.Conn, error) {
-		upgrade := func() (httpstream.Connection, error) {
-			transport, upgrader, err := spdy.RoundTripperFor(cfg)
-			if err != nil {
-				return nil, err
-			}
-			u := core.RESTClient().Post().Namespace(ns).Resource("pods").Name(pod).SubResource("portforward").URL()
-			return dialContext(ctx, spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u))
+		transport, upgrader, err := spdy.RoundTripperFor(cfg)
+		if err != nil {
+			return nil, err
 		}
-		s, _ := ctx.Value(sessionKey{}).(*session)
-		var sc httpstream.Connection
-		var id int
-		var err error
-		shared := s != nil
-		if shared {
-			sc, id, err = s.get(ns+"/"+pod, upgrade)
-		} else {
-			sc, err = upgrade()
-		}
+		u := core.RESTClient().Post().Namespace(ns).Resource("pods").Name(pod).SubResource("portforward").URL()
+		d := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+		sc, err := dialContext(ctx, d)
 		if err != nil {
 			return nil, fmt.Errorf("port-forward to pod %s/%s: %w", ns, pod, err)
-		}
-		closeConn := func() {
-			if !shared {
-				_ = sc.Close()
-			}
 		}
 		h := http.Header{}
 		h.Set(corev1.StreamType, corev1.StreamTypeError)
 		h.Set(corev1.PortHeader, strconv.Itoa(port))
-		h.Set(corev1.PortForwardRequestIDHeader, strconv.Itoa(id))
+		h.Set(corev1.PortForwardRequestIDHeader, "0")
 		errStream, err := sc.CreateStream(h)
 		if err != nil {
-			closeConn()
+			_ = sc.Close()
 			return nil, fmt.Errorf("port-forward to pod %s/%s: error stream: %w", ns, pod, err)
 		}
 		_ = errStream.Close()
 		h.Set(corev1.StreamType, corev1.StreamTypeData)
 		data, err := sc.CreateStream(h)
 		if err != nil {
-			closeConn()
+			_ = sc.Close()
 			return nil, fmt.Errorf("port-forward to pod %s/%s: data stream: %w", ns, pod, err)
 		}
 		c := &streamConn{conn: sc, data: data, errDone: make(chan struct{})}
-		if shared {
-			c.conn = nil
-			c.streams = []httpstream.Stream{errStream, data}
-			c.remove = sc.RemoveStreams
-		}
 		go func() {
 			defer close(c.errDone)
 			if msg, _ := io.ReadAll(errStream); len(msg) > 0 {
@@ -120,11 +94,8 @@ const errStreamWait = 5 * time.Second
 // streamConn is a port-forward data stream as a net.Conn. Deadlines close
 // the connection when they pass (the stream has no deadlines of its own).
 type streamConn struct {
-	conn io.Closer // nil when the connection is a Session's
+	conn io.Closer
 	data io.ReadWriteCloser
-	// streams are removed from a Session's connection on Close.
-	streams []httpstream.Stream
-	remove  func(...httpstream.Stream)
 	// errMsg is what the error stream said; it is set before errDone closes.
 	errMsg  error
 	errDone chan struct{}
@@ -155,12 +126,7 @@ func (c *streamConn) Write(b []byte) (int, error) { return c.data.Write(b) }
 func (c *streamConn) Close() error {
 	c.once.Do(func() {
 		_ = c.data.Close()
-		if c.conn != nil {
-			_ = c.conn.Close()
-		}
-		if c.remove != nil {
-			c.remove(c.streams...)
-		}
+		_ = c.conn.Close()
 	})
 	return nil
 }
@@ -187,59 +153,3 @@ type pfAddr struct{}
 
 func (pfAddr) Network() string { return "portforward" }
 func (pfAddr) String() string  { return "portforward" }
-
-// Session returns a context within which PortForwardDialer keeps one
-// port-forward connection per pod, and a function that closes them. Scope
-// it to one pod instance (a pod replaced under the same name needs a new
-// connection).
-func Session(ctx context.Context) (context.Context, func()) {
-	s := &session{conns: map[string]*sessionConn{}}
-	return context.WithValue(ctx, sessionKey{}, s), s.close
-}
-
-type sessionKey struct{}
-
-type session struct {
-	mu    sync.Mutex
-	conns map[string]*sessionConn
-}
-
-type sessionConn struct {
-	c    httpstream.Connection
-	next int
-}
-
-// get returns the connection to key (upgrading one the first time) and
-// the next request ID on it.
-func (s *session) get(key string, upgrade func() (httpstream.Connection, error)) (httpstream.Connection, int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc := s.conns[key]
-	if sc != nil {
-		select {
-		case <-sc.c.CloseChan():
-			sc = nil // the kubelet or the API server ended it: upgrade again
-		default:
-		}
-	}
-	if sc == nil {
-		c, err := upgrade()
-		if err != nil {
-			return nil, 0, err
-		}
-		sc = &sessionConn{c: c}
-		s.conns[key] = sc
-	}
-	id := sc.next
-	sc.next++
-	return sc.c, id, nil
-}
-
-func (s *session) close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k, sc := range s.conns {
-		_ = sc.c.Close()
-		delete(s.conns, k)
-	}
-}
