@@ -429,3 +429,35 @@ func testLeaf(t *testing.T, serial int64) []byte {
 	}
 	return encpem.EncodeToMemory(&encpem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// A killed run's last template patch can land after the next run read the
+// template: that run's own patch then fails its test operations, but the
+// template is already what it plans. The step succeeds instead of asking
+// to run again (a clean-clone run of TestEveryStepBoundaryConverges hit
+// this on remove).
+func TestWorkloadPatchAlreadyApplied(t *testing.T) {
+	generic := apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "StatefulSet"}, "pgpool", nil)
+	patch := json.RawMessage(`[{"op":"test","path":"/spec/template/spec/volumes/0/name","value":"certs"},{"op":"remove","path":"/spec/template/spec/volumes/0"}]`)
+	for _, tc := range []struct {
+		name    string
+		read    corev1.PodTemplateSpec
+		applied bool
+	}{
+		// The live template (newFakes: empty) is what removing the volume
+		// from the template as read makes.
+		{"applied", corev1.PodTemplateSpec{Spec: corev1.PodSpec{Volumes: []corev1.Volume{{Name: "certs"}}}}, true},
+		// The live template is not that: someone else changed it.
+		{"changed", corev1.PodTemplateSpec{Spec: corev1.PodSpec{Volumes: []corev1.Volume{{Name: "certs"}}, Hostname: "x"}}, false},
+	} {
+		f := newFakes(t)
+		f.Dynamic.PrependReactor("patch", "statefulsets", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, generic })
+		f.r.Target.Template = tc.read
+		msg, err := run(f, plan.Step{Object: workload, Spec: plan.WorkloadPatchSpec{Patch: patch}}, nil)
+		if tc.applied && (err != nil || !strings.Contains(msg, "already as planned")) {
+			t.Errorf("%s: %q %v", tc.name, msg, err)
+		}
+		if !tc.applied && (err == nil || !strings.Contains(err.Error(), "changed since it was read")) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}

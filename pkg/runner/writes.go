@@ -13,9 +13,13 @@ import (
 	"strings"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
@@ -70,6 +74,12 @@ func (r *Runner) patchWorkload(ctx context.Context, s plan.Step, spec plan.Workl
 	if apierrors.IsInvalid(err) {
 		if cur, gerr := res.Get(ctx, name, metav1.GetOptions{}); gerr == nil {
 			if path, failed := failedTest(cur.Object, spec.Patch); failed {
+				if alreadyApplied(&r.Target.Template, cur.Object, spec.Patch) {
+					// A run before this one wrote the same change after
+					// this one read the template (a killed run's last
+					// request lands late): it is what the plan makes.
+					return r.answer("already as planned (written by an earlier run)"), nil
+				}
 				return "", fmt.Errorf("patch %s %s/%s: its pod template changed since it was read (%s is no longer what the plan expects): run the command again", s.Object.Kind, ns, name, path)
 			}
 		}
@@ -322,4 +332,52 @@ func CheckCertificates(ctx context.Context, c Clients, p *plan.Plan) error {
 			return fmt.Errorf("check Certificate %s/%s by a server-side dry run: %w", s.Object.Namespace, s.Object.Name, err)
 		}
 	})
+}
+
+// alreadyApplied reports whether the pod template is now exactly what the
+// patch makes of the template read (tmpl): its operations other than
+// "test" applied to it give the live spec.template.spec.
+func alreadyApplied(tmpl *corev1.PodTemplateSpec, live map[string]any, patch []byte) bool {
+	var ops []map[string]any
+	if json.Unmarshal(patch, &ops) != nil {
+		return false
+	}
+	var keep []map[string]any
+	for _, op := range ops {
+		if op["op"] != "test" {
+			keep = append(keep, op)
+		}
+	}
+	if len(keep) == 0 {
+		return false
+	}
+	t, err := runtime.DefaultUnstructuredConverter.ToUnstructured(tmpl)
+	if err != nil {
+		return false
+	}
+	base, _ := json.Marshal(map[string]any{"spec": map[string]any{"template": t}})
+	rest, _ := json.Marshal(keep)
+	p, err := jsonpatch.DecodePatch(rest)
+	if err != nil {
+		return false
+	}
+	out, err := p.Apply(base)
+	if err != nil {
+		return false
+	}
+	var want map[string]any
+	if json.Unmarshal(out, &want) != nil {
+		return false
+	}
+	w, _, _ := unstructured.NestedFieldNoCopy(want, "spec", "template", "spec")
+	l, _, _ := unstructured.NestedFieldNoCopy(live, "spec", "template", "spec")
+	// Both as typed pod specs: numbers decode alike, and an emptied list
+	// equals one the server dropped.
+	var ws, ls corev1.PodSpec
+	wb, err1 := json.Marshal(w)
+	lb, err2 := json.Marshal(l)
+	if err1 != nil || err2 != nil || json.Unmarshal(wb, &ws) != nil || json.Unmarshal(lb, &ls) != nil {
+		return false
+	}
+	return equality.Semantic.DeepEqual(ws, ls)
 }
