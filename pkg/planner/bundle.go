@@ -3,6 +3,8 @@ package planner
 // The CA bundle ConfigMap pgpool reads as ssl_ca_cert.
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -71,8 +73,9 @@ func (b *builder) writeBundle(previous []byte) {
 
 // inPEM reports whether a PEM text holds the certificate with this SHA-256.
 func inPEM(data []byte, sum string) bool {
-	for _, c := range tls.AuditBundle(map[string]string{tls.BundleKey: string(data)}, data) {
-		if c.SHA256 == sum {
+	certs, _ := tls.ParseCerts(data)
+	for _, c := range certs {
+		if s := sha256.Sum256(c.Raw); hex.EncodeToString(s[:]) == sum {
 			return true
 		}
 	}

@@ -50,17 +50,11 @@ func Try(ctx context.Context, conn net.Conn, a conf.Attempt, tlsOn bool) (answer
 		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	}
 	if tlsOn {
-		var req [8]byte
-		binary.BigEndian.PutUint32(req[0:4], 8)
-		binary.BigEndian.PutUint32(req[4:8], sslRequestCode)
-		if _, err := conn.Write(req[:]); err != nil {
-			return "", "", fmt.Errorf("send SSLRequest: %w", err)
+		b, err := sslRequest(conn)
+		if err != nil {
+			return "", "", err
 		}
-		var b [1]byte
-		if _, err := io.ReadFull(conn, b[:]); err != nil {
-			return "", "", fmt.Errorf("%w: %w", ErrNoAnswer, err)
-		}
-		if b[0] != 'S' {
+		if b != 'S' {
 			return AnswerNoTLS, "", nil
 		}
 		// Only refusal is tested: no credential is sent, so the server's

@@ -62,22 +62,16 @@ func Probe(ctx context.Context, conn net.Conn, roots *x509.CertPool, serverName 
 	} else {
 		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	}
-	var req [8]byte
-	binary.BigEndian.PutUint32(req[0:4], 8)
-	binary.BigEndian.PutUint32(req[4:8], sslRequestCode)
-	if _, err := conn.Write(req[:]); err != nil {
-		return nil, fmt.Errorf("send SSLRequest: %w", err)
+	answer, err := sslRequest(conn)
+	if err != nil {
+		return nil, err
 	}
-	var answer [1]byte
-	if _, err := io.ReadFull(conn, answer[:]); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
-	}
-	switch answer[0] {
+	switch answer {
 	case 'N':
 		return &Served{TLS: false}, nil
 	case 'S':
 	default:
-		return nil, fmt.Errorf("unexpected answer %q to SSLRequest (is this a pgpool or PostgreSQL port?)", answer[0])
+		return nil, fmt.Errorf("unexpected answer %q to SSLRequest (is this a pgpool or PostgreSQL port?)", answer)
 	}
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -176,3 +170,19 @@ type DialError struct {
 
 func (e *DialError) Error() string { return fmt.Sprintf("connect to pod %s: %v", e.Pod, e.Err) }
 func (e *DialError) Unwrap() error { return e.Err }
+
+// sslRequest sends the SSLRequest on conn and returns pgpool's one-byte
+// answer ('S' or 'N').
+func sslRequest(conn net.Conn) (byte, error) {
+	var req [8]byte
+	binary.BigEndian.PutUint32(req[0:4], 8)
+	binary.BigEndian.PutUint32(req[4:8], sslRequestCode)
+	if _, err := conn.Write(req[:]); err != nil {
+		return 0, fmt.Errorf("send SSLRequest: %w", err)
+	}
+	var answer [1]byte
+	if _, err := io.ReadFull(conn, answer[:]); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrNoAnswer, err)
+	}
+	return answer[0], nil
+}
