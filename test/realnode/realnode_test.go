@@ -735,31 +735,46 @@ func realPgpool(t *testing.T, replicas int) string {
 }
 
 // An add killed with SIGKILL in the middle of its roll on the real node
-// (one pod restarted onto TLS, one not) is finished by running it again: the
-// dead run's lock is taken over at once, only the pod not yet restarted is
-// restarted, and every pod serves the Secret's certificate and lets the
-// client certificate log in.
+// (pgpool-1 evicted onto TLS, pgpool-0 not yet) is finished by running it
+// again: the dead run's lock is taken over at once, only the pods the dead
+// run did not restart are restarted, and every pod serves the Secret's
+// certificate and lets the client certificate log in.
+//
+// The kill lands while the dead run waits for pgpool-1's replacement (a
+// container start and a readiness probe, seconds); what each pod went
+// through is read from the pods, not assumed from where the kill was
+// aimed: a kill after a step's last line once landed after the next
+// eviction had been sent (a clean-clone run).
 func TestKilledAddFinishesOnRealNode(t *testing.T) {
 	ns := realPgpool(t, 2)
 	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert",
 		"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert"}
-	env.KillAt(t, ns, syscall.SIGKILL, func(l string) bool {
-		return strings.Contains(l, "evict Pod "+ns+"/pgpool-1") && strings.Contains(l, "done in")
-	}, add...)
+	orig := map[string]types.UID{}
+	for _, p := range env.WaitPodsReady(t, ns, selector, 2, 2*time.Minute) {
+		orig[p.Name] = p.UID
+	}
+	env.KillAt(t, ns, syscall.SIGKILL, func(l string) bool { return strings.Contains(l, "evicted pod pgpool-1") }, add...)
 	mid := map[string]types.UID{}
 	for _, p := range env.WaitPodsReady(t, ns, selector, 2, 2*time.Minute) {
 		mid[p.Name] = p.UID
+	}
+	if mid["pgpool-1"] == orig["pgpool-1"] {
+		t.Fatal("pgpool-1 was not replaced after the killed run had evicted it")
+	}
+	if mid["pgpool-0"] != orig["pgpool-0"] {
+		t.Log("the kill landed after the dead run had evicted pgpool-0 too: the run again restarts no pod")
 	}
 	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, append(add, "--yes")...)
 	if err != nil || !strings.Contains(errOut, "whose process is gone") || !strings.Contains(out, "resuming a tls add") || strings.Contains(out, "evict   Pod "+ns+"/pgpool-1") {
 		t.Fatalf("add again after SIGKILL: %v\n%s\n%s", err, out, errOut)
 	}
 	for _, p := range env.WaitPodsReady(t, ns, selector, 2, 2*time.Minute) {
-		if p.Name == "pgpool-1" && p.UID != mid["pgpool-1"] {
-			t.Error("pgpool-1, restarted by the killed run, was restarted again")
-		}
-		if p.Name == "pgpool-0" && p.UID == mid["pgpool-0"] {
-			t.Error("pgpool-0 was not restarted")
+		restartedBefore := mid[p.Name] != orig[p.Name]
+		switch {
+		case restartedBefore && p.UID != mid[p.Name]:
+			t.Errorf("%s, restarted by the killed run, was restarted again", p.Name)
+		case !restartedBefore && p.UID == mid[p.Name]:
+			t.Errorf("%s, not restarted by the killed run, was not restarted", p.Name)
 		}
 	}
 	status(t, ns, 2, true)
