@@ -8,13 +8,29 @@
 #               the generation KubeDB and Bitnami ship), postgresql-17 and openssl
 #               (debootstrap from the machine's apt mirror),
 #               entrypoints from test/cluster/images/ (KubeDB's and
-#               pgpool2_on_k8s's, PostgreSQL's, and a stand-in for Bitnami's)
-# Both stop on SIGINT (pgpool and PostgreSQL: fast shutdown; SIGTERM would
-# wait for clients to leave). Prints the directory on its last line.
+#               pgpool2_on_k8s's, and PostgreSQL's); it stops on SIGINT
+#               (pgpool and PostgreSQL: fast shutdown; SIGTERM would wait
+#               for clients to leave).
+#               The same tarball also holds kubectl-pgpool/bitnami-pgpool:local:
+#               the same layer, run as Bitnami's pgpool image runs it
+#               (ENTRYPOINT entrypoint.sh, CMD run.sh, USER 1001, its ENV,
+#               SIGTERM), with Bitnami's real container scripts from
+#               ../shared/third_party/bitnami-pgpool-scripts-*.tar.xz (or
+#               BITNAMI_SCRIPTS_ARCHIVE) put where the image's Dockerfile puts
+#               them and its postunpack.sh run at build time. Without the
+#               archive that tag is left out and the Bitnami real-node test
+#               says so and is skipped.
+# Prints the directory on its last line.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${KUBECTL_PGPOOL_CACHE:-$HOME/.cache/kubectl-pgpool}"
-KEY="$( (cat "$0" "$ROOT"/test/cluster/images/*.sh "$ROOT"/test/cluster/images/pause/*; go version) | sha256sum | cut -c1-16)"
+BITNAMI="${BITNAMI_SCRIPTS_ARCHIVE:-}"
+if [ -z "$BITNAMI" ]; then
+	for a in "$ROOT"/../shared/third_party/bitnami-pgpool-scripts-*.tar.xz; do
+		[ -f "$a" ] && BITNAMI="$a"
+	done
+fi
+KEY="$( (cat "$0" "$ROOT"/test/cluster/images/*.sh "$ROOT"/test/cluster/images/pause/*; [ -z "$BITNAMI" ] || cat "$BITNAMI"; go version) | sha256sum | cut -c1-16)"
 OUT="$CACHE/images/$KEY"
 ts() { date +%H:%M:%S; }
 if [ -f "$OUT/pause.tar" ] && [ -f "$OUT/pgpool.tar" ]; then
@@ -26,9 +42,11 @@ mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-# archive NAME TAG ROOTFS ENTRYPOINT USER: a one-layer docker-archive tarball.
+# archive NAME TAG ROOTFS ENTRYPOINT USER [TAG2 CONFIG2]: a one-layer
+# docker-archive tarball; with TAG2, a second image of the same layer whose
+# "config" object is CONFIG2.
 archive() {
-	local name=$1 tag=$2 rootfs=$3 entry=$4 user=$5 d="$WORK/$1-img"
+	local name=$1 tag=$2 rootfs=$3 entry=$4 user=$5 tag2=${6:-} config2=${7:-} d="$WORK/$1-img"
 	mkdir -p "$d"
 	tar --numeric-owner -C "$rootfs" -cf "$d/layer.tar" .
 	local diff
@@ -36,10 +54,16 @@ archive() {
 	cat >"$d/config.json" <<-JSON
 		{"architecture":"amd64","os":"linux","config":{"Entrypoint":["$entry"],"User":"$user","StopSignal":"SIGINT","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},"rootfs":{"type":"layers","diff_ids":["$diff"]}}
 	JSON
-	echo "[{\"Config\":\"config.json\",\"RepoTags\":[\"$tag\"],\"Layers\":[\"layer.tar\"]}]" >"$d/manifest.json"
-	tar -C "$d" -cf "$OUT/$name.tar.tmp" manifest.json config.json layer.tar
+	local manifest="{\"Config\":\"config.json\",\"RepoTags\":[\"$tag\"],\"Layers\":[\"layer.tar\"]}" files=(manifest.json config.json layer.tar)
+	if [ -n "$tag2" ]; then
+		echo "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":$config2,\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"$diff\"]}}" >"$d/config2.json"
+		manifest="$manifest,{\"Config\":\"config2.json\",\"RepoTags\":[\"$tag2\"],\"Layers\":[\"layer.tar\"]}"
+		files+=(config2.json)
+	fi
+	echo "[$manifest]" >"$d/manifest.json"
+	tar -C "$d" -cf "$OUT/$name.tar.tmp" "${files[@]}"
 	mv "$OUT/$name.tar.tmp" "$OUT/$name.tar"
-	echo "$(ts) image $tag: $(du -h "$OUT/$name.tar" | cut -f1)" >&2
+	echo "$(ts) image $tag${tag2:+ and $tag2}: $(du -h "$OUT/$name.tar" | cut -f1)" >&2
 }
 
 if [ ! -f "$OUT/pause.tar" ]; then
@@ -64,10 +88,31 @@ if [ ! -f "$OUT/pgpool.tar" ]; then
 		"$R"/var/lib/apt/lists/* "$R"/usr/share/locale/*
 	install -m 0755 "$ROOT/test/cluster/images/pgpool-entrypoint.sh" "$R/usr/local/bin/pgpool-entrypoint"
 	install -m 0755 "$ROOT/test/cluster/images/postgres-entrypoint.sh" "$R/usr/local/bin/postgres-entrypoint"
-	install -m 0755 "$ROOT/test/cluster/images/bitnami-pgpool-entrypoint.sh" "$R/usr/local/bin/bitnami-pgpool-entrypoint"
 	# (not "$R/var/run/...": /var/run is an absolute symlink to /run)
-	mkdir -p "$R/opt/pgpool-II/etc" "$R/opt/pgpool-II/tls" "$R/run/pgpool" "$R/opt/bitnami/pgpool"
-	chown -R 70:70 "$R/opt/pgpool-II" "$R/run/pgpool" "$R/opt/bitnami/pgpool"
-	archive pgpool kubectl-pgpool/pgpool:local "$R" /usr/local/bin/pgpool-entrypoint 70
+	mkdir -p "$R/opt/pgpool-II/etc" "$R/opt/pgpool-II/tls" "$R/run/pgpool"
+	chown -R 70:70 "$R/opt/pgpool-II" "$R/run/pgpool"
+	if [ -z "$BITNAMI" ]; then
+		echo "$(ts) no Bitnami pgpool scripts (../shared/third_party/bitnami-pgpool-scripts-*.tar.xz, or set BITNAMI_SCRIPTS_ARCHIVE): image kubectl-pgpool/bitnami-pgpool:local left out" >&2
+		archive pgpool kubectl-pgpool/pgpool:local "$R" /usr/local/bin/pgpool-entrypoint 70
+	else
+		# What Bitnami's Dockerfile does, with Debian's pgpool2 and
+		# postgresql-client in place of Bitnami's builds of them: COPY
+		# prebuildfs / and rootfs /, pgpool's programs on the PATH under
+		# /opt/bitnami/pgpool/bin, the sample config in pgpool/etc, then RUN
+		# postunpack.sh (directories, group-writable, the log to stdout) and
+		# chmod g+rwX /opt/bitnami.
+		tar -xJf "$BITNAMI" -C "$WORK"
+		cp -a "$WORK/bitnami-pgpool/prebuildfs/." "$WORK/bitnami-pgpool/rootfs/." "$R/"
+		mkdir -p "$R/opt/bitnami/pgpool/bin" "$R/opt/bitnami/pgpool/etc"
+		for b in pgpool pg_md5 pg_enc pcp_attach_node pcp_node_info; do ln -sf "/usr/sbin/$b" "$R/opt/bitnami/pgpool/bin/$b"; done
+		install -m 0644 "$R/etc/pgpool2/pgpool.conf" "$R/opt/bitnami/pgpool/etc/pgpool.conf.sample"
+		chroot "$R" env -i HOME=/ OS_ARCH=amd64 OS_FLAVOUR=debian-12 OS_NAME=linux PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+			/opt/bitnami/scripts/pgpool/postunpack.sh >"$WORK/postunpack.log" 2>&1 || { cat "$WORK/postunpack.log" >&2; exit 1; }
+		chmod g+rwX "$R/opt/bitnami"
+		version="$(chroot "$R" dpkg-query -W -f '${Version}' pgpool2 | cut -d- -f1)"
+		bitnami_path=/opt/bitnami/common/bin:/opt/bitnami/postgresql/bin:/opt/bitnami/pgpool/bin:/opt/bitnami/common/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+		archive pgpool kubectl-pgpool/pgpool:local "$R" /usr/local/bin/pgpool-entrypoint 70 kubectl-pgpool/bitnami-pgpool:local \
+			"{\"Entrypoint\":[\"/opt/bitnami/scripts/pgpool/entrypoint.sh\"],\"Cmd\":[\"/opt/bitnami/scripts/pgpool/run.sh\"],\"User\":\"1001\",\"ExposedPorts\":{\"5432/tcp\":{}},\"Env\":[\"HOME=/\",\"OS_ARCH=amd64\",\"OS_FLAVOUR=debian-12\",\"OS_NAME=linux\",\"APP_VERSION=$version\",\"BITNAMI_APP_NAME=pgpool\",\"IMAGE_REVISION=0\",\"LD_LIBRARY_PATH=/opt/bitnami/common/lib:/opt/bitnami/common/lib64:\",\"PATH=$bitnami_path\"]}"
+	fi
 fi
 echo "$OUT"

@@ -94,11 +94,12 @@ type Verdict struct {
 }
 
 // Admits reports whether the file lets the attempt reach authentication
-// (or in without it).
-func (v Verdict) Admits() bool { return methodLevel(v.Method) < levelReject }
+// (or in without it). An attempt carries no client certificate, so a cert
+// rule refuses it.
+func (v Verdict) Admits() bool { return methodLevel(v.Method) < levelReject && v.Method != "cert" }
 
 // JudgeAttempt is the file's decision for an attempt through port-forward,
-// with or without TLS.
+// with or without TLS, and without a client certificate.
 func (m HBAModel) JudgeAttempt(a Attempt, tlsOn bool) Verdict {
 	p := Probe{TLS: tlsOn, Addr: PortForwardAddr, SameHost: true, SameNet: true, DB: a.DB, User: a.User}
 	method, line := m.Decide(p)
@@ -122,10 +123,13 @@ func (v Verdict) Explain(admitted bool) string {
 		return "pool_hba.conf is not read (enable_pool_hba is off): pgpool lets every client through to the backend's own authentication"
 	case admitted && !v.Admits():
 		rule := "no rule matches it"
-		if v.Line > 0 {
+		switch {
+		case v.Method == "cert":
+			rule = fmt.Sprintf("line %d (%s) asks it for a client certificate, which it did not send", v.Line, v.Rule)
+		case v.Line > 0:
 			rule = fmt.Sprintf("line %d (%s) refuses it", v.Line, v.Rule)
 		}
-		return fmt.Sprintf("the pool_hba.conf the plugin reads says %s, so pgpool does not read that file (enable_pool_hba off where the plugin does not look, or another file given with -a)", rule)
+		return fmt.Sprintf("the pool_hba.conf the plugin reads says %s, so pgpool does not enforce that file (enable_pool_hba off where the plugin does not look, another file given with -a, or the file changed in the container after it was written)", rule)
 	case admitted && v.Loopback:
 		return fmt.Sprintf("pool_hba.conf line %d (%s) admits port-forward's %s; a client elsewhere is judged by later rules, which this probe cannot reach", v.Line, v.Rule, PortForwardAddr)
 	case admitted:

@@ -2,6 +2,7 @@ package conf
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -23,7 +24,9 @@ func TestJudgeAttempt(t *testing.T) {
 	if v := m.JudgeAttempt(Attempt{"postgres", "postgres"}, false); v.Admits() || v.Method != "implicit reject" {
 		t.Fatalf("%+v", v)
 	}
-	if v := m.JudgeAttempt(Attempt{"postgres", "postgres"}, true); v.Loopback || !v.Admits() || v.Line != 1 {
+	// The attempt has no client certificate: a cert rule refuses it, and
+	// pgpool letting it in means it does not enforce this file.
+	if v := m.JudgeAttempt(Attempt{"postgres", "postgres"}, true); v.Loopback || v.Admits() || v.Line != 1 || !strings.Contains(v.Explain(true), "asks it for a client certificate") {
 		t.Fatalf("%+v", v)
 	}
 	m.Enforced = false

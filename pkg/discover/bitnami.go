@@ -30,6 +30,13 @@ func findTemplateConfig(ctx context.Context, c Clients, t *pgpool.Target, pgpool
 	if err := checkEnvSources(ctx, c, t, ctr); err != nil {
 		return err
 	}
+	for _, e := range ctr.Env {
+		if e.Name == "PGPOOL_EXTRA_FLAGS" && e.ValueFrom == nil {
+			if f := layout.ExtraFlagsFile(e.Value); f != "" {
+				return fmt.Errorf("%s: container %s passes PGPOOL_EXTRA_FLAGS=%q to pgpool, which makes it read another %s than the one the image writes and kubectl-pgpool edits; nothing was changed: drop that flag (the chart's pgpool.extraEnvVars) and run again", t, t.Container, e.Value, f)
+			}
+		}
+	}
 	if _, _, _, why := layout.UserFile(&t.Template.Spec, ctr, "PGPOOL_USER_HBA_FILE"); why != "" {
 		return fmt.Errorf("%s: container %s reads pool_hba.conf from a file kubectl-pgpool cannot edit where it lives (%s); it will not replace it with a file of its own, which could admit more. Nothing was changed: keep the file in a ConfigMap mounted as a directory (the chart's pgpool.configurationCM or pgpool.poolHbaConfiguration) and run again", t, t.Container, why)
 	}

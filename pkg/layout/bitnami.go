@@ -40,6 +40,9 @@ const (
 	BitnamiConfigVolume  = "pgpool-config"
 	BitnamiCAVolume      = "kubectl-pgpool-ca"
 	BitnamiInitContainer = "init-chmod-data"
+	// BitnamiInitScriptsDir is where the image's setup.sh looks for init
+	// scripts.
+	BitnamiInitScriptsDir = "/docker-entrypoint-initdb.d"
 )
 
 // IsBitnami reports whether container c is Bitnami's pgpool (it is
@@ -250,7 +253,67 @@ func UserConfOverrides(pc string) []string {
 // pool_hba.conf the container writes).
 var ModelledEnv = []string{"PGPOOL_ENABLE_POOL_HBA", "PGPOOL_USER_HBA_FILE", "PGPOOL_USER_CONF_FILE", "PGPOOL_ENABLE_TLS",
 	"PGPOOL_TLS_CERT_FILE", "PGPOOL_TLS_KEY_FILE", "PGPOOL_TLS_CA_FILE", "PGPOOL_PORT_NUMBER", "PGPOOL_AUTHENTICATION_METHOD",
-	"PGPOOL_ENABLE_LDAP", "PGPOOL_SR_CHECK_USER", "PGPOOL_ENABLE_POOL_PASSWD", "PGPOOL_POSTGRES_USERNAME"}
+	"PGPOOL_ENABLE_LDAP", "PGPOOL_SR_CHECK_USER", "PGPOOL_ENABLE_POOL_PASSWD", "PGPOOL_POSTGRES_USERNAME", "PGPOOL_EXTRA_FLAGS"}
+
+// ExtraFlagsFile says which file PGPOOL_EXTRA_FLAGS makes pgpool read in
+// place of the pgpool.conf or pool_hba.conf the image's run.sh names
+// ("pool_hba.conf", "pgpool.conf"), or "". run.sh appends the variable to
+// pgpool's command line after its own --config-file and --hba-file, as
+// one word (a scalar expanded as an array), and getopt_long lets the last
+// one win: "-a FILE", "--hba-file=FILE", an abbreviation such as
+// "--hba=FILE", or a cluster of short options that holds a or f.
+func ExtraFlagsFile(flags string) string {
+	w := strings.TrimLeft(flags, " \t")
+	switch {
+	case strings.HasPrefix(w, "--"):
+		name, _, _ := strings.Cut(w[2:], "=")
+		name = strings.TrimSpace(name)
+		switch {
+		case name == "":
+		case strings.HasPrefix("hba-file", name):
+			return "pool_hba.conf"
+		case strings.HasPrefix("config-file", name):
+			return "pgpool.conf"
+		}
+	case strings.HasPrefix(w, "-"):
+		for _, r := range w[1:] {
+			switch r {
+			case 'a':
+				return "pool_hba.conf"
+			case 'f':
+				return "pgpool.conf"
+			case 'F', 'k', 'm': // the rest of the word is their argument
+				return ""
+			}
+		}
+	}
+	return ""
+}
+
+// InitScripts are the volumes mounted at the image's init-script directory
+// (/docker-entrypoint-initdb.d and below: the chart's pgpool.initdbScripts,
+// initdbScriptsCM and initdbScriptsSecret). setup.sh runs their *.sh after
+// it writes pgpool.conf and pool_hba.conf, so they can change either.
+func InitScripts(spec *corev1.PodSpec, c *corev1.Container) []string {
+	var out []string
+	for _, m := range c.VolumeMounts {
+		if p := strings.TrimSuffix(m.MountPath, "/"); p != BitnamiInitScriptsDir && !strings.HasPrefix(p, BitnamiInitScriptsDir+"/") {
+			continue
+		}
+		what := "volume " + m.Name
+		for _, v := range spec.Volumes {
+			switch {
+			case v.Name != m.Name:
+			case v.ConfigMap != nil:
+				what = "ConfigMap " + v.ConfigMap.Name
+			case v.Secret != nil:
+				what = "Secret " + v.Secret.SecretName
+			}
+		}
+		out = append(out, what)
+	}
+	return out
+}
 
 // HBAConfigMapName is the ConfigMap the chart makes of
 // pgpool.poolHbaConfiguration for the Deployment NAME (the chart names its

@@ -99,3 +99,49 @@ func TestHelmValues(t *testing.T) {
 		}
 	}
 }
+
+// PGPOOL_EXTRA_FLAGS reaches pgpool as one word after run.sh's own
+// --config-file and --hba-file; what would replace either is found.
+func TestExtraFlagsFile(t *testing.T) {
+	for flags, want := range map[string]string{
+		"":                               "",
+		"-D":                             "",
+		"-d":                             "",
+		"-a/tmp/hba":                     "pool_hba.conf",
+		"-a /tmp/hba":                    "pool_hba.conf",
+		"-nDa/tmp/hba":                   "pool_hba.conf",
+		"--hba-file=/tmp/hba":            "pool_hba.conf",
+		"--hba=/tmp/hba":                 "pool_hba.conf",
+		"-f/tmp/pgpool.conf":             "pgpool.conf",
+		"--config-file=/tmp/pgpool.conf": "pgpool.conf",
+		"--config=/tmp/x":                "pgpool.conf",
+		"-k/tmp/a":                       "", // the key file's path, not -a
+		"-F/tmp/af":                      "",
+		"--key-file=/tmp/hba-file":       "",
+		"--discard-status":               "",
+		"stop":                           "",
+	} {
+		if got := ExtraFlagsFile(flags); got != want {
+			t.Errorf("ExtraFlagsFile(%q) = %q, want %q", flags, got, want)
+		}
+	}
+}
+
+// The chart's init scripts (a ConfigMap or a Secret at
+// /docker-entrypoint-initdb.d) are named; other mounts are not.
+func TestInitScripts(t *testing.T) {
+	spec := chartPod()
+	c := &spec.Containers[0]
+	if got := InitScripts(&spec, c); len(got) != 0 {
+		t.Fatalf("the chart's default pod: %v", got)
+	}
+	spec.Volumes = append(spec.Volumes,
+		corev1.Volume{Name: "custom-init-scripts", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "pg-initdb"}}}},
+		corev1.Volume{Name: "custom-init-scripts-secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "pg-initdb-secret"}}})
+	c.VolumeMounts = append(c.VolumeMounts,
+		corev1.VolumeMount{Name: "custom-init-scripts", MountPath: "/docker-entrypoint-initdb.d/"},
+		corev1.VolumeMount{Name: "custom-init-scripts-secret", MountPath: "/docker-entrypoint-initdb.d/secret"})
+	if got, want := InitScripts(&spec, c), []string{"ConfigMap pg-initdb", "Secret pg-initdb-secret"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("InitScripts = %v, want %v", got, want)
+	}
+}

@@ -8,8 +8,10 @@ package planner
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 )
@@ -40,6 +42,11 @@ func Build(t *pgpool.Target, intent Intent, f Facts) (*plan.Plan, error) {
 	b := newBuilder(t, intent, f)
 	b.p.Warnings = append(b.p.Warnings, managed...)
 	b.p.Warnings = append(b.p.Warnings, conf.ParsePgpoolConf(t.Config.PgpoolConf).CaseIgnored(pgpoolKeys...)...)
+	if t.Layout.Name() == "bitnami" {
+		if src := layout.InitScripts(&t.Template.Spec, &t.Template.Spec.Containers[t.ContainerIndex]); len(src) > 0 {
+			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("container %s runs init scripts from %s (%s) after it writes pgpool.conf and pool_hba.conf, and they can change either: the plan cannot see what they do; the proof after each restart checks what pgpool enforces", t.Container, strings.Join(src, ", "), layout.BitnamiInitScriptsDir))
+		}
+	}
 	if o := t.Layout.Owner(t); o != nil && t.Owner == nil {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("%s is controlled by %s %s/%s (%s), which could not be read (it is gone, or its API is not served): it is neither paused nor told of this change", t, o.Kind, t.Namespace, o.Name, o.APIVersion))
 	}

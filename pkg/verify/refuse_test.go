@@ -93,7 +93,7 @@ func TestProveRefusalJudges(t *testing.T) {
 	m, _ = conf.NewHBAModel(hba, true, true)
 	pol = Policy{Plaintext: true, PoolHBA: hba, Model: m}
 	r = ProveRefusal(context.Background(), dial, "p", pol)
-	if r.Plaintext != Accepted || !strings.Contains(r.Failure(pol).Error(), "does not read that file") {
+	if r.Plaintext != Accepted || !strings.Contains(r.Failure(pol).Error(), "does not enforce that file") {
 		t.Fatalf("%+v", r)
 	}
 	refuse, _ := fakeServer(t, msg('E', []byte("SFATAL\x00Mno\x00\x00")))

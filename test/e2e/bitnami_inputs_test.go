@@ -41,6 +41,13 @@ func TestBitnamiInputsRefused(t *testing.T) {
 				c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "hba", MountPath: "/opt/bitnami/pgpool/hba"})
 				d.Spec.Template.Spec.Volumes = append(d.Spec.Template.Spec.Volumes, corev1.Volume{Name: "hba", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "pg-hba"}}})
 			}, "which is not a ConfigMap"},
+		// run.sh appends PGPOOL_EXTRA_FLAGS after its own --hba-file: the
+		// last one wins, and pgpool reads a file nobody edits.
+		{"PGPOOL_EXTRA_FLAGS --hba-file", nil, nil,
+			func(d *appsv1.Deployment) {
+				c := &d.Spec.Template.Spec.Containers[0]
+				c.Env = append(c.Env, corev1.EnvVar{Name: "PGPOOL_EXTRA_FLAGS", Value: "--hba-file=/tmp/other_hba.conf"})
+			}, "makes it read another pool_hba.conf"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := env.Namespace(t)
@@ -84,8 +91,16 @@ func namespaceVersions(t *testing.T, ns string) string {
 	}
 	for _, d := range ds.Items {
 		// Its generation counts spec changes only: the controller updates
-		// its status on its own time.
-		out = append(out, fmt.Sprintf("Deployment %s generation %d annotations %v", d.Name, d.Generation, d.Annotations))
+		// its status on its own time, and its own annotations
+		// (deployment.kubernetes.io/revision, once it first sees the
+		// Deployment) too.
+		ann := map[string]string{}
+		for k, v := range d.Annotations {
+			if !strings.HasPrefix(k, "deployment.kubernetes.io/") {
+				ann[k] = v
+			}
+		}
+		out = append(out, fmt.Sprintf("Deployment %s generation %d annotations %v", d.Name, d.Generation, ann))
 	}
 	cms, err := env.Kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {

@@ -62,7 +62,7 @@ func TestRefusalProof(t *testing.T) {
 	pg.Restart()
 	pol = pg.policy("require", "cert", enforcedHBA, true)
 	r = pg.refusal(t, pol)
-	if r.Plaintext != verify.Accepted || r.Failure(pol) == nil || !strings.Contains(r.Failure(pol).Error(), "does not read that file") {
+	if r.Plaintext != verify.Accepted || r.Failure(pol) == nil || !strings.Contains(r.Failure(pol).Error(), "does not enforce that file") {
 		t.Fatalf("enable_pool_hba off: %+v", r)
 	}
 

@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
@@ -27,11 +28,23 @@ const (
 	bitnamiSelector = "app.kubernetes.io/instance=pg,app.kubernetes.io/name=postgresql-ha,app.kubernetes.io/component=pgpool"
 )
 
-// realBitnami puts the fixture with real pgpool behind the stand-in of
-// Bitnami's entrypoint into a new namespace, with the issuers and the
-// backend's TLS, and waits for its 2 pods.
+// realBitnami puts the fixture (real pgpool started by Bitnami's own
+// container scripts, as the bitnami/pgpool image starts it) into a new
+// namespace, with the issuers and the backend's TLS, and waits for its 2
+// pods. Without the scripts' snapshot there is no such image, and the test
+// is skipped.
 func realBitnami(t *testing.T) string {
 	t.Helper()
+	return realBitnamiWith(t, nil)
+}
+
+// realBitnamiWith is realBitnami with mutate applied to each of the
+// fixture's objects first, and the ConfigMaps cms created before them.
+func realBitnamiWith(t *testing.T, mutate func(*unstructured.Unstructured), cms ...*corev1.ConfigMap) string {
+	t.Helper()
+	if !bitnamiScripts() {
+		t.Skip("no snapshot of Bitnami's pgpool container scripts (../shared/third_party/bitnami-pgpool-scripts-*.tar.xz, or BITNAMI_SCRIPTS_ARCHIVE): the image kubectl-pgpool/bitnami-pgpool:local was not built")
+	}
 	ns := env.Namespace(t)
 	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
 	env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
@@ -39,8 +52,16 @@ func realBitnami(t *testing.T) string {
 	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
 		t.Fatal(err)
 	}
+	for _, cm := range cms {
+		if _, err := env.Kube.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	objs := env.Fixture(t, "bitnami-postgresql-ha.yaml")
 	for _, o := range objs {
+		if mutate != nil {
+			mutate(o)
+		}
 		a := o.GetAnnotations()
 		a["meta.helm.sh/release-namespace"] = ns
 		o.SetAnnotations(a)
@@ -50,6 +71,17 @@ func realBitnami(t *testing.T) string {
 	env.WaitIssuerReady(t, ctx, ns, "pp-new-issuer")
 	env.WaitPodsReady(t, ns, bitnamiSelector, 2, 3*time.Minute)
 	return ns
+}
+
+// bitnamiScripts: hack/build-images.sh found Bitnami's scripts (by the same
+// rule) and built the image that runs them.
+func bitnamiScripts() bool {
+	if a := os.Getenv("BITNAMI_SCRIPTS_ARCHIVE"); a != "" {
+		_, err := os.Stat(a)
+		return err == nil
+	}
+	m, _ := filepath.Glob(filepath.Join(testenv.RepoRoot(), "..", "shared", "third_party", "bitnami-pgpool-scripts-*.tar.xz"))
+	return len(m) > 0
 }
 
 // bitnamiRun runs the plugin on the fixture while watching its pods: every
@@ -150,7 +182,7 @@ func TestBitnamiOnRealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	derived := strings.SplitN(layout.GeneratedHBA(&d.Spec.Template.Spec.Containers[0]), "\n", 2)[1] // without its comment line
-	if wrote := execBitnami(t, ns, "cat", "/opt/bitnami/pgpool/conf/pool_hba.conf"); wrote != derived {
+	if wrote := execBitnami(t, ns, "cat", "/opt/bitnami/pgpool/conf/pool_hba.conf"); !slices.Equal(hbaFields(wrote), hbaFields(derived)) {
 		t.Fatalf("the container generated\n%s\nthe plugin derives\n%s", wrote, derived)
 	}
 
@@ -162,12 +194,12 @@ func TestBitnamiOnRealNode(t *testing.T) {
 		}
 	}
 	running := execBitnami(t, ns, "cat", "/opt/bitnami/pgpool/conf/pgpool.conf", "/opt/bitnami/pgpool/conf/pool_hba.conf")
-	for _, want := range []string{"ssl = on", "ssl_cert = '/opt/bitnami/pgpool/certs/tls.crt'", "ssl_ca_cert = '/opt/bitnami/pgpool/kubectl-pgpool-ca/ca.pem'", "hostssl"} {
+	for _, want := range []string{"ssl = 'on'", "ssl_cert = '/opt/bitnami/pgpool/certs/tls.crt'", "ssl_ca_cert = '/opt/bitnami/pgpool/kubectl-pgpool-ca/ca.pem'", "hostssl"} {
 		if !strings.Contains(running, want) {
 			t.Fatalf("the running config lacks %q:\n%s", want, running)
 		}
 	}
-	if perm := execBitnami(t, ns, "stat", "-c", "%a %u", "/opt/bitnami/pgpool/certs/tls.key"); strings.TrimSpace(perm) != "600 70" {
+	if perm := execBitnami(t, ns, "stat", "-c", "%a %u", "/opt/bitnami/pgpool/certs/tls.key"); strings.TrimSpace(perm) != "600 1001" {
 		t.Fatalf("the key the init container copied: %s, want mode 600 owned by the pgpool user", perm)
 	}
 	checkLogins := func(when string, wantPlain, wantNoCert, wantCert bool) {
@@ -181,6 +213,15 @@ func TestBitnamiOnRealNode(t *testing.T) {
 	if st, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 2*time.Minute, "tls", "status", bitnamiName, "--verify=required"); err != nil ||
 		!strings.Contains(st, "Managed by:") || !strings.Contains(st, "Helm (release "+ns+"/pg)") {
 		t.Fatalf("tls status --verify=required on the Bitnami pgpool: %v\n%s\n%s", err, st, errOut)
+	}
+	if st, err := runStatusOf(t, ns, bitnamiName); err != nil || len(st.Pods) != 2 {
+		t.Fatalf("tls status -o json: %v, %d pods", err, len(st.Pods))
+	} else {
+		for _, p := range st.Pods {
+			if p.Plaintext != "refused" || p.Certless != "refused" {
+				t.Fatalf("status of pod %s after add: plaintext %q, certless %q, want refused, refused (%s)", p.Name, p.Plaintext, p.Certless, strings.Join(p.Refusal, "; "))
+			}
+		}
 	}
 
 	serial := func() string {
@@ -218,6 +259,18 @@ func TestBitnamiOnRealNode(t *testing.T) {
 	sameAsChart(t, ns, "rollback", origSpec, origCMs)
 }
 
+// hbaFields is a pool_hba.conf as pgpool reads it: the fields of each
+// line that is not empty (the columns' spacing differs).
+func hbaFields(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			out = append(out, strings.Join(f, " "))
+		}
+	}
+	return out
+}
+
 // sameAsChart fails unless the pod template and the ConfigMaps are as the
 // chart rendered them.
 func sameAsChart(t *testing.T, ns, after string, spec corev1.PodSpec, cms []string) {
@@ -236,5 +289,47 @@ func sameAsChart(t *testing.T, ns, after string, spec corev1.PodSpec, cms []stri
 	}
 	if len(ours) > 0 {
 		t.Fatalf("after %s ConfigMaps are left: %v", after, ours)
+	}
+}
+
+// A colleague who may edit the chart's init scripts (pgpool.initdbScripts,
+// a ConfigMap) puts a trust rule first in the pool_hba.conf that Bitnami's
+// setup.sh has just written. The plugin cannot see what a script does: the
+// plan says the scripts run, and the proof of the rolled-out pods finds
+// that real pgpool admits a plain login, and add fails (and undoes itself);
+// with the proofs off add succeeds, and status --verify=required exits 1.
+func TestBitnamiInitScriptAdmitsPlaintext(t *testing.T) {
+	script := `{ echo "host all all all trust"; cat "$PGPOOL_PGHBA_FILE"; } >/tmp/hba && cat /tmp/hba >"$PGPOOL_PGHBA_FILE"` + "\n"
+	ns := realBitnamiWith(t, func(o *unstructured.Unstructured) {
+		if o.GetKind() != "Deployment" {
+			return
+		}
+		vols, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "volumes")
+		vols = append(vols, map[string]any{"name": "custom-init-scripts", "configMap": map[string]any{"name": "pg-postgresql-ha-pgpool-initdb-scripts"}})
+		_ = unstructured.SetNestedSlice(o.Object, vols, "spec", "template", "spec", "volumes")
+		cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		c := cs[0].(map[string]any)
+		mounts, _, _ := unstructured.NestedSlice(c, "volumeMounts")
+		c["volumeMounts"] = append(mounts, map[string]any{"name": "custom-init-scripts", "mountPath": "/docker-entrypoint-initdb.d/"})
+		_ = unstructured.SetNestedSlice(o.Object, cs, "spec", "template", "spec", "containers")
+	}, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "pg-postgresql-ha-pgpool-initdb-scripts"}, Data: map[string]string{"trust-everyone.sh": script}})
+	add := []string{"tls", "add", bitnamiName, "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--backend-ca", "secret/pgpool-backend-cert", "--yes"}
+	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, add...)
+	all := out + errOut
+	if err == nil || !strings.Contains(all, "runs init scripts from ConfigMap pg-postgresql-ha-pgpool-initdb-scripts") || !strings.Contains(all, "the policy is not proven: plaintext accepted") || !strings.Contains(all, "does not enforce that file") {
+		t.Fatalf("add against a Bitnami pgpool whose init script trusts everyone: %v\n%s\n%s", err, out, errOut)
+	}
+	_, _, _ = testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, "tls", "rollback", bitnamiName, "--yes")
+	if out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, append(add, "--verify=false")...); err != nil {
+		t.Fatalf("add --verify=false: %v\n%s\n%s", err, out, errOut)
+	}
+	st, err := runStatusOf(t, ns, bitnamiName)
+	if err == nil || len(st.Pods) != 2 || !strings.Contains(err.Error(), "plaintext accepted") {
+		t.Fatalf("status --verify=required of a Bitnami pgpool that admits plaintext: %v %+v", err, st.Pods)
+	}
+	for _, p := range st.Pods {
+		if p.Check != "ok" || p.Plaintext != "accepted" {
+			t.Fatalf("status of pod %s: check %q, plaintext %q; want ok, accepted", p.Name, p.Check, p.Plaintext)
+		}
 	}
 }

@@ -158,7 +158,13 @@ func allReplaced(t *testing.T, op string, before, after []corev1.Pod) {
 // runStatus runs `tls status --verify=required -o json`.
 func runStatus(t *testing.T, ns string) (pgstatus.Status, error) {
 	t.Helper()
-	out, errOut, runErr := testenv.Plugin(env.Kubeconfig, ns, 2*time.Minute, "tls", "status", "pgpool", "--verify=required", "-o", "json")
+	return runStatusOf(t, ns, "pgpool")
+}
+
+// runStatusOf is runStatus of the pgpool name.
+func runStatusOf(t *testing.T, ns, name string) (pgstatus.Status, error) {
+	t.Helper()
+	out, errOut, runErr := testenv.Plugin(env.Kubeconfig, ns, 2*time.Minute, "tls", "status", name, "--verify=required", "-o", "json")
 	var st pgstatus.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v (%v)\n%s\n%s", err, runErr, out, errOut)
@@ -240,7 +246,7 @@ exec pgpool -n -f "$ETC/pgpool.conf" -a /tmp/other_hba.conf -F "$ETC/pcp.conf"`}
 	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert",
 		"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert", "--yes"}
 	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 10*time.Minute, add...)
-	if err == nil || !strings.Contains(out+errOut, "the roll stops at pod pgpool-0") || !strings.Contains(out+errOut, "plaintext accepted") || !strings.Contains(out+errOut, "does not read that file") {
+	if err == nil || !strings.Contains(out+errOut, "the roll stops at pod pgpool-0") || !strings.Contains(out+errOut, "plaintext accepted") || !strings.Contains(out+errOut, "does not enforce that file") {
 		t.Fatalf("add against a pgpool that reads another pool_hba.conf: %v\n%s\n%s", err, out, errOut)
 	}
 	// What add undid is put right by rollback when the run did not; either
