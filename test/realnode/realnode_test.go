@@ -991,3 +991,47 @@ func TestSeedWalkthroughOnRealPetSet(t *testing.T) {
 		})
 	}
 }
+
+// asPgpool2OnK8s turns the real-node KubeDB fixture into the
+// pgpool2_on_k8s layout: a Deployment (rolling update, one pod at a time)
+// whose config is a ConfigMap mounted at /config; the same image and
+// entrypoint (pgpool2_on_k8s's copies /config the same way).
+func asPgpool2OnK8s(o *unstructured.Unstructured) {
+	switch {
+	case o.GetKind() == "Secret" && o.GetName() == "pgpool-config":
+		o.SetKind("ConfigMap")
+		o.Object["data"] = o.Object["stringData"]
+		delete(o.Object, "stringData")
+	case o.GetKind() == "StatefulSet":
+		o.SetKind("Deployment")
+		spec := o.Object["spec"].(map[string]any)
+		delete(spec, "serviceName")
+		delete(spec, "podManagementPolicy")
+		delete(spec, "updateStrategy")
+		spec["strategy"] = map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxUnavailable": int64(1), "maxSurge": int64(0)}}
+		vols, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "volumes")
+		for i, v := range vols {
+			if m := v.(map[string]any); m["name"] == "pgpool-config" {
+				delete(m, "secret")
+				m["configMap"] = map[string]any{"name": "pgpool-config"}
+				vols[i] = m
+			}
+		}
+		_ = unstructured.SetNestedSlice(o.Object, vols, "spec", "template", "spec", "volumes")
+	}
+}
+
+// The pgpool2_on_k8s layout with real pgpool (issue 27): after add with
+// sslMode require and clientAuthMode cert, status proves against each pod
+// that pgpool refuses a plain login and a TLS login without a client
+// certificate, and the client certificate logs in through every pod.
+func TestPgpool2OnK8sRefusesOnRealNode(t *testing.T) {
+	ns := env.RealPgpool(t, 2, asPgpool2OnK8s)
+	if _, err := env.Kube.AppsV1().Deployments(ns).Get(testenv.Context(t, time.Minute), "pgpool", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the pgpool2_on_k8s Deployment: %v", err)
+	}
+	plugin(t, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert",
+		"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert")
+	status(t, ns, 2, true) // plaintext and certless refused by every pod
+	loginThroughPgpool(t, ns, 2, true)
+}
