@@ -74,6 +74,9 @@ func TestApplyBitnamiTLSRoundTrip(t *testing.T) {
 	}
 	if len(on.InitContainers) != 1 || on.InitContainers[0].Name != BitnamiInitContainer || !strings.Contains(on.InitContainers[0].Command[2], "chown -R 1001:1001") {
 		t.Errorf("init container: %+v", on.InitContainers)
+	} else if sc := on.InitContainers[0].SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 1001 || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 || sc.SeccompProfile == nil {
+		t.Errorf("the init container does not meet the restricted Pod Security Standard: %+v", sc)
 	}
 	pc, _ := Bitnami{}.TemplateConf(&c)
 	p := conf.ParsePgpoolConf(pc)
@@ -92,8 +95,9 @@ func TestApplyBitnamiTLSRoundTrip(t *testing.T) {
 
 // The values say what the plugin wrote.
 func TestHelmValues(t *testing.T) {
-	v := HelmValues(BitnamiTLS{On: true, ServerSecret: "pg-server-cert", Bundle: "pg-ca-bundle"}, "local all all trust\n")
-	for _, want := range []string{"certificatesSecret: pg-server-cert", "name: PGPOOL_TLS_CA_FILE", "name: pg-ca-bundle", "poolHbaConfiguration: |\n    local all all trust"} {
+	v := HelmValues(BitnamiTLS{On: true, ServerSecret: "pg-server-cert", Bundle: "pg-ca-bundle"}, "local all all trust\n", 1001, 1001)
+	for _, want := range []string{"certificatesSecret: pg-server-cert", "name: PGPOOL_TLS_CA_FILE", "name: pg-ca-bundle", "poolHbaConfiguration: |\n    local all all trust",
+		"volumePermissions:\n  podSecurityContext:\n    runAsUser: 1001\n    runAsGroup: 1001\n    runAsNonRoot: true"} {
 		if !strings.Contains(v, want) {
 			t.Errorf("values lack %q:\n%s", want, v)
 		}

@@ -143,6 +143,9 @@ func renderValues(t *testing.T, base *appsv1.Deployment, valuesYAML string) core
 			ExtraVolumeMounts    []corev1.VolumeMount `json:"extraVolumeMounts"`
 			PoolHbaConfiguration string               `json:"poolHbaConfiguration"`
 		} `json:"pgpool"`
+		VolumePermissions struct {
+			PodSecurityContext *corev1.SecurityContext `json:"podSecurityContext"`
+		} `json:"volumePermissions"`
 	}
 	if err := yaml.UnmarshalStrict([]byte(valuesYAML), &v); err != nil {
 		t.Fatalf("the printed values: %v\n%s", err, valuesYAML)
@@ -179,7 +182,17 @@ func renderValues(t *testing.T, base *appsv1.Deployment, valuesYAML string) core
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "pgpool-certificates", MountPath: bitnamiCerts})
 		s.Volumes = append(s.Volumes, corev1.Volume{Name: "raw-certificates", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: p.TLS.CertificatesSecret}}},
 			corev1.Volume{Name: "pgpool-certificates", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
-		s.InitContainers = []corev1.Container{{Name: "init-chmod-data"}}
+		// The chart's volumePermissions.podSecurityContext (root by
+		// default), with what the values set.
+		root, no := int64(0), false
+		sc := &corev1.SecurityContext{RunAsUser: &root, RunAsGroup: &root, RunAsNonRoot: &no, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
+		if v := v.VolumePermissions.PodSecurityContext; v != nil {
+			b, _ := json.Marshal(v)
+			if err := json.Unmarshal(b, sc); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.InitContainers = []corev1.Container{{Name: "init-chmod-data", SecurityContext: sc}}
 	}
 	c.VolumeMounts = append(c.VolumeMounts, p.ExtraVolumeMounts...)
 	s.Volumes = append(s.Volumes, p.ExtraVolumes...)
@@ -189,7 +202,7 @@ func renderValues(t *testing.T, base *appsv1.Deployment, valuesYAML string) core
 // sameRendering compares what the chart would render with what the plugin
 // wrote: the pgpool container's env (by name), its mounts (by name and
 // path), the volumes (by name, as the API server defaults them) and the
-// init containers (by name).
+// init containers (by name and security context).
 func sameRendering(t *testing.T, ns string, want corev1.PodSpec, got corev1.PodSpec) {
 	t.Helper()
 	// The API server's defaults (a volume's defaultMode) on the rendering.
@@ -216,7 +229,8 @@ func sameRendering(t *testing.T, ns string, want corev1.PodSpec, got corev1.PodS
 		}
 		var inits []string
 		for _, c := range s.InitContainers {
-			inits = append(inits, c.Name)
+			b, _ := json.Marshal(c.SecurityContext)
+			inits = append(inits, c.Name+" "+string(b))
 		}
 		return env, mounts, vols, inits
 	}
@@ -243,7 +257,7 @@ func values(t *testing.T, out string) string {
 	}
 	var lines []string
 	for _, l := range strings.Split(rest, "\n") {
-		if l != "pgpool:" && !strings.HasPrefix(l, "  ") {
+		if l != "pgpool:" && l != "volumePermissions:" && !strings.HasPrefix(l, "  ") {
 			break
 		}
 		lines = append(lines, l)
@@ -294,5 +308,39 @@ func TestBitnamiHelmValuesRenderTheSame(t *testing.T) {
 	}
 	if _, err := env.Kube.CoreV1().Secrets(ns).Get(testenv.Context(t, time.Minute), "pg-postgresql-ha-crt", metav1.GetOptions{}); err != nil {
 		t.Fatalf("the chart's Secret: %v", err)
+	}
+}
+
+// Issue 27, Pod Security: in a namespace that enforces the restricted Pod
+// Security Standard (the chart's pod meets it), the pod template add
+// writes, with its certificate-copying init container, is admitted: the
+// rollout replaces both pods. Before, that init container ran as root and
+// the ReplicaSet could create no pod.
+func TestBitnamiAddUnderRestrictedPodSecurity(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := testenv.Context(t, time.Minute)
+	n, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Labels == nil {
+		n.Labels = map[string]string{}
+	}
+	n.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
+	if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
+	waitIssuer(t, ns, "pgpool-issuer")
+	// Without the backend sidecar, which is the fixture's, not the chart's.
+	bitnamiOnKwok(t, ns, func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers = d.Spec.Template.Spec.Containers[:1] })
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "add", bitnamiName, "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--timeout", "2m", "--yes")
+	if err != nil {
+		t.Fatalf("add in a restricted namespace: %v\n%s\n%s", err, out, errOut)
+	}
+	for _, p := range env.WaitPodsReady(t, ns, bitnamiSelector, 2, time.Minute) {
+		if len(p.Spec.InitContainers) != 1 {
+			t.Fatalf("pod %s runs init containers %v, want the one that copies the certificate", p.Name, p.Spec.InitContainers)
+		}
 	}
 }
