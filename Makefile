@@ -8,7 +8,10 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.dat
 TOOLS   := $(HOME)/.cache/kubectl-pgpool/tools
 GOLANGCI_LINT_VERSION := v2.15.0
 
-.PHONY: build install cluster-up cluster-down demo test unit lint krew-validate dist e2e bench clean
+.PHONY: deps build install cluster-up cluster-down demo test unit lint krew-validate dist e2e bench clean
+
+deps: ## install the Debian packages demo and test need that are missing (hack/deps.sh; as root, or it prints the sudo command)
+	@hack/deps.sh
 
 build: ## bin/kubectl-pgpool
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/kubectl-pgpool ./cmd/kubectl-pgpool
@@ -22,10 +25,10 @@ cluster-up: ## start the local cluster (builds it the first time: ~25 min); REAL
 cluster-down: ## stop the local cluster and remove its state
 	@hack/cluster.sh down
 
-demo: build ## local cluster with its real node + KubeDB-layout pgpool + add (then psql), rotate, change-issuer, remove
+demo: deps build ## local cluster with its real node + KubeDB-layout pgpool + add (then psql), rotate, change-issuer, remove
 	@hack/demo.sh
 
-test: lint unit krew-validate e2e ## everything CI runs
+test: deps lint unit krew-validate e2e ## everything CI runs
 
 unit: ## pure packages, and the runner, discovery and commands against client-go fakes (no cluster)
 	go test ./pkg/... ./internal/...
