@@ -42,8 +42,12 @@ func main() {
 	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: version, Commit: commit, Date: date})
 	err := cmd.WithCause(ctx, root.ExecuteContext(ctx))
 	signal.Stop(sigs)
-	if err != nil {
+	code := cmd.ExitCode(err)
+	switch {
+	case code == 3:
+		fmt.Fprintln(os.Stderr, "warning:", cmd.Explain(err))
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "error:", cmd.Explain(err))
 	}
-	os.Exit(cmd.ExitCode(err))
+	os.Exit(code)
 }

@@ -134,16 +134,20 @@ func WithCause(ctx context.Context, err error) error {
 }
 
 // ExitCode maps an error to the process exit code: 0 success, 1 failure,
-// 2 bad usage, 124 timeout, 130 interrupted.
+// 2 bad usage, 3 a certificate ends within `tls status --warn-within`,
+// 124 timeout, 130 interrupted.
 func ExitCode(err error) int {
 	var ue UsageError
 	var ie *tls.InvalidCertificateError
 	var re *runner.RefusedError
 	var oe *opsrequest.InvalidError
 	var intent *operation.InputError
+	var ew *ExpiryWarning
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &ew):
+		return 3
 	case errors.As(err, &ue), errors.As(err, &ie), errors.As(err, &re), errors.As(err, &oe), errors.As(err, &intent):
 		return 2
 	case errors.Is(err, plan.ErrInterrupted):

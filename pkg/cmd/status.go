@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -27,12 +28,41 @@ type StatusOptions struct {
 	Output  string
 	Verify  string
 	Timeout time.Duration
+	// WarnWithin and FailWithin are the expiry thresholds as given
+	// ("30d"); Thresholds what they say.
+	WarnWithin, FailWithin string
+	Thresholds             status.Thresholds
+	// Now is the time the thresholds count from (time.Now unless a test
+	// sets it).
+	Now func() time.Time
 }
+
+// ExpiryWarning is a certificate that ends within --warn-within (and none
+// within --fail-within, and nothing unproven): exit code 3.
+type ExpiryWarning struct{ Msg string }
+
+func (e *ExpiryWarning) Error() string { return e.Msg }
 
 // Validate checks the flags (no I/O).
 func (o *StatusOptions) Validate() error {
-	if err := oneOf("--output", o.Output, "text json yaml"); err != nil {
+	if err := oneOf("--output", o.Output, "text json yaml prometheus"); err != nil {
 		return err
+	}
+	for _, f := range []struct {
+		flag, v string
+		d       *time.Duration
+	}{{"--warn-within", o.WarnWithin, &o.Thresholds.Warn}, {"--fail-within", o.FailWithin, &o.Thresholds.Fail}} {
+		if f.v == "" {
+			continue
+		}
+		d, err := status.ParseWithin(f.v)
+		if err != nil {
+			return UsageError{fmt.Errorf("%s %w", f.flag, err)}
+		}
+		*f.d = d
+	}
+	if o.Thresholds.Warn > 0 && o.Thresholds.Fail > 0 && o.Thresholds.Fail > o.Thresholds.Warn {
+		return UsageError{fmt.Errorf("--fail-within (%s) is longer than --warn-within (%s): a warning would never be given", o.FailWithin, o.WarnWithin)}
 	}
 	if err := oneOf("--verify", o.Verify, "true false required"); err != nil {
 		return err
@@ -44,7 +74,7 @@ func (o *StatusOptions) Validate() error {
 }
 
 func newStatusCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &StatusOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, Timeout: 20 * time.Second}
+	o := &StatusOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, Timeout: 20 * time.Second, Now: time.Now}
 	c := &cobra.Command{
 		Use:   "status (NAME | -l SELECTOR | -A | --all)",
 		Short: "Show what TLS is configured, its certificates and expiry, and the pods",
@@ -56,11 +86,17 @@ compared with the Certificate's Secret.`,
   # exit 1 unless every pod is proven to serve the Secret's certificate
   kubectl pgpool tls status pgpool -n demo --verify=required
   # a table of every pgpool in the cluster; exit 1 if any pod serves an old certificate
-  kubectl pgpool tls status -A --verify=required`,
+  kubectl pgpool tls status -A --verify=required
+  # for a monitor: exit 3 if a certificate ends within 30 days, 1 within 7 (or a pod is unproven)
+  kubectl pgpool tls status -A --warn-within 30d --fail-within 7d
+  # metrics for node_exporter's textfile collector
+  kubectl pgpool tls status -A -o prometheus > /var/lib/node_exporter/pgpool_tls.prom`,
 		ValidArgsFunction: completePgpools(flags),
 		RunE:              runE(o),
 	}
-	c.Flags().StringVarP(&o.Output, "output", "o", "text", "text, json or yaml")
+	c.Flags().StringVarP(&o.Output, "output", "o", "text", "text, json, yaml, or prometheus (text exposition: per pod the served certificate's end, whether it is the Secret's, and the negative proof)")
+	c.Flags().StringVar(&o.WarnWithin, "warn-within", "", "exit 3 if a served certificate, or a Certificate's, ends within this long (30d, 72h)")
+	c.Flags().StringVar(&o.FailWithin, "fail-within", "", "exit 1 if a served certificate, or a Certificate's, ends within this long (7d), or a pod's is not proven")
 	c.Flags().StringVar(&o.Verify, "verify", "true", `handshake with each pod through port-forward and compare what it serves with the Secret: "true" (report), "false" (skip), or "required" (exit 1 unless every pod is proven)`)
 	c.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "time limit of each pod's handshake")
 	o.addFleetFlags(c, false)
@@ -84,7 +120,39 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	if err := o.print(t, st); err != nil {
 		return err
 	}
-	return o.required(t, st)
+	if err := o.required(t, st); err != nil {
+		return err
+	}
+	if fail, warn := o.expiry(t, st); fail != "" {
+		return errors.New(fail)
+	} else if warn != "" {
+		return &ExpiryWarning{Msg: warn}
+	}
+	return nil
+}
+
+// expiry judges st by --fail-within and --warn-within: what fails (a
+// certificate that ends within --fail-within, or a pod whose certificate
+// is not proven), and what only warns.
+func (o *StatusOptions) expiry(t *pgpool.Target, st *status.Status) (fail, warn string) {
+	if o.Thresholds == (status.Thresholds{}) {
+		return "", ""
+	}
+	if o.Verify != runner.VerifyOff {
+		for _, p := range st.Pods {
+			if p.Check != "ok" && st.SSL {
+				return fmt.Sprintf("pod %s of %s: the certificate it serves is not proven (%s: %s)", p.Name, t, p.Check, p.Detail), ""
+			}
+		}
+	}
+	fail, warn = o.Thresholds.Judge(st.Expiries(), o.Now())
+	if fail != "" {
+		fail = fmt.Sprintf("%s: %s", t, fail)
+	}
+	if warn != "" {
+		warn = fmt.Sprintf("%s: %s", t, warn)
+	}
+	return fail, warn
 }
 
 // required is --verify=required: an error unless every pod is proven.
@@ -112,6 +180,9 @@ func (o *StatusOptions) required(t *pgpool.Target, st *status.Status) error {
 }
 
 func (o *StatusOptions) print(t *pgpool.Target, st *status.Status) error {
+	if o.Output == "prometheus" {
+		return ui.PrintPrometheus(o.Out, []ui.MetricsRow{{Namespace: t.Namespace, Name: t.Name, Status: st}}, o.Now())
+	}
 	if o.Output != "text" {
 		return ui.PrintDoc(o.Out, o.Output, st)
 	}
@@ -132,7 +203,7 @@ type StatusRow struct {
 // full status of each.
 func (o *StatusOptions) runFleet(ctx context.Context) error {
 	var rows []StatusRow
-	var problems []string
+	var problems, warnings []string
 	targets := map[int]*pgpool.Target{}
 	for i, r := range o.refs {
 		row := StatusRow{Namespace: r.Namespace, Name: r.Name}
@@ -146,14 +217,30 @@ func (o *StatusOptions) runFleet(ctx context.Context) error {
 			if err := o.required(t, row.Status); err != nil {
 				problems = append(problems, err.Error())
 			}
+			fail, warn := o.expiry(t, st)
+			if fail != "" {
+				problems = append(problems, fail)
+			}
+			if warn != "" {
+				warnings = append(warnings, warn)
+			}
 		}
 		rows = append(rows, row)
 	}
-	if o.Output != "text" {
+	switch o.Output {
+	case "prometheus":
+		var m []ui.MetricsRow
+		for _, r := range rows {
+			m = append(m, ui.MetricsRow{Namespace: r.Namespace, Name: r.Name, Status: r.Status, Error: r.Error})
+		}
+		if err := ui.PrintPrometheus(o.Out, m, o.Now()); err != nil {
+			return err
+		}
+	case "json", "yaml":
 		if err := ui.PrintDoc(o.Out, o.Output, rows); err != nil {
 			return err
 		}
-	} else {
+	default:
 		table := make([]ui.StatusRow, len(rows))
 		for i, r := range rows {
 			table[i] = ui.StatusRow{Namespace: r.Namespace, Name: r.Name, Target: targets[i], Status: r.Status, Error: r.Error}
@@ -162,8 +249,11 @@ func (o *StatusOptions) runFleet(ctx context.Context) error {
 			return err
 		}
 	}
-	if len(problems) > 0 && (o.Verify == runner.VerifyRequired || len(targets) < len(rows)) {
+	if len(problems) > 0 && (o.Verify == runner.VerifyRequired || o.Thresholds != (status.Thresholds{}) || len(targets) < len(rows)) {
 		return fmt.Errorf("%d of %d pgpools: %s", len(problems), len(rows), strings.Join(problems, "; "))
+	}
+	if len(warnings) > 0 {
+		return &ExpiryWarning{Msg: fmt.Sprintf("%d of %d pgpools: %s", len(warnings), len(rows), strings.Join(warnings, "; "))}
 	}
 	return nil
 }

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -1034,4 +1036,23 @@ func TestPgpool2OnK8sRefusesOnRealNode(t *testing.T) {
 		"--client-org", "pgpool", "--client-ou", "client", "--backend-ca", "secret/pgpool-backend-cert")
 	status(t, ns, 2, true) // plaintext and certless refused by every pod
 	loginThroughPgpool(t, ns, 2, true)
+	// What a monitor reads (issue 28): -o prometheus, parsed by
+	// Prometheus' own parser, says the same of each real pod.
+	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, 2*time.Minute, "tls", "status", "pgpool", "-o", "prometheus", "--warn-within", "30d", "--fail-within", "7d")
+	if err != nil {
+		t.Fatalf("status -o prometheus --warn-within 30d --fail-within 7d of a 90-day certificate: %v\n%s\n%s", err, out, errOut)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(out))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, name := range []string{"pgpool_tls_served_matches_secret", "pgpool_tls_plaintext_refused", "pgpool_tls_certless_refused"} {
+		if ms := fams[name].GetMetric(); len(ms) != 2 || ms[0].GetGauge().GetValue() != 1 || ms[1].GetGauge().GetValue() != 1 {
+			t.Fatalf("%s: %v\n%s", name, ms, out)
+		}
+	}
+	if ms := fams["pgpool_tls_served_not_after_seconds"].GetMetric(); len(ms) != 2 || ms[0].GetGauge().GetValue() < float64(time.Now().Add(7*24*time.Hour).Unix()) {
+		t.Fatalf("pgpool_tls_served_not_after_seconds: %v", ms)
+	}
 }
