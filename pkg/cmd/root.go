@@ -143,12 +143,13 @@ func ExitCode(err error) int {
 	var oe *opsrequest.InvalidError
 	var intent *operation.InputError
 	var ew *ExpiryWarning
+	var pse *runner.PodSecurityError
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ew):
 		return 3
-	case errors.As(err, &ue), errors.As(err, &ie), errors.As(err, &re), errors.As(err, &oe), errors.As(err, &intent):
+	case errors.As(err, &ue), errors.As(err, &ie), errors.As(err, &re), errors.As(err, &oe), errors.As(err, &intent), errors.As(err, &pse):
 		return 2
 	case errors.Is(err, plan.ErrInterrupted):
 		return 130

@@ -34,6 +34,9 @@ func ClientsFor(cfg *rest.Config, parallel int) (*Clients, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.Wrap(apiretry.Wrap)
 	cfg.UserAgent = "kubectl-pgpool"
+	if cfg.WarningHandler == nil && cfg.WarningHandlerWithContext == nil {
+		cfg.WarningHandlerWithContext = runner.WarningRouter{}
+	}
 	if cfg.QPS == 0 {
 		// kubectl's limit is 50/100 per command; a fleet of N pgpools at
 		// once gets N times that (the API server's own priority and

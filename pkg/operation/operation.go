@@ -217,7 +217,8 @@ func onTarget(intent planner.Intent, t *pgpool.Target) planner.Intent {
 
 // checks are the preflight's checks of the built plan, all at once, their
 // errors reported in this order: the new issuer, the backends, the
-// permissions, the disruption budgets, a dry run of the Certificates.
+// permissions, the disruption budgets, a dry run of the Certificates, a
+// dry run of the pod template against Pod Security admission.
 func (r *run) checks(ctx context.Context, t *pgpool.Target, p *plan.Plan, pf *preflighted) (backendWarnings []string, err error) {
 	checks := []func() error{func() error {
 		// change-issuer with cert auth: a SelfSigned issuer signs each
@@ -236,7 +237,13 @@ func (r *run) checks(ctx context.Context, t *pgpool.Target, p *plan.Plan, pf *pr
 		checks = append(checks, func() error { return r.checkBudgets(ctx, t) })
 	}
 	checks = append(checks, func() error { return runner.CheckCertificates(ctx, r.c.Clients, p) })
-	return backendWarnings, parallel.All(checks...)
+	var psWarnings []string
+	checks = append(checks, func() (err error) {
+		psWarnings, err = runner.CheckPodSecurity(ctx, r.c.Clients, t, p)
+		return err
+	})
+	err = parallel.All(checks...)
+	return append(backendWarnings, psWarnings...), err
 }
 
 // bookkeepingAdvice says what to do after a failed record or unlock.

@@ -344,3 +344,37 @@ func TestBitnamiAddUnderRestrictedPodSecurity(t *testing.T) {
 		}
 	}
 }
+
+// Issue 27, Pod Security: a namespace that starts to enforce the
+// restricted level after its pods were created (the fixture's backend
+// sidecar runs without a restricted securityContext). The preflight's
+// server-side dry run of the new pod template meets the admission's
+// verdict and add stops before any write, naming the level and the
+// violation, instead of rolling out a template the ReplicaSet cannot use
+// (before: a timeout, then a rollback).
+func TestPodSecurityRefusalBeforeAnyWrite(t *testing.T) {
+	ns := env.Namespace(t)
+	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
+	waitIssuer(t, ns, "pgpool-issuer")
+	bitnamiOnKwok(t, ns, nil)
+	ctx := testenv.Context(t, time.Minute)
+	n, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Labels == nil {
+		n.Labels = map[string]string{}
+	}
+	n.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
+	if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := namespaceVersions(t, ns)
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "add", bitnamiName, "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--timeout", "2m", "--yes")
+	if err == nil || !strings.Contains(err.Error(), `violates the Pod Security level "restricted"`) || !strings.Contains(err.Error(), `container "postgres"`) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("add in a namespace whose enforced level the template violates: %v\n%s\n%s", err, out, errOut)
+	}
+	if after := namespaceVersions(t, ns); after != before {
+		t.Fatalf("the refused add wrote:\n%s\n->\n%s", before, after)
+	}
+}
