@@ -248,6 +248,31 @@ func UserConfOverrides(pc string) []string {
 	return out
 }
 
+// BitnamiManagedEnv says whether the plugin writes the pgpool container's
+// variable name (a rollback puts back only these).
+func BitnamiManagedEnv(name string) bool {
+	switch name {
+	case "PGPOOL_ENABLE_TLS", "PGPOOL_TLS_PREFER_SERVER_CIPHERS", "PGPOOL_TLS_CERT_FILE", "PGPOOL_TLS_KEY_FILE", "PGPOOL_TLS_CA_FILE",
+		"PGPOOL_USER_HBA_FILE", "PGPOOL_ENABLE_POOL_HBA":
+		return true
+	}
+	return false
+}
+
+// BitnamiManagedVolume says whether the plugin writes the volume (and its
+// mount) name.
+func BitnamiManagedVolume(name string) bool {
+	switch name {
+	case BitnamiRawVolume, BitnamiCertsVolume, BitnamiCAVolume, BitnamiConfigVolume:
+		return true
+	}
+	return false
+}
+
+// BitnamiManagedInit says whether the plugin writes the init container
+// name.
+func BitnamiManagedInit(name string) bool { return name == BitnamiInitContainer }
+
 // ModelledEnv are the variables of the pgpool container whose values the
 // plugin models (pgpool.conf's TLS and pool_hba settings, and the
 // pool_hba.conf the container writes).

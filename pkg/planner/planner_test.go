@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -954,5 +955,19 @@ func TestUntrustedBackupRefused(t *testing.T) {
 				t.Fatalf("add adopting the unfinished backup: %v", err)
 			}
 		})
+	}
+}
+
+// restoreManaged puts back only the managed entries, each in its place;
+// the others stay as they are now.
+func TestRestoreManaged(t *testing.T) {
+	key := func(s string) string { k, _, _ := strings.Cut(s, "="); return k }
+	managed := func(k string) bool { return strings.HasPrefix(k, "TLS_") }
+	live := []string{"A=1", "TLS_ON=yes", "MINE=new", "TLS_CERT=/c"}
+	backup := []string{"A=0", "TLS_ON=no", "TLS_OLD=x"}
+	got := restoreManaged(live, backup, key, managed)
+	want := []string{"A=1", "TLS_ON=no", "MINE=new", "TLS_OLD=x"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("restoreManaged = %v, want %v", got, want)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
@@ -223,15 +224,88 @@ func nameDiff(was, now []string) []string {
 func (b *builder) restoreTemplate(bk *pgpool.Backup) bool {
 	t := b.t
 	spec := *t.Template.Spec.DeepCopy()
-	spec.Volumes, spec.InitContainers = bk.Volumes, bk.InitContainers
-	spec.Containers[t.ContainerIndex].Env, spec.Containers[t.ContainerIndex].VolumeMounts = bk.Env, bk.VolumeMounts
+	c := &spec.Containers[t.ContainerIndex]
+	// Only what the plugin manages comes from the backup (layout.
+	// BitnamiManaged): the TLS and pool_hba variables, the TLS, CA and
+	// config volumes and their mounts, the copying init container; the
+	// rest of the template stays as it is now.
+	spec.Volumes = restoreManaged(spec.Volumes, bk.Volumes, func(v corev1.Volume) string { return v.Name }, layout.BitnamiManagedVolume)
+	spec.InitContainers = restoreManaged(spec.InitContainers, bk.InitContainers, func(c corev1.Container) string { return c.Name }, layout.BitnamiManagedInit)
+	c.Env = restoreManaged(c.Env, bk.Env, func(e corev1.EnvVar) string { return e.Name }, layout.BitnamiManagedEnv)
+	c.VolumeMounts = restoreManaged(c.VolumeMounts, bk.VolumeMounts, func(m corev1.VolumeMount) string { return m.Name }, layout.BitnamiManagedVolume)
+	if len(spec.InitContainers) == 0 {
+		spec.InitContainers = nil
+	}
 	if !bk.HBAGenerated && t.Config.PoolHBA != bk.PoolHBA {
 		b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: t.Namespace, Name: t.Config.Name},
 			Description: fmt.Sprintf("pool_hba.conf exactly as it was before the tls %s", bk.Operation),
 			Diff:        "pool_hba.conf:\n" + conf.Diff(t.Config.PoolHBA, bk.PoolHBA, 1),
 			Spec:        plan.ConfigPatchSpec{ResourceVersion: t.Config.ResourceVersion, PoolHBA: bk.PoolHBA}})
 	}
-	return b.patchTemplate(spec, fmt.Sprintf("the pod template's environment, volumes, mounts and init containers exactly as they were before the tls %s", bk.Operation))
+	before := len(b.p.Steps)
+	changed := b.patchTemplate(spec, fmt.Sprintf("the TLS and pool_hba environment, volumes, mounts and init container of the pod template exactly as they were before the tls %s (the rest of the template is kept as it is now)", bk.Operation))
+	if changed && len(b.p.Steps) > before {
+		// The full diff of what the patch puts back (secret values
+		// redacted), not only the names.
+		b.p.Steps[len(b.p.Steps)-1].Diff += templateDiff(t.Template.Spec, spec, t.ContainerIndex)
+	}
+	return changed
+}
+
+// restoreManaged is live with the entries managed(key) says the plugin
+// manages put back as the backup has them: each such entry of live takes
+// the backup's value in place, or goes when the backup has none; one only
+// the backup has is appended. Every other entry of live stays, in its
+// place.
+func restoreManaged[T any](live, backup []T, key func(T) string, managed func(string) bool) []T {
+	want := map[string]T{}
+	for _, x := range backup {
+		if managed(key(x)) {
+			want[key(x)] = x
+		}
+	}
+	var out []T
+	seen := map[string]bool{}
+	for _, x := range live {
+		k := key(x)
+		if !managed(k) {
+			out = append(out, x)
+			continue
+		}
+		if w, ok := want[k]; ok && !seen[k] {
+			out = append(out, w)
+			seen[k] = true
+		}
+	}
+	for _, x := range backup {
+		if k := key(x); managed(k) && !seen[k] {
+			out = append(out, x)
+			seen[k] = true
+		}
+	}
+	return out
+}
+
+// templateDiff is a line diff of the pod template's managed lists as YAML,
+// before and after, secret environment values redacted.
+func templateDiff(was, now corev1.PodSpec, ci int) string {
+	doc := func(s corev1.PodSpec) string {
+		c := s.Containers[ci]
+		env := make([]corev1.EnvVar, len(c.Env))
+		for i, e := range c.Env {
+			if e.Value != "" && conf.SecretEnv(e.Name) {
+				e.Value = conf.Redacted
+			}
+			env[i] = e
+		}
+		y, _ := yaml.Marshal(map[string]any{"env": env, "volumeMounts": c.VolumeMounts, "volumes": s.Volumes, "initContainers": s.InitContainers})
+		return string(y)
+	}
+	d := conf.Diff(doc(was), doc(now), 2)
+	if d == "" {
+		return ""
+	}
+	return "pod template (the pgpool container's env and volumeMounts, the volumes, the init containers):\n" + d
 }
 
 // shellQuote quotes s for a POSIX shell when it holds anything but

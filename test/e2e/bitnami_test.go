@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
@@ -376,5 +377,56 @@ func TestPodSecurityRefusalBeforeAnyWrite(t *testing.T) {
 	}
 	if after := namespaceVersions(t, ns); after != before {
 		t.Fatalf("the refused add wrote:\n%s\n->\n%s", before, after)
+	}
+}
+
+// Issue 27: rollback puts back only what the plugin manages. After add, the
+// chart's user adds a variable and a volume of their own; rollback of the
+// add removes TLS and keeps both (before, it wrote the backup's whole env,
+// volumes and mounts back, and they were gone), and its plan shows the
+// pod-template diff in full (values, not only names).
+func TestRollbackKeepsOthersTemplateEdits(t *testing.T) {
+	ns := env.Namespace(t)
+	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
+	waitIssuer(t, ns, "pgpool-issuer")
+	bitnamiOnKwok(t, ns, nil)
+	if out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "add", bitnamiName, "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--yes"); err != nil {
+		t.Fatalf("add: %v\n%s\n%s", err, out, errOut)
+	}
+	ctx := testenv.Context(t, time.Minute)
+	patch := `[{"op":"add","path":"/spec/template/spec/containers/0/env/-","value":{"name":"MY_SETTING","value":"kept"}},
+		{"op":"add","path":"/spec/template/spec/volumes/-","value":{"name":"my-scratch","emptyDir":{}}},
+		{"op":"add","path":"/spec/template/spec/containers/0/volumeMounts/-","value":{"name":"my-scratch","mountPath":"/scratch"}}]`
+	if _, err := env.Kube.AppsV1().Deployments(ns).Patch(ctx, bitnamiName, types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.WaitPodsReady(t, ns, bitnamiSelector, 2, 2*time.Minute)
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "rollback", bitnamiName, "--yes")
+	if err != nil {
+		t.Fatalf("rollback: %v\n%s\n%s", err, out, errOut)
+	}
+	if all := out + errOut; !strings.Contains(all, "- name: PGPOOL_TLS_CERT_FILE") || !strings.Contains(all, "value: "+bitnamiCerts+"/tls.crt") || !strings.Contains(all, "secretName: "+bitnamiName+"-server-cert") {
+		t.Fatalf("the rollback plan does not show the template diff in full:\n%s", all)
+	}
+	d, err := env.Kube.AppsV1().Deployments(ns).Get(ctx, bitnamiName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := d.Spec.Template.Spec
+	envs, vols, mounts := map[string]string{}, map[string]bool{}, map[string]string{}
+	for _, e := range s.Containers[0].Env {
+		envs[e.Name] = e.Value
+	}
+	for _, v := range s.Volumes {
+		vols[v.Name] = true
+	}
+	for _, m := range s.Containers[0].VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	if envs["MY_SETTING"] != "kept" || !vols["my-scratch"] || mounts["my-scratch"] != "/scratch" {
+		t.Fatalf("rollback dropped the user's own edits: env %v, volumes %v, mounts %v", envs, vols, mounts)
+	}
+	if envs["PGPOOL_ENABLE_TLS"] != "no" || vols["raw-certificates"] || len(s.InitContainers) != 0 {
+		t.Fatalf("rollback left TLS on: env %v, volumes %v, init %v", envs, vols, s.InitContainers)
 	}
 }
