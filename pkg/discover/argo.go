@@ -17,6 +17,36 @@ import (
 // ArgoApplications is Argo CD's Application API.
 var ArgoApplications = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "applications"}
 
+// FluxHelmReleases is Flux's HelmRelease API.
+var FluxHelmReleases = schema.GroupVersionResource{Group: "helm.toolkit.fluxcd.io", Version: "v2", Resource: "helmreleases"}
+
+// findHelmReleases reads the drift detection mode of the Flux
+// HelmReleases whose labels mark the workload or its config. One that
+// cannot be read counts as drift detection off (Flux's default), as
+// before: the plan still names it.
+func findHelmReleases(ctx context.Context, c Clients, t *pgpool.Target) {
+	seen := map[string]bool{}
+	for _, labels := range []map[string]string{t.Labels, t.Config.Labels} {
+		ns, name, owner := owners.HelmRelease(labels)
+		if name == "" || seen[owner] {
+			continue
+		}
+		seen[owner] = true
+		if ns == "" {
+			ns = t.Namespace
+		}
+		u, err := c.Dynamic.Resource(FluxHelmReleases).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			continue
+		}
+		mode, _, _ := unstructured.NestedString(u.Object, "spec", "driftDetection", "mode")
+		if t.HelmReleaseDrift == nil {
+			t.HelmReleaseDrift = map[string]string{}
+		}
+		t.HelmReleaseDrift[owner] = mode
+	}
+}
+
 // findArgo reads the Argo CD Applications whose tracking ids mark the
 // workload or its config, for whether they revert drift by themselves
 // (selfHeal). An Application that cannot be read (not found, the API not
@@ -42,6 +72,7 @@ func findArgo(ctx context.Context, c Clients, t *pgpool.Target) error {
 	for i, a := range apps {
 		t.Argo[a] = states[i]
 	}
+	findHelmReleases(ctx, c, t)
 	return nil
 }
 

@@ -24,6 +24,10 @@ type Owner struct {
 	Then string `json:"then"`
 	// App is an Argo CD Application's name as its tracking id has it.
 	App string `json:"-"`
+	// ByLabel: Argo CD may track the object by label (the Application's
+	// name in app.kubernetes.io/instance): an owner only if that
+	// Application exists.
+	ByLabel bool `json:"-"`
 }
 
 // Marker labels and annotations.
@@ -38,6 +42,11 @@ const (
 	fluxSSA           = "kustomize.toolkit.fluxcd.io/ssa"
 	fluxHelmName      = "helm.toolkit.fluxcd.io/name"
 	fluxHelmNS        = "helm.toolkit.fluxcd.io/namespace"
+	// Argo CD's label tracking (trackingMethod: label, its default before
+	// 3.0) puts the Application's name here, and applies client-side,
+	// which leaves kubectl's annotation.
+	instanceLabel = "app.kubernetes.io/instance"
+	lastApplied   = "kubectl.kubernetes.io/last-applied-configuration"
 )
 
 // Of names the owners an object's labels and annotations show. A Flux
@@ -77,8 +86,33 @@ func Of(labels, annotations map[string]string) []Owner {
 		}
 		out = append(out, Owner{Tool: "Argo CD", Name: "Application " + app, App: app,
 			Then: "with selfHeal on, it puts the object back within seconds; without, the next sync does"})
+	} else if app := labels[instanceLabel]; app != "" && annotations[lastApplied] != "" && annotations[helmRelease] == "" {
+		out = append(out, Owner{Tool: "Argo CD", Name: "Application " + app + " (tracking by label " + instanceLabel + ")", App: app, ByLabel: true,
+			Then: "with selfHeal on, it puts the object back within seconds; without, the next sync does"})
 	}
 	return out
+}
+
+// HelmRelease is the Flux HelmRelease (namespace, name) whose labels an
+// object carries, and its owner name; name "" when none.
+func HelmRelease(labels map[string]string) (ns, name, owner string) {
+	if n := labels[fluxHelmName]; n != "" {
+		return labels[fluxHelmNS], n, "HelmRelease " + qualified(labels[fluxHelmNS], n)
+	}
+	return "", "", ""
+}
+
+// HelmReleaseDrift completes a Flux helm-controller owner with what its
+// HelmRelease says of drift (spec.driftDetection.mode: enabled corrects
+// drift at each reconciliation, warn only reports it).
+func HelmReleaseDrift(o Owner, mode string) Owner {
+	switch mode {
+	case "enabled":
+		o.AtOnce, o.Then = true, "its HelmRelease has drift detection enabled: it puts the object back at its next reconciliation"
+	case "warn":
+		o.Then = "its HelmRelease has drift detection in warn mode: it reports the change, and the release's next upgrade puts the chart's values back"
+	}
+	return o
 }
 
 // Argo is what an Argo CD Application says of drift, as read from the

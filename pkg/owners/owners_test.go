@@ -64,3 +64,40 @@ func TestHelmWithoutReleaseName(t *testing.T) {
 		t.Fatalf("%+v", o)
 	}
 }
+
+// Argo CD's label tracking: app.kubernetes.io/instance with kubectl's
+// last-applied annotation (Argo CD applies client-side) is a candidate
+// Application; a Helm release's instance label is not.
+func TestArgoLabelTracking(t *testing.T) {
+	o := Of(map[string]string{"app.kubernetes.io/instance": "pgpools"}, map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{}"})
+	if len(o) != 1 || o[0].Tool != "Argo CD" || o[0].App != "pgpools" || !o[0].ByLabel {
+		t.Fatalf("label tracking: %+v", o)
+	}
+	for _, c := range []struct{ labels, anns map[string]string }{
+		{map[string]string{"app.kubernetes.io/instance": "pg"}, nil},
+		{map[string]string{"app.kubernetes.io/instance": "pg", "app.kubernetes.io/managed-by": "Helm"}, map[string]string{"meta.helm.sh/release-name": "pg", "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+	} {
+		for _, o := range Of(c.labels, c.anns) {
+			if o.Tool == "Argo CD" {
+				t.Errorf("%v %v: %+v", c.labels, c.anns, o)
+			}
+		}
+	}
+}
+
+// A Flux HelmRelease with drift detection enabled reverts at once; warn
+// and off do not.
+func TestHelmReleaseDrift(t *testing.T) {
+	o := Of(map[string]string{"helm.toolkit.fluxcd.io/name": "pg", "helm.toolkit.fluxcd.io/namespace": "flux"}, nil)
+	if len(o) != 1 {
+		t.Fatalf("%+v", o)
+	}
+	if _, name, owner := HelmRelease(map[string]string{"helm.toolkit.fluxcd.io/name": "pg", "helm.toolkit.fluxcd.io/namespace": "flux"}); name != "pg" || owner != o[0].Name {
+		t.Fatalf("HelmRelease: %s %s, owner %s", name, owner, o[0].Name)
+	}
+	for mode, atOnce := range map[string]bool{"enabled": true, "warn": false, "": false, "disabled": false} {
+		if got := HelmReleaseDrift(o[0], mode); got.AtOnce != atOnce {
+			t.Errorf("mode %q: AtOnce %v", mode, got.AtOnce)
+		}
+	}
+}

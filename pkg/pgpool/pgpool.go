@@ -116,6 +116,11 @@ type Target struct {
 	// Argo is what the Argo CD Applications that track the workload or its
 	// config say of drift, by the name their tracking ids give.
 	Argo map[string]owners.Argo `json:"-"`
+	// HelmReleaseDrift is the drift detection mode (spec.driftDetection.
+	// mode: "enabled", "warn", "" for disabled or unread) of each Flux
+	// HelmRelease that renders the workload or its config, by its owner
+	// name ("HelmRelease NS/NAME").
+	HelmReleaseDrift map[string]string `json:"-"`
 	// ForeignTLS is TLS not set up by the plugin that add replaces (nil:
 	// none).
 	ForeignTLS *ForeignTLS `json:"-"`

@@ -75,7 +75,14 @@ func Managers(t *pgpool.Target) []Managed {
 	for _, obj := range objs {
 		for _, o := range owners.Of(obj.labels, obj.anns) {
 			if o.App != "" {
-				o = owners.WithArgo(o, t.Argo[o.App])
+				a := t.Argo[o.App]
+				if o.ByLabel && !a.Read {
+					continue // no such Application: the label is someone else's
+				}
+				o = owners.WithArgo(o, a)
+			}
+			if o.Tool == "Flux helm-controller" {
+				o = owners.HelmReleaseDrift(o, t.HelmReleaseDrift[o.Name])
 			}
 			out = append(out, Managed{What: obj.what, Owner: o})
 		}

@@ -113,3 +113,67 @@ func TestArgoCDSelfHeal(t *testing.T) {
 		t.Fatalf("status does not name the owner:\n%s\n%s", out, errOut)
 	}
 }
+
+// Issue 27, finding 9: Argo CD tracking by label (app.kubernetes.io/instance
+// is the Application's name, applied client-side) is named as the owner,
+// and its selfHeal refuses the change; the same label with no such
+// Application names nobody. A Flux HelmRelease with drift detection
+// enabled reverts at once and refuses; in warn mode it is a warning.
+func TestLabelTrackedAndDriftDetectingOwners(t *testing.T) {
+	l := layouts[0]
+	ns := setup(t, l, 1)
+	env.InstallArgoCDAPI(t)
+	env.InstallFluxHelmAPI(t)
+	ctx := testenv.Context(t, time.Minute)
+	app := "pgpools-" + ns
+	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--yes"}
+	patch := func(p string) {
+		t.Helper()
+		if _, err := env.Dynamic.Resource(l.gvr()).Namespace(ns).Patch(ctx, "pgpool", types.MergePatchType, []byte(p), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patch(`{"metadata":{"labels":{"app.kubernetes.io/instance":"` + app + `"},"annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{}"}}}`)
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, append(add, "--dry-run=client")...)
+	if err != nil || strings.Contains(out+errOut, "Argo CD") {
+		t.Fatalf("add with the label and no such Application: %v\n%s\n%s", err, out, errOut)
+	}
+	application := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+		"metadata": map[string]any{"name": app, "namespace": ns},
+		"spec":     map[string]any{"project": "default", "syncPolicy": map[string]any{"automated": map[string]any{"selfHeal": true}}}}}
+	apps := env.Dynamic.Resource(schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "applications"}).Namespace(ns)
+	if _, err := apps.Create(ctx, application, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = plugin(t, env.Kubeconfig, ns, add...)
+	if err == nil || !strings.Contains(err.Error(), "Argo CD (Application "+app+" (tracking by label app.kubernetes.io/instance)): its Application has selfHeal on") {
+		t.Fatalf("add under a label-tracking Application with selfHeal: %v\n%s\n%s", err, out, errOut)
+	}
+	if err := apps.Delete(ctx, app, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	hrs := env.Dynamic.Resource(schema.GroupVersionResource{Group: "helm.toolkit.fluxcd.io", Version: "v2", Resource: "helmreleases"}).Namespace(ns)
+	hr := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+		"metadata": map[string]any{"name": "pgpool", "namespace": ns},
+		"spec":     map[string]any{"interval": "10m", "driftDetection": map[string]any{"mode": "enabled"}}}}
+	if _, err := hrs.Create(ctx, hr, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	patch(`{"metadata":{"labels":{"helm.toolkit.fluxcd.io/name":"pgpool","helm.toolkit.fluxcd.io/namespace":"` + ns + `"}}}`)
+	before := resourceVersions(t, ns, l)
+	out, errOut, err = plugin(t, env.Kubeconfig, ns, add...)
+	if err == nil || !strings.Contains(err.Error(), "Flux helm-controller (HelmRelease "+ns+"/pgpool): its HelmRelease has drift detection enabled") {
+		t.Fatalf("add under a HelmRelease with drift detection: %v\n%s\n%s", err, out, errOut)
+	}
+	if after := resourceVersions(t, ns, l); after != before {
+		t.Fatalf("a refused add wrote: %s -> %s", before, after)
+	}
+	if _, err := hrs.Patch(ctx, "pgpool", types.MergePatchType, []byte(`{"spec":{"driftDetection":{"mode":"warn"}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = plugin(t, env.Kubeconfig, ns, append(add, "--dry-run=client")...)
+	if err != nil || !strings.Contains(out+errOut, "its HelmRelease has drift detection in warn mode") {
+		t.Fatalf("add under a HelmRelease in warn mode: %v\n%s\n%s", err, out, errOut)
+	}
+}

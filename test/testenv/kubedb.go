@@ -51,6 +51,15 @@ func (e *Env) InstallArgoCDAPI(t testing.TB) {
 	e.waitEstablished(t, Context(t, 2*time.Minute), crds[0].GetName())
 }
 
+// InstallFluxHelmAPI installs the stand-in of Flux's HelmRelease CRD
+// (test/fixtures/flux-helmrelease-crd.yaml) and waits until it is served.
+func (e *Env) InstallFluxHelmAPI(t testing.TB) {
+	t.Helper()
+	crds := e.Fixture(t, "flux-helmrelease-crd.yaml")
+	e.Apply(t, "", crds, 0)
+	e.waitEstablished(t, Context(t, 2*time.Minute), crds[0].GetName())
+}
+
 // InstallKubeDBAPI applies test/fixtures/kubedb-pgpool-crd.yaml (the Pgpool
 // CRD, the PgpoolOpsRequest and AppBinding stand-ins, KubeDB's admission
 // rules as a ValidatingAdmissionPolicy; idempotent) and waits until the
