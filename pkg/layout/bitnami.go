@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
@@ -490,24 +491,115 @@ func copySecurityContext(uid, gid int64) *corev1.SecurityContext {
 		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
 }
 
+// bitnamiChartEnv are the variables the chart's pgpool template renders
+// itself (templates/pgpool/deployment.yaml); any other in the container
+// came from pgpool.extraEnvVars.
+const bitnamiChartEnv = `BITNAMI_DEBUG LDAP_BASE LDAP_BASE_LOOKUP LDAP_BIND_DN LDAP_BIND_PASSWORD LDAP_NSS_INITGROUPS_IGNOREUSERS
+	LDAP_SCOPE LDAP_SEARCH_FILTER LDAP_SEARCH_MAP LDAP_TLS_REQCERT LDAP_URI PGPOOL_ADMIN_PASSWORD PGPOOL_ADMIN_PASSWORD_FILE
+	PGPOOL_ADMIN_USERNAME PGPOOL_AUTHENTICATION_METHOD PGPOOL_BACKEND_NODES PGPOOL_CHILD_LIFE_TIME PGPOOL_CHILD_MAX_CONNECTIONS
+	PGPOOL_CLIENT_IDLE_LIMIT PGPOOL_CONNECTION_LIFE_TIME PGPOOL_DISABLE_LOAD_BALANCE_ON_WRITE PGPOOL_ENABLE_CONNECTION_CACHE
+	PGPOOL_ENABLE_LDAP PGPOOL_ENABLE_LOAD_BALANCING PGPOOL_ENABLE_LOG_CONNECTIONS PGPOOL_ENABLE_LOG_HOSTNAME
+	PGPOOL_ENABLE_LOG_PCP_PROCESSES PGPOOL_ENABLE_LOG_PER_NODE_STATEMENT PGPOOL_ENABLE_TLS PGPOOL_HEALTH_CHECK_PSQL_TIMEOUT
+	PGPOOL_LOG_LINE_PREFIX PGPOOL_MAX_POOL PGPOOL_NUM_INIT_CHILDREN PGPOOL_POSTGRES_CUSTOM_PASSWORDS PGPOOL_POSTGRES_CUSTOM_USERS
+	PGPOOL_POSTGRES_PASSWORD PGPOOL_POSTGRES_PASSWORD_FILE PGPOOL_POSTGRES_USERNAME PGPOOL_RESERVED_CONNECTIONS
+	PGPOOL_SR_CHECK_DATABASE PGPOOL_SR_CHECK_PASSWORD PGPOOL_SR_CHECK_PASSWORD_FILE PGPOOL_SR_CHECK_USER PGPOOL_TLS_CA_FILE
+	PGPOOL_TLS_CERT_FILE PGPOOL_TLS_KEY_FILE PGPOOL_TLS_PREFER_SERVER_CIPHERS PGPOOL_USER_CONF_FILE PGPOOL_USER_HBA_FILE
+	REPMGR_NAMESPACE`
+
+// chartVolume says whether the chart's pgpool template renders the volume
+// name itself; any other came from pgpool.extraVolumes (and a mount of it
+// from pgpool.extraVolumeMounts).
+func chartVolume(name string) bool {
+	switch name {
+	case "custom-init-scripts", "custom-init-scripts-secret", "empty-dir", BitnamiCertsVolume, BitnamiConfigVolume, "pgpool-creds", "postgresql-creds", BitnamiRawVolume:
+		return true
+	}
+	return false
+}
+
+// Extras are what the release's values add to the chart's pgpool
+// container: pgpool.extraEnvVars, extraVolumes and extraVolumeMounts, as
+// rendered (the plugin's own, the CA bundle's variable, volume and mount
+// and PGPOOL_ENABLE_POOL_HBA, left out).
+type Extras struct {
+	Env     []corev1.EnvVar
+	Volumes []corev1.Volume
+	Mounts  []corev1.VolumeMount
+}
+
+// UserExtras reads the Extras off the pod template: what the chart does
+// not render itself.
+func UserExtras(spec *corev1.PodSpec, c *corev1.Container) Extras {
+	var x Extras
+	for _, e := range c.Env {
+		if !slices.Contains(strings.Fields(bitnamiChartEnv), e.Name) && !BitnamiManagedEnv(e.Name) {
+			x.Env = append(x.Env, e)
+		}
+	}
+	for _, v := range spec.Volumes {
+		if !chartVolume(v.Name) && !BitnamiManagedVolume(v.Name) {
+			x.Volumes = append(x.Volumes, v)
+		}
+	}
+	for _, m := range c.VolumeMounts {
+		if !chartVolume(m.Name) && !BitnamiManagedVolume(m.Name) {
+			x.Mounts = append(x.Mounts, m)
+		}
+	}
+	return x
+}
+
+// yamlList writes items as a YAML list under key at indent 2, each item's
+// secret variable value redacted (the line says so).
+func yamlList[T any](b *strings.Builder, key string, items []T) {
+	if len(items) == 0 {
+		fmt.Fprintf(b, "  %s: []\n", key)
+		return
+	}
+	fmt.Fprintf(b, "  %s:\n", key)
+	for _, it := range items {
+		if e, ok := any(it).(corev1.EnvVar); ok && e.Value != "" && conf.SecretEnv(e.Name) {
+			e.Value = conf.Redacted
+			fmt.Fprintf(b, "    # %s: put your value back in place of %s\n", e.Name, conf.Redacted)
+			it = any(e).(T)
+		}
+		y, _ := yaml.Marshal(it)
+		for i, l := range strings.Split(strings.TrimRight(string(y), "\n"), "\n") {
+			prefix := "      "
+			if i == 0 {
+				prefix = "    - "
+			}
+			b.WriteString(prefix + l + "\n")
+		}
+	}
+}
+
 // HelmValues are the postgresql-ha values that render what w sets up, for
 // a release whose values are otherwise kept (helm upgrade --reuse-values
-// -f FILE). With TLS on they give the chart's init container the security
-// context the plugin's has (copySecurityContext: uid and gid from CopyIDs).
-func HelmValues(w BitnamiTLS, hba string, uid, gid int64) string {
+// -f FILE). Helm replaces a list whole: extraEnvVars, extraVolumes and
+// extraVolumeMounts hold the release's own (x) and then the plugin's
+// (none with TLS off, so that a later remove takes the plugin's out). With
+// TLS on they give the chart's init container the security context the
+// plugin's has (copySecurityContext: uid and gid from CopyIDs).
+func HelmValues(w BitnamiTLS, hba string, uid, gid int64, x Extras) string {
 	var b strings.Builder
 	b.WriteString("pgpool:\n")
+	env, vols, mounts := x.Env, x.Volumes, x.Mounts
 	if !w.On {
 		b.WriteString("  tls:\n    enabled: false\n")
 	} else {
 		fmt.Fprintf(&b, "  tls:\n    enabled: true\n    autoGenerated: false\n    certificatesSecret: %s\n    certFilename: tls.crt\n    certKeyFilename: tls.key\n    certCAFilename: \"\"\n", w.ServerSecret)
-		fmt.Fprintf(&b, "  extraEnvVars:\n    - name: PGPOOL_TLS_CA_FILE\n      value: %s/ca.pem\n", BitnamiCADir)
+		env = append(append([]corev1.EnvVar(nil), env...), corev1.EnvVar{Name: "PGPOOL_TLS_CA_FILE", Value: BitnamiCADir + "/ca.pem"})
 		if w.EnforceHBA {
-			b.WriteString("    - name: PGPOOL_ENABLE_POOL_HBA\n      value: \"yes\"\n")
+			env = append(env, corev1.EnvVar{Name: "PGPOOL_ENABLE_POOL_HBA", Value: "yes"})
 		}
-		fmt.Fprintf(&b, "  extraVolumes:\n    - name: %s\n      configMap:\n        name: %s\n        items:\n          - {key: ca.pem, path: ca.pem}\n", BitnamiCAVolume, w.Bundle)
-		fmt.Fprintf(&b, "  extraVolumeMounts:\n    - name: %s\n      mountPath: %s\n      readOnly: true\n", BitnamiCAVolume, BitnamiCADir)
+		vols = append(append([]corev1.Volume(nil), vols...), corev1.Volume{Name: BitnamiCAVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: w.Bundle}, Items: []corev1.KeyToPath{{Key: "ca.pem", Path: "ca.pem"}}}}})
+		mounts = append(append([]corev1.VolumeMount(nil), mounts...), corev1.VolumeMount{Name: BitnamiCAVolume, MountPath: BitnamiCADir, ReadOnly: true})
 	}
+	yamlList(&b, "extraEnvVars", env)
+	yamlList(&b, "extraVolumes", vols)
+	yamlList(&b, "extraVolumeMounts", mounts)
 	if hba != "" {
 		b.WriteString("  poolHbaConfiguration: |\n")
 		for _, l := range strings.Split(strings.TrimRight(hba, "\n"), "\n") {

@@ -95,7 +95,7 @@ func TestApplyBitnamiTLSRoundTrip(t *testing.T) {
 
 // The values say what the plugin wrote.
 func TestHelmValues(t *testing.T) {
-	v := HelmValues(BitnamiTLS{On: true, ServerSecret: "pg-server-cert", Bundle: "pg-ca-bundle"}, "local all all trust\n", 1001, 1001)
+	v := HelmValues(BitnamiTLS{On: true, ServerSecret: "pg-server-cert", Bundle: "pg-ca-bundle"}, "local all all trust\n", 1001, 1001, Extras{})
 	for _, want := range []string{"certificatesSecret: pg-server-cert", "name: PGPOOL_TLS_CA_FILE", "name: pg-ca-bundle", "poolHbaConfiguration: |\n    local all all trust",
 		"volumePermissions:\n  podSecurityContext:\n    runAsUser: 1001\n    runAsGroup: 1001\n    runAsNonRoot: true"} {
 		if !strings.Contains(v, want) {
@@ -147,5 +147,36 @@ func TestInitScripts(t *testing.T) {
 		corev1.VolumeMount{Name: "custom-init-scripts-secret", MountPath: "/docker-entrypoint-initdb.d/secret"})
 	if got, want := InitScripts(&spec, c), []string{"ConfigMap pg-initdb", "Secret pg-initdb-secret"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("InitScripts = %v, want %v", got, want)
+	}
+}
+
+// Helm replaces a list whole: the release's own extraEnvVars, extraVolumes
+// and extraVolumeMounts (read off the Deployment: what the chart does not
+// render) come first in the printed values, a secret value redacted; with
+// TLS off only they remain.
+func TestHelmValuesKeepTheReleasesExtras(t *testing.T) {
+	spec := chartPod()
+	c := &spec.Containers[0]
+	c.Env = append(c.Env, corev1.EnvVar{Name: "PGPOOL_PORT_NUMBER", Value: "9999"}, corev1.EnvVar{Name: "MY_API_PASSWORD", Value: "hunter2"})
+	spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "scratch", MountPath: "/scratch"})
+	on := ApplyBitnamiTLS(spec, 0, BitnamiTLS{On: true, ServerSecret: "s", Bundle: "b", HBAConfigMap: "h"})
+	x := UserExtras(&on, &on.Containers[0])
+	if len(x.Env) != 2 || len(x.Volumes) != 1 || len(x.Mounts) != 1 {
+		t.Fatalf("extras read off the template: %+v", x)
+	}
+	v := HelmValues(BitnamiTLS{On: true, ServerSecret: "s", Bundle: "b"}, "", 1001, 1001, x)
+	for _, want := range []string{"  extraEnvVars:\n    - name: PGPOOL_PORT_NUMBER\n      value: \"9999\"\n", "value: <redacted>", "name: PGPOOL_TLS_CA_FILE",
+		"  extraVolumes:\n    - emptyDir: {}\n      name: scratch\n", "  extraVolumeMounts:\n    - mountPath: /scratch\n      name: scratch\n"} {
+		if !strings.Contains(v, want) {
+			t.Errorf("values lack %q:\n%s", want, v)
+		}
+	}
+	if strings.Contains(v, "hunter2") {
+		t.Errorf("values print a password:\n%s", v)
+	}
+	off := HelmValues(BitnamiTLS{}, "", 1001, 1001, x)
+	if strings.Contains(off, "PGPOOL_TLS_CA_FILE") || strings.Contains(off, "kubectl-pgpool-ca") || !strings.Contains(off, "name: scratch") {
+		t.Errorf("values with TLS off:\n%s", off)
 	}
 }

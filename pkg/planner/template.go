@@ -109,8 +109,9 @@ func (b *builder) helmValues(w layout.BitnamiTLS, hba string, on bool) {
 		own = fmt.Sprintf("\nand keep pool_hba.conf in your ConfigMap %s (pgpool.configurationCM) as this plan writes it", b.t.Config.Name)
 		hba = ""
 	}
-	uid, gid := layout.CopyIDs(&b.t.Template.Spec, &b.t.Template.Spec.Containers[b.t.ContainerIndex])
-	b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("Helm release %s renders this Deployment: the next `helm upgrade` puts back what its values say. For the change to last, upgrade with these values too (helm upgrade %s CHART --reuse-values -f values.yaml)%s:\n%s", rel, rel, own, layout.HelmValues(w, hba, uid, gid)))
+	spec, c := &b.t.Template.Spec, &b.t.Template.Spec.Containers[b.t.ContainerIndex]
+	uid, gid := layout.CopyIDs(spec, c)
+	b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("Helm release %s renders this Deployment: the next `helm upgrade` puts back what its values say. For the change to last, upgrade with these values too (helm upgrade %s CHART --reuse-values -f values.yaml; the extra lists hold the release's own entries, as the Deployment has them, and then the plugin's)%s:\n%s", rel, rel, own, layout.HelmValues(w, hba, uid, gid, layout.UserExtras(spec, c))))
 }
 
 // patchTemplate adds the JSON patch that makes the pod template's spec

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
+	pglayout "github.com/kubectl-pgpool/kubectl-pgpool/pkg/layout"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
 
@@ -178,6 +179,38 @@ func renderValues(t *testing.T, base *appsv1.Deployment, valuesYAML string) core
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "pgpool-config", MountPath: "/opt/bitnami/pgpool/user_config/"})
 		s.Volumes = append(s.Volumes, corev1.Volume{Name: "pgpool-config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: bitnamiName + "-configuration"}}}})
 	}
+	// The lists in the values replace the release's own: the base's
+	// extras (what the chart does not render) go, the values' come in.
+	x := pglayout.UserExtras(&s, c)
+	drop := func(name string, names func(int) string, n int) bool {
+		for i := 0; i < n; i++ {
+			if names(i) == name {
+				return true
+			}
+		}
+		return false
+	}
+	var keptEnv []corev1.EnvVar
+	for _, e := range env {
+		if !drop(e.Name, func(i int) string { return x.Env[i].Name }, len(x.Env)) {
+			keptEnv = append(keptEnv, e)
+		}
+	}
+	env = keptEnv
+	var keptMounts []corev1.VolumeMount
+	for _, m := range c.VolumeMounts {
+		if !drop(m.Name, func(i int) string { return x.Mounts[i].Name }, len(x.Mounts)) {
+			keptMounts = append(keptMounts, m)
+		}
+	}
+	c.VolumeMounts = keptMounts
+	var keptVols []corev1.Volume
+	for _, v := range s.Volumes {
+		if !drop(v.Name, func(i int) string { return x.Volumes[i].Name }, len(x.Volumes)) {
+			keptVols = append(keptVols, v)
+		}
+	}
+	s.Volumes = keptVols
 	c.Env = append(env, p.ExtraEnvVars...)
 	if p.TLS.Enabled {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "pgpool-certificates", MountPath: bitnamiCerts})
@@ -248,7 +281,7 @@ func sameRendering(t *testing.T, ns string, want corev1.PodSpec, got corev1.PodS
 // values cuts the values document out of the plan's Helm warning.
 func values(t *testing.T, out string) string {
 	t.Helper()
-	_, rest, ok := strings.Cut(out, "-f values.yaml)")
+	_, rest, ok := strings.Cut(out, "-f values.yaml")
 	if ok {
 		_, rest, ok = strings.Cut(rest, ":\npgpool:\n")
 		rest = "pgpool:\n" + rest
@@ -357,6 +390,7 @@ func TestPodSecurityRefusalBeforeAnyWrite(t *testing.T) {
 	ns := env.Namespace(t)
 	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
 	waitIssuer(t, ns, "pgpool-issuer")
+	waitIssuer(t, ns, "pp-new-issuer")
 	bitnamiOnKwok(t, ns, nil)
 	ctx := testenv.Context(t, time.Minute)
 	n, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
