@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -61,6 +62,12 @@ func (o *ClientCertOptions) Validate() error {
 	}
 	if !userRE.MatchString(o.User) {
 		return UsageError{fmt.Errorf("--user %q: use a PostgreSQL role name (letters, digits, _ . @ -, at most 63)", o.User)}
+	}
+	switch l := strings.ToLower(o.User); {
+	case l == "public" || strings.HasPrefix(l, "pg_"):
+		return UsageError{fmt.Errorf("--user %q: PostgreSQL reserves that role name (public, pg_*): no one logs in as it", o.User)}
+	case l == "all" || l == "sameuser" || l == "samerole" || l == "samegroup":
+		return UsageError{fmt.Errorf("--user %q: pool_hba.conf reads that name as a keyword, not a user, so a rule cannot name it plainly: use another role name", o.User)}
 	}
 	if err := oneOf("--output", o.Output, "text name"); err != nil {
 		return err

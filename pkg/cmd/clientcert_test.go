@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -87,5 +88,19 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
 		t.Fatalf("temporary files left: %v", entries)
+	}
+}
+
+// Issue 27, finding 9: --user refuses what no one can log in as, or what
+// pool_hba.conf reads as a keyword, before anything is asked of the API.
+func TestClientCertUserNames(t *testing.T) {
+	for user, ok := range map[string]bool{"app": true, "app_ro": true, "svc.app@corp": true,
+		"public": false, "PUBLIC": false, "pg_monitor": false, "all": false, "sameuser": false, "samerole": false, "samegroup": false,
+		"+admins": false, "@file": false, "x y": false, "": false} {
+		o := &ClientCertOptions{User: user, Output: "text", Timeout: time.Minute}
+		err := o.Validate()
+		if (err == nil) != ok || (err != nil && ExitCode(err) != 2) {
+			t.Errorf("--user %q: %v, want ok %v", user, err, ok)
+		}
 	}
 }

@@ -120,6 +120,25 @@ func (r HBARule) matches(p Probe) bool {
 	return matchDB(r.dbs, p.DB, p.User) && matchUser(r.users, p.User)
 }
 
+// withFilesAsAll is r with each @file token of its database and user lists
+// read as all (the names in the file are not known here), and whether it
+// has one.
+func (r HBARule) withFilesAsAll() (HBARule, bool) {
+	has := false
+	swap := func(ts []hbaToken) []hbaToken {
+		out := make([]hbaToken, len(ts))
+		for i, t := range ts {
+			if !t.quoted && strings.HasPrefix(t.s, "@") {
+				t, has = hbaToken{s: "all"}, true
+			}
+			out[i] = t
+		}
+		return out
+	}
+	r.dbs, r.users = swap(r.dbs), swap(r.users)
+	return r, has
+}
+
 // matchDB is pgpool's check_db: samegroup and samerole end the list
 // unmatched (pgpool does not support them).
 func matchDB(tokens []hbaToken, db, user string) bool {

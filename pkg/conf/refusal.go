@@ -91,6 +91,11 @@ type Verdict struct {
 	// comes from the pod's own address (a loopback or samehost rule), so a
 	// client elsewhere is not judged by it.
 	Loopback bool
+	// FileList is the line of an earlier rule whose @file list may hold
+	// the attempt's user or database (0: none), FileRule that rule: what
+	// pgpool decides depends on a file the plugin does not read.
+	FileList int
+	FileRule string
 }
 
 // Admits reports whether the file lets the attempt reach authentication
@@ -104,6 +109,25 @@ func (m HBAModel) JudgeAttempt(a Attempt, tlsOn bool) Verdict {
 	p := Probe{TLS: tlsOn, Addr: PortForwardAddr, SameHost: true, SameNet: true, DB: a.DB, User: a.User}
 	method, line := m.Decide(p)
 	v := Verdict{Method: method, Line: line}
+	if m.Enforced {
+		// A rule before the deciding one whose @file list could hold the
+		// attempt's user or database: pgpool reads that file, the plugin
+		// does not, so the file's answer is not known.
+		q := p
+		if !m.SSL {
+			q.TLS = false
+		}
+		for _, r := range m.Rules {
+			if r.matches(q) {
+				break
+			}
+			if f, ok := r.withFilesAsAll(); ok && f.matches(q) {
+				v.FileList = r.Line
+				v.FileRule = r.String()
+				break
+			}
+		}
+	}
 	for _, r := range m.Rules {
 		if r.Line == line && line > 0 {
 			v.Rule = r.String()
@@ -119,6 +143,8 @@ func (m HBAModel) JudgeAttempt(a Attempt, tlsOn bool) Verdict {
 // it).
 func (v Verdict) Explain(admitted bool) string {
 	switch {
+	case v.FileList > 0 && admitted:
+		return fmt.Sprintf("pool_hba.conf line %d (%s) names an @file list, which pgpool reads from a file the plugin does not see: it may admit it", v.FileList, v.FileRule)
 	case admitted && v.Method == "":
 		return "pool_hba.conf is not read (enable_pool_hba is off): pgpool lets every client through to the backend's own authentication"
 	case admitted && !v.Admits():

@@ -34,3 +34,18 @@ func TestJudgeAttempt(t *testing.T) {
 		t.Fatalf("%+v", v)
 	}
 }
+
+// An @file list before the deciding rule may hold the attempt's user:
+// pgpool reads that file, the plugin does not, so its answer is not known
+// (not a proof that pgpool ignores pool_hba.conf).
+func TestJudgeAttemptFileList(t *testing.T) {
+	m, _ := NewHBAModel("host all @admins 0.0.0.0/0 trust\nhostssl all all 0.0.0.0/0 cert\n", true, true)
+	v := m.JudgeAttempt(Attempt{"postgres", "postgres"}, false)
+	if v.FileList != 1 || !strings.Contains(v.Explain(true), "@file list") {
+		t.Fatalf("%+v: %s", v, v.Explain(true))
+	}
+	m, _ = NewHBAModel("hostssl all all 0.0.0.0/0 cert\nhost all @admins 0.0.0.0/0 trust\n", true, true)
+	if v := m.JudgeAttempt(Attempt{"postgres", "postgres"}, true); v.FileList != 0 {
+		t.Fatalf("an @file rule after the deciding one: %+v", v)
+	}
+}

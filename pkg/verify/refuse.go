@@ -242,7 +242,7 @@ func tryAll(ctx context.Context, dial Dialer, pod string, attempts []conf.Attemp
 			detail = append(detail, line+" (kept by --remote-trust keep)")
 			continue
 		}
-		if v.Loopback && v.Admits() {
+		if (v.Loopback && v.Admits()) || v.FileList > 0 {
 			if result == Refused {
 				result = NotChecked
 			}
