@@ -125,6 +125,7 @@ func (o *AddOptions) Run(ctx context.Context) error { return o.run(ctx, o.intent
 
 func addBackendCAFlag(c *cobra.Command, o *OperationOptions) {
 	c.Flags().StringSliceVar(&o.BackendCA, "backend-ca", nil, "secret/NAME[/KEY] or configmap/NAME[/KEY] (KEY default ca.crt) with the CA of backends that serve TLS from another CA; pgpool verifies its backends against the CA bundle (repeatable; default: keep what the bundle holds)")
+	c.Flags().StringSliceVar(&o.KeepCA, "keep-ca", nil, "SHA256 (hex, at least 16 digits, as tls status prints it) of a CA of unknown origin in the CA bundle to keep instead of dropping: pgpool accepts client certificates it signs (repeatable)")
 }
 
 // The options of the tls subcommands other than add.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -57,6 +58,8 @@ type OperationOptions struct {
 	VerifyLogin string
 	// BackendCA are --backend-ca sources (add, rotate, change-issuer).
 	BackendCA []string
+	// KeepCA are --keep-ca SHA-256 prefixes (add, rotate, change-issuer).
+	KeepCA []string
 	// ForceUnlock takes the lock from another run (--force-unlock); Force
 	// goes on under a KubeDB pause or ops request (rollback: see there).
 	ForceUnlock, Force bool
@@ -228,6 +231,12 @@ func (o *OperationOptions) normalize(intent planner.Intent, names planner.Names)
 	intent.AllowOutage = o.AllowOutage
 	if intent.Operation != planner.Remove && intent.Operation != planner.Rollback {
 		intent.BackendCASources = o.BackendCA
+		for _, k := range o.KeepCA {
+			if !sha256Prefix.MatchString(k) {
+				return intent, UsageError{fmt.Errorf("--keep-ca %q: give the CA's SHA-256 in hex, at least 16 digits (tls status prints it)", k)}
+			}
+		}
+		intent.KeepCAs = o.KeepCA
 	}
 	if names == nil {
 		names = flagNames
@@ -238,6 +247,9 @@ func (o *OperationOptions) normalize(intent planner.Intent, names planner.Names)
 	}
 	return intent, nil
 }
+
+// sha256Prefix is a --keep-ca value.
+var sha256Prefix = regexp.MustCompile(`^[0-9a-fA-F]{16,64}$`)
 
 // flagNames names the request's fields by their flags.
 func flagNames(field string) string {

@@ -87,7 +87,7 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 	if t.Bundle != nil {
 		st.CABundle = &status.BundleStatus{ConfigMap: t.Bundle.Name, Issuer: tls.Subjects([]byte(t.Bundle.Data[tls.IssuerCAKey])),
 			Previous: tls.Subjects([]byte(t.Bundle.Data[tls.PreviousCAKey])), Backend: tls.Subjects([]byte(t.Bundle.Data[tls.BackendCAKey])),
-			CAs: tls.AuditBundle(t.Bundle.Data, issuerCA)}
+			CAs: tls.AuditBundle(t.Bundle.Data, issuerCA, t.BundleChanged())}
 		trust = []byte(t.Bundle.Data[tls.BundleKey])
 	} else if sec, err := c.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
 		trust = sec.Data["ca.crt"]

@@ -93,6 +93,9 @@ const (
 	// may change the workload, so that a Secret edited by someone who may
 	// only write Secrets is not applied to the pod template.
 	AnnotationBackupDigest = "kubectl-pgpool.io/backup-digest"
+	// AnnotationBundleDigest, on the workload, is tls.BundleDigest of the
+	// CA bundle as the plugin last wrote it.
+	AnnotationBundleDigest = "kubectl-pgpool.io/ca-bundle-digest"
 )
 
 // BackupDigest is a digest of a backup Secret's data (every key and value,
@@ -109,6 +112,22 @@ func BackupDigest(data map[string][]byte) string {
 		h.Write(data[k])
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// BundleChanged says why the CA bundle is not as the plugin last wrote it
+// ("" when it is, or there is none): its digest on the workload is missing
+// or differs. Its previous, backend and kept parts then prove nothing.
+func (t *Target) BundleChanged() string {
+	if t.Bundle == nil {
+		return ""
+	}
+	switch want := t.Annotations[AnnotationBundleDigest]; {
+	case want == "":
+		return fmt.Sprintf("ConfigMap %s/%s has no digest on %s (annotation %s): written by an older kubectl-pgpool or by someone else", t.Namespace, t.Bundle.Name, t, AnnotationBundleDigest)
+	case want != tls.BundleDigest(t.Bundle.Data):
+		return fmt.Sprintf("ConfigMap %s/%s changed since kubectl-pgpool wrote it (its digest on %s, annotation %s, differs)", t.Namespace, t.Bundle.Name, t, AnnotationBundleDigest)
+	}
+	return ""
 }
 
 // BackupProblem says why the backup must not be applied to t, or "": its

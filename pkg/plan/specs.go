@@ -33,10 +33,12 @@ type ApplyCertificateSpec struct {
 // a Secret when the step runs, then PreviousCA and BackendCA (PEM); or,
 // when Data is set (a rollback), exactly Data.
 type ApplyBundleSpec struct {
-	IssuerCAFrom string            `json:"issuerCAFromSecret,omitempty"`
-	PreviousCA   []byte            `json:"-"`
-	BackendCA    []byte            `json:"-"`
-	Data         map[string]string `json:"-"`
+	IssuerCAFrom string `json:"issuerCAFromSecret,omitempty"`
+	PreviousCA   []byte `json:"-"`
+	BackendCA    []byte `json:"-"`
+	// KeptCA are CAs of unknown origin the user chose to keep (--keep-ca).
+	KeptCA []byte            `json:"-"`
+	Data   map[string]string `json:"-"`
 }
 
 // ApplyConfigMapSpec creates a ConfigMap of the plugin's (its labels) with

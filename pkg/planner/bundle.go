@@ -14,12 +14,30 @@ import (
 )
 
 // BackendCAs are the backends' CAs pgpool will trust: those of
-// --backend-ca, else those the CA bundle holds today.
+// --backend-ca, else those the CA bundle holds today (when it is as the
+// plugin wrote it: bundleTrust refuses otherwise).
 func BackendCAs(t *pgpool.Target, f Facts) []byte {
-	if f.BackendCA == nil && t.Bundle != nil {
+	if f.BackendCA == nil && t.Bundle != nil && t.BundleChanged() == "" {
 		return []byte(t.Bundle.Data[tls.BackendCAKey])
 	}
 	return f.BackendCA
+}
+
+// bundleTrust refuses to carry the backends' CAs over from a CA bundle that
+// is not as the plugin wrote it (someone who may write ConfigMaps could
+// have put a CA there, which pgpool would trust for client certificates):
+// --backend-ca must say where they come from.
+func bundleTrust(t *pgpool.Target, intent Intent, f Facts) error {
+	switch intent.Operation {
+	case Add, Rotate, ChangeIssuer:
+	default:
+		return nil
+	}
+	why := t.BundleChanged()
+	if why == "" || f.BackendCA != nil || len(tls.Subjects([]byte(t.Bundle.Data[tls.BackendCAKey]))) == 0 {
+		return nil
+	}
+	return &StateError{fmt.Sprintf("the CA bundle of %s holds backend CAs (%s), but %s: they are not carried over as found, and nothing was changed. Pass --backend-ca with where they come from (secret/NAME, configmap/NAME or a file)", t, strings.Join(tls.Subjects([]byte(t.Bundle.Data[tls.BackendCAKey])), "; "), why)}
 }
 
 // writeBundle writes the CA bundle pgpool reads as ssl_ca_cert: the
@@ -53,21 +71,38 @@ func (b *builder) writeBundle(previous []byte) {
 			fmt.Fprintf(&diff, "  backend CA: %s\n", x)
 		}
 	}
+	var kept []string
 	if b.t.Bundle != nil {
 		// The bundle is written from its sources: a CA someone else added
-		// to it is dropped, and said.
-		for _, c := range tls.AuditBundle(b.t.Bundle.Data, b.f.CurrentCA) {
-			if c.Origin == tls.OriginUnknown && !inPEM(backend, c.SHA256) && !inPEM(previous, c.SHA256) {
-				b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the CA bundle holds a CA of unknown origin, %s (sha256 %s; %s): it could sign client certificates pgpool accepts, and it is dropped", c.Subject, c.SHA256, c.Why))
+		// to it is dropped, and said, unless --keep-ca names it; one kept
+		// so before stays.
+		for _, c := range tls.AuditBundle(b.t.Bundle.Data, b.f.CurrentCA, b.t.BundleChanged()) {
+			if inPEM(backend, c.SHA256) || inPEM(previous, c.SHA256) {
+				continue
+			}
+			switch {
+			case c.Origin == tls.OriginKept:
+				kept = append(kept, c.SHA256)
+				fmt.Fprintf(&diff, "  kept CA (--keep-ca before): %s\n", c.Subject)
+			case c.Origin == tls.OriginUnknown && keeps(b.intent.KeepCAs, c.SHA256):
+				kept = append(kept, c.SHA256)
+				b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("--keep-ca: the CA of unknown origin %s (sha256 %s; %s) stays in the CA bundle: pgpool accepts client certificates it signs, as the user their CN names", c.Subject, c.SHA256, c.Why))
+				fmt.Fprintf(&diff, "+ kept CA (--keep-ca): %s\n", c.Subject)
+			case c.Origin == tls.OriginUnknown:
+				b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the CA bundle holds a CA of unknown origin, %s (sha256 %s; %s): it could sign client certificates pgpool accepts, and it is dropped (--keep-ca %.16s keeps it)", c.Subject, c.SHA256, c.Why, c.SHA256))
 				fmt.Fprintf(&diff, "- unknown CA dropped: %s (sha256 %.16s...)\n", c.Subject, c.SHA256)
 			}
 		}
+	}
+	var keptPEM []byte
+	if len(kept) > 0 {
+		keptPEM = tls.PEMOf([]byte(b.t.Bundle.Data[tls.BundleKey]), kept)
 	}
 	b.add1(plan.Step{
 		Object:      plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: tls.CABundleName(b.t.Name)},
 		Description: desc,
 		Diff:        diff.String(),
-		Spec:        plan.ApplyBundleSpec{IssuerCAFrom: pgpool.ServerCertName(b.t.Name), PreviousCA: previous, BackendCA: backend},
+		Spec:        plan.ApplyBundleSpec{IssuerCAFrom: pgpool.ServerCertName(b.t.Name), PreviousCA: previous, BackendCA: backend, KeptCA: keptPEM},
 	})
 }
 
@@ -76,6 +111,16 @@ func inPEM(data []byte, sum string) bool {
 	certs, _ := tls.ParseCerts(data)
 	for _, c := range certs {
 		if s := sha256.Sum256(c.Raw); hex.EncodeToString(s[:]) == sum {
+			return true
+		}
+	}
+	return false
+}
+
+// keeps reports whether --keep-ca names the CA with this SHA-256.
+func keeps(prefixes []string, sum string) bool {
+	for _, p := range prefixes {
+		if p != "" && strings.HasPrefix(sum, strings.ToLower(p)) {
 			return true
 		}
 	}

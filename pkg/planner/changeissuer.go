@@ -35,7 +35,7 @@ func (b *builder) changeIssuer() {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("resuming a tls change-issuer that did not finish: Certificate %s is already on %s %q", server, b.issuer.Kind, b.issuer.Name))
 		b.waitCert(server, b.movedRevision(server), false)
 		previous = nil
-		if b.t.Bundle != nil {
+		if b.t.Bundle != nil && b.t.BundleChanged() == "" {
 			if p := b.t.Bundle.Data[tls.PreviousCAKey]; len(tls.Subjects([]byte(p))) > 0 {
 				previous = []byte(p)
 			} else if ic := b.t.Bundle.Data[tls.IssuerCAKey]; ic != string(b.f.CurrentCA) {

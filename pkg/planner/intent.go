@@ -58,6 +58,9 @@ type Intent struct {
 	BackendCASources []string
 	// KeepPreviousCA: rotate keeps the previous issuer's CA in the bundle.
 	KeepPreviousCA bool
+	// KeepCAs are SHA-256 prefixes (hex, at least 16 digits) of CAs of
+	// unknown origin in the bundle to keep (--keep-ca) instead of dropping.
+	KeepCAs []string
 	// LeftoverTLS says what add does with ssl_ca_cert_dir and ssl_crl_file
 	// settings it finds: "keep", "comment-out", or "" (refuse them with
 	// cert auth, warn otherwise).

@@ -39,6 +39,9 @@ func Build(t *pgpool.Target, intent Intent, f Facts) (*plan.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := bundleTrust(t, intent, f); err != nil {
+		return nil, err
+	}
 	b := newBuilder(t, intent, f)
 	b.p.Warnings = append(b.p.Warnings, managed...)
 	b.p.Warnings = append(b.p.Warnings, conf.ParsePgpoolConf(t.Config.PgpoolConf).CaseIgnored(pgpoolKeys...)...)

@@ -436,6 +436,10 @@ func TestChangeIssuerResumes(t *testing.T) {
 	tg.Certificates["pgpool-server-cert"].Spec.IssuerRef.Name = "pp-new-issuer"
 	tg.Bundle = &corev1.ConfigMap{Data: map[string]string{"issuer-ca.pem": testCA}}
 	tg.BundleOurs = true
+	if tg.Annotations == nil {
+		tg.Annotations = map[string]string{}
+	}
+	tg.Annotations[pgpool.AnnotationBundleDigest] = tls.BundleDigest(tg.Bundle.Data) // as the stopped run wrote it
 	p, err := build(t, tg, request{Operation: ChangeIssuer, Issuer: pgpool.IssuerRef{Name: "pp-new-issuer"}, Holder: "tester", CurrentCA: []byte("new")})
 	if err != nil {
 		t.Fatal(err)

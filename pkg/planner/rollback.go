@@ -177,10 +177,33 @@ func (b *builder) restoreVolume(bk *pgpool.Backup) bool {
 		}
 	}
 	patch, _ := json.Marshal(ops)
+	// The template the patch makes, for the plan's full diff.
+	after := t.Template.Spec.DeepCopy()
+	ac := &after.Containers[t.ContainerIndex]
+	if curM != nil {
+		for i := range ac.VolumeMounts {
+			if ac.VolumeMounts[i].MountPath == t.TLSMountPath {
+				ac.VolumeMounts[i] = *wantM
+			}
+		}
+		for i := range after.Volumes {
+			if curV != nil && wantV != nil && after.Volumes[i].Name == curV.Name {
+				after.Volumes[i] = *wantV
+			}
+		}
+		if curV == nil && wantV != nil {
+			after.Volumes = append(after.Volumes, *wantV)
+		}
+	} else {
+		ac.VolumeMounts = append(ac.VolumeMounts, *wantM)
+		if wantV != nil {
+			after.Volumes = append(after.Volumes, *wantV)
+		}
+	}
 	b.add1(plan.Step{
 		Object:      workloadObject(t),
 		Description: fmt.Sprintf("put the TLS volume %q back at %s as it was", wantM.Name, t.TLSMountPath),
-		Diff:        fmt.Sprintf("= volume %s and container %s volumeMount %s -> %s as in the backup\n", wantM.Name, t.Container, wantM.Name, t.TLSMountPath),
+		Diff:        templateDiff(t.Template.Spec, *after, t.ContainerIndex),
 		Spec:        plan.WorkloadPatchSpec{Patch: patch},
 	})
 	return true

@@ -36,7 +36,9 @@ func (b *builder) rotate() {
 		}
 	}
 	var previous []byte
-	if b.intent.KeepPreviousCA && b.t.Bundle != nil {
+	if why := b.t.BundleChanged(); b.intent.KeepPreviousCA && why != "" {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("--keep-previous-ca: not kept, because %s; only a CA bundle as kubectl-pgpool wrote it says which CA is the previous issuer's", why))
+	} else if b.intent.KeepPreviousCA && b.t.Bundle != nil {
 		previous = []byte(b.t.Bundle.Data[tls.PreviousCAKey])
 	} else if b.t.Bundle != nil && len(tls.Subjects([]byte(b.t.Bundle.Data[tls.PreviousCAKey]))) > 0 {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the previous issuer's CA (%s) leaves the CA bundle: client certificates it signed are refused after this roll (--keep-previous-ca keeps it)", strings.Join(tls.Subjects([]byte(b.t.Bundle.Data[tls.PreviousCAKey])), "; ")))

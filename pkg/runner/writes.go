@@ -206,7 +206,7 @@ func (r *Runner) applyBundle(ctx context.Context, s plan.Step, spec plan.ApplyBu
 		return "", err
 	}
 	if spec.Data != nil {
-		cm := tls.BundleConfigMap(ns, r.Target.Name, nil, nil, nil)
+		cm := tls.BundleConfigMap(ns, r.Target.Name, nil, nil, nil, nil)
 		cm.Data = spec.Data
 		return r.writeBundle(ctx, cm)
 	}
@@ -214,7 +214,7 @@ func (r *Runner) applyBundle(ctx context.Context, s plan.Step, spec plan.ApplyBu
 	if len(tls.Subjects(issuerCA)) == 0 && !r.ServerDryRun {
 		return "", fmt.Errorf("Secret %s/%s has no ca.crt: its issuer does not publish its CA, which pgpool needs (ssl_ca_cert) to verify client certificates; use an issuer that writes ca.crt (CA, Vault, self-signed)", ns, sec.Name)
 	}
-	return r.writeBundle(ctx, tls.BundleConfigMap(ns, r.Target.Name, issuerCA, spec.PreviousCA, spec.BackendCA))
+	return r.writeBundle(ctx, tls.BundleConfigMap(ns, r.Target.Name, issuerCA, spec.PreviousCA, spec.BackendCA, spec.KeptCA))
 }
 
 // writeBundle applies the CA bundle ConfigMap.
@@ -222,6 +222,14 @@ func (r *Runner) writeBundle(ctx context.Context, cm *corev1.ConfigMap) (string,
 	body, err := json.Marshal(cm)
 	if err != nil {
 		return "", err
+	}
+	// Its digest goes on the workload first (who may write ConfigMaps but
+	// not the workload cannot forge it): a bundle changed by anyone else
+	// since then is seen as changed (pgpool.Target.BundleChanged).
+	ann, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{pgpool.AnnotationBundleDigest: tls.BundleDigest(cm.Data)}}})
+	if _, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(r.Target.Namespace).Patch(ctx, r.Target.Name, types.MergePatchType, ann,
+		metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}); err != nil {
+		return "", fmt.Errorf("record the CA bundle's digest on %s: %w", r.Target, err)
 	}
 	force := true
 	if _, err := r.Clients.Core.ConfigMaps(cm.Namespace).Patch(ctx, cm.Name, types.ApplyPatchType, body,

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +28,7 @@ const (
 	IssuerCAKey   = "issuer-ca.pem"   // the current issuer's CA (ca.crt of the server Secret)
 	PreviousCAKey = "previous-ca.pem" // the issuer's CA before change-issuer
 	BackendCAKey  = "backend-ca.pem"  // CAs of the backends (--backend-ca)
+	KeptCAKey     = "kept-ca.pem"     // CAs of unknown origin a user chose to keep (--keep-ca)
 )
 
 // CABundleName is the ConfigMap with pgpool's CA bundle.
@@ -101,6 +104,7 @@ const (
 	OriginIssuer   = "issuer"   // the current issuer's CA
 	OriginPrevious = "previous" // the issuer's CA before change-issuer, kept for overlap
 	OriginBackend  = "backend"  // a backend's CA (--backend-ca)
+	OriginKept     = "kept"     // a CA a user chose to keep (--keep-ca)
 	OriginUnknown  = "unknown"  // none of those: someone else put it there
 )
 
@@ -118,9 +122,11 @@ type BundleCA struct {
 
 // AuditBundle lists every CA of the bundle's ca.pem with its origin:
 // issuerCA (ca.crt of the server Secret today; nil when not known) and
-// the previous and backend parts the plugin recorded. A CA only in ca.pem,
-// or in issuer-ca.pem but not the issuer's, is unknown.
-func AuditBundle(data map[string]string, issuerCA []byte) []BundleCA {
+// the previous, backend and kept parts the plugin recorded. A CA only in
+// ca.pem, or in issuer-ca.pem but not the issuer's, is unknown. changed
+// (not "") says the bundle is not as the plugin last wrote it (why): its
+// parts prove nothing then, and every CA but the issuer's is unknown.
+func AuditBundle(data map[string]string, issuerCA []byte, changed string) []BundleCA {
 	in := func(part []byte, c *x509.Certificate) bool {
 		certs, _ := ParseCerts(part)
 		for _, p := range certs {
@@ -138,8 +144,12 @@ func AuditBundle(data map[string]string, issuerCA []byte) []BundleCA {
 		switch {
 		case issuerCA != nil && in(issuerCA, c):
 			b.Origin = OriginIssuer
+		case changed != "":
+			b.Origin, b.Why = OriginUnknown, changed
 		case issuerCA == nil && in([]byte(data[IssuerCAKey]), c):
 			b.Origin = OriginIssuer
+		case in([]byte(data[KeptCAKey]), c):
+			b.Origin = OriginKept
 		case in([]byte(data[PreviousCAKey]), c):
 			b.Origin = OriginPrevious
 		case in([]byte(data[BackendCAKey]), c):
@@ -154,19 +164,58 @@ func AuditBundle(data map[string]string, issuerCA []byte) []BundleCA {
 	return out
 }
 
-// BundleConfigMap is the desired CA bundle ConfigMap.
-func BundleConfigMap(ns, pgpool string, issuerCA, previousCA, backendCA []byte) *corev1.ConfigMap {
-	return &corev1.ConfigMap{
+// BundleConfigMap is the desired CA bundle ConfigMap (keptCA: CAs of
+// unknown origin the user chose to keep, last).
+func BundleConfigMap(ns, pgpool string, issuerCA, previousCA, backendCA, keptCA []byte) *corev1.ConfigMap {
+	cm := &corev1.ConfigMap{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: CABundleName(pgpool), Namespace: ns,
 			Labels: map[string]string{LabelManagedBy: ManagerName, LabelInstance: pgpool}},
 		Data: map[string]string{
-			BundleKey:     string(JoinCAs(issuerCA, previousCA, backendCA)),
+			BundleKey:     string(JoinCAs(issuerCA, previousCA, backendCA, keptCA)),
 			IssuerCAKey:   string(issuerCA),
 			PreviousCAKey: string(previousCA),
 			BackendCAKey:  string(backendCA),
 		},
 	}
+	if len(keptCA) > 0 {
+		cm.Data[KeptCAKey] = string(keptCA)
+	}
+	return cm
+}
+
+// PEMOf is the PEM of each certificate in data whose SHA-256 (hex) starts
+// with one of the prefixes, in data's order.
+func PEMOf(data []byte, prefixes []string) []byte {
+	certs, _ := ParseCerts(data)
+	var out []byte
+	for _, c := range certs {
+		sum := sha256.Sum256(c.Raw)
+		h := hex.EncodeToString(sum[:])
+		for _, p := range prefixes {
+			if p != "" && strings.HasPrefix(h, strings.ToLower(p)) {
+				out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// BundleDigest is the digest of a CA bundle's data, recorded on the
+// workload when the plugin writes the bundle: a bundle whose data no
+// longer has it was changed by someone else since.
+func BundleDigest(data map[string]string) string {
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(data[k]), data[k])
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
 // Ours reports whether an object carries the plugin's managed-by label for

@@ -25,7 +25,7 @@ func pemFile(t *testing.T, name string) []byte {
 // ca.pem expects) and drops repeats.
 func TestBundleOrder(t *testing.T) {
 	a, b := pemFile(t, "old-ca.pem"), pemFile(t, "second-ca.pem")
-	cm := BundleConfigMap("ns", "pgpool", b, a, append(append([]byte{}, a...), b...))
+	cm := BundleConfigMap("ns", "pgpool", b, a, append(append([]byte{}, a...), b...), nil)
 	got := strings.Join(Subjects([]byte(cm.Data[BundleKey])), ";")
 	if got != "CN=second-ca;CN=old-ca" {
 		t.Fatalf("bundle subjects %q", got)
@@ -46,10 +46,10 @@ func TestBundleOrder(t *testing.T) {
 // unknown.
 func TestAuditBundle(t *testing.T) {
 	issuer, prev, extra := pemFile(t, "second-ca.pem"), pemFile(t, "old-ca.pem"), selfSigned(t, "intruder-ca")
-	cm := BundleConfigMap("ns", "pgpool", issuer, prev, nil)
+	cm := BundleConfigMap("ns", "pgpool", issuer, prev, nil, nil)
 	origins := func(data map[string]string, ca []byte) string {
 		var o []string
-		for _, c := range AuditBundle(data, ca) {
+		for _, c := range AuditBundle(data, ca, "") {
 			o = append(o, c.Subject+"="+c.Origin)
 		}
 		return strings.Join(o, ";")
@@ -62,7 +62,7 @@ func TestAuditBundle(t *testing.T) {
 		t.Fatalf("appended to ca.pem: %s", got)
 	}
 	// The Secret's CA is now another: what issuer-ca.pem holds is not it.
-	if got := origins(BundleConfigMap("ns", "pgpool", issuer, nil, nil).Data, prev); got != "CN=second-ca=unknown" {
+	if got := origins(BundleConfigMap("ns", "pgpool", issuer, nil, nil, nil).Data, prev); got != "CN=second-ca=unknown" {
 		t.Fatalf("issuer-ca.pem not the issuer's: %s", got)
 	}
 }
@@ -79,4 +79,35 @@ func selfSigned(t *testing.T, cn string) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// A CA kept with --keep-ca has its origin; a bundle changed since the
+// plugin wrote it proves nothing but the issuer's CA; the digest tells the
+// two apart, and PEMOf picks certificates by SHA-256 prefix.
+func TestAuditBundleKeptAndChanged(t *testing.T) {
+	issuer, prev, extra := pemFile(t, "second-ca.pem"), pemFile(t, "old-ca.pem"), selfSigned(t, "kept-ca")
+	cm := BundleConfigMap("ns", "pgpool", issuer, prev, nil, extra)
+	var got []string
+	for _, c := range AuditBundle(cm.Data, issuer, "") {
+		got = append(got, c.Origin)
+	}
+	if strings.Join(got, ",") != "issuer,previous,kept" {
+		t.Fatalf("origins %v", got)
+	}
+	got = nil
+	for _, c := range AuditBundle(cm.Data, issuer, "it changed") {
+		got = append(got, c.Origin)
+	}
+	if strings.Join(got, ",") != "issuer,unknown,unknown" {
+		t.Fatalf("origins of a changed bundle %v", got)
+	}
+	d := BundleDigest(cm.Data)
+	cm.Data[BackendCAKey] = string(extra)
+	if BundleDigest(cm.Data) == d {
+		t.Fatal("the digest did not change with the data")
+	}
+	cas := AuditBundle(cm.Data, issuer, "")
+	if p := PEMOf([]byte(cm.Data[BundleKey]), []string{cas[2].SHA256[:16]}); !strings.Contains(strings.Join(Subjects(p), ";"), "kept-ca") || len(Subjects(p)) != 1 {
+		t.Fatalf("PEMOf: %v", Subjects(p))
+	}
 }

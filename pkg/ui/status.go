@@ -67,7 +67,18 @@ func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 			fmt.Fprintf(w, "  issuer's CA:\t%s\n", x)
 		}
 		for _, x := range b.Previous {
-			fmt.Fprintf(w, "  previous issuer's CA:\t%s (leaves at the next tls rotate, unless --keep-previous-ca)\n", x)
+			until := ""
+			for _, c := range b.CAs {
+				if c.Origin == "previous" && c.Subject == x {
+					until = ", and at the latest when it expires, " + c.NotAfter.UTC().Format(time.RFC3339)
+				}
+			}
+			fmt.Fprintf(w, "  previous issuer's CA:\t%s (kept for overlap until the next tls rotate, unless --keep-previous-ca%s)\n", x, until)
+		}
+		for _, c := range b.CAs {
+			if c.Origin == "kept" {
+				fmt.Fprintf(w, "  kept CA (--keep-ca):\t%s (sha256 %s, expires %s): it can sign client certificates pgpool accepts\n", c.Subject, c.SHA256, c.NotAfter.UTC().Format(time.RFC3339))
+			}
 		}
 		for _, x := range b.Backend {
 			fmt.Fprintf(w, "  backend CA:\t%s\n", x)

@@ -60,3 +60,85 @@ func TestUnknownCAInTheBundle(t *testing.T) {
 		t.Fatalf("after rotate the bundle still holds %s", s)
 	}
 }
+
+// Issue 27, findings 5-6: a colleague who may edit ConfigMaps puts a CA
+// into the bundle's backend-ca.pem (and ca.pem), where the plugin used to
+// take it as a backend's. The bundle's digest on the workload no longer
+// matches: status calls every CA but the issuer's unknown, rotate without
+// --backend-ca refuses to carry the backend CAs over (nothing written),
+// and with --backend-ca the intruder is dropped. A CA the user vouches for
+// with --keep-ca stays, as origin kept, across a later rotate.
+func TestBundleEditedByOthers(t *testing.T) {
+	l := layouts[0]
+	ns := setup(t, l, 1)
+	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--backend-ca", "secret/pgpool-new-ca", "--yes"}
+	if out, errOut, err := plugin(t, env.Kubeconfig, ns, add...); err != nil {
+		t.Fatalf("add: %v\n%s\n%s", err, out, errOut)
+	}
+	ctx := testenv.Context(t, time.Minute)
+	cms := env.Kube.CoreV1().ConfigMaps(ns)
+	cm, err := cms.Get(ctx, tls.CABundleName("pgpool"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	intruder := string(fakes.SelfSigned(t, "intruder-ca"))
+	cm.Data[tls.BackendCAKey] += intruder
+	cm.Data[tls.BundleKey] += intruder
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	status := func() pgstatus.Status {
+		t.Helper()
+		out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "status", "pgpool", "--verify=false", "-o", "json")
+		var st pgstatus.Status
+		if err != nil || json.Unmarshal([]byte(out), &st) != nil {
+			t.Fatalf("status: %v\n%s\n%s", err, out, errOut)
+		}
+		return st
+	}
+	st := status()
+	var unknown []string
+	for _, c := range st.UnknownCAs() {
+		unknown = append(unknown, c.Subject)
+	}
+	if len(unknown) != 2 || !strings.Contains(strings.Join(unknown, ";"), "CN=intruder-ca") || !strings.Contains(st.UnknownCAs()[0].Why, "changed since kubectl-pgpool wrote it") {
+		t.Fatalf("unknown CAs after the backend part was edited: %+v", st.CABundle.CAs)
+	}
+	before := resourceVersions(t, ns, l)
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "rotate", "pgpool", "--yes")
+	if err == nil || !strings.Contains(err.Error(), "are not carried over as found") || !strings.Contains(err.Error(), "--backend-ca") {
+		t.Fatalf("rotate of an edited bundle without --backend-ca: %v\n%s\n%s", err, out, errOut)
+	}
+	if after := resourceVersions(t, ns, l); after != before {
+		t.Fatalf("the refused rotate wrote: %s -> %s", before, after)
+	}
+	// --keep-ca vouches for the intruder; --backend-ca says where the
+	// backend's CA comes from.
+	sum := ""
+	for _, c := range st.CABundle.CAs {
+		if c.Subject == "CN=intruder-ca" {
+			sum = c.SHA256[:16]
+		}
+	}
+	out, errOut, err = plugin(t, env.Kubeconfig, ns, "tls", "rotate", "pgpool", "--backend-ca", "secret/pgpool-new-ca", "--keep-ca", sum, "--yes")
+	if err != nil || !strings.Contains(out+errOut, "--keep-ca: the CA of unknown origin CN=intruder-ca") {
+		t.Fatalf("rotate --keep-ca: %v\n%s\n%s", err, out, errOut)
+	}
+	origins := func() string {
+		var o []string
+		for _, c := range status().CABundle.CAs {
+			o = append(o, strings.TrimPrefix(c.Subject, "CN=")+"="+c.Origin)
+		}
+		return strings.Join(o, ";")
+	}
+	if got := origins(); !strings.Contains(got, "intruder-ca=kept") || strings.Contains(got, "unknown") {
+		t.Fatalf("after rotate --keep-ca: %s", got)
+	}
+	// A plain rotate keeps it (the bundle is as the plugin wrote it).
+	if out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "rotate", "pgpool", "--yes"); err != nil {
+		t.Fatalf("rotate: %v\n%s\n%s", err, out, errOut)
+	}
+	if got := origins(); !strings.Contains(got, "intruder-ca=kept") || strings.Contains(got, "unknown") {
+		t.Fatalf("after a second rotate: %s", got)
+	}
+}
