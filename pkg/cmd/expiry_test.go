@@ -3,6 +3,8 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -15,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 )
 
 // withServerCert gives the fake pgpool a server Certificate whose Secret
@@ -113,6 +117,33 @@ func TestStatusPrometheus(t *testing.T) {
 		}
 		if up := fams["pgpool_tls_status_up"]; up == nil || len(up.Metric) != 1 || up.Metric[0].GetGauge().GetValue() != 1 {
 			t.Fatalf("pgpool_tls_status_up: %v", up)
+		}
+	}
+}
+
+// Issue 28: a fleet where members failed exits 1, whatever made them fail
+// (a member's own step timeout, a refusal); 124 is only for the fleet's
+// own deadline, and 130 for an interruption.
+func TestFleetExitCodes(t *testing.T) {
+	memberTimeout := fmt.Errorf("step 5 (wait Certificate a/b): timed out: %w", context.DeadlineExceeded)
+	refused := UsageError{errors.New("bad")}
+	interrupted := fmt.Errorf("stopped: %w", plan.ErrInterrupted)
+	live := context.Background()
+	gone, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	for _, c := range []struct {
+		ctx  context.Context
+		errs []error
+		want int
+	}{
+		{live, []error{memberTimeout}, 1},
+		{live, []error{refused, memberTimeout}, 1},
+		{live, []error{memberTimeout, interrupted}, 130},
+		{gone, []error{memberTimeout}, 124},
+	} {
+		err := &fleetError{msg: "tls rotate failed", errs: fleetCauses(c.ctx, c.errs)}
+		if got := ExitCode(err); got != c.want {
+			t.Errorf("%v (fleet deadline passed %v): exit %d, want %d", c.errs, c.ctx.Err() != nil, got, c.want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
 )
@@ -178,9 +180,26 @@ func (o *OperationOptions) runFleet(ctx context.Context, f *Fleet, intent planne
 	if len(failed) > 0 {
 		// The pgpools' own errors are kept (not printed again) so that the
 		// exit code says what happened (an interrupted fleet exits 130).
-		return &fleetError{msg: fmt.Sprintf("tls %s failed on %d of %d pgpools: %s", intent.Operation, len(failed), len(results), strings.Join(failed, ", ")), errs: errs}
+		return &fleetError{msg: fmt.Sprintf("tls %s failed on %d of %d pgpools: %s", intent.Operation, len(failed), len(results), strings.Join(failed, ", ")), errs: fleetCauses(ctx, errs)}
 	}
 	return nil
+}
+
+// fleetCauses are what of the members' errors the fleet's own exit code
+// shows: an interruption (130), or the fleet's own deadline (124). A member
+// that failed for any other reason, its own step timeout included, makes
+// the fleet exit 1.
+func fleetCauses(ctx context.Context, errs []error) []error {
+	var out []error
+	for _, err := range errs {
+		if errors.Is(err, plan.ErrInterrupted) {
+			out = append(out, err)
+		}
+	}
+	if len(out) == 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		out = append(out, fmt.Errorf("the fleet's deadline passed: %w", context.DeadlineExceeded))
+	}
+	return out
 }
 
 // fleetError is a fleet's failure: its message names the pgpools that
