@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -98,21 +97,8 @@ const (
 	AnnotationBundleDigest = "kubectl-pgpool.io/ca-bundle-digest"
 )
 
-// BackupDigest is a digest of a backup Secret's data (every key and value,
-// in key order).
-func BackupDigest(data map[string][]byte) string {
-	keys := make([]string, 0, len(data))
-	for k := range data {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(data[k]))
-		h.Write(data[k])
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
-}
+// BackupDigest is a digest of a backup Secret's data (tls.Digest).
+func BackupDigest(data map[string][]byte) string { return tls.Digest(data) }
 
 // BundleChanged says why the CA bundle is not as the plugin last wrote it
 // ("" when it is, or there is none): its digest on the workload is missing

@@ -202,10 +202,9 @@ func PEMOf(data []byte, prefixes []string) []byte {
 	return out
 }
 
-// BundleDigest is the digest of a CA bundle's data, recorded on the
-// workload when the plugin writes the bundle: a bundle whose data no
-// longer has it was changed by someone else since.
-func BundleDigest(data map[string]string) string {
+// Digest is a digest of a Secret's or ConfigMap's data: every key and
+// value, in key order.
+func Digest(data map[string][]byte) string {
 	keys := make([]string, 0, len(data))
 	for k := range data {
 		keys = append(keys, k)
@@ -213,9 +212,21 @@ func BundleDigest(data map[string]string) string {
 	sort.Strings(keys)
 	h := sha256.New()
 	for _, k := range keys {
-		fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(data[k]), data[k])
+		fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(data[k]))
+		h.Write(data[k])
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// BundleDigest is Digest of a CA bundle's data, recorded on the workload
+// when the plugin writes the bundle: a bundle whose data no longer has it
+// was changed by someone else since.
+func BundleDigest(data map[string]string) string {
+	b := make(map[string][]byte, len(data))
+	for k, v := range data {
+		b[k] = []byte(v)
+	}
+	return Digest(b)
 }
 
 // Ours reports whether an object carries the plugin's managed-by label for

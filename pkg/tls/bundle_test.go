@@ -4,8 +4,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"math/big"
 	"strings"
@@ -109,5 +111,18 @@ func TestAuditBundleKeptAndChanged(t *testing.T) {
 	cas := AuditBundle(cm.Data, issuer, "")
 	if p := PEMOf([]byte(cm.Data[BundleKey]), []string{cas[2].SHA256[:16]}); !strings.Contains(strings.Join(Subjects(p), ";"), "kept-ca") || len(Subjects(p)) != 1 {
 		t.Fatalf("PEMOf: %v", Subjects(p))
+	}
+}
+
+// Digest is the one digest of backups and bundles; its bytes are fixed
+// (digests already recorded on workloads must still match).
+func TestDigest(t *testing.T) {
+	sum := sha256.Sum256([]byte("1:a1:b2:cd0:"))
+	want := "sha256:" + hex.EncodeToString(sum[:])
+	if got := Digest(map[string][]byte{"cd": nil, "a": []byte("b")}); got != want {
+		t.Fatalf("Digest = %s, want %s", got, want)
+	}
+	if BundleDigest(map[string]string{"a": "b", "cd": ""}) != want {
+		t.Fatal("BundleDigest is not Digest of the same data")
 	}
 }

@@ -352,18 +352,7 @@ func TestBitnamiHelmValuesRenderTheSame(t *testing.T) {
 // the ReplicaSet could create no pod.
 func TestBitnamiAddUnderRestrictedPodSecurity(t *testing.T) {
 	ns := env.Namespace(t)
-	ctx := testenv.Context(t, time.Minute)
-	n, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n.Labels == nil {
-		n.Labels = map[string]string{}
-	}
-	n.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
-	if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	enforceRestricted(t, ns)
 	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
 	waitIssuer(t, ns, "pgpool-issuer")
 	// Without the backend sidecar, which is the fixture's, not the chart's.
@@ -392,18 +381,7 @@ func TestPodSecurityRefusalBeforeAnyWrite(t *testing.T) {
 	waitIssuer(t, ns, "pgpool-issuer")
 	waitIssuer(t, ns, "pp-new-issuer")
 	bitnamiOnKwok(t, ns, nil)
-	ctx := testenv.Context(t, time.Minute)
-	n, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n.Labels == nil {
-		n.Labels = map[string]string{}
-	}
-	n.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
-	if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	enforceRestricted(t, ns)
 	before := namespaceVersions(t, ns)
 	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "add", bitnamiName, "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--timeout", "2m", "--yes")
 	if err == nil || !strings.Contains(err.Error(), `violates the Pod Security level "restricted"`) || !strings.Contains(err.Error(), `container "postgres"`) || !strings.Contains(err.Error(), "nothing was changed") {
@@ -462,5 +440,14 @@ func TestRollbackKeepsOthersTemplateEdits(t *testing.T) {
 	}
 	if envs["PGPOOL_ENABLE_TLS"] != "no" || vols["raw-certificates"] || len(s.InitContainers) != 0 {
 		t.Fatalf("rollback left TLS on: env %v, volumes %v, init %v", envs, vols, s.InitContainers)
+	}
+}
+
+// enforceRestricted labels ns to enforce the restricted Pod Security level.
+func enforceRestricted(t *testing.T, ns string) {
+	t.Helper()
+	patch := []byte(`{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":"restricted"}}}`)
+	if _, err := env.Kube.CoreV1().Namespaces().Patch(testenv.Context(t, time.Minute), ns, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }

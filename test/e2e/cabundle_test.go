@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/fakes"
 	pgstatus "github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
@@ -23,19 +25,7 @@ import (
 func TestUnknownCAInTheBundle(t *testing.T) {
 	l := layouts[0]
 	ns := setup(t, l, 1)
-	if out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes"); err != nil {
-		t.Fatalf("add: %v\n%s\n%s", err, out, errOut)
-	}
-	ctx := testenv.Context(t, time.Minute)
-	cms := env.Kube.CoreV1().ConfigMaps(ns)
-	cm, err := cms.Get(ctx, tls.CABundleName("pgpool"), metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm.Data[tls.BundleKey] += string(fakes.SelfSigned(t, "intruder-ca"))
-	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	cms, ctx := intrude(t, ns, []string{tls.BundleKey}, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--yes")
 	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "status", "pgpool", "--verify=false", "-o", "json")
 	var st pgstatus.Status
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil {
@@ -52,7 +42,7 @@ func TestUnknownCAInTheBundle(t *testing.T) {
 	if err != nil || !strings.Contains(out+errOut, "CA of unknown origin, CN=intruder-ca") {
 		t.Fatalf("rotate: %v\n%s\n%s", err, out, errOut)
 	}
-	cm, err = cms.Get(ctx, tls.CABundleName("pgpool"), metav1.GetOptions{})
+	cm, err := cms.Get(ctx, tls.CABundleName("pgpool"), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,22 +61,7 @@ func TestUnknownCAInTheBundle(t *testing.T) {
 func TestBundleEditedByOthers(t *testing.T) {
 	l := layouts[0]
 	ns := setup(t, l, 1)
-	add := []string{"tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--backend-ca", "secret/pgpool-new-ca", "--yes"}
-	if out, errOut, err := plugin(t, env.Kubeconfig, ns, add...); err != nil {
-		t.Fatalf("add: %v\n%s\n%s", err, out, errOut)
-	}
-	ctx := testenv.Context(t, time.Minute)
-	cms := env.Kube.CoreV1().ConfigMaps(ns)
-	cm, err := cms.Get(ctx, tls.CABundleName("pgpool"), metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	intruder := string(fakes.SelfSigned(t, "intruder-ca"))
-	cm.Data[tls.BackendCAKey] += intruder
-	cm.Data[tls.BundleKey] += intruder
-	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	intrude(t, ns, []string{tls.BackendCAKey, tls.BundleKey}, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--client-auth-mode", "cert", "--backend-ca", "secret/pgpool-new-ca", "--yes")
 	status := func() pgstatus.Status {
 		t.Helper()
 		out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "status", "pgpool", "--verify=false", "-o", "json")
@@ -141,4 +116,28 @@ func TestBundleEditedByOthers(t *testing.T) {
 	if got := origins(); !strings.Contains(got, "intruder-ca=kept") || strings.Contains(got, "unknown") {
 		t.Fatalf("after a second rotate: %s", got)
 	}
+}
+
+// intrude runs the plugin with args (an add), then, as a colleague who may
+// edit ConfigMaps, appends a CA of their own (CN=intruder-ca) to the CA
+// bundle's keys.
+func intrude(t *testing.T, ns string, keys []string, args ...string) (corev1client.ConfigMapInterface, context.Context) {
+	t.Helper()
+	if out, errOut, err := plugin(t, env.Kubeconfig, ns, args...); err != nil {
+		t.Fatalf("%s: %v\n%s\n%s", strings.Join(args, " "), err, out, errOut)
+	}
+	ctx := testenv.Context(t, time.Minute)
+	cms := env.Kube.CoreV1().ConfigMaps(ns)
+	cm, err := cms.Get(ctx, tls.CABundleName("pgpool"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	intruder := string(fakes.SelfSigned(t, "intruder-ca"))
+	for _, k := range keys {
+		cm.Data[k] += intruder
+	}
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return cms, ctx
 }
