@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
@@ -546,6 +549,57 @@ func TestTLSStepTimeoutExits124(t *testing.T) {
 	_, _, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes", "--timeout", "1ms")
 	if err == nil || cmd.ExitCode(err) != 124 || !strings.Contains(err.Error(), "raise it with --timeout") {
 		t.Fatalf("add with --timeout 1ms: exit %d, %v", cmd.ExitCode(err), err)
+	}
+}
+
+// onLine is a progress stream that runs do, once and before the run goes
+// on, when a line containing match is written (the plan's events are
+// written as they happen, so the step named waits for it).
+type onLine struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	match string
+	do    func()
+	done  bool
+}
+
+func (w *onLine) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if !w.done && strings.Contains(w.buf.String(), w.match) {
+		w.done = true
+		w.do()
+	}
+	return len(p), nil
+}
+
+// An issuer that breaks after the preflight (its CA Secret gone, just
+// before the re-issue) stops the wait for the Certificate as soon as
+// cert-manager reports it, quoting cert-manager: exit 1 and the issuer's
+// reason, not a wait of the whole --timeout ending in 124 (issue 28).
+func TestWaitStopsWhenTheIssuerBreaks(t *testing.T) {
+	ns := setup(t, layouts[0], 1)
+	if _, _, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testenv.Context(t, 5*time.Minute)
+	w := &onLine{match: "started: re-issue Certificate", do: func() {
+		if _, err := env.CertMgr.CertmanagerV1().Issuers(ns).Patch(ctx, "pgpool-issuer", types.MergePatchType, []byte(`{"spec":{"ca":{"secretName":"nosuch"}}}`), metav1.PatchOptions{}); err != nil {
+			t.Error(err)
+		}
+		env.WaitIssuerNotReady(t, ctx, ns, "pgpool-issuer")
+	}}
+	streams := genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: &bytes.Buffer{}, ErrOut: w}
+	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: "test"})
+	root.SetArgs([]string{"--kubeconfig", env.Kubeconfig, "-n", ns, "tls", "rotate", "pgpool", "--yes", "--timeout", "4m"})
+	err := root.ExecuteContext(ctx)
+	want := `cert-manager cannot issue Certificate ` + ns + `/pgpool-server-cert: its Issuer "pgpool-issuer" is not Ready (ErrGetKeyPair: `
+	if err == nil || cmd.ExitCode(err) != 1 || !strings.Contains(err.Error(), want) {
+		t.Fatalf("rotate with its issuer broken during the run: exit %d, %v, want %q\n%s", cmd.ExitCode(err), err, want, w.buf.String())
+	}
+	if !w.done {
+		t.Fatal("the re-issue step never started")
 	}
 }
 

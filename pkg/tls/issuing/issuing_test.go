@@ -2,8 +2,10 @@ package issuing
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,7 +13,11 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	cmfake "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned/fake"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
@@ -114,5 +120,142 @@ func TestIssuerReady(t *testing.T) {
 	}
 	if _, err := IssuerReady(context.Background(), cm.CertmanagerV1(), "demo", cmmeta.IssuerReference{Name: "self"}, true); err == nil || !strings.Contains(err.Error(), "cannot verify the client certificate") {
 		t.Fatalf("SelfSigned with client certificates: %v", err)
+	}
+}
+
+// issuing is a Certificate at revision 1 whose re-issue is under way, from
+// Issuer "ca".
+func issuing() *cmapi.Certificate {
+	rev := 1
+	return &cmapi.Certificate{
+		ObjectMeta: metav1.ObjectMeta{Name: "pgpool-server-cert", Namespace: "demo", Generation: 1},
+		Spec:       cmapi.CertificateSpec{IssuerRef: cmmeta.IssuerReference{Name: "ca"}},
+		Status: cmapi.CertificateStatus{Revision: &rev, Conditions: []cmapi.CertificateCondition{
+			{Type: cmapi.CertificateConditionReady, Status: cmmeta.ConditionTrue, ObservedGeneration: 1},
+			{Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue, Reason: "ManuallyTriggered", ObservedGeneration: 1},
+		}},
+	}
+}
+
+func issuer(status cmmeta.ConditionStatus, reason, msg string, at time.Time) *cmapi.Issuer {
+	t := metav1.NewTime(at)
+	return &cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Name: "ca", Namespace: "demo"},
+		Spec:   cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "ca"}}},
+		Status: cmapi.IssuerStatus{Conditions: []cmapi.IssuerCondition{{Type: cmapi.IssuerConditionReady, Status: status, Reason: reason, Message: msg, LastTransitionTime: &t}}}}
+}
+
+func request(name, rev string, created time.Time, conds ...cmapi.CertificateRequestCondition) *cmapi.CertificateRequest {
+	return &cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "demo", CreationTimestamp: metav1.NewTime(created),
+		Annotations: map[string]string{cmapi.CertificateNameKey: "pgpool-server-cert", cmapi.CertificateRequestRevisionAnnotationKey: rev}},
+		Status: cmapi.CertificateRequestStatus{Conditions: conds}}
+}
+
+// waitErr runs WaitReady for revision > 1 from start with a deadline of
+// 10 s, after change has run against the fake, and returns its error and
+// the lines it reported.
+func waitErr(t *testing.T, cm *cmfake.Clientset, start time.Time, change func(said <-chan string)) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	said := make(chan string, 100)
+	if change != nil {
+		change(said)
+	}
+	_, err := WaitReady(ctx, cm.CertmanagerV1(), "demo", "pgpool-server-cert", 1, start, func(s string) { said <- s })
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the wait ran into its deadline instead of failing fast: %v", err)
+	}
+	return err
+}
+
+// A wait stops as soon as cert-manager says the issuance cannot succeed,
+// quoting it: a request of the new revision Denied, InvalidRequest or
+// Failed, or the issuer turning not Ready or deleted. A request left from
+// before the wait, or of the revision already issued, does not count.
+func TestWaitReadyFailsFast(t *testing.T) {
+	start := time.Now()
+	approved := cmapi.CertificateRequestCondition{Type: cmapi.CertificateRequestConditionApproved, Status: cmmeta.ConditionTrue}
+	for _, tc := range []struct {
+		name string
+		objs []runtime.Object
+		want string
+	}{
+		{"denied", []runtime.Object{request("pgpool-server-cert-2", "2", start, cmapi.CertificateRequestCondition{Type: cmapi.CertificateRequestConditionDenied, Status: cmmeta.ConditionTrue, Reason: "policy.cert-manager.io", Message: "no policy allows dnsNames"})},
+			"cert-manager cannot issue Certificate demo/pgpool-server-cert: CertificateRequest pgpool-server-cert-2 was denied (policy.cert-manager.io: no policy allows dnsNames)"},
+		{"invalid", []runtime.Object{request("pgpool-server-cert-2", "2", start, cmapi.CertificateRequestCondition{Type: cmapi.CertificateRequestConditionInvalidRequest, Status: cmmeta.ConditionTrue, Reason: "BadConfig", Message: "key usage"})},
+			"CertificateRequest pgpool-server-cert-2 is invalid (BadConfig: key usage)"},
+		{"failed", []runtime.Object{request("pgpool-server-cert-2", "2", start, approved, cmapi.CertificateRequestCondition{Type: cmapi.CertificateRequestConditionReady, Status: cmmeta.ConditionFalse, Reason: cmapi.CertificateRequestReasonFailed, Message: "vault: permission denied"})},
+			"CertificateRequest pgpool-server-cert-2 failed: vault: permission denied"},
+		{"issuer broke since the start", []runtime.Object{issuer(cmmeta.ConditionFalse, "ErrGetKeyPair", `Error getting keypair for CA issuer: secrets "ca" not found`, start.Add(time.Second))},
+			`its Issuer "ca" is not Ready (ErrGetKeyPair: Error getting keypair for CA issuer: secrets "ca" not found); fix the issuer and run again`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cm := cmfake.NewClientset(append(tc.objs, issuing())...)
+			err := waitErr(t, cm, start, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+
+	// The issuer turns not Ready during the wait (its CA Secret deleted),
+	// after the wait has seen it Ready: with a zero start too.
+	cm := cmfake.NewClientset(issuing(), issuer(cmmeta.ConditionTrue, "KeyPairVerified", "", start.Add(-time.Hour)))
+	watching := make(chan struct{})
+	var once sync.Once
+	cm.PrependWatchReactor("issuers", func(k8stesting.Action) (bool, watch.Interface, error) {
+		once.Do(func() { close(watching) })
+		return false, nil, nil
+	})
+	err := waitErr(t, cm, time.Time{}, func(<-chan string) {
+		go func() {
+			<-watching
+			is, _ := cm.CertmanagerV1().Issuers("demo").Get(context.Background(), "ca", metav1.GetOptions{})
+			is.Status = issuer(cmmeta.ConditionFalse, "ErrGetKeyPair", "secret gone", time.Now()).Status
+			_, _ = cm.CertmanagerV1().Issuers("demo").UpdateStatus(context.Background(), is, metav1.UpdateOptions{})
+		}()
+	})
+	if err == nil || !strings.Contains(err.Error(), `its Issuer "ca" is not Ready (ErrGetKeyPair: secret gone)`) {
+		t.Fatalf("issuer turned not Ready: %v", err)
+	}
+}
+
+// What does not fail a wait: a failed request of the revision already
+// issued or from before the wait, and an issuer that was never Ready when
+// the wait counts every failure (a CA Issuer still coming up). Without
+// permission to watch requests the wait says so and goes on.
+func TestWaitReadyIgnoresOldFailures(t *testing.T) {
+	start := time.Now()
+	failedCond := cmapi.CertificateRequestCondition{Type: cmapi.CertificateRequestConditionReady, Status: cmmeta.ConditionFalse, Reason: cmapi.CertificateRequestReasonFailed, Message: "old"}
+	cm := cmfake.NewClientset(issuing(),
+		request("pgpool-server-cert-1", "1", start, failedCond),
+		request("pgpool-server-cert-2", "2", start.Add(-time.Hour), failedCond),
+		issuer(cmmeta.ConditionFalse, "ErrGetKeyPair", "coming up", start.Add(-time.Hour)))
+	watching := make(chan struct{}, 3)
+	cm.PrependWatchReactor("*", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		if a.GetResource().Resource != "certificates" {
+			watching <- struct{}{}
+		}
+		return false, nil, nil
+	})
+	cm.PrependReactor("list", "certificaterequests", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(cmapi.Resource("certificaterequests"), "", errors.New("RBAC"))
+	})
+	err := waitErr(t, cm, time.Time{}, func(said <-chan string) {
+		go func() {
+			<-watching // the issuer's watch is up
+			for l := range said {
+				if strings.Contains(l, "not watching CertificateRequests (forbidden): an issuance that fails shows only at the timeout") {
+					break
+				}
+			}
+			c := issuing()
+			rev := 2
+			c.Status.Revision = &rev
+			_, _ = cm.CertmanagerV1().Certificates("demo").UpdateStatus(context.Background(), c, metav1.UpdateOptions{})
+		}()
+	})
+	if err != nil {
+		t.Fatalf("an old failure or a never-Ready issuer failed the wait: %v", err)
 	}
 }
