@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -146,4 +147,98 @@ func TestFleetExitCodes(t *testing.T) {
 			t.Errorf("%v (fleet deadline passed %v): exit %d, want %d", c.errs, c.ctx.Err() != nil, got, c.want)
 		}
 	}
+}
+
+// --watch prints every fact once, then only what changed, each with a
+// timestamp: a Secret renewed behind the plugin's back is one line naming
+// the old and the new serial, and a fact crossing --warn-within turns the
+// verdict; an interruption ends the watch without error.
+func TestStatusWatchPrintsChanges(t *testing.T) {
+	c := newCluster(t)
+	withServerCert(t, c, time.Now().Add(60*24*time.Hour))
+	ns := "demo"
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.Namespace = &ns
+	pr, pw := io.Pipe()
+	o := &StatusOptions{connection: connection{IOStreams: genericiooptions.IOStreams{In: strings.NewReader(""), Out: pw, ErrOut: io.Discard}, ConfigFlags: flags, Clients: c.clients},
+		Output: "text", Verify: "false", Timeout: 5e9, Now: time.Now, WarnWithin: "30d", Watch: true, Interval: 10 * time.Millisecond}
+	if err := o.Complete([]string{"pgpool"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx); _ = pw.Close() }()
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	deadline := time.After(20 * time.Second)
+	var seen []string
+	expect := func(parts ...string) string {
+		t.Helper()
+		for {
+			select {
+			case l := <-lines:
+				seen = append(seen, l)
+				ok := true
+				for _, p := range parts {
+					ok = ok && strings.Contains(l, p)
+				}
+				if ok {
+					return l
+				}
+			case <-deadline:
+				t.Fatalf("no line with %q; printed:\n%s", parts, strings.Join(seen, "\n"))
+			}
+		}
+	}
+	first := expect("demo/pgpool Certificate pgpool-server-cert: ", ", Secret holds serial ")
+	if _, err := time.Parse(time.RFC3339, strings.Fields(first)[0]); err != nil {
+		t.Fatalf("a line without a timestamp: %q", first)
+	}
+	expect("demo/pgpool verdict: ok")
+	// Renewed behind the plugin's back, 20 days from its end.
+	sec, _ := c.Core.CoreV1().Secrets("demo").Get(ctx, "pgpool-server-cert", metav1.GetOptions{})
+	sec.Data["tls.crt"] = selfSigned(t, time.Now().Add(20*24*time.Hour))
+	if _, err := c.Core.CoreV1().Secrets("demo").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	changed := expect("demo/pgpool Certificate pgpool-server-cert: ", "(was revision")
+	expect("demo/pgpool verdict: warning: ", "(--warn-within 30d)", "(was ok)")
+	for _, l := range seen {
+		if strings.Contains(l, "demo/pgpool Certificate pgpool-server-cert: ") && l != first && l != changed {
+			t.Fatalf("a fact that did not change was printed again: %q\n%s", l, strings.Join(seen, "\n"))
+		}
+	}
+	cancel(plan.ErrInterrupted)
+	go func() {
+		for range lines { //nolint:revive // drain what the last probe prints
+		}
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("an interrupted watch: %v", err)
+	}
+	if err := statusRunWatchOutput(t, c, "json"); ExitCode(err) != 2 {
+		t.Fatalf("--watch -o json: %v, want a usage error", err)
+	}
+}
+
+func statusRunWatchOutput(t *testing.T, c *cluster, output string) error {
+	t.Helper()
+	ns := "demo"
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.Namespace = &ns
+	o := &StatusOptions{connection: connection{IOStreams: genericiooptions.IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard}, ConfigFlags: flags, Clients: c.clients},
+		Output: output, Verify: "false", Timeout: 5e9, Now: time.Now, Watch: true, Interval: time.Second}
+	if err := o.Complete([]string{"pgpool"}); err != nil {
+		t.Fatal(err)
+	}
+	return o.Validate()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -35,6 +36,9 @@ type StatusOptions struct {
 	// Now is the time the thresholds count from (time.Now unless a test
 	// sets it).
 	Now func() time.Time
+	// Watch re-probes every Interval and prints only what changed.
+	Watch    bool
+	Interval time.Duration
 }
 
 // ExpiryWarning is a certificate that ends within --warn-within (and none
@@ -70,11 +74,17 @@ func (o *StatusOptions) Validate() error {
 	if o.Timeout <= 0 {
 		return UsageError{fmt.Errorf("--timeout must be positive")}
 	}
+	if o.Watch && o.Output != "text" {
+		return UsageError{fmt.Errorf("--watch prints changes as lines of text; it does not go with -o %s (run without --watch for a document)", o.Output)}
+	}
+	if o.Watch && o.Interval <= 0 {
+		return UsageError{fmt.Errorf("--interval must be positive")}
+	}
 	return nil
 }
 
 func newStatusCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &StatusOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, Timeout: 20 * time.Second, Now: time.Now}
+	o := &StatusOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, Timeout: 20 * time.Second, Now: time.Now, Interval: time.Minute}
 	c := &cobra.Command{
 		Use:   "status (NAME | -l SELECTOR | -A | --all)",
 		Short: "Show what TLS is configured, its certificates and expiry, and the pods",
@@ -90,7 +100,9 @@ compared with the Certificate's Secret.`,
   # for a monitor: exit 3 if a certificate ends within 30 days, 1 within 7 (or a pod is unproven)
   kubectl pgpool tls status -A --warn-within 30d --fail-within 7d
   # metrics for node_exporter's textfile collector
-  kubectl pgpool tls status -A -o prometheus > /var/lib/node_exporter/pgpool_tls.prom`,
+  kubectl pgpool tls status -A -o prometheus > /var/lib/node_exporter/pgpool_tls.prom
+  # probe every 5 minutes and print only what changed, until Ctrl-C
+  kubectl pgpool tls status pgpool -n demo --watch --interval 5m`,
 		ValidArgsFunction: completePgpools(flags),
 		RunE:              runE(o),
 	}
@@ -99,6 +111,8 @@ compared with the Certificate's Secret.`,
 	c.Flags().StringVar(&o.FailWithin, "fail-within", "", "exit 1 if a served certificate, or a Certificate's, ends within this long (7d), or a pod's is not proven")
 	c.Flags().StringVar(&o.Verify, "verify", "true", `handshake with each pod through port-forward and compare what it serves with the Secret: "true" (report), "false" (skip), or "required" (exit 1 unless every pod is proven)`)
 	c.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "time limit of each pod's handshake")
+	c.Flags().BoolVarP(&o.Watch, "watch", "w", false, "probe again every --interval and print, with a timestamp, only what changed (the first probe prints everything); runs until interrupted")
+	c.Flags().DurationVar(&o.Interval, "interval", o.Interval, "time between two probes of --watch")
 	o.addFleetFlags(c, false)
 	return c
 }
@@ -110,6 +124,9 @@ func (o *StatusOptions) Complete(args []string) error {
 
 // Run prints the status.
 func (o *StatusOptions) Run(ctx context.Context) error {
+	if o.Watch {
+		return o.runWatch(ctx)
+	}
 	if o.on() {
 		return o.runFleet(ctx)
 	}
@@ -256,4 +273,65 @@ func (o *StatusOptions) runFleet(ctx context.Context) error {
 		return &ExpiryWarning{Msg: fmt.Sprintf("%d of %d pgpools: %s", len(warnings), len(rows), strings.Join(warnings, "; "))}
 	}
 	return nil
+}
+
+// countdown is the "time left" part of an expiry verdict.
+var countdown = regexp.MustCompile(`, in [0-9dhms ]+ \(`)
+
+// runWatch probes the pgpool (or each of the fleet's) every --interval and
+// prints what changed since the probe before, one timestamped line per
+// fact (status.Facts), including the verdict of --warn-within,
+// --fail-within and --verify=required. The fleet is the one found at the
+// start. An interruption ends it without error.
+func (o *StatusOptions) runWatch(ctx context.Context) error {
+	refs := o.refs
+	if !o.on() {
+		refs = []discover.Ref{{Namespace: o.Namespace, Name: o.Name}}
+	}
+	tick := time.NewTicker(o.Interval)
+	defer tick.Stop()
+	var prev map[string]string
+	for {
+		cur := map[string]string{}
+		for _, r := range refs {
+			prefix := r.Namespace + "/" + r.Name + " "
+			t, st, err := operation.StatusOf(ctx, o.Clients, r, o.Verify, o.Timeout)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				cur[prefix+"error"] = err.Error()
+				continue
+			}
+			for k, v := range st.Facts() {
+				cur[prefix+k] = v
+			}
+			verdict := "ok"
+			if err := o.required(t, st); err != nil {
+				verdict = "failing: " + err.Error()
+			} else if fail, warn := o.expiry(t, st); fail != "" {
+				verdict = "failing: " + fail
+			} else if warn != "" {
+				verdict = "warning: " + warn
+			}
+			// The countdown ("in 19d 23h") would make a new line every
+			// hour; the date stays in the message.
+			verdict = countdown.ReplaceAllString(verdict, " (")
+			if verdict != "ok" || o.Verify == runner.VerifyRequired || o.Thresholds != (status.Thresholds{}) {
+				cur[prefix+"verdict"] = verdict
+			}
+		}
+		now := o.Now().UTC().Format(time.RFC3339)
+		for _, l := range status.Changes(prev, cur) {
+			if _, err := fmt.Fprintf(o.Out, "%s %s\n", now, l); err != nil {
+				return err
+			}
+		}
+		prev = cur
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
 }

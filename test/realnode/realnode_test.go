@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,8 +33,10 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	pgstatus "github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
@@ -280,6 +283,14 @@ func renewedBehindPgpool(t *testing.T, ns string, replicas int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// `tls status --watch` sees it happen: first every pod proven with the
+	// old serial, then each pod turning into a mismatch, and the verdict
+	// of --verify=required turning to failing, each printed once.
+	w := watchStatus(t, ns, "pgpool", "--verify=required", "--interval", "1s")
+	for i := range replicas {
+		w.expect(t, fmt.Sprintf(" pod pgpool-%d: ok, serves serial %s until ", i, old))
+	}
+	w.expect(t, " verdict: ok")
 	if err := issuing.TriggerIssuance(ctx, cm, ns, crt.Name, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -287,6 +298,11 @@ func renewedBehindPgpool(t *testing.T, ns string, replicas int) {
 		t.Fatal(err)
 	}
 	renewed := serverSerial(t, ns)
+	for i := range replicas {
+		w.expect(t, fmt.Sprintf(" pod pgpool-%d: mismatch, serves serial %s until ", i, old), "(was ok, serves serial "+old)
+	}
+	w.expect(t, " verdict: failing: ", "is not proven", "(was ok)")
+	w.stop(t)
 	st, err := runStatus(t, ns)
 	if err == nil || !strings.Contains(err.Error(), "is not proven") {
 		t.Fatalf("status --verify=required after a renewal pgpool did not load: %v, want exit 1", err)
@@ -298,6 +314,72 @@ func renewedBehindPgpool(t *testing.T, ns string, replicas int) {
 		if p.Check != "mismatch" || p.Served == nil || p.Served.Serial != old || !strings.Contains(p.Detail, "serial "+renewed) {
 			t.Fatalf("status of pod %s after a renewal behind pgpool: check %q (%s); want a mismatch serving %s, expecting %s", p.Name, p.Check, p.Detail, old, renewed)
 		}
+	}
+}
+
+// statusWatch is a `tls status --watch` running in-process, its lines
+// read as they are printed.
+type statusWatch struct {
+	lines  chan string
+	seen   []string
+	cancel context.CancelCauseFunc
+	done   chan error
+}
+
+func watchStatus(t *testing.T, ns, name string, args ...string) *statusWatch {
+	t.Helper()
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	w := &statusWatch{lines: make(chan string, 1000), cancel: cancel, done: make(chan error, 1)}
+	root := cmd.NewRootCmd(genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: pw, ErrOut: io.Discard}, cmd.BuildInfo{Version: "test"})
+	root.SetArgs(append([]string{"--kubeconfig", env.Kubeconfig, "-n", ns, "tls", "status", name, "--watch"}, args...))
+	go func() { w.done <- root.ExecuteContext(ctx); _ = pw.Close() }()
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			w.lines <- sc.Text()
+		}
+		close(w.lines)
+	}()
+	t.Cleanup(func() { cancel(plan.ErrInterrupted) })
+	return w
+}
+
+// expect reads lines until one holds every part (2 min at most).
+func (w *statusWatch) expect(t *testing.T, parts ...string) {
+	t.Helper()
+	deadline := time.After(2 * time.Minute)
+	for {
+		select {
+		case l, ok := <-w.lines:
+			if !ok {
+				t.Fatalf("status --watch ended before a line with %q:\n%s", parts, strings.Join(w.seen, "\n"))
+			}
+			w.seen = append(w.seen, l)
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(l, p)
+			}
+			if all {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("status --watch printed no line with %q:\n%s", parts, strings.Join(w.seen, "\n"))
+		}
+	}
+}
+
+// stop interrupts the watch, which must end without error.
+func (w *statusWatch) stop(t *testing.T) {
+	t.Helper()
+	w.cancel(plan.ErrInterrupted)
+	t.Logf("status --watch printed:\n%s", strings.Join(w.seen, "\n"))
+	go func() {
+		for range w.lines { //nolint:revive // drain the last probe's lines
+		}
+	}()
+	if err := <-w.done; err != nil {
+		t.Fatalf("an interrupted status --watch: %v", err)
 	}
 }
 
