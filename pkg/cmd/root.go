@@ -96,6 +96,7 @@ func newTLSCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 		newStatusCmd(streams, flags),
 		newApplyCmd(streams, flags),
 		newClientCertCmd(streams, flags),
+		newTrustCmd(streams, flags),
 	)
 	return c
 }

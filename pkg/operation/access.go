@@ -73,6 +73,10 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 			add(access{"coordination.k8s.io", "leases", "", "delete"})
 		case plan.ApplyCertificateSpec:
 			add(crt("create"), crt("patch")) // server-side apply creates it the first time
+		case plan.DistributeTrustSpec:
+			// In the pgpool's namespace, the bundle is read; the copies'
+			// namespaces are other namespaces, checked when written.
+			add(core("configmaps", "get"))
 		case plan.ApplyBundleSpec, plan.ApplyConfigMapSpec:
 			add(core("configmaps", "create"), core("configmaps", "patch"))
 		case plan.BackupSpec:

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 )
 
 // Spec is what the Runner needs to carry out one step. Each kind of step
@@ -39,6 +41,13 @@ type ApplyBundleSpec struct {
 	// KeptCA are CAs of unknown origin the user chose to keep (--keep-ca).
 	KeptCA []byte            `json:"-"`
 	Data   map[string]string `json:"-"`
+}
+
+// DistributeTrustSpec keeps the client CA copies of `tls trust` current:
+// the issuer's CA and the previous one, read from the CA bundle when the
+// step runs, written where Trust says.
+type DistributeTrustSpec struct {
+	Trust pgpool.Trust `json:"trust"`
 }
 
 // ApplyConfigMapSpec creates a ConfigMap of the plugin's (its labels) with
@@ -182,6 +191,7 @@ func (LockSpec) StepKind() Kind             { return Lock }
 func (ApplyCertificateSpec) StepKind() Kind { return Apply }
 func (ApplyBundleSpec) StepKind() Kind      { return Apply }
 func (ApplyConfigMapSpec) StepKind() Kind   { return Apply }
+func (DistributeTrustSpec) StepKind() Kind  { return Apply }
 func (BackupSpec) StepKind() Kind           { return Apply }
 func (TriggerSpec) StepKind() Kind          { return Trigger }
 func (WaitCertificateSpec) StepKind() Kind  { return Wait }

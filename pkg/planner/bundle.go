@@ -104,6 +104,29 @@ func (b *builder) writeBundle(previous []byte) {
 		Diff:        diff.String(),
 		Spec:        plan.ApplyBundleSpec{IssuerCAFrom: pgpool.ServerCertName(b.t.Name), PreviousCA: previous, BackendCA: backend, KeptCA: keptPEM},
 	})
+	b.distributeTrust()
+}
+
+// distributeTrust keeps the clients' copies of the CA (tls trust) current,
+// right after the bundle and before any pod restarts: a client that reads
+// its copy trusts the new CA before a pod serves a certificate it signed,
+// and the previous CA stays while the bundle keeps it.
+func (b *builder) distributeTrust() {
+	tr, err := b.t.Trust()
+	if err != nil {
+		b.p.Warnings = append(b.p.Warnings, err.Error()+"; the clients' copies of the CA are not updated")
+		return
+	}
+	if tr == nil {
+		return
+	}
+	obj := plan.Object{APIVersion: "v1", Kind: "ConfigMap", Name: tr.Name}
+	if tr.Bundle {
+		obj = plan.Object{APIVersion: tls.Bundles.GroupVersion().String(), Kind: "Bundle", Name: tr.Name}
+	}
+	b.add1(plan.Step{Object: obj,
+		Description: "keep the clients' copy of the CA current (tls trust): " + tr.Where() + " gets the issuer's CA, then the previous one, from the bundle just written",
+		Spec:        plan.DistributeTrustSpec{Trust: *tr}})
 }
 
 // inPEM reports whether a PEM text holds the certificate with this SHA-256.

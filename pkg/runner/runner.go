@@ -155,6 +155,8 @@ func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report fun
 		return r.applyBundle(ctx, s, spec)
 	case plan.ApplyConfigMapSpec:
 		return r.applyConfigMap(ctx, s, spec)
+	case plan.DistributeTrustSpec:
+		return r.distributeTrust(ctx, spec)
 	case plan.BackupSpec:
 		return r.backup(ctx, s, spec)
 	case plan.WaitCertificateSpec:

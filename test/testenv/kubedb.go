@@ -6,7 +6,11 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 )
@@ -168,4 +173,38 @@ func (e *Env) CheckKubeDBSays(t testing.TB, ns, op, ssl, auth, issuer string) {
 	if strings.Join(aliases, ",") != "server=pgpool-server-cert,client=pgpool-client-cert" {
 		t.Fatalf("%s: spec.tls.certificates: %v", op, certs)
 	}
+}
+
+// TrustManagerVersion is the trust-manager whose Bundle CRD the tests
+// install (from the Go module proxy, as the cluster's cert-manager CRDs).
+const TrustManagerVersion = "v0.25.0"
+
+// InstallTrustManagerAPI installs trust-manager's own Bundle CRD (its
+// controller is not needed to check the objects the plugin writes), waits
+// until it is served, and removes it when the test ends.
+func (e *Env) InstallTrustManagerAPI(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command("go", "mod", "download", "-json", "github.com/cert-manager/trust-manager@"+TrustManagerVersion)
+	cmd.Dir = filepath.Join(e.Root, "test", "cluster", "certmanager")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("download trust-manager %s: %v", TrustManagerVersion, err)
+	}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("go mod download trust-manager: %v %s", err, out)
+	}
+	raw, err := os.ReadFile(filepath.Join(mod.Dir, "deploy", "crds", "trust.cert-manager.io_bundles.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crd := &unstructured.Unstructured{}
+	if err := utilyaml.Unmarshal(raw, &crd.Object); err != nil {
+		t.Fatal(err)
+	}
+	e.Apply(t, "", []*unstructured.Unstructured{crd}, 0)
+	e.waitEstablished(t, Context(t, 2*time.Minute), crd.GetName())
+	t.Cleanup(func() {
+		_ = e.Dynamic.Resource(crdGVR).Delete(context.Background(), crd.GetName(), metav1.DeleteOptions{})
+	})
 }

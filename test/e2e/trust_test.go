@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
+)
+
+// copyOf is the CA subjects of ConfigMap pgpool-ca in ns ("" when there is
+// none).
+func copyOf(t *testing.T, ctx context.Context, ns string) string {
+	t.Helper()
+	cm, err := env.Kube.CoreV1().ConfigMaps(ns).Get(ctx, "pgpool-ca", metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return ""
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(tls.Subjects([]byte(cm.Data["ca.crt"])), "; ")
+}
+
+// Issue 28, client trust: `tls trust` writes the pgpool's CA into the
+// clients' namespaces, refuses a ConfigMap of that name that is not its
+// copy (writing nothing), keeps the copies current through change-issuer
+// (both CAs, written before the first pod restarts, the plan naming them),
+// deletes the copies no longer wanted, and with trust-manager's CRD
+// installed writes one trust-manager Bundle instead and says so.
+func TestTrust(t *testing.T) {
+	ns := setup(t, layouts[0], 1)
+	a, b, c := env.Namespace(t), env.Namespace(t), env.Namespace(t)
+	ctx := testenv.Context(t, 5*time.Minute)
+	if _, _, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes"); err != nil {
+		t.Fatal(err)
+	}
+	const oldCA, newCA = "CN=ca,O=kubedb", "CN=ca-updated,O=kubedb-updated"
+
+	// Someone else's ConfigMap pgpool-ca in c: refused, nothing written.
+	if _, err := env.Kube.CoreV1().ConfigMaps(c).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-ca"}, Data: map[string]string{"ca.crt": "theirs"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := plugin(t, env.Kubeconfig, ns, "tls", "trust", "pgpool", "--to-namespace", a+","+c, "--yes")
+	if err == nil || !strings.Contains(err.Error(), "ConfigMap "+c+"/pgpool-ca exists and was not written by kubectl-pgpool") {
+		t.Fatalf("trust over someone else's ConfigMap: %v", err)
+	}
+	if got := copyOf(t, ctx, a); got != "" {
+		t.Fatalf("a refused trust wrote into %s: %q", a, got)
+	}
+	if w := layouts[0].workload(t, ns); w.GetAnnotations()[pgpool.AnnotationTrust] != "" {
+		t.Fatalf("a refused trust recorded %s", w.GetAnnotations()[pgpool.AnnotationTrust])
+	}
+
+	out, _, err := plugin(t, env.Kubeconfig, ns, "tls", "trust", "pgpool", "--to-namespace", a+","+b, "--yes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{a, b} {
+		if got := copyOf(t, ctx, n); got != oldCA {
+			t.Fatalf("ConfigMap %s/pgpool-ca holds %q, want the issuer's CA %s\n%s", n, got, oldCA, out)
+		}
+	}
+
+	out, _, err = plugin(t, env.Kubeconfig, ns, "tls", "change-issuer", "pgpool", "--issuer", "pp-new-issuer", "--yes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := strings.Index(out, "keep the clients' copy of the CA current (tls trust): ConfigMap pgpool-ca in namespaces")
+	evict := strings.Index(out, "evict   Pod")
+	if step < 0 || evict < 0 || step > evict {
+		t.Fatalf("the change-issuer plan does not name the copies before the first restart (step at %d, first evict at %d):\n%s", step, evict, out)
+	}
+	for _, n := range []string{a, b} {
+		if got := copyOf(t, ctx, n); got != newCA+"; "+oldCA {
+			t.Fatalf("after change-issuer, ConfigMap %s/pgpool-ca holds %q, want the new CA then the previous one", n, got)
+		}
+	}
+
+	// Only b now: a's copy goes.
+	if out, _, err = plugin(t, env.Kubeconfig, ns, "tls", "trust", "pgpool", "--to-namespace", b, "--yes"); err != nil || !strings.Contains(out, "deleted ConfigMap "+a+"/pgpool-ca") {
+		t.Fatalf("trust to b only: %v\n%s", err, out)
+	}
+	if copyOf(t, ctx, a) != "" || copyOf(t, ctx, b) == "" {
+		t.Fatalf("after trust to %s only: a %q, b %q", b, copyOf(t, ctx, a), copyOf(t, ctx, b))
+	}
+	if cm, _ := env.Kube.CoreV1().ConfigMaps(c).Get(ctx, "pgpool-ca", metav1.GetOptions{}); cm == nil || cm.Data["ca.crt"] != "theirs" {
+		t.Fatalf("someone else's ConfigMap %s/pgpool-ca was changed: %v", c, cm)
+	}
+
+	// trust-manager installed: one Bundle, said so; the plugin's own
+	// ConfigMaps go (trust-manager writes its own).
+	env.InstallTrustManagerAPI(t)
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "trust", "pgpool", "--to-namespace", a+","+b, "--yes")
+	if err != nil || !strings.Contains(errOut, "trust-manager is installed: the CA goes into a trust-manager Bundle") {
+		t.Fatalf("trust with trust-manager: %v\n%s\n%s", err, out, errOut)
+	}
+	bundle, err := env.Dynamic.Resource(tls.Bundles).Get(ctx, "pgpool-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources, _, _ := unstructured.NestedSlice(bundle.Object, "spec", "sources")
+	inline := ""
+	if len(sources) == 1 {
+		inline, _, _ = unstructured.NestedString(sources[0].(map[string]any), "inLine")
+	}
+	if got := strings.Join(tls.Subjects([]byte(inline)), "; "); got != newCA+"; "+oldCA {
+		t.Fatalf("the Bundle's source holds %q", got)
+	}
+	exprs, _, _ := unstructured.NestedSlice(bundle.Object, "spec", "target", "namespaceSelector", "matchExpressions")
+	want := []string{a, b}
+	slices.Sort(want)
+	if len(exprs) != 1 {
+		t.Fatalf("the Bundle's namespaceSelector: %v", exprs)
+	}
+	key, _, _ := unstructured.NestedString(exprs[0].(map[string]any), "key")
+	vals, _, _ := unstructured.NestedStringSlice(exprs[0].(map[string]any), "values")
+	if key != corev1.LabelMetadataName || !slices.Equal(vals, want) {
+		t.Fatalf("the Bundle's namespaceSelector: %v, want %s In %v", exprs, corev1.LabelMetadataName, want)
+	}
+	if key, _, _ := unstructured.NestedString(bundle.Object, "spec", "target", "configMap", "key"); key != "ca.crt" {
+		t.Fatalf("the Bundle's target key: %q", key)
+	}
+	if copyOf(t, ctx, b) != "" {
+		t.Fatalf("the plugin's ConfigMap in %s was left for trust-manager to fight over", b)
+	}
+	if out, _, err = plugin(t, env.Kubeconfig, ns, "tls", "trust", "pgpool", "--stop", "--yes"); err != nil || !strings.Contains(out, "deleted trust-manager Bundle pgpool-ca") {
+		t.Fatalf("trust --stop: %v\n%s", err, out)
+	}
+	if w := layouts[0].workload(t, ns); w.GetAnnotations()[pgpool.AnnotationTrust] != "" {
+		t.Fatalf("trust --stop left the record %s", w.GetAnnotations()[pgpool.AnnotationTrust])
+	}
+	_, _, err = plugin(t, env.Kubeconfig, ns, "tls", "trust", "pgpool", "--yes")
+	if cmd.ExitCode(err) != 2 {
+		t.Fatalf("trust without a place: %v, want a usage error", err)
+	}
+}
