@@ -54,7 +54,7 @@ restarting one pod at a time through the Eviction API.`,
 	}
 	flags.AddFlags(root.PersistentFlags())
 	root.Args, root.RunE = cobra.ArbitraryArgs, unknownCommand
-	root.AddCommand(newTLSCmd(streams, flags), newVersionCmd(streams, info))
+	root.AddCommand(newTLSCmd(streams, flags, info), newVersionCmd(streams, info))
 	// The design's names, as top-level aliases of the tls subcommands.
 	for _, a := range []struct {
 		name string
@@ -80,7 +80,7 @@ restarting one pod at a time through the Eviction API.`,
 	return root
 }
 
-func newTLSCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
+func newTLSCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags, info BuildInfo) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "tls",
 		Short: "Add, rotate, change the issuer of, remove, roll back or inspect TLS of a pgpool",
@@ -97,6 +97,7 @@ func newTLSCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 		newApplyCmd(streams, flags),
 		newClientCertCmd(streams, flags),
 		newTrustCmd(streams, flags),
+		newScheduleCmd(streams, flags, info),
 	)
 	return c
 }

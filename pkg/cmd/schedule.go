@@ -1,0 +1,258 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	_ "time/tzdata" // the job's image has no zoneinfo: --time-zone from the binary
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/schedule"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
+)
+
+func newScheduleCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags, info BuildInfo) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "schedule",
+		Short: "Keep TLS current with nobody at the keyboard: a CronJob that restarts stale pods in a maintenance window",
+		Long: `cert-manager renews a Certificate's Secret, but pgpool serves the certificate it
+loaded at start until it restarts. tls schedule create installs, in the
+pgpool's namespace, a CronJob (with a ServiceAccount and a Role holding what
+the plugin's preflight computes for the job, nothing cluster-wide) that runs
+this plugin's image in the maintenance window: tls rotate --reissue=false
+--only-stale --verify=required, ending by the window's end. Each run leaves
+an Event and an annotation on the workload; tls status shows them.`,
+	}
+	c.AddCommand(newScheduleCreateCmd(streams, flags), newScheduleShowCmd(streams, flags), newScheduleDeleteCmd(streams, flags), newScheduleRunCmd(streams, flags, info))
+	return c
+}
+
+// ScheduleCreateOptions are the options of `tls schedule create`.
+type ScheduleCreateOptions struct {
+	connection
+	WindowText string
+	Request    operation.ScheduleRequest
+	DryRun     string
+	Yes        bool
+}
+
+func newScheduleCreateCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
+	o := &ScheduleCreateOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, DryRun: "none",
+		Request: operation.ScheduleRequest{TimeZone: "UTC", Every: 15 * time.Minute}}
+	c := &cobra.Command{
+		Use:   "create NAME --window \"DAYS HH:MM-HH:MM\" --image IMAGE",
+		Short: "Install (or update) the scheduled renewal of one pgpool",
+		Example: `  kubectl pgpool tls schedule create pgpool -n demo --window "Sat 02:00-04:00" --time-zone Europe/Berlin --image registry.example/kubectl-pgpool:v0.3.0
+  kubectl pgpool tls schedule create pgpool -n demo --window "Mon-Fri 01:00-01:30" --every 5m --image registry.example/kubectl-pgpool:v0.3.0 --dry-run=client`,
+		ValidArgsFunction: completePgpools(flags),
+		RunE:              runE(o),
+	}
+	c.Flags().StringVar(&o.WindowText, "window", "", `the maintenance window: DAYS HH:MM-HH:MM ("Sat 02:00-04:00", "Mon-Fri 01:00-02:30", "daily 23:00-01:00") (required)`)
+	c.Flags().StringVar(&o.Request.TimeZone, "time-zone", o.Request.TimeZone, "the window's time zone (IANA name, as the CronJob's timeZone)")
+	c.Flags().DurationVar(&o.Request.Every, "every", o.Request.Every, "how often the CronJob fires inside the window (1m, 5m, 15m, 30m, 1h, ...)")
+	c.Flags().StringVar(&o.Request.Image, "image", "", "the plugin's image (make image; push it to your registry) (required)")
+	c.Flags().BoolVar(&o.Request.HostNetwork, "host-network", false, "run the job in the node's network (a cluster whose API server only the nodes reach, such as the local test cluster)")
+	c.Flags().StringVar(&o.Request.APIServer, "api-server", "", "HOST:PORT of the API server for the job (default: the kubernetes Service)")
+	c.Flags().StringVar(&o.DryRun, "dry-run", o.DryRun, `"none", "client" (print what would be written) or "server" (also send each write with dryRun=All)`)
+	c.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation (none is asked without a terminal)")
+	return c
+}
+
+// Complete resolves NAME and the clients.
+func (o *ScheduleCreateOptions) Complete(args []string) error { return o.completeOne(args) }
+
+func (o *connection) completeOne(args []string) error {
+	if len(args) != 1 {
+		return UsageError{fmt.Errorf("give one pgpool NAME")}
+	}
+	o.Name = args[0]
+	return o.completeClients()
+}
+
+// Validate checks the flags (no I/O).
+func (o *ScheduleCreateOptions) Validate() error {
+	if o.WindowText == "" {
+		return UsageError{fmt.Errorf("--window is required: when pods may restart, such as \"Sat 02:00-04:00\"")}
+	}
+	w, err := schedule.ParseWindow(o.WindowText)
+	if err != nil {
+		return UsageError{err}
+	}
+	o.Request.Window = w
+	if _, err := time.LoadLocation(o.Request.TimeZone); err != nil {
+		return UsageError{fmt.Errorf("--time-zone %q: %w", o.Request.TimeZone, err)}
+	}
+	if _, err := w.Cron(o.Request.Every); err != nil {
+		return UsageError{err}
+	}
+	if o.Request.Every > w.Length {
+		return UsageError{fmt.Errorf("--every %s is longer than the window (%s): it would fire at most once, at the start", o.Request.Every, w.Length)}
+	}
+	if o.Request.Image == "" {
+		return UsageError{fmt.Errorf("--image is required: the plugin's image (make image), pushed where your nodes pull from")}
+	}
+	return oneOf("--dry-run", o.DryRun, "none client server")
+}
+
+// Run plans, prints, asks (on a terminal) and writes.
+func (o *ScheduleCreateOptions) Run(ctx context.Context) error {
+	p, err := operation.PlanSchedule(ctx, o.Clients, discover.Ref{Namespace: o.Namespace, Name: o.Name}, o.Request)
+	if err != nil {
+		return err
+	}
+	for _, l := range p.Lines {
+		fmt.Fprintln(o.Out, l)
+	}
+	if o.DryRun == "client" {
+		fmt.Fprintln(o.Out, "(dry run: nothing was changed)")
+		return nil
+	}
+	if !o.Yes && o.DryRun == "none" && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
+		ok, err := ui.Confirm(ctx, o.In, o.ErrOut, fmt.Sprintf("Install this schedule for %s? [y/N] ", p.Target))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("not confirmed: nothing was changed")
+		}
+	}
+	var dry []string
+	if o.DryRun == "server" {
+		dry = []string{"All"}
+	}
+	if err := operation.ApplySchedule(ctx, o.Clients, p, dry); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "schedule of %s installed: CronJob %s\n", p.Target, schedule.Name(p.Target.Name))
+	return nil
+}
+
+// ScheduleShowOptions are the options of `tls schedule show`.
+type ScheduleShowOptions struct{ connection }
+
+func newScheduleShowCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
+	o := &ScheduleShowOptions{connection{IOStreams: streams, ConfigFlags: flags}}
+	return &cobra.Command{Use: "show NAME", Short: "Show a pgpool's schedule and its last run", Example: `  kubectl pgpool tls schedule show pgpool -n demo`,
+		ValidArgsFunction: completePgpools(flags), RunE: runE(o)}
+}
+
+// Complete resolves NAME and the clients.
+func (o *ScheduleShowOptions) Complete(args []string) error { return o.completeOne(args) }
+
+// Validate has nothing to check.
+func (o *ScheduleShowOptions) Validate() error { return nil }
+
+// Run prints the schedule.
+func (o *ScheduleShowOptions) Run(ctx context.Context) error {
+	t, s, r, err := operation.ScheduleStatus(ctx, o.Clients, discover.Ref{Namespace: o.Namespace, Name: o.Name})
+	if err != nil {
+		return err
+	}
+	if s == nil {
+		fmt.Fprintf(o.Out, "%s has no schedule (kubectl pgpool tls schedule create %s --window ...)\n", t, t.Name)
+		return nil
+	}
+	fmt.Fprint(o.Out, ui.ScheduleText(s, r, time.Now()))
+	return nil
+}
+
+// ScheduleDeleteOptions are the options of `tls schedule delete`.
+type ScheduleDeleteOptions struct {
+	connection
+	DryRun string
+}
+
+func newScheduleDeleteCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
+	o := &ScheduleDeleteOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, DryRun: "none"}
+	c := &cobra.Command{Use: "delete NAME", Short: "Delete a pgpool's schedule (its CronJob, ServiceAccount, Role, RoleBinding)",
+		Example: `  kubectl pgpool tls schedule delete pgpool -n demo`, ValidArgsFunction: completePgpools(flags), RunE: runE(o)}
+	c.Flags().StringVar(&o.DryRun, "dry-run", o.DryRun, `"none" or "server" (send each delete with dryRun=All)`)
+	return c
+}
+
+// Complete resolves NAME and the clients.
+func (o *ScheduleDeleteOptions) Complete(args []string) error { return o.completeOne(args) }
+
+// Validate checks --dry-run.
+func (o *ScheduleDeleteOptions) Validate() error { return oneOf("--dry-run", o.DryRun, "none server") }
+
+// Run deletes.
+func (o *ScheduleDeleteOptions) Run(ctx context.Context) error {
+	var dry []string
+	if o.DryRun == "server" {
+		dry = []string{"All"}
+	}
+	done, err := operation.DeleteSchedule(ctx, o.Clients, discover.Ref{Namespace: o.Namespace, Name: o.Name}, dry)
+	for _, d := range done {
+		fmt.Fprintln(o.Out, d)
+	}
+	if err == nil && len(done) == 0 {
+		fmt.Fprintf(o.Out, "%s/%s has no schedule: nothing to delete\n", o.Namespace, o.Name)
+	}
+	return err
+}
+
+// ScheduleRunOptions are the options of `tls schedule run`, what the
+// CronJob's job runs.
+type ScheduleRunOptions struct {
+	connection
+	WindowText, TimeZone string
+	Timeout              time.Duration
+	info                 BuildInfo
+	window               schedule.Window
+	loc                  *time.Location
+}
+
+func newScheduleRunCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags, info BuildInfo) *cobra.Command {
+	o := &ScheduleRunOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, TimeZone: "UTC", Timeout: 5 * time.Minute, info: info}
+	c := &cobra.Command{Use: "run NAME --window W --time-zone TZ", Hidden: true,
+		Short: "One scheduled run (what the CronJob runs): inside the window, rotate --reissue=false --only-stale --verify=required; outside, nothing",
+		RunE:  runE(o)}
+	c.Flags().StringVar(&o.WindowText, "window", "", "the maintenance window")
+	c.Flags().StringVar(&o.TimeZone, "time-zone", o.TimeZone, "its time zone")
+	c.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "time limit of each step (the window's end bounds the whole run)")
+	return c
+}
+
+// Complete resolves NAME and the clients.
+func (o *ScheduleRunOptions) Complete(args []string) error { return o.completeOne(args) }
+
+// Validate parses the window.
+func (o *ScheduleRunOptions) Validate() error {
+	w, err := schedule.ParseWindow(o.WindowText)
+	if err != nil {
+		return UsageError{err}
+	}
+	loc, err := time.LoadLocation(o.TimeZone)
+	if err != nil {
+		return UsageError{fmt.Errorf("--time-zone %q: %w", o.TimeZone, err)}
+	}
+	o.window, o.loc = w, loc
+	return nil
+}
+
+// Run is one scheduled run.
+func (o *ScheduleRunOptions) Run(ctx context.Context) error {
+	rotate := func(ctx context.Context) error {
+		root := NewRootCmd(o.IOStreams, o.info)
+		args := []string{"tls", "rotate", o.Name, "-n", o.Namespace, "--reissue=false", "--only-stale", "--verify=required", "--yes", "--timeout", o.Timeout.String()}
+		if f := o.ConfigFlags; f.KubeConfig != nil && *f.KubeConfig != "" {
+			args = append(args, "--kubeconfig", *f.KubeConfig)
+		}
+		if f := o.ConfigFlags; f.Context != nil && *f.Context != "" {
+			args = append(args, "--context", *f.Context)
+		}
+		root.SetArgs(args)
+		root.SilenceErrors, root.SilenceUsage = true, true
+		return root.ExecuteContext(ctx)
+	}
+	run, err := operation.RunScheduled(ctx, o.Clients, discover.Ref{Namespace: o.Namespace, Name: o.Name}, o.window, o.loc, time.Now(), rotate)
+	fmt.Fprintf(o.Out, "scheduled run of %s/%s: %s: %s (next window %s)\n", o.Namespace, o.Name, run.Result, run.Message, run.NextRun.Format(time.RFC3339))
+	return err
+}

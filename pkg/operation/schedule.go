@@ -1,0 +1,324 @@
+package operation
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/schedule"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+)
+
+// ScheduleRequest is what `tls schedule create` is asked for.
+type ScheduleRequest struct {
+	Window      schedule.Window
+	TimeZone    string
+	Every       time.Duration
+	Image       string
+	HostNetwork bool
+	APIServer   string
+}
+
+// SchedulePlan is what `tls schedule create` will write.
+type SchedulePlan struct {
+	Target  *pgpool.Target
+	Spec    schedule.Spec
+	Objects *schedule.Objects
+	Lines   []string
+}
+
+// PlanSchedule reads the pgpool and computes the runner's objects, its
+// Role from the permissions the plugin's own preflight computes for the
+// scheduled rotate (planned as a client dry run, with every pod to
+// restart), before any write.
+func PlanSchedule(ctx context.Context, c *Clients, ref discover.Ref, req ScheduleRequest) (*SchedulePlan, error) {
+	var out Outcome
+	// What the job runs: restart the pods that do not serve what their
+	// Secret holds (planned here as if every pod did not), proven by
+	// handshake (--verify=required).
+	intent := planner.Intent{Operation: planner.Rotate, RestartOnly: true}
+	err := Run(ctx, c, ref, intent, Options{DryRun: "client", Verify: runner.VerifyRequired, Timeout: time.Minute},
+		Hooks{Planned: func(_ context.Context, o Outcome) error { out = o; return nil }})
+	if err != nil {
+		return nil, fmt.Errorf("plan the scheduled tls rotate --reissue=false: %w", err)
+	}
+	if out.Plan == nil {
+		return nil, fmt.Errorf("plan the scheduled tls rotate --reissue=false: %s", out.NothingToDo)
+	}
+	t := out.Target
+	if !t.State.Enabled {
+		return nil, fmt.Errorf("%s has no TLS: a schedule keeps TLS current; run `kubectl pgpool tls add %s` first", t, t.Name)
+	}
+	rules := rulesOf(append(needs(t, out.Plan, true),
+		// the run's own: its Event and record, and the waits that fail fast.
+		access{"", "events", "", "create"}, access{t.GVR.Group, t.GVR.Resource, "", "get"}, access{t.GVR.Group, t.GVR.Resource, "", "patch"},
+		access{"cert-manager.io", "certificaterequests", "", "list"}, access{"cert-manager.io", "certificaterequests", "", "watch"},
+		access{"cert-manager.io", "issuers", "", "list"}, access{"cert-manager.io", "issuers", "", "watch"}, access{"cert-manager.io", "issuers", "", "get"},
+		access{"cert-manager.io", "certificates", "", "get"}, access{"cert-manager.io", "certificates", "", "list"},
+		access{"", "pods", "", "get"}, access{"", "services", "", "list"}, access{"", "configmaps", "", "list"}, access{"", "secrets", "", "list"},
+		access{t.GVR.Group, t.GVR.Resource, "", "list"}))
+	name := schedule.Name(t.Name)
+	labels := map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: t.Name}
+	objs, err := schedule.Build(schedule.Params{Namespace: t.Namespace, Pgpool: t.Name, Window: req.Window, TimeZone: req.TimeZone, Every: req.Every,
+		Image: req.Image, Rules: rules, HostNetwork: req.HostNetwork, APIServer: req.APIServer, Labels: labels})
+	if err != nil {
+		return nil, err
+	}
+	// Someone else's objects of those names are refused.
+	for _, o := range scheduleKinds() {
+		cur, err := c.Dynamic.Resource(o.gvr).Namespace(t.Namespace).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case err == nil && !tls.Ours(cur, t.Name):
+			return nil, &tls.NotOursError{Kind: o.kind, Namespace: t.Namespace, Name: name}
+		case err != nil && !apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("get %s %s/%s: %w", o.kind, t.Namespace, name, err)
+		}
+	}
+	spec := schedule.Spec{Window: req.Window.String(), TimeZone: req.TimeZone, Every: req.Every.String(), CronJob: name, Image: req.Image}
+	loc, _ := time.LoadLocation(req.TimeZone)
+	p := &SchedulePlan{Target: t, Spec: spec, Objects: objs}
+	p.Lines = append(p.Lines,
+		fmt.Sprintf("CronJob %s/%s: schedule %q in %s (concurrencyPolicy Forbid), each job ended by the window's end (activeDeadlineSeconds %d), image %s",
+			t.Namespace, name, objs.CronJob.Spec.Schedule, req.TimeZone, *objs.CronJob.Spec.JobTemplate.Spec.ActiveDeadlineSeconds, req.Image),
+		fmt.Sprintf("  each job runs: kubectl-pgpool %s", strings.Join(objs.CronJob.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Args, " ")),
+		fmt.Sprintf("  that is: inside the window %s (%s), tls rotate %s --reissue=false --only-stale --verify=required --yes, ending by the window's end; outside it, nothing", req.Window, req.TimeZone, t.Name),
+		fmt.Sprintf("ServiceAccount, Role and RoleBinding %s/%s: the Role grants what that rotate needs in namespace %s, nothing cluster-wide:", t.Namespace, name, t.Namespace))
+	for _, r := range rules {
+		p.Lines = append(p.Lines, fmt.Sprintf("  %s %s: %s", strings.Join(r.APIGroups, ","), strings.Join(r.Resources, ","), strings.Join(r.Verbs, ",")))
+	}
+	p.Lines = append(p.Lines, fmt.Sprintf("record the schedule on %s (annotation %s); the next window starts %s", t, schedule.AnnotationSchedule, req.Window.Next(time.Now(), loc).Format(time.RFC3339)))
+	return p, nil
+}
+
+// scheduleKinds are the runner's objects, in the order they are deleted
+// (the CronJob first, so that no job starts without its permissions).
+func scheduleKinds() []scheduleKind {
+	return []scheduleKind{
+		{"CronJob", schema.GroupVersionResource{Group: "batch", Version: "v1", Resource: "cronjobs"}},
+		{"RoleBinding", schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"}},
+		{"Role", schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"}},
+		{"ServiceAccount", schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}},
+	}
+}
+
+type scheduleKind struct {
+	kind string
+	gvr  schema.GroupVersionResource
+}
+
+// rulesOf groups the permissions into RBAC rules, one per group and
+// resource, sorted.
+func rulesOf(as []access) []rbacv1.PolicyRule {
+	type key struct{ group, res string }
+	verbs := map[key][]string{}
+	for _, a := range as {
+		k := key{a.group, a.path()}
+		if !contains(verbs[k], a.verb) {
+			verbs[k] = append(verbs[k], a.verb)
+		}
+	}
+	var keys []key
+	for k := range verbs {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].group != keys[j].group {
+			return keys[i].group < keys[j].group
+		}
+		return keys[i].res < keys[j].res
+	})
+	var out []rbacv1.PolicyRule
+	for _, k := range keys {
+		v := verbs[k]
+		sort.Strings(v)
+		out = append(out, rbacv1.PolicyRule{APIGroups: []string{k.group}, Resources: []string{k.res}, Verbs: v})
+	}
+	return out
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// ApplySchedule writes the plan's objects (server-side apply) and records
+// the schedule on the workload.
+func ApplySchedule(ctx context.Context, c *Clients, p *SchedulePlan, dryRun []string) error {
+	t := p.Target
+	force := true
+	opts := metav1.PatchOptions{FieldManager: runner.FieldManager, Force: &force, DryRun: dryRun}
+	for _, o := range []struct {
+		obj any
+		gvr schema.GroupVersionResource
+	}{
+		{p.Objects.ServiceAccount, schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}},
+		{p.Objects.Role, schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"}},
+		{p.Objects.RoleBinding, schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"}},
+		{p.Objects.CronJob, schema.GroupVersionResource{Group: "batch", Version: "v1", Resource: "cronjobs"}},
+	} {
+		body, err := json.Marshal(o.obj)
+		if err != nil {
+			return err
+		}
+		if _, err := c.Dynamic.Resource(o.gvr).Namespace(t.Namespace).Patch(ctx, schedule.Name(t.Name), types.ApplyPatchType, body, opts); err != nil {
+			return fmt.Errorf("apply %s %s/%s: %w", o.gvr.Resource, t.Namespace, schedule.Name(t.Name), err)
+		}
+	}
+	rec, _ := json.Marshal(p.Spec)
+	return annotate(ctx, c, t, map[string]any{schedule.AnnotationSchedule: string(rec)}, dryRun)
+}
+
+func annotate(ctx context.Context, c *Clients, t *pgpool.Target, ann map[string]any, dryRun []string) error {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	if _, err := c.Dynamic.Resource(t.GVR).Namespace(t.Namespace).Patch(ctx, t.Name, types.MergePatchType, patch,
+		metav1.PatchOptions{FieldManager: runner.FieldManager, DryRun: dryRun}); err != nil {
+		return fmt.Errorf("annotate %s: %w", t, err)
+	}
+	return nil
+}
+
+// DeleteSchedule deletes the runner's objects (each only if it is the
+// plugin's) and the record; it returns what it deleted.
+func DeleteSchedule(ctx context.Context, c *Clients, ref discover.Ref, dryRun []string) ([]string, error) {
+	t, err := discover.DiscoverRef(ctx, c.discover(), ref)
+	if err != nil {
+		return nil, err
+	}
+	name := schedule.Name(t.Name)
+	var done []string
+	for _, o := range scheduleKinds() {
+		cur, err := c.Dynamic.Resource(o.gvr).Namespace(t.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		} else if err != nil {
+			return done, fmt.Errorf("get %s %s/%s: %w", o.kind, t.Namespace, name, err)
+		}
+		if !tls.Ours(cur, t.Name) {
+			done = append(done, fmt.Sprintf("left %s %s/%s: not the plugin's", o.kind, t.Namespace, name))
+			continue
+		}
+		uid := cur.GetUID()
+		prop := metav1.DeletePropagationBackground
+		if err := c.Dynamic.Resource(o.gvr).Namespace(t.Namespace).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}, PropagationPolicy: &prop, DryRun: dryRun}); err != nil && !apierrors.IsNotFound(err) {
+			return done, fmt.Errorf("delete %s %s/%s: %w", o.kind, t.Namespace, name, err)
+		}
+		done = append(done, fmt.Sprintf("deleted %s %s/%s", o.kind, t.Namespace, name))
+	}
+	if t.Annotations[schedule.AnnotationSchedule] != "" {
+		if err := annotate(ctx, c, t, map[string]any{schedule.AnnotationSchedule: nil}, dryRun); err != nil {
+			return done, err
+		}
+		done = append(done, "removed the record from "+t.String())
+	}
+	return done, nil
+}
+
+// ScheduleStatus finds the pgpool and reads its schedule and last run.
+func ScheduleStatus(ctx context.Context, c *Clients, ref discover.Ref) (*pgpool.Target, *schedule.Spec, *schedule.Run, error) {
+	t, err := discover.DiscoverRef(ctx, c.discover(), ref)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s, r := ScheduleOf(t)
+	return t, s, r, nil
+}
+
+// ScheduleOf reads the schedule and the last run recorded on t (nil when
+// none, or not readable).
+func ScheduleOf(t *pgpool.Target) (*schedule.Spec, *schedule.Run) {
+	var s *schedule.Spec
+	if a := t.Annotations[schedule.AnnotationSchedule]; a != "" {
+		s = &schedule.Spec{}
+		if json.Unmarshal([]byte(a), s) != nil {
+			s = nil
+		}
+	}
+	var r *schedule.Run
+	if a := t.Annotations[schedule.AnnotationLastRun]; a != "" {
+		r = &schedule.Run{}
+		if json.Unmarshal([]byte(a), r) != nil {
+			r = nil
+		}
+	}
+	return s, r
+}
+
+// RunScheduled is one scheduled run (the CronJob's job): inside an
+// occurrence of the window it runs rotate (given a context that ends with
+// the window) and reports which pods it restarted; outside, nothing. Both
+// are recorded: an Event and the annotation on the workload.
+func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.Window, loc *time.Location, now time.Time, rotate func(ctx context.Context) error) (schedule.Run, error) {
+	run := schedule.Run{Time: now.UTC(), NextRun: w.Next(now, loc).UTC()}
+	t, err := discover.DiscoverRef(ctx, c.discover(), ref)
+	if err != nil {
+		return run, err
+	}
+	_, end, open := w.Occurrence(now, loc)
+	var runErr error
+	if !open {
+		run.Result, run.Message = "WindowClosed", fmt.Sprintf("outside the window %s (%s): nothing done", w, loc)
+	} else {
+		before := uids(t.Pods)
+		rctx, cancel := context.WithDeadline(ctx, end)
+		runErr = rotate(rctx)
+		cancel()
+		after, err := discover.DiscoverRef(ctx, c.discover(), ref)
+		if err == nil {
+			for _, p := range after.Pods {
+				if old, ok := before[p.Name]; ok && old != p.UID {
+					run.Restarted = append(run.Restarted, p.Name)
+				}
+			}
+		}
+		switch {
+		case runErr != nil:
+			run.Result, run.Message = "Failed", runErr.Error()
+		case len(run.Restarted) == 0:
+			run.Result, run.Message = "NothingToDo", "every pod serves the certificate its Secret holds"
+		default:
+			run.Result, run.Message = "Succeeded", fmt.Sprintf("restarted %s; each proven by handshake", strings.Join(run.Restarted, ", "))
+		}
+	}
+	rec, _ := json.Marshal(run)
+	if err := annotate(ctx, c, t, map[string]any{schedule.AnnotationLastRun: string(rec)}, nil); err != nil {
+		return run, err
+	}
+	typ := corev1.EventTypeNormal
+	if run.Result == "Failed" {
+		typ = corev1.EventTypeWarning
+	}
+	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: t.Name + ".", Namespace: t.Namespace},
+		InvolvedObject: corev1.ObjectReference{APIVersion: t.APIVersion, Kind: t.Kind, Namespace: t.Namespace, Name: t.Name, UID: types.UID(t.UID)},
+		Reason:         "ScheduledTLS" + run.Result, Message: "scheduled tls rotate: " + run.Message, Type: typ,
+		Source: corev1.EventSource{Component: tls.ManagerName}, FirstTimestamp: metav1.NewTime(now), LastTimestamp: metav1.NewTime(now), Count: 1}
+	if _, err := c.Core.Events(t.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		return run, fmt.Errorf("record the Event on %s: %w", t, err)
+	}
+	return run, runErr
+}
+
+func uids(pods []corev1.Pod) map[string]types.UID {
+	m := map[string]types.UID{}
+	for _, p := range pods {
+		m[p.Name] = p.UID
+	}
+	return m
+}
