@@ -3,18 +3,23 @@
 SHELL := /bin/bash
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# The commit's time, so that the same commit builds the same binary (and image).
+DATE    ?= $(shell git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
+IMAGE   ?= localhost/kubectl-pgpool:$(VERSION)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 TOOLS   := $(HOME)/.cache/kubectl-pgpool/tools
 GOLANGCI_LINT_VERSION := v2.15.0
 
-.PHONY: deps build install cluster-up cluster-down demo test unit lint krew-validate dist e2e bench clean
+.PHONY: image deps build install cluster-up cluster-down demo test unit lint krew-validate dist e2e bench clean
 
 deps: ## install the Debian packages demo and test need that are missing (hack/deps.sh; as root, or it prints the sudo command)
 	@hack/deps.sh
 
 build: ## bin/kubectl-pgpool
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/kubectl-pgpool ./cmd/kubectl-pgpool
+
+image: build ## dist/kubectl-pgpool-image.tar: the plugin on a scratch base as an OCI layout tarball, built without Docker (hack/image; IMAGE=name:tag); the image `tls schedule` runs
+	@cd hack/image && SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) go run . -binary ../../bin/kubectl-pgpool -name $(IMAGE) -out ../../dist/kubectl-pgpool-image.tar
 
 install: build ## copy the plugin and its completion shim to /usr/local/bin
 	install -m 0755 bin/kubectl-pgpool kubectl_complete-pgpool /usr/local/bin/

@@ -36,10 +36,11 @@ an Event and an annotation on the workload; tls status shows them.`,
 // ScheduleCreateOptions are the options of `tls schedule create`.
 type ScheduleCreateOptions struct {
 	connection
-	WindowText string
-	Request    operation.ScheduleRequest
-	DryRun     string
-	Yes        bool
+	Tolerations []string
+	WindowText  string
+	Request     operation.ScheduleRequest
+	DryRun      string
+	Yes         bool
 }
 
 func newScheduleCreateCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
@@ -59,6 +60,8 @@ func newScheduleCreateCmd(streams genericiooptions.IOStreams, flags *genericclio
 	c.Flags().StringVar(&o.Request.Image, "image", "", "the plugin's image (make image; push it to your registry) (required)")
 	c.Flags().BoolVar(&o.Request.HostNetwork, "host-network", false, "run the job in the node's network (a cluster whose API server only the nodes reach, such as the local test cluster)")
 	c.Flags().StringVar(&o.Request.APIServer, "api-server", "", "HOST:PORT of the API server for the job (default: the kubernetes Service)")
+	c.Flags().StringToStringVar(&o.Request.NodeSelector, "node-selector", nil, "KEY=VALUE labels of the nodes the job may run on (repeatable)")
+	c.Flags().StringArrayVar(&o.Tolerations, "toleration", nil, "KEY[=VALUE][:EFFECT] taint the job tolerates (repeatable)")
 	c.Flags().StringVar(&o.DryRun, "dry-run", o.DryRun, `"none", "client" (print what would be written) or "server" (also send each write with dryRun=All)`)
 	c.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation (none is asked without a terminal)")
 	return c
@@ -93,6 +96,14 @@ func (o *ScheduleCreateOptions) Validate() error {
 	}
 	if o.Request.Every > w.Length {
 		return UsageError{fmt.Errorf("--every %s is longer than the window (%s): it would fire at most once, at the start", o.Request.Every, w.Length)}
+	}
+	o.Request.Tolerations = nil
+	for _, s := range o.Tolerations {
+		tol, err := schedule.ParseToleration(s)
+		if err != nil {
+			return UsageError{fmt.Errorf("--toleration: %w", err)}
+		}
+		o.Request.Tolerations = append(o.Request.Tolerations, tol)
 	}
 	if o.Request.Image == "" {
 		return UsageError{fmt.Errorf("--image is required: the plugin's image (make image), pushed where your nodes pull from")}
@@ -253,6 +264,9 @@ func (o *ScheduleRunOptions) Run(ctx context.Context) error {
 		return root.ExecuteContext(ctx)
 	}
 	run, err := operation.RunScheduled(ctx, o.Clients, discover.Ref{Namespace: o.Namespace, Name: o.Name}, o.window, o.loc, time.Now(), rotate)
+	if run.Result == "" {
+		run.Result, run.Message = "Failed", fmt.Sprint(err)
+	}
 	fmt.Fprintf(o.Out, "scheduled run of %s/%s: %s: %s (next window %s)\n", o.Namespace, o.Name, run.Result, run.Message, run.NextRun.Format(time.RFC3339))
 	return err
 }

@@ -31,6 +31,9 @@ type ScheduleRequest struct {
 	Image       string
 	HostNetwork bool
 	APIServer   string
+	// NodeSelector and Tolerations place the job's pod.
+	NodeSelector map[string]string
+	Tolerations  []corev1.Toleration
 }
 
 // SchedulePlan is what `tls schedule create` will write.
@@ -70,11 +73,15 @@ func PlanSchedule(ctx context.Context, c *Clients, ref discover.Ref, req Schedul
 		access{"cert-manager.io", "issuers", "", "list"}, access{"cert-manager.io", "issuers", "", "watch"}, access{"cert-manager.io", "issuers", "", "get"},
 		access{"cert-manager.io", "certificates", "", "get"}, access{"cert-manager.io", "certificates", "", "list"},
 		access{"", "pods", "", "get"}, access{"", "services", "", "list"}, access{"", "configmaps", "", "list"}, access{"", "secrets", "", "list"},
-		access{t.GVR.Group, t.GVR.Resource, "", "list"}))
+		access{t.GVR.Group, t.GVR.Resource, "", "list"},
+		// discovery looks the name up among every workload kind
+		access{pgpool.StatefulSets.Group, pgpool.StatefulSets.Resource, "", "get"}, access{pgpool.Deployments.Group, pgpool.Deployments.Resource, "", "get"},
+		access{pgpool.PetSets.Group, pgpool.PetSets.Resource, "", "get"}))
 	name := schedule.Name(t.Name)
 	labels := map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: t.Name}
 	objs, err := schedule.Build(schedule.Params{Namespace: t.Namespace, Pgpool: t.Name, Window: req.Window, TimeZone: req.TimeZone, Every: req.Every,
-		Image: req.Image, Rules: rules, HostNetwork: req.HostNetwork, APIServer: req.APIServer, Labels: labels})
+		Image: req.Image, Rules: rules, HostNetwork: req.HostNetwork, APIServer: req.APIServer, Labels: labels,
+		NodeSelector: req.NodeSelector, Tolerations: req.Tolerations})
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,7 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 		SSLMode: t.State.SSLMode, AuthMode: t.State.AuthMode, HBAEnforced: t.State.HBAEnforced, Issuer: t.State.Issuer, TLSVolume: t.State.VolumePresent,
 		TLSMountPath: t.TLSMountPath, LastOp: t.Annotations[pgpool.AnnotationLastOperation], Paths: map[string]string{}}
 	st.Layout = t.Layout.Name()
+	st.Schedule, st.LastRun = ScheduleOf(t)
 	if _, ok := t.Layout.TemplateConf(&t.Template.Spec.Containers[t.ContainerIndex]); ok {
 		st.Config = "the environment of container " + t.Container + "; pool_hba.conf in ConfigMap " + t.Config.Name
 		if t.Config.Generated {

@@ -10,7 +10,7 @@ import (
 // the certificates as data) import nothing that does Kubernetes I/O: a
 // plan is built and tested without a cluster or a client.
 func TestPurePackagesImportNoClient(t *testing.T) {
-	pure := []string{"../conf", "../plan", ".", "../pgpool", "../tls", "../layout", "../opsrequest", "../owners"}
+	pure := []string{"../conf", "../plan", ".", "../pgpool", "../tls", "../layout", "../opsrequest", "../owners", "../schedule"}
 	out, err := exec.Command("go", append([]string{"list", "-deps"}, pure...)...).Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
@@ -27,7 +27,7 @@ func TestPurePackagesImportNoClient(t *testing.T) {
 var dataFlow = []string{
 	"cmd/kubectl-pgpool", "pkg/cmd", "pkg/ui", "pkg/opsrequest", "pkg/operation", "pkg/status", "pkg/runner",
 	"pkg/restart", "pkg/lock", "pkg/verify", "pkg/tls/issuing", "pkg/planner", "pkg/discover", "pkg/layout",
-	"pkg/plan", "pkg/pgpool", "pkg/owners", "pkg/conf", "pkg/tls", "pkg/apiretry", "internal/parallel",
+	"pkg/plan", "pkg/pgpool", "pkg/owners", "pkg/conf", "pkg/tls", "pkg/schedule", "pkg/apiretry", "internal/parallel",
 }
 
 // No package imports one above it in the data flow, and the commands are

@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -71,6 +72,9 @@ type Params struct {
 	// (HOST:PORT; "" keeps the kubernetes Service's).
 	APIServer string
 	Labels    map[string]string
+	// NodeSelector and Tolerations place the job's pod.
+	NodeSelector map[string]string
+	Tolerations  []corev1.Toleration
 }
 
 // Build makes the objects.
@@ -88,13 +92,13 @@ func Build(p Params) (*Objects, error) {
 		return metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: l}
 	}
 	args := []string{"tls", "schedule", "run", p.Pgpool, "-n", p.Namespace, "--window", p.Window.String(), "--time-zone", p.TimeZone}
-	var env []corev1.EnvVar
+	env := []corev1.EnvVar{{Name: "HOME", Value: "/tmp"}}
 	if p.APIServer != "" {
 		host, port, ok := cutLast(p.APIServer, ":")
 		if !ok {
 			return nil, fmt.Errorf("--api-server %q: want HOST:PORT", p.APIServer)
 		}
-		env = []corev1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: host}, {Name: "KUBERNETES_SERVICE_PORT", Value: port}}
+		env = append(env, corev1.EnvVar{Name: "KUBERNETES_SERVICE_HOST", Value: host}, corev1.EnvVar{Name: "KUBERNETES_SERVICE_PORT", Value: port})
 	}
 	deadline := int64(p.Window.Length / time.Second)
 	o := &Objects{
@@ -106,16 +110,20 @@ func Build(p Params) (*Objects, error) {
 		CronJob: &batchv1.CronJob{TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "CronJob"}, ObjectMeta: meta(),
 			Spec: batchv1.CronJobSpec{
 				Schedule: cron, TimeZone: ptr.To(p.TimeZone), ConcurrencyPolicy: batchv1.ForbidConcurrent,
-				StartingDeadlineSeconds:    ptr.To(int64(p.Every/time.Second) - 1 + 60),
+				StartingDeadlineSeconds:    ptr.To(int64(p.Every / time.Second)),
 				SuccessfulJobsHistoryLimit: ptr.To(int32(3)), FailedJobsHistoryLimit: ptr.To(int32(3)),
 				JobTemplate: batchv1.JobTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: meta().Labels}, Spec: batchv1.JobSpec{
 					BackoffLimit: ptr.To(int32(0)), ActiveDeadlineSeconds: &deadline, TTLSecondsAfterFinished: ptr.To(int32(7 * 24 * 3600)),
 					Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: meta().Labels}, Spec: corev1.PodSpec{
 						ServiceAccountName: name, RestartPolicy: corev1.RestartPolicyNever, HostNetwork: p.HostNetwork,
+						NodeSelector: p.NodeSelector, Tolerations: p.Tolerations,
+						// The root is read-only: a scratch /tmp for HOME
+						// (client-go's caches).
+						Volumes: []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 						SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To(int64(65532)), RunAsGroup: ptr.To(int64(65532)),
 							SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 						Containers: []corev1.Container{{Name: "kubectl-pgpool", Image: p.Image, ImagePullPolicy: corev1.PullIfNotPresent,
-							Args: args, Env: env,
+							Args: args, Env: env, VolumeMounts: []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
 							SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
 								Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
 					}},
@@ -123,6 +131,30 @@ func Build(p Params) (*Objects, error) {
 			}},
 	}
 	return o, nil
+}
+
+// ParseToleration reads KEY[=VALUE][:EFFECT] (as kubectl taint writes a
+// taint): Exists without a value, Equal with one; every effect without one.
+func ParseToleration(s string) (corev1.Toleration, error) {
+	t := corev1.Toleration{Operator: corev1.TolerationOpExists}
+	kv, effect, hasEffect := strings.Cut(s, ":")
+	k, v, hasValue := strings.Cut(kv, "=")
+	if k == "" {
+		return t, fmt.Errorf("toleration %q: want KEY[=VALUE][:EFFECT]", s)
+	}
+	t.Key = k
+	if hasValue {
+		t.Operator, t.Value = corev1.TolerationOpEqual, v
+	}
+	if hasEffect {
+		switch e := corev1.TaintEffect(effect); e {
+		case corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+			t.Effect = e
+		default:
+			return t, fmt.Errorf("toleration %q: the effect is NoSchedule, PreferNoSchedule or NoExecute", s)
+		}
+	}
+	return t, nil
 }
 
 func cutLast(s, sep string) (string, string, bool) {

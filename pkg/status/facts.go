@@ -66,6 +66,12 @@ func (s *Status) Facts() map[string]string {
 	if s.LastOp != "" {
 		f["last operation"] = s.LastOp
 	}
+	if s.Schedule != nil {
+		f["schedule"] = fmt.Sprintf("window %s (%s), every %s", s.Schedule.Window, s.Schedule.TimeZone, s.Schedule.Every)
+	}
+	if r := s.LastRun; r != nil {
+		f["last scheduled run"] = fmt.Sprintf("%s %s: %s", r.Time.Format(time.RFC3339), r.Result, r.Message)
+	}
 	return f
 }
 

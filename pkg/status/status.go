@@ -7,6 +7,7 @@ import (
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/schedule"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
 )
@@ -45,6 +46,10 @@ type Status struct {
 	// Layout is how the pgpool is deployed (kubedb, pgpool2_on_k8s,
 	// bitnami).
 	Layout string `json:"layout,omitempty"`
+	// Schedule is the scheduled renewal (tls schedule), and LastRun what
+	// its last run did; nil when there is none.
+	Schedule *schedule.Spec `json:"schedule,omitempty"`
+	LastRun  *schedule.Run  `json:"scheduleLastRun,omitempty"`
 }
 
 // BundleStatus is the CA bundle pgpool reads as ssl_ca_cert, in order.

@@ -136,6 +136,14 @@ func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 			}
 		}
 	}
+	if sc := st.Schedule; sc != nil {
+		fmt.Fprintf(w, "Schedule:\twindow %s (%s), every %s, CronJob %s\n", sc.Window, sc.TimeZone, sc.Every, sc.CronJob)
+		if r := st.LastRun; r != nil {
+			fmt.Fprintf(w, "Last scheduled run:\t%s %s: %s (next window %s)\n", r.Time.Format(time.RFC3339), r.Result, r.Message, r.NextRun.Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(w, "Last scheduled run:\tnone yet\n")
+		}
+	}
 	if st.LastOp != "" {
 		fmt.Fprintf(w, "Last operation:\t%s\n", st.LastOp)
 	}

@@ -104,6 +104,7 @@ type Env struct {
 	Cluster *ClusterEnv
 	stop    func()
 	bin     binary
+	image   pluginImage
 }
 
 // RepoRoot finds the repository root from this source file.
