@@ -29,7 +29,7 @@ func (e *Env) PluginImage(t testing.TB) string {
 			e.image.err = err
 			return
 		}
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }()
 		bin, tarball := filepath.Join(dir, "kubectl-pgpool"), filepath.Join(dir, "image.tar")
 		name := "localhost/kubectl-pgpool:test"
 		steps := []struct {
