@@ -49,7 +49,7 @@ lint: ## gofmt, go vet, golangci-lint
 krew-validate: ## krew's manifest validation, and a real krew install of this platform's archive (hack/krew-check.sh)
 	@hack/krew-check.sh
 
-dist: ## release archives and dist/pgpool.yaml with their sha256 (VERSION=v0.1.0 PLATFORMS="linux/amd64 ...")
+dist: ## release archives, the image tarball per linux platform (IMAGE_REPO=registry/name) and dist/pgpool.yaml with their sha256 (VERSION=v0.1.0 PLATFORMS="linux/amd64 ...")
 	@hack/dist.sh
 
 e2e: ## tests against the local cluster with its real node (starts it when it is not up, stops it after)

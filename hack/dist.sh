@@ -30,6 +30,14 @@ for p in $PLATFORMS; do
 	out="dist/kubectl-pgpool_${VERSION}_${os}_${arch}.tar.gz"
 	tar -C "$stage" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$EPOCH" \
 		-cf - kubectl-pgpool kubectl_complete-pgpool LICENSE | gzip -n >"$out"
+	if [ "$os" = linux ]; then
+		# The image `tls schedule` runs: the same binary on a scratch base,
+		# an OCI layout tarball (push it with skopeo copy oci-archive:...).
+		img="dist/kubectl-pgpool-image_${VERSION}_${os}_${arch}.tar"
+		(cd hack/image && SOURCE_DATE_EPOCH="$EPOCH" go run . -binary "$stage/kubectl-pgpool" -name "${IMAGE_REPO:-localhost/kubectl-pgpool}:$VERSION" \
+			-platform "$os/$arch" -out "$ROOT/$img" >/dev/null)
+		echo "$img sha256 $(sha256sum "$img" | cut -d' ' -f1)" >&2
+	fi
 	rm -rf "$stage"
 	sha="$(sha256sum "$out" | cut -d' ' -f1)"
 	awk -v sha="$sha" -v suffix="_${os}_${arch}.tar.gz" '
