@@ -137,7 +137,11 @@ func (o *ScheduleCreateOptions) Run(ctx context.Context) error {
 	if o.DryRun == "server" {
 		dry = []string{"All"}
 	}
-	if err := operation.ApplySchedule(ctx, o.Clients, p, dry); err != nil {
+	err = operation.ApplySchedule(ctx, o.Clients, p, dry)
+	for _, w := range p.Warnings {
+		fmt.Fprintf(o.ErrOut, "warning: %s\n", w)
+	}
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(o.Out, "schedule of %s installed: CronJob %s\n", p.Target, schedule.Name(p.Target.Name))

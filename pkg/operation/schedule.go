@@ -41,8 +41,19 @@ type SchedulePlan struct {
 	Target  *pgpool.Target
 	Spec    schedule.Spec
 	Objects *schedule.Objects
-	Lines   []string
+	// Certificates get renewal windows RenewalLead before each window.
+	Certificates []string
+	Window       schedule.Window
+	Lines        []string
+	// Warnings are said on stderr.
+	Warnings []string
 }
+
+// renewalManager owns the renewal windows on the plugin's Certificates:
+// another field manager than the plugin's, so that the plugin's own apply
+// of a Certificate (add, change-issuer) leaves them, and schedule delete
+// takes them away by applying nothing.
+const renewalManager = "kubectl-pgpool-schedule"
 
 // PlanSchedule reads the pgpool and computes the runner's objects, its
 // Role from the permissions the plugin's own preflight computes for the
@@ -97,7 +108,12 @@ func PlanSchedule(ctx context.Context, c *Clients, ref discover.Ref, req Schedul
 	}
 	spec := schedule.Spec{Window: req.Window.String(), TimeZone: req.TimeZone, Every: req.Every.String(), CronJob: name, Image: req.Image}
 	loc, _ := time.LoadLocation(req.TimeZone)
-	p := &SchedulePlan{Target: t, Spec: spec, Objects: objs}
+	p := &SchedulePlan{Target: t, Spec: spec, Objects: objs, Window: req.Window}
+	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
+		if crt := t.Certificates[n]; crt != nil && tls.Ours(crt, t.Name) {
+			p.Certificates = append(p.Certificates, n)
+		}
+	}
 	p.Lines = append(p.Lines,
 		fmt.Sprintf("CronJob %s/%s: schedule %q in %s (concurrencyPolicy Forbid), each job ended by the window's end (activeDeadlineSeconds %d), image %s",
 			t.Namespace, name, objs.CronJob.Spec.Schedule, req.TimeZone, *objs.CronJob.Spec.JobTemplate.Spec.ActiveDeadlineSeconds, req.Image),
@@ -106,6 +122,10 @@ func PlanSchedule(ctx context.Context, c *Clients, ref discover.Ref, req Schedul
 		fmt.Sprintf("ServiceAccount, Role and RoleBinding %s/%s: the Role grants what that rotate needs in namespace %s, nothing cluster-wide:", t.Namespace, name, t.Namespace))
 	for _, r := range rules {
 		p.Lines = append(p.Lines, fmt.Sprintf("  %s %s: %s", strings.Join(r.APIGroups, ","), strings.Join(r.Resources, ","), strings.Join(r.Verbs, ",")))
+	}
+	for _, n := range p.Certificates {
+		p.Lines = append(p.Lines, fmt.Sprintf("Certificate %s/%s: renewal window %q (%s) for %s, so that cert-manager renews the Secret just before the maintenance window, not in the middle of a day (cert-manager v1.21+; older: its renewBefore, said when applied)",
+			t.Namespace, n, req.Window.RenewalCron(), req.TimeZone, schedule.RenewalLead))
 	}
 	p.Lines = append(p.Lines, fmt.Sprintf("record the schedule on %s (annotation %s); the next window starts %s", t, schedule.AnnotationSchedule, req.Window.Next(time.Now(), loc).Format(time.RFC3339)))
 	return p, nil
@@ -189,8 +209,46 @@ func ApplySchedule(ctx context.Context, c *Clients, p *SchedulePlan, dryRun []st
 			return fmt.Errorf("apply %s %s/%s: %w", o.gvr.Resource, t.Namespace, schedule.Name(t.Name), err)
 		}
 	}
+	for _, n := range p.Certificates {
+		w, err := applyRenewal(ctx, c, t, n, &p.Window, p.Spec.TimeZone, dryRun)
+		if err != nil {
+			return err
+		}
+		if w != "" {
+			p.Warnings = append(p.Warnings, w)
+		}
+	}
 	rec, _ := json.Marshal(p.Spec)
 	return annotate(ctx, c, t, map[string]any{schedule.AnnotationSchedule: string(rec)}, dryRun)
+}
+
+// applyRenewal sets (w) or takes away (nil) the renewal windows of
+// Certificate name. A cert-manager without renewal windows (before v1.21)
+// drops the field: then a warning says when the Secret renews instead, and
+// whether a window comes before the certificate ends.
+func applyRenewal(ctx context.Context, c *Clients, t *pgpool.Target, name string, w *schedule.Window, tz string, dryRun []string) (string, error) {
+	obj := map[string]any{"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": map[string]any{"name": name, "namespace": t.Namespace}}
+	if w != nil {
+		obj["spec"] = map[string]any{"renewal": map[string]any{"policy": "RenewBefore", "windows": []any{map[string]any{
+			"cron": w.RenewalCron(), "timezone": tz, "windowDuration": schedule.RenewalLead.String()}}}}
+	}
+	body, _ := json.Marshal(obj)
+	force := true
+	crt, err := c.CertManager.Certificates(t.Namespace).Patch(ctx, name, types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: renewalManager, Force: &force, DryRun: dryRun})
+	if err != nil {
+		return "", fmt.Errorf("set the renewal windows of Certificate %s/%s: %w", t.Namespace, name, err)
+	}
+	if w == nil || crt.Spec.Renewal != nil {
+		return "", nil
+	}
+	before := "a third of its lifetime (cert-manager's default)"
+	if crt.Spec.RenewBefore != nil {
+		before = crt.Spec.RenewBefore.Duration.String()
+		if crt.Spec.RenewBefore.Duration < w.Period()+24*time.Hour {
+			return fmt.Sprintf("this cert-manager has no renewal windows (v1.21+): Certificate %s renews %s before it ends, and the next maintenance window may be %s later: raise --renew-before (tls rotate) above %s, or a certificate may end before a window restarts the pods", name, before, w.Period(), w.Period()+24*time.Hour), nil
+		}
+	}
+	return fmt.Sprintf("this cert-manager has no renewal windows (v1.21+): Certificate %s renews %s before it ends, at any hour; the next window restarts the pods", name, before), nil
 }
 
 func annotate(ctx context.Context, c *Clients, t *pgpool.Target, ann map[string]any, dryRun []string) error {
@@ -228,6 +286,14 @@ func DeleteSchedule(ctx context.Context, c *Clients, ref discover.Ref, dryRun []
 			return done, fmt.Errorf("delete %s %s/%s: %w", o.kind, t.Namespace, name, err)
 		}
 		done = append(done, fmt.Sprintf("deleted %s %s/%s", o.kind, t.Namespace, name))
+	}
+	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
+		if crt := t.Certificates[n]; crt != nil && crt.Spec.Renewal != nil && tls.Ours(crt, t.Name) {
+			if _, err := applyRenewal(ctx, c, t, n, nil, "", dryRun); err != nil {
+				return done, err
+			}
+			done = append(done, fmt.Sprintf("took the renewal windows off Certificate %s/%s", t.Namespace, n))
+		}
 	}
 	if t.Annotations[schedule.AnnotationSchedule] != "" {
 		if err := annotate(ctx, c, t, map[string]any{schedule.AnnotationSchedule: nil}, dryRun); err != nil {

@@ -188,3 +188,52 @@ func (w Window) Cron(every time.Duration) (string, error) {
 	n := int(every / time.Minute)
 	return fmt.Sprintf("%d-59/%d %s * * %s", startM%n, n, strings.Join(hours, ","), dow), nil
 }
+
+// RenewalLead is how long before each maintenance window cert-manager may
+// renew the plugin's Certificates (their renewal windows): the Secret is
+// renewed just before the window, and the window's jobs restart the pods
+// onto it.
+const RenewalLead = time.Hour
+
+// RenewalCron is the cron (in the window's time zone) of the renewal
+// windows: RenewalLead before each start, on the day that is then.
+func (w Window) RenewalCron() string {
+	start := w.Start - int(RenewalLead/time.Minute)
+	shift := 0
+	if start < 0 {
+		start += 24 * 60
+		shift = 6 // the day before
+	}
+	var ds []int
+	for _, d := range w.Days {
+		ds = append(ds, (int(d)+shift)%7)
+	}
+	sort.Ints(ds)
+	var s []string
+	for _, d := range ds {
+		s = append(s, strconv.Itoa(d))
+	}
+	dow := strings.Join(s, ",")
+	if len(ds) == 7 {
+		dow = "*"
+	}
+	return fmt.Sprintf("%d %d * * %s", start%60, start/60, dow)
+}
+
+// Period is the longest time between two starts of the window (a day for
+// daily, a week for one day a week).
+func (w Window) Period() time.Duration {
+	if len(w.Days) == 0 {
+		return 7 * 24 * time.Hour
+	}
+	longest := 0
+	for i, d := range w.Days {
+		next := w.Days[(i+1)%len(w.Days)]
+		gap := (int(next) - int(d) + 7) % 7
+		if gap == 0 {
+			gap = 7
+		}
+		longest = max(longest, gap)
+	}
+	return time.Duration(longest) * 24 * time.Hour
+}

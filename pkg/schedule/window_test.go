@@ -66,3 +66,26 @@ func TestParseWindowAndOccurrence(t *testing.T) {
 		t.Error("--every 7m (does not divide an hour) accepted")
 	}
 }
+
+func TestRenewalCronAndPeriod(t *testing.T) {
+	for _, c := range []struct {
+		window, cron string
+		period       time.Duration
+	}{
+		{"Sat 02:00-04:00", "0 1 * * 6", 7 * 24 * time.Hour},
+		{"Sat 00:30-02:00", "30 23 * * 5", 7 * 24 * time.Hour},
+		{"daily 23:00-01:00", "0 22 * * *", 24 * time.Hour},
+		{"Mon,Thu 03:15-04:00", "15 2 * * 1,4", 4 * 24 * time.Hour},
+	} {
+		w, err := ParseWindow(c.window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := w.RenewalCron(); got != c.cron {
+			t.Errorf("%s: renewal cron %q, want %q", c.window, got, c.cron)
+		}
+		if got := w.Period(); got != c.period {
+			t.Errorf("%s: period %s, want %s", c.window, got, c.period)
+		}
+	}
+}

@@ -73,6 +73,17 @@ func TestScheduledRenewalOnRealNode(t *testing.T) {
 		t.Fatalf("schedule create: %v\n%s\n%s", err, out, errOut)
 	}
 	t.Cleanup(func() { dumpJobs(t, ns) })
+	// cert-manager v1.21 renews the Secret in the hour before each window.
+	for _, n := range []string{"pgpool-server-cert", "pgpool-client-cert"} {
+		crt, err := env.CertMgr.CertmanagerV1().Certificates(ns).Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, _ := schedule.ParseWindow(window)
+		if r := crt.Spec.Renewal; r == nil || len(r.Windows) != 1 || r.Windows[0].Cron != w.RenewalCron() || r.Windows[0].Timezone != "UTC" || r.Windows[0].WindowDuration.Duration != time.Hour {
+			t.Fatalf("Certificate %s: renewal %+v, want one window %q UTC 1h", n, crt.Spec.Renewal, w.RenewalCron())
+		}
+	}
 	stsLW := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (k8sruntime.Object, error) {
 			o.FieldSelector = "metadata.name=pgpool"
@@ -119,6 +130,9 @@ func TestScheduledRenewalOnRealNode(t *testing.T) {
 	}
 	if _, err := env.Kube.BatchV1().CronJobs(ns).Get(ctx, schedule.Name("pgpool"), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the CronJob is still there after schedule delete: %v", err)
+	}
+	if crt, err := env.CertMgr.CertmanagerV1().Certificates(ns).Get(ctx, "pgpool-server-cert", metav1.GetOptions{}); err != nil || crt.Spec.Renewal != nil {
+		t.Fatalf("schedule delete left the renewal windows: %v %+v", err, crt.Spec.Renewal)
 	}
 
 	// Outside the window nothing restarts, however stale: the job's own
