@@ -183,6 +183,9 @@ func (o *StatusOptions) required(t *pgpool.Target, st *status.Status) error {
 	if u := st.UnknownCAs(); len(u) > 0 {
 		return fmt.Errorf("the CA bundle of %s holds a CA of unknown origin, which can sign client certificates pgpool accepts: %s (sha256 %s, %s); the next tls rotate drops it", t, u[0].Subject, u[0].SHA256, u[0].Why)
 	}
+	if why := st.CARenewed(); why != "" {
+		return fmt.Errorf("%s: %s", t, why)
+	}
 	pol := operation.RefusalPolicy(t)
 	for _, p := range st.Pods {
 		if p.Check != "ok" {

@@ -8,6 +8,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
@@ -28,6 +29,7 @@ import (
 // CA), which runs with the permission checks once the plan is built.
 type preflighted struct {
 	warnings                       []string
+	currentLeaf                    []byte
 	login                          verify.Login
 	backendCA, currentCA, issuerCA []byte
 	issuerSpec                     cmapi.IssuerSpec
@@ -92,7 +94,7 @@ func (r *run) preflightReads(ctx context.Context, intent planner.Intent, pf *pre
 	if withCAs {
 		reads = append(reads, func() error {
 			if sec, err := c.Core.Secrets(ns).Get(ctx, pgpool.ServerCertName(name), metav1.GetOptions{}); err == nil {
-				pf.currentCA = sec.Data["ca.crt"]
+				pf.currentCA, pf.currentLeaf = sec.Data["ca.crt"], sec.Data[corev1.TLSCertKey]
 			}
 			return nil
 		})
@@ -118,6 +120,13 @@ func (r *run) preflight(ctx context.Context, t *pgpool.Target, intent planner.In
 		return f, nil
 	}
 	f.BackendCA, f.CurrentCA = pf.backendCA, pf.currentCA
+	if intent.Operation == planner.Rotate && len(pf.currentLeaf) > 0 {
+		// A CA Issuer whose CA Secret was renewed with a new key signs
+		// with another CA than the one that signed the certificate today.
+		if ca, _ := IssuerSigningCA(ctx, r.c, t.Namespace, t.State.Issuer); ca != nil && !tls.SignedBy(pf.currentLeaf, ca) {
+			f.RenewedCA = ca
+		}
+	}
 	if len(intent.BackendCASources) == 0 {
 		ca, from, err := r.appBindingCA(ctx, t)
 		if err != nil {

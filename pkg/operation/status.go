@@ -2,10 +2,13 @@ package operation
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -56,6 +59,7 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 		}
 	}
 	var issuerCA []byte // ca.crt of the server Secret
+	leaves := map[string][]byte{}
 	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
 		crt := t.Certificates[n]
 		if crt == nil {
@@ -64,6 +68,7 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 		cs := status.CertStatus{Name: n, Ready: tls.IsReady(crt), Revision: tls.Revision(crt)}
 		if sec, err := c.Core.Secrets(t.Namespace).Get(ctx, crt.Spec.SecretName, metav1.GetOptions{}); err == nil {
 			cs.Secret, _ = tls.ReadSecret(sec)
+			leaves[n] = sec.Data[corev1.TLSCertKey]
 			if n == pgpool.ServerCertName(t.Name) && len(sec.Data["ca.crt"]) > 0 {
 				issuerCA = sec.Data["ca.crt"]
 			}
@@ -93,11 +98,59 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 	} else if sec, err := c.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{}); err == nil {
 		trust = sec.Data["ca.crt"]
 	}
+	if t.State.Enabled {
+		st.IssuerCA = c.issuerCAStatus(ctx, t, leaves)
+	}
 	if verifyMode != runner.VerifyOff {
 		c.probePods(ctx, t, st.Pods, timeout)
 		st.Backends = c.checkBackends(ctx, t, tls.Pool(trust), timeout)
 	}
 	return &st
+}
+
+// issuerCAStatus reads what the pgpool's issuer signs with today (a CA
+// Issuer in its namespace: its CA Secret's tls.crt) and which of leaves it
+// did not sign. nil when that cannot be known (another kind of issuer, a
+// ClusterIssuer, or nothing readable).
+func (c *Clients) issuerCAStatus(ctx context.Context, t *pgpool.Target, leaves map[string][]byte) *status.IssuerCAStatus {
+	ca, secret := IssuerSigningCA(ctx, c, t.Namespace, t.State.Issuer)
+	if ca == nil {
+		return nil
+	}
+	info, err := tls.ParseFirstCert(ca)
+	if err != nil {
+		return nil
+	}
+	sum := sha256.Sum256(info.Raw)
+	st := &status.IssuerCAStatus{Secret: secret, Subject: info.Subject.String(), SHA256: hex.EncodeToString(sum[:]), NotAfter: info.NotAfter}
+	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
+		if l := leaves[n]; len(l) > 0 && !tls.SignedBy(l, ca) {
+			st.Stale = append(st.Stale, n)
+		}
+	}
+	if t.Bundle != nil {
+		st.InBundle = tls.InPEM([]byte(t.Bundle.Data[tls.BundleKey]), st.SHA256)
+	}
+	return st
+}
+
+// IssuerSigningCA is the certificate a CA Issuer in ns signs with today
+// (tls.crt of its CA Secret) and that Secret's name; nil for another kind
+// of issuer, a ClusterIssuer (its Secret is in cert-manager's namespace), or
+// when it cannot be read.
+func IssuerSigningCA(ctx context.Context, c *Clients, ns string, ref pgpool.IssuerRef) ([]byte, string) {
+	if ref.Name == "" || ref.Kind == "ClusterIssuer" {
+		return nil, ""
+	}
+	is, err := c.CertManager.Issuers(ns).Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil || is.Spec.CA == nil {
+		return nil, ""
+	}
+	s, err := c.Core.Secrets(ns).Get(ctx, is.Spec.CA.SecretName, metav1.GetOptions{})
+	if err != nil || len(tls.Subjects(s.Data[corev1.TLSCertKey])) == 0 {
+		return nil, ""
+	}
+	return s.Data[corev1.TLSCertKey], s.Name
 }
 
 // endpoints fills in, for each pod, whether it is a ready endpoint of each

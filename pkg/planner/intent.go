@@ -97,6 +97,10 @@ type Facts struct {
 	// CurrentCA is ca.crt of the server Secret today: the previous CA after
 	// change-issuer.
 	CurrentCA []byte
+	// RenewedCA is the issuer's signing CA when it was renewed in place
+	// (same issuer name, a new key) after the server certificate was
+	// issued: that certificate is not signed by it. nil otherwise.
+	RenewedCA []byte
 	// BackendCA is the PEM of the CAs that pgpool must trust for its
 	// backends (read from Intent.BackendCASources), nil to keep what the CA
 	// bundle holds.

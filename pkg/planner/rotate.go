@@ -3,6 +3,8 @@ package planner
 // tls rotate: re-issue (or not), refresh the CA bundle, roll, verify.
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -43,8 +45,32 @@ func (b *builder) rotate() {
 	} else if b.t.Bundle != nil && len(tls.Subjects([]byte(b.t.Bundle.Data[tls.PreviousCAKey]))) > 0 {
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the previous issuer's CA (%s) leaves the CA bundle: client certificates it signed are refused after this roll (--keep-previous-ca keeps it)", strings.Join(tls.Subjects([]byte(b.t.Bundle.Data[tls.PreviousCAKey])), "; ")))
 	}
+	if b.f.RenewedCA != nil && len(tls.Subjects(b.f.CurrentCA)) > 0 {
+		if b.intent.RestartOnly {
+			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the issuer's CA was renewed in place (now %s): the Secrets still hold certificates the previous CA signed, and restarting loads those again; run tls rotate without --reissue=false to re-issue them", strings.Join(tls.Subjects(b.f.RenewedCA), "; ")))
+		} else if !inPEMAll(previous, b.f.CurrentCA) {
+			// The CA that signed everything until now stays trusted: client
+			// certificates it signed keep logging in until they are
+			// re-issued, and the next rotate drops it.
+			previous = tls.JoinCAs(previous, b.f.CurrentCA)
+			b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the issuer's CA was renewed in place (now %s): the certificates are re-issued by it, and the CA that signed them until now (%s) stays in the CA bundle as the previous issuer's CA, so client certificates it signed keep logging in; re-issue those (tls client-cert) before the next tls rotate, which drops it (--keep-previous-ca keeps it)",
+				strings.Join(tls.Subjects(b.f.RenewedCA), "; "), strings.Join(tls.Subjects(b.f.CurrentCA), "; ")))
+		}
+	}
 	b.writeBundle(previous)
 	changed := b.upgradeVolume()
 	b.roll(changed)
 	b.verify("on")
+}
+
+// inPEMAll reports whether every certificate of want is in have.
+func inPEMAll(have, want []byte) bool {
+	certs, _ := tls.ParseCerts(want)
+	for _, c := range certs {
+		sum := sha256.Sum256(c.Raw)
+		if !inPEM(have, hex.EncodeToString(sum[:])) {
+			return false
+		}
+	}
+	return len(certs) > 0
 }

@@ -66,6 +66,13 @@ func (s *Status) Facts() map[string]string {
 	if s.LastOp != "" {
 		f["last operation"] = s.LastOp
 	}
+	if ca := s.IssuerCA; ca != nil {
+		v := fmt.Sprintf("%s (sha256 %s)", ca.Subject, short(ca.SHA256))
+		if why := s.CARenewed(); why != "" {
+			v += ": " + why
+		}
+		f["issuer's CA"] = v
+	}
 	if s.Schedule != nil {
 		f["schedule"] = fmt.Sprintf("window %s (%s), every %s", s.Schedule.Window, s.Schedule.TimeZone, s.Schedule.Every)
 	}

@@ -3,6 +3,8 @@
 package status
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
@@ -46,10 +48,41 @@ type Status struct {
 	// Layout is how the pgpool is deployed (kubedb, pgpool2_on_k8s,
 	// bitnami).
 	Layout string `json:"layout,omitempty"`
+	// IssuerCA is what the issuer signs with today (a CA Issuer's CA
+	// Secret), and which of the pgpool's certificates it did not sign:
+	// renewed in place under the same issuer name, they are stale.
+	IssuerCA *IssuerCAStatus `json:"issuerCA,omitempty"`
 	// Schedule is the scheduled renewal (tls schedule), and LastRun what
 	// its last run did; nil when there is none.
 	Schedule *schedule.Spec `json:"schedule,omitempty"`
 	LastRun  *schedule.Run  `json:"scheduleLastRun,omitempty"`
+}
+
+// IssuerCAStatus is the issuer's signing CA today and the pgpool's
+// certificates it did not sign.
+type IssuerCAStatus struct {
+	Secret   string    `json:"secret"`
+	Subject  string    `json:"subject"`
+	SHA256   string    `json:"sha256"`
+	NotAfter time.Time `json:"notAfter"`
+	// Stale are the Certificates whose Secret holds a certificate this CA
+	// did not sign (issued before the CA was renewed).
+	Stale []string `json:"stale,omitempty"`
+	// InBundle: the CA bundle pgpool reads holds this CA.
+	InBundle bool `json:"inBundle"`
+}
+
+// CARenewed says why the pgpool's certificates are stale against their
+// issuer's renewed CA ("" when they are not).
+func (s *Status) CARenewed() string {
+	ca := s.IssuerCA
+	if ca == nil || (len(ca.Stale) == 0 && (ca.InBundle || s.CABundle == nil)) {
+		return ""
+	}
+	if len(ca.Stale) == 0 {
+		return fmt.Sprintf("the issuer's CA %s (sha256 %.16s) is not in the CA bundle pgpool reads: client certificates it signs are refused; run `tls rotate`", ca.Subject, ca.SHA256)
+	}
+	return fmt.Sprintf("the issuer's CA was renewed in place (now %s, sha256 %.16s, Secret %s): %s not signed by it; run `tls rotate`, which re-issues them and keeps the previous CA in the bundle meanwhile", ca.Subject, ca.SHA256, ca.Secret, strings.Join(ca.Stale, ", ")+map[bool]string{true: " is", false: " are"}[len(ca.Stale) == 1])
 }
 
 // BundleStatus is the CA bundle pgpool reads as ssl_ca_cert, in order.

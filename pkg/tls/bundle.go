@@ -242,3 +242,33 @@ type NotOursError struct{ Kind, Namespace, Name string }
 func (e *NotOursError) Error() string {
 	return fmt.Sprintf("%s %s/%s exists but was not created by kubectl-pgpool (no label %s=%s): kubectl-pgpool will not change or delete it; rename or remove it, then run the command again", e.Kind, e.Namespace, e.Name, LabelManagedBy, ManagerName)
 }
+
+// SignedBy reports whether the first certificate of leafPEM is signed by
+// one of the certificates of caPEM (its signature checks out against that
+// CA's key): false for a leaf issued before its issuer's CA was renewed
+// with a new key.
+func SignedBy(leafPEM, caPEM []byte) bool {
+	leaf, err := ParseFirstCert(leafPEM)
+	if err != nil {
+		return false
+	}
+	cas, _ := ParseCerts(caPEM)
+	for _, ca := range cas {
+		if leaf.CheckSignatureFrom(ca) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// InPEM reports whether a PEM text holds the certificate with this
+// SHA-256 (hex).
+func InPEM(data []byte, sum string) bool {
+	certs, _ := ParseCerts(data)
+	for _, c := range certs {
+		if s := sha256.Sum256(c.Raw); hex.EncodeToString(s[:]) == sum {
+			return true
+		}
+	}
+	return false
+}

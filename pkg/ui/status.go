@@ -136,6 +136,12 @@ func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 			}
 		}
 	}
+	if ca := st.IssuerCA; ca != nil {
+		fmt.Fprintf(w, "Issuer's CA today:\t%s (sha256 %.16s, Secret %s, until %s)\n", ca.Subject, ca.SHA256, ca.Secret, ca.NotAfter.UTC().Format(time.RFC3339))
+		if why := st.CARenewed(); why != "" {
+			fmt.Fprintf(w, "  stale:\t%s\n", why)
+		}
+	}
 	if sc := st.Schedule; sc != nil {
 		fmt.Fprintf(w, "Schedule:\twindow %s (%s), every %s, CronJob %s\n", sc.Window, sc.TimeZone, sc.Every, sc.CronJob)
 		if r := st.LastRun; r != nil {

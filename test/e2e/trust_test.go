@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	pgstatus "github.com/kubectl-pgpool/kubectl-pgpool/pkg/status"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
 
@@ -143,4 +146,84 @@ func TestTrust(t *testing.T) {
 	if cmd.ExitCode(err) != 2 {
 		t.Fatalf("trust without a place: %v, want a usage error", err)
 	}
+}
+
+// Issue 28, a CA renewed under the same issuer: the CA Certificate behind
+// Issuer pgpool-issuer is re-issued (a new key; the Issuer's name and
+// Secret unchanged), which cert-manager does not pass on to the leaves.
+// Status names the certificates the issuer's CA no longer signs and
+// --verify=required fails on it; tls rotate re-issues them and keeps the
+// CA that signed them until now in the bundle as the previous one; then
+// status is clean.
+func TestCARenewedInPlace(t *testing.T) {
+	ns := setup(t, layouts[0], 1)
+	ctx := testenv.Context(t, 5*time.Minute)
+	if _, _, err := plugin(t, env.Kubeconfig, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--yes"); err != nil {
+		t.Fatal(err)
+	}
+	oldCA := secretData(t, ctx, ns, "pgpool-ca", "tls.crt")
+	cm := env.CertMgr.CertmanagerV1()
+	crt, err := cm.Certificates(ns).Get(ctx, "pgpool-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := issuing.TriggerIssuance(ctx, cm, ns, "pgpool-ca", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := issuing.WaitReady(ctx, cm, ns, "pgpool-ca", tls.Revision(crt), time.Time{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	newCA := secretData(t, ctx, ns, "pgpool-ca", "tls.crt")
+	if string(newCA) == string(oldCA) {
+		t.Fatal("the CA was not renewed")
+	}
+	waitIssuer(t, ns, "pgpool-issuer")
+
+	st := statusJSON(t, ns)
+	if st.IssuerCA == nil || strings.Join(st.IssuerCA.Stale, ",") != "pgpool-server-cert,pgpool-client-cert" || st.CARenewed() == "" {
+		t.Fatalf("status after the CA was renewed in place: %+v", st.IssuerCA)
+	}
+	_, _, err = plugin(t, env.Kubeconfig, ns, "tls", "status", "pgpool", "--verify=required")
+	if err == nil || !strings.Contains(err.Error(), "the issuer's CA was renewed in place") {
+		t.Fatalf("status --verify=required with stale certificates: %v", err)
+	}
+
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "rotate", "pgpool", "--yes")
+	if err != nil || !strings.Contains(out+errOut, "the issuer's CA was renewed in place") {
+		t.Fatalf("rotate after the CA was renewed: %v\n%s\n%s", err, out, errOut)
+	}
+	b, err := env.Kube.CoreV1().ConfigMaps(ns).Get(ctx, tls.CABundleName("pgpool"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tls.SignedBy(secretData(t, ctx, ns, "pgpool-server-cert", "tls.crt"), newCA) || b.Data[tls.PreviousCAKey] == "" ||
+		!strings.Contains(b.Data[tls.PreviousCAKey], strings.TrimSpace(string(oldCA))) || !strings.Contains(b.Data[tls.IssuerCAKey], strings.TrimSpace(string(newCA))) {
+		t.Fatalf("after rotate: server signed by the new CA %v; bundle issuer %q, previous %q", tls.SignedBy(secretData(t, ctx, ns, "pgpool-server-cert", "tls.crt"), newCA),
+			tls.Subjects([]byte(b.Data[tls.IssuerCAKey])), tls.Subjects([]byte(b.Data[tls.PreviousCAKey])))
+	}
+	if st := statusJSON(t, ns); st.IssuerCA == nil || len(st.IssuerCA.Stale) > 0 || !st.IssuerCA.InBundle || st.CARenewed() != "" {
+		t.Fatalf("status after rotate: %+v", st.IssuerCA)
+	}
+}
+
+func secretData(t *testing.T, ctx context.Context, ns, name, key string) []byte {
+	t.Helper()
+	s, err := env.Kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Data[key]
+}
+
+func statusJSON(t *testing.T, ns string) *pgstatus.Status {
+	t.Helper()
+	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "status", "pgpool", "--verify=false", "-o", "json")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, errOut)
+	}
+	var st pgstatus.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return &st
 }
