@@ -254,9 +254,12 @@ func (o *ScheduleRunOptions) Validate() error {
 
 // Run is one scheduled run.
 func (o *ScheduleRunOptions) Run(ctx context.Context) error {
-	rotate := func(ctx context.Context) error {
+	rotate := func(ctx context.Context, reissue bool) error {
 		root := NewRootCmd(o.IOStreams, o.info)
-		args := []string{"tls", "rotate", o.Name, "-n", o.Namespace, "--reissue=false", "--only-stale", "--verify=required", "--yes", "--timeout", o.Timeout.String()}
+		args := []string{"tls", "rotate", o.Name, "-n", o.Namespace, "--verify=required", "--yes", "--timeout", o.Timeout.String()}
+		if !reissue {
+			args = append(args, "--reissue=false", "--only-stale")
+		}
 		if f := o.ConfigFlags; f.KubeConfig != nil && *f.KubeConfig != "" {
 			args = append(args, "--kubeconfig", *f.KubeConfig)
 		}

@@ -62,9 +62,11 @@ const renewalManager = "kubectl-pgpool-schedule"
 func PlanSchedule(ctx context.Context, c *Clients, ref discover.Ref, req ScheduleRequest) (*SchedulePlan, error) {
 	var out Outcome
 	// What the job runs: restart the pods that do not serve what their
-	// Secret holds (planned here as if every pod did not), proven by
-	// handshake (--verify=required).
-	intent := planner.Intent{Operation: planner.Rotate, RestartOnly: true}
+	// Secret holds, or, when the issuer's CA was renewed in place, re-issue
+	// and restart; proven by handshake (--verify=required). The Role is
+	// planned from the larger of the two, a rotate that re-issues, with
+	// every pod to restart.
+	intent := planner.Intent{Operation: planner.Rotate}
 	err := Run(ctx, c, ref, intent, Options{DryRun: "client", Verify: runner.VerifyRequired, Timeout: time.Minute},
 		Hooks{Planned: func(_ context.Context, o Outcome) error { out = o; return nil }})
 	if err != nil {
@@ -118,7 +120,7 @@ func PlanSchedule(ctx context.Context, c *Clients, ref discover.Ref, req Schedul
 		fmt.Sprintf("CronJob %s/%s: schedule %q in %s (concurrencyPolicy Forbid), each job ended by the window's end (activeDeadlineSeconds %d), image %s",
 			t.Namespace, name, objs.CronJob.Spec.Schedule, req.TimeZone, *objs.CronJob.Spec.JobTemplate.Spec.ActiveDeadlineSeconds, req.Image),
 		fmt.Sprintf("  each job runs: kubectl-pgpool %s", strings.Join(objs.CronJob.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Args, " ")),
-		fmt.Sprintf("  that is: inside the window %s (%s), tls rotate %s --reissue=false --only-stale --verify=required --yes, ending by the window's end; outside it, nothing", req.Window, req.TimeZone, t.Name),
+		fmt.Sprintf("  that is: inside the window %s (%s), tls rotate %s --reissue=false --only-stale --verify=required --yes (with the issuer's CA renewed in place: tls rotate %s --verify=required --yes, which re-issues), ending by the window's end; outside it, nothing", req.Window, req.TimeZone, t.Name, t.Name),
 		fmt.Sprintf("ServiceAccount, Role and RoleBinding %s/%s: the Role grants what that rotate needs in namespace %s, nothing cluster-wide:", t.Namespace, name, t.Namespace))
 	for _, r := range rules {
 		p.Lines = append(p.Lines, fmt.Sprintf("  %s %s: %s", strings.Join(r.APIGroups, ","), strings.Join(r.Resources, ","), strings.Join(r.Verbs, ",")))
@@ -334,11 +336,23 @@ func ScheduleOf(t *pgpool.Target) (*schedule.Spec, *schedule.Run) {
 	return s, r
 }
 
+// CARenewedFor reports whether t's issuer's CA was renewed in place after
+// its server certificate was issued (that CA did not sign it).
+func CARenewedFor(ctx context.Context, c *Clients, t *pgpool.Target) bool {
+	ca, _ := IssuerSigningCA(ctx, c, t.Namespace, t.State.Issuer)
+	if ca == nil {
+		return false
+	}
+	sec, err := c.Core.Secrets(t.Namespace).Get(ctx, pgpool.ServerCertName(t.Name), metav1.GetOptions{})
+	return err == nil && len(sec.Data[corev1.TLSCertKey]) > 0 && !tls.SignedBy(sec.Data[corev1.TLSCertKey], ca)
+}
+
 // RunScheduled is one scheduled run (the CronJob's job): inside an
 // occurrence of the window it runs rotate (given a context that ends with
-// the window) and reports which pods it restarted; outside, nothing. Both
-// are recorded: an Event and the annotation on the workload.
-func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.Window, loc *time.Location, now time.Time, rotate func(ctx context.Context) error) (schedule.Run, error) {
+// the window, and whether to re-issue: when the issuer's CA was renewed in
+// place) and reports which pods it restarted; outside, nothing. Both are
+// recorded: an Event and the annotation on the workload.
+func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.Window, loc *time.Location, now time.Time, rotate func(ctx context.Context, reissue bool) error) (schedule.Run, error) {
 	run := schedule.Run{Time: now.UTC(), NextRun: w.Next(now, loc).UTC()}
 	t, err := discover.DiscoverRef(ctx, c.discover(), ref)
 	if err != nil {
@@ -350,8 +364,9 @@ func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.
 		run.Result, run.Message = "WindowClosed", fmt.Sprintf("outside the window %s (%s): nothing done", w, loc)
 	} else {
 		before := uids(t.Pods)
+		reissue := CARenewedFor(ctx, c, t)
 		rctx, cancel := context.WithDeadline(ctx, end)
-		runErr = rotate(rctx)
+		runErr = rotate(rctx, reissue)
 		cancel()
 		after, err := discover.DiscoverRef(ctx, c.discover(), ref)
 		if err == nil {
@@ -368,6 +383,9 @@ func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.
 			run.Result, run.Message = "NothingToDo", "every pod serves the certificate its Secret holds"
 		default:
 			run.Result, run.Message = "Succeeded", fmt.Sprintf("restarted %s; each proven by handshake", strings.Join(run.Restarted, ", "))
+		}
+		if reissue && runErr == nil {
+			run.Message = "the issuer's CA was renewed in place: re-issued the certificates (the previous CA kept in the bundle) and " + run.Message
 		}
 	}
 	rec, _ := json.Marshal(run)

@@ -115,13 +115,15 @@ func TestScheduledRenewalOnRealNode(t *testing.T) {
 		}
 	}
 	status(t, ns, 2, true)
-	out, _, err := testenv.Plugin(env.Kubeconfig, ns, time.Minute, "tls", "status", "pgpool", "--verify=false")
-	if err != nil || !strings.Contains(out, "Schedule:") || !strings.Contains(out, "Succeeded: restarted pgpool-1") {
-		t.Fatalf("tls status does not show the schedule and its run: %v\n%s", err, out)
+	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, time.Minute, "tls", "status", "pgpool", "--verify=false")
+	// (The CronJob goes on firing each minute: the last run may be a later
+	// one with nothing to do by now; the Event of this one stays.)
+	if err != nil || !strings.Contains(out, "Schedule:") || !strings.Contains(out, "Last scheduled run:") {
+		t.Fatalf("tls status does not show the schedule and its run: %v\n%s\n%s", err, out, errOut)
 	}
 	evs, err := env.Kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=ScheduledTLSSucceeded"})
-	if err != nil || len(evs.Items) == 0 || evs.Items[0].InvolvedObject.Name != "pgpool" {
-		t.Fatalf("no Event ScheduledTLSSucceeded on the StatefulSet: %v %v", err, evs)
+	if err != nil || len(evs.Items) != 1 || evs.Items[0].InvolvedObject.Name != "pgpool" || !strings.Contains(evs.Items[0].Message, "restarted pgpool-1;") {
+		t.Fatalf("want one Event ScheduledTLSSucceeded on the StatefulSet saying it restarted pgpool-1: %v %+v", err, evs.Items)
 	}
 
 	// Delete it: its objects go.
@@ -135,9 +137,31 @@ func TestScheduledRenewalOnRealNode(t *testing.T) {
 		t.Fatalf("schedule delete left the renewal windows: %v %+v", err, crt.Spec.Renewal)
 	}
 
+	// The issuer's CA renewed in place (its CA Certificate re-issued with a
+	// new key): a run in the window (the job's command, run here once the
+	// CronJob is gone, so that no job of its runs beside) re-issues the
+	// certificates and restarts every pod onto them, the previous CA kept
+	// in the bundle.
+	cm := env.CertMgr.CertmanagerV1()
+	caCrt, err := cm.Certificates(ns).Get(ctx, "pgpool-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := issuing.TriggerIssuance(ctx, cm, ns, "pgpool-ca", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := issuing.WaitReady(ctx, cm, ns, "pgpool-ca", tls.Revision(caCrt), time.Time{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
+	out, errOut, err = testenv.Plugin(env.Kubeconfig, ns, 5*time.Minute, "tls", "schedule", "run", "pgpool", "--window", window, "--time-zone", "UTC")
+	if err != nil || !strings.Contains(out, "Succeeded: the issuer's CA was renewed in place: re-issued the certificates") || !strings.Contains(out, "restarted pgpool-0, pgpool-1") {
+		t.Fatalf("a scheduled run after the CA was renewed in place: %v\n%s\n%s", err, out, errOut)
+	}
+	status(t, ns, 2, true)
+
 	// Outside the window nothing restarts, however stale: the job's own
 	// check, as when the controller starts a job late.
-	cm := env.CertMgr.CertmanagerV1()
 	crt, err := cm.Certificates(ns).Get(ctx, "pgpool-server-cert", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +177,7 @@ func TestScheduledRenewalOnRealNode(t *testing.T) {
 		after[p.Name] = p.UID
 	}
 	closed := fmt.Sprintf("daily %s-%s", now.Add(2*time.Hour).Format("15:04"), now.Add(3*time.Hour).Format("15:04"))
-	out, errOut, err := testenv.Plugin(env.Kubeconfig, ns, time.Minute, "tls", "schedule", "run", "pgpool", "--window", closed, "--time-zone", "UTC")
+	out, errOut, err = testenv.Plugin(env.Kubeconfig, ns, time.Minute, "tls", "schedule", "run", "pgpool", "--window", closed, "--time-zone", "UTC")
 	if err != nil || !strings.Contains(out, "WindowClosed") {
 		t.Fatalf("a run outside the window: %v\n%s\n%s", err, out, errOut)
 	}
