@@ -39,7 +39,7 @@ unit: ## pure packages, and the runner, discovery and commands against client-go
 	go test ./pkg/... ./internal/...
 
 lint: ## gofmt, go vet, golangci-lint
-	@test -z "$$(gofmt -l cmd pkg test internal)" || { gofmt -l cmd pkg test internal; echo "gofmt: the files above need formatting"; exit 1; }
+	@test -z "$$(gofmt -l cmd pkg test internal hack)" || { gofmt -l cmd pkg test internal hack; echo "gofmt: the files above need formatting"; exit 1; }
 	go vet ./...
 	@[ -x $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION) ] || { echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) (first time: a few minutes)"; \
 		GOBIN=$(TOOLS)/gl go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) && \

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
@@ -80,6 +79,8 @@ func (o *StatusOptions) Validate() error {
 	if o.Watch && o.Interval <= 0 {
 		return UsageError{fmt.Errorf("--interval must be positive")}
 	}
+	// A countdown ("in 19d 23h") would make a new verdict line every hour.
+	o.Thresholds.NoCountdown = o.Watch
 	return nil
 }
 
@@ -152,7 +153,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 // certificate that ends within --fail-within, or a pod whose certificate
 // is not proven), and what only warns.
 func (o *StatusOptions) expiry(t *pgpool.Target, st *status.Status) (fail, warn string) {
-	if o.Thresholds == (status.Thresholds{}) {
+	if !o.Thresholds.Set() {
 		return "", ""
 	}
 	if o.Verify != runner.VerifyOff {
@@ -269,7 +270,7 @@ func (o *StatusOptions) runFleet(ctx context.Context) error {
 			return err
 		}
 	}
-	if len(problems) > 0 && (o.Verify == runner.VerifyRequired || o.Thresholds != (status.Thresholds{}) || len(targets) < len(rows)) {
+	if len(problems) > 0 && (o.Verify == runner.VerifyRequired || o.Thresholds.Set() || len(targets) < len(rows)) {
 		return fmt.Errorf("%d of %d pgpools: %s", len(problems), len(rows), strings.Join(problems, "; "))
 	}
 	if len(warnings) > 0 {
@@ -277,9 +278,6 @@ func (o *StatusOptions) runFleet(ctx context.Context) error {
 	}
 	return nil
 }
-
-// countdown is the "time left" part of an expiry verdict.
-var countdown = regexp.MustCompile(`, in [0-9dhms ]+ \(`)
 
 // runWatch probes the pgpool (or each of the fleet's) every --interval and
 // prints what changed since the probe before, one timestamped line per
@@ -317,10 +315,7 @@ func (o *StatusOptions) runWatch(ctx context.Context) error {
 			} else if warn != "" {
 				verdict = "warning: " + warn
 			}
-			// The countdown ("in 19d 23h") would make a new line every
-			// hour; the date stays in the message.
-			verdict = countdown.ReplaceAllString(verdict, " (")
-			if verdict != "ok" || o.Verify == runner.VerifyRequired || o.Thresholds != (status.Thresholds{}) {
+			if verdict != "ok" || o.Verify == runner.VerifyRequired || o.Thresholds.Set() {
 				cur[prefix+"verdict"] = verdict
 			}
 		}

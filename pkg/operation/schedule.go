@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -156,7 +157,7 @@ func rulesOf(as []access) []rbacv1.PolicyRule {
 	verbs := map[key][]string{}
 	for _, a := range as {
 		k := key{a.group, a.path()}
-		if !contains(verbs[k], a.verb) {
+		if !slices.Contains(verbs[k], a.verb) {
 			verbs[k] = append(verbs[k], a.verb)
 		}
 	}
@@ -177,15 +178,6 @@ func rulesOf(as []access) []rbacv1.PolicyRule {
 		out = append(out, rbacv1.PolicyRule{APIGroups: []string{k.group}, Resources: []string{k.res}, Verbs: v})
 	}
 	return out
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // ApplySchedule writes the plan's objects (server-side apply) and records

@@ -168,15 +168,7 @@ func (w Window) Cron(every time.Duration) (string, error) {
 	for d := range days {
 		dl = append(dl, int(d))
 	}
-	sort.Ints(dl)
-	var ds []string
-	for _, d := range dl {
-		ds = append(ds, strconv.Itoa(d))
-	}
-	dow := strings.Join(ds, ",")
-	if len(dl) == 7 {
-		dow = "*"
-	}
+	dow := dowField(dl)
 	if every >= time.Hour {
 		n := int(every / time.Hour)
 		var hs []string
@@ -208,16 +200,21 @@ func (w Window) RenewalCron() string {
 	for _, d := range w.Days {
 		ds = append(ds, (int(d)+shift)%7)
 	}
-	sort.Ints(ds)
-	var s []string
-	for _, d := range ds {
-		s = append(s, strconv.Itoa(d))
+	return fmt.Sprintf("%d %d * * %s", start%60, start/60, dowField(ds))
+}
+
+// dowField is a cron day-of-week field of the days (0 Sunday): sorted and
+// comma-separated, or * for all seven.
+func dowField(days []int) string {
+	sort.Ints(days)
+	if len(days) == 7 {
+		return "*"
 	}
-	dow := strings.Join(s, ",")
-	if len(ds) == 7 {
-		dow = "*"
+	s := make([]string, len(days))
+	for i, d := range days {
+		s[i] = strconv.Itoa(d)
 	}
-	return fmt.Sprintf("%d %d * * %s", start%60, start/60, dow)
+	return strings.Join(s, ",")
 }
 
 // Period is the longest time between two starts of the window (a day for

@@ -38,7 +38,14 @@ func (s *Status) Expiries() []Expiry {
 // Thresholds are `--warn-within` and `--fail-within` (0: not set).
 type Thresholds struct {
 	Warn, Fail time.Duration
+	// NoCountdown leaves the time left out of Judge's messages, so that
+	// a message stays the same as time passes (tls status --watch prints
+	// a verdict again only when it changes).
+	NoCountdown bool
 }
+
+// Set reports whether either threshold is set.
+func (th Thresholds) Set() bool { return th.Warn > 0 || th.Fail > 0 }
 
 // Judge says which of es end within the thresholds from now: the first
 // that ends within Fail (a failure), else the first within Warn (a
@@ -49,6 +56,9 @@ func (th Thresholds) Judge(es []Expiry, now time.Time) (fail, warn string) {
 		say := func(d time.Duration, flag string) string {
 			if left <= 0 {
 				return fmt.Sprintf("%s expired on %s", e.What, e.NotAfter.UTC().Format(time.RFC3339))
+			}
+			if th.NoCountdown {
+				return fmt.Sprintf("%s expires on %s (%s %s)", e.What, e.NotAfter.UTC().Format(time.RFC3339), flag, Days(d))
 			}
 			return fmt.Sprintf("%s expires on %s, in %s (%s %s)", e.What, e.NotAfter.UTC().Format(time.RFC3339), Days(left), flag, Days(d))
 		}

@@ -1,6 +1,7 @@
 package tls
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -25,7 +26,7 @@ func TestClientTrust(t *testing.T) {
 	// A Bundle: the namespaces by name, sorted; a selector's own terms.
 	b := TrustBundle("pgpool-ca", "demo", "pgpool", issuer, []string{"shop", "billing"}, nil)
 	vals, _, _ := unstructured.NestedSlice(b.Object, "spec", "target", "namespaceSelector", "matchExpressions")
-	if len(vals) != 1 || vals[0].(map[string]any)["operator"] != "In" || strings.Join([]string{vals[0].(map[string]any)["values"].([]any)[0].(string)}, "") != "billing" {
+	if len(vals) != 1 || vals[0].(map[string]any)["operator"] != "In" || fmt.Sprint(vals[0].(map[string]any)["values"]) != "[billing shop]" {
 		t.Fatalf("namespaceSelector by names: %v", vals)
 	}
 	b = TrustBundle("pgpool-ca", "demo", "pgpool", issuer, nil, &metav1.LabelSelector{MatchLabels: map[string]string{"team": "shop"}})

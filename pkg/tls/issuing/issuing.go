@@ -205,7 +205,7 @@ func (w *waiter) watchRequests(ctx context.Context) {
 			w.fail(fmt.Errorf("cert-manager cannot issue Certificate %s/%s: %w", w.ns, w.name, err))
 			return true, nil
 		}
-		if c := requestCondition(cr, cmapi.CertificateRequestConditionReady); c != nil && c.Status != cmmeta.ConditionTrue {
+		if c := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionReady); c != nil && c.Status != cmmeta.ConditionTrue {
 			w.say("request", fmt.Sprintf("CertificateRequest %s %s: %s", cr.Name, c.Reason, c.Message))
 		}
 		return false, nil
@@ -230,23 +230,14 @@ func (w *waiter) ours(cr *cmapi.CertificateRequest) bool {
 // nil while it may still: Denied, InvalidRequest, or Ready False with
 // reason Failed. The error quotes cert-manager's reason and message.
 func RequestFailure(cr *cmapi.CertificateRequest) error {
-	if c := requestCondition(cr, cmapi.CertificateRequestConditionDenied); c != nil && c.Status == cmmeta.ConditionTrue {
+	if c := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionDenied); c != nil && c.Status == cmmeta.ConditionTrue {
 		return fmt.Errorf("CertificateRequest %s was denied (%s: %s)", cr.Name, c.Reason, c.Message)
 	}
-	if c := requestCondition(cr, cmapi.CertificateRequestConditionInvalidRequest); c != nil && c.Status == cmmeta.ConditionTrue {
+	if c := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionInvalidRequest); c != nil && c.Status == cmmeta.ConditionTrue {
 		return fmt.Errorf("CertificateRequest %s is invalid (%s: %s)", cr.Name, c.Reason, c.Message)
 	}
-	if c := requestCondition(cr, cmapi.CertificateRequestConditionReady); c != nil && c.Status == cmmeta.ConditionFalse && c.Reason == cmapi.CertificateRequestReasonFailed {
+	if c := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionReady); c != nil && c.Status == cmmeta.ConditionFalse && c.Reason == cmapi.CertificateRequestReasonFailed {
 		return fmt.Errorf("CertificateRequest %s failed: %s", cr.Name, c.Message)
-	}
-	return nil
-}
-
-func requestCondition(cr *cmapi.CertificateRequest, t cmapi.CertificateRequestConditionType) *cmapi.CertificateRequestCondition {
-	for i := range cr.Status.Conditions {
-		if cr.Status.Conditions[i].Type == t {
-			return &cr.Status.Conditions[i]
-		}
 	}
 	return nil
 }
