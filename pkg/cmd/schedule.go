@@ -8,6 +8,7 @@ import (
 	_ "time/tzdata" // the job's image has no zoneinfo: --time-zone from the binary
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -120,22 +121,9 @@ func (o *ScheduleCreateOptions) Run(ctx context.Context) error {
 	for _, l := range p.Lines {
 		fmt.Fprintln(o.Out, l)
 	}
-	if o.DryRun == "client" {
-		fmt.Fprintln(o.Out, "(dry run: nothing was changed)")
-		return nil
-	}
-	if !o.Yes && o.DryRun == "none" && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
-		ok, err := ui.Confirm(ctx, o.In, o.ErrOut, fmt.Sprintf("Install this schedule for %s? [y/N] ", p.Target))
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errors.New("not confirmed: nothing was changed")
-		}
-	}
-	var dry []string
-	if o.DryRun == "server" {
-		dry = []string{"All"}
+	dry, proceed, err := o.mayWrite(ctx, o.DryRun, o.Yes, fmt.Sprintf("Install this schedule for %s? [y/N] ", p.Target))
+	if !proceed || err != nil {
+		return err
 	}
 	err = operation.ApplySchedule(ctx, o.Clients, p, dry)
 	for _, w := range p.Warnings {
@@ -146,6 +134,29 @@ func (o *ScheduleCreateOptions) Run(ctx context.Context) error {
 	}
 	fmt.Fprintf(o.Out, "schedule of %s installed: CronJob %s\n", p.Target, schedule.Name(p.Target.Name))
 	return nil
+}
+
+// mayWrite is the step between a printed plan and its writes, for the
+// commands that plan without pkg/operation's Run: --dry-run=client ends
+// here (said), a terminal is asked unless --yes, and --dry-run=server
+// gives the DryRun the writes carry.
+func (o *connection) mayWrite(ctx context.Context, dryRun string, yes bool, prompt string) (dry []string, proceed bool, err error) {
+	switch {
+	case dryRun == "client":
+		fmt.Fprintln(o.Out, "(dry run: nothing was changed)")
+		return nil, false, nil
+	case dryRun == "server":
+		return []string{metav1.DryRunAll}, true, nil
+	case !yes && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut):
+		ok, err := ui.Confirm(ctx, o.In, o.ErrOut, prompt)
+		if err != nil {
+			return nil, false, err
+		}
+		if !ok {
+			return nil, false, errors.New("not confirmed: nothing was changed")
+		}
+	}
+	return nil, true, nil
 }
 
 // ScheduleShowOptions are the options of `tls schedule show`.

@@ -13,7 +13,6 @@ import (
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/operation"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/ui"
 )
 
 // TrustOptions are the options of `tls trust`.
@@ -110,22 +109,9 @@ func (o *TrustOptions) Run(ctx context.Context) error {
 	if p.Trust == nil && len(p.Stale) == 0 && p.DeleteBundle == "" && p.Target.Annotations[pgpool.AnnotationTrust] == "" {
 		return nil
 	}
-	if o.DryRun == "client" {
-		fmt.Fprintln(o.Out, "(dry run: nothing was changed)")
-		return nil
-	}
-	if !o.Yes && o.DryRun == "none" && ui.IsTerminal(o.In) && ui.IsTerminal(o.ErrOut) {
-		ok, err := ui.Confirm(ctx, o.In, o.ErrOut, fmt.Sprintf("Apply to %s? [y/N] ", p.Target))
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("not confirmed: nothing was changed")
-		}
-	}
-	var dry []string
-	if o.DryRun == "server" {
-		dry = []string{"All"}
+	dry, proceed, err := o.mayWrite(ctx, o.DryRun, o.Yes, fmt.Sprintf("Apply to %s? [y/N] ", p.Target))
+	if !proceed || err != nil {
+		return err
 	}
 	done, err := operation.ApplyTrust(ctx, o.Clients, p, dry)
 	for _, d := range done {
