@@ -142,7 +142,12 @@ type (
 		// OnlyStale (with --reissue=false) restarts only the pods whose
 		// served certificate differs from the Secret's.
 		OnlyStale bool
-		intent    planner.Intent
+		// CAOverlap is how long the CA before a renewal in place stays
+		// (--ca-overlap; 0: until the client certificates are re-issued).
+		CAOverlap time.Duration
+		// CATrustOnly stops a CA renewal after its first stage.
+		CATrustOnly bool
+		intent      planner.Intent
 	}
 
 	// ChangeIssuerOptions are the options of `tls change-issuer`.
@@ -175,7 +180,19 @@ cert-manager, then restart the pods one at a time so that pgpool loads them.
 
 pgpool reads its certificate only at start. When cert-manager has renewed a
 certificate by itself (tls status shows every pod as a mismatch),
---reissue=false restarts the pods without issuing another one.`,
+--reissue=false restarts the pods without issuing another one.
+
+When the issuer's CA was renewed in place (same issuer, a new key: tls status
+says "CA renewed"), rotate goes in the order that never refuses a client:
+  1. the renewed CA joins the CA bundle and the pods restart (they still
+     serve what the CA before signed; client certificates of either CA log in);
+  2. its own plan, printed and asked: the certificates are re-issued under the
+     renewed CA, including those of tls client-cert (their users get an
+     Event), and the pods restart onto them; the CA before stays in the bundle;
+  3. a later tls rotate drops the CA before once it may go: after
+     --ca-overlap, or by default once every client certificate the plugin
+     issued under it has been re-issued (at the latest when they expire).
+--ca-trust-only stops after stage 1, to hand clients the renewed CA first.`,
 		Example: `  kubectl pgpool tls rotate pgpool -n demo
   kubectl pgpool tls rotate pgpool -n demo --dry-run=server
   # pods serve an older certificate than the Secret holds (tls status: mismatch)
@@ -192,7 +209,9 @@ certificate by itself (tls status shows every pod as a mismatch),
 	c.Flags().BoolVar(&o.Reissue, "reissue", true, "re-issue the certificates first; false only restarts the pods so that they load what the Secrets hold")
 	o.addFleetFlags(c, true)
 	c.Flags().BoolVar(&o.OnlyStale, "only-stale", false, "with --reissue=false: restart only the pods whose served certificate (TLS handshake through port-forward) is not the Secret's; none stale is success")
-	c.Flags().BoolVar(&o.KeepPreviousCA, "keep-previous-ca", false, "keep the previous issuer's CA (from change-issuer) in the CA bundle, so client certificates it signed still log in")
+	c.Flags().BoolVar(&o.KeepPreviousCA, "keep-previous-ca", false, "keep the previous issuer's CA (from change-issuer or a CA renewal) in the CA bundle, so client certificates it signed still log in")
+	c.Flags().DurationVar(&o.CAOverlap, "ca-overlap", 0, "after a CA renewed in place: how long the CA before stays in the CA bundle once the certificates are re-issued (0: until every client certificate the plugin issued under it is re-issued, at the latest their expiry)")
+	c.Flags().BoolVar(&o.CATrustOnly, "ca-trust-only", false, "after a CA renewed in place: only add the renewed CA to the CA bundle and restart (stage 1), so clients can be handed it before the certificates change")
 	addBackendCAFlag(c, &o.OperationOptions)
 	return c
 }
@@ -205,10 +224,13 @@ func (o *RotateOptions) Validate() (err error) {
 	if o.Parallel < 1 {
 		return UsageError{fmt.Errorf("--parallel must be at least 1")}
 	}
+	if o.CAOverlap < 0 {
+		return UsageError{fmt.Errorf("--ca-overlap must not be negative")}
+	}
 	if o.OnlyStale && o.Verify == "false" {
 		return UsageError{fmt.Errorf("--only-stale tells stale pods by their TLS handshake: it cannot be used with --verify=false")}
 	}
-	o.intent, err = o.normalize(planner.Intent{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA, OnlyStale: o.OnlyStale}, nil)
+	o.intent, err = o.normalize(planner.Intent{Operation: planner.Rotate, RestartOnly: !o.Reissue, KeepPreviousCA: o.KeepPreviousCA, OnlyStale: o.OnlyStale, CAOverlap: o.CAOverlap, CATrustOnly: o.CATrustOnly}, nil)
 	return err
 }
 

@@ -265,11 +265,14 @@ func (o *ScheduleRunOptions) Validate() error {
 
 // Run is one scheduled run.
 func (o *ScheduleRunOptions) Run(ctx context.Context) error {
-	rotate := func(ctx context.Context, reissue bool) error {
+	rotate := func(ctx context.Context, mode string) error {
 		root := NewRootCmd(o.IOStreams, o.info)
 		args := []string{"tls", "rotate", o.Name, "-n", o.Namespace, "--verify=required", "--yes", "--timeout", o.Timeout.String()}
-		if !reissue {
+		switch mode {
+		case operation.ScheduledOnlyStale:
 			args = append(args, "--reissue=false", "--only-stale")
+		case operation.ScheduledDropPrevious:
+			args = append(args, "--reissue=false")
 		}
 		if f := o.ConfigFlags; f.KubeConfig != nil && *f.KubeConfig != "" {
 			args = append(args, "--kubeconfig", *f.KubeConfig)

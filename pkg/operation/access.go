@@ -59,6 +59,9 @@ func needs(t *pgpool.Target, p *plan.Plan, verifyRequired bool) []access {
 		}
 	}
 	add(core("secrets", "get"), core("configmaps", "get"), core("pods", "list")) // discovery and the preflight's reads
+	if p.Operation == "rotate" {
+		add(crt("list")) // the client certificates of tls client-cert
+	}
 	if t.Owner != nil {
 		add(access{"kubedb.com", "pgpools", "", "get"}, access{"ops.kubedb.com", "pgpoolopsrequests", "", "list"})
 	}

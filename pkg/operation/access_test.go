@@ -76,7 +76,7 @@ func TestCheckAccessAsksWhatRulesDoNotGrant(t *testing.T) {
 	s := &accessServer{
 		rules: []authorizationv1.ResourceRule{
 			{Verbs: []string{"get", "list", "watch"}, APIGroups: []string{"", "discovery.k8s.io", "policy", "apps"}, Resources: []string{"*"}},
-			{Verbs: []string{"create", "patch"}, APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificates"}},
+			{Verbs: []string{"create", "patch", "list"}, APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificates"}},
 			{Verbs: []string{"create"}, APIGroups: []string{""}, Resources: []string{"pods"}},
 		},
 		denied: map[string]bool{"create pods/eviction": true},

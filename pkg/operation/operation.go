@@ -98,6 +98,11 @@ func Run(ctx context.Context, c *Clients, ref discover.Ref, intent planner.Inten
 	}
 	r := &run{c: c, ref: ref, o: o, h: h}
 	out, changed, err := r.execute(ctx, intent, false)
+	// A plan that says what follows it (a stage of a CA renewal) is
+	// followed by the next plan, made from what the cluster holds then.
+	for stages := 1; err == nil && out.Plan != nil && out.Plan.Then != "" && o.DryRun == "none" && stages < maxStages; stages++ {
+		out, changed, err = r.execute(ctx, intent, false)
+	}
 	if err == nil || !changed || out.Plan.Operation == planner.Rollback || o.DryRun != "none" {
 		return err
 	}
@@ -120,6 +125,9 @@ func Run(ctx context.Context, c *Clients, ref discover.Ref, intent planner.Inten
 	}
 	return fmt.Errorf("%w\nrolled back: the config, the TLS volume and the certificates are as they were before tls %s, and every pod changed since was restarted onto them; fix the cause, then run the command again", err, op)
 }
+
+// maxStages bounds the plans one Run makes one after another (Plan.Then).
+const maxStages = 3
 
 // run is one Run: the operation and, when it fails, its rollback.
 type run struct {

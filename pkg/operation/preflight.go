@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
@@ -120,11 +122,20 @@ func (r *run) preflight(ctx context.Context, t *pgpool.Target, intent planner.In
 		return f, nil
 	}
 	f.BackendCA, f.CurrentCA = pf.backendCA, pf.currentCA
-	if intent.Operation == planner.Rotate && len(pf.currentLeaf) > 0 {
+	if intent.Operation == planner.Rotate {
 		// A CA Issuer whose CA Secret was renewed with a new key signs
 		// with another CA than the one that signed the certificate today.
-		if ca, _ := IssuerSigningCA(ctx, r.c, t.Namespace, t.State.Issuer); ca != nil && !tls.SignedBy(pf.currentLeaf, ca) {
-			f.RenewedCA = ca
+		f.IssuerCA, _ = IssuerSigningCA(ctx, r.c, t.Namespace, t.State.Issuer)
+		if f.IssuerCA != nil && len(pf.currentLeaf) > 0 && !tls.SignedBy(pf.currentLeaf, f.IssuerCA) {
+			f.RenewedCA = f.IssuerCA
+		}
+		// The client certificates the plugin issued: which to re-issue
+		// under a renewed CA, and whether a previous CA may go.
+		if f.IssuerCA != nil || (t.Bundle != nil && t.Bundle.Data[tls.RecordKey] != "") {
+			var err error
+			if f.ClientLeaves, f.UserCerts, err = r.c.clientLeaves(ctx, t); err != nil {
+				pf.warnings = append(pf.warnings, err.Error())
+			}
 		}
 	}
 	if len(intent.BackendCASources) == 0 {
@@ -199,4 +210,50 @@ func (r *run) checkBudgets(ctx context.Context, t *pgpool.Target) error {
 		return fmt.Errorf("list the PodDisruptionBudgets in %s: %w", t.Namespace, err)
 	}
 	return restart.CheckBudgets(pdbs.Items, t.Pods)
+}
+
+// clientLeaves reads the certificates of the client Certificates the
+// plugin issued for t (NAME-client-cert and those of tls client-cert), by
+// Certificate name, and the latter's users; nil and an error that says so
+// when they cannot be read.
+func (c *Clients) clientLeaves(ctx context.Context, t *pgpool.Target) (map[string][]byte, map[string]planner.UserCert, error) {
+	sel := tls.LabelInstance + "=" + t.Name + "," + pgpool.LabelUser
+	list, err := c.CertManager.Certificates(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return nil, nil, fmt.Errorf("the client certificates of tls client-cert could not be listed (%v): none is re-issued, and a previous CA that may go once they are stays", err)
+	}
+	users := map[string]planner.UserCert{}
+	secrets := map[string]string{}
+	if crt := t.Certificates[pgpool.ClientCertName(t.Name)]; crt != nil {
+		secrets[crt.Name] = crt.Spec.SecretName
+	}
+	for _, crt := range list.Items {
+		if !tls.Ours(&crt, t.Name) {
+			continue
+		}
+		users[crt.Name] = planner.UserCert{User: crt.Labels[pgpool.LabelUser], Secret: crt.Spec.SecretName, UID: string(crt.UID), Revision: tls.Revision(&crt)}
+		secrets[crt.Name] = crt.Spec.SecretName
+	}
+	leaves := map[string][]byte{}
+	var mu sync.Mutex
+	var reads []func() error
+	for n, s := range secrets {
+		reads = append(reads, func() error {
+			sec, err := c.Core.Secrets(t.Namespace).Get(ctx, s, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("the client certificate of %s could not be read (%v): none is re-issued, and a previous CA that may go once it is stays", n, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			leaves[n] = sec.Data[corev1.TLSCertKey]
+			return nil
+		})
+	}
+	if err := parallel.All(reads...); err != nil {
+		return nil, nil, err
+	}
+	return leaves, users, nil
 }

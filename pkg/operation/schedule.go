@@ -339,12 +339,26 @@ func CARenewedFor(ctx context.Context, c *Clients, t *pgpool.Target) bool {
 	return err == nil && len(sec.Data[corev1.TLSCertKey]) > 0 && !tls.SignedBy(sec.Data[corev1.TLSCertKey], ca)
 }
 
+// What a scheduled run has rotate do.
+const (
+	// ScheduledOnlyStale restarts the pods that serve an older certificate
+	// than their Secret's (rotate --reissue=false --only-stale).
+	ScheduledOnlyStale = "only-stale"
+	// ScheduledReissue re-issues under the issuer's CA renewed in place
+	// (rotate: its stages).
+	ScheduledReissue = "reissue"
+	// ScheduledDropPrevious restarts every pod onto a bundle without the
+	// previous CA, which may go now (rotate --reissue=false).
+	ScheduledDropPrevious = "drop-previous"
+)
+
 // RunScheduled is one scheduled run (the CronJob's job): inside an
 // occurrence of the window it runs rotate (given a context that ends with
-// the window, and whether to re-issue: when the issuer's CA was renewed in
-// place) and reports which pods it restarted; outside, nothing. Both are
-// recorded: an Event and the annotation on the workload.
-func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.Window, loc *time.Location, now time.Time, rotate func(ctx context.Context, reissue bool) error) (schedule.Run, error) {
+// the window, and what to do: ScheduledReissue when the issuer's CA was
+// renewed in place, ScheduledDropPrevious when the CA before may go,
+// else ScheduledOnlyStale) and reports which pods it restarted; outside,
+// nothing. Both are recorded: an Event and the annotation on the workload.
+func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.Window, loc *time.Location, now time.Time, rotate func(ctx context.Context, mode string) error) (schedule.Run, error) {
 	run := schedule.Run{Time: now.UTC(), NextRun: w.Next(now, loc).UTC()}
 	t, err := discover.DiscoverRef(ctx, c.discover(), ref)
 	if err != nil {
@@ -356,9 +370,14 @@ func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.
 		run.Result, run.Message = "WindowClosed", fmt.Sprintf("outside the window %s (%s): nothing done", w, loc)
 	} else {
 		before := uids(t.Pods)
-		reissue := CARenewedFor(ctx, c, t)
+		mode, why := ScheduledOnlyStale, ""
+		if CARenewedFor(ctx, c, t) {
+			mode, why = ScheduledReissue, "the issuer's CA was renewed in place: trusted it, re-issued the certificates (the CA before kept in the bundle) and "
+		} else if due := previousCAsDue(ctx, c, t, now); len(due) > 0 {
+			mode, why = ScheduledDropPrevious, fmt.Sprintf("the previous CA (%s) may go now: dropped it from the CA bundle and ", strings.Join(due, "; "))
+		}
 		rctx, cancel := context.WithDeadline(ctx, end)
-		runErr = rotate(rctx, reissue)
+		runErr = rotate(rctx, mode)
 		cancel()
 		after, err := discover.DiscoverRef(ctx, c.discover(), ref)
 		if err == nil {
@@ -376,8 +395,8 @@ func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.
 		default:
 			run.Result, run.Message = "Succeeded", fmt.Sprintf("restarted %s; each proven by handshake", strings.Join(run.Restarted, ", "))
 		}
-		if reissue && runErr == nil {
-			run.Message = "the issuer's CA was renewed in place: re-issued the certificates (the previous CA kept in the bundle) and " + run.Message
+		if why != "" && runErr == nil {
+			run.Message = why + run.Message
 		}
 	}
 	rec, _ := json.Marshal(run)
@@ -396,6 +415,18 @@ func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.
 		return run, fmt.Errorf("record the Event on %s: %w", t, err)
 	}
 	return run, runErr
+}
+
+// previousCAsDue names the previous CAs of t's bundle that may go now.
+func previousCAsDue(ctx context.Context, c *Clients, t *pgpool.Target, now time.Time) []string {
+	if t.Bundle == nil || t.Bundle.Data[tls.RecordKey] == "" {
+		return nil
+	}
+	leaves, _, err := c.clientLeaves(ctx, t)
+	if err != nil {
+		return nil // unknown: it stays
+	}
+	return planner.PreviousCAsDue(t, planner.Facts{Now: now, ClientLeaves: leaves})
 }
 
 func uids(pods []corev1.Pod) map[string]types.UID {

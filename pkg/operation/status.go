@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,10 +79,26 @@ func Collect(ctx context.Context, c *Clients, t *pgpool.Target, verifyMode strin
 	}
 	sel := tls.LabelInstance + "=" + t.Name + "," + pgpool.LabelUser
 	if users, err := c.CertManager.Certificates(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel}); err == nil {
+		// Their certificates (stale under a renewed CA?) and the Events
+		// that told their users of a re-issue.
+		reissued := map[string]string{}
+		if len(users.Items) > 0 {
+			if evs, err := c.Core.Events(t.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "reason=ClientCertificateReissued"}); err == nil {
+				for _, ev := range evs.Items {
+					reissued[ev.InvolvedObject.Name] = ev.LastTimestamp.UTC().Format(time.RFC3339) + ": " + ev.Message
+				}
+			}
+		}
 		for _, cr := range users.Items {
-			cs := status.ClientCertStatus{User: cr.Labels[pgpool.LabelUser], Secret: cr.Spec.SecretName, Ready: tls.IsReady(&cr)}
+			if !tls.Ours(&cr, t.Name) {
+				continue
+			}
+			cs := status.ClientCertStatus{User: cr.Labels[pgpool.LabelUser], Secret: cr.Spec.SecretName, Ready: tls.IsReady(&cr), Reissued: reissued[cr.Name]}
 			if cr.Status.NotAfter != nil {
 				cs.NotAfter = cr.Status.NotAfter.Time
+			}
+			if sec, err := c.Core.Secrets(t.Namespace).Get(ctx, cr.Spec.SecretName, metav1.GetOptions{}); err == nil {
+				leaves[cr.Name] = sec.Data[corev1.TLSCertKey]
 			}
 			st.ClientCerts = append(st.ClientCerts, cs)
 		}
@@ -123,7 +141,7 @@ func (c *Clients) issuerCAStatus(ctx context.Context, t *pgpool.Target, leaves m
 	}
 	sum := sha256.Sum256(info.Raw)
 	st := &status.IssuerCAStatus{Secret: secret, Subject: info.Subject.String(), SHA256: hex.EncodeToString(sum[:]), NotAfter: info.NotAfter}
-	for _, n := range []string{pgpool.ServerCertName(t.Name), pgpool.ClientCertName(t.Name)} {
+	for _, n := range slices.Sorted(maps.Keys(leaves)) {
 		if l := leaves[n]; len(l) > 0 && !tls.SignedBy(l, ca) {
 			st.Stale = append(st.Stale, n)
 		}

@@ -82,6 +82,11 @@ type Plan struct {
 	Restart  string   `json:"restart,omitempty"`
 	Warnings []string `json:"warnings,omitempty"`
 	Steps    []Step   `json:"steps"`
+	// Then says what the command plans and runs next when this plan
+	// succeeds (a renewal of the issuer's CA goes in stages, each its own
+	// plan: a plan can restart only pods that exist when it is made); ""
+	// when nothing follows.
+	Then string `json:"then,omitempty"`
 	// Patches are the plan's changes to objects that exist, as patches
 	// for a source of truth (-o patch); Creates names the objects it
 	// creates; Unprinted names changes that are not printed (a Secret's

@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 )
 
 // Spec is what the Runner needs to carry out one step. Each kind of step
@@ -32,11 +33,14 @@ type ApplyCertificateSpec struct {
 }
 
 // ApplyBundleSpec writes the CA bundle ConfigMap: the issuer's CA read from
-// a Secret when the step runs, then PreviousCA and BackendCA (PEM); or,
-// when Data is set (a rollback), exactly Data.
+// a Secret when the step runs, then NextCA, PreviousCA and BackendCA (PEM),
+// with Records of the next and previous CAs; or, when Data is set (a
+// rollback), exactly Data.
 type ApplyBundleSpec struct {
-	IssuerCAFrom string `json:"issuerCAFromSecret,omitempty"`
-	PreviousCA   []byte `json:"-"`
+	IssuerCAFrom string         `json:"issuerCAFromSecret,omitempty"`
+	NextCA       []byte         `json:"-"`
+	PreviousCA   []byte         `json:"-"`
+	Records      []tls.CARecord `json:"-"`
 	BackendCA    []byte `json:"-"`
 	// KeptCA are CAs of unknown origin the user chose to keep (--keep-ca).
 	KeptCA []byte            `json:"-"`
@@ -166,6 +170,16 @@ type RecordSpec struct {
 	// BackupDone: on success, mark the backup as that of a finished
 	// operation (the next operation takes a new one).
 	BackupDone bool `json:"backupDone,omitempty"`
+	// Notices are Events to leave on other objects on success.
+	Notices []Notice `json:"notices,omitempty"`
+}
+
+// Notice is an Event about Object (of UID) for the people who use it.
+type Notice struct {
+	Object  Object `json:"object"`
+	UID     string `json:"uid,omitempty"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
 }
 
 // UnlockSpec releases the lock.

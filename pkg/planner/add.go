@@ -68,7 +68,7 @@ func (b *builder) add() error {
 		}
 		b.waitCert(n, after, i > 0)
 	}
-	b.writeBundle(nil)
+	b.writeBundle(cas{})
 	res, err := conf.AddTLS(conf.Files{PgpoolConf: b.t.Config.PgpoolConf, PoolHBA: b.t.Config.PoolHBA},
 		conf.AddOptions{Paths: b.t.Paths(), SSLMode: b.intent.SSLMode, AuthMode: b.authMode, LeftoverTLS: b.intent.LeftoverTLS, RemoteTrust: b.intent.RemoteTrust})
 	if err != nil {

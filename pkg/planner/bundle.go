@@ -40,13 +40,29 @@ func bundleTrust(t *pgpool.Target, intent Intent, f Facts) error {
 	return &StateError{fmt.Sprintf("the CA bundle of %s holds backend CAs (%s), but %s: they are not carried over as found, and nothing was changed. Pass --backend-ca with where they come from (secret/NAME, configmap/NAME or a file)", t, strings.Join(tls.Subjects([]byte(t.Bundle.Data[tls.BackendCAKey])), "; "), why)}
 }
 
+// cas are the CAs the bundle holds beside the issuer's and the backends':
+// next (the issuer's renewed CA, before it signs what pgpool serves),
+// previous (a CA clients and backends may still use), and the record of
+// when each came and may go.
+type cas struct {
+	next, previous []byte
+	records        []tls.CARecord
+}
+
 // writeBundle writes the CA bundle pgpool reads as ssl_ca_cert: the
 // issuer's CA (ca.crt of the server Secret, read when the step runs), then
-// previous (a CA clients and backends may still use), then the backends'.
-func (b *builder) writeBundle(previous []byte) {
+// the next and previous CAs, then the backends'.
+func (b *builder) writeBundle(c cas) {
+	previous := c.previous
 	backend := BackendCAs(b.t, b.f)
 	desc := fmt.Sprintf("write the CA bundle pgpool reads as ssl_ca_cert (for client certificates and its backends): first the issuer's CA (ca.crt of Secret %s)", pgpool.ServerCertName(b.t.Name))
 	var diff strings.Builder
+	if s := tls.Subjects(c.next); len(s) > 0 {
+		desc += ", then the issuer's renewed CA"
+		for _, x := range s {
+			fmt.Fprintf(&diff, "+ the issuer's renewed CA (next): %s\n", x)
+		}
+	}
 	if s := tls.Subjects(previous); len(s) > 0 {
 		desc += ", then the previous issuer's CA"
 		for _, x := range s {
@@ -76,21 +92,21 @@ func (b *builder) writeBundle(previous []byte) {
 		// The bundle is written from its sources: a CA someone else added
 		// to it is dropped, and said, unless --keep-ca names it; one kept
 		// so before stays.
-		for _, c := range tls.AuditBundle(b.t.Bundle.Data, b.f.CurrentCA, b.t.BundleChanged()) {
-			if inPEM(backend, c.SHA256) || inPEM(previous, c.SHA256) {
+		for _, ca := range tls.AuditBundle(b.t.Bundle.Data, b.f.CurrentCA, b.t.BundleChanged()) {
+			if inPEM(backend, ca.SHA256) || inPEM(previous, ca.SHA256) || inPEM(c.next, ca.SHA256) {
 				continue
 			}
 			switch {
-			case c.Origin == tls.OriginKept:
-				kept = append(kept, c.SHA256)
-				fmt.Fprintf(&diff, "  kept CA (--keep-ca before): %s\n", c.Subject)
-			case c.Origin == tls.OriginUnknown && keeps(b.intent.KeepCAs, c.SHA256):
-				kept = append(kept, c.SHA256)
-				b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("--keep-ca: the CA of unknown origin %s (sha256 %s; %s) stays in the CA bundle: pgpool accepts client certificates it signs, as the user their CN names", c.Subject, c.SHA256, c.Why))
-				fmt.Fprintf(&diff, "+ kept CA (--keep-ca): %s\n", c.Subject)
-			case c.Origin == tls.OriginUnknown:
-				b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the CA bundle holds a CA of unknown origin, %s (sha256 %s; %s): it could sign client certificates pgpool accepts, and it is dropped (--keep-ca %.16s keeps it)", c.Subject, c.SHA256, c.Why, c.SHA256))
-				fmt.Fprintf(&diff, "- unknown CA dropped: %s (sha256 %.16s...)\n", c.Subject, c.SHA256)
+			case ca.Origin == tls.OriginKept:
+				kept = append(kept, ca.SHA256)
+				fmt.Fprintf(&diff, "  kept CA (--keep-ca before): %s\n", ca.Subject)
+			case ca.Origin == tls.OriginUnknown && keeps(b.intent.KeepCAs, ca.SHA256):
+				kept = append(kept, ca.SHA256)
+				b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("--keep-ca: the CA of unknown origin %s (sha256 %s; %s) stays in the CA bundle: pgpool accepts client certificates it signs, as the user their CN names", ca.Subject, ca.SHA256, ca.Why))
+				fmt.Fprintf(&diff, "+ kept CA (--keep-ca): %s\n", ca.Subject)
+			case ca.Origin == tls.OriginUnknown:
+				b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the CA bundle holds a CA of unknown origin, %s (sha256 %s; %s): it could sign client certificates pgpool accepts, and it is dropped (--keep-ca %.16s keeps it)", ca.Subject, ca.SHA256, ca.Why, ca.SHA256))
+				fmt.Fprintf(&diff, "- unknown CA dropped: %s (sha256 %.16s...)\n", ca.Subject, ca.SHA256)
 			}
 		}
 	}
@@ -102,7 +118,7 @@ func (b *builder) writeBundle(previous []byte) {
 		Object:      plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: b.t.Namespace, Name: tls.CABundleName(b.t.Name)},
 		Description: desc,
 		Diff:        diff.String(),
-		Spec:        plan.ApplyBundleSpec{IssuerCAFrom: pgpool.ServerCertName(b.t.Name), PreviousCA: previous, BackendCA: backend, KeptCA: keptPEM},
+		Spec:        plan.ApplyBundleSpec{IssuerCAFrom: pgpool.ServerCertName(b.t.Name), NextCA: c.next, PreviousCA: previous, BackendCA: backend, KeptCA: keptPEM, Records: c.records},
 	})
 	b.distributeTrust()
 }
@@ -125,7 +141,7 @@ func (b *builder) distributeTrust() {
 		obj = plan.Object{APIVersion: tls.Bundles.GroupVersion().String(), Kind: "Bundle", Name: tr.Name}
 	}
 	b.add1(plan.Step{Object: obj,
-		Description: "keep the clients' copy of the CA current (tls trust): " + tr.Where() + " gets the issuer's CA, then the previous one, from the bundle just written",
+		Description: "keep the clients' copy of the CA current (tls trust): " + tr.Where() + " gets the issuer's CA, then the next and the previous one if any, from the bundle just written",
 		Spec:        plan.DistributeTrustSpec{Trust: *tr}})
 }
 

@@ -48,7 +48,7 @@ func (b *builder) changeIssuer() {
 	} else {
 		move(server, "")
 	}
-	b.writeBundle(previous)
+	b.writeBundle(cas{previous: previous})
 	changed := b.upgradeVolume()
 	b.roll(changed)
 	if !onIssuer(b.t, client, b.issuer) {

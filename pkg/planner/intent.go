@@ -58,6 +58,15 @@ type Intent struct {
 	BackendCASources []string
 	// KeepPreviousCA: rotate keeps the previous issuer's CA in the bundle.
 	KeepPreviousCA bool
+	// CAOverlap is how long the issuer's CA stays in the bundle as the
+	// previous one once rotate re-issued the certificates under its
+	// renewal (--ca-overlap); 0: until every client certificate the
+	// plugin issued under it has been re-issued, or has expired.
+	CAOverlap time.Duration
+	// CATrustOnly: when the issuer's CA was renewed in place, rotate does
+	// only the first stage (every pod trusts the renewed CA) and stops
+	// (--ca-trust-only).
+	CATrustOnly bool
 	// KeepCAs are SHA-256 prefixes (hex, at least 16 digits) of CAs of
 	// unknown origin in the bundle to keep (--keep-ca) instead of dropping.
 	KeepCAs []string
@@ -114,6 +123,22 @@ type Facts struct {
 	// Current are the UIDs of pods proven (by handshake) to serve what the
 	// Secret holds: rotate --only-stale restarts only the others.
 	Current map[string]bool
+	// ClientLeaves are the certificates (tls.crt) of the client
+	// Certificates the plugin issued (NAME-client-cert and those of tls
+	// client-cert), by Certificate name, read when a CA in the bundle may
+	// go once they are re-issued, or the issuer's CA was renewed.
+	ClientLeaves map[string][]byte
+	// UserCerts are the Certificates of tls client-cert, by name.
+	UserCerts map[string]UserCert
+	// IssuerCA is what the issuer signs with today, when that is known (a
+	// CA Issuer's CA Secret).
+	IssuerCA []byte
+}
+
+// UserCert is a Certificate of tls client-cert.
+type UserCert struct {
+	User, Secret, UID string
+	Revision          int
 }
 
 // Names turns an Intent field into what the user wrote for it: a flag

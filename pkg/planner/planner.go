@@ -128,6 +128,13 @@ type builder struct {
 	// outage says why the plan takes every pod down at once ("" when it
 	// does not).
 	outage string
+	// trustOnly: the roll only makes the pods trust the issuer's renewed
+	// CA (stage 1 of its renewal): the pods that started before the
+	// bundle took it are restarted.
+	trustOnly bool
+	// notices are Events the record step leaves on success (a re-issued
+	// client certificate, for its user).
+	notices []plan.Notice
 }
 
 func newBuilder(t *pgpool.Target, intent Intent, f Facts) *builder {
@@ -299,7 +306,7 @@ func (b *builder) record() {
 	}
 	b.add1(plan.Step{Object: workloadObject(b.t), Always: true,
 		Description: fmt.Sprintf("record the outcome: annotation %s and an Event on %s", pgpool.AnnotationLastOperation, b.t),
-		Spec:        plan.RecordSpec{Operation: b.intent.Operation, TLS: tlsAnn, BackupDone: b.intent.Operation != Rollback}})
+		Spec:        plan.RecordSpec{Operation: b.intent.Operation, TLS: tlsAnn, BackupDone: b.intent.Operation != Rollback, Notices: b.notices}})
 	b.unpause()
 	b.add1(plan.Step{Object: plan.Object{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: b.t.Namespace, Name: pgpool.LeaseName(b.t.Name)},
 		Always: true, Description: "release the lock", Spec: plan.UnlockSpec{}})

@@ -5,6 +5,7 @@ package planner
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,6 +60,17 @@ func (b *builder) stale() []corev1.Pod {
 		if p.DeletionTimestamp == nil && !b.f.Current[string(p.UID)] {
 			live = append(live, p)
 		}
+	}
+	if b.trustOnly {
+		// Stage 1 of a CA renewal: the pods that started before the bundle
+		// took the renewed CA.
+		var out []corev1.Pod
+		for _, p := range live {
+			if slices.Contains(b.untrusting(), string(p.UID)) {
+				out = append(out, p)
+			}
+		}
+		return out
 	}
 	if !b.resuming() || b.reissuing {
 		return live

@@ -56,8 +56,8 @@ func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, 
 		Reason: reason, Message: truncate(msg, 1000), Type: typ, FirstTimestamp: now, LastTimestamp: now, Count: 1,
 		Source: corev1.EventSource{Component: FieldManager}, ReportingController: "kubectl-pgpool.io/cli", ReportingInstance: r.holder(),
 	}
-	// Three independent writes: at once, errors in this order.
-	err := parallel.All(
+	// Independent writes: at once, errors in this order.
+	writes := []func() error{
 		func() error {
 			if failure == nil && spec.BackupDone {
 				return r.backupDone(ctx, ns)
@@ -77,8 +77,26 @@ func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, 
 			}
 			return nil
 		},
-	)
-	if err != nil {
+	}
+	for _, n := range spec.Notices {
+		if failure != nil {
+			break
+		}
+		nev := &corev1.Event{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: n.Object.Name + ".", Namespace: n.Object.Namespace},
+			InvolvedObject: corev1.ObjectReference{APIVersion: n.Object.APIVersion, Kind: n.Object.Kind, Namespace: n.Object.Namespace, Name: n.Object.Name,
+				UID: types.UID(n.UID)},
+			Reason: n.Reason, Message: truncate(n.Message, 1000), Type: corev1.EventTypeNormal, FirstTimestamp: now, LastTimestamp: now, Count: 1,
+			Source: ev.Source, ReportingController: ev.ReportingController, ReportingInstance: ev.ReportingInstance,
+		}
+		writes = append(writes, func() error {
+			if _, err := r.Clients.Core.Events(n.Object.Namespace).Create(ctx, nev, metav1.CreateOptions{DryRun: r.dryRun()}); err != nil {
+				return fmt.Errorf("create Event on %s %s/%s: %w", n.Object.Kind, n.Object.Namespace, n.Object.Name, err)
+			}
+			return nil
+		})
+	}
+	if err := parallel.All(writes...); err != nil {
 		return "", err
 	}
 	return r.answer(fmt.Sprintf("%s recorded (Event %s)", lo.Result, reason)), nil

@@ -206,7 +206,7 @@ func (r *Runner) applyBundle(ctx context.Context, s plan.Step, spec plan.ApplyBu
 		return "", err
 	}
 	if spec.Data != nil {
-		cm := tls.BundleConfigMap(ns, r.Target.Name, nil, nil, nil, nil)
+		cm := tls.BundleConfigMap(ns, r.Target.Name, tls.BundleParts{})
 		cm.Data = spec.Data
 		return r.writeBundle(ctx, cm)
 	}
@@ -214,7 +214,7 @@ func (r *Runner) applyBundle(ctx context.Context, s plan.Step, spec plan.ApplyBu
 	if len(tls.Subjects(issuerCA)) == 0 && !r.ServerDryRun {
 		return "", fmt.Errorf("Secret %s/%s has no ca.crt: its issuer does not publish its CA, which pgpool needs (ssl_ca_cert) to verify client certificates; use an issuer that writes ca.crt (CA, Vault, self-signed)", ns, sec.Name)
 	}
-	return r.writeBundle(ctx, tls.BundleConfigMap(ns, r.Target.Name, issuerCA, spec.PreviousCA, spec.BackendCA, spec.KeptCA))
+	return r.writeBundle(ctx, tls.BundleConfigMap(ns, r.Target.Name, tls.BundleParts{Issuer: issuerCA, Next: spec.NextCA, Previous: spec.PreviousCA, Backend: spec.BackendCA, Kept: spec.KeptCA, Records: spec.Records}))
 }
 
 // writeBundle applies the CA bundle ConfigMap.

@@ -125,6 +125,9 @@ type ClientCertStatus struct {
 	Secret   string    `json:"secret"`
 	Ready    bool      `json:"ready"`
 	NotAfter time.Time `json:"notAfter,omitempty"`
+	// Reissued is the last Event ClientCertificateReissued on its
+	// Certificate, for its user: when, and what to do.
+	Reissued string `json:"reissued,omitempty"`
 }
 
 // PodStatus is one pod and, unless --verify=false, what its handshake

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"sort"
@@ -20,13 +21,17 @@ import (
 // bundle in a ConfigMap it owns (CA certificates are public), mounted with
 // the server certificate: the current issuer's CA first, then, during and
 // after change-issuer, the previous issuer's CA, then the CAs of backends
-// that serve TLS from another CA.
+// that serve TLS from another CA. While the issuer's CA is renewed in place
+// (same issuer, a new key), the renewed CA comes second, as the next CA:
+// every pod trusts it before any certificate it signs is issued.
 
 // Keys of the CA bundle ConfigMap.
 const (
 	BundleKey     = "ca.pem"          // what pgpool reads: the others joined in this order
 	IssuerCAKey   = "issuer-ca.pem"   // the current issuer's CA (ca.crt of the server Secret)
-	PreviousCAKey = "previous-ca.pem" // the issuer's CA before change-issuer
+	NextCAKey     = "next-ca.pem"     // the issuer's renewed CA, before the certificates it signs are issued
+	PreviousCAKey = "previous-ca.pem" // the issuer's CA before change-issuer or its renewal
+	RecordKey     = "ca-record.json"  // when the next and previous CAs came, and when each may go (CARecord)
 	BackendCAKey  = "backend-ca.pem"  // CAs of the backends (--backend-ca)
 	KeptCAKey     = "kept-ca.pem"     // CAs of unknown origin a user chose to keep (--keep-ca)
 )
@@ -102,7 +107,8 @@ func Pool(parts ...[]byte) *x509.CertPool {
 // Origins of a CA in the bundle (BundleCA.Origin).
 const (
 	OriginIssuer   = "issuer"   // the current issuer's CA
-	OriginPrevious = "previous" // the issuer's CA before change-issuer, kept for overlap
+	OriginNext     = "next"     // the issuer's renewed CA, trusted before it signs what pgpool serves
+	OriginPrevious = "previous" // the issuer's CA before change-issuer or its renewal, kept for overlap
 	OriginBackend  = "backend"  // a backend's CA (--backend-ca)
 	OriginKept     = "kept"     // a CA a user chose to keep (--keep-ca)
 	OriginUnknown  = "unknown"  // none of those: someone else put it there
@@ -118,6 +124,68 @@ type BundleCA struct {
 	Origin   string    `json:"origin"`
 	// Why says where an unknown CA was found.
 	Why string `json:"why,omitempty"`
+	// Since and Until are the bundle's record of a next or previous CA
+	// (CARecord): when it came, and when it may go.
+	Since *time.Time `json:"since,omitempty"`
+	Until string     `json:"mayGo,omitempty"`
+}
+
+// CARecord is what the bundle records of a CA that is there for a while
+// only (the next and the previous CA): when it came, and when it may go.
+type CARecord struct {
+	SHA256  string    `json:"sha256"`
+	Subject string    `json:"subject"`
+	Origin  string    `json:"origin"`
+	Since   time.Time `json:"since"`
+	// After: it may go from then on (--ca-overlap). Zero with
+	// UntilReissued.
+	After time.Time `json:"after,omitzero"`
+	// UntilReissued: it may go once no client certificate the plugin
+	// issued is signed by it any more (the default overlap); Expires is
+	// the last of those certificates' expiry when it was recorded.
+	UntilReissued bool      `json:"untilReissued,omitempty"`
+	Expires       time.Time `json:"expires,omitzero"`
+}
+
+// MayGo says when the CA may go, for plans and status.
+func (r CARecord) MayGo() string {
+	switch {
+	case r.Origin == OriginNext:
+		return "becomes the issuer's CA when the certificates are re-issued"
+	case !r.After.IsZero():
+		return "after " + r.After.UTC().Format(time.RFC3339) + " (--ca-overlap)"
+	case r.UntilReissued && !r.Expires.IsZero():
+		return "when every client certificate of the plugin's it signed is re-issued, at the latest " + r.Expires.UTC().Format(time.RFC3339)
+	case r.UntilReissued:
+		return "when every client certificate of the plugin's it signed is re-issued"
+	}
+	return "at the next tls rotate"
+}
+
+// Records reads the bundle's CA record (nil when it has none or it does
+// not parse).
+func Records(data map[string]string) []CARecord {
+	var out []CARecord
+	if data[RecordKey] == "" || json.Unmarshal([]byte(data[RecordKey]), &out) != nil {
+		return nil
+	}
+	return out
+}
+
+// RecordOf is the record of the CA with this SHA-256, if any.
+func RecordOf(recs []CARecord, sum string) (CARecord, bool) {
+	for _, r := range recs {
+		if r.SHA256 == sum {
+			return r, true
+		}
+	}
+	return CARecord{}, false
+}
+
+// Fingerprint is the SHA-256 (hex) of a certificate's DER.
+func Fingerprint(c *x509.Certificate) string {
+	s := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(s[:])
 }
 
 // AuditBundle lists every CA of the bundle's ca.pem with its origin:
@@ -138,6 +206,10 @@ func AuditBundle(data map[string]string, issuerCA []byte, changed string) []Bund
 	}
 	certs, _ := ParseCerts([]byte(data[BundleKey]))
 	out := make([]BundleCA, 0, len(certs))
+	var recs []CARecord
+	if changed == "" {
+		recs = Records(data)
+	}
 	for _, c := range certs {
 		sum := sha256.Sum256(c.Raw)
 		b := BundleCA{Subject: c.Subject.String(), SHA256: hex.EncodeToString(sum[:]), NotAfter: c.NotAfter}
@@ -150,6 +222,8 @@ func AuditBundle(data map[string]string, issuerCA []byte, changed string) []Bund
 			b.Origin = OriginIssuer
 		case in([]byte(data[KeptCAKey]), c):
 			b.Origin = OriginKept
+		case in([]byte(data[NextCAKey]), c):
+			b.Origin = OriginNext
 		case in([]byte(data[PreviousCAKey]), c):
 			b.Origin = OriginPrevious
 		case in([]byte(data[BackendCAKey]), c):
@@ -159,27 +233,47 @@ func AuditBundle(data map[string]string, issuerCA []byte, changed string) []Bund
 		default:
 			b.Origin, b.Why = OriginUnknown, "in "+BundleKey+" only: not written by kubectl-pgpool"
 		}
+		if r, ok := RecordOf(recs, b.SHA256); ok && r.Origin == b.Origin {
+			since := r.Since
+			b.Since, b.Until = &since, r.MayGo()
+		}
 		out = append(out, b)
 	}
 	return out
 }
 
-// BundleConfigMap is the desired CA bundle ConfigMap (keptCA: CAs of
-// unknown origin the user chose to keep, last).
-func BundleConfigMap(ns, pgpool string, issuerCA, previousCA, backendCA, keptCA []byte) *corev1.ConfigMap {
+// BundleParts are the parts of the CA bundle, in the order pgpool reads
+// them: the issuer's CA, the next one (its renewal in place, before the
+// certificates it signs are issued), the previous one, the backends', and
+// CAs of unknown origin a user chose to keep. Records are the record of
+// the next and previous CAs.
+type BundleParts struct {
+	Issuer, Next, Previous, Backend, Kept []byte
+	Records                               []CARecord
+}
+
+// BundleConfigMap is the desired CA bundle ConfigMap.
+func BundleConfigMap(ns, pgpool string, p BundleParts) *corev1.ConfigMap {
 	cm := &corev1.ConfigMap{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: CABundleName(pgpool), Namespace: ns,
 			Labels: map[string]string{LabelManagedBy: ManagerName, LabelInstance: pgpool}},
 		Data: map[string]string{
-			BundleKey:     string(JoinCAs(issuerCA, previousCA, backendCA, keptCA)),
-			IssuerCAKey:   string(issuerCA),
-			PreviousCAKey: string(previousCA),
-			BackendCAKey:  string(backendCA),
+			BundleKey:     string(JoinCAs(p.Issuer, p.Next, p.Previous, p.Backend, p.Kept)),
+			IssuerCAKey:   string(p.Issuer),
+			PreviousCAKey: string(p.Previous),
+			BackendCAKey:  string(p.Backend),
 		},
 	}
-	if len(keptCA) > 0 {
-		cm.Data[KeptCAKey] = string(keptCA)
+	if len(p.Next) > 0 {
+		cm.Data[NextCAKey] = string(p.Next)
+	}
+	if len(p.Kept) > 0 {
+		cm.Data[KeptCAKey] = string(p.Kept)
+	}
+	if len(p.Records) > 0 {
+		b, _ := json.Marshal(p.Records)
+		cm.Data[RecordKey] = string(b)
 	}
 	return cm
 }

@@ -27,7 +27,7 @@ func pemFile(t *testing.T, name string) []byte {
 // ca.pem expects) and drops repeats.
 func TestBundleOrder(t *testing.T) {
 	a, b := pemFile(t, "old-ca.pem"), pemFile(t, "second-ca.pem")
-	cm := BundleConfigMap("ns", "pgpool", b, a, append(append([]byte{}, a...), b...), nil)
+	cm := BundleConfigMap("ns", "pgpool", BundleParts{Issuer: b, Previous: a, Backend: append(append([]byte{}, a...), b...)})
 	got := strings.Join(Subjects([]byte(cm.Data[BundleKey])), ";")
 	if got != "CN=second-ca;CN=old-ca" {
 		t.Fatalf("bundle subjects %q", got)
@@ -48,7 +48,7 @@ func TestBundleOrder(t *testing.T) {
 // unknown.
 func TestAuditBundle(t *testing.T) {
 	issuer, prev, extra := pemFile(t, "second-ca.pem"), pemFile(t, "old-ca.pem"), selfSigned(t, "intruder-ca")
-	cm := BundleConfigMap("ns", "pgpool", issuer, prev, nil, nil)
+	cm := BundleConfigMap("ns", "pgpool", BundleParts{Issuer: issuer, Previous: prev})
 	origins := func(data map[string]string, ca []byte) string {
 		var o []string
 		for _, c := range AuditBundle(data, ca, "") {
@@ -64,7 +64,7 @@ func TestAuditBundle(t *testing.T) {
 		t.Fatalf("appended to ca.pem: %s", got)
 	}
 	// The Secret's CA is now another: what issuer-ca.pem holds is not it.
-	if got := origins(BundleConfigMap("ns", "pgpool", issuer, nil, nil, nil).Data, prev); got != "CN=second-ca=unknown" {
+	if got := origins(BundleConfigMap("ns", "pgpool", BundleParts{Issuer: issuer}).Data, prev); got != "CN=second-ca=unknown" {
 		t.Fatalf("issuer-ca.pem not the issuer's: %s", got)
 	}
 }
@@ -88,7 +88,7 @@ func selfSigned(t *testing.T, cn string) []byte {
 // two apart, and PEMOf picks certificates by SHA-256 prefix.
 func TestAuditBundleKeptAndChanged(t *testing.T) {
 	issuer, prev, extra := pemFile(t, "second-ca.pem"), pemFile(t, "old-ca.pem"), selfSigned(t, "kept-ca")
-	cm := BundleConfigMap("ns", "pgpool", issuer, prev, nil, extra)
+	cm := BundleConfigMap("ns", "pgpool", BundleParts{Issuer: issuer, Previous: prev, Kept: extra})
 	var got []string
 	for _, c := range AuditBundle(cm.Data, issuer, "") {
 		got = append(got, c.Origin)

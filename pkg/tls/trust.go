@@ -25,11 +25,12 @@ const (
 var Bundles = schema.GroupVersionResource{Group: "trust.cert-manager.io", Version: "v1alpha1", Resource: "bundles"}
 
 // ClientTrust is what a client needs to verify pgpool, from the pgpool's CA
-// bundle as the plugin wrote it: the issuer's CA, then the previous one
-// (during the overlap after change-issuer). Never the backends' CAs or a
+// bundle as the plugin wrote it: the issuer's CA, then the next one (while
+// the issuer's CA is renewed in place), then the previous one (during the
+// overlap after change-issuer or a renewal). Never the backends' CAs or a
 // kept one: those are for pgpool, not for its clients.
 func ClientTrust(bundle map[string]string) []byte {
-	return JoinCAs([]byte(bundle[IssuerCAKey]), []byte(bundle[PreviousCAKey]))
+	return JoinCAs([]byte(bundle[IssuerCAKey]), []byte(bundle[NextCAKey]), []byte(bundle[PreviousCAKey]))
 }
 
 // CarriesCAOf reports whether an object is a client CA copy of pgpool

@@ -14,7 +14,7 @@ import (
 // that trusted them would trust a server certificate they sign).
 func TestClientTrust(t *testing.T) {
 	issuer, previous, backend, kept := selfSigned(t, "issuer"), selfSigned(t, "previous"), selfSigned(t, "backend"), selfSigned(t, "kept")
-	cm := BundleConfigMap("demo", "pgpool", issuer, previous, backend, kept)
+	cm := BundleConfigMap("demo", "pgpool", BundleParts{Issuer: issuer, Previous: previous, Backend: backend, Kept: kept})
 	if got := strings.Join(Subjects(ClientTrust(cm.Data)), "; "); got != "CN=issuer; CN=previous" {
 		t.Fatalf("client trust holds %q", got)
 	}

@@ -60,20 +60,31 @@ func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 	}
 	for _, c := range st.ClientCerts {
 		fmt.Fprintf(w, "Client certificate for user %s:\tSecret %s, Ready=%v, expires %s\n", c.User, c.Secret, c.Ready, c.NotAfter.UTC().Format(time.RFC3339))
+		if c.Reissued != "" {
+			fmt.Fprintf(w, "  re-issued:\t%s\n", c.Reissued)
+		}
 	}
 	if b := st.CABundle; b != nil {
 		fmt.Fprintf(w, "CA bundle (ssl_ca_cert):\tConfigMap %s\n", b.ConfigMap)
 		for _, x := range b.Issuer {
 			fmt.Fprintf(w, "  issuer's CA:\t%s\n", x)
 		}
+		for _, c := range b.CAs {
+			if c.Origin == "next" {
+				fmt.Fprintf(w, "  next CA (the issuer's, renewed):\t%s (since %s; %s: tls rotate goes on)\n", c.Subject, since(c.Since), c.Until)
+			}
+		}
 		for _, x := range b.Previous {
-			until := ""
+			until := "until the next tls rotate, unless --keep-previous-ca"
 			for _, c := range b.CAs {
 				if c.Origin == "previous" && c.Subject == x {
-					until = ", and at the latest when it expires, " + c.NotAfter.UTC().Format(time.RFC3339)
+					if c.Until != "" {
+						until = "since " + since(c.Since) + "; may go " + c.Until
+					}
+					until += ", and at the latest when it expires, " + c.NotAfter.UTC().Format(time.RFC3339)
 				}
 			}
-			fmt.Fprintf(w, "  previous issuer's CA:\t%s (kept for overlap until the next tls rotate, unless --keep-previous-ca%s)\n", x, until)
+			fmt.Fprintf(w, "  previous issuer's CA:\t%s (kept for overlap %s)\n", x, until)
 		}
 		for _, c := range b.CAs {
 			if c.Origin == "kept" {
@@ -275,4 +286,12 @@ func (c cleanWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// since is a record's time, or "?" when it has none.
+func since(t *time.Time) string {
+	if t == nil {
+		return "?"
+	}
+	return t.UTC().Format(time.RFC3339)
 }

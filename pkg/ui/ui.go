@@ -99,6 +99,9 @@ func RenderPlan(w io.Writer, p *plan.Plan, s Styles, dryRun string) {
 			fmt.Fprintf(w, "       %s\n", l)
 		}
 	}
+	if p.Then != "" {
+		fmt.Fprintf(w, "%s %s\n", s.r(s.Title, "Then:"), Clean(p.Then))
+	}
 }
 
 // RenderResult writes the summary of an executed plan.

@@ -180,7 +180,7 @@ func TestCARenewedInPlace(t *testing.T) {
 	waitIssuer(t, ns, "pgpool-issuer")
 
 	st := statusJSON(t, ns)
-	if st.IssuerCA == nil || strings.Join(st.IssuerCA.Stale, ",") != "pgpool-server-cert,pgpool-client-cert" || st.CARenewed() == "" {
+	if st.IssuerCA == nil || strings.Join(st.IssuerCA.Stale, ",") != "pgpool-client-cert,pgpool-server-cert" || st.CARenewed() == "" {
 		t.Fatalf("status after the CA was renewed in place: %+v", st.IssuerCA)
 	}
 	_, _, err = plugin(t, env.Kubeconfig, ns, "tls", "status", "pgpool", "--verify=required")
@@ -189,8 +189,8 @@ func TestCARenewedInPlace(t *testing.T) {
 	}
 
 	out, errOut, err := plugin(t, env.Kubeconfig, ns, "tls", "rotate", "pgpool", "--yes")
-	if err != nil || !strings.Contains(out+errOut, "the issuer's CA was renewed in place") {
-		t.Fatalf("rotate after the CA was renewed: %v\n%s\n%s", err, out, errOut)
+	if err != nil || !strings.Contains(out+errOut, "stage 1 of 3") || !strings.Contains(out+errOut, "re-issued by it (stage 2 of 3)") {
+		t.Fatalf("rotate after the CA was renewed, want its stages 1 and 2: %v\n%s\n%s", err, out, errOut)
 	}
 	b, err := env.Kube.CoreV1().ConfigMaps(ns).Get(ctx, tls.CABundleName("pgpool"), metav1.GetOptions{})
 	if err != nil {
@@ -200,6 +200,9 @@ func TestCARenewedInPlace(t *testing.T) {
 		!strings.Contains(b.Data[tls.PreviousCAKey], strings.TrimSpace(string(oldCA))) || !strings.Contains(b.Data[tls.IssuerCAKey], strings.TrimSpace(string(newCA))) {
 		t.Fatalf("after rotate: server signed by the new CA %v; bundle issuer %q, previous %q", tls.SignedBy(secretData(t, ctx, ns, "pgpool-server-cert", "tls.crt"), newCA),
 			tls.Subjects([]byte(b.Data[tls.IssuerCAKey])), tls.Subjects([]byte(b.Data[tls.PreviousCAKey])))
+	}
+	if r := tls.Records(b.Data); len(r) != 1 || r[0].Origin != tls.OriginPrevious || !r[0].UntilReissued || !tls.InPEM(oldCA, r[0].SHA256) {
+		t.Fatalf("the bundle's record of the CA before: %+v", r)
 	}
 	if st := statusJSON(t, ns); st.IssuerCA == nil || len(st.IssuerCA.Stale) > 0 || !st.IssuerCA.InBundle || st.CARenewed() != "" {
 		t.Fatalf("status after rotate: %+v", st.IssuerCA)

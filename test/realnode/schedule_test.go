@@ -155,7 +155,7 @@ func TestScheduledRenewalOnRealNode(t *testing.T) {
 	}
 	env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
 	out, errOut, err = testenv.Plugin(env.Kubeconfig, ns, 5*time.Minute, "tls", "schedule", "run", "pgpool", "--window", window, "--time-zone", "UTC")
-	if err != nil || !strings.Contains(out, "Succeeded: the issuer's CA was renewed in place: re-issued the certificates") || !strings.Contains(out, "restarted pgpool-0, pgpool-1") {
+	if err != nil || !strings.Contains(out, "Succeeded: the issuer's CA was renewed in place: trusted it, re-issued the certificates") || !strings.Contains(out, "restarted pgpool-0, pgpool-1") {
 		t.Fatalf("a scheduled run after the CA was renewed in place: %v\n%s\n%s", err, out, errOut)
 	}
 	status(t, ns, 2, true)
