@@ -41,7 +41,7 @@ type ApplyBundleSpec struct {
 	NextCA       []byte         `json:"-"`
 	PreviousCA   []byte         `json:"-"`
 	Records      []tls.CARecord `json:"-"`
-	BackendCA    []byte `json:"-"`
+	BackendCA    []byte         `json:"-"`
 	// KeptCA are CAs of unknown origin the user chose to keep (--keep-ca).
 	KeptCA []byte            `json:"-"`
 	Data   map[string]string `json:"-"`
