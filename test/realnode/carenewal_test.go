@@ -11,9 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
+	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
 
 // Issue 28: the issuer's CA renewed in place (its CA Certificate re-issued
