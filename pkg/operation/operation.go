@@ -96,6 +96,16 @@ func Run(ctx context.Context, c *Clients, ref discover.Ref, intent planner.Inten
 	if o.Identity.Holder == "" {
 		o.Identity = lock.Self()
 	}
+	if obs, ok := ctx.Value(observerKey{}).(func(Outcome)); ok {
+		done := h.Done
+		h.Done = func(o Outcome) error {
+			obs(o)
+			if done != nil {
+				return done(o)
+			}
+			return nil
+		}
+	}
 	r := &run{c: c, ref: ref, o: o, h: h}
 	out, changed, err := r.execute(ctx, intent, false)
 	// A plan that says what follows it (a stage of a CA renewal) is
@@ -124,6 +134,15 @@ func Run(ctx context.Context, c *Clients, ref discover.Ref, intent planner.Inten
 		return fmt.Errorf("%w\nthe rollback failed too: %v\nfix that, then run `%s` again", err, rerr, undo)
 	}
 	return fmt.Errorf("%w\nrolled back: the config, the TLS volume and the certificates are as they were before tls %s, and every pod changed since was restarted onto them; fix the cause, then run the command again", err, op)
+}
+
+type observerKey struct{}
+
+// WithObserver returns a context under which Run passes each outcome to
+// f as well as to the command's own Done hook: how a scheduled run learns
+// what the rotate it ran did (the command prints; the run records).
+func WithObserver(ctx context.Context, f func(Outcome)) context.Context {
+	return context.WithValue(ctx, observerKey{}, f)
 }
 
 // maxStages bounds the plans one Run makes one after another (Plan.Then).

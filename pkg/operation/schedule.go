@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/schedule"
@@ -376,9 +378,26 @@ func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.
 		} else if due := previousCAsDue(ctx, c, t, now); len(due) > 0 {
 			mode, why = ScheduledDropPrevious, fmt.Sprintf("the previous CA (%s) may go now: dropped it from the CA bundle and ", strings.Join(due, "; "))
 		}
-		rctx, cancel := context.WithDeadline(ctx, end)
+		var mu sync.Mutex
+		var waited time.Duration
+		rctx, cancel := context.WithDeadline(WithObserver(ctx, func(o Outcome) {
+			if o.Result == nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range o.Result.Steps {
+				if s.Kind == plan.Evict {
+					waited += runner.BudgetWait(s.Message)
+				}
+			}
+		}), end)
 		runErr = rotate(rctx, mode)
 		cancel()
+		if waited > 0 {
+			run.Waited = waited.String()
+			why += fmt.Sprintf("waited %s in all while PodDisruptionBudgets refused evictions, and ", waited)
+		}
 		after, err := discover.DiscoverRef(ctx, c.discover(), ref)
 		if err == nil {
 			for _, p := range after.Pods {
@@ -395,7 +414,7 @@ func RunScheduled(ctx context.Context, c *Clients, ref discover.Ref, w schedule.
 		default:
 			run.Result, run.Message = "Succeeded", fmt.Sprintf("restarted %s; each proven by handshake", strings.Join(run.Restarted, ", "))
 		}
-		if why != "" && runErr == nil {
+		if why != "" && (runErr == nil || waited > 0) {
 			run.Message = why + run.Message
 		}
 	}

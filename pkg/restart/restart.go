@@ -69,9 +69,9 @@ func (o *Options) progress(format string, args ...any) {
 }
 
 // Evict evicts one pod through the Eviction API, retrying while a
-// PodDisruptionBudget refuses (429) until ctx ends. A pod that is already
-// gone counts as evicted.
-func Evict(ctx context.Context, policy policyv1client.PolicyV1Interface, ns, name string, uid types.UID, o Options) error {
+// PodDisruptionBudget refuses (429) until ctx ends, and returns how long
+// it was refused. A pod that is already gone counts as evicted.
+func Evict(ctx context.Context, policy policyv1client.PolicyV1Interface, ns, name string, uid types.UID, o Options) (refused time.Duration, err error) {
 	if o.RetryInterval == 0 {
 		o.RetryInterval = 2 * time.Second
 	}
@@ -80,34 +80,43 @@ func Evict(ctx context.Context, policy policyv1client.PolicyV1Interface, ns, nam
 		DeleteOptions: &metav1.DeleteOptions{DryRun: o.DryRun, Preconditions: &metav1.Preconditions{UID: &uid}},
 	}
 	attempts := 0
+	var first time.Time
+	since := func() time.Duration {
+		if first.IsZero() {
+			return 0
+		}
+		return time.Since(first)
+	}
 	for {
 		attempts++
 		err := policy.Evictions(ns).Evict(ctx, ev)
 		switch {
 		case err == nil:
-			return nil
+			return since(), nil
 		case apierrors.IsNotFound(err):
-			return nil
+			return since(), nil
 		case apierrors.IsConflict(err) && uid != "" && uidMismatch(err):
 			// The UID precondition failed: the pod was already replaced.
-			return nil
+			return since(), nil
 		case apierrors.IsConflict(err), apierrors.IsTooManyRequests(err):
 			// A PodDisruptionBudget refuses for now (429), or the budget's
 			// status changed under the eviction (any other 409): evict again.
 			why := "a PodDisruptionBudget refused evicting pod " + name
 			if apierrors.IsConflict(err) {
 				why = "evicting pod " + name + " met a conflict"
+			} else if first.IsZero() {
+				first = time.Now()
 			}
 			o.progress("%s (attempt %d): %s; retrying in %s", why, attempts, reason(err), o.RetryInterval)
 			t := time.NewTimer(o.RetryInterval)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return fmt.Errorf("evict pod %s/%s: %s, %d attempts (last: %s): %w", ns, name, why, attempts, reason(err), ctx.Err())
+				return since(), fmt.Errorf("evict pod %s/%s: %s, %d attempts (last: %s): %w", ns, name, why, attempts, reason(err), ctx.Err())
 			case <-t.C:
 			}
 		default:
-			return fmt.Errorf("evict pod %s/%s: %w", ns, name, err)
+			return since(), fmt.Errorf("evict pod %s/%s: %w", ns, name, err)
 		}
 	}
 }

@@ -5,6 +5,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,7 +46,8 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 			defer slices.Stop()
 		}
 	}
-	if err := restart.Evict(ctx, r.Clients.Policy, ns, name, uid, o); err != nil {
+	refused, err := restart.Evict(ctx, r.Clients.Policy, ns, name, uid, o)
+	if err != nil {
 		return "", err
 	}
 	if r.ServerDryRun {
@@ -59,6 +61,9 @@ func (r *Runner) evict(ctx context.Context, s plan.Step, spec plan.EvictSpec, re
 		return "", err
 	}
 	msg := fmt.Sprintf("replaced by %s (uid %s) and Ready in %s", p.Name, shortUID(p.UID), time.Since(t0).Round(100*time.Millisecond))
+	if refused > 0 {
+		msg += fmt.Sprintf("; %s %s", budgetWaited, refused.Round(time.Second))
+	}
 	if endpoints {
 		// The next pod goes only once this one takes Service traffic.
 		skipped, err := restart.WaitEndpointsOn(ctx, slices, ns, r.Target.Services, p, uid, o)
@@ -120,4 +125,19 @@ func shortUID(u types.UID) string {
 		return string(u[:8])
 	}
 	return string(u)
+}
+
+// budgetWaited starts what an eviction step's result says when a
+// PodDisruptionBudget refused it for a while; BudgetWait reads it back.
+const budgetWaited = "waited while a PodDisruptionBudget refused the eviction:"
+
+// BudgetWait is how long an eviction step waited for a
+// PodDisruptionBudget, from its result (0 when it did not).
+func BudgetWait(result string) time.Duration {
+	_, after, ok := strings.Cut(result, budgetWaited+" ")
+	if !ok {
+		return 0
+	}
+	d, _ := time.ParseDuration(strings.SplitN(after, ";", 2)[0])
+	return d
 }

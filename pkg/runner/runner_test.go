@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	encpem "encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -459,5 +460,17 @@ func TestWorkloadPatchAlreadyApplied(t *testing.T) {
 		if !tc.applied && (err == nil || !strings.Contains(err.Error(), "changed since it was read")) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
+	}
+}
+
+// An eviction step's result says how long a PodDisruptionBudget refused
+// it, and BudgetWait reads that back (a scheduled run reports it).
+func TestBudgetWaitRoundTrip(t *testing.T) {
+	msg := fmt.Sprintf("replaced by pgpool-1 (uid 1234) and Ready in 8.2s; %s %s; TLS on", budgetWaited, 42*time.Second)
+	if got := BudgetWait(msg); got != 42*time.Second {
+		t.Fatalf("BudgetWait(%q) = %s, want 42s", msg, got)
+	}
+	if got := BudgetWait("replaced by pgpool-1 (uid 1234) and Ready in 8.2s"); got != 0 {
+		t.Fatalf("no wait read as %s", got)
 	}
 }

@@ -34,7 +34,9 @@ type Run struct {
 	Time      time.Time `json:"time"`
 	Result    string    `json:"result"` // Succeeded, NothingToDo, WindowClosed, Failed
 	Restarted []string  `json:"podsRestarted,omitempty"`
-	Waited    string    `json:"waited,omitempty"`
+	// Waited is how long PodDisruptionBudgets held the restarts back, in
+	// all ("" when they did not).
+	Waited  string    `json:"waitedForBudgets,omitempty"`
 	Message   string    `json:"message,omitempty"`
 	NextRun   time.Time `json:"nextWindow"`
 }

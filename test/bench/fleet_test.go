@@ -122,7 +122,7 @@ func floorRotate(ctx context.Context, ns string) error {
 	if err != nil {
 		return err
 	}
-	if err := restart.Evict(ctx, env.Kube.PolicyV1(), ns, pod.Name, pod.UID, restart.Options{}); err != nil {
+	if _, err := restart.Evict(ctx, env.Kube.PolicyV1(), ns, pod.Name, pod.UID, restart.Options{}); err != nil {
 		return err
 	}
 	lw := cache.NewFilteredListWatchFromClient(env.Kube.CoreV1().RESTClient(), "pods", ns, func(o *metav1.ListOptions) { o.FieldSelector = testenv.NameSelector(pod.Name) })

@@ -1,22 +1,27 @@
 package realnode
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/schedule"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
@@ -42,13 +47,14 @@ func lastRun(s *appsv1.StatefulSet) *schedule.Run {
 // cert-manager renewed the Secret behind pgpool's back and one pod
 // restarted by itself, the job restarts exactly the other, proves every pod
 // (--verify=required), and leaves an Event and the record that tls status
-// shows. Outside the window a run does nothing, even with stale pods.
+// shows. Outside the window a run does nothing, even with stale pods. With
+// a PodDisruptionBudget at its limit, a run waits and says so.
 func TestScheduledRenewalOnRealNode(t *testing.T) {
 	image := env.PluginImage(t)
 	ns := realPgpool(t, 2)
 	plugin(t, ns, "tls", "add", "pgpool", "--issuer", "pgpool-issuer", "--ssl-mode", "require", "--backend-ca", "secret/pgpool-backend-cert")
 	renewedBehindPgpool(t, ns, 2)
-	ctx := testenv.Context(t, 4*time.Minute)
+	ctx := testenv.Context(t, 6*time.Minute)
 	before := map[string]types.UID{}
 	for _, p := range env.WaitPodsReady(t, ns, selector, 2, time.Minute) {
 		before[p.Name] = p.UID
@@ -186,6 +192,112 @@ func TestScheduledRenewalOnRealNode(t *testing.T) {
 			t.Fatalf("pod %s was restarted by a run outside the window", p.Name)
 		}
 	}
+
+	// A PodDisruptionBudget at its limit: the pgpool's budget (maxUnavailable
+	// 1) now also covers another workload's pod that is not Ready, so it
+	// allows no eviction. A run in the window waits (within its deadline,
+	// the window's end), goes on once that pod is gone, and reports that
+	// it waited.
+	blockedByABudget(t, ctx, ns)
+	var gone sync.Once
+	w := &lineWatch{match: "a PodDisruptionBudget refused evicting pod", do: func() {
+		gone.Do(func() {
+			if err := env.Kube.AppsV1().Deployments(ns).Delete(ctx, "blocker", metav1.DeleteOptions{}); err != nil {
+				t.Error(err)
+			}
+		})
+	}}
+	streams := genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: w, ErrOut: w}
+	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: "test"})
+	root.SetArgs([]string{"--kubeconfig", env.Kubeconfig, "-n", ns, "tls", "schedule", "run", "pgpool", "--window", window, "--time-zone", "UTC"})
+	err = root.ExecuteContext(ctx)
+	// (The certificates re-issued under the renewed CA above, the CA
+	// before may go: this run is the one that drops it, stage 3.)
+	if err != nil || !w.seen() || !strings.Contains(w.String(), "Succeeded: the previous CA (") || !strings.Contains(w.String(), "may go now: dropped it from the CA bundle and waited ") ||
+		!strings.Contains(w.String(), "while PodDisruptionBudgets refused evictions, and restarted pgpool-0, pgpool-1") {
+		t.Fatalf("a run while a PodDisruptionBudget is at its limit: %v\n%s", err, w.String())
+	}
+	if b, err := env.Kube.CoreV1().ConfigMaps(ns).Get(ctx, tls.CABundleName("pgpool"), metav1.GetOptions{}); err != nil || len(tls.Subjects([]byte(b.Data[tls.PreviousCAKey]))) > 0 {
+		t.Fatalf("the scheduled run left the CA before in the bundle: %v", err)
+	}
+	sts, err = env.Kube.AppsV1().StatefulSets(ns).Get(ctx, "pgpool", metav1.GetOptions{})
+	if err != nil || lastRun(sts) == nil || lastRun(sts).Waited == "" {
+		t.Fatalf("the record of the run that waited for the budget: %v %+v", err, lastRun(sts))
+	}
+	status(t, ns, 2, true)
+}
+
+// blockedByABudget puts the pgpool's PodDisruptionBudget at its limit: a
+// Deployment "blocker" whose pod is never Ready, selected by the budget
+// too (app.kubernetes.io/instance=pgpool, not the pgpool's own selector).
+// It returns once the disruption controller allows no disruption.
+func blockedByABudget(t *testing.T, ctx context.Context, ns string) {
+	t.Helper()
+	one := int32(1)
+	labels := map[string]string{"app.kubernetes.io/instance": "pgpool", "role": "blocker"}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "blocker"}, Spec: appsv1.DeploymentSpec{Replicas: &one,
+		Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+			NodeSelector:                 map[string]string{"kubectl-pgpool.io/real-node": "true"},
+			Tolerations:                  []corev1.Toleration{{Key: "kubectl-pgpool.io/real-node", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+			AutomountServiceAccountToken: new(bool), TerminationGracePeriodSeconds: new(int64),
+			Containers: []corev1.Container{{Name: "blocker", Image: "kubectl-pgpool/pgpool:local", ImagePullPolicy: corev1.PullNever,
+				Command:        []string{"sleep", "3600"},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"false"}}}, PeriodSeconds: 5}}},
+		}}}}
+	if _, err := env.Kube.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Kube.PolicyV1().PodDisruptionBudgets(ns).Patch(ctx, "pgpool", types.MergePatchType,
+		[]byte(`{"spec":{"selector":{"matchLabels":{"app.kubernetes.io/name":null}}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (k8sruntime.Object, error) {
+			o.FieldSelector = "metadata.name=pgpool"
+			return env.Kube.PolicyV1().PodDisruptionBudgets(ns).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = "metadata.name=pgpool"
+			return env.Kube.PolicyV1().PodDisruptionBudgets(ns).Watch(ctx, o)
+		},
+	}
+	testenv.WaitObject(t, ctx, lw, &policyv1.PodDisruptionBudget{}, "the budget over 3 pods, one not Ready, to allow no disruption", func(b *policyv1.PodDisruptionBudget) bool {
+		return b.Status.ObservedGeneration == b.Generation && b.Status.ExpectedPods == 3 && b.Status.CurrentHealthy == 2 && b.Status.DisruptionsAllowed == 0
+	})
+}
+
+// lineWatch is a writer that runs do once its text holds match.
+type lineWatch struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	match string
+	do    func()
+	done  bool
+}
+
+func (w *lineWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.buf.Write(p)
+	fire := !w.done && strings.Contains(w.buf.String(), w.match)
+	w.done = w.done || fire
+	w.mu.Unlock()
+	if fire {
+		w.do()
+	}
+	return len(p), nil
+}
+
+func (w *lineWatch) seen() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.done
+}
+
+func (w *lineWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // dumpJobs logs, when the test failed, the schedule's jobs, their pods and
