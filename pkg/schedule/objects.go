@@ -37,8 +37,8 @@ type Run struct {
 	// Waited is how long PodDisruptionBudgets held the restarts back, in
 	// all ("" when they did not).
 	Waited  string    `json:"waitedForBudgets,omitempty"`
-	Message   string    `json:"message,omitempty"`
-	NextRun   time.Time `json:"nextWindow"`
+	Message string    `json:"message,omitempty"`
+	NextRun time.Time `json:"nextWindow"`
 }
 
 // Name is the name of the CronJob, its ServiceAccount, Role and
