@@ -37,6 +37,7 @@ an Event and an annotation on the workload; tls status shows them.`,
 // ScheduleCreateOptions are the options of `tls schedule create`.
 type ScheduleCreateOptions struct {
 	connection
+	Fleet
 	Tolerations []string
 	WindowText  string
 	Request     operation.ScheduleRequest
@@ -48,9 +49,10 @@ func newScheduleCreateCmd(streams genericiooptions.IOStreams, flags *genericclio
 	o := &ScheduleCreateOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, DryRun: "none",
 		Request: operation.ScheduleRequest{TimeZone: "UTC", Every: 15 * time.Minute}}
 	c := &cobra.Command{
-		Use:   "create NAME --window \"DAYS HH:MM-HH:MM\" --image IMAGE",
-		Short: "Install (or update) the scheduled renewal of one pgpool",
+		Use:   "create (NAME | -l SELECTOR | -A | --all) --window \"DAYS HH:MM-HH:MM\" --image IMAGE",
+		Short: "Install (or update) the scheduled renewal of a pgpool (each in its own namespace)",
 		Example: `  kubectl pgpool tls schedule create pgpool -n demo --window "Sat 02:00-04:00" --time-zone Europe/Berlin --image registry.example/kubectl-pgpool:v0.3.0
+  kubectl pgpool tls schedule create -A -l tier=tenant --window "Sun 03:00-05:00" --image registry.example/kubectl-pgpool:v0.3.0 --yes
   kubectl pgpool tls schedule create pgpool -n demo --window "Mon-Fri 01:00-01:30" --every 5m --image registry.example/kubectl-pgpool:v0.3.0 --dry-run=client`,
 		ValidArgsFunction: completePgpools(flags),
 		RunE:              runE(o),
@@ -65,11 +67,20 @@ func newScheduleCreateCmd(streams genericiooptions.IOStreams, flags *genericclio
 	c.Flags().StringArrayVar(&o.Tolerations, "toleration", nil, "KEY[=VALUE][:EFFECT] taint the job tolerates (repeatable)")
 	c.Flags().StringVar(&o.DryRun, "dry-run", o.DryRun, `"none", "client" (print what would be written) or "server" (also send each write with dryRun=All)`)
 	c.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation (none is asked without a terminal)")
+	o.addFleetFlags(c, false)
 	return c
 }
 
-// Complete resolves NAME and the clients.
-func (o *ScheduleCreateOptions) Complete(args []string) error { return o.completeOne(args) }
+// Complete resolves NAME (or the fleet) and the clients.
+func (o *ScheduleCreateOptions) Complete(args []string) error { return o.complete(&o.connection, args) }
+
+// targets are the pgpools a command acts on: NAME, or the fleet.
+func (f *Fleet) targets(c *connection) []discover.Ref {
+	if f.on() {
+		return f.refs
+	}
+	return []discover.Ref{{Namespace: c.Namespace, Name: c.Name}}
+}
 
 func (o *connection) completeOne(args []string) error {
 	if len(args) != 1 {
@@ -112,28 +123,55 @@ func (o *ScheduleCreateOptions) Validate() error {
 	return oneOf("--dry-run", o.DryRun, "none client server")
 }
 
-// Run plans, prints, asks (on a terminal) and writes.
+// Run plans each pgpool's schedule, prints the plans, asks once (on a
+// terminal) and writes them; one that cannot be planned or written does
+// not stop the others, and fails the command.
 func (o *ScheduleCreateOptions) Run(ctx context.Context) error {
-	p, err := operation.PlanSchedule(ctx, o.Clients, discover.Ref{Namespace: o.Namespace, Name: o.Name}, o.Request)
-	if err != nil {
-		return err
+	var plans []*operation.SchedulePlan
+	var errs []error
+	for _, ref := range o.targets(&o.connection) {
+		p, err := operation.PlanSchedule(ctx, o.Clients, ref, o.Request)
+		if err != nil {
+			errs = append(errs, fleetErr(o.on(), ref, err))
+			continue
+		}
+		for _, l := range p.Lines {
+			fmt.Fprintln(o.Out, l)
+		}
+		plans = append(plans, p)
 	}
-	for _, l := range p.Lines {
-		fmt.Fprintln(o.Out, l)
+	if len(plans) == 0 {
+		return errors.Join(errs...)
 	}
-	dry, proceed, err := o.mayWrite(ctx, o.DryRun, o.Yes, fmt.Sprintf("Install this schedule for %s? [y/N] ", p.Target))
+	prompt := fmt.Sprintf("Install this schedule for %s? [y/N] ", plans[0].Target)
+	if len(plans) > 1 {
+		prompt = fmt.Sprintf("Install these %d schedules? [y/N] ", len(plans))
+	}
+	dry, proceed, err := o.mayWrite(ctx, o.DryRun, o.Yes, prompt)
 	if !proceed || err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, p := range plans {
+		err := operation.ApplySchedule(ctx, o.Clients, p, dry)
+		for _, w := range p.Warnings {
+			fmt.Fprintf(o.ErrOut, "warning: %s\n", w)
+		}
+		if err != nil {
+			errs = append(errs, fleetErr(o.on(), discover.Ref{Namespace: p.Target.Namespace, Name: p.Target.Name}, err))
+			continue
+		}
+		fmt.Fprintf(o.Out, "schedule of %s installed: CronJob %s\n", p.Target, schedule.Name(p.Target.Name))
+	}
+	return errors.Join(errs...)
+}
+
+// fleetErr names the pgpool an error is about when a command acts on
+// several.
+func fleetErr(fleet bool, ref discover.Ref, err error) error {
+	if !fleet {
 		return err
 	}
-	err = operation.ApplySchedule(ctx, o.Clients, p, dry)
-	for _, w := range p.Warnings {
-		fmt.Fprintf(o.ErrOut, "warning: %s\n", w)
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(o.Out, "schedule of %s installed: CronJob %s\n", p.Target, schedule.Name(p.Target.Name))
-	return nil
+	return fmt.Errorf("%s/%s: %w", ref.Namespace, ref.Name, err)
 }
 
 // mayWrite is the step between a printed plan and its writes, for the
@@ -160,50 +198,65 @@ func (o *connection) mayWrite(ctx context.Context, dryRun string, yes bool, prom
 }
 
 // ScheduleShowOptions are the options of `tls schedule show`.
-type ScheduleShowOptions struct{ connection }
-
-func newScheduleShowCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
-	o := &ScheduleShowOptions{connection{IOStreams: streams, ConfigFlags: flags}}
-	return &cobra.Command{Use: "show NAME", Short: "Show a pgpool's schedule and its last run", Example: `  kubectl pgpool tls schedule show pgpool -n demo`,
-		ValidArgsFunction: completePgpools(flags), RunE: runE(o)}
+type ScheduleShowOptions struct {
+	connection
+	Fleet
 }
 
-// Complete resolves NAME and the clients.
-func (o *ScheduleShowOptions) Complete(args []string) error { return o.completeOne(args) }
+func newScheduleShowCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
+	o := &ScheduleShowOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}}
+	c := &cobra.Command{Use: "show (NAME | -l SELECTOR | -A | --all)", Short: "Show a pgpool's schedule and its last run",
+		Example: "  kubectl pgpool tls schedule show pgpool -n demo\n  kubectl pgpool tls schedule show -A",
+		ValidArgsFunction: completePgpools(flags), RunE: runE(o)}
+	o.addFleetFlags(c, false)
+	return c
+}
+
+// Complete resolves NAME (or the fleet) and the clients.
+func (o *ScheduleShowOptions) Complete(args []string) error { return o.complete(&o.connection, args) }
 
 // Validate has nothing to check.
 func (o *ScheduleShowOptions) Validate() error { return nil }
 
-// Run prints the schedule.
+// Run prints each schedule (a fleet: headed by its pgpool).
 func (o *ScheduleShowOptions) Run(ctx context.Context) error {
-	t, s, r, err := operation.ScheduleStatus(ctx, o.Clients, discover.Ref{Namespace: o.Namespace, Name: o.Name})
-	if err != nil {
-		return err
+	var errs []error
+	for _, ref := range o.targets(&o.connection) {
+		t, s, r, err := operation.ScheduleStatus(ctx, o.Clients, ref)
+		if err != nil {
+			errs = append(errs, fleetErr(o.on(), ref, err))
+			continue
+		}
+		if o.on() {
+			fmt.Fprintf(o.Out, "%s:\n", t)
+		}
+		if s == nil {
+			fmt.Fprintf(o.Out, "%s has no schedule (kubectl pgpool tls schedule create %s --window ...)\n", t, t.Name)
+			continue
+		}
+		fmt.Fprint(o.Out, ui.ScheduleText(s, r, time.Now()))
 	}
-	if s == nil {
-		fmt.Fprintf(o.Out, "%s has no schedule (kubectl pgpool tls schedule create %s --window ...)\n", t, t.Name)
-		return nil
-	}
-	fmt.Fprint(o.Out, ui.ScheduleText(s, r, time.Now()))
-	return nil
+	return errors.Join(errs...)
 }
 
 // ScheduleDeleteOptions are the options of `tls schedule delete`.
 type ScheduleDeleteOptions struct {
 	connection
+	Fleet
 	DryRun string
 }
 
 func newScheduleDeleteCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
 	o := &ScheduleDeleteOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}, DryRun: "none"}
-	c := &cobra.Command{Use: "delete NAME", Short: "Delete a pgpool's schedule (its CronJob, ServiceAccount, Role, RoleBinding)",
-		Example: `  kubectl pgpool tls schedule delete pgpool -n demo`, ValidArgsFunction: completePgpools(flags), RunE: runE(o)}
+	c := &cobra.Command{Use: "delete (NAME | -l SELECTOR | -A | --all)", Short: "Delete a pgpool's schedule (its CronJob, ServiceAccount, Role, RoleBinding)",
+		Example: "  kubectl pgpool tls schedule delete pgpool -n demo\n  kubectl pgpool tls schedule delete --all -n tenants", ValidArgsFunction: completePgpools(flags), RunE: runE(o)}
 	c.Flags().StringVar(&o.DryRun, "dry-run", o.DryRun, `"none" or "server" (send each delete with dryRun=All)`)
+	o.addFleetFlags(c, false)
 	return c
 }
 
-// Complete resolves NAME and the clients.
-func (o *ScheduleDeleteOptions) Complete(args []string) error { return o.completeOne(args) }
+// Complete resolves NAME (or the fleet) and the clients.
+func (o *ScheduleDeleteOptions) Complete(args []string) error { return o.complete(&o.connection, args) }
 
 // Validate checks --dry-run.
 func (o *ScheduleDeleteOptions) Validate() error { return oneOf("--dry-run", o.DryRun, "none server") }
@@ -214,14 +267,19 @@ func (o *ScheduleDeleteOptions) Run(ctx context.Context) error {
 	if o.DryRun == "server" {
 		dry = []string{"All"}
 	}
-	done, err := operation.DeleteSchedule(ctx, o.Clients, discover.Ref{Namespace: o.Namespace, Name: o.Name}, dry)
-	for _, d := range done {
-		fmt.Fprintln(o.Out, d)
+	var errs []error
+	for _, ref := range o.targets(&o.connection) {
+		done, err := operation.DeleteSchedule(ctx, o.Clients, ref, dry)
+		for _, d := range done {
+			fmt.Fprintln(o.Out, d)
+		}
+		if err != nil {
+			errs = append(errs, fleetErr(o.on(), ref, err))
+		} else if len(done) == 0 {
+			fmt.Fprintf(o.Out, "%s/%s has no schedule: nothing to delete\n", ref.Namespace, ref.Name)
+		}
 	}
-	if err == nil && len(done) == 0 {
-		fmt.Fprintf(o.Out, "%s/%s has no schedule: nothing to delete\n", o.Namespace, o.Name)
-	}
-	return err
+	return errors.Join(errs...)
 }
 
 // ScheduleRunOptions are the options of `tls schedule run`, what the

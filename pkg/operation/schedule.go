@@ -123,7 +123,7 @@ func PlanSchedule(ctx context.Context, c *Clients, ref discover.Ref, req Schedul
 		fmt.Sprintf("CronJob %s/%s: schedule %q in %s (concurrencyPolicy Forbid), each job ended by the window's end (activeDeadlineSeconds %d), image %s",
 			t.Namespace, name, objs.CronJob.Spec.Schedule, req.TimeZone, *objs.CronJob.Spec.JobTemplate.Spec.ActiveDeadlineSeconds, req.Image),
 		fmt.Sprintf("  each job runs: kubectl-pgpool %s", strings.Join(objs.CronJob.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Args, " ")),
-		fmt.Sprintf("  that is: inside the window %s (%s), tls rotate %s --reissue=false --only-stale --verify=required --yes (with the issuer's CA renewed in place: tls rotate %s --verify=required --yes, which re-issues), ending by the window's end; outside it, nothing", req.Window, req.TimeZone, t.Name, t.Name),
+		fmt.Sprintf("  that is: inside the window %s (%s), tls rotate %s --reissue=false --only-stale --verify=required --yes (with the issuer's CA renewed in place: tls rotate %s --verify=required --yes, which re-issues; with a previous CA that may go: tls rotate %s --reissue=false --verify=required --yes, which drops it), ending by the window's end; outside it, nothing", req.Window, req.TimeZone, t.Name, t.Name, t.Name),
 		fmt.Sprintf("ServiceAccount, Role and RoleBinding %s/%s: the Role grants what that rotate needs in namespace %s, nothing cluster-wide:", t.Namespace, name, t.Namespace))
 	for _, r := range rules {
 		p.Lines = append(p.Lines, fmt.Sprintf("  %s %s: %s", strings.Join(r.APIGroups, ","), strings.Join(r.Resources, ","), strings.Join(r.Verbs, ",")))
