@@ -206,7 +206,7 @@ type ScheduleShowOptions struct {
 func newScheduleShowCmd(streams genericiooptions.IOStreams, flags *genericclioptions.ConfigFlags) *cobra.Command {
 	o := &ScheduleShowOptions{connection: connection{IOStreams: streams, ConfigFlags: flags}}
 	c := &cobra.Command{Use: "show (NAME | -l SELECTOR | -A | --all)", Short: "Show a pgpool's schedule and its last run",
-		Example: "  kubectl pgpool tls schedule show pgpool -n demo\n  kubectl pgpool tls schedule show -A",
+		Example:           "  kubectl pgpool tls schedule show pgpool -n demo\n  kubectl pgpool tls schedule show -A",
 		ValidArgsFunction: completePgpools(flags), RunE: runE(o)}
 	o.addFleetFlags(c, false)
 	return c
