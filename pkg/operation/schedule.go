@@ -3,6 +3,7 @@ package operation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/discover"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/lock"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/plan"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/planner"
@@ -184,8 +186,13 @@ func rulesOf(as []access) []rbacv1.PolicyRule {
 
 // ApplySchedule writes the plan's objects (server-side apply) and records
 // the schedule on the workload.
-func ApplySchedule(ctx context.Context, c *Clients, p *SchedulePlan, dryRun []string) error {
+func ApplySchedule(ctx context.Context, c *Clients, p *SchedulePlan, dryRun []string) (err error) {
 	t := p.Target
+	release, err := lockFor(ctx, c, t, "schedule", dryRun)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, release()) }()
 	force := true
 	opts := metav1.PatchOptions{FieldManager: runner.FieldManager, Force: &force, DryRun: dryRun}
 	for _, o := range []struct {
@@ -454,4 +461,26 @@ func uids(pods []corev1.Pod) map[string]types.UID {
 		m[p.Name] = p.UID
 	}
 	return m
+}
+
+// lockFor takes t's lock for a change outside an operation's plan (tls
+// trust, tls schedule), as an operation's first step does: a run that
+// holds it makes the change wait its turn (refused, said), and a change
+// killed half-way is finished by running it again. The release says
+// whether it was released. A dry run takes nothing.
+func lockFor(ctx context.Context, c *Clients, t *pgpool.Target, op string, dryRun []string) (release func() error, err error) {
+	if len(dryRun) > 0 {
+		return func() error { return nil }, nil
+	}
+	labels := map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: t.Name}
+	held, _, err := lock.Acquire(ctx, c.Coordination, t.Namespace, pgpool.LeaseName(t.Name), op, labels, lock.Self(), lock.Options{Duration: pgpool.LockDuration})
+	if err != nil {
+		return nil, err
+	}
+	return func() error {
+		if _, err := held.Release(context.WithoutCancel(ctx)); err != nil {
+			return fmt.Errorf("release the lock of %s: %w", t, err)
+		}
+		return nil
+	}, nil
 }

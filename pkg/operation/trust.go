@@ -3,6 +3,7 @@ package operation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -225,8 +226,13 @@ func trustManagerServed(c *Clients) (bool, error) {
 // rotate that runs next keeps whatever was written current), then the
 // copies, then the deletions of copies no longer wanted (each only if it
 // is still the plugin's copy of this CA). dryRun as the API takes it.
-func ApplyTrust(ctx context.Context, c *Clients, p *TrustPlan, dryRun []string) ([]string, error) {
+func ApplyTrust(ctx context.Context, c *Clients, p *TrustPlan, dryRun []string) (done []string, err error) {
 	t := p.Target
+	release, err := lockFor(ctx, c, t, "trust", dryRun)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, release()) }()
 	var rec any // nil removes the annotation
 	if p.Trust != nil {
 		b, _ := json.Marshal(p.Trust)
@@ -239,7 +245,6 @@ func ApplyTrust(ctx context.Context, c *Clients, p *TrustPlan, dryRun []string) 
 			return nil, fmt.Errorf("record the client CA copies on %s: %w", t, err)
 		}
 	}
-	var done []string
 	if p.Trust != nil {
 		msg, err := runner.WriteTrust(ctx, c.Clients, t, *p.Trust, p.Namespaces, p.CA, dryRun)
 		if err != nil {
