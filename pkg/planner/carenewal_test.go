@@ -199,3 +199,25 @@ func TestCARenewedInPlaceGoesInThreeStages(t *testing.T) {
 		t.Fatal("a forged record in a changed bundle kept the CA before")
 	}
 }
+
+// tls remove leaves the clients' CA copies (tls trust), which applications
+// may mount, and says how to delete them.
+func TestRemoveLeavesTheClientsCopies(t *testing.T) {
+	tg := withTLS(t, fixture(t, "StatefulSet"))
+	if tg.Annotations == nil {
+		tg.Annotations = map[string]string{}
+	}
+	tg.Annotations[pgpool.AnnotationTrust] = `{"name":"pgpool-ca","namespaces":["apps"]}`
+	p, err := build(t, tg, request{Operation: Remove, Holder: "tester"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range p.Steps {
+		if s.Kind == plan.Delete && s.Object.Name == "pgpool-ca" {
+			t.Fatalf("remove deletes a client copy: %+v", s.Object)
+		}
+	}
+	if w := strings.Join(p.Warnings, "\n"); !strings.Contains(w, "tls trust: ConfigMap pgpool-ca in namespaces [apps]") || !strings.Contains(w, "tls trust pgpool --stop") {
+		t.Fatalf("remove does not say the copies stay: %s", w)
+	}
+}

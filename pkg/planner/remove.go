@@ -17,6 +17,9 @@ func (b *builder) remove() error {
 		return fmt.Errorf("%s %s/%s: %w; nothing was changed", b.t.Config.Kind, b.t.Namespace, b.t.Config.Name, err)
 	}
 	b.p.Warnings = append(b.p.Warnings, res.Notes...)
+	if tr, err := b.t.Trust(); err == nil && tr != nil {
+		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the clients' copies of the CA (tls trust: %s) stay and are no longer kept current: applications may mount them, and a pod whose ConfigMap is gone cannot start; `kubectl pgpool tls trust %s --stop` deletes them once nothing uses them", tr.Where(), b.t.Name))
+	}
 	if inTemplate(b.t) {
 		ours := b.hbaOurs()
 		b.roll(b.templateTLS(false, res.PoolHBA, false))
