@@ -156,7 +156,7 @@ func (r *Runner) run(ctx context.Context, s plan.Step, failure error, report fun
 	case plan.ApplyConfigMapSpec:
 		return r.applyConfigMap(ctx, s, spec)
 	case plan.DistributeTrustSpec:
-		return r.distributeTrust(ctx, spec)
+		return r.distributeTrust(ctx, spec, report)
 	case plan.BackupSpec:
 		return r.backup(ctx, s, spec)
 	case plan.WaitCertificateSpec:

@@ -2,10 +2,12 @@ package runner
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -161,7 +163,7 @@ func TrustCopies(ctx context.Context, c Clients, t *pgpool.Target) ([]corev1.Con
 // distributeTrust is the step of rotate and change-issuer that keeps the
 // client CA copies current: the CAs are read from the bundle the plan has
 // just written.
-func (r *Runner) distributeTrust(ctx context.Context, spec plan.DistributeTrustSpec) (string, error) {
+func (r *Runner) distributeTrust(ctx context.Context, spec plan.DistributeTrustSpec, report func(string)) (string, error) {
 	if r.ServerDryRun {
 		// The bundle is not written in a dry run: send what is there.
 		ca, err := ClientCA(ctx, r.Clients, r.Target)
@@ -183,5 +185,69 @@ func (r *Runner) distributeTrust(ctx context.Context, spec plan.DistributeTrustS
 	if err != nil {
 		return "", err
 	}
-	return WriteTrust(ctx, r.Clients, r.Target, spec.Trust, ns, ca, nil)
+	msg, err := WriteTrust(ctx, r.Clients, r.Target, spec.Trust, ns, ca, nil)
+	if err != nil || !spec.Trust.Bundle {
+		return msg, err
+	}
+	synced, err := waitTrustSynced(ctx, r.Clients, r.Target, spec.Trust.Name, ns, ca, report)
+	return msg + synced, err
+}
+
+// waitTrustSynced waits until trust-manager has written ca into the copy
+// named name in each namespace that has one (the plugin's marks on it):
+// the pods restart only once the clients there trust what they will serve.
+// A namespace without a copy yet has nothing that trusts the CA before:
+// it is named, not waited for.
+func waitTrustSynced(ctx context.Context, c Clients, t *pgpool.Target, name string, namespaces []string, ca []byte, report func(string)) (string, error) {
+	holds := func(cm *corev1.ConfigMap) bool {
+		for _, x := range mustParse(ca) {
+			if !tls.InPEM([]byte(cm.Data[tls.TrustKey]), tls.Fingerprint(x)) {
+				return false
+			}
+		}
+		return true
+	}
+	start := time.Now()
+	var missing, synced []string
+	for _, ns := range namespaces {
+		for {
+			cm, err := c.Core.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				missing = append(missing, ns)
+				break
+			} else if err != nil {
+				return "", fmt.Errorf("read ConfigMap %s/%s (trust-manager's copy): %w", ns, name, err)
+			}
+			if !tls.CarriesCAOf(cm, t.Namespace, t.Name) || holds(cm) {
+				synced = append(synced, ns)
+				break
+			}
+			report(fmt.Sprintf("waiting for trust-manager to write the CA into ConfigMap %s/%s", ns, name))
+			w, err := c.Core.ConfigMaps(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name, ResourceVersion: cm.ResourceVersion})
+			if err != nil {
+				return "", fmt.Errorf("watch ConfigMap %s/%s (trust-manager's copy): %w", ns, name, err)
+			}
+			select {
+			case <-ctx.Done():
+				w.Stop()
+				return "", fmt.Errorf("trust-manager did not write the CA into ConfigMap %s/%s (is its controller running? kubectl get bundle %s -o yaml): %w", ns, name, name, context.Cause(ctx))
+			case <-w.ResultChan(): // changed (or the watch closed): read it again
+			}
+			w.Stop()
+		}
+	}
+	out := ""
+	if len(synced) > 0 {
+		out += fmt.Sprintf("; trust-manager synced it into %s in %s", strings.Join(synced, ", "), time.Since(start).Round(100*time.Millisecond))
+	}
+	if len(missing) > 0 {
+		out += fmt.Sprintf("; no copy in %s yet (not waited for: nothing there trusts the CA before)", strings.Join(missing, ", "))
+	}
+	return out, nil
+}
+
+// mustParse are the certificates of a PEM text (those that parse).
+func mustParse(data []byte) []*x509.Certificate {
+	certs, _ := tls.ParseCerts(data)
+	return certs
 }

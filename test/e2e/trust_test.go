@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/cmd"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
@@ -135,6 +137,42 @@ func TestTrust(t *testing.T) {
 	}
 	if copyOf(t, ctx, b) != "" {
 		t.Fatalf("the plugin's ConfigMap in %s was left for trust-manager to fight over", b)
+	}
+
+	// trust-manager lagging behind: its copy in a still holds only the CA
+	// before; b has none yet. A rotate waits, before the first restart,
+	// until the copy in a holds what the Bundle says (here the test plays
+	// trust-manager's controller, which is not installed, once the rotate
+	// says it waits), and names b as not waited for.
+	lagging := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "pgpool-ca",
+		Labels: map[string]string{tls.LabelManagedBy: tls.ManagerName, tls.LabelInstance: "pgpool"}, Annotations: map[string]string{tls.AnnotationCAOf: ns + "/pgpool"}},
+		Data: map[string]string{"ca.crt": string(secretData(t, ctx, ns, "pgpool-ca", "tls.crt"))}}
+	if _, err := env.Kube.CoreV1().ConfigMaps(a).Create(ctx, lagging, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w := &onLine{match: "waiting for trust-manager to write the CA into ConfigMap " + a + "/pgpool-ca", do: func() {
+		bundle, err := env.Dynamic.Resource(tls.Bundles).Get(ctx, "pgpool-ca", metav1.GetOptions{})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		sources, _, _ := unstructured.NestedSlice(bundle.Object, "spec", "sources")
+		inline, _, _ := unstructured.NestedString(sources[0].(map[string]any), "inLine")
+		lagging.Data["ca.crt"] = inline
+		if _, err := env.Kube.CoreV1().ConfigMaps(a).Update(ctx, lagging, metav1.UpdateOptions{}); err != nil {
+			t.Error(err)
+		}
+	}}
+	streams := genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: w, ErrOut: w}
+	root := cmd.NewRootCmd(streams, cmd.BuildInfo{Version: "test"})
+	root.SetArgs([]string{"--kubeconfig", env.Kubeconfig, "-n", ns, "tls", "rotate", "pgpool", "--reissue=false", "--yes"})
+	if err := root.ExecuteContext(ctx); err != nil || !w.done {
+		t.Fatalf("rotate with trust-manager lagging: %v (waited: %v)\n%s", err, w.done, w.buf.String())
+	}
+	out = w.buf.String()
+	synced, evicted := strings.Index(out, "trust-manager synced it into "+a), strings.Index(out, "evicted pod")
+	if synced < 0 || evicted < 0 || synced > evicted || !strings.Contains(out, "no copy in "+b+" yet (not waited for") {
+		t.Fatalf("the rotate did not wait for trust-manager's copy before the first restart (synced at %d, first eviction at %d):\n%s", synced, evicted, out)
 	}
 	if out, _, err = plugin(t, env.Kubeconfig, ns, "tls", "trust", "pgpool", "--stop", "--yes"); err != nil || !strings.Contains(out, "deleted trust-manager Bundle pgpool-ca") {
 		t.Fatalf("trust --stop: %v\n%s", err, out)
