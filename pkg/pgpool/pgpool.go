@@ -358,3 +358,18 @@ func PodReady(p *corev1.Pod) bool {
 	}
 	return false
 }
+
+// ReloadsCertificates says whether pgpool of version (as SHOW pool_version
+// answers, "4.6.1 (sumiyomihime)") re-reads its certificate and key on a
+// reload (SIGHUP, pcp_reload_config), and ok false when version does not
+// parse. No released version does: up to 4.7 every ssl* parameter takes
+// effect only at start, so the pods restart; the development branch 4.8
+// reloads them (never ssl itself). The plugin restarts all the same until
+// a released pgpool reloads: this is the check that would pick a reload.
+func ReloadsCertificates(version string) (reloads, ok bool) {
+	var major, minor int
+	if _, err := fmt.Sscanf(strings.TrimSpace(version), "%d.%d", &major, &minor); err != nil {
+		return false, false
+	}
+	return major > 4 || (major == 4 && minor >= 8), true
+}

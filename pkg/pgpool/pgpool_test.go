@@ -52,3 +52,16 @@ func TestBackupRoundTrip(t *testing.T) {
 		t.Fatal("a backup Secret without our labels was read")
 	}
 }
+
+// Released pgpool (up to 4.7) loads certificates only at start; the
+// development branch 4.8 reloads them; a version that does not parse says so.
+func TestReloadsCertificates(t *testing.T) {
+	for v, want := range map[string][2]bool{
+		"4.3.5 (tamahomeboshi)": {false, true}, "4.6.1 (sumiyomihime)": {false, true}, "4.7.0": {false, true},
+		"4.8devel (master)": {true, true}, "5.0.0": {true, true}, "": {false, false}, "pgpool": {false, false},
+	} {
+		if r, ok := ReloadsCertificates(v); r != want[0] || ok != want[1] {
+			t.Errorf("ReloadsCertificates(%q) = %v, %v; want %v, %v", v, r, ok, want[0], want[1])
+		}
+	}
+}

@@ -280,5 +280,14 @@ func (r *Runner) loginPod(ctx context.Context, pod string, tlsOn bool, how strin
 	if res.TLSVersion != "" {
 		via = "over " + res.TLSVersion
 	}
-	return fmt.Sprintf("logged in as %s %s, SELECT 1 answered (pgpool to backend: %s)", l.User, via, backend), nil
+	msg := fmt.Sprintf("logged in as %s %s, SELECT 1 answered (pgpool to backend: %s)", l.User, via, backend)
+	if reloads, ok := pgpool.ReloadsCertificates(res.PgpoolVersion); ok {
+		v := strings.Fields(res.PgpoolVersion)[0]
+		if reloads {
+			msg += fmt.Sprintf("; pgpool %s would reload certificates on SIGHUP, but no released pgpool does yet: pods are restarted", v)
+		} else {
+			msg += fmt.Sprintf("; pgpool %s loads certificates only at start: a restart is what makes it serve a new one", v)
+		}
+	}
+	return msg, nil
 }

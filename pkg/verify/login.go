@@ -33,6 +33,9 @@ type LoginResult struct {
 	// BackendSSL: pgpool's own connection to the backend that served the
 	// query uses TLS (from pg_stat_ssl on the backend).
 	BackendSSL bool `json:"backendSSL"`
+	// PgpoolVersion is what pgpool says it is (SHOW pool_version), ""
+	// when it did not answer.
+	PgpoolVersion string `json:"pgpoolVersion,omitempty"`
 }
 
 // LoginError is a refused or failed login, with pgpool's (or PostgreSQL's)
@@ -84,6 +87,8 @@ func LoginAndQuery(ctx context.Context, dial Dialer, pod string, l Login) (*Logi
 	}
 	// pgpool forwards this to its backend: the row is pgpool's own session.
 	_ = conn.QueryRow(ctx, "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)").Scan(&res.BackendSSL)
+	// pgpool's own command: its version, read from the running pod.
+	_ = conn.QueryRow(ctx, "SHOW pool_version", pgx.QueryExecModeSimpleProtocol).Scan(&res.PgpoolVersion)
 	return res, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/conf"
+	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/pgpool"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/verify"
@@ -137,6 +138,11 @@ func TestBackendWithTLS(t *testing.T) {
 		}
 		if res.TLSVersion != "TLS 1.3" || !res.BackendSSL {
 			t.Fatalf("%s: %+v, want TLS 1.3 to pgpool and a TLS session from pgpool on the backend (pg_stat_ssl)", stage, res)
+		}
+		// The version check that would pick a reload over a restart reads
+		// the running pgpool: a released one loads certificates only at start.
+		if reloads, ok := pgpool.ReloadsCertificates(res.PgpoolVersion); !ok || reloads {
+			t.Fatalf("%s: SHOW pool_version answered %q: parsed %v, reloads %v; want a released pgpool that does not reload", stage, res.PgpoolVersion, ok, reloads)
 		}
 	}
 	checkLogin("add", keyPair(t, certs), certs.CA)
