@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -120,7 +121,7 @@ func TestTLSLifecycle(t *testing.T) {
 					out := run(args...)
 					after := env.WaitPodsReady(t, ns, l.selector, replicas, time.Minute)
 					log.Stop()
-					checkReplacedOnce(t, before, after, log.Added())
+					checkReplacedOnce(t, before, after, log)
 					checkUnlocked(t, ns)
 					checkLastOperation(t, ns, l, args[1], "Succeeded")
 					return out
@@ -268,8 +269,9 @@ func resourceVersions(t *testing.T, ns string, l layout) string {
 	return w.GetResourceVersion() + "/" + cfgRV
 }
 
-func checkReplacedOnce(t *testing.T, before, after []corev1.Pod, added map[types.UID]string) {
+func checkReplacedOnce(t *testing.T, before, after []corev1.Pod, log *testenv.PodLog) {
 	t.Helper()
+	added := log.Added()
 	old := map[types.UID]bool{}
 	for _, p := range before {
 		old[p.UID] = true
@@ -280,7 +282,7 @@ func checkReplacedOnce(t *testing.T, before, after []corev1.Pod, added map[types
 		}
 	}
 	if len(added) != len(before) {
-		t.Fatalf("%d pods were created for %d replicas (each must be replaced exactly once): %v", len(added), len(before), added)
+		t.Fatalf("%d pods were created for %d replicas (each must be replaced exactly once): %v; what the pod watch saw:\n%s\nthe namespace's events:\n%s", len(added), len(before), added, log.History(), namespaceEvents(t, after))
 	}
 }
 
@@ -717,4 +719,23 @@ func TestTLSPreflightBlockingBudgets(t *testing.T) {
 	})
 	expectRefused("the disruption controller cannot compute PodDisruptionBudget pgpool (configmaps does not implement the scale subresource)")
 	checkUnlocked(t, ns)
+}
+
+// namespaceEvents are the events of the pods' namespace, oldest first, for
+// a failure message: the controllers say there what they deleted and
+// created, and why.
+func namespaceEvents(t *testing.T, pods []corev1.Pod) string {
+	if len(pods) == 0 {
+		return ""
+	}
+	evs, err := env.Kube.CoreV1().Events(pods[0].Namespace).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	sort.Slice(evs.Items, func(i, j int) bool { return evs.Items[i].LastTimestamp.Before(&evs.Items[j].LastTimestamp) })
+	var out []string
+	for _, e := range evs.Items {
+		out = append(out, fmt.Sprintf("%s %s/%s %s (%s): %s", e.LastTimestamp.UTC().Format("15:04:05"), e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Source.Component+e.ReportingController, e.Message))
+	}
+	return strings.Join(out, "\n")
 }

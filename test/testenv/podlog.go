@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -21,10 +22,15 @@ import (
 // PodLog records, by watch, every pod UID that appears in a namespace, and
 // the lowest number of Ready pods seen, from the moment it starts.
 type PodLog struct {
-	t        testing.TB
-	mu       sync.Mutex
-	added    map[types.UID]string
-	ready    map[types.UID]bool
+	t     testing.TB
+	mu    sync.Mutex
+	added map[types.UID]string
+	ready map[types.UID]bool
+	// history is, per pod UID seen, what the watch saw happen to it: its
+	// creation, and how it was deleted (the DisruptionTarget condition the
+	// API server or a controller sets says who: EvictionByEvictionAPI,
+	// DeletionByTaintManager, DeletionByPodGC, TerminationByKubelet...).
+	history  []string
 	minReady int
 	stop     context.CancelFunc
 	done     chan struct{}
@@ -92,10 +98,15 @@ func (e *Env) WatchPods(t testing.TB, ns, selector string) *PodLog {
 			case watch.Added:
 				l.added[p.UID] = p.Name
 				l.ready[p.UID] = PodReady(p)
+				l.history = append(l.history, fmt.Sprintf("%s created %s (uid %.8s, node %q)", p.CreationTimestamp.UTC().Format("15:04:05"), p.Name, p.UID, p.Spec.NodeName))
 			case watch.Modified:
+				if p.DeletionTimestamp != nil && !l.deleting(p.UID) {
+					l.history = append(l.history, fmt.Sprintf("%s deleting %s (uid %.8s, phase %s%s)", p.DeletionTimestamp.UTC().Format("15:04:05"), p.Name, p.UID, p.Status.Phase, disruption(p)))
+				}
 				l.ready[p.UID] = PodReady(p)
 			case watch.Deleted:
 				delete(l.ready, p.UID)
+				l.history = append(l.history, fmt.Sprintf("deleted %s (uid %.8s, phase %s%s)", p.Name, p.UID, p.Status.Phase, disruption(p)))
 			}
 			if n := countTrue(l.ready); n < l.minReady {
 				l.minReady = n
@@ -105,6 +116,41 @@ func (e *Env) WatchPods(t testing.TB, ns, selector string) *PodLog {
 	}()
 	t.Cleanup(l.Stop)
 	return l
+}
+
+// deleting reports whether the history already has the start of uid's
+// deletion (the caller holds mu).
+func (l *PodLog) deleting(uid types.UID) bool {
+	mark := fmt.Sprintf("(uid %.8s, phase", uid)
+	for _, h := range l.history {
+		if strings.Contains(h, " deleting ") && strings.Contains(h, mark) {
+			return true
+		}
+	}
+	return false
+}
+
+// disruption says who disrupted a pod, from its DisruptionTarget
+// condition, and names its owner.
+func disruption(p *corev1.Pod) string {
+	out := ""
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget {
+			out += fmt.Sprintf(", %s: %s", c.Reason, c.Message)
+		}
+	}
+	if p.Status.Reason != "" {
+		out += ", reason " + p.Status.Reason
+	}
+	return out
+}
+
+// History is what the watch saw happen to each pod, in order: for a
+// failure message.
+func (l *PodLog) History() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.history, "\n")
 }
 
 func countTrue(m map[types.UID]bool) int {
