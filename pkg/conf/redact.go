@@ -18,7 +18,14 @@ var (
 	confSecret = regexp.MustCompile(`(?i)^(\s*[a-z0-9_]*password[a-z0-9_]*\s*=?\s*)('(?:[^'\\]|\\.)*'|\S+)`)
 	// envSecret names an environment variable whose value is a secret.
 	envSecret = regexp.MustCompile(`(?i)(PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|_KEY$)`)
+	// privateKey is a PEM private key, of any kind.
+	privateKey = regexp.MustCompile(`(?s)-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END ([A-Z0-9 ]*)PRIVATE KEY-----`)
 )
+
+// RedactPrivateKeys replaces every PEM private key in text with Redacted.
+func RedactPrivateKeys(text string) string {
+	return privateKey.ReplaceAllString(text, Redacted)
+}
 
 // RedactSecrets replaces, line by line, the values of secret pool_hba.conf
 // options and pgpool.conf password parameters with Redacted.
