@@ -116,6 +116,9 @@ func (o *connection) Complete(args []string) error {
 	return o.completeClients()
 }
 
+// flags are the connection flags (the kubeconfig, its context).
+func (o *connection) flags() *genericclioptions.ConfigFlags { return o.ConfigFlags }
+
 // completeClients resolves the namespace and builds the clients.
 func (o *connection) completeClients() error {
 	ns, _, err := o.ConfigFlags.ToRawKubeConfigLoader().Namespace()
@@ -182,6 +185,27 @@ type options interface {
 // runE is the RunE of every command: Complete, Validate, Run.
 func runE(o options) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
+		if c, ok := o.(interface {
+			flags() *genericclioptions.ConfigFlags
+		}); ok {
+			names, err := contextsOf(cmd, c.flags())
+			if err != nil {
+				return err
+			}
+			if len(names) > 0 {
+				mc, ok := o.(multiContext)
+				if !ok {
+					return UsageError{fmt.Errorf("%s runs on one cluster: give one --context (several are for tls status and tls rotate -l/-A/--all)", cmd.CommandPath())}
+				}
+				if why := mc.multiOK(); why != "" {
+					return UsageError{fmt.Errorf("%s", why)}
+				}
+				if err := o.Validate(); err != nil {
+					return err
+				}
+				return mc.runContexts(cmd.Context(), names, args)
+			}
+		}
 		if err := o.Complete(args); err != nil {
 			return err
 		}

@@ -52,7 +52,9 @@ restarting one pod at a time through the Eviction API.`,
 		SilenceErrors: true,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl pgpool"},
 	}
+	flags.Context = nil // addContextFlags adds one that may be repeated
 	flags.AddFlags(root.PersistentFlags())
+	addContextFlags(root, flags)
 	root.Args, root.RunE = cobra.ArbitraryArgs, unknownCommand
 	root.AddCommand(newTLSCmd(streams, flags, info), newVersionCmd(streams, info))
 	// The design's names, as top-level aliases of the tls subcommands.
@@ -98,6 +100,7 @@ func newTLSCmd(streams genericiooptions.IOStreams, flags *genericclioptions.Conf
 		newClientCertCmd(streams, flags),
 		newTrustCmd(streams, flags),
 		newScheduleCmd(streams, flags, info),
+		newReportCmd(streams, flags, info),
 	)
 	return c
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -210,12 +212,49 @@ func (o *StatusOptions) print(t *pgpool.Target, st *status.Status) error {
 	return ui.RenderStatus(o.Out, t, st)
 }
 
-// StatusRow is one pgpool of `tls status -A|-l|--all`.
+// StatusRow is one pgpool of `tls status -A|-l|--all` (or of several
+// contexts).
 type StatusRow struct {
+	Context   string         `json:"-"`
 	Namespace string         `json:"namespace"`
 	Name      string         `json:"name"`
 	Status    *status.Status `json:"status,omitempty"`
 	Error     string         `json:"error,omitempty"`
+	target    *pgpool.Target
+}
+
+// fleetStatus is the status of several pgpools: a row each, and what
+// fails and what only warns.
+type fleetStatus struct {
+	rows               []StatusRow
+	problems, warnings []string
+}
+
+// collect reads the status of each of refs.
+func (o *StatusOptions) collect(ctx context.Context, refs []discover.Ref) fleetStatus {
+	var fs fleetStatus
+	for _, r := range refs {
+		row := StatusRow{Namespace: r.Namespace, Name: r.Name}
+		t, st, err := operation.StatusOf(ctx, o.Clients, r, o.Verify, o.Timeout)
+		if err != nil {
+			row.Error = err.Error()
+			fs.problems = append(fs.problems, err.Error())
+		} else {
+			row.target, row.Status = t, st
+			if err := o.required(t, row.Status); err != nil {
+				fs.problems = append(fs.problems, err.Error())
+			}
+			fail, warn := o.expiry(t, st)
+			if fail != "" {
+				fs.problems = append(fs.problems, fail)
+			}
+			if warn != "" {
+				fs.warnings = append(fs.warnings, warn)
+			}
+		}
+		fs.rows = append(fs.rows, row)
+	}
+	return fs
 }
 
 // runFleet shows every pgpool of the fleet: a table (namespace, name,
@@ -223,31 +262,15 @@ type StatusRow struct {
 // pods serving the current certificate, last operation), or with -o the
 // full status of each.
 func (o *StatusOptions) runFleet(ctx context.Context) error {
-	var rows []StatusRow
-	var problems, warnings []string
-	targets := map[int]*pgpool.Target{}
-	for i, r := range o.refs {
-		row := StatusRow{Namespace: r.Namespace, Name: r.Name}
-		t, st, err := operation.StatusOf(ctx, o.Clients, r, o.Verify, o.Timeout)
-		if err != nil {
-			row.Error = err.Error()
-			problems = append(problems, err.Error())
-		} else {
-			targets[i] = t
-			row.Status = st
-			if err := o.required(t, row.Status); err != nil {
-				problems = append(problems, err.Error())
-			}
-			fail, warn := o.expiry(t, st)
-			if fail != "" {
-				problems = append(problems, fail)
-			}
-			if warn != "" {
-				warnings = append(warnings, warn)
-			}
-		}
-		rows = append(rows, row)
-	}
+	fs := o.collect(ctx, o.refs)
+	var doc any = fs.rows
+	return o.render(fs, doc)
+}
+
+// render prints fs (doc is its -o json|yaml document) and says how it
+// ends: failures (exit 1), else expiry warnings (exit 3).
+func (o *StatusOptions) render(fs fleetStatus, doc any) error {
+	rows := fs.rows
 	switch o.Output {
 	case "prometheus":
 		var m []ui.MetricsRow
@@ -258,25 +281,88 @@ func (o *StatusOptions) runFleet(ctx context.Context) error {
 			return err
 		}
 	case "json", "yaml":
-		if err := ui.PrintDoc(o.Out, o.Output, rows); err != nil {
+		if err := ui.PrintDoc(o.Out, o.Output, doc); err != nil {
 			return err
 		}
 	default:
 		table := make([]ui.StatusRow, len(rows))
 		for i, r := range rows {
-			table[i] = ui.StatusRow{Namespace: r.Namespace, Name: r.Name, Target: targets[i], Status: r.Status, Error: r.Error}
+			table[i] = ui.StatusRow{Context: r.Context, Namespace: r.Namespace, Name: r.Name, Target: r.target, Status: r.Status, Error: r.Error}
 		}
 		if err := ui.RenderStatusTable(o.Out, table, o.Verify != runner.VerifyOff); err != nil {
 			return err
 		}
 	}
-	if len(problems) > 0 && (o.Verify == runner.VerifyRequired || o.Thresholds.Set() || len(targets) < len(rows)) {
-		return fmt.Errorf("%d of %d pgpools: %s", len(problems), len(rows), strings.Join(problems, "; "))
+	found := 0
+	for _, r := range rows {
+		if r.Status != nil {
+			found++
+		}
 	}
-	if len(warnings) > 0 {
-		return &ExpiryWarning{Msg: fmt.Sprintf("%d of %d pgpools: %s", len(warnings), len(rows), strings.Join(warnings, "; "))}
+	if len(fs.problems) > 0 && (o.Verify == runner.VerifyRequired || o.Thresholds.Set() || found < len(rows)) {
+		return fmt.Errorf("%d of %d pgpools: %s", len(fs.problems), len(rows), strings.Join(fs.problems, "; "))
+	}
+	if len(fs.warnings) > 0 {
+		return &ExpiryWarning{Msg: fmt.Sprintf("%d of %d pgpools: %s", len(fs.warnings), len(rows), strings.Join(fs.warnings, "; "))}
 	}
 	return nil
+}
+
+// multiOK: status runs on several contexts in every form but --watch.
+func (o *StatusOptions) multiOK() string {
+	switch {
+	case o.Watch:
+		return "--watch follows one cluster: give one --context"
+	case o.Output == "prometheus":
+		return "-o prometheus is one cluster's metrics (for its own textfile collector): give one --context"
+	}
+	return ""
+}
+
+// runContexts shows NAME, or the fleet, in every context at once: one
+// table with a CONTEXT column (or, with -o json|yaml, one document keyed
+// by context). A context that cannot be reached is a row with its error,
+// and the others go on.
+func (o *StatusOptions) runContexts(ctx context.Context, names, args []string) error {
+	results := make([]fleetStatus, len(names))
+	runs := eachContext(ctx, names, len(names), func(ctx context.Context, name string, _ io.Writer) error {
+		oc := *o
+		oc.connection = connection{IOStreams: o.IOStreams, ConfigFlags: flagsFor(o.ConfigFlags, name)}
+		oc.refs = nil
+		if err := oc.complete(&oc.connection, args); err != nil {
+			return err
+		}
+		i := slices.Index(names, name)
+		results[i] = oc.collect(ctx, oc.targets(&oc.connection))
+		return nil
+	})
+	var all fleetStatus
+	doc := map[string]any{}
+	for i, r := range runs {
+		if r.err != nil {
+			all.rows = append(all.rows, StatusRow{Context: r.name, Error: "context " + r.name + ": " + r.err.Error()})
+			all.problems = append(all.problems, "context "+r.name+": "+r.err.Error())
+			doc[r.name] = map[string]string{"error": r.err.Error()}
+			continue
+		}
+		for j := range results[i].rows {
+			results[i].rows[j].Context = r.name
+		}
+		all.rows = append(all.rows, results[i].rows...)
+		all.problems = append(all.problems, prefixed(r.name, results[i].problems)...)
+		all.warnings = append(all.warnings, prefixed(r.name, results[i].warnings)...)
+		doc[r.name] = results[i].rows
+	}
+	return o.render(all, doc)
+}
+
+// prefixed are msgs, each said of a context.
+func prefixed(context string, msgs []string) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = "context " + context + ": " + m
+	}
+	return out
 }
 
 // runWatch probes the pgpool (or each of the fleet's) every --interval and

@@ -170,6 +170,8 @@ func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 // StatusRow is one pgpool of a fleet's status table: its status, or why
 // there is none.
 type StatusRow struct {
+	// Context is the kubeconfig context of the cluster ("" with one).
+	Context         string
 	Namespace, Name string
 	Target          *pgpool.Target
 	Status          *status.Status
@@ -183,10 +185,23 @@ type StatusRow struct {
 func RenderStatusTable(out io.Writer, rows []StatusRow, verified bool) error {
 	sty := NewStyles(out, os.Getenv("NO_COLOR") == "" && IsTerminal(out))
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	contexts := false
+	for _, r := range rows {
+		contexts = contexts || r.Context != ""
+	}
+	ctxCol := func(r StatusRow) string {
+		if !contexts {
+			return ""
+		}
+		return r.Context + "\t"
+	}
+	if contexts {
+		fmt.Fprint(w, "CONTEXT\t")
+	}
 	fmt.Fprintln(w, "NAMESPACE\tNAME\tTLS\tSSLMODE\tAUTH\tISSUER\tEXPIRES\tCURRENT\tPLAINTEXT\tCERTLESS\tLAST OPERATION")
 	for _, r := range rows {
 		if r.Status == nil {
-			fmt.Fprintf(w, "%s\t%s\t?\t\t\t\t\t\t\t\t%s\n", r.Namespace, r.Name, Clean(FirstLine(r.Error)))
+			fmt.Fprintf(w, "%s%s\t%s\t?\t\t\t\t\t\t\t\t%s\n", ctxCol(r), r.Namespace, r.Name, Clean(FirstLine(r.Error)))
 			continue
 		}
 		st, t := r.Status, r.Target
@@ -224,7 +239,7 @@ func RenderStatusTable(out io.Writer, rows []StatusRow, verified bool) error {
 		if last.Operation != "" {
 			lastOp = Clean(last.Operation + " " + last.Result + " " + last.Time)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Name, tlsOn, st.SSLMode, st.AuthMode, issuer, expires, current, plain, certless, lastOp)
+		fmt.Fprintf(w, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ctxCol(r), r.Namespace, r.Name, tlsOn, st.SSLMode, st.AuthMode, issuer, expires, current, plain, certless, lastOp)
 	}
 	return w.Flush()
 }
