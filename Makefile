@@ -24,8 +24,8 @@ image: build ## dist/kubectl-pgpool-image.tar: the plugin on a scratch base as a
 install: build ## copy the plugin and its completion shim to /usr/local/bin
 	install -m 0755 bin/kubectl-pgpool kubectl_complete-pgpool /usr/local/bin/
 
-cluster-up: ## start the local cluster (builds it the first time: ~25 min); REAL_NODE=1 adds the real node
-	@hack/cluster.sh up
+cluster-up: ## start the local cluster (builds it the first time: ~25 min) with the real PetSet controller and its CRDs (KubeDB's layout); REAL_NODE=1 adds the real node
+	@PETSET=1 hack/cluster.sh up
 
 cluster-down: ## stop the local cluster and remove its state
 	@hack/cluster.sh down

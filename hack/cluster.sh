@@ -335,7 +335,7 @@ real_node_down() {
 		done
 	fi
 	stop_one containerd
-	grep -o " $N[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	{ grep -o " $N[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	ip link delete kpgpool0 >/dev/null 2>&1 || true
 	# libcni caches results outside containerd's dirs, named after our network.
 	rm -f /var/lib/cni/results/kubectl-pgpool-* 2>/dev/null || true
@@ -366,8 +366,11 @@ up() {
 		if [ "${REAL_NODE:-}" = 1 ] && [ ! -f "$DIR/pids/kubelet.pid" ]; then
 			say "cluster is up; adding the real node"
 			real_node_up
-		else
+		elif [ "${PETSET:-}" != 1 ] || [ -f "$DIR/pids/petset.pid" ]; then
 			say "cluster is already up; nothing to do"
+		fi
+		if [ "${PETSET:-}" = 1 ] && [ ! -f "$DIR/pids/petset.pid" ]; then
+			petset_up
 		fi
 		write_env
 		echo "$KUBECONFIG_OUT"
@@ -452,6 +455,9 @@ up() {
 	if [ "${REAL_NODE:-}" = 1 ]; then
 		real_node_up
 	fi
+	if [ "${PETSET:-}" = 1 ]; then
+		petset_up
+	fi
 	write_env
 	say "cluster is up in $((SECONDS - t0))s; use it with: export KUBECONFIG=$KUBECONFIG_OUT"
 	echo "$KUBECONFIG_OUT"
@@ -522,6 +528,25 @@ webhook_refuses() {
 	grep -q 'admission webhook "webhook.cert-manager.io" denied' <<<"$out"
 }
 
+# petset_up starts the real PetSet controller (KubeDB's PetSets; built
+# once from ../shared/third_party/petset-*.tar.xz by hack/build-petset.sh)
+# and installs its CRDs, as the tests that roll a PetSet do: a KubeDB
+# layout tried on this cluster then has a controller that replaces an
+# evicted PetSet pod. Without the snapshot it says so and goes on.
+petset_up() {
+	local pdir
+	pdir="$("$ROOT/hack/build-petset.sh" | tail -n 1)"
+	if [ -z "$pdir" ]; then
+		say "no PetSet controller (its source snapshot is missing): PetSets are not served"
+		return 0
+	fi
+	"${K[@]}" apply --server-side --force-conflicts -f "$pdir/crds/apps.k8s.appscode.com_petsets.yaml" -f "$pdir/crds/apps.k8s.appscode.com_placementpolicies.yaml" >/dev/null
+	"${K[@]}" wait --for condition=Established --timeout 60s crd/petsets.apps.k8s.appscode.com >/dev/null
+	(cd "$ROOT" && go build -o "$DIR/petset-run" ./hack/petset)
+	start petset "$DIR/petset-run" --kubeconfig "$KUBECONFIG_OUT" --dir "$pdir" --log "$DIR/logs/petset-controller.log"
+	wait_for "the PetSet controller" 60 grep -q "Starting workers" "$DIR/logs/petset-controller.log"
+}
+
 # write_env writes the contract with tests and scripts: $DIR/env.
 write_env() {
 	local real=0
@@ -560,7 +585,7 @@ stop_one() {
 # stop_processes stops exactly the processes this script started, by PID.
 stop_processes() {
 	real_node_down
-	for name in kwok cert-manager cert-manager-webhook kube-scheduler kube-controller-manager kube-apiserver etcd; do
+	for name in petset kwok cert-manager cert-manager-webhook kube-scheduler kube-controller-manager kube-apiserver etcd; do
 		stop_one "$name"
 	done
 }
@@ -593,6 +618,12 @@ up)
 	fi
 	;;
 down) down ;;
+petset-down)
+	if [ -f "$DIR/pids/petset.pid" ]; then
+		stop_one petset
+		say "stopped the PetSet controller cluster-up started (the tests start their own)"
+	fi
+	;;
 port-offsets) echo "$PORT_OFFSETS" ;;
 status)
 	BIN="$(cat "$DIR/bin-dir" 2>/dev/null || echo /nonexistent)"
@@ -602,7 +633,7 @@ status)
 	fi
 	;;
 *)
-	echo "usage: $0 up|down|status|port-offsets" >&2
+	echo "usage: $0 up|down|petset-down|status|port-offsets (PETSET=1 up: with the real PetSet controller)" >&2
 	exit 2
 	;;
 esac

@@ -7,7 +7,7 @@
 # remove, each with live progress.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-export REAL_NODE=1
+export REAL_NODE=1 PETSET=1
 "$ROOT/hack/cluster.sh" up >/dev/null
 # shellcheck source=/dev/null
 . "${CLUSTER_DIR:-$ROOT/.cluster}/env"

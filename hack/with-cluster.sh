@@ -9,6 +9,9 @@ if ! "$ROOT/hack/cluster.sh" status >/dev/null 2>&1; then
 	trap '"$ROOT/hack/cluster.sh" down' EXIT
 fi
 "$ROOT/hack/cluster.sh" up >/dev/null
+# The tests that roll a PetSet start their own PetSet controller, and the
+# others must have none: stop the one `make cluster-up` started.
+"$ROOT/hack/cluster.sh" petset-down
 # shellcheck source=/dev/null
 . "${CLUSTER_DIR:-$ROOT/.cluster}/env"
 [ $started = 1 ] || echo "using the running local cluster ($KUBECONFIG)" >&2

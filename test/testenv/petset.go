@@ -74,43 +74,67 @@ func (e *Env) PetSetController(t testing.TB) {
 		}
 	}
 
-	u, err := url.Parse(e.Config.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp, err := os.MkdirTemp("", "petset-") // short: a unix socket path has a length limit
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(tmp) })
-	certs := filepath.Join(tmp, "certs")
-	writeSelfSigned(t, certs)
-	sock := filepath.Join(tmp, "api.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go bridge(l, func() (net.Conn, error) { return net.Dial("tcp", u.Host) })
-	logPath := filepath.Join(tmp, "petset.log")
+	logPath := ""
 	if e.Cluster != nil && e.Cluster.ClusterDir != "" {
 		logPath = filepath.Join(e.Cluster.ClusterDir, "logs", "petset.log")
 	}
-	spec, _ := json.Marshal(netnsSpec{Socket: sock, Listen: u.Host, Log: logPath, Args: []string{filepath.Join(dir, "petset"), "run",
-		"--kubeconfig", e.Kubeconfig, "--cert-dir", certs, "--metrics-bind-address", "0", "--health-probe-bind-address", "127.0.0.1:0"}})
-	self, err := os.Executable()
+	stop, pid, err := StartPetSet(e.Kubeconfig, e.Config.Host, dir, logPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	t.Logf("the PetSet controller runs in its own network namespace (pid %d)", pid)
+}
+
+// StartPetSet starts the PetSet controller built in dir (hack/build-petset.sh)
+// against the API server at apiURL (kubeconfig names it too), in a network
+// namespace of its own, logging to logPath (a temporary file when ""); it
+// returns how to stop it and its pid. The running binary must hand
+// NetnsChild its start (a test binary does it in Run).
+func StartPetSet(kubeconfig, apiURL, dir, logPath string) (stop func(), pid int, err error) {
+	u, err := url.Parse(apiURL)
+	if err != nil {
+		return nil, 0, err
+	}
+	tmp, err := os.MkdirTemp("", "petset-") // short: a unix socket path has a length limit
+	if err != nil {
+		return nil, 0, err
+	}
+	certs := filepath.Join(tmp, "certs")
+	if err := writeSelfSigned(certs); err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, 0, err
+	}
+	sock := filepath.Join(tmp, "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, 0, err
+	}
+	go bridge(l, func() (net.Conn, error) { return net.Dial("tcp", u.Host) })
+	if logPath == "" {
+		logPath = filepath.Join(tmp, "petset.log")
+	}
+	spec, _ := json.Marshal(netnsSpec{Socket: sock, Listen: u.Host, Log: logPath, Args: []string{filepath.Join(dir, "petset"), "run",
+		"--kubeconfig", kubeconfig, "--cert-dir", certs, "--metrics-bind-address", "0", "--health-probe-bind-address", "127.0.0.1:0"}})
+	self, err := os.Executable()
+	if err != nil {
+		_ = l.Close()
+		_ = os.RemoveAll(tmp)
+		return nil, 0, err
 	}
 	c := exec.Command("unshare", "--net", "--fork", "--kill-child", self)
 	c.Env = append(os.Environ(), envNetnsChild+"="+string(spec))
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Stdout, c.Stderr = os.Stderr, os.Stderr
 	if err := c.Start(); err != nil {
-		t.Fatal(err)
+		_ = l.Close()
+		_ = os.RemoveAll(tmp)
+		return nil, 0, err
 	}
 	exited := make(chan struct{})
 	go func() { _ = c.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	return func() {
 		_ = syscall.Kill(-c.Process.Pid, syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -119,8 +143,19 @@ func (e *Env) PetSetController(t testing.TB) {
 			<-exited
 		}
 		_ = l.Close()
-	})
-	t.Logf("the PetSet controller runs in its own network namespace (pid %d, log %s)", c.Process.Pid, logPath)
+		_ = os.RemoveAll(tmp)
+	}, c.Process.Pid, nil
+}
+
+// NetnsChild runs the bridge inside the PetSet controller's network
+// namespace when this process was started for it (StartPetSet): then it
+// returns the exit code and true.
+func NetnsChild() (int, bool) {
+	spec := os.Getenv(envNetnsChild)
+	if spec == "" {
+		return 0, false
+	}
+	return netnsChild(spec), true
 }
 
 // bridge copies every connection l accepts to one that dial opens, both
@@ -199,29 +234,26 @@ func netnsChild(specJSON string) int {
 
 // writeSelfSigned writes tls.crt and tls.key for the controller's webhook
 // server (nothing calls it: no webhook configuration points at it).
-func writeSelfSigned(t testing.TB, dir string) {
-	t.Helper()
+func writeSelfSigned(dir string) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "petset-webhook"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), DNSNames: []string{"localhost"}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	kb, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
 }

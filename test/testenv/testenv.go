@@ -116,8 +116,8 @@ func RepoRoot() string {
 // Run is for TestMain: it attaches to or starts a cluster, stores it in
 // *env, runs the tests and stops a cluster it started.
 func Run(m *testing.M, env **Env) int {
-	if spec := os.Getenv(envNetnsChild); spec != "" {
-		return netnsChild(spec) // this binary is PetSetController's bridge
+	if code, ok := NetnsChild(); ok {
+		return code // this binary is the PetSet controller's bridge
 	}
 	e, err := Start()
 	if err != nil {
