@@ -135,6 +135,10 @@ func PlanSchedule(ctx context.Context, c *Clients, ref discover.Ref, req Schedul
 			t.Namespace, n, req.Window.RenewalCron(), req.TimeZone, schedule.RenewalLead))
 	}
 	p.Lines = append(p.Lines, fmt.Sprintf("record the schedule on %s (annotation %s); the next window starts %s", t, schedule.AnnotationSchedule, req.Window.Next(time.Now(), loc).Format(time.RFC3339)))
+	if tr, err := t.Trust(); err == nil && tr != nil {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("tls trust keeps the clients' copies of the CA (%s): a scheduled run that only restarts leaves them alone, but one that changes what clients trust (the issuer's CA renewed in place, a previous CA that may go) writes them, and the job's Role covers namespace %s only: that run fails, saying so, unless ServiceAccount %s/%s may get, create and patch ConfigMap %s there (or update the Bundle); or run that tls rotate yourself",
+			tr.Where(), t.Namespace, t.Namespace, name, tr.Name))
+	}
 	return p, nil
 }
 

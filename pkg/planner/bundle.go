@@ -3,6 +3,7 @@ package planner
 // The CA bundle ConfigMap pgpool reads as ssl_ca_cert.
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -120,14 +121,22 @@ func (b *builder) writeBundle(c cas) {
 		Diff:        diff.String(),
 		Spec:        plan.ApplyBundleSpec{IssuerCAFrom: pgpool.ServerCertName(b.t.Name), NextCA: c.next, PreviousCA: previous, BackendCA: backend, KeptCA: keptPEM, Records: c.records},
 	})
-	b.distributeTrust()
+	b.distributeTrust(c)
 }
 
 // distributeTrust keeps the clients' copies of the CA (tls trust) current,
 // right after the bundle and before any pod restarts: a client that reads
 // its copy trusts the new CA before a pod serves a certificate it signed,
-// and the previous CA stays while the bundle keeps it.
-func (b *builder) distributeTrust() {
+// and the previous CA stays while the bundle keeps it. A plan that changes
+// nothing clients must trust (a restart, or a scheduled run of
+// --only-stale) has no such step: the copies hold that already, and the
+// scheduled job, whose Role is its own namespace's, need not write into
+// the clients' namespaces.
+func (b *builder) distributeTrust(c cas) {
+	if b.t.Bundle != nil && b.t.BundleChanged() == "" && b.intent.RestartOnly && b.f.RenewedCA == nil && len(b.f.CurrentCA) > 0 &&
+		bytes.Equal(tls.ClientTrust(b.t.Bundle.Data), tls.JoinCAs(b.f.CurrentCA, c.next, c.previous)) {
+		return
+	}
 	tr, err := b.t.Trust()
 	if err != nil {
 		b.p.Warnings = append(b.p.Warnings, err.Error()+"; the clients' copies of the CA are not updated")

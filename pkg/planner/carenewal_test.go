@@ -221,3 +221,34 @@ func TestRemoveLeavesTheClientsCopies(t *testing.T) {
 		t.Fatalf("remove does not say the copies stay: %s", w)
 	}
 }
+
+// A restart that changes nothing clients must trust (the scheduled
+// --only-stale run) does not write the clients' copies; one that drops the
+// previous CA does.
+func TestTrustCopiesOnlyWhenTheirCAChanges(t *testing.T) {
+	oldCA, newCA := newTestIssuer(t, "old-ca"), newTestIssuer(t, "new-ca")
+	tg := withTLS(t, fixture(t, "StatefulSet"))
+	if tg.Annotations == nil {
+		tg.Annotations = map[string]string{}
+	}
+	tg.Annotations[pgpool.AnnotationTrust] = `{"name":"pgpool-ca","namespaces":["apps"]}`
+	distributes := func(f Facts, intent Intent) bool {
+		for _, s := range buildRotate(t, tg, intent, f).Steps {
+			if _, ok := s.Spec.(plan.DistributeTrustSpec); ok {
+				return true
+			}
+		}
+		return false
+	}
+	withBundle(tg, tls.BundleParts{Issuer: newCA.pem})
+	if distributes(Facts{CurrentCA: newCA.pem}, Intent{RestartOnly: true}) {
+		t.Fatal("a restart that changes no CA writes the clients' copies")
+	}
+	if !distributes(Facts{CurrentCA: newCA.pem}, Intent{}) {
+		t.Fatal("a re-issuing rotate does not keep the clients' copies current")
+	}
+	withBundle(tg, tls.BundleParts{Issuer: newCA.pem, Previous: oldCA.pem})
+	if !distributes(Facts{CurrentCA: newCA.pem}, Intent{RestartOnly: true}) {
+		t.Fatal("a restart that drops the previous CA does not update the clients' copies")
+	}
+}
