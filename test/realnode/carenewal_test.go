@@ -1,6 +1,7 @@
 package realnode
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -80,18 +81,7 @@ func TestCARenewalInThreeStagesOnRealNode(t *testing.T) {
 	logins("before the renewal", []client{old}, nil)
 
 	ctx := testenv.Context(t, 8*time.Minute)
-	cm := env.CertMgr.CertmanagerV1()
-	caCrt, err := cm.Certificates(ns).Get(ctx, "pgpool-ca", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := issuing.TriggerIssuance(ctx, cm, ns, "pgpool-ca", nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := issuing.WaitReady(ctx, cm, ns, "pgpool-ca", tls.Revision(caCrt), time.Time{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
+	renewIssuerCA(t, ctx, ns)
 	st, err := runStatus(t, ns)
 	if err == nil || st.IssuerCA == nil || strings.Join(st.IssuerCA.Stale, ",") != "pgpool-client-cert,pgpool-client-postgres,pgpool-server-cert" {
 		t.Fatalf("status after the CA was renewed must flag every leaf and fail --verify=required: %v %+v", err, st.IssuerCA)
@@ -175,4 +165,23 @@ func restartedAll(t *testing.T, ns, stage string, before map[string]types.UID) {
 			t.Fatalf("%s: pod %s was not restarted", stage, name)
 		}
 	}
+}
+
+// renewIssuerCA renews the CA behind Issuer pgpool-issuer in place: its CA
+// Certificate re-issued (cert-manager writes a new key and certificate
+// into the same Secret), and waits until the Issuer is Ready on it.
+func renewIssuerCA(t *testing.T, ctx context.Context, ns string) {
+	t.Helper()
+	cm := env.CertMgr.CertmanagerV1()
+	caCrt, err := cm.Certificates(ns).Get(ctx, "pgpool-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := issuing.TriggerIssuance(ctx, cm, ns, "pgpool-ca", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := issuing.WaitReady(ctx, cm, ns, "pgpool-ca", tls.Revision(caCrt), time.Time{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
 }

@@ -149,17 +149,7 @@ func TestScheduledRenewalOnRealNode(t *testing.T) {
 	// certificates and restarts every pod onto them, the previous CA kept
 	// in the bundle.
 	cm := env.CertMgr.CertmanagerV1()
-	caCrt, err := cm.Certificates(ns).Get(ctx, "pgpool-ca", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := issuing.TriggerIssuance(ctx, cm, ns, "pgpool-ca", nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := issuing.WaitReady(ctx, cm, ns, "pgpool-ca", tls.Revision(caCrt), time.Time{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
+	renewIssuerCA(t, ctx, ns)
 	out, errOut, err = testenv.Plugin(env.Kubeconfig, ns, 5*time.Minute, "tls", "schedule", "run", "pgpool", "--window", window, "--time-zone", "UTC")
 	if err != nil || !strings.Contains(out, "Succeeded: the issuer's CA was renewed in place: trusted it, re-issued the certificates") || !strings.Contains(out, "restarted pgpool-0, pgpool-1") {
 		t.Fatalf("a scheduled run after the CA was renewed in place: %v\n%s\n%s", err, out, errOut)
