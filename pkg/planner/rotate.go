@@ -65,11 +65,11 @@ func (b *builder) rotate() {
 	if renewed && !b.intent.RestartOnly {
 		// The CA that signed everything until now stays trusted, so client
 		// certificates it signed keep logging in until they are re-issued.
+		rec := b.previousRecord(b.f.CurrentCA)
 		if !inPEMAll(c.previous, b.f.CurrentCA) {
 			c.previous = tls.JoinCAs(c.previous, b.f.CurrentCA)
-			c.records = append(c.records, b.previousRecord(b.f.CurrentCA)...)
+			c.records = append(c.records, rec...)
 		}
-		rec := b.previousRecord(b.f.CurrentCA)
 		b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("the issuer's CA was renewed in place (now %s): the certificates are re-issued by it (stage 2 of 3), and the CA that signed them until now (%s) stays in the CA bundle as the previous issuer's CA, so client certificates it signed keep logging in; it may go %s, and a tls rotate after that drops it (stage 3)",
 			strings.Join(tls.Subjects(b.f.RenewedCA), "; "), strings.Join(tls.Subjects(b.f.CurrentCA), "; "), rec[0].MayGo()))
 	}
