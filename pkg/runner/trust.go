@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -199,8 +198,9 @@ func (r *Runner) distributeTrust(ctx context.Context, spec plan.DistributeTrustS
 // A namespace without a copy yet has nothing that trusts the CA before:
 // it is named, not waited for.
 func waitTrustSynced(ctx context.Context, c Clients, t *pgpool.Target, name string, namespaces []string, ca []byte, report func(string)) (string, error) {
+	want, _ := tls.ParseCerts(ca)
 	holds := func(cm *corev1.ConfigMap) bool {
-		for _, x := range mustParse(ca) {
+		for _, x := range want {
 			if !tls.InPEM([]byte(cm.Data[tls.TrustKey]), tls.Fingerprint(x)) {
 				return false
 			}
@@ -208,7 +208,7 @@ func waitTrustSynced(ctx context.Context, c Clients, t *pgpool.Target, name stri
 		return true
 	}
 	start := time.Now()
-	var missing, synced []string
+	var missing, synced, foreign []string
 	for _, ns := range namespaces {
 		for {
 			cm, err := c.Core.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
@@ -218,7 +218,11 @@ func waitTrustSynced(ctx context.Context, c Clients, t *pgpool.Target, name stri
 			} else if err != nil {
 				return "", fmt.Errorf("read ConfigMap %s/%s (trust-manager's copy): %w", ns, name, err)
 			}
-			if !tls.CarriesCAOf(cm, t.Namespace, t.Name) || holds(cm) {
+			if !tls.CarriesCAOf(cm, t.Namespace, t.Name) {
+				foreign = append(foreign, ns)
+				break
+			}
+			if holds(cm) {
 				synced = append(synced, ns)
 				break
 			}
@@ -243,11 +247,8 @@ func waitTrustSynced(ctx context.Context, c Clients, t *pgpool.Target, name stri
 	if len(missing) > 0 {
 		out += fmt.Sprintf("; no copy in %s yet (not waited for: nothing there trusts the CA before)", strings.Join(missing, ", "))
 	}
+	if len(foreign) > 0 {
+		out += fmt.Sprintf("; ConfigMap %s in %s lacks the plugin's marks (trust-manager did not copy the Bundle's target metadata, or it is someone else's): not waited for", name, strings.Join(foreign, ", "))
+	}
 	return out, nil
-}
-
-// mustParse are the certificates of a PEM text (those that parse).
-func mustParse(data []byte) []*x509.Certificate {
-	certs, _ := tls.ParseCerts(data)
-	return certs
 }
