@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -116,13 +117,7 @@ func CollectReport(ctx context.Context, c *Clients, ref discover.Ref, timeout ti
 		r.Objects["ca-bundle.yaml"] = b
 	}
 	if s, err := c.Core.Secrets(ns).Get(ctx, pgpool.BackupName(t.Name), metav1.GetOptions{}); err == nil {
-		keys := slices.Sorted(func(yield func(string) bool) {
-			for k := range s.Data {
-				if !yield(k) {
-					return
-				}
-			}
-		})
+		keys := slices.Sorted(maps.Keys(s.Data))
 		r.Objects["backup-metadata.yaml"] = map[string]any{"name": s.Name, "labels": s.Labels, "annotations": s.Annotations, "created": s.CreationTimestamp, "keys": keys}
 	} else if !apierrors.IsNotFound(err) {
 		miss("the backup Secret's metadata", err)
@@ -246,10 +241,5 @@ func secretsUsed(t *pgpool.Target) []string {
 	for _, crt := range t.Certificates {
 		add(crt.Spec.SecretName)
 	}
-	out := make([]string, 0, len(seen))
-	for n := range seen {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(seen))
 }
