@@ -30,7 +30,9 @@ type PodLog struct {
 	// creation, and how it was deleted (the DisruptionTarget condition the
 	// API server or a controller sets says who: EvictionByEvictionAPI,
 	// DeletionByTaintManager, DeletionByPodGC, TerminationByKubelet...).
-	history  []string
+	history []string
+	// deleting are the pods whose deletion the history has.
+	deleting map[types.UID]bool
 	minReady int
 	stop     context.CancelFunc
 	done     chan struct{}
@@ -48,7 +50,7 @@ func (e *Env) WatchPods(t testing.TB, ns, selector string) *PodLog {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &PodLog{t: t, added: map[types.UID]string{}, ready: map[types.UID]bool{}, stop: cancel, done: make(chan struct{})}
+	l := &PodLog{t: t, added: map[types.UID]string{}, ready: map[types.UID]bool{}, deleting: map[types.UID]bool{}, stop: cancel, done: make(chan struct{})}
 	for _, p := range list.Items {
 		l.ready[p.UID] = PodReady(&p)
 	}
@@ -100,7 +102,8 @@ func (e *Env) WatchPods(t testing.TB, ns, selector string) *PodLog {
 				l.ready[p.UID] = PodReady(p)
 				l.history = append(l.history, fmt.Sprintf("%s created %s (uid %.8s, node %q)", p.CreationTimestamp.UTC().Format("15:04:05"), p.Name, p.UID, p.Spec.NodeName))
 			case watch.Modified:
-				if p.DeletionTimestamp != nil && !l.deleting(p.UID) {
+				if p.DeletionTimestamp != nil && !l.deleting[p.UID] {
+					l.deleting[p.UID] = true
 					l.history = append(l.history, fmt.Sprintf("%s deleting %s (uid %.8s, phase %s%s)", p.DeletionTimestamp.UTC().Format("15:04:05"), p.Name, p.UID, p.Status.Phase, disruption(p)))
 				}
 				l.ready[p.UID] = PodReady(p)
@@ -116,18 +119,6 @@ func (e *Env) WatchPods(t testing.TB, ns, selector string) *PodLog {
 	}()
 	t.Cleanup(l.Stop)
 	return l
-}
-
-// deleting reports whether the history already has the start of uid's
-// deletion (the caller holds mu).
-func (l *PodLog) deleting(uid types.UID) bool {
-	mark := fmt.Sprintf("(uid %.8s, phase", uid)
-	for _, h := range l.history {
-		if strings.Contains(h, " deleting ") && strings.Contains(h, mark) {
-			return true
-		}
-	}
-	return false
 }
 
 // disruption says who disrupted a pod, from its DisruptionTarget
