@@ -54,6 +54,7 @@ dist: ## release archives, the image tarball per linux platform (IMAGE_REPO=regi
 
 e2e: ## tests against the local cluster with its real node (starts it when it is not up, stops it after)
 	@hack/build-petset.sh >/dev/null
+	@hack/build-helm.sh >/dev/null
 	@set -o pipefail; REAL_NODE=1 hack/with-cluster.sh go test -json -count=1 -p 1 -timeout 60m ./test/... | go run ./hack/testsummary
 
 bench: ## wall time, controller wait and API requests per operation and replica count; fleets; latency; client errors during rolls (real node)

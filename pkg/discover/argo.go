@@ -64,15 +64,23 @@ func findArgo(ctx context.Context, c Clients, t *pgpool.Target) error {
 			apps = append(apps, o.App)
 		}
 	}
+	// The Applications, Flux's HelmReleases and Helm's release Secrets
+	// at once: each fills its own field of t.
 	states := make([]owners.Argo, len(apps))
-	_ = parallel.Each(len(apps), func(i int) error {
-		states[i] = readArgo(ctx, c, apps[i])
+	_ = parallel.Each(len(apps)+2, func(i int) error {
+		switch i {
+		case len(apps):
+			findHelmReleases(ctx, c, t)
+		case len(apps) + 1:
+			findHelmStored(ctx, c, t)
+		default:
+			states[i] = readArgo(ctx, c, apps[i])
+		}
 		return nil
 	})
 	for i, a := range apps {
 		t.Argo[a] = states[i]
 	}
-	findHelmReleases(ctx, c, t)
 	return nil
 }
 

@@ -392,7 +392,7 @@ func ApplyBitnamiTLS(spec corev1.PodSpec, ci int, w BitnamiTLS) corev1.PodSpec {
 		setEnv("PGPOOL_USER_HBA_FILE", BitnamiUserConfigDir+"/pool_hba.conf")
 		if !hasVolume(out.Volumes, BitnamiConfigVolume) {
 			out.Volumes = append(out.Volumes, corev1.Volume{Name: BitnamiConfigVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: w.HBAConfigMap}}}})
-			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: BitnamiConfigVolume, MountPath: BitnamiUserConfigDir + "/"})
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: BitnamiConfigVolume, MountPath: BitnamiUserConfigDir})
 		}
 	}
 	if w.DropHBA {
@@ -525,12 +525,17 @@ type Extras struct {
 	Env     []corev1.EnvVar
 	Volumes []corev1.Volume
 	Mounts  []corev1.VolumeMount
+	// Image and PullPolicy are the pgpool container's, which the plugin's
+	// certificate-copying init container runs: the chart's runs
+	// volumePermissions.image, so the values name the same.
+	Image      string
+	PullPolicy corev1.PullPolicy
 }
 
 // UserExtras reads the Extras off the pod template: what the chart does
 // not render itself.
 func UserExtras(spec *corev1.PodSpec, c *corev1.Container) Extras {
-	var x Extras
+	x := Extras{Image: c.Image, PullPolicy: c.ImagePullPolicy}
 	for _, e := range c.Env {
 		if !slices.Contains(strings.Fields(bitnamiChartEnv), e.Name) && !BitnamiManagedEnv(e.Name) {
 			x.Env = append(x.Env, e)
@@ -608,8 +613,44 @@ func HelmValues(w BitnamiTLS, hba string, uid, gid int64, x Extras) string {
 	}
 	if w.On {
 		fmt.Fprintf(&b, "volumePermissions:\n  podSecurityContext:\n    runAsUser: %d\n    runAsGroup: %d\n    runAsNonRoot: true\n    allowPrivilegeEscalation: false\n    capabilities:\n      drop: [ALL]\n    seccompProfile:\n      type: RuntimeDefault\n", uid, gid)
+		// The init container as the plugin writes it: pgpool's image, no
+		// resources (the chart's preset would add requests the plugin's
+		// has not: with server-side apply, Helm 4's default, any
+		// difference is a conflict with the plugin's field manager).
+		if x.Image != "" {
+			reg, repo, tag, digest := SplitImage(x.Image)
+			fmt.Fprintf(&b, "  image:\n    registry: %q\n    repository: %q\n    tag: %q\n    digest: %q\n", reg, repo, tag, digest)
+			if x.PullPolicy != "" {
+				fmt.Fprintf(&b, "    pullPolicy: %s\n", x.PullPolicy)
+			}
+		}
+		b.WriteString("  resourcesPreset: none\n  resources: {}\n")
 	}
 	return b.String()
+}
+
+// SplitImage splits an image reference into the registry, repository, tag
+// and digest Bitnami's charts take (common.images.image joins them back:
+// REGISTRY/REPOSITORY:TAG, or @DIGEST). The registry is the first path
+// component when it looks like a host (a dot, a port, or localhost). A
+// reference with neither tag nor digest gets the tag latest, as the
+// runtime reads it (an empty tag is the chart's appVersion).
+func SplitImage(ref string) (registry, repository, tag, digest string) {
+	if i := strings.Index(ref, "@"); i >= 0 {
+		ref, digest = ref[:i], ref[i+1:]
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		ref, tag = ref[:i], ref[i+1:]
+	}
+	if tag == "" && digest == "" {
+		tag = "latest"
+	}
+	if i := strings.Index(ref, "/"); i > 0 {
+		if first := ref[:i]; strings.ContainsAny(first, ".:") || first == "localhost" {
+			return first, ref[i+1:], tag, digest
+		}
+	}
+	return "", ref, tag, digest
 }
 
 func envMap(env []corev1.EnvVar) map[string]string {

@@ -180,3 +180,21 @@ func TestHelmValuesKeepTheReleasesExtras(t *testing.T) {
 		t.Errorf("values with TLS off:\n%s", off)
 	}
 }
+
+// The chart joins registry, repository and tag (or digest) back into the
+// reference the plugin's init container runs.
+func TestSplitImage(t *testing.T) {
+	for ref, want := range map[string][4]string{
+		"kubectl-pgpool/bitnami-pgpool:local":         {"", "kubectl-pgpool/bitnami-pgpool", "local", ""},
+		"docker.io/bitnami/pgpool:4.6.3-debian-12-r0": {"docker.io", "bitnami/pgpool", "4.6.3-debian-12-r0", ""},
+		"localhost:5000/pgpool":                       {"localhost:5000", "pgpool", "latest", ""},
+		"localhost/pgpool:1":                          {"localhost", "pgpool", "1", ""},
+		"pgpool":                                      {"", "pgpool", "latest", ""},
+		"reg.example:443/a/b:4.6@sha256:" + strings.Repeat("a", 64): {"reg.example:443", "a/b", "4.6", "sha256:" + strings.Repeat("a", 64)},
+	} {
+		r, repo, tag, d := SplitImage(ref)
+		if got := [4]string{r, repo, tag, d}; got != want {
+			t.Errorf("SplitImage(%q) = %q, want %q", ref, got, want)
+		}
+	}
+}

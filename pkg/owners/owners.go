@@ -7,6 +7,7 @@ package owners
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Owner is a tool that manages an object.
@@ -28,6 +29,39 @@ type Owner struct {
 	// name in app.kubernetes.io/instance): an owner only if that
 	// Application exists.
 	ByLabel bool `json:"-"`
+	// Release is a Helm release's namespace and name as the object's
+	// annotations give them ("" when they do not).
+	Release [2]string `json:"-"`
+}
+
+// HelmStored is what Helm's storage says of a release: its newest
+// revision, as read from its release Secrets (sh.helm.release.v1.NAME.vN,
+// labels owner=helm, name=NAME, status, version).
+type HelmStored struct {
+	// Read: its Secrets could be listed; Why says why not.
+	Read bool
+	Why  string
+	// Revision is the newest revision (0: no release Secret).
+	Revision int
+	Status   string
+	// Deployed is when that revision was written (the Secret's creation).
+	Deployed time.Time
+}
+
+// WithHelm completes a Helm owner with its release as stored: its
+// revision, or that there is no such release (the object was rendered by
+// `helm template` and applied by something else, or its release was
+// uninstalled), or why it could not be read.
+func WithHelm(o Owner, r HelmStored) Owner {
+	switch {
+	case !r.Read && r.Why != "":
+		o.Then += " (its release Secrets were not read: " + r.Why + ")"
+	case r.Read && r.Revision == 0:
+		o.Then = fmt.Sprintf("no release Secret sh.helm.release.v1.%s.* in namespace %s (rendered by `helm template`, or uninstalled): nothing puts the chart's values back unless it is applied again", o.Release[1], o.Release[0])
+	case r.Read:
+		o.Name += fmt.Sprintf(", revision %d %s %s", r.Revision, r.Status, r.Deployed.UTC().Format(time.RFC3339))
+	}
+	return o
 }
 
 // Marker labels and annotations.
@@ -73,8 +107,12 @@ func Of(labels, annotations map[string]string) []Owner {
 		if annotations[helmRelease] == "" {
 			name = "a release not named on the object (label " + helmManagedBy + ": Helm, no annotation " + helmRelease + ")"
 		}
-		out = append(out, Owner{Tool: "Helm", Name: name,
-			Then: "Helm reverts nothing by itself; the next helm upgrade puts the chart's values back"})
+		o := Owner{Tool: "Helm", Name: name,
+			Then: "Helm reverts nothing by itself; the next helm upgrade puts the chart's values back"}
+		if annotations[helmRelease] != "" {
+			o.Release = [2]string{annotations[helmReleaseNS], annotations[helmRelease]}
+		}
+		out = append(out, o)
 	}
 	if id := annotations[argoTracking]; id != "" {
 		app := id

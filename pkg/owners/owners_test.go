@@ -3,6 +3,7 @@ package owners
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // Each tool's markers name it, with what it does to a change; Flux's
@@ -99,5 +100,25 @@ func TestHelmReleaseDrift(t *testing.T) {
 		if got := HelmReleaseDrift(o[0], mode); got.AtOnce != atOnce {
 			t.Errorf("mode %q: AtOnce %v", mode, got.AtOnce)
 		}
+	}
+}
+
+// A Helm owner completed from its release Secrets: the revision when there
+// is one; none means the labels came from `helm template`; unread says
+// why.
+func TestWithHelm(t *testing.T) {
+	o := Of(map[string]string{helmManagedBy: "Helm"}, map[string]string{helmRelease: "pg", helmReleaseNS: "demo"})[0]
+	if o.Release != [2]string{"demo", "pg"} {
+		t.Fatalf("release %v", o.Release)
+	}
+	at := time.Date(2026, 12, 8, 3, 0, 0, 0, time.UTC)
+	if got := WithHelm(o, HelmStored{Read: true, Revision: 3, Status: "deployed", Deployed: at}); got.Name != "release demo/pg, revision 3 deployed 2026-12-08T03:00:00Z" || got.Then != o.Then {
+		t.Errorf("with a release: %+v", got)
+	}
+	if got := WithHelm(o, HelmStored{Read: true}); !strings.Contains(got.Then, "no release Secret sh.helm.release.v1.pg.* in namespace demo") {
+		t.Errorf("without a release: %+v", got)
+	}
+	if got := WithHelm(o, HelmStored{Why: "no permission to list Secrets in namespace demo"}); !strings.HasSuffix(got.Then, "(its release Secrets were not read: no permission to list Secrets in namespace demo)") {
+		t.Errorf("unread: %+v", got)
 	}
 }

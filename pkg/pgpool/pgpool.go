@@ -121,6 +121,9 @@ type Target struct {
 	// HelmRelease that renders the workload or its config, by its owner
 	// name ("HelmRelease NS/NAME").
 	HelmReleaseDrift map[string]string `json:"-"`
+	// HelmStored is what Helm's storage says of each release whose
+	// annotations mark the workload or its config, by "NAMESPACE/NAME".
+	HelmStored map[string]owners.HelmStored `json:"-"`
 	// ForeignTLS is TLS not set up by the plugin that add replaces (nil:
 	// none).
 	ForeignTLS *ForeignTLS `json:"-"`
@@ -286,6 +289,16 @@ type recordedTLS struct {
 	SSLMode  string    `json:"sslMode"`
 	AuthMode string    `json:"clientAuthMode"`
 	Issuer   IssuerRef `json:"issuer"`
+}
+
+// RecordedTLS is the sslMode the plugin's last successful run recorded on
+// the workload (AnnotationTLS; "" when there is none, or TLS was removed).
+func (t *Target) RecordedTLS() string {
+	var rec recordedTLS
+	if json.Unmarshal([]byte(t.Annotations[AnnotationTLS]), &rec) != nil || rec.SSLMode == "disable" {
+		return ""
+	}
+	return rec.SSLMode
 }
 
 // TLSAnnotation renders the AnnotationTLS value.

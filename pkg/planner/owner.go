@@ -81,6 +81,13 @@ func Managers(t *pgpool.Target) []Managed {
 				}
 				o = owners.WithArgo(o, a)
 			}
+			if o.Tool == "Helm" && o.Release[1] != "" {
+				ns := o.Release[0]
+				if ns == "" {
+					ns = t.Namespace
+				}
+				o = owners.WithHelm(o, t.HelmStored[ns+"/"+o.Release[1]])
+			}
 			if o.Tool == "Flux helm-controller" {
 				o = owners.HelmReleaseDrift(o, t.HelmReleaseDrift[o.Name])
 			}

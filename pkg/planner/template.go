@@ -41,6 +41,15 @@ func (b *builder) templateTLS(on bool, hba string, enforce bool) bool {
 	t := b.t
 	w := layout.BitnamiTLS{On: on, ServerSecret: pgpool.ServerCertName(t.Name), Bundle: tls.CABundleName(t.Name), EnforceHBA: enforce}
 	cm := t.Config.Name
+	if on && cm == layout.HBAConfigMapName(t.Name) {
+		// The chart's own ConfigMap (pgpool.poolHbaConfiguration renders
+		// it, as `|-`: no final newline): the same bytes, so that a helm
+		// upgrade with the values printed below changes nothing (with
+		// server-side apply, Helm 4's default, a difference would be a
+		// conflict with the plugin's field manager). remove puts back the
+		// bytes it found.
+		hba = strings.TrimRight(hba, "\n")
+	}
 	switch {
 	case on && t.Config.Generated:
 		// The container's own file goes: the plugin's replaces it (with a
@@ -56,7 +65,7 @@ func (b *builder) templateTLS(on bool, hba string, enforce bool) bool {
 		}
 	case !on && b.hbaOurs():
 		w.DropHBA = true
-	case hba != t.Config.PoolHBA:
+	case hba != t.Config.PoolHBA && (cm != layout.HBAConfigMapName(t.Name) || hba != strings.TrimRight(t.Config.PoolHBA, "\n")):
 		b.add1(plan.Step{Object: plan.Object{APIVersion: "v1", Kind: "ConfigMap", Namespace: t.Namespace, Name: cm},
 			Description: "pool_hba.conf in the user file the container reads (PGPOOL_USER_HBA_FILE)",
 			Diff:        "pool_hba.conf:\n" + conf.Diff(t.Config.PoolHBA, hba, 1),
@@ -102,16 +111,16 @@ func (b *builder) helmValues(w layout.BitnamiTLS, hba string, on bool) {
 	case on && b.t.Config.Generated:
 		// Helm takes over an object it did not create only when it is
 		// marked as the release's.
-		own = fmt.Sprintf("; before that, hand the ConfigMap %[1]s this plan creates to the release, or the upgrade stops on it: kubectl label configmap -n %[2]s %[1]s app.kubernetes.io/managed-by=Helm --overwrite && kubectl annotate configmap -n %[2]s %[1]s meta.helm.sh/release-name=%[3]s meta.helm.sh/release-namespace=%[2]s", shellQuote(b.t.Config.Name), shellQuote(b.t.Namespace), rel)
+		own = fmt.Sprintf(". Before that, hand the ConfigMap %[1]s this plan creates to the release, or the upgrade stops on it:\n  kubectl label configmap -n %[2]s %[1]s app.kubernetes.io/managed-by=Helm --overwrite && kubectl annotate configmap -n %[2]s %[1]s meta.helm.sh/release-name=%[3]s meta.helm.sh/release-namespace=%[2]s", shellQuote(b.t.Config.Name), shellQuote(b.t.Namespace), rel)
 	case !b.t.Config.Generated && b.t.Config.Name != layout.HBAConfigMapName(b.t.Name):
 		// The user's own ConfigMap (pgpool.configurationCM): the chart
 		// does not render it, so the values cannot carry the file.
-		own = fmt.Sprintf("\nand keep pool_hba.conf in your ConfigMap %s (pgpool.configurationCM) as this plan writes it", b.t.Config.Name)
+		own = fmt.Sprintf(". Keep pool_hba.conf in your ConfigMap %s (pgpool.configurationCM) as this plan writes it.", b.t.Config.Name)
 		hba = ""
 	}
 	spec, c := &b.t.Template.Spec, &b.t.Template.Spec.Containers[b.t.ContainerIndex]
 	uid, gid := layout.CopyIDs(spec, c)
-	b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("Helm release %s renders this Deployment: the next `helm upgrade` puts back what its values say. For the change to last, upgrade with these values too (helm upgrade %s CHART --reuse-values -f values.yaml; the extra lists hold the release's own entries, as the Deployment has them, and then the plugin's)%s:\n%s", rel, rel, own, layout.HelmValues(w, hba, uid, gid, layout.UserExtras(spec, c))))
+	b.p.Warnings = append(b.p.Warnings, fmt.Sprintf("Helm release %s renders this Deployment: the next `helm upgrade` puts back what its values say. For the change to last, upgrade with these values too (helm upgrade %s CHART --reuse-values -f values.yaml; the extra lists hold the release's own entries, as the Deployment has them, and then the plugin's; the upgrade restarts the pods once, for the chart's checksum annotations; a release Helm 4 applies server-side is left the fields this plan writes, so that the upgrade owns them)%s\nvalues.yaml:\n%s", rel, rel, own, layout.HelmValues(w, hba, uid, gid, layout.UserExtras(spec, c))))
 }
 
 // patchTemplate adds the JSON patch that makes the pod template's spec

@@ -234,7 +234,7 @@ func TestBitnamiUserHBA(t *testing.T) {
 			t.Errorf("%s: add creates a ConfigMap although the user has one", cm)
 		}
 		w := strings.Join(p.Warnings, "\n")
-		if inValues := strings.Contains(w, "poolHbaConfiguration: |"); inValues != (cm == "pg-pgpool-configuration") || (cm == "my-hba") != strings.Contains(w, "keep pool_hba.conf in your ConfigMap my-hba") {
+		if inValues := strings.Contains(w, "poolHbaConfiguration: |"); inValues != (cm == "pg-pgpool-configuration") || (cm == "my-hba") != strings.Contains(w, "Keep pool_hba.conf in your ConfigMap my-hba") {
 			t.Errorf("%s: the values and the user's ConfigMap:\n%s", cm, w)
 		}
 		applyTemplate(t, tg, p)

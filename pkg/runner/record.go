@@ -11,6 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/internal/parallel"
@@ -65,11 +67,25 @@ func (r *Runner) record(ctx context.Context, s plan.Step, spec plan.RecordSpec, 
 			return nil
 		},
 		func() error {
-			if _, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, name, types.MergePatchType, patch,
-				metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()}); err != nil {
+			u, err := r.Clients.Dynamic.Resource(r.Target.GVR).Namespace(ns).Patch(ctx, name, types.MergePatchType, patch,
+				metav1.PatchOptions{FieldManager: FieldManager, DryRun: r.dryRun()})
+			if err != nil {
 				return fmt.Errorf("annotate %s %s/%s: %w", s.Object.Kind, ns, name, err)
 			}
-			return nil
+			if r.dryRun() != nil {
+				return nil
+			}
+			// The workload's config ConfigMap is read only when Helm
+			// applies the workload.
+			if helm, err := r.leaveToHelm(ctx, r.Target.GVR, u); err != nil || !helm || r.Target.Config.Kind != "ConfigMap" {
+				return err
+			}
+			cm, err := r.Clients.Dynamic.Resource(configMaps).Namespace(ns).Get(ctx, r.Target.Config.Name, metav1.GetOptions{})
+			if err != nil {
+				return nil // gone (remove deleted the plugin's), or not ours to read
+			}
+			_, err = r.leaveToHelm(ctx, configMaps, cm)
+			return err
 		},
 		func() error {
 			if _, err := r.Clients.Core.Events(ns).Create(ctx, ev, metav1.CreateOptions{DryRun: r.dryRun()}); err != nil {
@@ -117,4 +133,41 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+var configMaps = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+
+// leaveToHelm drops the plugin's field manager from u's managed fields
+// when Helm applies u server-side (Helm 4's default): the fields the
+// plugin wrote are then owned by no one, or by Helm alone once an upgrade
+// carries the values the plan printed. Kept, they would be shared: the
+// next `helm upgrade` could not take them out (server-side apply removes
+// only the fields no other manager owns) and would stop on a conflict
+// with kubectl-pgpool where its values differ. Helm 3 (client-side) and
+// objects Helm does not manage are left as they are.
+// It reports whether Helm applies u.
+func (r *Runner) leaveToHelm(ctx context.Context, gvr schema.GroupVersionResource, u *unstructured.Unstructured) (bool, error) {
+	mf := u.GetManagedFields()
+	helm := false
+	for _, m := range mf {
+		helm = helm || (m.Operation == metav1.ManagedFieldsOperationApply && strings.HasPrefix(m.Manager, "helm"))
+	}
+	if !helm {
+		return false, nil
+	}
+	var ops []map[string]any
+	for i := len(mf) - 1; i >= 0; i-- {
+		if mf[i].Manager == FieldManager {
+			p := fmt.Sprintf("/metadata/managedFields/%d", i)
+			ops = append(ops, map[string]any{"op": "test", "path": p + "/manager", "value": FieldManager}, map[string]any{"op": "remove", "path": p})
+		}
+	}
+	if len(ops) == 0 || len(ops) == 2*len(mf) {
+		return true, nil // never an empty list: the server would take that as "reset"
+	}
+	patch, _ := json.Marshal(ops)
+	if _, err := r.Clients.Dynamic.Resource(gvr).Namespace(u.GetNamespace()).Patch(ctx, u.GetName(), types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
+		return true, fmt.Errorf("leave the fields kubectl-pgpool wrote on %s %s/%s to Helm (drop its field manager): %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+	}
+	return true, nil
 }

@@ -42,6 +42,10 @@ type Status struct {
 	OwnerPaused  string            `json:"ownerPaused,omitempty"`
 	OwnerPending []string          `json:"ownerPending,omitempty"`
 	Paths        map[string]string `json:"pgpoolPaths,omitempty"`
+	// Reverted says that TLS the plugin's last run set up is no longer
+	// in the config, and who took it out when that can be told ("": not
+	// reverted).
+	Reverted string `json:"reverted,omitempty"`
 	// ManagedBy names who else manages the workload and its config (Helm,
 	// Argo CD, Flux) and what they do to a change made here.
 	ManagedBy []string `json:"managedBy,omitempty"`

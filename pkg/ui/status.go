@@ -20,6 +20,9 @@ func RenderStatus(out io.Writer, t *pgpool.Target, st *status.Status) error {
 	for _, m := range st.ManagedBy {
 		fmt.Fprintf(w, "Managed by:\t%s\n", m)
 	}
+	if st.Reverted != "" {
+		fmt.Fprintf(w, "REVERTED:\t%s\n", st.Reverted)
+	}
 	if st.Owner != "" {
 		fmt.Fprintf(w, "Controlled by:\t%s\n", st.Owner)
 	}

@@ -147,6 +147,15 @@ func renderValues(t *testing.T, base *appsv1.Deployment, valuesYAML string) core
 		} `json:"pgpool"`
 		VolumePermissions struct {
 			PodSecurityContext *corev1.SecurityContext `json:"podSecurityContext"`
+			Image              struct {
+				Registry   string `json:"registry"`
+				Repository string `json:"repository"`
+				Tag        string `json:"tag"`
+				Digest     string `json:"digest"`
+				PullPolicy string `json:"pullPolicy"`
+			} `json:"image"`
+			ResourcesPreset string                       `json:"resourcesPreset"`
+			Resources       *corev1.ResourceRequirements `json:"resources"`
 		} `json:"volumePermissions"`
 	}
 	if err := yaml.UnmarshalStrict([]byte(valuesYAML), &v); err != nil {
@@ -176,7 +185,7 @@ func renderValues(t *testing.T, base *appsv1.Deployment, valuesYAML string) core
 	}
 	if p.PoolHbaConfiguration != "" {
 		env = append(env, corev1.EnvVar{Name: "PGPOOL_USER_HBA_FILE", Value: "/opt/bitnami/pgpool/user_config/pool_hba.conf"})
-		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "pgpool-config", MountPath: "/opt/bitnami/pgpool/user_config/"})
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "pgpool-config", MountPath: "/opt/bitnami/pgpool/user_config"})
 		s.Volumes = append(s.Volumes, corev1.Volume{Name: "pgpool-config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: bitnamiName + "-configuration"}}}})
 	}
 	// The lists in the values replace the release's own: the base's
@@ -226,7 +235,19 @@ func renderValues(t *testing.T, base *appsv1.Deployment, valuesYAML string) core
 				t.Fatal(err)
 			}
 		}
-		s.InitContainers = []corev1.Container{{Name: "init-chmod-data", SecurityContext: sc}}
+		// common.images.image: [REGISTRY/]REPOSITORY:TAG (or @DIGEST).
+		im := v.VolumePermissions.Image
+		ref := im.Repository + ":" + im.Tag
+		if im.Digest != "" {
+			ref = im.Repository + "@" + im.Digest
+		}
+		if im.Registry != "" {
+			ref = im.Registry + "/" + ref
+		}
+		if ref != c.Image || v.VolumePermissions.ResourcesPreset != "none" {
+			t.Fatalf("the values render the init container's image %q (preset %q), not pgpool's %q with no preset:\n%s", ref, v.VolumePermissions.ResourcesPreset, c.Image, valuesYAML)
+		}
+		s.InitContainers = []corev1.Container{{Name: "init-chmod-data", SecurityContext: sc, Image: ref}}
 	}
 	c.VolumeMounts = append(c.VolumeMounts, p.ExtraVolumeMounts...)
 	s.Volumes = append(s.Volumes, p.ExtraVolumes...)
@@ -283,7 +304,7 @@ func values(t *testing.T, out string) string {
 	t.Helper()
 	_, rest, ok := strings.Cut(out, "-f values.yaml")
 	if ok {
-		_, rest, ok = strings.Cut(rest, ":\npgpool:\n")
+		_, rest, ok = strings.Cut(rest, "\nvalues.yaml:\npgpool:\n")
 		rest = "pgpool:\n" + rest
 	}
 	if !ok {

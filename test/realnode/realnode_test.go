@@ -64,11 +64,17 @@ func kubectl(t *testing.T, args ...string) (string, error) {
 }
 
 // portForward runs `kubectl port-forward` to target (pod/NAME or svc/NAME)
-// on a free local port and returns that port.
+// port 9999 on a free local port and returns that port.
 func portForward(t *testing.T, ns, target string) int {
 	t.Helper()
+	return portForwardTo(t, ns, target, 9999)
+}
+
+// portForwardTo is portForward to another port of target.
+func portForwardTo(t *testing.T, ns, target string, port int) int {
+	t.Helper()
 	c := exec.Command(filepath.Join(env.Cluster.BinDir, "kubectl"), "--kubeconfig", env.Kubeconfig, "-n", ns,
-		"port-forward", "--address", "127.0.0.1", target, ":9999")
+		"port-forward", "--address", "127.0.0.1", target, fmt.Sprintf(":%d", port))
 	out, err := c.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
