@@ -6,7 +6,9 @@
 # root, in mount, pid and network namespaces of their own. The network
 # namespace has loopback only; the one way out is an HTTP proxy
 # (hack/fresh) reached through a unix socket, which apt and Go use for
-# Debian's archive and the Go module proxy.
+# Debian's archive and the Go module proxy (http_proxy/https_proxy, with
+# no_proxy for loopback and the cluster's addresses, as a machine behind a
+# proxy has them).
 #
 #   hack/fresh-debian.sh            # cold: nothing cached (about 1-1.5 h on 2 cores)
 #   hack/fresh-debian.sh --warm     # with a copy of this machine's module cache and
@@ -34,7 +36,7 @@ t0=$SECONDS
 R="$DIR/root"
 # Unmount what an earlier run left, then start from nothing.
 if [ -d "$R" ]; then
-	grep -o " $R[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" || true; done
+	{ grep -o " $R[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
 	rm -rf "$DIR"
 fi
 mkdir -p "$DIR"
@@ -79,6 +81,9 @@ cat >"$DIR/inside.sh" <<EOF
 set -euo pipefail
 R="$R"
 mount --make-rprivate /
+# The root a mount point of its own, as on a machine: the kubelet looks
+# its directories' mount points up in /proc/self/mountinfo.
+mount --bind "\$R" "\$R"
 ip link set lo up
 mount -t proc proc "\$R/proc"
 mount -t sysfs sysfs "\$R/sys"
@@ -93,6 +98,7 @@ if [ -d "$ROOT/../shared/third_party" ]; then
 fi
 exec chroot "\$R" /usr/bin/env -i HOME=/root TERM=dumb PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 	http_proxy=http://127.0.0.1:3128 https_proxy=http://127.0.0.1:3128 HTTP_PROXY=http://127.0.0.1:3128 HTTPS_PROXY=http://127.0.0.1:3128 \
+	no_proxy=127.0.0.1,localhost,::1,10.0.0.0/8 NO_PROXY=127.0.0.1,localhost,::1,10.0.0.0/8 \
 	/bin/bash -c 'set -eo pipefail
 		fresh-bridge -bridge /mnt/proxy.sock -listen 127.0.0.1:3128 2>/tmp/bridge.log &
 		cd /src/kubectl-pgpool
