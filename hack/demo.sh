@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the local cluster's real node: a KubeDB-layout pgpool with 3
-# replicas (real pgpool-II pods with a PostgreSQL backend that serves TLS from
-# its own CA) and the seed's issuers in namespace demo, then tls add (sslMode
+# The main job on the local cluster's real node: a KubeDB pgpool with 3
+# replicas as KubeDB runs it (a PetSet owned by a Pgpool object; real
+# pgpool-II pods with a PostgreSQL backend that serves TLS from its own CA)
+# and the seed's issuers in namespace demo, then tls add (sslMode
 # require, clientAuthMode cert, the backend's CA trusted) and a psql login with the client certificate through
 # `kubectl port-forward`, as the seed does; then rotate, change-issuer and
 # remove, each with live progress.
@@ -30,9 +31,33 @@ $K wait -n demo --for=create serviceaccount/default --timeout=60s >/dev/null
 step $K apply -n demo -f "$ROOT/test/fixtures/issuers.yaml"
 step $K apply -n demo -f "$ROOT/test/fixtures/backend-tls.yaml"
 step $K wait -n demo --for=condition=Ready certificate/pgpool-backend-cert --timeout=120s
-step $K apply -n demo -f "$ROOT/test/fixtures/kubedb-real.yaml"
+# As KubeDB runs it: KubeDB's Pgpool API (its CRD, AppBinding's, and the
+# admission policy), the pgpool as a PetSet (rolled by the PetSet
+# controller `make cluster-up` started) with its PodDisruptionBudget as
+# KubeDB writes it (minAvailable: a PetSet has no scale subresource for
+# maxUnavailable), and a Pgpool object that controls the PetSet and its
+# config Secret.
+step $K apply --server-side -f "$ROOT/test/fixtures/kubedb-pgpool-crd.yaml" >/dev/null
+$K wait --for=condition=Established crd/pgpools.kubedb.com crd/petsets.apps.k8s.appscode.com --timeout=60s >/dev/null
+awk '/^apiVersion: apps\/v1$/ {held = $0; next}
+	held != "" && /^kind: StatefulSet$/ {print "apiVersion: apps.k8s.appscode.com/v1"; print "kind: PetSet"; held = ""; next}
+	held != "" {print held; held = ""}
+	/^  maxUnavailable: 1$/ {print "  minAvailable: 2"; next}
+	{print}' "$ROOT/test/fixtures/kubedb-real.yaml" >"$WORK/kubedb-petset.yaml"
+step $K apply -n demo -f "$WORK/kubedb-petset.yaml"
+cat >"$WORK/pgpool.yaml" <<'PG'
+apiVersion: kubedb.com/v1alpha2
+kind: Pgpool
+metadata: {name: pgpool}
+spec: {version: 4.5.0, replicas: 3, deletionPolicy: WipeOut, postgresRef: {name: ha-postgres, namespace: demo}}
+PG
+step $K apply -n demo -f "$WORK/pgpool.yaml"
+UID_="$($K get pgpool.kubedb.com -n demo pgpool -o jsonpath='{.metadata.uid}')"
+OWNER='{"metadata":{"ownerReferences":[{"apiVersion":"kubedb.com/v1alpha2","kind":"Pgpool","name":"pgpool","uid":"'"$UID_"'","controller":true}]}}'
+step $K patch -n demo petset.apps.k8s.appscode.com/pgpool --type=merge -p "$OWNER"
+step $K patch -n demo secret/pgpool-config --type=merge -p "$OWNER"
 step $K wait -n demo --for=condition=Ready issuer/pgpool-issuer issuer/pp-new-issuer --timeout=120s
-step $K wait -n demo --for=jsonpath='{.status.readyReplicas}'=3 statefulset/pgpool --timeout=180s
+step $K wait -n demo --for=jsonpath='{.status.readyReplicas}'=3 petset.apps.k8s.appscode.com/pgpool --timeout=180s
 
 step "$P" tls add pgpool -n demo --issuer pgpool-issuer --ssl-mode require --client-auth-mode cert \
 	--client-org pgpool --client-ou client --backend-ca secret/pgpool-backend-cert --yes

@@ -74,8 +74,8 @@ proxy_pid=$!
 trap 'kill $proxy_pid 2>/dev/null || true' EXIT
 
 # Inside: new mount, pid and network namespaces; loopback up; the usual
-# file systems (sysfs and cgroup2 mounted from inside, so they show this
-# network namespace and the whole cgroup tree); the third-party snapshots
+# file systems (sysfs mounted from inside, so that it shows this network
+# namespace; the host's cgroup hierarchy as it is); the third-party snapshots
 # read-only beside the clone; then the two commands.
 cat >"$DIR/inside.sh" <<EOF
 set -euo pipefail
@@ -87,7 +87,7 @@ mount --bind "\$R" "\$R"
 ip link set lo up
 mount -t proc proc "\$R/proc"
 mount -t sysfs sysfs "\$R/sys"
-mount -t cgroup2 cgroup2 "\$R/sys/fs/cgroup"
+mount --rbind /sys/fs/cgroup "\$R/sys/fs/cgroup"   # the host's hierarchy, v1 or v2, with its controllers
 mount --rbind /dev "\$R/dev"
 mount -t tmpfs tmpfs "\$R/tmp"
 mount -t tmpfs tmpfs "\$R/run"
