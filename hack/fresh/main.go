@@ -78,7 +78,7 @@ func pipe(a, b net.Conn) {
 // host; other requests (absolute URLs, as a client sends a proxy) are sent
 // on, one after another on the same connection, as apt pipelines them.
 func proxy(c net.Conn) {
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	br := bufio.NewReader(c)
 	for {
 		req, err := http.ReadRequest(br)
