@@ -528,6 +528,11 @@ webhook_refuses() {
 	grep -q 'admission webhook "webhook.cert-manager.io" denied' <<<"$out"
 }
 
+# established: CRD $1 is served (its Established condition is True).
+established() {
+	[ "$("${K[@]}" get crd "$1" -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ]
+}
+
 # petset_up starts the real PetSet controller (KubeDB's PetSets; built
 # once from ../shared/third_party/petset-*.tar.xz by hack/build-petset.sh)
 # and installs its CRDs, as the tests that roll a PetSet do: a KubeDB
@@ -541,7 +546,10 @@ petset_up() {
 		return 0
 	fi
 	"${K[@]}" apply --server-side --force-conflicts -f "$pdir/crds/apps.k8s.appscode.com_petsets.yaml" -f "$pdir/crds/apps.k8s.appscode.com_placementpolicies.yaml" >/dev/null
-	"${K[@]}" wait --for condition=Established --timeout 60s crd/petsets.apps.k8s.appscode.com >/dev/null
+	# Not `kubectl wait --for condition=Established`: on a CRD the API
+	# server has not given a status yet it fails at once (".status.conditions
+	# accessor error"), as it did on a loaded machine.
+	wait_for "the PetSet CRD to be established" 60 established petsets.apps.k8s.appscode.com
 	(cd "$ROOT" && go build -o "$DIR/petset-run" ./hack/petset)
 	start petset "$DIR/petset-run" --kubeconfig "$KUBECONFIG_OUT" --dir "$pdir" --log "$DIR/logs/petset-controller.log"
 	wait_for "the PetSet controller" 60 grep -q "Starting workers" "$DIR/logs/petset-controller.log"

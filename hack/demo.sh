@@ -38,7 +38,15 @@ step $K wait -n demo --for=condition=Ready certificate/pgpool-backend-cert --tim
 # maxUnavailable), and a Pgpool object that controls the PetSet and its
 # config Secret.
 step $K apply --server-side -f "$ROOT/test/fixtures/kubedb-pgpool-crd.yaml" >/dev/null
-$K wait --for=condition=Established crd/pgpools.kubedb.com crd/petsets.apps.k8s.appscode.com --timeout=60s >/dev/null
+# (`kubectl wait --for=condition=Established` fails at once on a CRD that
+# has no status yet: poll, with a deadline.)
+for crd in pgpools.kubedb.com petsets.apps.k8s.appscode.com; do
+	for i in $(seq 240); do
+		[ "$($K get crd "$crd" -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ] && break
+		[ "$i" = 240 ] && { echo "CRD $crd was not established in 60s" >&2; exit 1; }
+		sleep 0.25
+	done
+done
 awk '/^apiVersion: apps\/v1$/ {held = $0; next}
 	held != "" && /^kind: StatefulSet$/ {print "apiVersion: apps.k8s.appscode.com/v1"; print "kind: PetSet"; held = ""; next}
 	held != "" {print held; held = ""}

@@ -107,7 +107,17 @@ exec chroot "\$R" /usr/bin/env -i HOME=/root TERM=dumb PATH=/usr/local/go/bin:/u
 			echo "\$(date +%H:%M:%S) make \$t" >&2
 			if make \$t > /mnt/make-\$t.log 2>&1; then r=ok; else r=FAILED; fi
 			echo "make \$t: \$r in \$((\$(date +%s) - s))s" | tee -a /mnt/inside.txt
-			[ \$r = ok ] || { tail -n 40 /mnt/make-\$t.log; exit 1; }
+			if [ \$r != ok ]; then
+				tail -n 40 /mnt/make-\$t.log
+				# What the local cluster looked like, before the namespaces go.
+				if [ -f .cluster/env ]; then
+					. .cluster/env
+					for a in "get nodes -o wide" "get pods -A -o wide" "get events -A" "get petsets.apps.k8s.appscode.com -A -o yaml" "get nodes -o yaml"; do
+						echo "\$ kubectl \$a"; \$BIN_DIR/kubectl --kubeconfig \$KUBECONFIG \$a 2>&1
+					done > /mnt/diagnostics.txt
+				fi
+				exit 1
+			fi
 		done'
 EOF
 echo "$(ts) entering the namespaces: make ${targets// / then make } (logs: $DIR/make-*.log)" >&2
