@@ -72,11 +72,35 @@ func rolledOut(t *testing.T, ns string) {
 			return env.Kube.AppsV1().Deployments(ns).Watch(ctx, o)
 		},
 	}
-	testenv.WaitObject(t, testenv.Context(t, 2*time.Minute), lw, &appsv1.Deployment{}, "the rollout of Deployment "+bitnamiName, func(d *appsv1.Deployment) bool {
+	d := testenv.WaitObject(t, testenv.Context(t, 2*time.Minute), lw, &appsv1.Deployment{}, "the rollout of Deployment "+bitnamiName, func(d *appsv1.Deployment) bool {
 		s := d.Status
 		return s.ObservedGeneration >= d.Generation && s.UpdatedReplicas == 2 && s.Replicas == 2 && s.AvailableReplicas == 2
 	})
-	env.WaitPodsReady(t, ns, bitnamiSelector, 2, 2*time.Minute)
+	// The newest ReplicaSet (the Deployment's revision), and then its 2
+	// pods Ready with no other pod left: a Deployment's status can say
+	// "done" while an old pod still serves (seen: status then proved 3).
+	rev := d.Annotations["deployment.kubernetes.io/revision"]
+	rss, err := env.Kube.AppsV1().ReplicaSets(ns).List(testenv.Context(t, time.Minute), metav1.ListOptions{LabelSelector: bitnamiSelector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := ""
+	for _, rs := range rss.Items {
+		if rs.Annotations["deployment.kubernetes.io/revision"] == rev {
+			hash = rs.Labels["pod-template-hash"]
+		}
+	}
+	if hash == "" {
+		t.Fatalf("no ReplicaSet of revision %s", rev)
+	}
+	for {
+		pods := env.WaitPodsReady(t, ns, bitnamiSelector, 2, 2*time.Minute)
+		if pods[0].Labels["pod-template-hash"] == hash && pods[1].Labels["pod-template-hash"] == hash {
+			return
+		}
+		// An old pod is one of the 2: wait for the next change.
+		env.WaitPodsReady(t, ns, bitnamiSelector+",pod-template-hash="+hash, 2, 2*time.Minute)
+	}
 }
 
 // helmValuesOf cuts the values file out of the plan's Helm warning, and
