@@ -36,31 +36,34 @@ func (e *Env) WaitPodsReady(t testing.TB, ns, selector string, n int, d time.Dur
 			return e.Kube.CoreV1().Pods(ns).Watch(ctx, o)
 		},
 	}
-	pods := map[string]corev1.Pod{}
-	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(ev watch.Event) (bool, error) {
-		p, ok := ev.Object.(*corev1.Pod)
-		if !ok {
-			return false, nil
-		}
-		if ev.Type == watch.Deleted {
-			delete(pods, p.Name)
-		} else {
-			pods[p.Name] = *p
-		}
-		ready := 0
-		for _, p := range pods {
-			if PodReady(&p) {
+	// Counted over the informer's store, never over the events seen so
+	// far: the initial list arrives as one event per pod, and counting
+	// those returned "2 of 2 Ready" before a third, terminating pod of
+	// the same list had been delivered.
+	var store cache.Store
+	done := func() bool {
+		ready, items := 0, store.List()
+		for _, o := range items {
+			if p, ok := o.(*corev1.Pod); ok && PodReady(p) {
 				ready++
 			}
 		}
-		return ready == n && len(pods) == n, nil
-	})
+		return ready == n && len(items) == n
+	}
+	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, func(s cache.Store) (bool, error) {
+		store = s
+		return done(), nil
+	}, func(watch.Event) (bool, error) { return done(), nil })
 	if err != nil {
-		t.Fatalf("waiting for %d Ready pods (%s) in %s: %v (have %d)", n, selector, ns, err, len(pods))
+		have := 0
+		if store != nil {
+			have = len(store.List())
+		}
+		t.Fatalf("waiting for %d Ready pods (%s) in %s: %v (have %d)", n, selector, ns, err, have)
 	}
 	var out []corev1.Pod
-	for _, p := range pods {
-		out = append(out, p)
+	for _, o := range store.List() {
+		out = append(out, *o.(*corev1.Pod))
 	}
 	return out
 }
