@@ -1,6 +1,7 @@
 package realnode
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -42,16 +43,7 @@ func realBitnami(t *testing.T) string {
 // fixture's objects first, and the ConfigMaps cms created before them.
 func realBitnamiWith(t *testing.T, mutate func(*unstructured.Unstructured), cms ...*corev1.ConfigMap) string {
 	t.Helper()
-	if !bitnamiScripts() {
-		t.Skip("no snapshot of Bitnami's pgpool container scripts (../shared/third_party/bitnami-pgpool-scripts-*.tar.xz, or BITNAMI_SCRIPTS_ARCHIVE): the image kubectl-pgpool/bitnami-pgpool:local was not built")
-	}
-	ns := env.Namespace(t)
-	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
-	env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
-	ctx := testenv.Context(t, 2*time.Minute)
-	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	ns, ctx := bitnamiNamespace(t)
 	for _, cm := range cms {
 		if _, err := env.Kube.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -71,6 +63,24 @@ func realBitnamiWith(t *testing.T, mutate func(*unstructured.Unstructured), cms 
 	env.WaitIssuerReady(t, ctx, ns, "pp-new-issuer")
 	env.WaitPodsReady(t, ns, bitnamiSelector, 2, 3*time.Minute)
 	return ns
+}
+
+// bitnamiNamespace skips the test without Bitnami's scripts' image, else
+// makes a namespace with the issuers and the backend's TLS (its
+// certificate issued), and returns it with a 2-minute context.
+func bitnamiNamespace(t *testing.T) (string, context.Context) {
+	t.Helper()
+	if !bitnamiScripts() {
+		t.Skip("no snapshot of Bitnami's pgpool container scripts (../shared/third_party/bitnami-pgpool-scripts-*.tar.xz, or BITNAMI_SCRIPTS_ARCHIVE): the image kubectl-pgpool/bitnami-pgpool:local was not built")
+	}
+	ns := env.Namespace(t)
+	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
+	env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
+	ctx := testenv.Context(t, 2*time.Minute)
+	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return ns, ctx
 }
 
 // bitnamiScripts: hack/build-images.sh found Bitnami's scripts (by the same

@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/runner"
-	"github.com/kubectl-pgpool/kubectl-pgpool/pkg/tls/issuing"
 	"github.com/kubectl-pgpool/kubectl-pgpool/test/testenv"
 )
 
@@ -135,17 +134,8 @@ func TestBitnamiHelmReleaseOnRealNode(t *testing.T) {
 	if !env.Cluster.RealNode {
 		t.Fatal("the cluster has no real node: start it with REAL_NODE=1 make cluster-up")
 	}
-	if !bitnamiScripts() {
-		t.Skip("no snapshot of Bitnami's pgpool container scripts: the image kubectl-pgpool/bitnami-pgpool:local was not built")
-	}
+	ns, ctx := bitnamiNamespace(t)
 	helm, chart := helmTool(t)
-	ns := env.Namespace(t)
-	env.Apply(t, ns, env.Fixture(t, "issuers.yaml"), 0)
-	env.Apply(t, ns, env.Fixture(t, "backend-tls.yaml"), 0)
-	ctx := testenv.Context(t, 2*time.Minute)
-	if _, err := issuing.WaitReady(ctx, env.CertMgr.CertmanagerV1(), ns, "pgpool-backend-cert", 0, time.Time{}, nil); err != nil {
-		t.Fatal(err)
-	}
 	env.WaitIssuerReady(t, ctx, ns, "pgpool-issuer")
 	base := filepath.Join(env.Root, "test", "fixtures", "bitnami-helm-values.yaml")
 	helmRun(t, helm, ns, "install", "pg", chart, "-f", base)
